@@ -1,0 +1,286 @@
+"""Operator base class, execution context and registry (SNAP's GPF shape).
+
+An operator is a spec plus two methods, as in SNAP's GPF:
+
+* ``initialize()`` checks sources and parameters and returns the *target
+  product*, whose bands are lazy Dask arrays (SNAP's ``initialize`` +
+  ``setTargetProduct``);
+* the per-tile science lives in a pure numpy function, mapped over chunks with
+  :func:`map_tiles` (SNAP's ``computeTile``/``computeTileStack``).
+
+Sink operators (``Write``, ``LabelMaskExport``) also implement
+``execute(progress)``, which streams their target to disk.
+
+Example
+-------
+>>> from snap_operators.operator import Operator, register
+>>> from snap_operators.spec import OperatorSpec
+>>> @register
+... class Identity(Operator):
+...     spec = OperatorSpec(alias="IdentityExample", description="Copies its source.")
+...     def initialize(self):
+...         return self.source_product().copy()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import dask.array as da
+import numpy as np
+
+from .errors import GraphError, OperatorError
+from .product import DEFAULT_TILE_SIZE, Product
+from .spec import OperatorSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExecutionContext:
+    """Run-wide settings handed to every operator of a graph run.
+
+    Attributes
+    ----------
+    tile_size : int
+        Chunk edge in pixels for products read from disk.
+    overwrite : bool
+        Allow sinks to replace existing targets.
+    input_files : set of str
+        Resolved paths read by the graph; sinks refuse to write over them.
+    client : distributed.Client or None
+        Cluster client when running on ``dask.distributed``.
+    num_workers : int or None
+        Threads for the local scheduler.
+    progress : bool
+        Show progress bars.
+    """
+
+    tile_size: int = DEFAULT_TILE_SIZE
+    overwrite: bool = False
+    input_files: set[str] = field(default_factory=set)
+    client: Any = None
+    num_workers: int | None = None
+    progress: bool = False
+
+
+class Operator:
+    """Base class of all operators.
+
+    Parameters
+    ----------
+    sources : dict
+        Source name -> Product (``sourceProduct``, ``sourceProduct.1``, ...).
+    parameters : dict
+        Typed parameter values (already converted by the spec).
+    context : ExecutionContext, optional
+    node_id : str, optional
+        Graph node id, used in error messages.
+    """
+
+    spec: ClassVar[OperatorSpec]
+
+    def __init__(
+        self,
+        sources: Mapping[str, Product] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        context: ExecutionContext | None = None,
+        node_id: str | None = None,
+    ):
+        self.sources = dict(sources or {})
+        given = dict(parameters or {})
+        defaults = {p.name: p.default for p in self.spec.parameters}
+        defaults.update(given)
+        self.parameters = defaults
+        self.context = context or ExecutionContext()
+        self.node_id = node_id or self.spec.alias
+        self.target: Product | None = None
+
+    # --- GPF-like API ---------------------------------------------------
+    def initialize(self) -> Product:
+        """Build and return the lazy target product."""
+        raise NotImplementedError
+
+    def execute(self, progress: Callable[[int], None] | None = None) -> None:
+        """Sinks only: compute the target and write it."""
+        raise NotImplementedError(f"{self.spec.alias} is not a sink")
+
+    # --- helpers --------------------------------------------------------
+    def source_product(self, name: str | None = None) -> Product:
+        """The source called `name`, else the first one (SNAP's fallback)."""
+        if name is not None and name in self.sources:
+            return self.sources[name]
+        if not self.sources:
+            raise OperatorError(f"{self.spec.alias}: node '{self.node_id}' has no source product")
+        return next(iter(self.sources.values()))
+
+    def source_products(self) -> list[Product]:
+        """All sources in graph order (sourceProduct, sourceProduct.1, ...)."""
+        return list(self.sources.values())
+
+    def error(self, message: str) -> OperatorError:
+        """An OperatorError prefixed with the operator alias and node id."""
+        prefix = self.spec.alias if self.node_id == self.spec.alias else f"{self.spec.alias} (node '{self.node_id}')"
+        return OperatorError(f"{prefix}: {message}")
+
+    @classmethod
+    def create(cls, sources=None, raw_parameters: Mapping[str, Any] | None = None, **kwargs) -> "Operator":
+        """Instantiate from raw (string) parameter values, converting with the spec."""
+        values, unknown = cls.spec.convert_parameters(raw_parameters or {})
+        for name in unknown:
+            log.info("%s: parameter '%s' is not used by the standalone engine", cls.spec.alias, name)
+        return cls(sources, values, **kwargs)
+
+
+def map_tiles(
+    func: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
+    inputs: Mapping[str, da.Array],
+    outputs: Mapping[str, Any],
+) -> dict[str, da.Array]:
+    """Map a pure per-tile function over aligned chunks of several bands.
+
+    Parameters
+    ----------
+    func : callable
+        ``func({band: tile}) -> {output: tile}``; every tile is a 2-D numpy
+        array of the same shape. This is the function the SNAP adapter calls
+        with SNAP's tiles too.
+    inputs : dict of str to dask.array.Array
+        Input bands, all of one shape.
+    outputs : dict of str to dtype
+        Output names and dtypes.
+
+    Returns
+    -------
+    dict of str to dask.array.Array
+        One lazy array per output; the function runs once per chunk even when
+        several outputs are used.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> a = da.ones((4, 4), chunks=2)
+    >>> out = map_tiles(lambda t: {"twice": t["a"] * 2}, {"a": a}, {"twice": "float64"})
+    >>> float(out["twice"].sum().compute())
+    32.0
+    """
+    names = list(inputs)
+    out_names = list(outputs)
+    arrays = list(inputs.values())
+    if not arrays:
+        raise ValueError("map_tiles needs at least one input band")
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise OperatorError(f"bands differ in size: {sorted(shapes)}; add a Resample node")
+
+    def call(*blocks):
+        result = func(dict(zip(names, blocks)))
+        if len(out_names) == 1:
+            return result[out_names[0]]
+        return tuple(result[o] for o in out_names)
+
+    signature = ",".join("()" for _ in names) + "->" + (
+        "()" if len(out_names) == 1 else "(" + "),(".join("" for _ in out_names) + ")"
+    )
+    dtypes = [np.dtype(outputs[o]) for o in out_names]
+    res = da.apply_gufunc(
+        call,
+        signature,
+        *arrays,
+        output_dtypes=dtypes[0] if len(dtypes) == 1 else dtypes,
+        vectorize=False,
+        allow_rechunk=False,
+    )
+    if len(out_names) == 1:
+        res = (res,)
+    return dict(zip(out_names, res))
+
+
+# --- registry -------------------------------------------------------------
+
+_OPERATORS: dict[str, type[Operator]] = {}
+_BUILTIN_MODULES = (
+    "snap_operators.ops.read",
+    "snap_operators.ops.write",
+    "snap_operators.ops.resample",
+    "snap_operators.ops.subset",
+    "snap_operators.ops.bandmaths",
+    "snap_operators.ops.bandmerge",
+    "snap_operators.ops.collocate",
+)
+#: Modules with science operators, registered when present (later issues).
+_OPTIONAL_MODULES = (
+    "snap_operators.ops.spectral_indices",
+    "snap_operators.ops.progressive_classifier",
+    "snap_operators.ops.label_mask_export",
+    "snap_operators.ops.unet_inference",
+    "snap_operators.ops.change_detection",
+)
+_loaded = False
+
+#: Operators that exist in SNAP (its toolboxes) but not in the standalone engine.
+SNAP_ONLY_OPERATORS = frozenset(
+    """Apply-Orbit-File Calibration Terrain-Correction Speckle-Filter ThermalNoiseRemoval
+    Remove-GRD-Border-Noise LinearToFromdB TOPSAR-Split TOPSAR-Deburst TOPSAR-Merge Multilook
+    Ellipsoid-Correction-GG Ellipsoid-Correction-RD Terrain-Flattening SAR-Simulation SRGR GRD-Post
+    SliceAssembly Back-Geocoding Enhanced-Spectral-Diversity Interferogram TopoPhaseRemoval
+    Goldstein-Phase-Filtering SnaphuExport SnaphuImport Phase-To-Displacement Polarimetric-Decomposition
+    Polarimetric-Matrices Polarimetric-Speckle-Filter Offset-Tracking Coherence CreateStack
+    Cross-Correlation Warp Land-Sea-Mask AddElevation Convert-Datatype Undersample Oversample
+    BiophysicalOp Biophysical10mOp S2Resampling Idepix.Sentinel2 Sen2Cor C2RCC.MSI Reproject Mosaic
+    Merge Image-Filter KMeansClusterAnalysis EMClusterAnalysis RandomForestClassifier
+    Binning PixEx StatisticsOp TileWriter ProductSet-Reader Multi-Temporal-Speckle-Filter
+    Generic-Region-Merging Forest-Cover-Change Flip Fill-DEM-Hole""".split()
+)
+
+
+def register(cls: type[Operator]) -> type[Operator]:
+    """Class decorator adding an operator to the registry under its alias."""
+    alias = cls.spec.alias
+    if alias in _OPERATORS and _OPERATORS[alias] is not cls:
+        raise ValueError(f"operator alias {alias!r} registered twice")
+    _OPERATORS[alias] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in _BUILTIN_MODULES:
+        importlib.import_module(mod)
+    for mod in _OPTIONAL_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def operators() -> dict[str, type[Operator]]:
+    """All registered operators, alias -> class, sorted by alias."""
+    _load_builtins()
+    return dict(sorted(_OPERATORS.items()))
+
+
+def get_operator(alias: str, node_id: str | None = None) -> type[Operator]:
+    """The operator class for `alias`, or a one-line error that says why not."""
+    ops = operators()
+    if alias in ops:
+        return ops[alias]
+    where = f"node '{node_id}': " if node_id else ""
+    if alias in SNAP_ONLY_OPERATORS:
+        raise GraphError(f"{where}operator {alias} is provided by SNAP; run this graph with gpt")
+    raise GraphError(f"{where}unknown operator '{alias}'; known operators: {', '.join(ops)}")
+
+
+def replace_parameters(op: Operator, **changes: Any) -> Operator:
+    """A new operator like `op` with some parameters replaced (for tests/tools)."""
+    params = dict(op.parameters)
+    params.update(changes)
+    return type(op)(op.sources, params, dataclasses.replace(op.context), op.node_id)
