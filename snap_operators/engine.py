@@ -102,7 +102,9 @@ def build(graph: Graph, context: ExecutionContext | None = None) -> dict[str, Op
     context = context or ExecutionContext()
     order = graph.check()
     classes = {nid: get_operator(graph.nodes[nid].operator, nid) for nid in order}
-    sinks = [nid for nid in order if classes[nid].spec.sink]
+    # Operators with an open() may join the streaming pass (e.g. a classifier
+    # writing its area table), so they count as potential sinks here.
+    sinks = [nid for nid in order if classes[nid].spec.sink or hasattr(classes[nid], "open")]
     needed = graph.upstream(sinks) if sinks else set(order)
     ops: dict[str, Operator] = {}
     for nid in order:
@@ -149,7 +151,7 @@ def run_graph(
     """
     context = context or ExecutionContext()
     ops = build(graph, context)
-    sinks = [op for op in ops.values() if op.spec.sink]
+    sinks = [op for op in ops.values() if op.is_sink]
     if not sinks:
         raise GraphError("graph has no Write node: nothing to compute")
     for op in sinks:

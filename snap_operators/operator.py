@@ -109,6 +109,15 @@ class Operator:
         """Sinks only: compute the target and write it."""
         raise NotImplementedError(f"{self.spec.alias} is not a sink")
 
+    @property
+    def is_sink(self) -> bool:
+        """Whether this node writes something in the engine's streaming pass.
+
+        True for sink operators; an operator may override it to join the pass
+        only when configured to (e.g. when given an output file parameter).
+        """
+        return self.spec.sink
+
     # --- helpers --------------------------------------------------------
     def source_product(self, name: str | None = None) -> Product:
         """The source called `name`, else the first one (SNAP's fallback)."""
@@ -179,14 +188,14 @@ def map_tiles(
 
     def call(*blocks):
         result = func(dict(zip(names, blocks)))
-        if len(out_names) == 1:
-            return result[out_names[0]]
-        return tuple(result[o] for o in out_names)
+        # Cast to the declared dtypes so dask's metadata never lies about a chunk.
+        out = tuple(np.asarray(result[o]).astype(dt, copy=False) for o, dt in zip(out_names, dtypes))
+        return out[0] if len(out) == 1 else out
 
+    dtypes = [np.dtype(outputs[o]) for o in out_names]
     signature = ",".join("()" for _ in names) + "->" + (
         "()" if len(out_names) == 1 else "(" + "),(".join("" for _ in out_names) + ")"
     )
-    dtypes = [np.dtype(outputs[o]) for o in out_names]
     res = da.apply_gufunc(
         call,
         signature,

@@ -1,0 +1,225 @@
+"""Reader for a folder of per-band raster files.
+
+Two layouts are recognised (file names are matched case-insensitively):
+
+* Sentinel-2 band files ``<prefix>_B01.jp2`` ... ``<prefix>_B8A.tif`` (the
+  ``IMG_DATA`` folder of a SAFE granule, BigEarthNet S2 patches). Bands get
+  SNAP's names ``B1`` ... ``B12``, ``B8A`` (zero padding stripped), in SNAP's
+  order, each at its native resolution (a multi-size product).
+  Integer digital numbers are converted to reflectance = DN / 10000 with
+  DN 0 (Sentinel-2's NODATA value) -> NaN. Band files carry no processing
+  baseline, so no radiometric offset is applied: this is right for products
+  before baseline 04.00 (BigEarthNet, the eo-box tile); read newer products
+  from their SAFE, whose metadata gives the offset. Float files are taken as
+  reflectance already.
+* Sentinel-1 backscatter in dB ``<prefix>_VV.tif`` / ``<prefix>_VH.tif``
+  (BigEarthNet S1 patches): bands ``Sigma0_VV_db`` / ``Sigma0_VH_db``
+  (SNAP's names for dB backscatter), unit ``dB``, values as stored.
+
+A ``*_labels_metadata.json`` beside the bands (BigEarthNet) goes into the
+metadata tree and gives the acquisition time; otherwise the time comes from a
+``YYYYMMDDTHHMMSS`` stamp in the file names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..errors import ProductReadError
+from ..product import DEFAULT_TILE_SIZE, MetadataElement, Product
+from . import parse_datetime
+from .geotiff import georeferencing, open_raster
+from .lazy import BandSource, build_bands
+
+#: Sentinel-2 band names in SNAP's order.
+S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
+#: Native resolution (m) of each band.
+S2_RESOLUTIONS = dict(zip(S2_BANDS, (60, 10, 10, 10, 20, 20, 20, 10, 20, 60, 60, 20, 20)))
+#: Central wavelengths (nm) as given in the products' metadata (S2A, S2B).
+S2A_WAVELENGTHS = dict(zip(S2_BANDS, (442.7, 492.7, 559.8, 664.6, 704.1, 740.5, 782.8, 832.8, 864.7, 945.1,
+                                      1373.5, 1613.7, 2202.4)))
+S2B_WAVELENGTHS = dict(zip(S2_BANDS, (442.3, 492.3, 559.0, 665.0, 703.8, 739.1, 779.7, 833.0, 864.0, 943.2,
+                                      1376.9, 1610.4, 2185.7)))
+#: Sentinel-2 quantification value: reflectance = DN / 10000 (baselines < 04.00).
+S2_QUANTIFICATION = 10000.0
+#: Sentinel-2 special value NODATA.
+S2_NODATA = 0
+#: SNAP's unit of Sentinel-2 reflectance (dimensionless).
+REFLECTANCE_UNIT = "dl"
+
+S1_POLARISATIONS = ("VV", "VH", "HH", "HV")
+
+_S2_FILE = re.compile(r"^(?P<prefix>.+)_(?P<band>B(?:0?[1-9]|1[0-2]|8A))\.(?:jp2|tiff?)$", re.IGNORECASE)
+_S1_FILE = re.compile(r"^(?P<prefix>.+)_(?P<pol>VV|VH|HH|HV)\.tiff?$", re.IGNORECASE)
+_STAMP = re.compile(r"(\d{8}T\d{6})")
+
+
+def snap_band_name(token: str) -> str:
+    """SNAP's name for a file band token: ``B01`` -> ``B1``, ``b8a`` -> ``B8A``."""
+    token = token.upper()
+    return "B8A" if token == "B8A" else f"B{int(token[1:])}"
+
+
+def s1_band_name(polarisation: str) -> str:
+    """SNAP's name for dB backscatter: ``VV`` -> ``Sigma0_VV_db``."""
+    return f"Sigma0_{polarisation.upper()}_db"
+
+
+def find_band_files(folder: str | Path) -> tuple[str, str, dict[str, Path]]:
+    """``(kind, prefix, {band name: file})`` for a band folder, kind ``S2`` or ``S1``.
+
+    Raises
+    ------
+    ProductReadError
+        If the folder holds no band files, two files for one band, or the
+        bands of several products.
+    """
+    folder = Path(folder)
+    files = sorted(f for f in folder.iterdir() if f.is_file())
+    for kind, pattern, namer, order in (
+        ("S2", _S2_FILE, lambda m: snap_band_name(m["band"]), S2_BANDS),
+        ("S1", _S1_FILE, lambda m: s1_band_name(m["pol"]), tuple(s1_band_name(p) for p in S1_POLARISATIONS)),
+    ):
+        found: dict[str, Path] = {}
+        prefixes = set()
+        for f in files:
+            m = pattern.match(f.name)
+            if not m:
+                continue
+            name = namer(m)
+            if name in found:
+                raise ProductReadError(f"{folder}: two files for band {name}: {found[name].name}, {f.name}")
+            found[name] = f
+            prefixes.add(m["prefix"])
+        if found:
+            if len(prefixes) > 1:
+                raise ProductReadError(
+                    f"{folder}: band files of several products ({', '.join(sorted(prefixes))}); "
+                    "keep one product per folder"
+                )
+            return kind, prefixes.pop(), {n: found[n] for n in order if n in found}
+    raise ProductReadError(
+        f"{folder}: no band files found (expected *_B02.jp2, *_B8A.tif, ... or *_VV.tif, *_VH.tif)"
+    )
+
+
+def _json_element(name: str, value: dict[str, Any]) -> MetadataElement:
+    e = MetadataElement(name)
+    for k, v in value.items():
+        if isinstance(v, dict):
+            e.elements.append(_json_element(k, v))
+        elif isinstance(v, list):
+            e.attributes[k] = json.dumps(v)
+        else:
+            e.attributes[k] = v
+    return e
+
+
+def _labels_metadata(folder: Path) -> dict[str, Any] | None:
+    for f in sorted(folder.glob("*_labels_metadata.json")):
+        try:
+            value = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ProductReadError(f"cannot read {f}: {exc}") from None
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def read_band_folder(
+    path: str | Path,
+    *,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    band_names: Iterable[str] | None = None,
+    pixel_region=None,
+) -> Product:
+    """Open a folder of per-band files as one lazy (multi-size) product.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder.
+    tile_size : int
+        Chunk edge in pixels.
+    band_names : list of str, optional
+        Bands to keep (SNAP names, ``B2``, ``B8A``, ``Sigma0_VV_db``).
+    pixel_region : str or tuple, optional
+        ``(x, y, width, height)`` in pixels of the finest band.
+
+    Returns
+    -------
+    Product
+        Sentinel-2: reflectance (float32, NaN = no data); Sentinel-1: dB.
+    """
+    folder = Path(path)
+    kind, prefix, files = find_band_files(folder)
+    wavelengths = S2B_WAVELENGTHS if prefix.upper().startswith("S2B") else S2A_WAVELENGTHS
+    sources = []
+    crs = None
+    for name, f in files.items():
+        with open_raster(f) as ds:
+            band_crs, transform = georeferencing(ds)
+            if crs is None:
+                crs = band_crs
+            elif band_crs is not None and band_crs != crs:
+                raise ProductReadError(f"{folder}: {f.name} has CRS {band_crs}, other bands {crs}")
+            dtype = np.dtype(ds.dtypes[0])
+            nodata = ds.nodatavals[0]
+            if kind == "S2":
+                integer = np.issubdtype(dtype, np.integer)
+                source = BandSource(
+                    name=name, path=str(f), index=1, shape=(ds.height, ds.width), file_dtype=dtype.str,
+                    transform=transform,
+                    scale=1.0 / S2_QUANTIFICATION if integer else 1.0,
+                    nodata=(S2_NODATA if nodata is None else nodata) if integer else nodata,
+                    unit=REFLECTANCE_UNIT, description=f"Reflectance in {name}",
+                    wavelength=wavelengths[name],
+                )
+            else:
+                source = BandSource(
+                    name=name, path=str(f), index=1, shape=(ds.height, ds.width), file_dtype=dtype.str,
+                    transform=transform, nodata=nodata, unit="dB",
+                    description=f"Sigma0 {name.split('_')[1]} backscatter in dB",
+                )
+            sources.append(source)
+
+    labels = _labels_metadata(folder)
+    start = None
+    if labels is not None:
+        start = parse_datetime(labels.get("acquisition_time") or labels.get("acquisition_date"))
+    if start is None:
+        m = _STAMP.search(prefix)
+        start = parse_datetime(m[1]) if m else None
+
+    metadata = MetadataElement("metadata")
+    metadata.elements.append(MetadataElement("Band_Folder", {
+        "folder": str(folder), "kind": kind, "prefix": prefix,
+        **{f"file_{n}": f.name for n, f in files.items()},
+    }))
+    if labels is not None:
+        metadata.elements.append(_json_element("labels_metadata", labels))
+
+    if kind == "S2":
+        level = "Level-2A" if "MSIL2A" in prefix.upper() else "Level-1C" if "MSIL1C" in prefix.upper() else ""
+        product_type = f"S2_MSI_{level}" if level else "S2_MSI"
+    else:
+        product_type = "S1_GRD" if "GRD" in prefix.upper() else "S1"
+    bands = build_bands(sources, tile_size=tile_size, band_names=band_names, pixel_region=pixel_region,
+                        where=str(folder))
+    product = Product(
+        name=prefix,
+        product_type=product_type,
+        crs=crs,
+        start_time=start,
+        stop_time=start,
+        metadata=metadata,
+        file_location=str(folder),
+    )
+    for band in bands:
+        product.add_band(band)
+    return product

@@ -1,0 +1,213 @@
+"""GeoTIFF / Cloud-Optimized GeoTIFF reader.
+
+Conventions, matching what the ``Write`` operator emits:
+
+* band names come from the band descriptions, else ``band_1``, ``band_2``...;
+* per-band no-data, scale and offset (GDAL metadata) are applied, so bands
+  hold physical values (scaled integers become float32, no-data -> NaN);
+* dataset tags go into the metadata element ``TIFF_Metadata``; product times
+  come from the tags ``PRODUCT_START_TIME``/``PRODUCT_STOP_TIME`` (ISO 8601),
+  else ``ACQUISITION_DATE``, else ``TIFFTAG_DATETIME``;
+* a band with a color table and a band tag ``CLASS_NAMES`` (a JSON object
+  ``{"value": "name"}``) is a class band: ``Band.classes`` lists its
+  categories with their colors.
+
+A plain multi-band GeoTIFF is read as stored (only its own scales/offsets
+are applied); Sentinel-2 DN -> reflectance scaling is done by the band-folder
+and SAFE readers, which know the data are Sentinel-2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import rasterio
+import rasterio.errors
+from affine import Affine
+
+from ..errors import ProductReadError
+from ..product import DEFAULT_TILE_SIZE, ClassInfo, MetadataElement, Product
+from . import parse_datetime
+from .lazy import BandSource, build_bands, error_text
+
+log = logging.getLogger(__name__)
+
+#: Tags holding product times, in order of preference.
+START_TAGS = ("PRODUCT_START_TIME", "ACQUISITION_DATE", "TIFFTAG_DATETIME")
+STOP_TAGS = ("PRODUCT_STOP_TIME",)
+
+
+def open_raster(path: str | Path):
+    """``rasterio.open`` with a one-line :class:`ProductReadError` on failure."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            return rasterio.open(str(path))
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise ProductReadError(f"cannot open {path}: {error_text(exc)}") from None
+
+
+def georeferencing(ds) -> tuple[Any, Affine | None]:
+    """``(crs, transform)`` of an open dataset; transform None when not georeferenced."""
+    crs = ds.crs
+    transform = ds.transform
+    if crs is None and transform == Affine.identity() and not ds.gcps[0]:
+        return None, None
+    return crs, transform
+
+
+def class_infos(ds, index: int) -> tuple[ClassInfo, ...] | None:
+    """Categories of band `index` (1-based) if it has a colormap and ``CLASS_NAMES``."""
+    raw = ds.tags(index).get("CLASS_NAMES")
+    if not raw:
+        return None
+    try:
+        cmap = ds.colormap(index)
+    except ValueError:
+        return None
+    try:
+        names = json.loads(raw)
+        if not isinstance(names, dict):
+            raise ValueError("not a JSON object")
+        classes = []
+        for key, entry in names.items():
+            value = int(key)
+            if isinstance(entry, dict):
+                name, desc = str(entry.get("name", key)), str(entry.get("description", ""))
+            else:
+                name, desc = str(entry), ""
+            color = tuple(int(c) for c in cmap.get(value, (0, 0, 0, 255))[:3])
+            classes.append(ClassInfo(value, name, color, desc))
+    except (ValueError, TypeError) as exc:
+        log.warning("%s: band %d: ignoring malformed CLASS_NAMES tag (%s)", ds.name, index, exc)
+        return None
+    return tuple(sorted(classes, key=lambda c: c.value))
+
+
+def _wavelength(ds, index: int) -> float | None:
+    tags = ds.tags(index)
+    for key in ("WAVELENGTH", "wavelength"):
+        if key in tags:
+            try:
+                return float(tags[key])
+            except ValueError:
+                pass
+    try:
+        um = ds.tags(index, ns="IMAGERY").get("CENTRAL_WAVELENGTH_UM")
+        return float(um) * 1000.0 if um else None
+    except (ValueError, rasterio.errors.RasterioError):
+        return None
+
+
+def band_name(description: str | None, index: int) -> str:
+    """Band name from a description, else ``band_<index>`` (1-based)."""
+    return description.strip() if description and description.strip() else f"band_{index}"
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for n in names:
+        candidate, k = n, 2
+        while candidate in out:
+            candidate, k = f"{n}_{k}", k + 1
+        out.append(candidate)
+    return out
+
+
+def band_sources(ds, path: str) -> list[BandSource]:
+    """Descriptions of all bands of an open dataset (physical values as stored)."""
+    _, transform = georeferencing(ds)
+    names = _unique(band_name(ds.descriptions[i], i + 1) for i in range(ds.count))
+    sources = []
+    for i in range(ds.count):
+        index = i + 1
+        scale = ds.scales[i] if ds.scales[i] is not None else 1.0
+        offset = ds.offsets[i] if ds.offsets[i] is not None else 0.0
+        tags = ds.tags(index)
+        sources.append(
+            BandSource(
+                name=names[i],
+                path=path,
+                index=index,
+                shape=(ds.height, ds.width),
+                file_dtype=ds.dtypes[i],
+                transform=transform,
+                scale=float(scale),
+                offset=float(offset),
+                nodata=ds.nodatavals[i],
+                unit=ds.units[i] or None,
+                description=tags.get("DESCRIPTION") or None,
+                wavelength=_wavelength(ds, index),
+                classes=class_infos(ds, index),
+            )
+        )
+    return sources
+
+
+def product_times(tags: dict[str, str]):
+    """``(start, stop)`` datetimes (UTC) from dataset tags; None where absent."""
+    start = next((parse_datetime(tags[k]) for k in START_TAGS if tags.get(k)), None)
+    stop = next((parse_datetime(tags[k]) for k in STOP_TAGS if tags.get(k)), None)
+    return start, stop or start
+
+
+def tiff_metadata(ds, names: list[str]) -> MetadataElement:
+    """Metadata root with the dataset tags (``TIFF_Metadata``) and per-band tags."""
+    tiff = MetadataElement("TIFF_Metadata", dict(ds.tags()))
+    tiff.attributes.setdefault("driver", ds.driver)
+    for i, name in enumerate(names, start=1):
+        tags = ds.tags(i)
+        if tags:
+            tiff.elements.append(MetadataElement(name, dict(tags)))
+    return MetadataElement("metadata", elements=[tiff])
+
+
+def read_geotiff(
+    path: str | Path,
+    *,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    band_names: Iterable[str] | None = None,
+    pixel_region=None,
+) -> Product:
+    """Open a GeoTIFF (or COG, or any single raster GDAL reads) lazily.
+
+    Parameters
+    ----------
+    path : str or Path
+    tile_size : int
+        Chunk edge in pixels.
+    band_names : list of str, optional
+        Bands to keep, in this order (default: all).
+    pixel_region : str or tuple, optional
+        ``(x, y, width, height)`` in pixels.
+
+    Returns
+    -------
+    Product
+        Bands of physical values; no pixel is read.
+    """
+    path = Path(path)
+    with open_raster(path) as ds:
+        crs, _ = georeferencing(ds)
+        sources = band_sources(ds, str(path))
+        tags = ds.tags()
+        metadata = tiff_metadata(ds, [s.name for s in sources])
+    start, stop = product_times(tags)
+    bands = build_bands(sources, tile_size=tile_size, band_names=band_names, pixel_region=pixel_region,
+                        where=str(path))
+    product = Product(
+        name=path.stem,
+        product_type=tags.get("PRODUCT_TYPE") or "GeoTIFF",
+        crs=crs,
+        start_time=start,
+        stop_time=stop,
+        metadata=metadata,
+        file_location=str(path),
+    )
+    for band in bands:
+        product.add_band(band)
+    return product

@@ -1,0 +1,377 @@
+"""Stream a product into a GeoTIFF, BigTIFF or Cloud-Optimized GeoTIFF.
+
+All bands go into one file, so they share one dtype: numpy's
+``result_type`` of the band dtypes, as SNAP's GeoTIFF writer promotes to the
+widest band type. The file is tiled 512 x 512, DEFLATE-compressed (predictor
+2 for integers, 3 for floats) and band-interleaved, so every chunk the engine
+computes fills whole tiles of one band and is compressed once.
+
+Conventions read back by :mod:`snap_operators.io.geotiff`:
+
+* dataset tags ``PRODUCT_NAME``, ``PRODUCT_TYPE``, ``PRODUCT_START_TIME``,
+  ``PRODUCT_STOP_TIME`` (ISO 8601, UTC);
+* band descriptions = band names, band units, ``IMAGERY`` domain
+  ``CENTRAL_WAVELENGTH_UM`` for spectral bands;
+* class bands: band tag ``CLASS_NAMES`` = JSON ``{"1": "Water", ...}``, a
+  colour table (GeoTIFF stores one only for band 1) and a GDAL PAM sidecar
+  ``<file>.aux.xml`` with ``<CategoryNames>`` so GDAL and QGIS show the names.
+
+Writes go to a hidden temporary file in the target folder; :meth:`commit`
+renames it into place (``os.replace``), :meth:`abort` deletes it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Sequence
+
+import dask.array as da
+import numpy as np
+
+from ..errors import ProductWriteError
+from ..product import Band, Product
+
+log = logging.getLogger(__name__)
+
+#: Tile edge of written GeoTIFFs (pixels).
+BLOCK_SIZE = 512
+#: Format name -> (BIGTIFF creation option, is COG).
+FORMATS = {"GeoTIFF": ("IF_SAFER", False), "GeoTIFF-BigTIFF": ("YES", False), "COG": ("IF_SAFER", True)}
+TIFF_EXTENSIONS = (".tif", ".tiff")
+
+
+def geotiff_path(path: str | os.PathLike) -> Path:
+    """`path` with ``.tif`` appended unless it ends with ``.tif``/``.tiff``."""
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_EXTENSIONS:
+        path = path.with_name(path.name + ".tif")
+    return path
+
+
+def output_dtype(bands: Sequence[Band]) -> np.dtype:
+    """The one dtype all `bands` are written with (numpy promotion).
+
+    Booleans become uint8 and half floats float32 (GDAL has neither).
+    """
+    dtype = np.result_type(*[b.dtype for b in bands])
+    if dtype == np.bool_:
+        return np.dtype("uint8")
+    if dtype.kind == "f" and dtype.itemsize < 4:
+        return np.dtype("float32")
+    if dtype.kind not in "iufc":
+        raise ProductWriteError(f"GeoTIFF cannot store {dtype} data")
+    return dtype
+
+
+def aligned_chunks(array: da.Array, block: int = BLOCK_SIZE) -> da.Array:
+    """Rechunk `array` so chunk edges fall on `block` boundaries.
+
+    Arrays already aligned (the default 1024 tiles are) are returned as is;
+    otherwise the chunk size is rounded to a multiple of `block`.
+    """
+    new = []
+    for chunks in array.chunks:
+        if all(c % block == 0 for c in chunks[:-1]):
+            new.append(chunks)
+        else:
+            size = max(block, int(round(max(chunks) / block)) * block)
+            new.append(size)
+    if all(isinstance(c, tuple) for c in new):
+        return array
+    return array.rechunk(tuple(new))
+
+
+def _nan_for_nodata(block: np.ndarray, no_data, dtype: np.dtype) -> np.ndarray:
+    out = block.astype(dtype, copy=True)
+    if no_data is not None and not (isinstance(no_data, float) and math.isnan(no_data)):
+        out[block == no_data] = np.nan
+    return out
+
+
+def _iso(t: _dt.datetime | None) -> str | None:
+    if t is None:
+        return None
+    if t.tzinfo is not None:
+        t = t.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return t.isoformat() + "Z"
+
+
+class GeoTiffWriter:
+    """Write one product into one GeoTIFF/COG file, chunk by chunk.
+
+    Usage: ``targets = w.open()``; store ``w.arrays[k]`` with
+    ``targets[k][(rows, cols)] = block`` from any threads; ``w.commit()``
+    or, on failure, ``w.abort()``.
+
+    Parameters
+    ----------
+    product : Product
+        Single-size product (all bands on one grid).
+    path : str or path-like
+        Output file (``.tif`` appended when it has no TIFF extension).
+    format_name : {"GeoTIFF", "GeoTIFF-BigTIFF", "COG"}
+    """
+
+    def __init__(self, product: Product, path: str | os.PathLike, format_name: str = "GeoTIFF"):
+        if format_name not in FORMATS:
+            raise ProductWriteError(f"unknown GeoTIFF format '{format_name}'; use one of {', '.join(FORMATS)}")
+        if not product.bands:
+            raise ProductWriteError(f"product '{product.name}' has no bands to write")
+        if product.is_multi_size:
+            sizes = sorted({f"{b.width}x{b.height}" for b in product.bands.values()})
+            raise ProductWriteError(
+                f"{format_name} cannot hold bands of different sizes ({', '.join(sizes)}); add a Resample node"
+            )
+        self.product = product
+        self.format_name = format_name
+        self.path = geotiff_path(path)
+        self.bands = list(product.bands.values())
+        self.dtype = output_dtype(self.bands)
+        self.nodata = [self._nodata(b) for b in self.bands]
+        self.arrays = [aligned_chunks(self._cast(b)) for b in self.bands]
+        self.outputs: list[str] = []
+        token = secrets.token_hex(4)
+        stem = self.path.stem
+        self._tmp = self.path.with_name(f".{stem}.part-{token}.tif")
+        self._tmp_cog = self.path.with_name(f".{stem}.part-{token}.cog.tif")
+        self._tmp_aux = self.path.with_name(f".{stem}.part-{token}.aux")
+        self._lock = threading.Lock()
+        self._ds = None
+
+    # --- dtype and no-data -----------------------------------------------------
+    def _nodata(self, band: Band):
+        if self.dtype.kind in "fc":
+            return math.nan  # all float bands share NaN: one GeoTIFF nodata tag
+        return None if band.no_data is None else int(band.no_data)
+
+    def _cast(self, band: Band) -> da.Array:
+        data = band.data
+        if band.dtype == self.dtype:
+            return data
+        if self.dtype.kind == "f" and band.no_data is not None:
+            return data.map_blocks(_nan_for_nodata, band.no_data, self.dtype, dtype=self.dtype)
+        return data.astype(self.dtype)
+
+    @property
+    def _shared_nodata(self) -> tuple[bool, object]:
+        """(True, value) when every band has the same no-data (GeoTIFF has one tag)."""
+        first = self.nodata[0]
+        same = all(
+            (n is None and first is None)
+            or (n is not None and first is not None and (n == first or (math.isnan(n) and math.isnan(first))))
+            for n in self.nodata
+        )
+        return same, first
+
+    # --- sink protocol -----------------------------------------------------------
+    def open(self) -> list["_WindowTarget"]:
+        """Create the temporary tiled GeoTIFF and return one target per band."""
+        import rasterio
+        from rasterio.errors import RasterioError
+
+        bigtiff, cog = FORMATS[self.format_name]
+        height, width = self.product.scene_shape
+        same, value = self._shared_nodata
+        profile = dict(
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=len(self.bands),
+            dtype=self.dtype.name,
+            crs=self.product.crs,
+            transform=self.product.transform,
+            nodata=value if same else None,
+            tiled=True,
+            blockxsize=BLOCK_SIZE,
+            blockysize=BLOCK_SIZE,
+            interleave="band",
+            compress="deflate",
+            predictor=3 if self.dtype.kind == "f" else 2 if self.dtype.kind in "iu" else 1,
+            bigtiff=bigtiff,
+            num_threads="ALL_CPUS",
+        )
+        if cog:
+            profile["zlevel"] = 1  # temporary file: favour speed, COG recompresses
+        if self.product.transform is None:
+            profile.pop("transform")
+        try:
+            self._ds = rasterio.open(self._tmp, "w", **profile)
+            self._write_metadata(self._ds)
+        except (RasterioError, OSError) as exc:
+            self.abort()
+            raise ProductWriteError(f"cannot create '{self._tmp}': {exc}") from None
+        return [_WindowTarget(self, k + 1) for k in range(len(self.bands))]
+
+    def _write_metadata(self, ds) -> None:
+        p = self.product
+        tags = {"PRODUCT_NAME": p.name, "PRODUCT_TYPE": p.product_type or ""}
+        for key, t in (("PRODUCT_START_TIME", p.start_time), ("PRODUCT_STOP_TIME", p.stop_time)):
+            if t is not None:
+                tags[key] = _iso(t)
+        ds.update_tags(**tags)
+        for k, band in enumerate(self.bands, start=1):
+            ds.set_band_description(k, band.name)
+            if band.unit:
+                ds.set_band_unit(k, band.unit)
+            if band.wavelength:
+                ds.update_tags(k, ns="IMAGERY", CENTRAL_WAVELENGTH_UM=repr(band.wavelength / 1000.0))
+            if band.classes:
+                ds.update_tags(k, CLASS_NAMES=json.dumps({str(c.value): c.name for c in band.classes}))
+                if k == 1 and self.dtype in (np.uint8, np.uint16):
+                    ds.write_colormap(1, _colormap(band))
+                else:
+                    log.info("GeoTIFF: colour table of class band '%s' not stored (only band 1 of an "
+                             "8/16-bit file can hold one); class names are kept", band.name)
+
+    def write_window(self, bidx: int, region: tuple[slice, slice], block: np.ndarray) -> None:
+        """Write `block` into band `bidx` (1-based) at `region` (thread-safe)."""
+        from rasterio.errors import RasterioError
+        from rasterio.windows import Window
+
+        rows, cols = region
+        y0, x0 = rows.start or 0, cols.start or 0
+        window = Window(x0, y0, block.shape[1], block.shape[0])
+        with self._lock:
+            if self._ds is None or self._ds.closed:
+                raise ProductWriteError(f"'{self.path}': writer is closed")
+            try:
+                self._ds.write(np.asarray(block, dtype=self.dtype), bidx, window=window)
+            except RasterioError as exc:
+                raise ProductWriteError(f"cannot write '{self._tmp}': {exc}") from None
+
+    def commit(self) -> None:
+        """Close, convert to COG if asked, add the PAM sidecar, rename into place."""
+        import rasterio.shutil
+        from rasterio.errors import RasterioError
+
+        self._close()
+        src = self._tmp
+        try:
+            if FORMATS[self.format_name][1]:
+                rasterio.shutil.copy(
+                    str(self._tmp), str(self._tmp_cog), driver="COG",
+                    COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=str(BLOCK_SIZE),
+                    BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", OVERVIEWS="AUTO",
+                    RESAMPLING=self._overview_resampling(),
+                )
+                _unlink(self._tmp)
+                src = self._tmp_cog
+        except (RasterioError, OSError) as exc:
+            raise ProductWriteError(f"cannot write COG '{self.path}': {exc}") from None
+        _unlink(Path(f"{src}.aux.xml"))  # GDAL PAM of the temporary name, if any
+        aux = pam_xml(self.bands, self.dtype, self.nodata, per_band_nodata=not self._shared_nodata[0])
+        final_aux = Path(f"{self.path}.aux.xml")
+        try:
+            if aux is not None:
+                self._tmp_aux.write_bytes(aux)
+            os.replace(src, self.path)
+            if aux is not None:
+                os.replace(self._tmp_aux, final_aux)
+            else:
+                _unlink(final_aux)  # a stale sidecar would describe the old file
+        except OSError as exc:
+            raise ProductWriteError(f"cannot move the output into place at '{self.path}': {exc.strerror or exc}") from None
+        self.outputs = [str(self.path)]
+
+    def abort(self) -> None:
+        """Remove every temporary file; never raises."""
+        try:
+            self._close()
+        except Exception:  # pragma: no cover - abort must not mask the cause
+            log.exception("closing '%s' failed", self._tmp)
+        for p in (self._tmp, self._tmp_cog, self._tmp_aux):
+            _unlink(p)
+            _unlink(Path(f"{p}.aux.xml"))
+
+    def _close(self) -> None:
+        with self._lock:
+            ds, self._ds = self._ds, None
+            if ds is not None and not ds.closed:
+                ds.close()
+
+    def _overview_resampling(self) -> str:
+        if self.dtype.kind in "iu" or any(b.classes for b in self.bands):
+            return "NEAREST"
+        return "AVERAGE"
+
+
+class _WindowTarget:
+    """``target[rows, cols] = block`` into one band of a :class:`GeoTiffWriter`."""
+
+    def __init__(self, writer: GeoTiffWriter, bidx: int):
+        self._writer = writer
+        self._bidx = bidx
+
+    def __setitem__(self, region: tuple[slice, slice], block: np.ndarray) -> None:
+        self._writer.write_window(self._bidx, region, block)
+
+
+def _colormap(band: Band) -> dict[int, tuple[int, int, int, int]]:
+    cmap = {int(c.value): (*(int(v) for v in c.color[:3]), 255) for c in band.classes or ()}
+    if band.no_data is not None and int(band.no_data) not in cmap:
+        cmap[int(band.no_data)] = (0, 0, 0, 0)
+    return cmap
+
+
+def pam_xml(
+    bands: Sequence[Band], dtype: np.dtype, nodata: Sequence, per_band_nodata: bool = False
+) -> bytes | None:
+    """A GDAL PAM (``.aux.xml``) document for what a GeoTIFF cannot hold.
+
+    Class bands get ``<CategoryNames>`` (one ``<Category>`` per value from 0,
+    empty for unused values); with `per_band_nodata` every band gets its own
+    ``<NoDataValue>``. Returns None when there is nothing to say.
+    """
+    root = ET.Element("PAMDataset")
+    for k, band in enumerate(bands, start=1):
+        items = []
+        if per_band_nodata and nodata[k - 1] is not None:
+            items.append(("NoDataValue", repr(nodata[k - 1])))
+        names = {int(c.value): c.name for c in band.classes or () if int(c.value) >= 0}
+        if names or items:
+            el = ET.SubElement(root, "PAMRasterBand", band=str(k))
+            for tag, text in items:
+                ET.SubElement(el, tag).text = text
+            if names:
+                cats = ET.SubElement(el, "CategoryNames")
+                for v in range(max(names) + 1):
+                    ET.SubElement(cats, "Category").text = names.get(v, "")
+    if not len(root):
+        return None
+    ET.indent(root, space="  ")
+    return ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:  # pragma: no cover - best effort cleanup
+        log.warning("could not remove '%s'", path)
+
+
+def write_geotiff(product: Product, path: str | os.PathLike, format_name: str = "GeoTIFF", context=None) -> Path:
+    """Write `product` to `path`, streaming chunk by chunk; returns the file path.
+
+    Nothing is left behind on failure.
+    """
+    from ..engine import store
+
+    writer = GeoTiffWriter(product, path, format_name)
+    targets = writer.open()
+    try:
+        store(writer.arrays, targets, context)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.path

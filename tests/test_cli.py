@@ -1,0 +1,219 @@
+"""`snap-pc` end to end: runs, help, and bad input (one-line error, non-zero exit, nothing left)."""
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from snap_operators.cli import describe_operator, main
+from snap_operators.operator import operators
+
+GRAPH = """<graph id="g"><version>1.0</version>
+  <node id="Read"><operator>Read</operator><sources/><parameters><file>${input}</file></parameters></node>
+  <node id="BandMaths"><operator>BandMaths</operator><sources><sourceProduct refid="Read"/></sources>
+    <parameters><targetBands><targetBand><name>ndvi</name><type>float32</type>
+      <expression>${expr}</expression><noDataValue>NaN</noDataValue></targetBand></targetBands></parameters></node>
+  <node id="Write"><operator>Write</operator><sources><sourceProduct refid="BandMaths"/></sources>
+    <parameters><file>${output}</file><formatName>GeoTIFF</formatName></parameters></node>
+</graph>"""
+
+
+def write_s2(path, size=96, seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.uniform(0.01, 0.6, (2, size, size)).astype("float32")
+    data[:, :3, :3] = np.nan
+    with rasterio.open(
+        path, "w", driver="GTiff", width=size, height=size, count=2, dtype="float32",
+        crs="EPSG:32633", transform=from_origin(500000, 5800000, 10, 10), nodata=np.nan,
+    ) as dst:
+        dst.write(data)
+        dst.set_band_description(1, "B4")
+        dst.set_band_description(2, "B8")
+    return data
+
+
+@pytest.fixture
+def scene(tmp_path):
+    src = tmp_path / "s2.tif"
+    data = write_s2(src)
+    graph = tmp_path / "ndvi.xml"
+    graph.write_text(GRAPH)
+    return tmp_path, src, graph, data
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def files_in(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+def test_run_writes_expected_ndvi(scene, capsys):
+    tmp, src, graph, data = scene
+    out = tmp / "ndvi.tif"
+    code, stdout, err = run_cli(capsys, "run", graph, f"-Pinput={src}", f"-Poutput={out}", "-Pexpr=(B8 - B4) / (B8 + B4)", "--tile-size", 32)
+    assert code == 0, err
+    assert f"wrote {out}" in stdout
+    with rasterio.open(out) as ds:
+        got = ds.read(1)
+        assert ds.descriptions[0] == "ndvi"
+        assert ds.crs.to_epsg() == 32633
+    expected = (data[1] - data[0]) / (data[1] + data[0])
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert np.isnan(got[:3, :3]).all()
+    assert not [n for n in files_in(tmp) if ".part" in n]
+
+
+def test_existing_output_needs_overwrite(scene, capsys):
+    tmp, src, graph, _ = scene
+    out = tmp / "ndvi.tif"
+    out.write_bytes(b"keep me")
+    args = ["run", graph, f"-Pinput={src}", f"-Poutput={out}", "-Pexpr=B8"]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1 and "exists" in err and "--overwrite" in err
+    assert out.read_bytes() == b"keep me"
+    code, _, err = run_cli(capsys, *args, "--overwrite")
+    assert code == 0, err
+    with rasterio.open(out) as ds:
+        assert ds.count == 1
+
+
+def one_line_error(err):
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("missing-input", "no-such.tif"),
+        ("corrupt-input", "s2_broken.tif"),
+        ("write-over-input", "input"),
+        ("syntax-error", "column"),
+        ("unknown-band", "B99"),
+        ("unresolved-var", "${expr}"),
+        ("missing-folder", "folder"),
+        ("unwritable-folder", "/proc"),
+    ],
+)
+def test_bad_input_one_line_error_and_nothing_written(scene, capsys, case, expect):
+    tmp, src, graph, _ = scene
+    out = tmp / "out.tif"
+    args = {"input": src, "output": out, "expr": "(B8 - B4) / (B8 + B4)"}
+    if case == "missing-input":
+        args["input"] = tmp / "no-such.tif"
+    elif case == "corrupt-input":
+        broken = tmp / "s2_broken.tif"
+        raw = src.read_bytes()
+        broken.write_bytes(raw[: len(raw) // 3])
+        args["input"] = broken
+    elif case == "write-over-input":
+        args["output"] = src
+    elif case == "syntax-error":
+        args["expr"] = "B8 + * B4"
+    elif case == "unknown-band":
+        args["expr"] = "B99 * 2"
+    elif case == "missing-folder":
+        args["output"] = tmp / "nope" / "out.tif"
+    elif case == "unwritable-folder":
+        args["output"] = Path("/proc/out.tif")
+    before = files_in(tmp)
+    src_bytes = src.read_bytes()
+    cli = ["run", graph] + [f"-P{k}={v}" for k, v in args.items() if not (case == "unresolved-var" and k == "expr")]
+    code, _, err = run_cli(capsys, *cli)
+    assert code != 0
+    line = one_line_error(err)
+    assert expect in line
+    assert files_in(tmp) == before
+    assert src.read_bytes() == src_bytes
+
+
+def test_hostile_graph_is_refused(tmp_path, capsys):
+    evil = tmp_path / "evil.xml"
+    evil.write_text(
+        '<?xml version="1.0"?><!DOCTYPE g [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        '<graph id="g"><version>1.0</version><node id="a"><operator>Read</operator>'
+        "<parameters><file>&x;</file></parameters></node></graph>"
+    )
+    code, _, err = run_cli(capsys, "run", evil)
+    assert code == 1
+    assert "unsafe XML" in one_line_error(err)
+
+
+def test_debug_flag_prints_traceback(scene, capsys):
+    tmp, src, graph, _ = scene
+    code, _, err = run_cli(capsys, "run", graph, f"-Pinput={tmp / 'none.tif'}", f"-Poutput={tmp / 'o.tif'}", "-Pexpr=B8", "-e")
+    assert code == 1
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("Error:")
+
+
+def _limit_file_size():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def test_disk_full_leaves_nothing_behind(tmp_path):
+    """A real write failure (file size limit -> EFBIG, as on a full disk) in a child process."""
+    src = tmp_path / "s2.tif"
+    write_s2(src, size=512, seed=3)
+    graph = tmp_path / "g.xml"
+    graph.write_text(GRAPH)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "snap_operators.cli", "run", str(graph), f"-Pinput={src}",
+         f"-Poutput={out_dir / 'ndvi.tif'}", "-Pexpr=B8 * 1000 + B4", "--tile-size", "128"],
+        capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=300,
+    )
+    assert proc.returncode != 0
+    one_line_error(proc.stderr)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_console_script_exit_code(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "snap_operators.cli", "run", str(tmp_path / "missing.xml")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "cannot read graph file" in one_line_error(proc.stderr)
+
+
+def test_ops_lists_every_operator(capsys):
+    code, out, _ = run_cli(capsys, "ops")
+    assert code == 0
+    for alias in operators():
+        assert alias in out
+
+
+def test_help_describes_parameters(capsys):
+    code, out, _ = run_cli(capsys, "help", "Resample")
+    assert code == 0
+    for name in ("referenceBand", "targetResolution", "upsampling", "downsampling", "Graph XML format"):
+        assert name in out
+    assert "Nearest" in out
+    text = describe_operator("BandMaths")
+    assert "<targetBands>" in text and "targetBand" in text
+    code, _, err = run_cli(capsys, "help", "Calibration")
+    assert code == 1 and "provided by SNAP" in err
+
+
+def test_top_level_help_answers():
+    proc = subprocess.run([sys.executable, "-m", "snap_operators.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for word in ("run", "ops", "help", "synth", "examples"):
+        assert word in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "snap_operators.cli", "run", "--help"], capture_output=True, text=True, timeout=60)
+    assert "--scheduler" in proc.stdout and "-P" in proc.stdout and "properties" in proc.stdout
