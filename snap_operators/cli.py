@@ -254,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = getattr(args, "handler", None) or COMMANDS[args.command]
+    with _c_stderr_silenced(enabled=not debug and args.verbose == 0):
+        return _dispatch(handler, args, debug)
+
+
+def _dispatch(handler, args, debug: bool) -> int:
     try:
         return int(handler(args) or 0)
     except SnapPcError as exc:
@@ -273,6 +278,49 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"Error: {type(exc).__name__}: {_one_line(str(exc))} (run with -e for the traceback)", file=sys.stderr)
         return 1
+
+
+class _c_stderr_silenced:
+    """Send what C libraries print on fd 2 (libtiff, GDAL) away from the terminal.
+
+    Python's own stderr (progress bars, our one-line errors) is moved to a
+    duplicate of the original fd 2, so only C-level chatter is dropped: every
+    failure still reaches the user as our one-line error. ``-v``/``-e`` keep
+    everything.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        # Only when sys.stderr is the process's own (not captured by a test or
+        # embedding application).
+        if not self.enabled or sys.stderr is not sys.__stderr__:
+            self.enabled = False
+            return self
+        try:
+            sys.stderr.flush()
+            self._saved_fd = os.dup(2)
+            self._saved_stderr = sys.stderr
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            sys.stderr = os.fdopen(os.dup(self._saved_fd), "w", buffering=1, encoding="utf-8", errors="replace")
+        except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded, captured)
+            self.enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        if not self.enabled:
+            return False
+        try:
+            sys.stderr.flush()
+            sys.stderr.close()
+        finally:
+            sys.stderr = self._saved_stderr
+            os.dup2(self._saved_fd, 2)
+            os.close(self._saved_fd)
+        return False
 
 
 def _one_line(msg: str) -> str:

@@ -6,7 +6,7 @@ built target chunk by target chunk: each chunk task reads only the source
 window it needs (plus a small margin for interpolation), so memory per task is
 bounded by the chunk size however large the scene.
 
-Two computation paths:
+Three computation paths:
 
 * **aligned** (same CRS, north-up grids, and for block reductions an integer
   ratio with origins on common pixel edges): pure numpy index arithmetic,
@@ -15,8 +15,15 @@ Two computation paths:
   pixel of each block (SNAP's ``First``), ``bilinear`` interpolates between
   pixel centres (edge pixels are replicated), and ``mean``/``min``/``max``/
   ``median`` reduce each ``k x k`` block ignoring invalid pixels;
-* **warp** (any other case: different CRS, rotation, non-integer ratios with a
-  block reduction, cubic): :func:`rasterio.warp.reproject` on the window.
+* **point** (any CRS, rotation or ratio; ``nearest``, ``bilinear``, ``cubic``,
+  and ``first``, which here takes the pixel under the target centre):
+  every target pixel centre is mapped to source pixel coordinates — exactly
+  within one CRS, across CRSs from exact coordinates on a fixed lattice of
+  target pixels interpolated to within 1e-4 source pixel — and sampled there,
+  as SNAP's Collocate does. The lattice does not depend on the chunking, so
+  results are identical however the target is chunked;
+* **gdal** (block reductions that are not aligned): :func:`rasterio.warp.reproject`
+  (``average``, ``min``, ``max``, ``med``) on each window.
 
 Invalid source pixels (NaN, or equal to the band's no-data value) never
 contribute to interpolation or reductions; bilinear weights are renormalised
@@ -52,17 +59,13 @@ DOWNSAMPLING_METHODS = ("first", "nearest", "bilinear", "cubic", "mean", "min", 
 
 _REDUCTIONS = ("mean", "min", "max", "median")
 _GDAL = {
-    "nearest": Resampling.nearest,
-    "first": Resampling.nearest,
-    "bilinear": Resampling.bilinear,
-    "cubic": Resampling.cubic,
     "mean": Resampling.average,
     "min": Resampling.min,
     "max": Resampling.max,
     "median": Resampling.med,
 }
-#: Stand-in CRS for grids without one: identical on both sides, so GDAL only
-#: applies the affine transforms.
+#: Stand-in CRS for grids without one (the gdal path needs one): identical on
+#: both sides, so only the affine transforms apply.
 _LOCAL_CRS = rasterio.crs.CRS.from_epsg(3857)
 #: Decimals kept when turning target positions into source indices, so that
 #: positions on exact pixel edges do not flip by floating-point noise.
@@ -120,6 +123,10 @@ def regrid(
         raise ValueError("regrid: both grids need a CRS, or neither")
     dst_shape = (int(dst_shape[0]), int(dst_shape[1]))
     dtype = np.dtype(data.dtype)
+    if dtype == np.bool_:  # masks: regrid as 0/1, missing pixels become False
+        as_int = regrid(data.astype(np.uint8), src_transform, dst_shape, dst_transform, src_crs=src_crs,
+                        dst_crs=dst_crs, upsampling="nearest", downsampling="first", tile_size=tile_size)
+        return as_int == 1
     fill = output_no_data(dtype, no_data)
     same_crs = src_crs is None or src_crs == dst_crs
     if same_crs and tuple(data.shape) == dst_shape and same_transform(src_transform, dst_transform):
@@ -262,13 +269,13 @@ class _Axis:
             hi = min(int(start[-1]) + self.k, self.n)
             return lo, hi, _Reduce(self.method, self.k, lo - int(start[0]), int(start[-1]) + self.k - hi, valid)
         if self.method == "linear":
-            centre = np.round(self.offset + (i + 0.5) * self.ratio, _DECIMALS)
+            u = self.offset + (i + 0.5) * self.ratio - 0.5
+            centre = np.round(u + 0.5, _DECIMALS)
             valid = (centre >= 0) & (centre <= self.n)
             if not valid.any():
                 return None
-            u = centre - 0.5
-            lower = np.floor(u)
-            weight = np.where(valid, u - lower, 0.0)
+            lower = np.floor(np.round(u, _DECIMALS))
+            weight = np.where(valid, np.clip(u - lower, 0.0, 1.0), 0.0)
             lower = lower.astype(np.int64)
             a = np.clip(lower, 0, self.n - 1)
             b = np.clip(lower + 1, 0, self.n - 1)
@@ -401,6 +408,13 @@ def _interpolate(f: np.ndarray, ay, ax) -> np.ndarray:
     """Separable nearest/bilinear combination, renormalised over valid neighbours."""
     ty, vy = _linear_terms(ay)
     tx, vx = _linear_terms(ax)
+    if not np.isnan(f).any():
+        # All valid: weights sum to one, so interpolate rows then columns.
+        rows = sum(wy[:, None] * f[iy, :] for iy, wy in ty if wy.any())
+        out = sum(rows[:, ix] * wx[None, :] for ix, wx in tx if wx.any())
+        out[~vy, :] = np.nan
+        out[:, ~vx] = np.nan
+        return out
     acc = np.zeros((len(vy), len(vx)))
     wsum = np.zeros_like(acc)
     for iy, wy in ty:
@@ -421,24 +435,119 @@ def _interpolate(f: np.ndarray, ay, ax) -> np.ndarray:
     return out
 
 
-# --- warp path: rasterio.warp.reproject per window ------------------------------
+# --- general paths: any CRS, rotation, non-integer ratios ----------------------------
 
 
 #: Target points sampled per window edge to find its source footprint.
 _SAMPLES = 21
 #: Extra source pixels around a footprint (cubic needs 2 on each side).
 _MARGIN = 3
+#: Point-sampling methods done here; block reductions go to GDAL.
+_POINT_METHODS = ("nearest", "first", "bilinear", "cubic")
+#: Largest acceptable error (source pixels) of interpolated coordinates.
+_COORD_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class _Mapping:
+    """Target pixel -> source pixel coordinates, identical for every chunking.
+
+    Across CRSs, exact coordinates are computed on a lattice of target pixel
+    corners every `step` pixels (the same lattice whatever the chunk) and
+    interpolated bilinearly in between; `step` is chosen once per grid pair so
+    that interpolation stays within ``_COORD_TOLERANCE`` source pixels.
+    """
+
+    src_transform: Affine
+    src_crs: object
+    dst_transform: Affine
+    dst_crs: object
+    step: int
+
+    @property
+    def same_crs(self) -> bool:
+        return self.src_crs == self.dst_crs
+
+    def exact(self, cols, rows):
+        """Source pixel coordinates of target pixel coordinates (NaN where undefined)."""
+        return _to_source_pixels(cols, rows, self.src_transform, self.src_crs, self.dst_transform, self.dst_crs)
+
+    def centres(self, y0: int, y1: int, x0: int, x1: int):
+        """Source ``(col, row)`` of the target pixel centres of a window, shape ``(y1-y0, x1-x0)``."""
+        cols = np.arange(x0, x1, dtype=np.float64) + 0.5
+        rows = np.arange(y0, y1, dtype=np.float64) + 0.5
+        if self.same_crs or self.step <= 1:
+            gc, gr = np.meshgrid(cols, rows)
+            c, r = self.exact(gc.ravel(), gr.ravel())
+            return c.reshape(gc.shape), r.reshape(gc.shape)
+        L = self.step
+        kx = np.arange(math.floor(cols[0] / L), math.floor(cols[-1] / L) + 2)
+        ky = np.arange(math.floor(rows[0] / L), math.floor(rows[-1] / L) + 2)
+        nx, ny = np.meshgrid(kx * float(L), ky * float(L))
+        nc, nr = self.exact(nx.ravel(), ny.ravel())
+        fx, fy = cols / L - kx[0], rows / L - ky[0]
+        ix, iy = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
+        tx, ty = fx - ix, fy - iy
+        c = _lerp2(nc.reshape(nx.shape), iy, ix, ty, tx)
+        r = _lerp2(nr.reshape(nx.shape), iy, ix, ty, tx)
+        missing = ~(np.isfinite(c) & np.isfinite(r))
+        if missing.any():  # lattice nodes outside the CRS domain: exact where needed
+            gr, gc = np.nonzero(missing)
+            ec, er = self.exact(cols[gc], rows[gr])
+            c[missing], r[missing] = ec, er
+        return c, r
+
+
+def _lerp2(nodes, iy, ix, ty, tx):
+    """Bilinear interpolation of lattice `nodes`, separably: along x per lattice row, then along y."""
+    along_x = nodes[:, ix] * (1 - tx) + nodes[:, ix + 1] * tx
+    return along_x[iy, :] * (1 - ty)[:, None] + along_x[iy + 1, :] * ty[:, None]
+
+
+def _lattice_step(src_transform, src_crs, dst_shape, dst_transform, dst_crs) -> int:
+    """Largest power-of-two lattice step whose interpolation error stays tolerable."""
+    if src_crs == dst_crs:
+        return 1
+    h, w = dst_shape
+    exact = _Mapping(src_transform, src_crs, dst_transform, dst_crs, 1).exact
+    for step in (64, 32, 16, 8, 4, 2):
+        # Lattice cell midpoints spread over the grid, where interpolation errs most.
+        ys = (np.linspace(0, max(h - 1, 0), 9).astype(int) // step) * step + step / 2
+        xs = (np.linspace(0, max(w - 1, 0), 9).astype(int) // step) * step + step / 2
+        px, py = np.repeat(xs, len(ys)), np.tile(ys, len(xs))
+        kx, ky = np.floor(px / step), np.floor(py / step)
+        corners = [(kx + dx) * step for dx in (0, 1)], [(ky + dy) * step for dy in (0, 1)]
+        nc, nr = exact(np.concatenate([corners[0][dx] for dy in (0, 1) for dx in (0, 1)]),
+                       np.concatenate([corners[1][dy] for dy in (0, 1) for dx in (0, 1)]))
+        n = len(px)
+        tx, ty = px / step - kx, py / step - ky
+
+        def lerp(v):
+            a, b, c, d = v[:n], v[n:2 * n], v[2 * n:3 * n], v[3 * n:]
+            return (1 - ty) * ((1 - tx) * a + tx * b) + ty * ((1 - tx) * c + tx * d)
+
+        ec, er = exact(px, py)
+        err = np.maximum(np.abs(lerp(nc) - ec), np.abs(lerp(nr) - er))
+        err = err[np.isfinite(err)]
+        if err.size and err.max() <= _COORD_TOLERANCE:
+            return step
+    return 1
 
 
 def _regrid_warp(data, src_transform, src_crs, dst_shape, dst_transform, dst_crs, spec: _Spec, tile_size: int):
     src_shape = tuple(data.shape)
     area = _pixel_area_ratio(src_transform, src_crs, dst_shape, dst_transform, dst_crs)
-    downsampling = area > 1 + 1e-6
-    method = spec.downsampling if downsampling else spec.upsampling
-    options = {"XSCALE": "1", "YSCALE": "1"} if method in ("nearest", "first", "bilinear", "cubic") else {}
+    method = spec.downsampling if area > 1 + 1e-6 else spec.upsampling
     step = max(1.0, math.sqrt(area)) if math.isfinite(area) else 1.0
     work = (max(1, int(tile_size // step)),) * 2
-    name = "regrid-warp-" + tokenize(data, src_transform, str(src_crs), dst_shape, dst_transform, str(dst_crs), spec, tile_size)
+    point = method in _POINT_METHODS
+    mapping = None
+    if point:
+        mapping = _Mapping(src_transform, src_crs, dst_transform, dst_crs,
+                           _lattice_step(src_transform, src_crs, dst_shape, dst_transform, dst_crs))
+    name = "regrid-warp-" + tokenize(
+        data, src_transform, str(src_crs), dst_shape, dst_transform, str(dst_crs), spec, tile_size
+    )
 
     def make_block(y0, y1, x0, x1):
         shape = (y1 - y0, x1 - x0)
@@ -446,12 +555,15 @@ def _regrid_warp(data, src_transform, src_crs, dst_shape, dst_transform, dst_crs
         if win is None:
             return da.full(shape, spec.fill, dtype=spec.dtype)
         r0, r1, c0, c1 = win
+        window = data[r0:r1, c0:c1]
+        if point:
+            return _delayed_block(_point_block, name, y0, x0, shape, spec.dtype,
+                                  window, (r0, c0), src_shape, mapping, (y0, y1, x0, x1), method, spec)
         return _delayed_block(
-            _warp_block, name, y0, x0, shape, spec.dtype,
-            data[r0:r1, c0:c1],
-            src_transform * Affine.translation(c0, r0), src_crs,
-            dst_transform * Affine.translation(x0, y0), dst_crs,
-            shape, _GDAL[method], options, spec,
+            _gdal_block, name, y0, x0, shape, spec.dtype, window,
+            src_transform @ Affine.translation(c0, r0), src_crs,
+            dst_transform @ Affine.translation(x0, y0), dst_crs,
+            shape, _GDAL[method], spec,
         )
 
     return _assemble(dst_shape, work, tile_size, make_block)
@@ -459,15 +571,17 @@ def _regrid_warp(data, src_transform, src_crs, dst_shape, dst_transform, dst_crs
 
 def _to_source_pixels(cols, rows, src_transform, src_crs, dst_transform, dst_crs):
     """Target pixel coordinates -> source pixel coordinates (NaN where undefined)."""
-    xs, ys = dst_transform * (np.asarray(cols, dtype=np.float64), np.asarray(rows, dtype=np.float64))
+    xs, ys = dst_transform @ (np.asarray(cols, dtype=np.float64), np.asarray(rows, dtype=np.float64))
     if src_crs != dst_crs:
         with np.errstate(all="ignore"):
             try:
-                xs, ys = rasterio.warp.transform(dst_crs, src_crs, xs.ravel(), ys.ravel())
+                xs, ys = rasterio.warp.transform(dst_crs, src_crs, np.ravel(xs), np.ravel(ys))
             except Exception:  # noqa: BLE001 - points outside a projection's domain
                 return np.full(np.size(cols), np.nan), np.full(np.size(cols), np.nan)
         xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
-    c, r = ~src_transform * (np.ravel(xs), np.ravel(ys))
+        bad = ~(np.isfinite(xs) & np.isfinite(ys)) | (np.abs(xs) > 1e30) | (np.abs(ys) > 1e30)
+        xs, ys = np.where(bad, np.nan, xs), np.where(bad, np.nan, ys)
+    c, r = ~src_transform @ (np.ravel(xs), np.ravel(ys))
     return np.asarray(c, dtype=np.float64), np.asarray(r, dtype=np.float64)
 
 
@@ -497,24 +611,84 @@ def _pixel_area_ratio(src_transform, src_crs, dst_shape, dst_transform, dst_crs)
     return abs((c[1] - c[0]) * (r[2] - r[0]) - (c[2] - c[0]) * (r[1] - r[0]))
 
 
-def _warp_block(win, src_transform, src_crs, dst_transform, dst_crs, shape, resampling, options, spec: _Spec):
-    """One target window by GDAL warping (the warp path's task)."""
+def _cubic_weights(t: np.ndarray) -> list[np.ndarray]:
+    """Keys cubic convolution (a = -0.5) weights of the 4 taps at offsets -1, 0, 1, 2."""
+    a = -0.5
+
+    def k(x):
+        x = np.abs(x)
+        return np.where(x <= 1, (a + 2) * x**3 - (a + 3) * x**2 + 1,
+                        np.where(x < 2, a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a, 0.0))
+
+    return [k(t + 1), k(t), k(1 - t), k(2 - t)]
+
+
+def _point_block(win, origin, src_shape, mapping: _Mapping, box, method: str, spec: _Spec) -> np.ndarray:
+    """One target window sampled at its pixel centres (the point path's task)."""
+    y0, y1, x0, x1 = box
+    c, r = mapping.centres(y0, y1, x0, x1)
+    h, w = src_shape
+    r0, c0 = origin
+    wh, ww = win.shape
+    with np.errstate(invalid="ignore"):
+        inside = (c >= 0) & (r >= 0) & (c <= w) & (r <= h)
+    c = np.where(inside, c, 0.0)
+    r = np.where(inside, r, 0.0)
+    # Indices are clamped to the window; it spans every needed source pixel, and
+    # at the scene border the clamp replicates the edge pixels.
+    if method in ("nearest", "first"):
+        ci, ri = np.floor(c).astype(np.int64), np.floor(r).astype(np.int64)
+        inside &= (ci < w) & (ri < h)
+        flat = (np.clip(ri, r0, r0 + wh - 1) - r0) * ww + (np.clip(ci, c0, c0 + ww - 1) - c0)
+        out = np.ravel(win).take(flat)
+        if not inside.all():
+            out[~inside] = spec.fill
+        return out
+    f = _to_float(win, spec).ravel()
+    has_nan = bool(np.isnan(f).any())
+    u, v = c - 0.5, r - 0.5
+    ui, vi = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    tu, tv = u - ui, v - vi
+    if method == "bilinear":
+        offsets, wx, wy = (0, 1), [1 - tu, tu], [1 - tv, tv]
+    else:
+        offsets, wx, wy = (-1, 0, 1, 2), _cubic_weights(tu), _cubic_weights(tv)
+    rows = [(np.clip(vi + o, r0, r0 + wh - 1) - r0) * ww for o in offsets]
+    cols = [np.clip(ui + o, c0, c0 + ww - 1) - c0 for o in offsets]
+    acc = np.zeros(c.shape)
+    wsum = np.zeros(c.shape) if has_nan else None
+    for base, wyy in zip(rows, wy):
+        for lj, wxx in zip(cols, wx):
+            val = f.take(base + lj)
+            wt = wyy * wxx
+            if has_nan:
+                ok = ~np.isnan(val)
+                acc += np.where(ok, val * wt, 0.0)
+                wsum += np.where(ok, wt, 0.0)
+            else:
+                acc += val * wt  # the weights of both kernels sum to one
+    if has_nan:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = np.where(np.abs(wsum) > 1e-6, acc / wsum, np.nan)
+    acc[~inside] = np.nan
+    return _from_float(acc, spec, truncate=False)
+
+
+def _gdal_block(win, src_transform, src_crs, dst_transform, dst_crs, shape, resampling, spec: _Spec):
+    """One target window aggregated by GDAL (block reductions across grids)."""
     if spec.is_float:
-        src = _to_float(win, spec) if spec.no_data is not None else win
-        if src.dtype != win.dtype:
-            src = src.astype(win.dtype)
-        src_nodata = dst_nodata = np.nan
+        src = _to_float(win, spec).astype(win.dtype) if spec.no_data is not None else win
         dst = np.full(shape, np.nan, dtype=spec.dtype)
+        src_nodata = dst_nodata = np.nan
     else:
         src = win
-        src_nodata = spec.no_data
-        dst_nodata = spec.fill
         dst = np.full(shape, spec.fill, dtype=spec.dtype)
+        src_nodata, dst_nodata = spec.no_data, spec.fill
     rasterio.warp.reproject(
         np.ascontiguousarray(src), dst,
         src_transform=src_transform, src_crs=src_crs, src_nodata=src_nodata,
         dst_transform=dst_transform, dst_crs=dst_crs, dst_nodata=dst_nodata,
-        resampling=resampling, init_dest_nodata=True, num_threads=1, tolerance=0, **options,
+        resampling=resampling, init_dest_nodata=True, num_threads=1,
     )
     if spec.is_float and not (isinstance(spec.fill, float) and math.isnan(spec.fill)):
         dst[np.isnan(dst)] = spec.fill

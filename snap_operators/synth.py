@@ -261,6 +261,37 @@ def _river_centre(v: np.ndarray, p: dict[str, float], seed: int) -> np.ndarray:
     )
 
 
+def _fields(size: int, seed: int, r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Field parcels of rows `r` x cols `c` (pixel indices): material, brightness, SAR offset.
+
+    Parcels are ``_PARCEL_H`` x ``_PARCEL_W`` pixels, each parcel row shifted
+    by its own random offset (a staggered pattern). A parcel is vegetated
+    when its random number is below a regional probability taken at the
+    parcel centre, so parcels are never split.
+    """
+    prow = (r // _PARCEL_H).astype(np.int64)
+    shift_u, _ = _uniform_pair(_hash_u64(prow, np.zeros_like(prow), _stream_key(seed, 20)))
+    shift = np.floor(shift_u * _PARCEL_W).astype(np.int64)
+    ci = c.astype(np.int64)
+    material = np.empty((r.size, c.size), dtype=np.uint8)
+    brightness = np.empty((r.size, c.size), dtype=np.float32)
+    sar_offset = np.empty((r.size, c.size), dtype=np.float32)
+    starts = np.flatnonzero(np.r_[True, prow[1:] != prow[:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], prow.size]):
+        pr, s = prow[a], shift[a]
+        pcol = (ci + s) // _PARCEL_W
+        ids = np.arange(pcol[0], pcol[-1] + 1)
+        centre_y = np.array([(pr + 0.5) * _PARCEL_H / size])
+        centre_x = ((ids + 0.5) * _PARCEL_W - s) / size
+        p_veg = 0.08 + 0.5 * _value_noise(centre_y, centre_x, 0.3, _stream_key(seed, 22))[0]
+        pu, pb = _uniform_pair(_hash_u64(np.full_like(ids, pr), ids, _stream_key(seed, 21)))
+        k = pcol - ids[0]
+        material[a:b] = np.where(pu < p_veg, _M_TREES, _M_SOIL).astype(np.uint8)[k]
+        brightness[a:b] = (0.9 + 0.2 * pb)[k]
+        sar_offset[a:b] = (3.0 * (pu - 0.5))[k]  # field roughness / moisture
+    return material, brightness, sar_offset
+
+
 def _material_map(size: int, seed: int, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Material index, optical brightness factor and SAR offset (dB) of a window.
 
@@ -284,19 +315,12 @@ def _material_map(size: int, seed: int, rows: slice, cols: slice) -> tuple[np.nd
     xc = _river_centre(v, par["river"], seed).astype(np.float32)
     edge = (_value_noise(r, c, 12.0, key(11)) - 0.5) * np.float32(6.0 / size)  # +-3 px ragged edges
     d = np.abs(u.astype(np.float32)[None, :] - xc[:, None]) + edge
-    half_width = 0.028 * (0.8 + 0.4 * _value_noise(v, np.zeros(1), 0.2, key(12))[:, 0])
+    half_width = 0.028 * (0.8 + 0.4 * _value_noise(v, np.zeros(1), 0.2, key(12)))  # (h, 1)
     bank = half_width + 0.03 * (0.6 + 0.8 * _value_noise(v, u, 0.15, key(13)))
     riparian = bank + 0.045 * (0.3 + 1.4 * _value_noise(v, u, 0.12, key(14)))
 
     # Fields: staggered parcels, vegetated with a regionally varying probability.
-    prow = (r // _PARCEL_H).astype(np.int64)
-    shift, _ = _uniform_pair(_hash_u64(prow, 0, key(20)))
-    pcol = (c[None, :] + np.floor(shift * _PARCEL_W)[:, None]) // _PARCEL_W
-    parcel_u, parcel_b = _uniform_pair(_hash_u64(prow[:, None], pcol.astype(np.int64), key(21)))
-    p_veg = 0.08 + 0.5 * _value_noise(v, u, 0.3, key(22))
-    material = np.where(parcel_u < p_veg, _M_TREES, _M_SOIL).astype(np.uint8)
-    brightness = 0.9 + 0.2 * parcel_b
-    sar_offset = 3.0 * (parcel_u - 0.5)  # field roughness / moisture
+    material, brightness, sar_offset = _fields(size, seed, r, c)
 
     # Settlements: a city beside (or across) the river and two villages.
     urban = np.zeros(material.shape, dtype=bool)
@@ -325,7 +349,7 @@ def _material_map(size: int, seed: int, rows: slice, cols: slice) -> tuple[np.nd
     # The river corridor overrides everything (parks along the river in town).
     material[d < riparian] = _M_TREES
     material[d < bank] = _M_ALLUVIUM
-    material[d < half_width[:, None]] = _M_WATER
+    material[d < half_width] = _M_WATER
     corridor = d < riparian
     brightness = np.where(corridor, 1.0, brightness)
     sar_offset = np.where(corridor, 0.0, sar_offset)
@@ -407,7 +431,7 @@ def _profiles(size: int, crs: CRS, transform: Affine) -> dict[str, dict[str, Any
     common = dict(
         driver="GTiff", width=size, height=size, crs=crs, transform=transform,
         tiled=True, blockxsize=512, blockysize=512, compress="deflate",
-        BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
+        BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", ZLEVEL=3,
     )
     return {
         "s2": dict(common, count=len(S2_BANDS), dtype="float32", nodata=float("nan"), predictor=3),
@@ -560,7 +584,10 @@ def _stream(datasets: dict[str, Any], windows: list, size: int, seed: int, progr
     """Compute `windows` on a few threads and write them in order."""
     from tqdm.auto import tqdm
 
-    workers = max(1, min(4, os.cpu_count() or 1))
+    # One generator thread overlaps with GDAL's compression threads; more only
+    # pay off with cores to spare (numpy's large allocations contend).
+    cpus = os.cpu_count() or 1
+    workers = 1 if cpus <= 2 else min(4, cpus // 2)
     bar = tqdm(total=len(windows), unit="block", desc="synth", disable=not progress)
     pending: deque = deque()
     todo = iter(windows)

@@ -185,9 +185,7 @@ def subset_product(product: Product, band_names=None, pixel_region=None, where: 
     Used for readers that cannot window natively; the bands' arrays are
     sliced (no pixel is read) and their transforms shifted.
     """
-    from rasterio.windows import transform as window_transform
-
-    from .lazy import band_windows, parse_pixel_region, select_names
+    from .lazy import band_windows, parse_pixel_region, select_names, window_transform
 
     where = where or product.name
     names = select_names(product.band_names, band_names, where)

@@ -10,8 +10,9 @@ folder first and the ``.dim`` last, so a ``.dim`` never points at a
 half-written folder.
 
 Element names follow SNAP's ``DimapProductConstants``/``DimapHeaderWriter``.
-Not modelled (skipped when reading): tie-point grids, flag codings, masks,
-vector data and virtual bands (band-maths expressions).
+Not modelled (skipped when reading): tie-point grids, flag codings, masks
+and vector data; virtual bands are computed from their expression when it
+reads only other bands.
 """
 
 from __future__ import annotations
@@ -359,7 +360,8 @@ def _parse_index_codings(root: ET.Element) -> dict[str, list[tuple[str, int, str
                 value = int(float((ix.findtext("INDEX_VALUE") or "").strip()))
             except ValueError:
                 continue
-            entries.append(((ix.findtext("INDEX_NAME") or "").strip(), value, (ix.findtext("INDEX_DESCRIPTION") or "").strip()))
+            name = (ix.findtext("INDEX_NAME") or "").strip()
+            entries.append((name, value, (ix.findtext("INDEX_DESCRIPTION") or "").strip()))
         codings[ic.get("name", "")] = entries
     return codings
 
@@ -386,8 +388,9 @@ def _parse_palettes(root: ET.Element) -> dict[int, dict[int, tuple[tuple[int, in
 def _classes(entries, palette) -> list[ClassInfo]:
     out = []
     for k, (name, value, description) in enumerate(entries):
-        rgb = palette.get(value, (_default_color(k), ""))[0]
-        out.append(ClassInfo(value=value, name=name, color=rgb, description=description))
+        rgb, label = palette.get(value, (_default_color(k), ""))
+        # The palette label keeps characters SNAP forbids in INDEX_NAME.
+        out.append(ClassInfo(value=value, name=label or name, color=rgb, description=description))
     return out
 
 
@@ -405,7 +408,8 @@ def _parse_mdelem(el: ET.Element) -> MetadataElement:
         if child.tag == "MDElem":
             me.elements.append(_parse_mdelem(child))
         elif child.tag == "MDATTR":
-            me.attributes[child.get("name", "")] = _attr_value(child.text, child.get("type", "ascii"), child.get("elems"))
+            value = _attr_value(child.text, child.get("type", "ascii"), child.get("elems"))
+            me.attributes[child.get("name", "")] = value
     return me
 
 
@@ -444,8 +448,10 @@ def read_dimap(path: str | os.PathLike, tile_size: int = DEFAULT_TILE_SIZE) -> P
     Product
         Bands hold physical values: ``raw * SCALING_FACTOR + SCALING_OFFSET``
         (``10 **`` that when ``LOG10_SCALED``); float results carry NaN where
-        the raw value equals an active ``NO_DATA_VALUE``. Virtual bands are
-        skipped (logged).
+        the raw value equals an active ``NO_DATA_VALUE``. Virtual bands
+        (``EXPRESSION``) are computed lazily from the bands they read; those
+        reading anything else (masks, flags, tie-point grids) are skipped
+        (logged).
 
     Raises
     ------
@@ -466,7 +472,9 @@ def read_dimap(path: str | os.PathLike, tile_size: int = DEFAULT_TILE_SIZE) -> P
     )
     for info in header.bands:
         if info.is_virtual:
-            log.info("%s: virtual band '%s' (%s) skipped", header.path.name, info.name, info.expression)
+            band = _virtual_band(info, product.bands, header.path)
+            if band is not None:
+                product.add_band(band)
             continue
         product.add_band(_lazy_band(info, header, tile_size))
     if not product.bands:
@@ -484,8 +492,12 @@ def _lazy_band(info: DimapBandInfo, header: DimapHeader, tile_size: int) -> Band
         )
     hdr = _read_envi_header(img.with_suffix(".hdr"))
     big_endian = hdr.get("byte order", "1").strip() != "0"
-    offset = int(hdr.get("header offset", "0") or 0)
-    if hdr and (int(hdr.get("samples", info.width)), int(hdr.get("lines", info.height))) != (info.width, info.height):
+    try:
+        offset = int(hdr.get("header offset", "0") or 0)
+        size_in_hdr = (int(hdr.get("samples", info.width)), int(hdr.get("lines", info.height)))
+    except ValueError:
+        raise ProductReadError(f"{img.with_suffix('.hdr')}: not a valid ENVI header") from None
+    if size_in_hdr != (info.width, info.height):
         raise ProductReadError(
             f"{img.with_suffix('.hdr')}: size {hdr.get('samples')}x{hdr.get('lines')} does not match "
             f"the header's {info.width}x{info.height} for band '{info.name}'"
@@ -515,6 +527,57 @@ def _lazy_band(info: DimapBandInfo, header: DimapHeader, tile_size: int) -> Band
         description=info.description or None,
         wavelength=info.wavelength,
         classes=info.classes,
+    )
+
+
+def _virtual_band(info: DimapBandInfo, bands: dict[str, Band], path: Path) -> Band | None:
+    """A virtual band computed chunk by chunk from the bands read before it.
+
+    SNAP evaluates virtual-band expressions on physical values, as the band
+    arrays here hold them. Expressions that read anything else (masks, flags,
+    tie-point grids, later bands) are skipped with a log message.
+    """
+    from ..errors import SnapPcError
+
+    try:
+        from ..ops.bandmaths_expr import parse
+
+        expr = parse(info.expression or "")
+    except (ImportError, SnapPcError) as exc:
+        log.info("%s: virtual band '%s' skipped (%s)", path.name, info.name, exc)
+        return None
+    names = sorted(expr.symbols)
+    missing = [n for n in names if n not in bands]
+    shapes = {bands[n].shape for n in names if n in bands}
+    if missing or not names or shapes != {(info.height, info.width)}:
+        why = f"it reads {', '.join(missing)}" if missing else "its inputs differ in size or it reads no band"
+        log.info("%s: virtual band '%s' (%s) skipped: %s", path.name, info.name, info.expression, why)
+        return None
+    out = info.physical_dtype
+    nodata = info.no_data_value if info.no_data_used else None
+    ref = bands[names[0]]
+
+    def compute(*blocks, block_info=None):
+        (y0, _), (x0, _) = block_info[None]["array-location"]
+        value = expr.evaluate(dict(zip(names, blocks)), x0=x0, y0=y0)
+        if value.dtype == bool:
+            return value.astype(out)
+        if out.kind == "f":
+            value = value.astype(out)
+            if nodata is not None:
+                value[value == nodata] = np.nan
+            return value
+        return np.where(np.isnan(value), nodata or 0, value).astype(out)
+
+    data = da.map_blocks(compute, *[bands[n].data for n in names], dtype=out, meta=np.empty((0, 0), out))
+    return Band(
+        name=info.name,
+        data=data,
+        transform=info.transform if info.transform is not None else ref.transform,
+        no_data=math.nan if out.kind == "f" else (int(nodata) if nodata is not None else None),
+        unit=info.unit,
+        description=info.description or None,
+        wavelength=info.wavelength,
     )
 
 
@@ -625,7 +688,10 @@ class DimapWriter:
             raise ProductWriteError(f"product '{product.name}' has no bands to write")
         for name in product.bands:
             if not name.strip() or name.startswith(".") or _INVALID_NODE_CHARS.search(name):
-                raise ProductWriteError(f"band name '{name}' cannot be stored in BEAM-DIMAP (SNAP node names exclude \\/:*?\"<>| and a leading dot)")
+                raise ProductWriteError(
+                    f"band name '{name}' cannot be stored in BEAM-DIMAP "
+                    "(SNAP node names exclude \\/:*?\"<>| and a leading dot)"
+                )
         self.product = product
         self.path, self.data_dir = dimap_paths(path)
         self.dtypes = [_storage_dtype(b.dtype) for b in product.bands.values()]
@@ -661,7 +727,8 @@ class DimapWriter:
         except OSError as exc:
             self.abort()
             raise ProductWriteError(f"cannot create '{self._tmp_data}': {exc.strerror or exc}") from None
-        return [_RawBandTarget(self, k, b.width, d) for k, (b, d) in enumerate(zip(self.product.bands.values(), self.dtypes))]
+        bands = self.product.bands.values()
+        return [_RawBandTarget(self, k, b.width, d) for k, (b, d) in enumerate(zip(bands, self.dtypes))]
 
     def commit(self) -> None:
         """Close the band files, write the header and move both into place."""
@@ -693,7 +760,9 @@ class DimapWriter:
                     os.replace(src, dst)
                 except OSError:  # pragma: no cover - best effort
                     log.exception("could not restore '%s'", dst)
-            raise ProductWriteError(f"cannot move the product into place at '{self.path}': {exc.strerror or exc}") from None
+            raise ProductWriteError(
+                f"cannot move the product into place at '{self.path}': {exc.strerror or exc}"
+            ) from None
         _remove(old_dim)
         _remove(old_data)
         self.outputs = [str(self.path)]
@@ -884,7 +953,7 @@ def dimap_header_xml(product: Product, name: str, dtypes: Sequence[np.dtype] | N
                 ix = _sub(ic, "Index")
                 _sub(ix, "INDEX_NAME", _snap_node_name(c.name))
                 _sub(ix, "INDEX_VALUE", int(c.value))
-                _sub(ix, "INDEX_DESCRIPTION", c.description or c.name)
+                _sub(ix, "INDEX_DESCRIPTION", c.description or "")
 
     height, width = product.scene_shape
     rd = _sub(root, "Raster_Dimensions")
@@ -1015,7 +1084,8 @@ def _attr_type_text(value: Any) -> tuple[str, str, int | None]:
         if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items):
             ints = [int(v) for v in items]
             return _int_type(ints), ",".join(map(str, ints)), len(ints)
-        if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in items):
+        numeric = (int, float, np.integer, np.floating)
+        if all(isinstance(v, numeric) and not isinstance(v, (bool, np.bool_)) for v in items):
             return "float64", ",".join(_jdouble(v) for v in items), len(items)
     if value is None:
         return "ascii", "", None

@@ -41,6 +41,11 @@ from ..product import Band, Product
 
 log = logging.getLogger(__name__)
 
+try:  # GDAL errors rasterio raises unwrapped (e.g. on a full disk)
+    from rasterio._err import CPLE_BaseError
+except ImportError:  # pragma: no cover - rasterio internals moved
+    CPLE_BaseError = RuntimeError
+
 #: Tile edge of written GeoTIFFs (pixels).
 BLOCK_SIZE = 512
 #: Format name -> (BIGTIFF creation option, is COG).
@@ -150,14 +155,18 @@ class GeoTiffWriter:
     def _nodata(self, band: Band):
         if self.dtype.kind in "fc":
             return math.nan  # all float bands share NaN: one GeoTIFF nodata tag
-        return None if band.no_data is None else int(band.no_data)
+        if band.no_data is None or (isinstance(band.no_data, float) and math.isnan(band.no_data)):
+            return None
+        return int(band.no_data)
 
     def _cast(self, band: Band) -> da.Array:
         data = band.data
+        nd = band.no_data
+        if self.dtype.kind == "f" and nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
+            # Floats mark no data with NaN: one tag then fits every band.
+            return data.map_blocks(_nan_for_nodata, nd, self.dtype, dtype=self.dtype)
         if band.dtype == self.dtype:
             return data
-        if self.dtype.kind == "f" and band.no_data is not None:
-            return data.map_blocks(_nan_for_nodata, band.no_data, self.dtype, dtype=self.dtype)
         return data.astype(self.dtype)
 
     @property
@@ -205,9 +214,9 @@ class GeoTiffWriter:
         try:
             self._ds = rasterio.open(self._tmp, "w", **profile)
             self._write_metadata(self._ds)
-        except (RasterioError, OSError) as exc:
+        except (RasterioError, CPLE_BaseError, OSError) as exc:
             self.abort()
-            raise ProductWriteError(f"cannot create '{self._tmp}': {exc}") from None
+            raise ProductWriteError(f"cannot create '{self._tmp}': {_one_line(exc)}") from None
         return [_WindowTarget(self, k + 1) for k in range(len(self.bands))]
 
     def _write_metadata(self, ds) -> None:
@@ -244,15 +253,18 @@ class GeoTiffWriter:
                 raise ProductWriteError(f"'{self.path}': writer is closed")
             try:
                 self._ds.write(np.asarray(block, dtype=self.dtype), bidx, window=window)
-            except RasterioError as exc:
-                raise ProductWriteError(f"cannot write '{self._tmp}': {exc}") from None
+            except (RasterioError, CPLE_BaseError, OSError) as exc:
+                raise ProductWriteError(f"cannot write '{self._tmp}': {_one_line(exc)}") from None
 
     def commit(self) -> None:
         """Close, convert to COG if asked, add the PAM sidecar, rename into place."""
         import rasterio.shutil
         from rasterio.errors import RasterioError
 
-        self._close()
+        try:
+            self._close()
+        except (RasterioError, CPLE_BaseError, OSError) as exc:
+            raise ProductWriteError(f"cannot write '{self._tmp}': {_one_line(exc)}") from None
         src = self._tmp
         try:
             if FORMATS[self.format_name][1]:
@@ -264,8 +276,8 @@ class GeoTiffWriter:
                 )
                 _unlink(self._tmp)
                 src = self._tmp_cog
-        except (RasterioError, OSError) as exc:
-            raise ProductWriteError(f"cannot write COG '{self.path}': {exc}") from None
+        except (RasterioError, CPLE_BaseError, OSError) as exc:
+            raise ProductWriteError(f"cannot write COG '{self.path}': {_one_line(exc)}") from None
         _unlink(Path(f"{src}.aux.xml"))  # GDAL PAM of the temporary name, if any
         aux = pam_xml(self.bands, self.dtype, self.nodata, per_band_nodata=not self._shared_nodata[0])
         final_aux = Path(f"{self.path}.aux.xml")
@@ -278,7 +290,9 @@ class GeoTiffWriter:
             else:
                 _unlink(final_aux)  # a stale sidecar would describe the old file
         except OSError as exc:
-            raise ProductWriteError(f"cannot move the output into place at '{self.path}': {exc.strerror or exc}") from None
+            raise ProductWriteError(
+                f"cannot move the output into place at '{self.path}': {exc.strerror or exc}"
+            ) from None
         self.outputs = [str(self.path)]
 
     def abort(self) -> None:
@@ -348,6 +362,16 @@ def pam_xml(
         return None
     ET.indent(root, space="  ")
     return ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's message on one line, with the GDAL cause rasterio chains."""
+    text = " ".join(str(getattr(exc, "strerror", None) or exc).split()) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        text = text.replace(" See previous exception for details.", "")
+        text += f" ({' '.join(str(cause).split())})"
+    return text
 
 
 def _unlink(path: Path) -> None:

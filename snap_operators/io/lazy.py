@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
@@ -128,7 +129,9 @@ def open_dataset(path: str):
         ds.close()
         del cache[path]
     try:
-        ds = rasterio.open(path, sharing=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            ds = rasterio.open(path, sharing=False)
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise ProductReadError(f"cannot open {path}: {error_text(exc)}") from None
     cache[path] = (sig, ds)
@@ -217,8 +220,12 @@ class LazyRasterBand:
     def __getitem__(self, key) -> np.ndarray:
         if not isinstance(key, tuple):
             key = (key,)
-        if len(key) > 2 or any(k is Ellipsis for k in key):
-            key = tuple(k for k in key if k is not Ellipsis)
+        dots = [i for i, k in enumerate(key) if k is Ellipsis]
+        if dots:
+            i = dots[0]
+            key = key[:i] + (slice(None),) * (3 - len(key)) + key[i + 1:]
+        if len(key) > 2:
+            raise IndexError(f"too many indices for a 2-D band: {len(key)}")
         key = key + (slice(None),) * (2 - len(key))
         slices, squeeze = [], []
         for axis, (k, n) in enumerate(zip(key, self.shape)):
@@ -406,7 +413,7 @@ def band_windows(
     for name, ((bh, bw), t) in grids.items():
         if t is not None and ref_t is not None:
             inv = ~t
-            cols, rows = zip(*(inv * (ref_t * (px, py)) for px, py in ((x, y), (x1, y), (x, y1), (x1, y1))))
+            cols, rows = zip(*(inv @ (ref_t @ (px, py)) for px, py in ((x, y), (x1, y), (x, y1), (x1, y1))))
         else:
             fx, fy = bw / ref_w, bh / ref_h
             cols, rows = (x * fx, x1 * fx), (y * fy, y1 * fy)
@@ -418,6 +425,11 @@ def band_windows(
             raise ProductReadError(f"{where}: pixel region {x},{y},{w},{h} does not overlap band '{name}'")
         out[name] = Window(c0, r0, c1 - c0, r1 - r0)
     return out
+
+
+def window_transform(window: Window, transform: Affine) -> Affine:
+    """Geotransform of `window`'s upper-left pixel corner on a grid `transform`."""
+    return transform @ Affine.translation(window.col_off, window.row_off)
 
 
 def select_names(available: Sequence[str], band_names: Iterable[str] | None, where: str) -> list[str]:
@@ -462,7 +474,7 @@ def build_bands(
             win = windows[name]
         transform = s.transform
         if transform is not None and (win.col_off or win.row_off):
-            transform = rasterio.windows.transform(win, transform)
+            transform = window_transform(win, transform)
         data = lazy_band_array(
             s.path, s.index, (int(win.height), int(win.width)), s.file_dtype,
             window_offset=(int(win.row_off), int(win.col_off)),

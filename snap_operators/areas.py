@@ -1,0 +1,225 @@
+"""Area per class of a class band: pixel counting, areas in km², the table.
+
+Areas are exact for the grid: in a projected CRS every pixel has the area of
+the affine parallelogram ``|a e - b d|`` (converted to metres with the CRS's
+linear unit); in a geographic CRS the area of a pixel depends on its latitude,
+so pixels are counted per row and each row's pixel area is the geodesic area
+of one pixel on the CRS's ellipsoid (WGS84 for EPSG:4326), from
+:meth:`pyproj.Geod.polygon_area_perimeter`.
+
+Example
+-------
+>>> import numpy as np
+>>> from affine import Affine
+>>> rows = class_areas(np.bincount([1, 1, 3], minlength=256), Affine(10, 0, 0, 0, -10, 0), "EPSG:32638", (1, 3))
+>>> [(r.class_id, r.pixels, round(r.area_km2, 4)) for r in rows][:4]
+[(0, 0, 0.0), (1, 2, 0.0002), (2, 0, 0.0), (3, 1, 0.0001)]
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .classes import LAND_COVER, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
+from .errors import ProductWriteError
+from .product import ClassInfo
+
+#: Header of the printed table (layout fixed by the project).
+TABLE_HEADER = "Class ID | Class Name | Area (sq km)"
+CSV_FIELDS = ("class_id", "class_name", "pixels", "area_km2")
+
+
+@dataclass(frozen=True)
+class AreaRow:
+    """One line of the area table (``class_id`` None for the total)."""
+
+    class_id: int | None
+    name: str
+    pixels: int
+    area_km2: float
+
+
+def _crs(crs: Any):
+    from pyproj import CRS
+
+    return None if crs is None else CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
+
+
+def is_geographic(crs: Any) -> bool:
+    """True when `crs` has angular (degree) axes."""
+    c = _crs(crs)
+    return bool(c is not None and c.is_geographic)
+
+
+def row_pixel_areas_km2(transform: Any, crs: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Area of one pixel in each row, km².
+
+    Parameters
+    ----------
+    transform : affine.Affine
+        Pixel-corner geotransform.
+    crs : CRS-like
+        Anything pyproj accepts (rasterio CRS, ``"EPSG:4326"``, WKT).
+    shape : tuple of int
+        ``(rows, cols)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(rows,)``; constant in a projected CRS. NaN without a
+        CRS or transform.
+    """
+    h, w = shape
+    if transform is None or crs is None:
+        return np.full(h, np.nan)
+    c = _crs(crs)
+    t = transform
+    if not c.is_geographic:
+        factor = _linear_factor(c)
+        return np.full(h, abs(t.a * t.e - t.b * t.d) * factor * factor / 1e6)
+    from pyproj import Geod
+
+    ell = c.ellipsoid
+    geod = Geod(a=ell.semi_major_metre, b=ell.semi_minor_metre) if ell is not None else Geod(ellps="WGS84")
+    # A rotated grid's pixel area also varies along the row; the middle column
+    # stands for the row (exact for north-up grids).
+    col = w // 2
+    rows = np.arange(h, dtype=np.float64)
+    corners = [(col, rows), (col + 1, rows), (col + 1, rows + 1), (col, rows + 1)]
+    lons = np.stack([t.c + t.a * x + t.b * y for x, y in corners], axis=1)
+    lats = np.stack([t.f + t.d * x + t.e * y for x, y in corners], axis=1)
+    out = np.empty(h)
+    for i in range(h):
+        area, _ = geod.polygon_area_perimeter(lons[i], lats[i])
+        out[i] = abs(area) / 1e6
+    return out
+
+
+def _linear_factor(c) -> float:
+    """Metres per CRS unit of the first axis of projected CRS `c`."""
+    for axis in c.axis_info:
+        if axis.unit_conversion_factor:
+            return float(axis.unit_conversion_factor)
+    return 1.0
+
+
+def class_areas(
+    counts: np.ndarray,
+    transform: Any,
+    crs: Any,
+    shape: tuple[int, int],
+    classes: Sequence[ClassInfo] = LAND_COVER,
+) -> list[AreaRow]:
+    """Area table rows: 0 Unclassified, then every class of `classes`, then the total.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        Pixel counts per class value: ``(256,)``, or ``(rows, 256)`` per
+        image row (needed for exact areas in a geographic CRS).
+    transform, crs, shape
+        The grid, as in :func:`row_pixel_areas_km2`.
+    classes : sequence of ClassInfo
+        Classes to list (absent ones get a row with 0).
+
+    Returns
+    -------
+    list of AreaRow
+        No-data (255) is not a class and is left out of the rows and the total.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    per_row = np.asarray(row_pixel_areas_km2(transform, crs, shape))
+    if counts.ndim == 2:
+        pixels = counts.sum(axis=0)
+        areas = (counts * per_row[: counts.shape[0], None]).sum(axis=0) if counts.shape[0] else np.zeros(counts.shape[1])
+    else:
+        if is_geographic(crs) and len(np.unique(per_row)) > 1:
+            raise ValueError("a geographic CRS needs counts per row, shape (rows, 256)")
+        pixels = counts
+        areas = counts * (per_row[0] if per_row.size else np.nan)
+    rows = []
+    for info in [UNCLASSIFIED_INFO, *sorted(classes, key=lambda c: c.value)]:
+        v = info.value
+        if v == NO_DATA:
+            continue
+        n = int(pixels[v]) if v < pixels.size else 0
+        rows.append(AreaRow(v, info.name, n, float(areas[v]) if v < areas.size else 0.0))
+    rows.append(AreaRow(None, "Total", sum(r.pixels for r in rows), float(sum(r.area_km2 for r in rows))))
+    return rows
+
+
+def format_area_table(rows: Sequence[AreaRow]) -> str:
+    """The table as printed: ``Class ID | Class Name | Area (sq km)``, one line per row."""
+    lines = [TABLE_HEADER]
+    for r in rows:
+        cid = "" if r.class_id is None else str(r.class_id)
+        area = "n/a" if np.isnan(r.area_km2) else f"{r.area_km2:.4f}"
+        lines.append(f"{cid} | {r.name} | {area}")
+    return "\n".join(lines)
+
+
+def area_csv_text(rows: Sequence[AreaRow]) -> str:
+    """CSV text with columns ``class_id, class_name, pixels, area_km2``."""
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(CSV_FIELDS)
+    for r in rows:
+        wr.writerow(["" if r.class_id is None else r.class_id, r.name, r.pixels,
+                     "" if np.isnan(r.area_km2) else f"{r.area_km2:.6f}"])
+    return buf.getvalue()
+
+
+def temporary_path(path: str | Path) -> Path:
+    """A hidden temporary name beside `path` (same folder, so ``os.replace`` is atomic)."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_area_csv(rows: Sequence[AreaRow], path: str | Path, tmp: str | Path | None = None) -> Path:
+    """Write the CSV to `tmp` (default: a temporary name beside `path`), then rename it to `path`."""
+    path = Path(path)
+    tmp = Path(tmp) if tmp is not None else temporary_path(path)
+    try:
+        tmp.write_text(area_csv_text(rows), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ProductWriteError(f"cannot write area table {path}: {exc.strerror or exc}") from None
+    return path
+
+
+class AreaAccumulator:
+    """Block target that counts class values, thread-safely.
+
+    ``acc[(rows, cols)] = block`` adds ``np.bincount`` of a uint8 block; with
+    ``per_row=True`` counts are kept per image row (shape ``(rows, 256)``), as
+    geographic grids need.
+    """
+
+    def __init__(self, shape: tuple[int, int], per_row: bool = False):
+        self.shape = tuple(shape)
+        self.per_row = per_row
+        self.counts = np.zeros((shape[0], 256) if per_row else 256, dtype=np.int64)
+        self._lock = threading.Lock()
+
+    def __setitem__(self, region: tuple[slice, slice], block: np.ndarray) -> None:
+        block = np.asarray(block)
+        if self.per_row:
+            h = block.shape[0]
+            idx = block.astype(np.intp) + (np.arange(h, dtype=np.intp) * 256)[:, None]
+            part = np.bincount(idx.ravel(), minlength=h * 256).reshape(h, 256)
+            with self._lock:
+                self.counts[region[0]] += part
+        else:
+            part = np.bincount(block.ravel(), minlength=256)
+            with self._lock:
+                self.counts += part

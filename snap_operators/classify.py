@@ -1,0 +1,250 @@
+"""Classification kernels of the Progressive Classifier.
+
+Semantics (both kernels): a pixel is **no-data** (255) when every band the
+rule set reads is NaN, or when any band of the first stage's ANDed
+``conditions`` is NaN. Otherwise the stages are tried in order and the first
+whose conditions hold claims the pixel (class id, 1-based stage number); a
+pixel no stage claims is 0 (Unclassified). A condition ``min <= v < max`` is
+false for NaN ``v``, so a NaN band only stops the stages that read it.
+
+:func:`classify` runs a numba kernel generated for the resolved rule set (one
+pass, no temporaries, compiled once per rule set and cached);
+:func:`classify_numpy` is the plain numpy reference with the same results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .classes import NO_DATA, UNCLASSIFIED
+from .rules import Condition, RuleSet
+
+log = logging.getLogger(__name__)
+
+__all__ = ["classify", "classify_numpy", "nodata_mask", "kernel_source", "compile_kernel", "have_numba"]
+
+
+def _check(bands: Mapping[str, np.ndarray], rules: RuleSet) -> list[np.ndarray]:
+    if not rules.is_resolved:
+        raise ValueError(f"rule set '{rules.name}' has unresolved otsu/samples thresholds; call resolve_rules first")
+    missing = [n for n in rules.bands if n not in bands]
+    if missing:
+        raise KeyError(f"missing band(s) {', '.join(missing)}")
+    arrays = [np.asarray(bands[n]) for n in rules.bands]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1 or len(arrays[0].shape) != 2:
+        raise ValueError(f"bands must be 2-D arrays of one shape, got {sorted(shapes)}")
+    return arrays
+
+
+# --------------------------------------------------------------------------
+# numpy reference
+# --------------------------------------------------------------------------
+def _isnan(a: np.ndarray) -> np.ndarray:
+    if np.issubdtype(a.dtype, np.floating):
+        return np.isnan(a)
+    return np.zeros(a.shape, dtype=bool)
+
+
+def nodata_mask(bands: Mapping[str, np.ndarray], rules: RuleSet) -> np.ndarray:
+    """Boolean mask of no-data pixels (see the module docstring)."""
+    names = rules.bands
+    all_nan = np.ones(np.shape(bands[names[0]]), dtype=bool)
+    for n in names:
+        all_nan &= _isnan(np.asarray(bands[n]))
+    for n in rules.required_bands:
+        all_nan |= _isnan(np.asarray(bands[n]))
+    return all_nan
+
+
+def _condition_numpy(c: Condition, a: np.ndarray) -> np.ndarray:
+    m = np.ones(a.shape, dtype=bool)
+    if c.min is not None:
+        m &= a >= c.min.value
+    if c.max is not None:
+        m &= a < c.max.value
+    return m
+
+
+def classify_numpy(
+    bands: Mapping[str, np.ndarray], rules: RuleSet, *, with_stage: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reference classification with plain numpy (one temporary per condition).
+
+    Parameters
+    ----------
+    bands : dict of str to numpy.ndarray
+        Every band ``rules.bands`` names, 2-D arrays of one shape.
+    rules : RuleSet
+        A resolved rule set (all thresholds numbers).
+    with_stage : bool
+        Also return the 1-based number of the claiming stage (0 = none).
+
+    Returns
+    -------
+    class_id : numpy.ndarray
+        uint8, same shape: class ids, 0 unclassified, 255 no-data.
+    stage : numpy.ndarray or None
+        uint8 stage numbers when `with_stage`.
+    """
+    arrays = dict(zip(rules.bands, _check(bands, rules)))
+    shape = next(iter(arrays.values())).shape
+    out = np.full(shape, UNCLASSIFIED, dtype=np.uint8)
+    stage_out = np.zeros(shape, dtype=np.uint8) if with_stage else None
+    nodata = nodata_mask(arrays, rules)
+    out[nodata] = NO_DATA
+    free = ~nodata
+    for k, s in enumerate(rules.stages, start=1):
+        m = free.copy()
+        for c in s.conditions:
+            m &= _condition_numpy(c, arrays[c.band])
+        if s.any:
+            alt = np.zeros(shape, dtype=bool)
+            for g in s.any:
+                gm = np.ones(shape, dtype=bool)
+                for c in g:
+                    gm &= _condition_numpy(c, arrays[c.band])
+                alt |= gm
+            m &= alt
+        out[m] = s.class_id
+        if stage_out is not None:
+            stage_out[m] = k
+        free &= ~m
+    return out, stage_out
+
+
+# --------------------------------------------------------------------------
+# generated numba kernel
+# --------------------------------------------------------------------------
+def have_numba() -> bool:
+    """True when numba can be imported."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _expr(c: Condition, var: str) -> str:
+    parts = []
+    if c.min is not None:
+        parts.append(f"{var} >= {c.min.value!r}")
+    if c.max is not None:
+        parts.append(f"{var} < {c.max.value!r}")
+    return " and ".join(parts)
+
+
+def kernel_source(rules: RuleSet, *, with_stage: bool = False, parallel: bool = True) -> str:
+    """Python source of the per-rule-set kernel ``kernel(out, stage, *bands)``.
+
+    One loop over pixels; each stage is an ``if`` whose conditions are
+    evaluated left to right with short-circuit, so a pixel stops at the first
+    stage that claims it and at the first failing condition. Thresholds are
+    float32-exact literals, so comparing float32 pixels in float64 gives the
+    float32 result.
+    """
+    names = rules.bands
+    var = {n: f"v{i}" for i, n in enumerate(names)}
+    args = ", ".join(f"b{i}" for i in range(len(names)))
+    rng = "prange" if parallel else "range"
+    L = [f"def kernel(out, stage, {args}):", "    nrows, ncols = out.shape", f"    for r in {rng}(nrows):"]
+    for i in range(len(names)):
+        L.append(f"        row{i} = b{i}[r]")
+    L += ["        orow = out[r]"]
+    if with_stage:
+        L += ["        srow = stage[r]"]
+    L += ["        for c in range(ncols):"]
+    for i in range(len(names)):
+        L.append(f"            v{i} = row{i}[c]")
+    # No-data: a required band NaN, or every band NaN.
+    nan_terms = [f"{var[n]} != {var[n]}" for n in rules.required_bands]
+    all_nan = " and ".join(f"{var[n]} != {var[n]}" for n in names)
+    nodata = " or ".join(nan_terms + [f"({all_nan})"])
+    L.append(f"            if {nodata}:")
+    L.append(f"                cls = {NO_DATA}; st = 0")
+    for k, s in enumerate(rules.stages, start=1):
+        terms = [_expr(c, var[c.band]) for c in s.conditions]
+        if s.any:
+            terms.append("(" + " or ".join("(" + " and ".join(_expr(c, var[c.band]) for c in g) + ")" for g in s.any) + ")")
+        L.append(f"            elif {' and '.join(terms)}:")
+        L.append(f"                cls = {s.class_id}; st = {k}")
+    L.append("            else:")
+    L.append(f"                cls = {UNCLASSIFIED}; st = 0")
+    L.append("            orow[c] = cls")
+    if with_stage:
+        L.append("            srow[c] = st")
+    return "\n".join(L) + "\n"
+
+
+_KERNELS: dict[str, Callable[..., None]] = {}
+_LOCK = threading.Lock()
+
+
+def compile_kernel(rules: RuleSet, *, with_stage: bool = False, parallel: bool = True) -> Callable[..., None]:
+    """The numba kernel for `rules`, compiled once and cached by its source hash.
+
+    Raises
+    ------
+    ImportError
+        When numba is not installed.
+    """
+    src = kernel_source(rules, with_stage=with_stage, parallel=parallel)
+    key = hashlib.sha256(f"{parallel}\n{src}".encode()).hexdigest()
+    fn = _KERNELS.get(key)
+    if fn is not None:
+        return fn
+    with _LOCK:
+        fn = _KERNELS.get(key)
+        if fn is None:
+            import numba
+
+            ns: dict[str, Any] = {"prange": numba.prange}
+            exec(compile(src, f"<progressive-classifier {key[:12]}>", "exec"), ns)
+            # No fastmath: it would let LLVM assume no NaNs and drop the checks.
+            fn = numba.njit(parallel=parallel, nogil=True, boundscheck=False)(ns["kernel"])
+            _KERNELS[key] = fn
+    return fn
+
+
+def classify(
+    bands: Mapping[str, np.ndarray],
+    rules: RuleSet,
+    *,
+    with_stage: bool = False,
+    parallel: bool = True,
+    use_numba: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Classify with the compiled kernel (numpy fallback without numba).
+
+    Parameters
+    ----------
+    bands, rules, with_stage
+        As in :func:`classify_numpy`.
+    parallel : bool
+        Spread rows over numba's threads. Use False inside a Dask task, where
+        the scheduler already runs one chunk per core.
+    use_numba : bool, optional
+        Force (True) or avoid (False) numba; default: numba when installed.
+
+    Returns
+    -------
+    class_id, stage
+        As :func:`classify_numpy` returns them, identical values.
+    """
+    if use_numba is None:
+        use_numba = have_numba()
+    if not use_numba:
+        return classify_numpy(bands, rules, with_stage=with_stage)
+    arrays = _check(bands, rules)
+    arrays = [a if a.dtype.kind == "f" else a.astype(np.float64) for a in arrays]
+    shape = arrays[0].shape
+    out = np.empty(shape, dtype=np.uint8)
+    stage = np.empty(shape, dtype=np.uint8) if with_stage else np.empty((0, 0), dtype=np.uint8)
+    kernel = compile_kernel(rules, with_stage=with_stage, parallel=parallel)
+    kernel(out, stage, *arrays)
+    return out, (stage if with_stage else None)

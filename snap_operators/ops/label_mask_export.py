@@ -1,0 +1,450 @@
+"""The ``LabelMaskExport`` operator: vector label masks from a class band.
+
+A sink: it streams a class band (``class_id`` of the ProgressiveClassifier)
+chunk by chunk through :mod:`snap_operators.vectorize` and writes one polygon
+feature per connected region, with its class and true area, to a GeoPackage,
+Shapefile, GeoJSON or FlatGeobuf file; beside it a QGIS style
+(``<stem>.qml``; for GeoPackage also inside the file) and a per-class area
+table (``<stem>_areas.csv``). See ``docs/label_masks.md``.
+
+Regions that end inside a chunk are written as soon as the chunk is
+computed; regions crossing chunk borders wait, as pieces, for their
+neighbouring chunks and are merged exactly. Everything is written under
+hidden temporary names and renamed at commit; on failure nothing is left.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import shapely
+from shapely.geometry import MultiPolygon, mapping
+
+from .. import vectorize
+from ..classes import LAND_COVER, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
+from ..engine import SinkPlan, store
+from ..errors import ProductWriteError, SnapPcError
+from ..operator import Operator, register
+from ..product import Band, ClassInfo, Product
+from ..qgis_style import categorized_qml, store_gpkg_style, write_qml
+from ..spec import OperatorSpec, Parameter, SourceSpec
+
+#: formatName -> (extensions accepted, extension added).
+FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
+    "GPKG": ((".gpkg",), ".gpkg"),
+    "ESRI Shapefile": ((".shp",), ".shp"),
+    "GeoJSON": ((".geojson", ".json"), ".geojson"),
+    "FlatGeobuf": ((".fgb",), ".fgb"),
+}
+
+#: Files a Shapefile consists of (written: .shp .shx .dbf .prj .cpg).
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
+
+#: Largest sieve halo (pixels) the tiled sieve accepts; chains get shorter
+#: for large minimum areas so the halo stays within it.
+MAX_SIEVE_DEPTH = 1024
+
+SCHEMA = {
+    "geometry": "MultiPolygon",
+    "properties": {"class_id": "int", "class_name": "str", "area_m2": "float", "area_km2": "float"},
+}
+
+_INTEGER_KINDS = "iu"
+_UNKNOWN_COLOR = (128, 128, 128)
+
+
+def output_path(file: str | os.PathLike, format_name: str) -> Path:
+    """`file` with the format's extension added unless it already ends with one."""
+    path = Path(os.path.expanduser(str(file))).absolute()
+    accepted, added = FORMATS[format_name]
+    if path.suffix.lower() in accepted:
+        return path
+    return path.with_name(path.name + added)
+
+
+@register
+class LabelMaskExport(Operator):
+    """Exports the regions of a class band as polygons with class and area."""
+
+    spec = OperatorSpec(
+        alias="LabelMaskExport",
+        description="Exports the connected regions of a class band as polygon label masks with class and area.",
+        category="Raster/Export",
+        sources=(SourceSpec("sourceProduct", "The product holding the class band."),),
+        parameters=(
+            Parameter("file", "File", required=True, description="The output vector file."),
+            Parameter(
+                "formatName", "String", default="GPKG", value_set=tuple(FORMATS),
+                description="Vector format; its extension is added to 'file' when missing.",
+            ),
+            Parameter("sourceBand", "String", default="class_id", description="The class band to vectorize."),
+            Parameter(
+                "connectivity", "int", default=4, value_set=("4", "8"),
+                description="Pixel connectivity of regions: 4 (edges; GDAL's default, valid simple polygons) "
+                "or 8 (edges and corners; regions touching at corners become multipolygons).",
+            ),
+            Parameter(
+                "minArea", "double", default=0.0, interval="[0,*)", unit="m^2",
+                description="Minimum mapping unit: regions smaller than this are merged into a neighbouring "
+                "region before export (a sieve); 0 keeps every region.",
+            ),
+            Parameter(
+                "simplify", "double", default=0.0, interval="[0,*)", unit="CRS units",
+                description="Simplification tolerance; shared boundaries stay shared (no gaps or overlaps); "
+                "0 keeps the exact pixel outlines.",
+            ),
+            Parameter("layerName", "String", default="label_masks", description="Layer name (GPKG, GeoJSON)."),
+            Parameter(
+                "includeUnclassified", "boolean", default=False,
+                description="Also export regions of class 0 (unclassified).",
+            ),
+            Parameter(
+                "areaTable", "boolean", default=True,
+                description="Write the per-class area table <stem>_areas.csv beside the output.",
+            ),
+        ),
+        sink=True,
+    )
+
+    outputs: list[str]
+
+    # --- GPF ------------------------------------------------------------------------
+    def initialize(self) -> Product:
+        """Check the class band and parameters; the target is the source itself."""
+        source = self.source_product()
+        band = self.class_band
+        if band.dtype.kind not in _INTEGER_KINDS or band.dtype.itemsize > 4 or band.dtype == np.uint32:
+            raise self.error(f"band '{band.name}' is {band.dtype}, not an integer class band (uint8/16, int16/32)")
+        if band.transform is None:
+            raise self.error(f"band '{band.name}' has no map geocoding; cannot place polygons")
+        if source.crs is None:
+            raise self.error(f"product '{source.name}' has no CRS; areas in m² need one")
+        if not self.parameters.get("layerName"):
+            raise self.error("parameter 'layerName' must not be empty")
+        self.outputs = []
+        self.sieve_size()  # validates minArea against the halo limit
+        return source
+
+    @property
+    def format_name(self) -> str:
+        return self.parameters.get("formatName") or "GPKG"
+
+    @property
+    def class_band(self) -> Band:
+        name = self.parameters.get("sourceBand") or "class_id"
+        source = self.source_product()
+        if not source.has_band(name):
+            raise self.error(f"product '{source.name}' has no band '{name}'; bands: {', '.join(source.bands) or '(none)'}")
+        return source.band(name)
+
+    @property
+    def output_path(self) -> Path:
+        """The vector file, with the format's extension ensured."""
+        raw = self.parameters.get("file")
+        if not raw:
+            raise self._fail("parameter 'file' is required")
+        return output_path(raw, self.format_name)
+
+    @property
+    def no_data(self) -> int:
+        nd = self.class_band.no_data
+        return int(nd) if nd is not None and not (isinstance(nd, float) and math.isnan(nd)) else NO_DATA
+
+    def final_paths(self) -> list[Path]:
+        """Every file a successful run writes (vector file and its sidecars)."""
+        path = self.output_path
+        files = [path]
+        if self.format_name == "ESRI Shapefile":
+            files += [path.with_suffix(ext) for ext in (".shx", ".dbf", ".prj", ".cpg")]
+        files.append(path.with_suffix(".qml"))
+        if self.parameters.get("areaTable", True):
+            files.append(path.with_name(path.stem + "_areas.csv"))
+        return files
+
+    def legend(self) -> dict[int, ClassInfo]:
+        """Class id -> ClassInfo: the band's classes, else the project legend."""
+        classes = self.class_band.classes or LAND_COVER
+        legend = {int(c.value): c for c in classes}
+        legend.setdefault(UNCLASSIFIED, UNCLASSIFIED_INFO)
+        return legend
+
+    def sieve_size(self) -> tuple[int, int]:
+        """``(pixels, hops)`` of the sieve: regions below `pixels` are merged."""
+        min_area = float(self.parameters.get("minArea") or 0.0)
+        if min_area <= 0:
+            return 0, vectorize.SIEVE_HOPS
+        band = self.class_band
+        pixel = vectorize.pixel_area_m2(band.transform, self.source_product().crs, band.height / 2, band.width / 2)
+        size = max(1, math.ceil(min_area / pixel - 1e-9))
+        if size <= 1:
+            return 0, vectorize.SIEVE_HOPS
+        hops = min(vectorize.SIEVE_HOPS, MAX_SIEVE_DEPTH // (size - 1) - 1)
+        if hops < 1:
+            largest = (MAX_SIEVE_DEPTH // 2) * pixel
+            raise self.error(
+                f"minArea {min_area:g} m² is {size} pixels; the tiled sieve handles up to {largest:g} m² "
+                f"({MAX_SIEVE_DEPTH // 2 + 1} pixels)"
+            )
+        return size, hops
+
+    # --- sink protocol ----------------------------------------------------------------
+    def prepare(self) -> None:
+        """Check the target without touching the disk.
+
+        Raises
+        ------
+        ProductWriteError
+            The target is one of the graph's inputs, exists (without
+            ``overwrite``), or its folder is missing or not writable.
+        """
+        paths = self.final_paths()
+        target = paths[0]
+        resolved = {p.resolve() for p in paths}
+        for raw in self.context.input_files:
+            inp = Path(raw).resolve()
+            if inp in resolved:
+                raise self._fail(f"refusing to write '{inp}': it is an input of this graph")
+        if not self.context.overwrite:
+            existing = [p for p in paths if p.exists() or p.is_symlink()]
+            if existing:
+                raise self._fail(f"'{existing[0]}' already exists; use --overwrite to replace it")
+        folder = target.parent
+        if not folder.is_dir():
+            raise self._fail(f"output folder '{folder}' does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise self._fail(f"output folder '{folder}' is not writable")
+        for p in paths:
+            if p.is_dir():
+                raise self._fail(f"'{p}' is a folder, not a file")
+
+    def open(self) -> SinkPlan:
+        """Open the temporary outputs; the plan streams the (sieved) class band."""
+        band = self.class_band
+        size, hops = self.sieve_size()
+        classes = band.data
+        if size > 1:
+            classes = vectorize.sieve_dask(classes, size, self.connectivity, self.no_data, hops)
+        export = _Export(self, classes.chunks)
+        try:
+            export.open()
+        except BaseException:
+            export.abort()
+            raise
+
+        def commit() -> None:
+            export.commit()
+            self.outputs = [str(p) for p in export.written]
+
+        return SinkPlan([classes], [export], commit, export.abort, description=f"{self.format_name} {self.output_path}")
+
+    def execute(self, progress: Callable[[int], None] | None = None) -> None:
+        """Check, open, stream, commit (or abort): a standalone export."""
+        if self.target is None:
+            self.target = self.initialize()
+        self.prepare()
+        plan = self.open()
+        try:
+            store(plan.arrays, plan.targets, self.context)
+            plan.commit()
+        except BaseException:
+            plan.abort()
+            raise
+
+    @property
+    def connectivity(self) -> int:
+        return int(self.parameters.get("connectivity") or 4)
+
+    def _fail(self, message: str) -> ProductWriteError:
+        return ProductWriteError(str(self.error(message)))
+
+
+class _Export:
+    """The block target of one export: polygonizes chunks, merges, writes.
+
+    ``export[(rows, cols)] = block`` may be called from several threads in any
+    order; polygonization runs unlocked, the region bookkeeping and the file
+    writes each under a lock.
+    """
+
+    def __init__(self, op: LabelMaskExport, chunks):
+        self.op = op
+        band = op.class_band
+        self.transform = band.transform
+        self.crs = op.source_product().crs
+        self.no_data = op.no_data
+        self.include0 = bool(op.parameters.get("includeUnclassified"))
+        self.connectivity = op.connectivity
+        tolerance = float(op.parameters.get("simplify") or 0.0)
+        sx = math.hypot(self.transform.a, self.transform.d)
+        sy = math.hypot(self.transform.b, self.transform.e)
+        self.tolerance_px = tolerance / sx if tolerance > 0 else 0.0
+        self.y_scale = sy / sx
+        self.exact = self.tolerance_px == 0
+        self.merger = vectorize.RegionMerger(chunks[0], chunks[1], self.connectivity)
+        self.legend = op.legend()
+        self.format_name = op.format_name
+        self.layer = op.parameters.get("layerName") or "label_masks"
+        self.final = op.final_paths()
+        self.path = self.final[0]
+        self.tmp_stem = self.path.parent / f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial"
+        self.stats: dict[int, list] = {}
+        self.written: list[Path] = []
+        self._merge_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._sink = None
+        self._closed = False
+
+    # --- files ---
+    def _tmp(self, suffix: str) -> Path:
+        return Path(f"{self.tmp_stem}{suffix}")
+
+    def open(self) -> None:
+        import fiona
+
+        kwargs = {}
+        if self.format_name == "ESRI Shapefile":
+            kwargs["encoding"] = "utf-8"  # also writes the .cpg
+        else:
+            kwargs["layer"] = self.layer
+        try:
+            self._sink = fiona.open(
+                str(self._tmp(self.path.suffix)), "w", driver=self.format_name, schema=SCHEMA,
+                crs_wkt=self.crs.to_wkt(), **kwargs,
+            )
+        except Exception as exc:
+            raise self.op._fail(f"cannot create '{self.path}': {_one_line(exc)}") from None
+
+    # --- streaming ---
+    def __setitem__(self, region: tuple[slice, slice], block: np.ndarray) -> None:
+        origin = (region[0].start or 0, region[1].start or 0)
+        block = np.asarray(block)
+        exported = block != self.no_data
+        if not self.include0:
+            exported &= block != UNCLASSIFIED
+        index = self.merger.index(origin)
+        part = vectorize.polygonize_chunk(
+            block, origin, exported, self.merger.internal_sides(index), self.connectivity, self.tolerance_px,
+            self.y_scale,
+        )
+        self._write(part.complete)
+        with self._merge_lock:
+            done = self.merger.add(index, part)
+        if done:
+            self._write([(v, vectorize.merge_pieces(p, exact=self.exact)) for v, p in done])
+
+    def _write(self, regions: list) -> None:
+        if not regions:
+            return
+        values = np.array([v for v, _ in regions], dtype=np.int64)
+        geoms_px = np.array([g for _, g in regions], dtype=object)
+        areas = vectorize.areas_m2(geoms_px, self.transform, self.crs)
+        geoms = vectorize.pixel_to_crs(geoms_px, self.transform)
+        records = []
+        for v, g, a in zip(values, geoms, areas):
+            if g.geom_type == "Polygon":
+                g = MultiPolygon([g])
+            records.append({
+                "geometry": mapping(g),
+                "properties": {"class_id": int(v), "class_name": self._name(int(v)), "area_m2": float(a),
+                               "area_km2": float(a) / 1e6},
+            })
+        with self._write_lock:
+            if self._closed:
+                raise ProductWriteError(str(self.op.error("export already finished")))
+            self._sink.writerecords(records)
+            for v, a in zip(values, areas):
+                s = self.stats.setdefault(int(v), [0, 0.0])
+                s[0] += 1
+                s[1] += float(a)
+
+    def _name(self, value: int) -> str:
+        c = self.legend.get(value)
+        return c.name if c is not None else f"class {value}"
+
+    # --- end ---
+    def classes(self) -> list[ClassInfo]:
+        """Exported classes in legend order, then any others seen."""
+        wanted = [c for v, c in sorted(self.legend.items()) if v != self.no_data and (v != UNCLASSIFIED or self.include0)]
+        known = {c.value for c in wanted}
+        extra = [ClassInfo(v, f"class {v}", _UNKNOWN_COLOR) for v in sorted(self.stats) if v not in known]
+        return wanted + extra
+
+    def commit(self) -> None:
+        try:
+            if self.merger.open_regions:
+                raise self.op._fail(f"{self.merger.open_regions} regions still wait for chunks that never came")
+            with self._write_lock:
+                self._closed = True
+                sink, self._sink = self._sink, None
+            sink.close()
+            classes = self.classes()
+            qml = categorized_qml(classes, "class_id", self.layer)
+            if self.format_name == "GPKG":
+                store_gpkg_style(self._tmp(self.path.suffix), self.layer, qml, "geom", self.layer,
+                                 "LabelMaskExport class style")
+            write_qml(self._tmp(".qml"), qml)
+            if self.op.parameters.get("areaTable", True):
+                self._write_area_table(self._tmp(".areas.csv"), classes)
+            self._rename_all()
+        except SnapPcError:
+            self.abort()
+            raise
+        except Exception as exc:
+            self.abort()
+            raise self.op._fail(f"cannot write '{self.path}': {_one_line(exc)}") from None
+
+    def _write_area_table(self, path: Path, classes: list[ClassInfo]) -> None:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["class_id", "class_name", "regions", "area_m2", "area_km2"])
+            for c in classes:
+                n, area = self.stats.get(int(c.value), (0, 0.0))
+                w.writerow([int(c.value), c.name, n, repr(float(area)), repr(float(area) / 1e6)])
+
+    def _rename_all(self) -> None:
+        moves = []
+        if self.format_name == "ESRI Shapefile":
+            for ext in SHAPEFILE_PARTS:
+                if self._tmp(ext).exists():
+                    moves.append((self._tmp(ext), self.path.with_suffix(ext)))
+            for ext in SHAPEFILE_PARTS:  # stale parts of a replaced Shapefile
+                old = self.path.with_suffix(ext)
+                if old.exists() and not self._tmp(ext).exists():
+                    old.unlink()
+        else:
+            moves.append((self._tmp(self.path.suffix), self.path))
+        moves.append((self._tmp(".qml"), self.path.with_suffix(".qml")))
+        if self.op.parameters.get("areaTable", True):
+            moves.append((self._tmp(".areas.csv"), self.path.with_name(self.path.stem + "_areas.csv")))
+        for src, dst in moves:
+            os.replace(src, dst)
+            self.written.append(dst)
+
+    def abort(self) -> None:
+        """Close and remove every temporary file; never raises."""
+        with self._write_lock:
+            self._closed = True
+            sink, self._sink = self._sink, None
+        if sink is not None:
+            try:
+                sink.close()
+            except Exception:  # pragma: no cover - best effort
+                pass
+        self.merger.finish()
+        for p in self.path.parent.glob(self.tmp_stem.name + "*"):
+            try:
+                p.unlink()
+            except OSError:  # pragma: no cover - best effort
+                pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

@@ -1,0 +1,309 @@
+"""``SpectralIndices``: Sentinel-2 spectral and Sentinel-1 backscatter indices.
+
+One float32 band per requested index, named as the index (``NDVI``,
+``MNDWI``, ``RVI``...), NaN where undefined; the formulas and citations are in
+:mod:`snap_operators.indices` and ``docs/indices.md``. Only the bands the
+requested indices need are read, all in one fused pass per tile.
+
+Source bands are found by name:
+
+* Sentinel-2: SNAP's names (``B2``, ``B8A``), zero-padded (``B02``) and lower
+  case (``b2``, ``b02``);
+* Sentinel-1: ``Sigma0_VV``/``Sigma0_VH`` (linear, SNAP's Calibration
+  output), ``*_VV_db``/``*_VH_db`` (dB, SNAP's LinearToFromdB output), and
+  ``Gamma0_VV``, ``Beta0_VV``, plain ``VV``, whose unit must come from the
+  band's unit (SNAP's ``intensity`` / ``intensity_db``) or from ``sarUnit``.
+
+A name may end in a Collocate suffix (``_M``, ``_S``, ``_S0``...). Linear vs
+dB is never guessed: the name, the band unit and ``sarUnit`` must agree where
+they say anything, and at least one must say it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass
+
+from ..errors import OperatorError, ParameterError
+from ..indices import DEFAULT_INDICES, INDICES, S1_ROLES, S2_ROLES, IndexDef, compute_indices, lookup
+from ..operator import Operator, map_tiles, register
+from ..product import Band, Product
+from ..regrid import same_transform
+from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+
+_COLLOCATED = r"(?P<suffix>_(?:M|S\d*))?"
+_S2_NAME = re.compile(r"^B0?(?P<num>\d{1,2})(?P<a>A?)" + _COLLOCATED + "$", re.IGNORECASE)
+_S1_NAME = re.compile(
+    r"^(?:(?P<cal>Sigma0|Gamma0|Beta0)_)?(?P<pol>VV|VH)(?P<db>_db)?" + _COLLOCATED + "$", re.IGNORECASE
+)
+LINEAR, DB = "linear", "dB"
+
+
+@dataclass(frozen=True)
+class ResolvedBand:
+    """A source band chosen for an input role.
+
+    Attributes
+    ----------
+    role : str
+        ``B4``, ``VV``...
+    band : Band
+    unit : str or None
+        ``"linear"`` or ``"dB"`` for Sentinel-1 roles, None for reflectance.
+    """
+
+    role: str
+    band: Band
+    unit: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.band.name
+
+
+@dataclass(frozen=True)
+class _Match:
+    role: str
+    band: Band
+    family: str  # calibration + Collocate suffix: bands of one family belong together
+    name_unit: str | None
+
+
+def sar_unit_of(band: Band) -> str | None:
+    """``"linear"``, ``"dB"`` or None, from a band's unit as SNAP reads it (``Unit.getUnitType``).
+
+    Raises
+    ------
+    OperatorError
+        For amplitude bands, which the indices do not accept.
+    """
+    unit = (band.unit or "").strip().lower()
+    if "amplitude" in unit:
+        raise OperatorError(f"band '{band.name}' holds amplitude ({band.unit}); calibrate to Sigma0 intensity first")
+    if "db" in unit:
+        return DB
+    if "intensity" in unit or unit == "linear":
+        return LINEAR
+    return None
+
+
+def _matches(product: Product, roles: tuple[str, ...]) -> dict[str, list[_Match]]:
+    found: dict[str, list[_Match]] = {r: [] for r in roles}
+    for band in product.bands.values():
+        m = _S2_NAME.match(band.name)
+        if m:
+            role = f"B{int(m['num'])}{m['a'].upper()}"
+            if role in found:
+                found[role].append(_Match(role, band, (m["suffix"] or "").upper(), None))
+            continue
+        m = _S1_NAME.match(band.name)
+        if m:
+            role = m["pol"].upper()
+            if role in found:
+                cal = (m["cal"] or "").lower()
+                name_unit = DB if m["db"] else (LINEAR if cal == "sigma0" else None)
+                found[role].append(_Match(role, band, f"{cal}{(m['suffix'] or '').upper()}", name_unit))
+    return found
+
+
+def _accepted(role: str) -> str:
+    if role in S1_ROLES:
+        return f"Sigma0_{role}[_db], Gamma0_{role}[_db], Beta0_{role}[_db] or {role}[_db]"
+    padded = f"B{int(role[1:]):02d}"
+    return role if padded == role else f"{role} or {padded}"
+
+
+def resolve_bands(product: Product, defs: list[IndexDef], sar_unit: str = "auto") -> dict[str, ResolvedBand]:
+    """Choose the source band for every input role the indices `defs` need.
+
+    Parameters
+    ----------
+    product : Product
+    defs : list of IndexDef
+    sar_unit : {"auto", "linear", "dB"}
+        Unit of the Sentinel-1 bands; ``auto`` takes it from band names and
+        units and refuses to guess.
+
+    Returns
+    -------
+    dict of str to ResolvedBand
+        Role -> band, for every role needed.
+
+    Raises
+    ------
+    OperatorError
+        One line: bands missing (naming the indices that need them and the
+        bands there are), ambiguous, or of unknown or contradictory unit.
+    """
+    roles = tuple(r for r in S2_ROLES + S1_ROLES if any(r in d.bands for d in defs))
+    found = _matches(product, roles)
+    missing = [r for r in roles if not found[r]]
+    if missing:
+        wanting = [d for d in defs if set(d.bands) & set(missing)]
+        needs = " and ".join(f"index {d.name} needs {', '.join(d.bands)}" for d in wanting)
+        looked = ", ".join(f"{r} (as {_accepted(r)})" for r in missing)
+        raise OperatorError(
+            f"{needs}; missing: {looked}; bands in product: {', '.join(product.bands) or '(none)'}"
+        )
+    out: dict[str, ResolvedBand] = {}
+    for group in (S2_ROLES, S1_ROLES):
+        needed = [r for r in roles if r in group]
+        if not needed:
+            continue
+        chosen = _one_family(found, needed)
+        for role in needed:
+            if role in S1_ROLES:
+                out[role] = _choose_sar(chosen[role], sar_unit)
+            else:
+                if len(chosen[role]) > 1:
+                    names = ", ".join(m.band.name for m in chosen[role])
+                    raise OperatorError(f"several bands could be {role}: {names}; keep one (Subset or BandSelect)")
+                out[role] = ResolvedBand(role, chosen[role][0].band)
+    return {r: out[r] for r in roles}
+
+
+def _one_family(found: dict[str, list[_Match]], needed: list[str]) -> dict[str, list[_Match]]:
+    """Matches of one family (same calibration and Collocate suffix) covering every role."""
+    families = sorted({m.family for r in needed for m in found[r]})
+    complete = [f for f in families if all(any(m.family == f for m in found[r]) for r in needed)]
+    if len(complete) == 1:
+        return {r: [m for m in found[r] if m.family == complete[0]] for r in needed}
+    bands = ", ".join(m.band.name for r in needed for m in found[r])
+    if not complete:
+        raise OperatorError(
+            f"bands {', '.join(needed)} do not come from one calibration or product ({bands}); rename or resample them alike"
+        )
+    raise OperatorError(f"ambiguous input bands ({bands}): several sets fit {', '.join(needed)}; keep one (Subset or BandSelect)")
+
+
+def _choose_sar(matches: list[_Match], sar_unit: str) -> ResolvedBand:
+    wanted = None if sar_unit == "auto" else sar_unit
+    units = []
+    for m in matches:
+        band_unit = sar_unit_of(m.band)
+        if m.name_unit and band_unit and m.name_unit != band_unit:
+            raise OperatorError(
+                f"band '{m.band.name}' has unit '{m.band.unit}' ({band_unit}) but its name says {m.name_unit}; fix the band unit"
+            )
+        units.append(m.name_unit or band_unit)
+    if wanted is not None:
+        fit = [(m, u) for m, u in zip(matches, units) if u in (wanted, None)]
+        if not fit:
+            said = ", ".join(f"{m.band.name} is {u}" for m, u in zip(matches, units))
+            raise OperatorError(f"sarUnit is {wanted} but {said} (from its name or unit); set sarUnit to auto or {units[0]}")
+        exact = [(m, u) for m, u in fit if u == wanted]
+        fit = exact or fit
+    else:
+        fit = [(m, u) for m, u in zip(matches, units) if u is not None]
+        if not fit:
+            names = ", ".join(m.band.name for m in matches)
+            raise OperatorError(
+                f"cannot tell whether {names} holds linear intensity or dB; set sarUnit to linear or dB "
+                "(or give the band the unit intensity or intensity_db)"
+            )
+        fit = [(m, u) for m, u in fit if u == LINEAR] or fit  # both copies present: take the linear one
+    if len(fit) > 1:
+        names = ", ".join(m.band.name for m, _ in fit)
+        raise OperatorError(f"several bands could be {matches[0].role}: {names}; keep one (Subset or BandSelect)")
+    m, unit = fit[0]
+    return ResolvedBand(m.role, m.band, unit or wanted)
+
+
+@register
+class SpectralIndicesOp(Operator):
+    """Compute spectral and backscatter indices as new bands."""
+
+    spec = OperatorSpec(
+        alias="SpectralIndices",
+        category="Optical/Thematic Land Processing",
+        description="Sentinel-2 spectral indices (NDVI, MNDWI, NDBI, BSI...) and Sentinel-1 backscatter "
+        "indices (RVI, VH/VV ratio, dB/linear), one float32 band per index.",
+        sources=(SourceSpec("sourceProduct", "Single-size product with the bands the indices need."),),
+        parameters=(
+            Parameter("indices", "String[]", default=DEFAULT_INDICES, label="Indices",
+                      value_set=tuple(INDICES),
+                      description="Indices to compute, comma-separated: " + ", ".join(INDICES) + "."),
+            Parameter("saviL", "double", default=0.5, interval="[0,1]", label="SAVI L",
+                      description="Soil brightness correction factor L of SAVI."),
+            Parameter("sarUnit", "String", default="auto", value_set=("auto", LINEAR, DB), label="SAR unit",
+                      description="Unit of the Sentinel-1 bands: auto (from band names and units, never guessed), "
+                      "linear (intensity) or dB."),
+            Parameter("copySourceBands", "boolean", default=False, label="Copy source bands",
+                      description="Also copy the source bands into the target product."),
+        ),
+        target_bands=(TargetBandSpec("{index}", "float32", None, "One band per requested index, named as the index."),),
+    )
+
+    def initialize(self) -> Product:
+        source = self.source_product()
+        p = self.parameters
+        try:
+            defs = lookup(list(p["indices"] or DEFAULT_INDICES))
+        except ParameterError as exc:
+            raise ParameterError(str(self.error(str(exc)))) from None
+        savi_l = float(p["saviL"])
+        if not (math.isfinite(savi_l) and 0.0 <= savi_l <= 1.0):
+            raise ParameterError(str(self.error(f"parameter 'saviL': {savi_l} is outside [0,1]")))
+        try:
+            resolved = resolve_bands(source, defs, p["sarUnit"])
+        except OperatorError as exc:
+            raise self.error(str(exc)) from None
+        self._check_grid(resolved)
+
+        names = tuple(d.name for d in defs)
+        func = functools.partial(
+            compute_indices,
+            names=names,
+            savi_l=savi_l,
+            sar_db={r: rb.unit == DB for r, rb in resolved.items() if r in S1_ROLES},
+            no_data={r: _no_data(rb.band) for r, rb in resolved.items()},
+        )
+        arrays = map_tiles(func, {r: rb.band.data for r, rb in resolved.items()}, {n: "float32" for n in names})
+        ref = next(iter(resolved.values())).band
+        index_bands = [
+            Band(
+                name=d.name,
+                data=arrays[d.name],
+                transform=ref.transform,
+                no_data=float("nan"),
+                unit=d.unit,
+                description=_description(d, resolved),
+            )
+            for d in defs
+        ]
+        bands = list(source.bands.values()) if p["copySourceBands"] else []
+        clash = [b.name for b in index_bands if b.name in source.bands] if bands else []
+        if clash:
+            raise self.error(f"source already has band(s) {', '.join(clash)}; set copySourceBands to false")
+        target = source.copy(name=f"{source.name}_indices", bands=bands + index_bands)
+        target.metadata.add_element(
+            "SpectralIndices",
+            indices=",".join(names),
+            saviL=savi_l,
+            sarUnit=p["sarUnit"],
+            inputs=",".join(f"{r}={rb.name}" + (f" ({rb.unit})" if rb.unit else "") for r, rb in resolved.items()),
+        )
+        return target
+
+    def _check_grid(self, resolved: dict[str, ResolvedBand]) -> None:
+        bands = [rb.band for rb in resolved.values()]
+        ref = bands[0]
+        if all(b.shape == ref.shape and same_transform(b.transform, ref.transform) for b in bands[1:]):
+            return
+        sizes = ", ".join(f"{b.name} {b.width}x{b.height}" for b in bands)
+        raise self.error(f"input bands are not on one grid ({sizes}); add a Resample node before SpectralIndices")
+
+
+def _no_data(band: Band) -> float | None:
+    nd = band.no_data
+    if nd is None or (isinstance(nd, float) and math.isnan(nd)):
+        return None
+    return float(nd)
+
+
+def _description(d: IndexDef, resolved: dict[str, ResolvedBand]) -> str:
+    renamed = [f"{r}={resolved[r].name}" for r in d.bands if resolved[r].name != r]
+    where = f" with {', '.join(renamed)}" if renamed else ""
+    return f"{d.name} = {d.formula}{where}; NaN where undefined"

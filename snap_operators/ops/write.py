@@ -1,0 +1,181 @@
+"""The ``Write`` operator (SNAP's ``WriteOp``): stream a product to disk.
+
+Formats: ``BEAM-DIMAP`` (SNAP's default), ``GeoTIFF``, ``GeoTIFF-BigTIFF``
+and ``COG``. As in SNAP, the format's extension is appended to ``file``
+unless the name already ends with it (``out`` -> ``out.dim``/``out.tif``).
+
+The output is created under a hidden temporary name in the target folder
+and renamed into place only after every chunk was written; on any failure
+the temporary files are removed, so a run never leaves a half-written
+product. BEAM-DIMAP keeps each band at its own size (SNAP writes multi-size
+products too); GeoTIFF refuses multi-size products.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from ..engine import SinkPlan, store
+from ..errors import ProductWriteError, SnapPcError
+from ..io.dimap import DimapWriter, dimap_paths
+from ..io.geotiff_writer import FORMATS as GEOTIFF_FORMATS
+from ..io.geotiff_writer import GeoTiffWriter, geotiff_path
+from ..operator import Operator, register
+from ..product import Product
+from ..spec import OperatorSpec, Parameter, SourceSpec
+
+FORMAT_NAMES = ("BEAM-DIMAP", "GeoTIFF", "GeoTIFF-BigTIFF", "COG")
+
+
+@register
+class Write(Operator):
+    """Writes a data product to a file."""
+
+    spec = OperatorSpec(
+        alias="Write",
+        description="Writes a data product to a file.",
+        category="Input-Output",
+        sources=(SourceSpec("sourceProduct", "The source product to be written."),),
+        parameters=(
+            Parameter(
+                "file", "File", required=True, description="The output file to which the data product is written."
+            ),
+            Parameter(
+                "formatName",
+                "String",
+                default="BEAM-DIMAP",
+                value_set=FORMAT_NAMES,
+                description="The name of the output file format.",
+            ),
+            Parameter(
+                "deleteOutputOnFailure",
+                "boolean",
+                default=True,
+                description="Accepted for SNAP compatibility; outputs of a failed run are always removed.",
+            ),
+            Parameter(
+                "writeEntireTileRows",
+                "boolean",
+                default=False,
+                description="Accepted for SNAP compatibility; ignored (chunks are streamed as computed).",
+            ),
+            Parameter(
+                "clearCacheAfterRowWrite",
+                "boolean",
+                default=False,
+                description="Accepted for SNAP compatibility; ignored (no tile cache to clear).",
+            ),
+        ),
+        sink=True,
+    )
+
+    outputs: list[str]
+
+    # --- GPF ------------------------------------------------------------------
+    def initialize(self) -> Product:
+        """Check the source against the format; the target is the source itself."""
+        source = self.source_product()
+        if not source.bands:
+            raise self.error(f"product '{source.name}' has no bands to write")
+        fmt = self.format_name
+        if fmt in GEOTIFF_FORMATS and source.is_multi_size:
+            sizes = sorted({f"{b.width}x{b.height}" for b in source.bands.values()})
+            raise self.error(
+                f"{fmt} cannot hold bands of different sizes ({', '.join(sizes)}); add a Resample node before Write"
+            )
+        self.outputs = []
+        self._writer = self._make_writer(source)  # no side effect: validates names and dtypes early
+        return source
+
+    @property
+    def format_name(self) -> str:
+        return self.parameters.get("formatName") or "BEAM-DIMAP"
+
+    @property
+    def output_path(self) -> Path:
+        """The final output file, with the format's extension ensured."""
+        raw = self.parameters.get("file")
+        if not raw:
+            raise self._fail("parameter 'file' is required")
+        path = Path(os.path.expanduser(str(raw))).absolute()
+        return dimap_paths(path)[0] if self.format_name == "BEAM-DIMAP" else geotiff_path(path)
+
+    def _final_paths(self) -> list[Path]:
+        path = self.output_path
+        return list(dimap_paths(path)) if self.format_name == "BEAM-DIMAP" else [path]
+
+    # --- sink protocol ------------------------------------------------------------
+    def prepare(self) -> None:
+        """Check the target without touching the disk.
+
+        Raises
+        ------
+        ProductWriteError
+            The target is one of the graph's inputs, already exists (without
+            ``overwrite``), or its folder is missing or not writable.
+        """
+        paths = self._final_paths()
+        target = paths[0]
+        resolved = [p.resolve() for p in paths]
+        for raw in self.context.input_files:
+            inp = Path(raw).resolve()
+            for p in resolved:
+                if inp == p or (p.suffix == ".data" and inp.is_relative_to(p)):
+                    raise self._fail(f"refusing to write '{target}': it is an input of this graph ({inp})")
+        if not self.context.overwrite:
+            existing = [p for p in paths if p.exists() or p.is_symlink()]
+            if existing:
+                raise self._fail(f"'{existing[0]}' already exists; use --overwrite to replace it")
+        folder = target.parent
+        if not folder.is_dir():
+            raise self._fail(f"output folder '{folder}' does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise self._fail(f"output folder '{folder}' is not writable")
+        for p in paths:
+            if p.is_dir() and p.suffix != ".data":
+                raise self._fail(f"'{p}' is a folder, not a file")
+
+    def open(self) -> SinkPlan:
+        """Create the temporary output; chunks go to the returned targets."""
+        writer = getattr(self, "_writer", None) or self._make_writer(self.target or self.source_product())
+        self._writer = None  # a writer is opened once
+        try:
+            targets = writer.open()
+        except SnapPcError as exc:
+            raise self._fail(str(exc)) from None
+
+        def commit() -> None:
+            try:
+                writer.commit()
+            except SnapPcError as exc:
+                raise self._fail(str(exc)) from None
+            self.outputs = list(writer.outputs)
+
+        return SinkPlan(writer.arrays, targets, commit, writer.abort, description=f"{self.format_name} {writer.path}")
+
+    def execute(self, progress: Callable[[int], None] | None = None) -> None:
+        """Check, open, stream, commit (or abort): a standalone write."""
+        if self.target is None:
+            self.target = self.initialize()
+        self.prepare()
+        plan = self.open()
+        try:
+            store(plan.arrays, plan.targets, self.context)
+            plan.commit()
+        except BaseException:
+            plan.abort()
+            raise
+
+    # --- helpers ----------------------------------------------------------------
+    def _make_writer(self, product: Product) -> DimapWriter | GeoTiffWriter:
+        try:
+            if self.format_name == "BEAM-DIMAP":
+                return DimapWriter(product, self.output_path)
+            return GeoTiffWriter(product, self.output_path, self.format_name)
+        except SnapPcError as exc:
+            raise self._fail(str(exc)) from None
+
+    def _fail(self, message: str) -> ProductWriteError:
+        return ProductWriteError(str(self.error(message)))

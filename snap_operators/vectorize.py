@@ -1,0 +1,889 @@
+"""Chunked polygonization of class rasters: regions, sieve, simplification.
+
+Pure functions (and one bookkeeping class) with no operator code; the
+``LabelMaskExport`` operator streams a class band through them.
+
+Geometry is built in **pixel space** (x = column, y = row, pixel corners at
+integer coordinates) where GDAL's polygons are exact and unions of pieces
+from neighbouring chunks are exact too; :func:`pixel_to_crs` maps the result
+to the CRS with GDAL's own arithmetic, so the output equals what
+``rasterio.features.shapes`` gives on the whole raster.
+
+Pipeline, per chunk of the class array:
+
+1. :func:`sieve_block` (through :func:`sieve_dask`, a ``map_overlap``)
+   removes regions below the minimum mapping unit;
+2. :func:`polygonize_chunk` polygonizes the chunk and splits its regions into
+   *complete* ones (touching no internal chunk border: written at once) and
+   *border* ones;
+3. :class:`RegionMerger` matches border regions of neighbouring chunks on
+   their border pixel labels (union-find) and hands back a region once every
+   chunk it could extend into has arrived; :func:`merge_pieces` unions its
+   pieces.
+
+Example
+-------
+>>> import numpy as np
+>>> from snap_operators.vectorize import polygonize
+>>> classes = np.array([[1, 1, 2], [1, 2, 2]], dtype="uint8")
+>>> [(v, g.area) for v, g in sorted(polygonize(classes, chunk=2), key=lambda r: r[0])]
+[(1, 3.0), (2, 3.0)]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import dask.array as da
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.features import rasterize, shapes
+
+#: Sieve chain length: a small region whose largest neighbour is itself small
+#: follows that neighbour's choice, as GDAL does, for at most this many hops.
+SIEVE_HOPS = 3
+
+#: Sides of a chunk, in the order strips are kept.
+SIDES = ("top", "bottom", "left", "right")
+
+_SHAPES_DTYPES = (np.uint8, np.int16, np.uint16, np.int32)
+
+
+# --- connected regions ---------------------------------------------------------
+
+
+def _as_shapes_dtype(block: np.ndarray) -> np.ndarray:
+    if block.dtype in _SHAPES_DTYPES:
+        return block
+    return block.astype(np.int32)
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Component id (the smallest member) of nodes ``0..n-1`` joined by edges ``a-b``."""
+    parent = np.arange(n)
+    if len(a) == 0:
+        return parent
+    while True:
+        ra, rb = parent[a], parent[b]
+        lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
+        todo = lo != hi
+        if not todo.any():
+            return parent
+        # Hook roots onto smaller roots (never a cycle), then compress paths.
+        np.minimum.at(parent, hi[todo], lo[todo])
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+
+
+def _diagonal_pairs(labels: np.ndarray, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of diagonally touching pixels of equal value (the 8-only links)."""
+    out_a, out_b = [], []
+    for (ya, xa), (yb, xb) in (
+        ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None))),
+        ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1))),
+    ):
+        la, lb = labels[ya, xa], labels[yb, xb]
+        m = (la != lb) & (la > 0) & (lb > 0) & (block[ya, xa] == block[yb, xb])
+        out_a.append(la[m])
+        out_b.append(lb[m])
+    return np.concatenate(out_a), np.concatenate(out_b)
+
+
+@dataclass
+class Pieces:
+    """The 4-connected polygons of a block and their pixel labels.
+
+    Attributes
+    ----------
+    geoms : list of dict
+        GeoJSON polygons from ``rasterio.features.shapes`` in block pixel
+        coordinates, one per piece (a 4-connected set of equal pixels).
+    values : numpy.ndarray
+        Pixel value of each piece, shape ``(n,)``.
+    labels : numpy.ndarray
+        Shape of the block, int32: piece index + 1 per pixel, 0 where masked.
+    region : numpy.ndarray
+        Shape ``(n,)``: region index of each piece (equals the piece index
+        with 4-connectivity; 8-connectivity joins pieces touching at corners).
+    """
+
+    geoms: list
+    values: np.ndarray
+    labels: np.ndarray
+    region: np.ndarray
+
+
+def label_pieces(block: np.ndarray, connectivity: int = 4, mask: np.ndarray | None = None) -> Pieces:
+    """Polygonize `block` into 4-connected pieces and label its pixels.
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        2-D integer array.
+    connectivity : {4, 8}
+        Region connectivity; pieces are always 4-connected (GDAL's polygons
+        of 8-connected regions self-touch and are invalid), 8-connected
+        regions are groups of pieces (`Pieces.region`).
+    mask : numpy.ndarray of bool, optional
+        Pixels to polygonize; others get label 0 and belong to no piece.
+    """
+    block = _as_shapes_dtype(np.asarray(block))
+    found = list(shapes(block, mask=mask, connectivity=4))
+    geoms = [g for g, _ in found]
+    values = np.array([v for _, v in found], dtype=np.int64)
+    if geoms:
+        labels = rasterize(
+            ((g, i + 1) for i, g in enumerate(geoms)), out_shape=block.shape, fill=0, dtype="int32"
+        )
+    else:
+        labels = np.zeros(block.shape, dtype=np.int32)
+    region = np.arange(len(geoms))
+    if connectivity == 8 and geoms:
+        a, b = _diagonal_pairs(labels, block)
+        region = _components(len(geoms) + 1, a, b)[1:] - 1
+    return Pieces(geoms, values, labels, region)
+
+
+def region_labels(block: np.ndarray, connectivity: int = 4, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Connected regions of equal value.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        int64, shape of `block`: region id ``1..n`` per pixel, 0 where masked.
+    values : numpy.ndarray
+        Shape ``(n + 1,)``: value of each region (index 0 unused).
+    """
+    p = label_pieces(block, connectivity, mask)
+    n = len(p.geoms)
+    _, dense = np.unique(p.region, return_inverse=True)
+    lut = np.zeros(n + 1, dtype=np.int64)
+    lut[1:] = dense + 1
+    values = np.zeros(dense.max() + 2 if n else 1, dtype=np.int64)
+    values[lut[1:]] = p.values
+    return lut[p.labels], values
+
+
+# --- sieve --------------------------------------------------------------------
+
+
+def sieve_depth(size: int, hops: int = SIEVE_HOPS) -> int:
+    """Halo (pixels) that makes :func:`sieve_block` exact for regions < `size` pixels.
+
+    A connected region of fewer than `size` pixels spans at most ``size - 2``
+    pixels from any of its pixels, so every region a chain of `hops` largest
+    neighbours can visit, and each of their neighbours, lies within
+    ``(hops + 1) * (size - 1)`` pixels of the chunk: see :func:`sieve_block`.
+    """
+    return max(0, (hops + 1) * (int(size) - 1))
+
+
+def sieve(
+    classes: np.ndarray,
+    size: int,
+    connectivity: int = 4,
+    no_data: int | None = 255,
+    hops: int = SIEVE_HOPS,
+    gdal: bool = False,
+) -> np.ndarray:
+    """Sieve a whole in-memory class array (see :func:`sieve_block`).
+
+    With `gdal`, neighbours are compared by their true sizes and chains are
+    followed to their end: exactly ``rasterio.features.sieve`` (whole arrays
+    only; kept to check this implementation against GDAL).
+    """
+    return sieve_block(classes, size, connectivity, no_data, hops, halo=False, gdal=gdal)
+
+
+def sieve_block(
+    window: np.ndarray,
+    size: int,
+    connectivity: int = 4,
+    no_data: int | None = 255,
+    hops: int = SIEVE_HOPS,
+    halo: bool = True,
+    gdal: bool = False,
+) -> np.ndarray:
+    """Merge regions smaller than `size` pixels into a neighbouring region.
+
+    The semantics of ``rasterio.features.sieve`` (GDAL's sieve filter), made
+    exact on tiles: a connected region of fewer than `size` valid pixels
+    ("small") takes the value of its largest neighbouring region; when that
+    neighbour is itself small, the neighbour's own choice is followed (GDAL's
+    chain; at most `hops` hops; a cycle leaves the region unchanged). No-data
+    pixels are never changed, never counted and never neighbours; a region
+    without valid neighbours stays. One pass, as GDAL: regions are not
+    re-examined after merging.
+
+    Tiled exactness
+    ---------------
+    GDAL compares the *true* sizes of neighbours, which may span the whole
+    scene, so its result for one pixel can depend on pixels anywhere. Here
+    sizes count only up to `size`: every neighbour of at least `size` pixels
+    is equally "large"; a small region with large neighbours takes the class
+    that shares the longest border with it among them (ties: the class met
+    first in row-major order); among small neighbours the largest wins, ties
+    to the one met first in row-major order (GDAL's rule). Every decision
+    then depends only on pixels near the region, and the function is exact
+    on a chunk padded with a halo of :func:`sieve_depth` pixels
+    (``map_overlap``; beyond the scene the halo is no-data):
+
+    * a region of fewer than `size` pixels spans at most ``size - 2`` pixels,
+      so one that reaches the chunk lies whole in the window and off its
+      outermost ring; a region reaching the ring is treated as large and is
+      never sieved from this window's view (it may continue outside, and a
+      small region meeting the chunk cannot reach the ring);
+    * likewise every neighbour of each region of a chain of `hops` hops is
+      seen whole when small, and reaches the ring or has `size` pixels in view
+      when large. A large region cut in two by the window edge still counts
+      once per class, so border lengths add up as in the whole scene.
+
+    Identical to ``rasterio.features.sieve`` wherever GDAL's choice does not
+    depend on which of two large neighbours of different classes is larger
+    and chains are at most `hops` hops (e.g. specks and clusters of specks
+    inside one class); a small region between two large ones goes to the
+    class it shares more border with, where GDAL picks the larger region.
+
+    Parameters
+    ----------
+    window : numpy.ndarray
+        2-D integer class array (a chunk plus its halo, or a whole scene).
+    size : int
+        Minimum region size in pixels; 0 or 1 changes nothing.
+    connectivity : {4, 8}
+    no_data : int, optional
+        Value of pixels to leave out.
+    hops : int
+        Longest chain of small largest neighbours followed.
+    halo : bool
+        Whether `window` ends in a halo (regions reaching its outermost ring
+        may continue beyond it); False for a whole scene.
+    gdal : bool
+        GDAL's rule: true sizes, unlimited chains (whole scenes only).
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape and dtype as `window`.
+    """
+    window = np.asarray(window)
+    if size <= 1 or window.size == 0:
+        return window
+    if gdal and halo:
+        raise ValueError("the GDAL rule needs the whole scene (halo=False)")
+    valid = None if no_data is None else window != no_data
+    labels, values = region_labels(window, connectivity, valid)
+    n = len(values) - 1
+    if n == 0:
+        return window
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    large = sizes >= size
+    if halo:
+        ring = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+        large[ring] = True
+    large[0] = True
+    if large[1:].all():
+        return window
+    if gdal:
+        rank, by_class, hops = sizes, np.zeros(n + 1, dtype=bool), n + 1
+    else:
+        rank, by_class = np.where(large, size, sizes), large
+
+    src, dst, key = _adjacency(labels, connectivity)
+    small_src = ~large[src]
+    src, dst, key = src[small_src], dst[small_src], key[small_src]
+    if len(src) == 0:
+        return window
+    # Candidates: one per small neighbour, one per class of large neighbours,
+    # each with its first meeting (GDAL's order) and its border length.
+    group = np.where(by_class[dst], -1 - values[dst], dst)
+    order = np.lexsort((key, group, src))
+    src, dst, group, key = src[order], dst[order], group[order], key[order]
+    starts = np.flatnonzero(np.r_[True, (src[1:] != src[:-1]) | (group[1:] != group[:-1])])
+    c_src, c_dst, c_key = src[starts], dst[starts], key[starts]
+    border = np.diff(np.r_[starts, len(src)])
+    c_border = np.where(by_class[c_dst], border, 0)
+    best = np.lexsort((c_key, -c_border, -rank[c_dst], c_src))
+    c_src, c_dst = c_src[best], c_dst[best]
+    head = np.r_[True, c_src[1:] != c_src[:-1]]
+    biggest = np.full(n + 1, -1, dtype=np.int64)
+    biggest[c_src[head]] = c_dst[head]
+
+    origin = np.flatnonzero(~large)
+    cur = biggest[origin]
+    target = np.full(len(origin), -1, dtype=np.int64)
+    alive = cur >= 0
+    seen = np.zeros((0, len(origin)), dtype=np.int64) if gdal else [origin]
+    visited = {}
+    for hop in range(hops):
+        hit = alive & large[np.maximum(cur, 0)]
+        target[hit] = cur[hit]
+        alive &= ~hit
+        if gdal:
+            # Unlimited chains: a per-origin visited set, as GDAL keeps.
+            for i in np.flatnonzero(alive):
+                v = visited.setdefault(i, {int(origin[i])})
+                if int(cur[i]) in v:
+                    alive[i] = False
+                else:
+                    v.add(int(cur[i]))
+        else:
+            for s in seen:
+                alive &= cur != s
+        if hop == hops - 1 or not alive.any():
+            break
+        if not gdal:
+            seen.append(cur.copy())
+        cur = np.where(alive, biggest[np.maximum(cur, 0)], -1)
+        alive &= cur >= 0
+
+    new_values = values.copy()
+    ok = target >= 0
+    new_values[origin[ok]] = values[target[ok]]
+    changed = new_values != values
+    if not changed.any():
+        return window
+    out = window.copy()
+    sel = changed[labels]
+    out[sel] = new_values[labels[sel]].astype(window.dtype)
+    return out
+
+
+def _adjacency(labels: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Directed pairs of touching regions and GDAL's comparison order of each.
+
+    GDAL visits pixels row by row and compares each with its up, up-left,
+    up-right (8-connectivity) and left neighbour; the key orders pairs the
+    same way.
+    """
+    h, w = labels.shape
+    moves = [(-1, 0, 0), (0, -1, 3)]
+    if connectivity == 8:
+        moves = [(-1, 0, 0), (-1, -1, 1), (-1, 1, 2), (0, -1, 3)]
+    rows = np.arange(h)[:, None]
+    cols = np.arange(w)[None, :]
+    srcs, dsts, keys = [], [], []
+    for dy, dx, k in moves:
+        cy = slice(-dy, None)
+        cx = slice(max(0, -dx), w - max(0, dx))
+        py = slice(None, h + dy)
+        px = slice(max(0, dx), w + min(0, dx))
+        cur, prev = labels[cy, cx], labels[py, px]
+        m = (cur != prev) & (cur > 0) & (prev > 0)
+        key = ((rows[cy] * w + cols[:, cx]) * 4 + k)
+        key = np.broadcast_to(key, cur.shape)[m]
+        a, b = cur[m], prev[m]
+        srcs += [a, b]
+        dsts += [b, a]
+        keys += [key, key]
+    return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(keys)
+
+
+def sieve_dask(
+    classes: da.Array, size: int, connectivity: int = 4, no_data: int | None = 255, hops: int = SIEVE_HOPS
+) -> da.Array:
+    """Lazy :func:`sieve_block` of a whole class array, chunk by chunk with a halo.
+
+    Memory per task is one chunk plus a halo of :func:`sieve_depth` pixels;
+    chunks smaller than the halo are merged by ``map_overlap``. The halo
+    beyond the scene is `no_data`, so regions on the scene edge are seen whole.
+    """
+    if size <= 1:
+        return classes
+    if no_data is None:
+        raise ValueError("sieve_dask needs a no-data value to pad the scene with")
+    depth = sieve_depth(size, hops)
+    return classes.map_overlap(
+        sieve_block,
+        depth=depth,
+        boundary=no_data,
+        trim=True,
+        dtype=classes.dtype,
+        meta=np.empty((0, 0), dtype=classes.dtype),
+        size=int(size),
+        connectivity=connectivity,
+        no_data=no_data,
+        hops=hops,
+    )
+
+
+# --- chunk polygonization --------------------------------------------------------
+
+
+@dataclass
+class ChunkRegions:
+    """A chunk's regions, split into complete ones and those on internal borders.
+
+    Coordinates are scene pixel coordinates.
+
+    Attributes
+    ----------
+    complete : list of (int, shapely geometry)
+        Regions touching no internal chunk border: final.
+    border_values : numpy.ndarray
+        Value of each border region, shape ``(m,)``.
+    border_pieces : list of list of shapely.Polygon
+        Pieces of each border region.
+    strips : dict
+        For each internal side (``top, bottom, left, right``), the border
+        region index of each pixel along it (-1: none), int64.
+    """
+
+    complete: list
+    border_values: np.ndarray
+    border_pieces: list
+    strips: dict
+
+
+def polygonize_chunk(
+    block: np.ndarray,
+    origin: tuple[int, int],
+    exported: np.ndarray,
+    internal: dict[str, bool],
+    connectivity: int = 4,
+    tolerance: float = 0.0,
+    y_scale: float = 1.0,
+) -> ChunkRegions:
+    """Polygonize one chunk of a class array.
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        2-D integer chunk.
+    origin : (int, int)
+        ``(row, col)`` of the chunk's first pixel in the scene.
+    exported : numpy.ndarray of bool
+        Pixels whose regions are wanted (valid and of an exported class).
+    internal : dict of str to bool
+        For each side, whether another chunk lies beyond it.
+    connectivity : {4, 8}
+    tolerance : float
+        Simplification tolerance in pixels (x pixels); 0 keeps GDAL's exact
+        pixel outlines. The chunk's pieces, of every class, are simplified as
+        one coverage with its outline (chunk borders) fixed: shared edges stay
+        shared, and the pieces of a region met again across a chunk border
+        still match there.
+    y_scale : float
+        Row height over column width (non-square pixels), so the tolerance is
+        one distance in both directions.
+    """
+    block = np.asarray(block)
+    row0, col0 = origin
+    if tolerance > 0:
+        # Every class takes part so edges along unexported classes and no-data
+        # are simplified too, consistently with their neighbours.
+        pieces = label_pieces(block, connectivity=4, mask=None)
+        hits = np.bincount(pieces.labels.ravel(), weights=exported.ravel(), minlength=len(pieces.geoms) + 1)
+        keep = hits[1:] > 0
+        geoms = _simplify_coverage([shapely.geometry.shape(g) for g in pieces.geoms], tolerance, y_scale)
+        labels = np.where(exported, pieces.labels, 0)
+    else:
+        pieces = label_pieces(block, connectivity=4, mask=exported)
+        keep = np.ones(len(pieces.geoms), dtype=bool)
+        geoms = [shapely.geometry.shape(g) for g in pieces.geoms]
+        labels = pieces.labels
+    n = len(geoms)
+    geoms = np.array(geoms, dtype=object)
+    values = pieces.values
+    if n:
+        geoms = shapely.transform(geoms, lambda xy: xy + (col0, row0))
+
+    # Regions (8-connectivity joins pieces that touch at corners).
+    region = np.arange(n)
+    if connectivity == 8 and n:
+        a, b = _diagonal_pairs(labels, block)
+        region = _components(n + 1, a, b)[1:] - 1
+
+    side_pixels = {
+        "top": labels[0, :],
+        "bottom": labels[-1, :],
+        "left": labels[:, 0],
+        "right": labels[:, -1],
+    }
+    on_border = np.zeros(n, dtype=bool)
+    for side, px in side_pixels.items():
+        if internal.get(side):
+            hit = px[px > 0] - 1
+            on_border[region[hit]] = True
+
+    complete = []
+    members: dict[int, list[int]] = {}
+    for i in np.flatnonzero(keep):
+        members.setdefault(int(region[i]), []).append(int(i))
+    border_index = np.full(n, -1, dtype=np.int64)
+    border_values, border_pieces = [], []
+    for r, idx in members.items():
+        if on_border[r]:
+            border_index[r] = len(border_pieces)
+            border_values.append(int(values[idx[0]]))
+            border_pieces.append([geoms[i] for i in idx])
+        else:
+            complete.append((int(values[idx[0]]), merge_pieces([geoms[i] for i in idx], exact=tolerance == 0)))
+
+    lut = np.full(n + 1, -1, dtype=np.int64)
+    if n:
+        lut[1:] = border_index[region]
+    strips = {side: lut[px] for side, px in side_pixels.items() if internal.get(side)}
+    return ChunkRegions(complete, np.array(border_values, dtype=np.int64), border_pieces, strips)
+
+
+def _simplify_coverage(geoms: list, tolerance: float, y_scale: float) -> list:
+    """``shapely.coverage_simplify`` with the outline fixed, in pixel space.
+
+    Simplification only removes vertices, so rounding brings the kept ones
+    back to their exact integer pixel corners after the y scaling.
+    """
+    if not geoms:
+        return geoms
+    arr = np.array(geoms, dtype=object)
+    if y_scale != 1.0:
+        arr = shapely.transform(arr, lambda xy: xy * (1.0, y_scale))
+    out = shapely.coverage_simplify(arr, tolerance, simplify_boundary=False)
+    if y_scale != 1.0:
+        out = shapely.transform(out, lambda xy: np.round(xy / (1.0, y_scale)))
+    return list(out)
+
+
+def merge_pieces(pieces: Sequence, exact: bool = True):
+    """One region's geometry from its pieces (pixel space).
+
+    Pieces of a region come from neighbouring chunks and share edges exactly
+    (integer coordinates), so their union is exact. With `exact`, vertices
+    left in the middle of straight edges by the union are removed, which
+    gives GDAL's polygon of the whole region (up to vertex order).
+    Simplified regions keep them: they are nodes shared with neighbours.
+    """
+    if len(pieces) == 1:
+        return pieces[0]
+    merged = shapely.union_all(np.array(pieces, dtype=object))
+    if exact:
+        merged = shapely.simplify(merged, 0.0)
+    return merged
+
+
+# --- merging across chunks ----------------------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    strips: dict
+    gid: np.ndarray  # global id of each border region
+    values: np.ndarray
+
+
+class RegionMerger:
+    """Joins border regions of neighbouring chunks into whole regions.
+
+    Chunks may arrive in any order (not thread-safe: callers lock). Each
+    border region waits for the chunks beyond the internal borders it touches
+    (and, with 8-connectivity, beyond the corners it occupies); when the last
+    of them has arrived for every member of its union-find set, the set is a
+    whole region and :meth:`add` returns it. Only border regions and the
+    pixel strips along not yet matched borders are kept.
+
+    Parameters
+    ----------
+    row_chunks, col_chunks : sequence of int
+        Chunk heights and widths of the scene grid (dask ``chunks``).
+    connectivity : {4, 8}
+    """
+
+    def __init__(self, row_chunks: Sequence[int], col_chunks: Sequence[int], connectivity: int = 4):
+        self.connectivity = connectivity
+        self.row_starts = {int(s): i for i, s in enumerate(np.r_[0, np.cumsum(row_chunks)[:-1]])}
+        self.col_starts = {int(s): j for j, s in enumerate(np.r_[0, np.cumsum(col_chunks)[:-1]])}
+        self.shape = (len(row_chunks), len(col_chunks))
+        self._arrived: set[tuple[int, int]] = set()
+        self._chunks: dict[tuple[int, int], _Chunk] = {}
+        self._parent: dict[int, int] = {}
+        self._waiting: dict[int, int] = {}  # root -> number of (member, chunk) waits
+        self._members: dict[int, list] = {}  # root -> pieces
+        self._gids: dict[int, list[int]] = {}  # root -> member ids
+        self._value: dict[int, int] = {}
+        self._waiting_on: dict[tuple[int, int], list[int]] = {}
+        self._next = 0
+
+    # --- grid ---
+    def index(self, origin: tuple[int, int]) -> tuple[int, int]:
+        """Chunk index ``(i, j)`` of the chunk starting at scene pixel `origin`."""
+        return self.row_starts[int(origin[0])], self.col_starts[int(origin[1])]
+
+    def internal_sides(self, index: tuple[int, int]) -> dict[str, bool]:
+        i, j = index
+        ni, nj = self.shape
+        return {"top": i > 0, "bottom": i < ni - 1, "left": j > 0, "right": j < nj - 1}
+
+    def _neighbours(self, index):
+        """(neighbour index, my side or corner) for every existing neighbour."""
+        i, j = index
+        steps = [((-1, 0), "top"), ((1, 0), "bottom"), ((0, -1), "left"), ((0, 1), "right")]
+        if self.connectivity == 8:
+            steps += [((-1, -1), "tl"), ((-1, 1), "tr"), ((1, -1), "bl"), ((1, 1), "br")]
+        ni, nj = self.shape
+        for (di, dj), where in steps:
+            k = (i + di, j + dj)
+            if 0 <= k[0] < ni and 0 <= k[1] < nj:
+                yield k, where
+
+    @staticmethod
+    def _touching(strips: dict, where: str) -> np.ndarray:
+        """Border region indices on a side, or on a corner pixel."""
+        if where in SIDES:
+            ids = strips[where]
+        else:
+            side = "top" if where[0] == "t" else "bottom"
+            ids = strips[side][:1] if where[1] == "l" else strips[side][-1:]
+        return np.unique(ids[ids >= 0])
+
+    # --- union-find ---
+    def _find(self, g: int) -> int:
+        root = g
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[g] != root:
+            self._parent[g], g = root, self._parent[g]
+        return root
+
+    def _union(self, a: int, b: int) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra == rb:
+            return
+        if len(self._members[ra]) < len(self._members[rb]):
+            ra, rb = rb, ra
+        self._parent[rb] = ra
+        self._members[ra].extend(self._members.pop(rb))
+        self._gids[ra].extend(self._gids.pop(rb))
+        self._waiting[ra] += self._waiting.pop(rb)
+        self._value.pop(rb)
+
+    # --- chunks ---
+    def add(self, index: tuple[int, int], chunk: ChunkRegions) -> list[tuple[int, list]]:
+        """Register a chunk's border regions; return the regions now whole.
+
+        Returns
+        -------
+        list of (int, list)
+            ``(value, pieces)`` of every region completed by this chunk.
+        """
+        if index in self._arrived:
+            raise ValueError(f"chunk {index} given twice")
+        m = len(chunk.border_pieces)
+        gid = np.arange(self._next, self._next + m, dtype=np.int64)
+        self._next += m
+        for k in range(m):
+            g = int(gid[k])
+            self._parent[g] = g
+            self._members[g] = list(chunk.border_pieces[k])
+            self._gids[g] = [g]
+            self._value[g] = int(chunk.border_values[k])
+            self._waiting[g] = 0
+        self._chunks[index] = _Chunk(chunk.strips, gid, chunk.border_values)
+        self._arrived.add(index)
+        touched: list[int] = list(gid)
+
+        for nb, where in self._neighbours(index):
+            mine = self._touching(chunk.strips, where) if m else np.zeros(0, np.int64)
+            if nb not in self._arrived:
+                for k in mine:
+                    g = int(gid[k])
+                    self._waiting[self._find(g)] += 1
+                    self._waiting_on.setdefault(nb, []).append(g)
+                continue
+            self._stitch(index, nb, where)
+        for g in self._waiting_on.pop(index, []):
+            r = self._find(g)
+            self._waiting[r] -= 1
+            touched.append(r)
+        for k in [index, *(nb for nb, _ in self._neighbours(index))]:
+            if k in self._chunks and all(nb in self._arrived for nb, _ in self._neighbours(k)) and k in self._arrived:
+                del self._chunks[k]
+
+        done = []
+        for g in touched:
+            if g not in self._parent:
+                continue  # completed above through another member
+            r = self._find(g)
+            if self._waiting[r] == 0:
+                done.append((self._value.pop(r), self._members.pop(r)))
+                del self._waiting[r]
+                for member in self._gids.pop(r):
+                    del self._parent[member]
+        return done
+
+    def _stitch(self, index, nb, where) -> None:
+        """Union the regions of chunk `index` and arrived chunk `nb` that touch."""
+        a, b = self._chunks[index], self._chunks[nb]
+        opposite = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
+        if where in SIDES:
+            sa, sb = a.strips[where], b.strips[opposite[where]]
+            offsets = (0, -1, 1) if self.connectivity == 8 else (0,)
+            for off in offsets:
+                # pixel p of my side touches pixel p + off of theirs
+                if off >= 0:
+                    xa, xb = sa[: len(sa) - off], sb[off:]
+                else:
+                    xa, xb = sa[-off:], sb[: len(sb) + off]
+                self._union_pairs(a, b, xa, xb)
+        else:
+            flip = {"t": "b", "b": "t", "l": "r", "r": "l"}
+            xa = self._touching(a.strips, where)
+            xb = self._touching(b.strips, flip[where[0]] + flip[where[1]])
+            self._union_pairs(a, b, xa[:1], xb[:1])
+
+    def _union_pairs(self, a: _Chunk, b: _Chunk, xa: np.ndarray, xb: np.ndarray) -> None:
+        m = (xa >= 0) & (xb >= 0)
+        xa, xb = xa[m], xb[m]
+        same = a.values[xa] == b.values[xb]
+        pairs = np.unique(np.stack([a.gid[xa[same]], b.gid[xb[same]]], axis=1), axis=0)
+        for ga, gb in pairs:
+            self._union(int(ga), int(gb))
+
+    def finish(self) -> list[tuple[int, list]]:
+        """Regions still open (only when chunks are missing); empties the merger."""
+        done = [(self._value[r], self._members[r]) for r in list(self._members)]
+        for d in (self._members, self._value, self._waiting, self._gids, self._parent, self._chunks, self._waiting_on):
+            d.clear()
+        return done
+
+    @property
+    def open_regions(self) -> int:
+        """Number of regions waiting for a neighbouring chunk."""
+        return len(self._members)
+
+
+# --- coordinates and areas -------------------------------------------------------------
+
+
+def pixel_to_crs(geoms, transform: Affine):
+    """Map pixel-space geometries to the CRS with `transform`.
+
+    Uses GDAL's ``gt[0] + x * gt[1] + y * gt[2]`` evaluation order, so the
+    coordinates are bit-identical to ``rasterio.features.shapes(transform=...)``.
+    """
+    t = transform
+
+    def f(xy):
+        x, y = xy[:, 0], xy[:, 1]
+        return np.column_stack([t.c + x * t.a + y * t.b, t.f + x * t.d + y * t.e])
+
+    return shapely.transform(geoms, f)
+
+
+def pixel_area_m2(transform: Affine, crs, row: float = 0.0, col: float = 0.0) -> float:
+    """Area of one pixel in m² (for a geographic CRS: the pixel at ``row, col``)."""
+    geo = _geo(crs)
+    if geo is None:
+        return abs(transform.determinant) * _unit_factor(crs) ** 2
+    box = pixel_to_crs(shapely.box(col, row, col + 1, row + 1), transform)
+    return float(_geodesic_area(np.array([box], dtype=object), geo)[0])
+
+
+def areas_m2(geoms_px, transform: Affine, crs) -> np.ndarray:
+    """True area in m² of pixel-space geometries.
+
+    Planar area times the pixel area for projected CRSs; geodesic area on the
+    CRS's ellipsoid (``pyproj.Geod``) for geographic ones, after densifying
+    edges to 0.01° so long straight edges follow parallels, not geodesics.
+    """
+    geoms_px = np.asarray(geoms_px, dtype=object)
+    if geoms_px.size == 0:
+        return np.zeros(0)
+    geo = _geo(crs)
+    if geo is None:
+        return shapely.area(geoms_px) * abs(transform.determinant) * _unit_factor(crs) ** 2
+    return _geodesic_area(pixel_to_crs(geoms_px, transform), geo)
+
+
+def _geodesic_area(geoms_crs, geod) -> np.ndarray:
+    dense = shapely.segmentize(geoms_crs, 0.01)
+    dense = shapely.orient_polygons(dense, exterior_cw=False)
+    return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in dense])
+
+
+def _pyproj(crs):
+    import pyproj
+
+    if crs is None:
+        return None
+    if isinstance(crs, pyproj.CRS):
+        return crs
+    wkt = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
+    return pyproj.CRS.from_user_input(wkt)
+
+
+def _geo(crs):
+    """The ``pyproj.Geod`` of a geographic CRS, else None."""
+    p = _pyproj(crs)
+    if p is None or not p.is_geographic:
+        return None
+    return p.get_geod()
+
+
+def _unit_factor(crs) -> float:
+    """Metres per CRS linear unit (1 when unknown)."""
+    p = _pyproj(crs)
+    if p is None:
+        return 1.0
+    for axis in p.axis_info:
+        if axis.unit_conversion_factor:
+            return float(axis.unit_conversion_factor)
+    return 1.0
+
+
+# --- whole arrays (tests, small scenes) -----------------------------------------------------
+
+
+def polygonize(
+    classes: np.ndarray,
+    chunk: int | None = None,
+    connectivity: int = 4,
+    exported: np.ndarray | None = None,
+    tolerance: float = 0.0,
+) -> list[tuple[int, object]]:
+    """All regions of an in-memory class array, polygonized chunk by chunk.
+
+    The same path the operator streams, for arrays that fit in memory.
+
+    Parameters
+    ----------
+    classes : numpy.ndarray
+        2-D integer array.
+    chunk : int, optional
+        Chunk edge in pixels (default: the whole array as one chunk).
+    connectivity : {4, 8}
+    exported : numpy.ndarray of bool, optional
+        Pixels to polygonize (default: all).
+    tolerance : float
+        Simplification tolerance in pixels.
+
+    Returns
+    -------
+    list of (int, shapely geometry)
+        ``(value, geometry)`` per region, pixel-space coordinates.
+    """
+    classes = np.asarray(classes)
+    if exported is None:
+        exported = np.ones(classes.shape, dtype=bool)
+    h, w = classes.shape
+    c = chunk or max(h, w, 1)
+    rows = [min(c, h - y) for y in range(0, h, c)]
+    cols = [min(c, w - x) for x in range(0, w, c)]
+    merger = RegionMerger(rows, cols, connectivity)
+    out = []
+    for y in range(0, h, c):
+        for x in range(0, w, c):
+            idx = merger.index((y, x))
+            sl = (slice(y, y + c), slice(x, x + c))
+            part = polygonize_chunk(classes[sl], (y, x), exported[sl], merger.internal_sides(idx), connectivity, tolerance)
+            out.extend(part.complete)
+            for value, pieces in merger.add(idx, part):
+                out.append((value, merge_pieces(pieces, exact=tolerance == 0)))
+    if merger.open_regions:  # pragma: no cover - every chunk was given
+        raise RuntimeError("regions left open")
+    return out

@@ -1,0 +1,263 @@
+"""Sentinel-2 SAFE reading: real product metadata + generated band images.
+
+The four metadata sets in ../shared/data/safe_s2_metadata are real (no
+images). Metadata parsing is checked on them directly; for whole reads each
+is copied into tmp_path and small band images (lossless JPEG2000 for L1C,
+GeoTIFF for the L2A products whose ``imageFormat`` is GeoTIFF) are written at
+the paths the metadata lists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from snap_operators.errors import ProductReadError
+from snap_operators.io import detect_format, open_product
+from snap_operators.io.lazy import LazyRasterBand
+from snap_operators.io.safe import band_images, parse_product_metadata, read_safe, read_safe_metadata
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SAFE_DIR = DATA / "safe_s2_metadata"
+
+L1C_0301 = "S2A_MSIL1C_20210908T042701_N0301_R133_T46RER_20210908T070248.SAFE"
+L1C_0510 = "S2A_MSIL1C_20240101T102431_N0510_R065_T30NWM_20240101T122107.SAFE"
+L2A_0212 = "S2B_MSIL2A_20191228T210519_N0212_R071_T01CCV_20201003T104658.SAFE"
+L2A_0400 = "S2B_MSIL2A_20220413T150759_N0400_R025_T33XWJ_20220414T082126.SAFE"
+
+#: Known truth from the products (see ../shared/data/README.md).
+EXPECTED = {
+    L1C_0301: dict(level="Level-1C", baseline="03.01", offset=0.0, spacecraft="Sentinel-2A",
+                   tile=("EPSG:32646", 499980.0, 3100020.0), epsg=32646),
+    L1C_0510: dict(level="Level-1C", baseline="05.10", offset=-1000.0, spacecraft="Sentinel-2A",
+                   tile=None, epsg=32630),
+    L2A_0212: dict(level="Level-2A", baseline="02.12", offset=0.0, spacecraft="Sentinel-2B",
+                   tile=("EPSG:32701", 300000.0, 2000020.0), epsg=32701),
+    L2A_0400: dict(level="Level-2A", baseline="04.00", offset=-1000.0, spacecraft="Sentinel-2B",
+                   tile=("EPSG:32633", 499980.0, 8900040.0), epsg=32633),
+}
+NATIVE = {"B1": 60, "B2": 10, "B3": 10, "B4": 10, "B5": 20, "B6": 20, "B7": 20, "B8": 10, "B8A": 20,
+          "B9": 60, "B10": 60, "B11": 20, "B12": 20}
+PIXELS = {10: 60, 20: 30, 60: 10}  # generated image edge per resolution (a 600 m square)
+IMAGE_ORIGIN = (100000.0, 200000.0)  # deliberately not the MTD_TL origin
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _need_data():
+    if not SAFE_DIR.is_dir():
+        pytest.skip(f"../shared/data not found: {SAFE_DIR} (real Sentinel-2 SAFE metadata)")
+
+
+def snap_name(token: str) -> str:
+    return "B8A" if token.upper() == "B8A" else f"B{int(token[1:])}"
+
+
+def make_safe(name: str, dest: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    """Copy a real SAFE's metadata to `dest` and write band images; returns native DNs per band."""
+    safe = dest / name
+    shutil.copytree(SAFE_DIR / name, safe)
+    mtd = next(safe.glob("MTD_MSIL*.xml"))
+    text = mtd.read_text(encoding="utf-8")
+    entries = re.findall(r"<IMAGE_FILE>([^<]+)</IMAGE_FILE>", text)
+    l2a = "MSIL2A" in mtd.name
+    rng = np.random.default_rng(seed)
+    epsg = EXPECTED[name]["epsg"]
+    native = {}
+    for entry in entries:
+        m = re.search(r"_(B\d\d|B8A)(?:_(\d+)m)?$", entry)
+        if not m:
+            continue
+        band = snap_name(m[1])
+        res = int(m[2]) if m[2] else NATIVE[band]
+        n = PIXELS[res]
+        dn = rng.integers(1, 20000, (n, n)).astype(np.uint16)
+        dn[0, :] = 0          # NODATA
+        dn[1, :3] = (1, 999, 1000)  # around the -1000 offset
+        path = safe / (entry + (".tif" if l2a else ".jp2"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        profile = dict(width=n, height=n, count=1, dtype="uint16", crs=f"EPSG:{epsg}",
+                       transform=Affine(res, 0.0, IMAGE_ORIGIN[0], 0.0, -res, IMAGE_ORIGIN[1]))
+        if l2a:
+            profile.update(driver="GTiff")
+        else:
+            profile.update(driver="JP2OpenJPEG", QUALITY=100, REVERSIBLE="YES")
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.write(dn, 1)
+        if res == NATIVE[band]:
+            native[band] = dn
+    return native
+
+
+def reflectance(dn: np.ndarray, offset: float) -> np.ndarray:
+    out = ((dn.astype(np.float64) + offset) / 10000.0).astype(np.float32)
+    out[dn == 0] = np.nan
+    return out
+
+
+# --- metadata ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_product_metadata_parsed(name):
+    exp = EXPECTED[name]
+    md = read_safe_metadata(SAFE_DIR / name)
+    assert md.level == exp["level"]
+    assert md.processing_baseline == exp["baseline"]
+    assert md.quantification == 10000.0
+    assert md.spacecraft == exp["spacecraft"]
+    assert md.nodata == 0 and md.saturated == 65535
+    stamp = re.search(r"_(\d{8}T\d{6})_", name)[1]
+    assert md.start_time.strftime("%Y%m%dT%H%M%S") == stamp
+    assert md.product_uri == name
+    if exp["offset"]:
+        bands = [b.name for b in md.spectral]
+        assert set(md.offsets) == set(bands) and len(bands) == 13
+        assert all(v == exp["offset"] for v in md.offsets.values())
+        assert md.offset_tag == ("BOA_ADD_OFFSET" if exp["level"] == "Level-2A" else "RADIO_ADD_OFFSET")
+        assert md.baseline >= (4, 0)
+    else:
+        assert md.offsets == {} and md.baseline < (4, 0)
+    assert {b.name: b.resolution for b in md.spectral} == NATIVE
+    assert md.image_files and all(f.startswith("GRANULE/") for f in md.image_files)
+
+
+def test_l2a_picks_native_resolution_images():
+    md = read_safe_metadata(SAFE_DIR / L2A_0212)
+    images = band_images(md)
+    assert "B10" not in images and len(images) == 12
+    assert images["B2"].split("/")[-2:] == ["R10m", "T01CCV_20191228T210519_B02_10m"]
+    assert images["B5"].split("/")[-2] == "R20m"
+    assert images["B1"].split("/")[-2] == "R60m"
+    assert images["B8A"].endswith("B8A_20m")
+
+
+def test_metadata_errors(tmp_path):
+    with pytest.raises(ProductReadError, match="malformed XML"):
+        parse_product_metadata(b"<Level-1C_User_Product><unclosed>", "x.xml")
+    with pytest.raises(ProductReadError, match="not Sentinel-2"):
+        parse_product_metadata(b"<Something/>", "x.xml")
+    with pytest.raises(ProductReadError, match="no QUANTIFICATION_VALUE"):
+        parse_product_metadata(b"<n1:Level-1C_User_Product xmlns:n1='u'/>", "x.xml")
+    evil = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><Level-1C_User_Product>&e;</Level-1C_User_Product>'
+    with pytest.raises(ProductReadError):
+        parse_product_metadata(evil, "evil.xml")
+    bad_zip = tmp_path / "p.zip"
+    bad_zip.write_bytes(b"PK not really")
+    with pytest.raises(ProductReadError, match="p.zip"):
+        open_product(bad_zip)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "readme.txt").write_text("x")
+    shutil.make_archive(str(tmp_path / "other"), "zip", other)
+    with pytest.raises(ProductReadError, match="no MTD_MSIL1C.xml or MTD_MSIL2A.xml inside"):
+        open_product(tmp_path / "other.zip")
+
+
+def test_images_missing(tmp_path):
+    shutil.copytree(SAFE_DIR / L1C_0301, tmp_path / L1C_0301)
+    with pytest.raises(ProductReadError, match="none of the 14 image files"):
+        open_product(tmp_path / L1C_0301)
+
+
+# --- whole reads -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_whole_safe_read(tmp_path, name):
+    exp = EXPECTED[name]
+    dns = make_safe(name, tmp_path)
+    safe = tmp_path / name
+    assert detect_format(safe) == "safe"
+    prod = open_product(safe, tile_size=16)
+    l2a = exp["level"] == "Level-2A"
+    expected_names = [b for b in NATIVE if not (l2a and b == "B10")]
+    assert prod.band_names == expected_names
+    assert prod.product_type == f"S2_MSI_{exp['level']}"
+    assert prod.name == name[:-5]
+    assert prod.crs.to_epsg() == exp["epsg"]
+    assert prod.start_time.tzinfo is not None
+    assert prod.is_multi_size and prod.scene_shape == (60, 60)
+    for band in prod.bands.values():
+        res = NATIVE[band.name]
+        assert band.shape == (PIXELS[res], PIXELS[res])
+        assert band.resolution == (res, res)
+        if exp["tile"]:  # geocoding from the granule MTD_TL.xml, not from the image
+            assert (band.transform.c, band.transform.f) == exp["tile"][1:]
+        else:
+            assert (band.transform.c, band.transform.f) == IMAGE_ORIGIN
+        assert band.dtype == np.float32 and np.isnan(band.no_data)
+        assert band.unit == "dl" and band.wavelength is not None
+        out = band.data.compute()
+        np.testing.assert_array_equal(out, reflectance(dns[band.name], exp["offset"]))  # NaN == NaN here
+        assert np.isnan(out[0]).all()
+    if exp["offset"]:
+        assert prod.band("B2").data[1, 1].compute() == np.float32(-0.0001)
+        assert prod.band("B2").data[1, 2].compute() == 0.0
+    radiometric = prod.metadata.element(f"{exp['level']}_User_Product").element("Radiometric")
+    assert radiometric.attributes["QUANTIFICATION_VALUE"] == 10000.0
+    assert radiometric.attributes["PROCESSING_BASELINE"] == exp["baseline"]
+    offsets = radiometric.element(radiometric.attributes["OFFSET_TAG"]).attributes
+    assert offsets["B4"] == exp["offset"]
+    general = prod.metadata.element(f"{exp['level']}_User_Product").element("General_Info")
+    assert general.attributes["SPACECRAFT_NAME"] == exp["spacecraft"]
+    assert (prod.metadata.element("Granules") is not None) == bool(exp["tile"])
+
+
+def test_wavelengths_from_metadata(tmp_path):
+    make_safe(L2A_0400, tmp_path)
+    prod = open_product(tmp_path / L2A_0400)
+    assert prod.band("B2").wavelength == 492.3 and prod.band("B12").wavelength == 2185.7  # S2B values
+
+
+def test_l2a_reads_native_folder_not_resampled_copies(tmp_path):
+    dns = make_safe(L2A_0400, tmp_path, seed=3)
+    prod = open_product(tmp_path / L2A_0400, band_names=["B2", "B1"])
+    assert prod.band_names == ["B2", "B1"]
+    np.testing.assert_array_equal(prod.band("B2").data.compute(), reflectance(dns["B2"], -1000.0))
+    # B1 is listed in R20m too; the 60 m original is read
+    assert prod.band("B1").shape == (10, 10)
+    np.testing.assert_array_equal(prod.band("B1").data.compute(), reflectance(dns["B1"], -1000.0))
+
+
+@pytest.mark.parametrize("name", [L1C_0510, L2A_0212])
+def test_zipped_and_mtd_inputs_read_the_same(tmp_path, name):
+    dns = make_safe(name, tmp_path / "unzipped")
+    archive = shutil.make_archive(str(tmp_path / name), "zip", tmp_path / "unzipped", name)
+    offset = EXPECTED[name]["offset"]
+    for source in (Path(archive), next((tmp_path / "unzipped" / name).glob("MTD_MSIL*.xml"))):
+        assert detect_format(source) == "safe"
+        prod = open_product(source, tile_size=32)
+        assert prod.band("B8A").shape == (30, 30)
+        for band in ("B2", "B8A", "B9"):
+            np.testing.assert_array_equal(prod.band(band).data.compute(), reflectance(dns[band], offset))
+    zipped = read_safe(archive, band_names=["B4"])
+    assert zipped.file_location == archive and zipped.band_names == ["B4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([Path(archive).name, "unzipped"])  # read in place
+
+
+def test_pixel_region_on_safe(tmp_path):
+    dns = make_safe(L1C_0301, tmp_path)
+    prod = open_product(tmp_path / L1C_0301, pixel_region="6,12,30,24")
+    np.testing.assert_array_equal(prod.band("B2").data.compute(), reflectance(dns["B2"][12:36, 6:36], 0.0))
+    np.testing.assert_array_equal(prod.band("B5").data.compute(), reflectance(dns["B5"][6:18, 3:18], 0.0))
+    np.testing.assert_array_equal(prod.band("B1").data.compute(), reflectance(dns["B1"][2:6, 1:6], 0.0))
+    assert prod.band("B1").transform.c == 499980.0 + 60 and prod.band("B1").transform.f == 3100020.0 - 120
+
+
+def test_safe_build_reads_no_pixels(tmp_path, monkeypatch):
+    make_safe(L1C_0510, tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pixels read while building")
+
+    monkeypatch.setattr(LazyRasterBand, "_read", refuse)
+    prod = open_product(tmp_path / L1C_0510)
+    assert len(prod.bands) == 13
+    assert prod.stop_time == dt.datetime(2024, 1, 1, 10, 24, 31, 24000, tzinfo=dt.timezone.utc)
