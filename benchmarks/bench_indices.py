@@ -1,25 +1,27 @@
 """SpectralIndices benchmark: fused numba kernel vs numpy reference.
 
 Computes the default index set (NDVI, NDWI, MNDWI, NDBI, BSI, SAVI, NDMI:
-five input bands B2 B3 B4 B8 B11, seven outputs) on in-memory float32
-random reflectance of SIZE x SIZE pixels (5 % NaN), in one process:
+five input bands B2 B3 B4 B8 B11, seven outputs) on in-memory float32 random
+reflectance of SIZE x SIZE pixels (5 % NaN), in one process, each path run
+once untimed (so it does not pay for memory the process touches first) and
+then timed REPEAT times (the numpy paths once):
 
-* ``fused, parallel``: one call of the numba kernel, rows spread over
-  numba's threads (``compute_indices(..., parallel=True)``);
-* ``fused, serial``: the same kernel on one thread;
-* ``numpy reference (whole arrays)``: the reference on whole arrays
-  (``--skip-numpy-whole`` saves its temporaries, about 60 bytes per pixel);
-* ``fused, tiled``: the ``SpectralIndices`` operator on an in-memory product
-  streamed by the engine (``engine.store``, Dask threads, TILE x TILE chunks
-  held as separate contiguous arrays like a reader's, serial kernel per
-  tile): the path a graph run takes, minus I/O;
-* ``numpy reference, tiled``: the same with the numpy reference per tile.
+* ``tiled``: the ``SpectralIndices`` operator on an in-memory product streamed
+  by the engine (``engine.store``: Dask threads, TILE x TILE chunks held as
+  separate contiguous arrays as a reader hands them over, blocks stored into
+  preallocated outputs): the path a graph run takes, minus I/O; and the same
+  per-tile mapping with the numpy reference;
+* ``one call``: ``compute_indices`` on whole arrays, outputs allocated per
+  call: fused kernel with rows over numba's threads (``parallel=True``),
+  fused kernel on one thread, numpy reference;
+* ``compute only``: the fused kernel writing into outputs allocated and
+  touched beforehand (``out=``): the arithmetic alone.
 
-Throughput is megapixels of the scene per second (all seven indices); the
-ratio compares each path with the numpy reference run the same way (whole or
-tiled). Output allocation is included, as in real use. Peak memory at 10980:
-about 12 GiB (inputs, their tiled copies, outputs and the reference's
-temporaries). Results are printed as a
+Throughput is megapixels of the scene per second of wall time, all seven
+indices together; the ratio compares a fused path with the numpy reference
+run the same way. CPU time (all threads of the process) is reported too:
+on a machine shared with other work, wall time grows with the load and CPU
+time much less. Peak memory at 10980: about 13 GiB. Results are printed as a
 Markdown table and saved to benchmarks/results/indices.json.
 
 Usage::
@@ -64,6 +66,7 @@ def cpu_model() -> str:
 
 
 def make_bands(size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Role -> ``(size, size)`` float32 reflectance in [0, 0.6), 5 % NaN."""
     rng = np.random.default_rng(seed)
     bands = {}
     for role in required_roles(DEFAULT_INDICES):
@@ -74,21 +77,49 @@ def make_bands(size: int, seed: int = 0) -> dict[str, np.ndarray]:
     return bands
 
 
+def tiled_product(bands: dict[str, np.ndarray], tile: int) -> Product:
+    """A product whose chunks are separate contiguous arrays, as read from disk."""
+    product = Product("bench")
+    for role, a in bands.items():
+        h, w = a.shape
+        rows = [[da.from_array(a[i:i + tile, j:j + tile].copy(), chunks=tile) for j in range(0, w, tile)]
+                for i in range(0, h, tile)]
+        product.add_band(Band(role, da.block(rows), None, np.nan, "dl"))
+    return product
+
+
 class _Into:
+    """Block target writing into an array, as a sink's writer would."""
+
     def __init__(self, arr):
         self.arr = arr
+
+    def __dask_tokenize__(self):
+        # Without this, da.store pickles and hashes the whole output array.
+        return ("_Into", id(self.arr), self.arr.shape)
 
     def __setitem__(self, region, block):
         self.arr[region] = block
 
 
-def time_it(fn, repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
+def run_tiled(bands, names, tile, repeat, record) -> None:
+    """Time the operator through the engine, and the numpy reference mapped the same way."""
+    size = next(iter(bands.values())).shape[0]
+    product = tiled_product(bands, tile)
+    targets = {n: np.full((size, size), np.nan, np.float32) for n in names}
+    context = ExecutionContext(tile_size=tile)
+
+    def fused_tiled():
+        target = SpectralIndicesOp({"sourceProduct": product}, {"indices": names}).initialize()
+        store([target.band(n).data for n in names], [_Into(targets[n]) for n in names], context)
+
+    def numpy_tiled():
+        func = functools.partial(compute_indices, names=tuple(names), method="numpy")
+        out = map_tiles(func, {r: b.data for r, b in product.bands.items()}, {n: "float32" for n in names})
+        store([out[n] for n in names], [_Into(targets[n]) for n in names], context)
+
+    record(f"fused, tiled (engine, Dask threads, {tile}^2 tiles)", "tiled", fused_tiled, repeat)
+    record(f"numpy reference, tiled (engine, {tile}^2 tiles)", "tiled", numpy_tiled, 1)
 
 
 def main(argv=None) -> int:
@@ -96,12 +127,11 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=10980)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tile-size", type=int, default=1024)
-    ap.add_argument("--skip-numpy-whole", action="store_true")
     args = ap.parse_args(argv)
-    size, names = args.size, list(DEFAULT_INDICES)
+    size, tile, names = args.size, args.tile_size, list(DEFAULT_INDICES)
     mpx = size * size / 1e6
-
     load0 = os.getloadavg()
+
     t0 = time.perf_counter()
     bands = make_bands(size)
     print(f"generated {len(bands)} bands of {size}x{size} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -113,57 +143,37 @@ def main(argv=None) -> int:
 
     results = []
 
-    def record(label, fn, repeat):
-        times = time_it(fn, repeat)
-        med = statistics.median(times)
-        mode = "tiled" if "tiled" in label else "warm" if "warm" in label else "whole"
+    def record(label: str, mode: str, fn, repeat: int) -> None:
+        fn()  # untimed: first touch of this path's memory
+        times, cpu = [], []
+        for _ in range(repeat):
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        med, cpu_med = statistics.median(times), statistics.median(cpu)
         results.append({"path": label, "mode": mode, "seconds_median": med, "seconds_best": min(times),
-                        "mpx_per_s": mpx / med, "runs": repeat})
-        print(f"{label}: median {med:.3f} s ({mpx / med:.0f} Mpx/s) over {repeat}", file=sys.stderr)
+                        "cpu_seconds_median": cpu_med, "mpx_per_s": mpx / med, "mpx_per_cpu_s": mpx / cpu_med,
+                        "runs": repeat})
+        print(f"{label}: median {med:.3f} s ({mpx / med:.0f} Mpx/s), {cpu_med:.3f} CPU-s, over {repeat}",
+              file=sys.stderr)
 
-    # Compute only: the kernel writing into outputs allocated and touched once.
+    # Tiled, as a graph runs; its copies of the inputs go when it returns.
+    run_tiled(bands, names, tile, args.repeat, record)
+
+    # Whole arrays, one call each, outputs allocated per call.
+    record("fused, parallel (one call)", "whole",
+           lambda: compute_indices(bands, names, method="numba", parallel=True), args.repeat)
+    record("fused, serial (one call, 1 thread)", "whole",
+           lambda: compute_indices(bands, names, method="numba"), args.repeat)
+    record("numpy reference (one call)", "whole", lambda: compute_indices(bands, names, method="numpy"), 1)
+
+    # The arithmetic alone.
     out = np.full((len(names), size, size), np.nan, np.float32)
-    record("fused, parallel, compute only (warm outputs)",
+    record("fused, parallel, compute only (warm outputs)", "warm",
            lambda: compute_indices(bands, names, method="numba", parallel=True, out=out), args.repeat)
-    record("fused, serial, compute only (warm outputs, 1 thread)",
+    record("fused, serial, compute only (warm outputs, 1 thread)", "warm",
            lambda: compute_indices(bands, names, method="numba", out=out), args.repeat)
-    record("numpy reference, compute only (warm outputs)",
-           lambda: compute_indices(bands, names, method="numpy", out=out), 1)
-    del out
-
-    # Whole arrays, one call each, outputs allocated per call and dropped.
-    record("fused, parallel (one call)", lambda: compute_indices(bands, names, method="numba", parallel=True), args.repeat)
-    record("fused, serial (one call, 1 thread)", lambda: compute_indices(bands, names, method="numba"), args.repeat)
-    if not args.skip_numpy_whole:
-        record("numpy reference (whole arrays)", lambda: compute_indices(bands, names, method="numpy"), 1)
-
-    # Tiled, as a graph runs: contiguous per-tile input arrays (what a reader
-    # hands over), Dask threads, blocks stored into preallocated outputs.
-    tile = args.tile_size
-    product = Product("bench")
-    for role in list(bands):
-        a = bands.pop(role)
-        rows = [[da.from_array(a[i:i + tile, j:j + tile].copy(), chunks=tile) for j in range(0, size, tile)]
-                for i in range(0, size, tile)]
-        del a
-        product.add_band(Band(role, da.block(rows), None, np.nan, "dl"))
-    targets = {n: np.full((size, size), np.nan, np.float32) for n in names}
-
-    def tiled(method: str):
-        def run():
-            if method == "numba":  # what a graph builds
-                target = SpectralIndicesOp({"sourceProduct": product}, {"indices": names}).initialize()
-                arrays = [target.band(n).data for n in names]
-            else:  # the same per-tile mapping with the numpy reference
-                func = functools.partial(compute_indices, names=tuple(names), method="numpy")
-                out = map_tiles(func, {r: b.data for r, b in product.bands.items()}, {n: "float32" for n in names})
-                arrays = [out[n] for n in names]
-            store(arrays, [_Into(targets[n]) for n in names], ExecutionContext(tile_size=tile))
-
-        return run
-
-    record(f"fused, tiled (engine, Dask threads, {tile}^2 tiles)", tiled("numba"), args.repeat)
-    record(f"numpy reference, tiled (engine, {tile}^2 tiles)", tiled("numpy"), 1)
 
     numpy_mpx = {r["mode"]: r["mpx_per_s"] for r in results if r["path"].startswith("numpy")}
     for r in results:
@@ -172,7 +182,7 @@ def main(argv=None) -> int:
         "date": _dt.date.today().isoformat(),
         "size": size,
         "indices": names,
-        "tile_size": args.tile_size,
+        "tile_size": tile,
         "nproc": os.cpu_count(),
         "cpu": cpu_model(),
         "python": platform.python_version(),
@@ -184,16 +194,17 @@ def main(argv=None) -> int:
         "results": results,
     }
     print(f"\n{size} x {size} float32, default index set ({', '.join(names)}); "
-          f"{info['nproc']} x {info['cpu']}; {info['date']}; load average at start "
-          f"{load0[0]:.1f}, at end {info['load_average_1_5_15_at_end'][0]:.1f}\n")
-    print("| path | median time (s) | Mpx/s | vs numpy, same mode |")
-    print("|---|---:|---:|---:|")
+          f"{info['nproc']} x {info['cpu']}; {info['date']}; 1-min load average "
+          f"{load0[0]:.1f} at start, {info['load_average_1_5_15_at_end'][0]:.1f} at end\n")
+    print("| path | median time (s) | Mpx/s | vs numpy, same mode | CPU time (s) | Mpx per CPU-s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in results:
-        ratio = "n/a" if r["vs_numpy_same_mode"] is None else f"{r['vs_numpy_same_mode']:.1f}x"
-        print(f"| {r['path']} | {r['seconds_median']:.2f} | {r['mpx_per_s']:.0f} | {ratio} |")
-    out = HERE / "results" / "indices.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(info, indent=2))
+        ratio = "" if r["vs_numpy_same_mode"] is None or r["path"].startswith("numpy") else f"{r['vs_numpy_same_mode']:.1f}x"
+        print(f"| {r['path']} | {r['seconds_median']:.2f} | {r['mpx_per_s']:.0f} | {ratio} | "
+              f"{r['cpu_seconds_median']:.2f} | {r['mpx_per_cpu_s']:.0f} |")
+    dest = HERE / "results" / "indices.json"
+    dest.parent.mkdir(exist_ok=True)
+    dest.write_text(json.dumps(info, indent=2))
     return 0
 
 

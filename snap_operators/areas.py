@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .classes import LAND_COVER, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
+from .classes import LAND_COVER, NO_DATA, UNCLASSIFIED_INFO
 from .errors import ProductWriteError
 from .product import ClassInfo
 

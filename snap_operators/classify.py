@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 from typing import Any, Callable, Mapping
 
@@ -130,17 +131,30 @@ def have_numba() -> bool:
     return True
 
 
+def _literal(value: float) -> str:
+    """Source text of a threshold; NaN (an Otsu bound without pixels) and
+    infinities refer to globals of the kernel's namespace."""
+    if math.isnan(value):
+        return "NAN"
+    if math.isinf(value):
+        return "INF" if value > 0 else "-INF"
+    return repr(float(value))
+
+
 def _expr(c: Condition, var: str) -> str:
     parts = []
     if c.min is not None:
-        parts.append(f"{var} >= {c.min.value!r}")
+        parts.append(f"{var} >= {_literal(c.min.value)}")
     if c.max is not None:
-        parts.append(f"{var} < {c.max.value!r}")
+        parts.append(f"{var} < {_literal(c.max.value)}")
     return " and ".join(parts)
 
 
 def kernel_source(rules: RuleSet, *, with_stage: bool = False, parallel: bool = True) -> str:
-    """Python source of the per-rule-set kernel ``kernel(out, stage, *bands)``.
+    """Python source of the per-rule-set kernel ``kernel(out, stage, b0, s0, b1, s1, ...)``.
+
+    ``b<i>`` is band i as a contiguous 1-D buffer and ``s<i>`` its row
+    stride in elements (see :func:`_flat`).
 
     One loop over pixels; each stage is an ``if`` whose conditions are
     evaluated left to right with short-circuit, so a pixel stops at the first
@@ -150,11 +164,13 @@ def kernel_source(rules: RuleSet, *, with_stage: bool = False, parallel: bool = 
     """
     names = rules.bands
     var = {n: f"v{i}" for i, n in enumerate(names)}
-    args = ", ".join(f"b{i}" for i in range(len(names)))
+    args = ", ".join(f"b{i}, s{i}" for i in range(len(names)))
     rng = "prange" if parallel else "range"
     L = [f"def kernel(out, stage, {args}):", "    nrows, ncols = out.shape", f"    for r in {rng}(nrows):"]
     for i in range(len(names)):
-        L.append(f"        row{i} = b{i}[r]")
+        # Bands come as contiguous 1-D buffers plus a row stride, so tiles that
+        # are views into a larger array still compile to contiguous loads.
+        L.append(f"        row{i} = b{i}[r * s{i}:r * s{i} + ncols]")
     L += ["        orow = out[r]"]
     if with_stage:
         L += ["        srow = stage[r]"]
@@ -182,6 +198,7 @@ def kernel_source(rules: RuleSet, *, with_stage: bool = False, parallel: bool = 
 
 
 _KERNELS: dict[str, Callable[..., None]] = {}
+_BY_OBJECT: dict[tuple[int, bool, bool], tuple[RuleSet, Callable[..., None]]] = {}
 _LOCK = threading.Lock()
 
 
@@ -193,22 +210,35 @@ def compile_kernel(rules: RuleSet, *, with_stage: bool = False, parallel: bool =
     ImportError
         When numba is not installed.
     """
+    # Per-tile calls hand in the same RuleSet object: skip regenerating its source.
+    hit = _BY_OBJECT.get((id(rules), with_stage, parallel))
+    if hit is not None and hit[0] is rules:
+        return hit[1]
     src = kernel_source(rules, with_stage=with_stage, parallel=parallel)
     key = hashlib.sha256(f"{parallel}\n{src}".encode()).hexdigest()
     fn = _KERNELS.get(key)
     if fn is not None:
+        _remember(rules, with_stage, parallel, fn)
         return fn
     with _LOCK:
         fn = _KERNELS.get(key)
         if fn is None:
             import numba
 
-            ns: dict[str, Any] = {"prange": numba.prange}
+            ns: dict[str, Any] = {"prange": numba.prange, "NAN": math.nan, "INF": math.inf}
             exec(compile(src, f"<progressive-classifier {key[:12]}>", "exec"), ns)
             # No fastmath: it would let LLVM assume no NaNs and drop the checks.
             fn = numba.njit(parallel=parallel, nogil=True, boundscheck=False)(ns["kernel"])
             _KERNELS[key] = fn
+    _remember(rules, with_stage, parallel, fn)
     return fn
+
+
+def _remember(rules: RuleSet, with_stage: bool, parallel: bool, fn: Callable[..., None]) -> None:
+    if len(_BY_OBJECT) > 64:
+        _BY_OBJECT.clear()
+    # The RuleSet is kept alive with its entry, so its id cannot be reused.
+    _BY_OBJECT[(id(rules), with_stage, parallel)] = (rules, fn)
 
 
 def classify(
@@ -241,10 +271,26 @@ def classify(
     if not use_numba:
         return classify_numpy(bands, rules, with_stage=with_stage)
     arrays = _check(bands, rules)
-    arrays = [a if a.dtype.kind == "f" else a.astype(np.float64) for a in arrays]
     shape = arrays[0].shape
     out = np.empty(shape, dtype=np.uint8)
     stage = np.empty(shape, dtype=np.uint8) if with_stage else np.empty((0, 0), dtype=np.uint8)
-    kernel = compile_kernel(rules, with_stage=with_stage, parallel=parallel)
-    kernel(out, stage, *arrays)
+    args = []
+    for a in arrays:
+        args.extend(_flat(a if a.dtype.kind == "f" else a.astype(np.float64)))
+    if shape[0] and shape[1]:
+        compile_kernel(rules, with_stage=with_stage, parallel=parallel)(out, stage, *args)
     return out, (stage if with_stage else None)
+
+
+def _flat(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(buffer, row stride)``: `a` as a contiguous 1-D array without copying
+    when its rows are contiguous (C arrays and row/column windows of them)."""
+    item = a.itemsize
+    if a.flags.c_contiguous:
+        return a.reshape(-1), a.shape[1]
+    if a.strides[1] == item and a.strides[0] > 0 and a.strides[0] % item == 0:
+        stride = a.strides[0] // item
+        n = (a.shape[0] - 1) * stride + a.shape[1]
+        return np.lib.stride_tricks.as_strided(a, shape=(n,), strides=(item,), writeable=False), stride
+    c = np.ascontiguousarray(a)
+    return c.reshape(-1), c.shape[1]

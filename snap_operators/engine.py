@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -220,9 +221,28 @@ def store(arrays: Sequence[da.Array], targets: Sequence[BlockTarget], context: E
         _store_distributed(arrays, targets, context)
         return
     callbacks = [_TqdmCallback("writing")] if context.progress else []
+    wrapped = [_Target(t) for t in targets]
     with dask.config.set(scheduler="threads"):
         with _callbacks(callbacks):
-            da.store(list(arrays), list(targets), lock=False, compute=True, num_workers=context.num_workers)
+            da.store(list(arrays), wrapped, lock=False, compute=True, num_workers=context.num_workers)
+
+
+class _Target:
+    """A block target with a cheap, unique Dask token.
+
+    ``da.store`` tokenizes its targets; without this, Dask would pickle and
+    hash whatever a target holds (open datasets, large buffers) on every run.
+    """
+
+    def __init__(self, target: BlockTarget):
+        self._target = target
+        self._token = uuid.uuid4().hex
+
+    def __setitem__(self, region, block) -> None:
+        self._target[region] = block
+
+    def __dask_tokenize__(self):
+        return self._token
 
 
 class _callbacks:

@@ -370,9 +370,10 @@ def compute_indices(
     method : {"auto", "numba", "numpy"}
         Fused numba kernel, numpy reference, or numba when it is installed.
     parallel : bool
-        Spread rows over numba's threads. Leave False when the caller
-        already runs tiles in parallel (Dask, SNAP): that is thread-safe with
-        every numba threading layer.
+        Spread rows over numba's threads, for one large call. Honoured on
+        the main thread only: tiles computed by worker threads (Dask, SNAP)
+        use the serial kernel, since numba's default ``workqueue`` threading
+        layer aborts the process when called from two threads at once.
     out : ndarray, optional
         C-contiguous float32 array of shape ``(len(names), rows, cols)`` to
         write the indices into, in the order of `names` (saves allocating).
@@ -456,7 +457,8 @@ def _compute_numba(kernels, tiles, defs, roles, savi_l, sar_db, no_data, paralle
     db = np.array([bool(sar_db.get(r, False)) for r in S1_ROLES], dtype=np.bool_)
     has_sar = any(r in S1_ROLES for r in roles)
     codes = np.array([d.code for d in defs], dtype=np.int64)
-    kernel = kernels[1] if parallel else kernels[0]
+    on_main = threading.current_thread() is threading.main_thread()
+    kernel = kernels[1] if parallel and on_main else kernels[0]
     kernel(codes, _F32(savi_l), *arrays, nd, db, has_sar, out)
     return {d.name: out[k] for k, d in enumerate(defs)}
 

@@ -28,7 +28,7 @@ import dataclasses
 import importlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping
 
 import dask.array as da
 import numpy as np
@@ -106,8 +106,28 @@ class Operator:
         raise NotImplementedError
 
     def execute(self, progress: Callable[[int], None] | None = None) -> None:
-        """Sinks only: compute the target and write it."""
-        raise NotImplementedError(f"{self.spec.alias} is not a sink")
+        """Sinks only: check, open, stream, then commit (or abort on any error).
+
+        This is what the engine does for all sinks of a graph at once; here
+        for this one operator alone (scripts, tests, the SNAP adapter).
+        """
+        from .engine import store
+
+        open_plan = getattr(self, "open", None)
+        if open_plan is None:
+            raise NotImplementedError(f"{self.spec.alias} is not a sink")
+        if self.target is None:
+            self.target = self.initialize()
+        prepare = getattr(self, "prepare", None)
+        if prepare is not None:
+            prepare()
+        plan = open_plan()
+        try:
+            store(plan.arrays, plan.targets, self.context)
+            plan.commit()
+        except BaseException:
+            plan.abort()
+            raise
 
     @property
     def is_sink(self) -> bool:

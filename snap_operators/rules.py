@@ -37,6 +37,7 @@ import numpy as np
 
 from .classes import NO_DATA, UNCLASSIFIED
 from .errors import ParameterError
+from .indices import INDICES
 from .product import ClassInfo
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ class RuleSet:
         In order: a pixel claimed by an earlier stage is never reconsidered.
     index_parameters : dict
         Parameters of the spectral indices the thresholds assume (e.g.
-        ``SAVI_L``); checked against the source product's metadata.
+        ``saviL``, as SpectralIndices names it); compared with the source
+        product's metadata.
     source : str
         Preset name or file path (for messages).
     """
@@ -202,13 +204,18 @@ class RuleSet:
         """The rule set in the file schema (resolved bounds as numbers)."""
 
         def cond(c: Condition) -> dict[str, Any]:
-            d: dict[str, Any] = {"index": c.band}
+            d: dict[str, Any] = {"index" if is_known_band(c.band) else "band": c.band}
             for k, b in c.bounds():
                 d[k] = b.value if b.resolved else b.to_yaml()
             return d
 
         out: dict[str, Any] = {"schema": SCHEMA, "name": self.name, "description": self.description}
-        out["classes"] = [{"id": c.value, "name": c.name, "color": "#{:02x}{:02x}{:02x}".format(*c.color)} for c in self.classes]
+        out["classes"] = []
+        for c in self.classes:
+            d = {"id": c.value, "name": c.name, "color": "#{:02x}{:02x}{:02x}".format(*c.color)}
+            if c.description:
+                d["description"] = c.description
+            out["classes"].append(d)
         if self.index_parameters:
             out["parameters"] = dict(self.index_parameters)
         stages = []
@@ -226,23 +233,13 @@ class RuleSet:
 # --------------------------------------------------------------------------
 def known_indices() -> list[str]:
     """Names of the indices :mod:`snap_operators.indices` computes."""
-    try:
-        from . import indices
-    except ImportError:  # pragma: no cover - the indices module ships with the package
-        return []
-    registry = getattr(indices, "INDICES", None)
-    if registry is None:
-        return []
-    return list(registry)
+    return list(INDICES)
 
 
 def index_range(name: str) -> tuple[float, float] | None:
     """A priori value range of index `name` (normalized differences: -1..1), or None."""
-    try:
-        from . import indices
-
-        spec = indices.INDICES[name]
-    except (ImportError, KeyError, AttributeError):
+    spec = INDICES.get(name)
+    if spec is None:
         return None
     lo, hi = (float(v) for v in spec.valid_range)
     return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
@@ -430,10 +427,13 @@ def parse_rules(data: Any, source: str = "<rules>") -> RuleSet:
     for i, s in enumerate(d["stages"]):
         where = f"stages[{i}]"
         s = _mapping(ctx, where, s, ("name", "class", "conditions", "any"), ("class",))
-        sname = s.get("name", f"stage {i + 1}")
-        if not isinstance(sname, str):
+        sname = s.get("name")
+        if sname is not None and not isinstance(sname, str):
             raise ctx.error(f"{where}.name", "must be a string")
-        where = f"stage '{sname}'" if sname else where
+        if sname:
+            where = f"stage '{sname}'"
+        else:
+            sname = f"stage {i + 1}"
         cid = _class_id(ctx, f"{where}.class", s["class"])
         if cid not in ids:
             raise ctx.error(f"{where}.class", f"unknown class {cid}; classes: {', '.join(str(x) for x in sorted(ids))}")
@@ -545,8 +545,10 @@ def check_index_parameters(rules: RuleSet, metadata_values: Mapping[str, float])
 # threshold resolution
 # --------------------------------------------------------------------------
 def _f32(value: float) -> float:
-    """`value` rounded to the nearest float32 (exact in float64 too)."""
-    return float(np.float32(value))
+    """`value` rounded to the nearest float32 (exact in float64 too); beyond
+    the float32 range it becomes +-inf, which compares the same on float32 pixels."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
 
 
 def otsu_threshold(counts: np.ndarray, edges: np.ndarray) -> float | None:
@@ -610,7 +612,6 @@ def read_samples(
     class_field: str,
     crs: Any,
     transform: Any,
-    shape: tuple[int, int],
     chunks: tuple[tuple[int, ...], tuple[int, ...]],
     class_ids: Sequence[int],
 ) -> SampleSet:
@@ -618,7 +619,9 @@ def read_samples(
 
     Geometries are reprojected from the file's CRS to `crs`; pixels whose
     centre falls in a polygon (or that hold a point) are samples of the
-    feature's `class_field` value. Chunks without samples are skipped.
+    feature's `class_field` value; where samples overlap, the later feature
+    in the file wins. The image grid is `transform` with Dask `chunks`;
+    chunks without samples are skipped.
 
     Raises
     ------
@@ -664,6 +667,9 @@ def read_samples(
     except (fiona.errors.FionaError, OSError, ValueError) as exc:
         raise RulesError(f"{where}: cannot read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
+    from shapely import STRtree
+
+    tree = STRtree([g for g, _ in features])
     blocks: dict[tuple[int, int], np.ndarray] = {}
     counts: dict[int, int] = {}
     y0 = 0
@@ -673,9 +679,8 @@ def read_samples(
             win = Window(x0, y0, w, h)
             wt = window_transform(win, transform)
             frame = box(*_window_bounds(wt, h, w))
-            shapes = [(g, cid) for g, cid in features if g.intersects(frame)]
+            shapes = [features[k] for k in sorted(tree.query(frame, predicate="intersects"))]
             if shapes:
-                # Later features win where samples overlap, as rasterize does.
                 labels = rasterize(shapes, out_shape=(h, w), transform=wt, fill=0, dtype="uint8")
                 if labels.any():
                     blocks[(i, j)] = labels
@@ -746,7 +751,11 @@ def resolve_rules(
                 cid = b.options.get("class", stage.class_id)
                 values[(id(c), side)] = _samples_value(c.band, cid, b.options["percentile"], arrays[c.band], samples, rules)
         stages[k] = _with_values(stage, values)
-        log.info("%s: stage %d '%s' -> class %d where %s", rules.name, k + 1, stage.name, stage.class_id, stages[k].describe())
+        for c in stages[k].all_conditions():
+            if c.min is not None and c.max is not None and c.min.value > c.max.value:
+                log.warning("%s: stage '%s': resolved min %g > max %g for %s; the condition never holds",
+                            rules.name, stage.name, c.min.value, c.max.value, c.band)
+        log.debug("%s: stage %d '%s' resolved: %s", rules.name, k + 1, stage.name, stages[k].describe())
     return rules.replace(stages=tuple(stages))
 
 

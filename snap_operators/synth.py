@@ -30,9 +30,11 @@ import rasterio.errors
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
+from tqdm.auto import tqdm
 
 from .errors import ProductWriteError, SnapPcError
-from .product import ClassInfo
+from .classes import CLASS_NAMES as _CLASS_NAMES, LAND_COVER
+from .product import ClassInfo  # noqa: F401  (re-exported for callers)
 
 __all__ = [
     "S2_BANDS",
@@ -40,6 +42,7 @@ __all__ = [
     "S1_BANDS",
     "TRUTH_BAND",
     "TRUTH_CLASSES",
+    "CLASS_NAMES",
     "MIN_SIZE",
     "SynthParameterError",
     "synthetic_arrays",
@@ -66,13 +69,8 @@ MIN_SIZE = 64
 
 WATER, BARE_SOIL, TREES, URBAN, ALLUVIUM = 1, 2, 3, 4, 5
 #: The five truth classes (value, name, display color).
-TRUTH_CLASSES = (
-    ClassInfo(WATER, "Water", (0, 112, 255)),
-    ClassInfo(BARE_SOIL, "Bare Soil", (230, 200, 150)),
-    ClassInfo(TREES, "Trees/Shrubbery vegetation", (0, 140, 0)),
-    ClassInfo(URBAN, "Urban Area/High Reflected sediments", (220, 0, 0)),
-    ClassInfo(ALLUVIUM, "Alluvium/Clay Silts sediments/roof", (150, 100, 50)),
-)
+TRUTH_CLASSES = LAND_COVER  # the project's legend: one set of ids, names and colors
+CLASS_NAMES = dict(_CLASS_NAMES)
 
 #: Acquisition times written as dataset tags (UTC, ISO 8601); a summer
 #: morning Sentinel-2 overpass and an evening ascending Sentinel-1 pass.
@@ -308,7 +306,9 @@ def _material_map(size: int, seed: int, rows: slice, cols: slice) -> tuple[np.nd
     r = np.arange(rows.start, rows.stop, dtype=np.float64)
     c = np.arange(cols.start, cols.stop, dtype=np.float64)
     v, u = (r + 0.5) / size, (c + 0.5) / size  # normalized scene coordinates
-    key = lambda stream: _stream_key(seed, stream)  # noqa: E731
+
+    def key(stream: int) -> int:
+        return _stream_key(seed, stream)
 
     # River: horizontal distance to a meandering centre line; banks and
     # riparian trees at distances that vary slowly along the river.
@@ -431,7 +431,10 @@ def _profiles(size: int, crs: CRS, transform: Affine) -> dict[str, dict[str, Any
     common = dict(
         driver="GTiff", width=size, height=size, crs=crs, transform=transform,
         tiled=True, blockxsize=512, blockysize=512, compress="deflate",
-        BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", ZLEVEL=3,
+        BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", ZLEVEL=1,
+        # Band-interleaved like the per-band files of a real product: reading
+        # two bands must not decompress all ten.
+        INTERLEAVE="BAND",
     )
     return {
         "s2": dict(common, count=len(S2_BANDS), dtype="float32", nodata=float("nan"), predictor=3),
@@ -458,7 +461,7 @@ def _describe(datasets: dict[str, Any], size: int, seed: int) -> None:
     for i, name in enumerate(S1_BANDS, start=1):
         s1.set_band_description(i, name)
         s1.set_band_unit(i, "dB")
-        s1.update_tags(i, DESCRIPTION=f"sigma0 {name[7:9]} in dB, {_ENL:g} looks")
+        s1.update_tags(i, DESCRIPTION=f"sigma0 {name.split('_')[1]} in dB, {_ENL:g} looks")
     truth = datasets["truth"]
     truth.update_tags(PRODUCT_TYPE="SYNTHETIC_TRUTH", PRODUCT_START_TIME=S2_START_TIME, **provenance)
     truth.set_band_description(1, TRUTH_BAND)
@@ -582,18 +585,15 @@ def write_synthetic_scene(
 
 def _stream(datasets: dict[str, Any], windows: list, size: int, seed: int, progress: bool) -> None:
     """Compute `windows` on a few threads and write them in order."""
-    from tqdm.auto import tqdm
-
     # One generator thread overlaps with GDAL's compression threads; more only
     # pay off with cores to spare (numpy's large allocations contend).
     cpus = os.cpu_count() or 1
     workers = 1 if cpus <= 2 else min(4, cpus // 2)
     bar = tqdm(total=len(windows), unit="block", desc="synth", disable=not progress)
     pending: deque = deque()
-    todo = iter(windows)
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synth") as pool:
         try:
-            for win in todo:
+            for win in windows:
                 pending.append((win, pool.submit(_compute, size, seed, win)))
                 if len(pending) > workers:
                     _write(datasets, *_pop(pending))

@@ -32,15 +32,21 @@ Example
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
 
 import dask.array as da
 import numpy as np
 import shapely
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize, shapes
+
+# rasterio silences this warning for its in-memory datasets with
+# warnings.catch_warnings(), which is not thread-safe: chunks polygonized on
+# several threads leak it although every dataset gets its transform.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.features")
 
 #: Sieve chain length: a small region whose largest neighbour is itself small
 #: follows that neighbour's choice, as GDAL does, for at most this many hops.
@@ -95,15 +101,21 @@ def _diagonal_pairs(labels: np.ndarray, block: np.ndarray) -> tuple[np.ndarray, 
     return np.concatenate(out_a), np.concatenate(out_b)
 
 
+#: Polygonize and label with a mirrored grid (x = -column): coordinates stay
+#: exact integers, and rasterio does not warn, as it does for the identity
+#: transform, that the block has no georeferencing.
+_MIRROR = Affine(-1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
 @dataclass
 class Pieces:
     """The 4-connected polygons of a block and their pixel labels.
 
     Attributes
     ----------
-    geoms : list of dict
-        GeoJSON polygons from ``rasterio.features.shapes`` in block pixel
-        coordinates, one per piece (a 4-connected set of equal pixels).
+    geoms : numpy.ndarray of shapely.Polygon, or None
+        One polygon per piece (a 4-connected set of equal pixels), in block
+        pixel coordinates (x = column, y = row); None when not asked for.
     values : numpy.ndarray
         Pixel value of each piece, shape ``(n,)``.
     labels : numpy.ndarray
@@ -113,13 +125,19 @@ class Pieces:
         with 4-connectivity; 8-connectivity joins pieces touching at corners).
     """
 
-    geoms: list
+    geoms: np.ndarray | None
     values: np.ndarray
     labels: np.ndarray
     region: np.ndarray
 
+    @property
+    def count(self) -> int:
+        return len(self.values)
 
-def label_pieces(block: np.ndarray, connectivity: int = 4, mask: np.ndarray | None = None) -> Pieces:
+
+def label_pieces(
+    block: np.ndarray, connectivity: int = 4, mask: np.ndarray | None = None, geometries: bool = True
+) -> Pieces:
     """Polygonize `block` into 4-connected pieces and label its pixels.
 
     Parameters
@@ -132,21 +150,28 @@ def label_pieces(block: np.ndarray, connectivity: int = 4, mask: np.ndarray | No
         regions are groups of pieces (`Pieces.region`).
     mask : numpy.ndarray of bool, optional
         Pixels to polygonize; others get label 0 and belong to no piece.
+    geometries : bool
+        Also return the pieces as shapely polygons.
     """
     block = _as_shapes_dtype(np.asarray(block))
-    found = list(shapes(block, mask=mask, connectivity=4))
-    geoms = [g for g, _ in found]
+    found = list(shapes(block, mask=mask, connectivity=4, transform=_MIRROR))
     values = np.array([v for _, v in found], dtype=np.int64)
-    if geoms:
+    if found:
         labels = rasterize(
-            ((g, i + 1) for i, g in enumerate(geoms)), out_shape=block.shape, fill=0, dtype="int32"
+            ((g, i + 1) for i, (g, _) in enumerate(found)),
+            out_shape=block.shape, transform=_MIRROR, fill=0, dtype="int32",
         )
     else:
         labels = np.zeros(block.shape, dtype=np.int32)
-    region = np.arange(len(geoms))
-    if connectivity == 8 and geoms:
+    geoms = None
+    if geometries:
+        geoms = np.array([shapely.geometry.shape(g) for g, _ in found], dtype=object)
+        if len(geoms):
+            geoms = shapely.transform(geoms, lambda xy: xy * (-1.0, 1.0))
+    region = np.arange(len(found))
+    if connectivity == 8 and found:
         a, b = _diagonal_pairs(labels, block)
-        region = _components(len(geoms) + 1, a, b)[1:] - 1
+        region = _components(len(found) + 1, a, b)[1:] - 1
     return Pieces(geoms, values, labels, region)
 
 
@@ -160,8 +185,8 @@ def region_labels(block: np.ndarray, connectivity: int = 4, mask: np.ndarray | N
     values : numpy.ndarray
         Shape ``(n + 1,)``: value of each region (index 0 unused).
     """
-    p = label_pieces(block, connectivity, mask)
-    n = len(p.geoms)
+    p = label_pieces(block, connectivity, mask, geometries=False)
+    n = p.count
     _, dense = np.unique(p.region, return_inverse=True)
     lut = np.zeros(n + 1, dtype=np.int64)
     lut[1:] = dense + 1
@@ -479,14 +504,14 @@ def polygonize_chunk(
         # Every class takes part so edges along unexported classes and no-data
         # are simplified too, consistently with their neighbours.
         pieces = label_pieces(block, connectivity=4, mask=None)
-        hits = np.bincount(pieces.labels.ravel(), weights=exported.ravel(), minlength=len(pieces.geoms) + 1)
+        hits = np.bincount(pieces.labels.ravel(), weights=exported.ravel(), minlength=pieces.count + 1)
         keep = hits[1:] > 0
-        geoms = _simplify_coverage([shapely.geometry.shape(g) for g in pieces.geoms], tolerance, y_scale)
+        geoms = _simplify_coverage(pieces.geoms, tolerance, y_scale)
         labels = np.where(exported, pieces.labels, 0)
     else:
         pieces = label_pieces(block, connectivity=4, mask=exported)
-        keep = np.ones(len(pieces.geoms), dtype=bool)
-        geoms = [shapely.geometry.shape(g) for g in pieces.geoms]
+        keep = np.ones(pieces.count, dtype=bool)
+        geoms = pieces.geoms
         labels = pieces.labels
     n = len(geoms)
     geoms = np.array(geoms, dtype=object)
@@ -533,21 +558,25 @@ def polygonize_chunk(
     return ChunkRegions(complete, np.array(border_values, dtype=np.int64), border_pieces, strips)
 
 
-def _simplify_coverage(geoms: list, tolerance: float, y_scale: float) -> list:
+def _simplify_coverage(geoms: np.ndarray, tolerance: float, y_scale: float) -> np.ndarray:
     """``shapely.coverage_simplify`` with the outline fixed, in pixel space.
 
-    Simplification only removes vertices, so rounding brings the kept ones
-    back to their exact integer pixel corners after the y scaling.
+    GDAL's polygons have vertices only where their own outline turns, so an
+    edge shared by one polygon with two others lacks the junction vertex on
+    its side: not a valid coverage for GEOS. Splitting edges at every pixel
+    corner makes the shared edges match vertex for vertex. Simplification
+    only removes vertices, so rounding brings the kept ones back to their
+    exact integer pixel corners after the y scaling.
     """
-    if not geoms:
+    if len(geoms) == 0:
         return geoms
-    arr = np.array(geoms, dtype=object)
+    arr = shapely.segmentize(geoms, 1.0)
     if y_scale != 1.0:
         arr = shapely.transform(arr, lambda xy: xy * (1.0, y_scale))
     out = shapely.coverage_simplify(arr, tolerance, simplify_boundary=False)
     if y_scale != 1.0:
         out = shapely.transform(out, lambda xy: np.round(xy / (1.0, y_scale)))
-    return list(out)
+    return out
 
 
 def merge_pieces(pieces: Sequence, exact: bool = True):

@@ -15,7 +15,7 @@ from affine import Affine
 
 from snap_operators import indices as ix
 from snap_operators.engine import run_graph, store
-from snap_operators.errors import OperatorError, ParameterError, SnapPcError
+from snap_operators.errors import OperatorError, ParameterError
 from snap_operators.graph import parse_graph
 from snap_operators.indices import DEFAULT_INDICES, INDICES, compute_indices
 from snap_operators.operator import ExecutionContext
@@ -222,6 +222,17 @@ def test_results_can_be_written_into_a_given_array(method):
     np.testing.assert_allclose(out[1], -0.2 / 0.8, rtol=1e-6)
     with pytest.raises(ValueError, match="out must be"):
         compute_indices(tiles, ["NDVI"], method=method, out=out)
+
+
+def test_parallel_request_from_worker_threads_is_safe():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(9)
+    jobs = [{r: rng.uniform(0.01, 0.5, (64, 48)).astype(np.float32) for r in ("B3", "B8", "B11")} for _ in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda t: compute_indices(t, ["NDWI", "MNDWI"], method="numba", parallel=True), jobs))
+    for t, g in zip(jobs, got):
+        np.testing.assert_allclose(g["MNDWI"], (t["B3"] - t["B11"]) / (t["B3"] + t["B11"]), rtol=1e-6)
 
 
 def test_numpy_fallback_without_numba(monkeypatch):
@@ -493,3 +504,9 @@ def test_bigearthnet_s1_ratios_are_plausible():
         np.testing.assert_allclose(10 * np.log10(cr), cr_db, atol=1e-3)
         vv_band = next(b for b in p.bands.values() if "VV" in b.name)
         np.testing.assert_allclose(t.band("VV_db").data.compute(), vv_band.data.compute(), atol=1e-4)
+
+
+def test_every_index_is_documented():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "indices.md").read_text()
+    for name in INDICES:
+        assert f"`{name}`" in doc, name

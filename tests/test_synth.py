@@ -49,9 +49,8 @@ def _read(path):
         return ds.read()
 
 
-def _index(a, *names):
-    b = [a[n].astype(np.float64) for n in names]
-    return b
+def _as_float(a, *names):
+    return [a[n].astype(np.float64) for n in names]
 
 
 # --- in-memory API -----------------------------------------------------
@@ -101,7 +100,7 @@ def test_small_scene_has_all_classes():
 
 def test_spectral_sanity_per_class(scene512):
     a, truth = scene512, scene512[TRUTH_BAND]
-    b2, b3, b4, b8, b11 = _index(a, "B2", "B3", "B4", "B8", "B11")
+    b2, b3, b4, b8, b11 = _as_float(a, "B2", "B3", "B4", "B8", "B11")
     ndvi = (b8 - b4) / (b8 + b4)
     mndwi = (b3 - b11) / (b3 + b11)
     ndbi = (b11 - b8) / (b11 + b8)
@@ -197,6 +196,7 @@ def test_files_structure(written):
     with rasterio.open(paths["truth"]) as ds:
         assert ds.descriptions == (TRUTH_BAND,)
         assert json.loads(ds.tags(1)["CLASS_NAMES"]) == EXPECTED_NAMES
+        assert {str(k): v for k, v in synth.CLASS_NAMES.items()} == EXPECTED_NAMES
         cmap = ds.colormap(1)
         for c in TRUTH_CLASSES:
             assert cmap[c.value][:3] == c.color
@@ -258,6 +258,13 @@ def test_silent_without_progress(tmp_path, capsys):
     write_synthetic_scene(tmp_path, 64, seed=3)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_progress_bar_when_asked(tmp_path, capsys):
+    write_synthetic_scene(tmp_path, 128, block=64, progress=True)
+    captured = capsys.readouterr()
+    assert "synth" in captured.err and "4/4" in captured.err
+    assert captured.out == ""
 
 
 def test_custom_grid(tmp_path):

@@ -61,14 +61,21 @@ def georeferencing(ds) -> tuple[Any, Affine | None]:
 
 
 def class_infos(ds, index: int) -> tuple[ClassInfo, ...] | None:
-    """Categories of band `index` (1-based) if it has a colormap and ``CLASS_NAMES``."""
+    """Categories of band `index` (1-based) from its ``CLASS_NAMES`` tag.
+
+    Colors come from the band's color table; a GeoTIFF holds one only for
+    band 1 of 8/16-bit files, so other class bands take the project legend's
+    color for their value (grey for values outside it).
+    """
     raw = ds.tags(index).get("CLASS_NAMES")
     if not raw:
         return None
     try:
         cmap = ds.colormap(index)
     except ValueError:
-        return None
+        from ..classes import LAND_COVER
+
+        cmap = {c.value: c.color for c in LAND_COVER}
     try:
         names = json.loads(raw)
         if not isinstance(names, dict):
@@ -80,7 +87,7 @@ def class_infos(ds, index: int) -> tuple[ClassInfo, ...] | None:
                 name, desc = str(entry.get("name", key)), str(entry.get("description", ""))
             else:
                 name, desc = str(entry), ""
-            color = tuple(int(c) for c in cmap.get(value, (0, 0, 0, 255))[:3])
+            color = tuple(int(c) for c in cmap.get(value, (128, 128, 128, 255))[:3])
             classes.append(ClassInfo(value, name, color, desc))
     except (ValueError, TypeError) as exc:
         log.warning("%s: band %d: ignoring malformed CLASS_NAMES tag (%s)", ds.name, index, exc)

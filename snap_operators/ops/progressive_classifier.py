@@ -28,7 +28,7 @@ import numpy as np
 from ..areas import AreaAccumulator, class_areas, format_area_table, is_geographic, temporary_path, write_area_csv
 from ..classes import NO_DATA, UNCLASSIFIED_INFO
 from ..classify import classify
-from ..errors import OperatorError, ParameterError, ProductWriteError, SnapPcError
+from ..errors import ParameterError, ProductWriteError, SnapPcError
 from ..operator import Operator, map_tiles, register
 from ..product import Band, Product
 from ..regrid import same_transform
@@ -38,7 +38,6 @@ from ..rules import (
     RulesError,
     check_index_parameters,
     check_samples,
-    is_known_band,
     known_indices,
     load_rules,
     read_samples,
@@ -115,7 +114,7 @@ class ProgressiveClassifierOp(Operator):
             if rules.needs_samples:
                 samples = read_samples(
                     p["samplesFile"], p["samplesClassField"] or "class_id", source.crs, ref.transform,
-                    ref.shape, ref.data.chunks, [c.value for c in rules.classes],
+                    ref.data.chunks, [c.value for c in rules.classes],
                 )
             resolved = resolve_rules(
                 rules, {b.name: b.data for b in bands}, samples=samples, subsampling=int(p["otsuSubsampling"] or 1)

@@ -224,7 +224,7 @@ class SpectralIndicesOp(Operator):
         parameters=(
             Parameter("indices", "String[]", default=DEFAULT_INDICES, label="Indices",
                       value_set=tuple(INDICES),
-                      description="Indices to compute, comma-separated: " + ", ".join(INDICES) + "."),
+                      description="Indices to compute, comma-separated (formulas: docs/indices.md)."),
             Parameter("saviL", "double", default=0.5, interval="[0,1]", label="SAVI L",
                       description="Soil brightness correction factor L of SAVI."),
             Parameter("sarUnit", "String", default="auto", value_set=("auto", LINEAR, DB), label="SAR unit",

