@@ -12,7 +12,7 @@ import os as _os
 # GDAL's block cache defaults to 5% of RAM and fills with dirty blocks of the
 # files being written, so peak memory would grow with the scene up to that
 # cap. A fixed cache keeps memory flat; users can still override it.
-_os.environ.setdefault("GDAL_CACHEMAX", "256")
+_os.environ.setdefault("GDAL_CACHEMAX", "128")
 
 from .errors import SnapPcError  # noqa: F401
 from .product import Band, MetadataElement, Product  # noqa: F401

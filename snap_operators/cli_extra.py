@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 #: module -> function adding its sub-command(s) to the `snap-pc` parser.
-_COMMAND_MODULES = ("snap_operators.assess",)
+_COMMAND_MODULES = ("snap_operators.assess", "snap_operators.quicklook")
 
 
 def add_commands(sub) -> None:

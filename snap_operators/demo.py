@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .engine import load_graph, run_graph
 from .errors import SnapPcError
 from .operator import ExecutionContext
@@ -30,22 +28,12 @@ def run(graph: str, variables: dict[str, str], progress: bool) -> list[str]:
     return result.outputs
 
 
-def summarize_indices(indices_tif: Path, truth_tif: Path) -> str:
-    """Median NDVI / MNDWI per true class, as a small table."""
-    import rasterio
+def read_area_csv(path: Path) -> list[dict]:
+    """Rows of an area-table CSV (the Total row left out)."""
+    import csv
 
-    from .synth import CLASS_NAMES
-
-    with rasterio.open(indices_tif) as ds:
-        ndvi, mndwi = ds.read(1), ds.read(2)
-    with rasterio.open(truth_tif) as ds:
-        truth = ds.read(1)
-    lines = [f"  {'Class':<40} {'pixels':>9} {'NDVI':>7} {'MNDWI':>7}"]
-    for cid, name in CLASS_NAMES.items():
-        m = truth == cid
-        if m.any():
-            lines.append(f"  {cid} {name:<38} {int(m.sum()):>9} {np.nanmedian(ndvi[m]):>7.3f} {np.nanmedian(mndwi[m]):>7.3f}")
-    return "\n".join(lines)
+    with open(path, newline="") as fh:
+        return [r for r in csv.DictReader(fh) if (r.get("class_id") or "").strip().isdigit()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,16 +46,36 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     progress = sys.stderr.isatty()
     try:
+        from .assess import assess, format_report, write_report
+        from .quicklook import write_area_chart, write_class_quicklook
         from .synth import write_synthetic_scene
 
         print(f"1. synthetic scene {args.size} x {args.size} px (seed {args.seed}) in {out}/scene")
         scene = write_synthetic_scene(out / "scene", args.size, args.seed, progress=progress)
-        print("2. graphs (standalone Dask engine)")
-        idx = out / "s2_ndvi_mndwi.tif"
-        run("s2_ndvi_mndwi.xml", {"input": str(scene["s2"]), "output": str(idx)}, progress)
-        run("s1s2_collocate.xml", {"input": str(scene["s2"]), "inputS1": str(scene["s1"]), "output": str(out / "s1s2_collocated.dim")}, progress)
-        print("3. indices per true class")
-        print(summarize_indices(idx, scene["truth"]))
+        for step, (graph, tag, extra) in enumerate(
+            [
+                ("progressive_classifier_s2.xml", "s2", {}),
+                ("progressive_classifier_s1s2.xml", "s1s2", {"inputS1": str(scene["s1"])}),
+            ],
+            start=2,
+        ):
+            print(f"{step}. {graph} (standalone Dask engine)")
+            classes = out / f"classes_{tag}.tif"
+            variables = {
+                "input": str(scene["s2"]),
+                "output": str(classes),
+                "labels": str(out / f"labels_{tag}.gpkg"),
+                "areaTable": str(out / f"areas_{tag}.csv"),
+                **extra,
+            }
+            run(graph, variables, progress)
+            look = write_class_quicklook(classes, out / f"classes_{tag}.png", title=f"{graph} on the synthetic scene")
+            chart = write_area_chart(read_area_csv(out / f"areas_{tag}.csv"), out / f"areas_{tag}.png")
+            print(f"   quicklooks: {look}, {chart}")
+            result = assess(classes, scene["truth"])
+            write_report(result, out / f"accuracy_{tag}")
+            print(f"   accuracy against the synthetic truth ({out / f'accuracy_{tag}'}):")
+            print("   " + format_report(result).replace("\n", "\n   "))
     except SnapPcError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -307,7 +307,7 @@ INDICES: dict[str, IndexDef] = {
 }
 
 #: Indices computed when none are requested: what the default classifier preset reads.
-DEFAULT_INDICES: tuple[str, ...] = ("NDVI", "NDWI", "MNDWI", "NDBI", "BSI", "SAVI", "NDMI")
+DEFAULT_INDICES: tuple[str, ...] = ("NDVI", "NDWI", "MNDWI", "NDBI", "BSI", "SAVI", "NDMI", "BI2")
 
 
 def lookup(names: Sequence[str]) -> list[IndexDef]:
