@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     results["numpy, 256-row blocks"] = t
 
     shares = np.bincount(ref.ravel(), minlength=256)
-    print(f"classes: " + ", ".join(f"{k}: {shares[k] / ref.size:.1%}" for k in (0, 1, 2, 3, 4, 5, 255) if shares[k]))
+    print("classes: " + ", ".join(f"{k}: {shares[k] / ref.size:.1%}" for k in (0, 1, 2, 3, 4, 5, 255) if shares[k]))
     print(f"numba {numba.__version__} ({numba.threading_layer()} threads: {numba.get_num_threads()}), kernel compile {compile_s:.1f} s")
     print()
     print("| variant | seconds | Mpx/s | x numpy |")

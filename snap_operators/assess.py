@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -135,7 +135,6 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
         mapping reference codes are used as class ids.
     """
     import rasterio
-    from rasterio.vrt import WarpedVRT
     from rasterio.windows import Window
 
     mapping = dict(mapping or {})

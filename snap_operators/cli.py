@@ -13,7 +13,6 @@ import os
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 from . import __version__
 from .errors import SnapPcError
@@ -174,7 +173,7 @@ def describe_operator(alias: str) -> str:
 
     cls = get_operator(alias)
     spec = cls.spec
-    lines = [f"Usage:", f"  in a graph: <operator>{spec.alias}</operator>", "", "Description:"]
+    lines = ["Usage:", f"  in a graph: <operator>{spec.alias}</operator>", "", "Description:"]
     lines += ["  " + ln for ln in textwrap.wrap(spec.description, 90)] or ["  -"]
     lines += ["", "Sources:"]
     if not spec.sources:
@@ -201,7 +200,7 @@ def describe_operator(alias: str) -> str:
             lines.append(f"      Valid interval is {prm.interval}.")
         if prm.value_set:
             lines.append(f"      Value must be one of {', '.join(repr(v) for v in prm.value_set)}.")
-    lines += ["", "Graph XML format:", f"  <node id=\"someNodeId\">", f"    <operator>{spec.alias}</operator>", "    <sources>"]
+    lines += ["", "Graph XML format:", "  <node id=\"someNodeId\">", f"    <operator>{spec.alias}</operator>", "    <sources>"]
     for s in spec.sources:
         lines.append(f"      <{s.name}>${{{s.name}}}</{s.name}>")
     lines += ["    </sources>", "    <parameters>"]

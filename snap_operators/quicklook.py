@@ -57,7 +57,6 @@ def write_class_quicklook(path: str | Path, png: str | Path, title: str | None =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     data, names, colors = read_decimated(path)

@@ -101,12 +101,6 @@ def _diagonal_pairs(labels: np.ndarray, block: np.ndarray) -> tuple[np.ndarray, 
     return np.concatenate(out_a), np.concatenate(out_b)
 
 
-#: Polygonize and label with a mirrored grid (x = -column): coordinates stay
-#: exact integers, and rasterio does not warn, as it does for the identity
-#: transform, that the block has no georeferencing.
-_MIRROR = Affine(-1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-
-
 @dataclass
 class Pieces:
     """The 4-connected polygons of a block and their pixel labels.
@@ -154,20 +148,17 @@ def label_pieces(
         Also return the pieces as shapely polygons.
     """
     block = _as_shapes_dtype(np.asarray(block))
-    found = list(shapes(block, mask=mask, connectivity=4, transform=_MIRROR))
+    found = list(shapes(block, mask=mask, connectivity=4))
     values = np.array([v for _, v in found], dtype=np.int64)
     if found:
-        labels = rasterize(
-            ((g, i + 1) for i, (g, _) in enumerate(found)),
-            out_shape=block.shape, transform=_MIRROR, fill=0, dtype="int32",
-        )
+        # Pixel centres fall strictly inside one piece: the labels are exact.
+        labels = rasterize(((g, i + 1) for i, (g, _) in enumerate(found)), out_shape=block.shape, fill=0,
+                           dtype="int32")
     else:
         labels = np.zeros(block.shape, dtype=np.int32)
     geoms = None
     if geometries:
         geoms = np.array([shapely.geometry.shape(g) for g, _ in found], dtype=object)
-        if len(geoms):
-            geoms = shapely.transform(geoms, lambda xy: xy * (-1.0, 1.0))
     region = np.arange(len(found))
     if connectivity == 8 and found:
         a, b = _diagonal_pairs(labels, block)
@@ -176,19 +167,19 @@ def label_pieces(
 
 
 def region_labels(block: np.ndarray, connectivity: int = 4, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Connected regions of equal value.
+    """Connected regions of equal value (4- or 8-`connectivity`), valid where `mask`.
 
     Returns
     -------
     labels : numpy.ndarray
-        int64, shape of `block`: region id ``1..n`` per pixel, 0 where masked.
+        int32, shape of `block`: region id ``1..n`` per pixel, 0 where masked.
     values : numpy.ndarray
         Shape ``(n + 1,)``: value of each region (index 0 unused).
     """
     p = label_pieces(block, connectivity, mask, geometries=False)
     n = p.count
     _, dense = np.unique(p.region, return_inverse=True)
-    lut = np.zeros(n + 1, dtype=np.int64)
+    lut = np.zeros(n + 1, dtype=np.int32)
     lut[1:] = dense + 1
     values = np.zeros(dense.max() + 2 if n else 1, dtype=np.int64)
     values[lut[1:]] = p.values
@@ -246,11 +237,33 @@ def sieve_block(
     without valid neighbours stays. One pass, as GDAL: regions are not
     re-examined after merging.
 
-    Tiled exactness
-    ---------------
-    GDAL compares the *true* sizes of neighbours, which may span the whole
-    scene, so its result for one pixel can depend on pixels anywhere. Here
-    sizes count only up to `size`: every neighbour of at least `size` pixels
+    Parameters
+    ----------
+    window : numpy.ndarray
+        2-D integer class array (a chunk plus its halo, or a whole scene).
+    size : int
+        Minimum region size in pixels; 0 or 1 changes nothing.
+    connectivity : {4, 8}
+    no_data : int, optional
+        Value of pixels to leave out.
+    hops : int
+        Longest chain of small largest neighbours followed.
+    halo : bool
+        Whether `window` ends in a halo (regions reaching its outermost ring
+        may continue beyond it); False for a whole scene.
+    gdal : bool
+        GDAL's rule: true sizes, unlimited chains (whole scenes only).
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape and dtype as `window`.
+
+    Notes
+    -----
+    Tiled exactness. GDAL compares the *true* sizes of neighbours, which may
+    span the whole scene, so its result for one pixel can depend on pixels
+    anywhere. Here sizes count only up to `size`: every neighbour of at least `size` pixels
     is equally "large"; a small region with large neighbours takes the class
     that shares the longest border with it among them (ties: the class met
     first in row-major order); among small neighbours the largest wins, ties
@@ -274,28 +287,6 @@ def sieve_block(
     and chains are at most `hops` hops (e.g. specks and clusters of specks
     inside one class); a small region between two large ones goes to the
     class it shares more border with, where GDAL picks the larger region.
-
-    Parameters
-    ----------
-    window : numpy.ndarray
-        2-D integer class array (a chunk plus its halo, or a whole scene).
-    size : int
-        Minimum region size in pixels; 0 or 1 changes nothing.
-    connectivity : {4, 8}
-    no_data : int, optional
-        Value of pixels to leave out.
-    hops : int
-        Longest chain of small largest neighbours followed.
-    halo : bool
-        Whether `window` ends in a halo (regions reaching its outermost ring
-        may continue beyond it); False for a whole scene.
-    gdal : bool
-        GDAL's rule: true sizes, unlimited chains (whole scenes only).
-
-    Returns
-    -------
-    numpy.ndarray
-        Same shape and dtype as `window`.
     """
     window = np.asarray(window)
     if size <= 1 or window.size == 0:
@@ -549,7 +540,7 @@ def polygonize_chunk(
             border_values.append(int(values[idx[0]]))
             border_pieces.append([geoms[i] for i in idx])
         else:
-            complete.append((int(values[idx[0]]), merge_pieces([geoms[i] for i in idx], exact=tolerance == 0)))
+            complete.append((int(values[idx[0]]), merge_pieces([geoms[i] for i in idx], tolerance == 0, 8)))
 
     lut = np.full(n + 1, -1, dtype=np.int64)
     if n:
@@ -579,21 +570,60 @@ def _simplify_coverage(geoms: np.ndarray, tolerance: float, y_scale: float) -> n
     return out
 
 
-def merge_pieces(pieces: Sequence, exact: bool = True):
+def merge_pieces(pieces: Sequence, exact: bool = True, connectivity: int = 4):
     """One region's geometry from its pieces (pixel space).
 
     Pieces of a region come from neighbouring chunks and share edges exactly
     (integer coordinates), so their union is exact. With `exact`, vertices
     left in the middle of straight edges by the union are removed, which
-    gives GDAL's polygon of the whole region (up to vertex order).
-    Simplified regions keep them: they are nodes shared with neighbours.
+    gives GDAL's polygon of the whole region (up to vertex order);
+    simplified regions keep them: they are nodes shared with neighbours.
+
+    With 4-connectivity only the outer rings are unioned and the pieces'
+    holes are added back: a hole lies inside its chunk (a hole reaching the
+    chunk border would be open to the outside), and no piece of the same
+    region can lie in it (it would be 4-connected to the surrounding piece
+    inside the chunk, hence part of it). That avoids overlaying the
+    thousands of holes a large region collects, which dominates the cost.
     """
     if len(pieces) == 1:
         return pieces[0]
-    merged = shapely.union_all(np.array(pieces, dtype=object))
-    if exact:
-        merged = shapely.simplify(merged, 0.0)
-    return merged
+    arr = np.array(pieces, dtype=object)
+    if connectivity == 4:
+        shells = shapely.union_all(shapely.polygons(shapely.get_exterior_ring(arr)))
+        if shells.geom_type == "Polygon":
+            if exact:
+                shells = drop_collinear(shells)
+            holes = [h for piece in arr for h in piece.interiors]
+            return shapely.Polygon(shells.exterior, [*shells.interiors, *holes])
+    merged = shapely.union_all(arr)
+    return drop_collinear(merged) if exact else merged
+
+
+def drop_collinear(geom):
+    """`geom` without the vertices in the middle of straight edges.
+
+    Exact for the integer pixel-space coordinates used here. (``shapely
+    .simplify(geom, 0)`` does the same through GEOS's topology-preserving
+    simplifier, which needs about 500 bytes per vertex: 600 MB for a large
+    region of a Sentinel-2 tile.)
+    """
+    parts = shapely.get_parts(geom)
+    rings, part = shapely.get_rings(parts, return_index=True)
+    xy, ring = shapely.get_coordinates(rings, return_index=True)
+    open_ = np.r_[ring[1:] != ring[:-1], True]  # the closing point of each ring
+    xy, ring = xy[~open_], ring[~open_]
+    first = np.flatnonzero(np.r_[True, ring[1:] != ring[:-1]])
+    last = np.r_[first[1:] - 1, len(ring) - 1]
+    prev = np.roll(xy, 1, axis=0)
+    prev[first] = xy[last]
+    nxt = np.roll(xy, -1, axis=0)
+    nxt[last] = xy[first]
+    a, b = xy - prev, nxt - xy
+    keep = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0] != 0
+    rings = shapely.linearrings(xy[keep], indices=ring[keep])
+    polys = shapely.polygons(rings, indices=part)
+    return polys[0] if len(polys) == 1 else shapely.MultiPolygon(list(polys))
 
 
 # --- merging across chunks ----------------------------------------------------------
@@ -912,7 +942,7 @@ def polygonize(
             part = polygonize_chunk(classes[sl], (y, x), exported[sl], merger.internal_sides(idx), connectivity, tolerance)
             out.extend(part.complete)
             for value, pieces in merger.add(idx, part):
-                out.append((value, merge_pieces(pieces, exact=tolerance == 0)))
+                out.append((value, merge_pieces(pieces, tolerance == 0, connectivity)))
     if merger.open_regions:  # pragma: no cover - every chunk was given
         raise RuntimeError("regions left open")
     return out

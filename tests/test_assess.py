@@ -11,7 +11,7 @@ from shapely.geometry import box, mapping
 import shapely
 from pyproj import Transformer
 
-from snap_operators.assess import accuracy_metrics, assess, confusion_matrix, parse_mapping, write_report
+from snap_operators.assess import accuracy_metrics, assess, confusion_matrix, parse_mapping
 from snap_operators.cli import main
 from snap_operators.errors import SnapPcError
 

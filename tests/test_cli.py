@@ -1,6 +1,5 @@
 """`snap-pc` end to end: runs, help, and bad input (one-line error, non-zero exit, nothing left)."""
 
-import os
 import resource
 import signal
 import subprocess

@@ -21,15 +21,13 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import shapely
 from shapely.geometry import MultiPolygon, mapping
 
 from .. import vectorize
 from ..classes import LAND_COVER, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
-from ..engine import SinkPlan, store
+from ..engine import SinkPlan
 from ..errors import ProductWriteError, SnapPcError
 from ..operator import Operator, register
 from ..product import Band, ClassInfo, Product
@@ -187,7 +185,7 @@ class LabelMaskExport(Operator):
             return 0, vectorize.SIEVE_HOPS
         hops = min(vectorize.SIEVE_HOPS, MAX_SIEVE_DEPTH // (size - 1) - 1)
         if hops < 1:
-            largest = (MAX_SIEVE_DEPTH // 2) * pixel
+            largest = (MAX_SIEVE_DEPTH // 2 + 1) * pixel
             raise self.error(
                 f"minArea {min_area:g} m² is {size} pixels; the tiled sieve handles up to {largest:g} m² "
                 f"({MAX_SIEVE_DEPTH // 2 + 1} pixels)"
@@ -244,18 +242,6 @@ class LabelMaskExport(Operator):
 
         return SinkPlan([classes], [export], commit, export.abort, description=f"{self.format_name} {self.output_path}")
 
-    def execute(self, progress: Callable[[int], None] | None = None) -> None:
-        """Check, open, stream, commit (or abort): a standalone export."""
-        if self.target is None:
-            self.target = self.initialize()
-        self.prepare()
-        plan = self.open()
-        try:
-            store(plan.arrays, plan.targets, self.context)
-            plan.commit()
-        except BaseException:
-            plan.abort()
-            raise
 
     @property
     def connectivity(self) -> int:
@@ -337,7 +323,7 @@ class _Export:
         with self._merge_lock:
             done = self.merger.add(index, part)
         if done:
-            self._write([(v, vectorize.merge_pieces(p, exact=self.exact)) for v, p in done])
+            self._write([(v, vectorize.merge_pieces(p, self.exact, self.connectivity)) for v, p in done])
 
     def _write(self, regions: list) -> None:
         if not regions:

@@ -223,20 +223,9 @@ class ProgressiveClassifierOp(Operator):
 
     def execute(self, progress: Callable[[int], None] | None = None) -> None:
         """Standalone run: classify and write the area table (needs ``areaTableFile``)."""
-        from ..engine import store
-
         if not self.is_sink:
             raise self.error("nothing to execute: set areaTableFile or write the target with Write")
-        if self.target is None:
-            self.target = self.initialize()
-        self.prepare()
-        plan = self.open()
-        try:
-            store(plan.arrays, plan.targets, self.context)
-            plan.commit()
-        except BaseException:
-            plan.abort()
-            raise
+        super().execute(progress)
 
     def _fail(self, message: str) -> ProductWriteError:
         return ProductWriteError(str(self.error(message)))

@@ -1,0 +1,116 @@
+"""Whole Sentinel-2 classifier graph vs the I/O floor, in one run.
+
+* **I/O floor**: a graph that reads the same input bands the classifier graph
+  reads and writes one uint8 band with the same Write settings (GeoTIFF,
+  tiled, DEFLATE), with trivial arithmetic in between.
+* **raster graph**: ``graphs/progressive_classifier_s2.xml`` without its
+  LabelMaskExport node (Read -> Resample -> SpectralIndices ->
+  ProgressiveClassifier -> Write), with the area table.
+* **whole graph**: ``graphs/progressive_classifier_s2.xml`` as shipped,
+  including vector label masks (GeoPackage).
+
+Each run is a fresh process (peak RSS = its ``ru_maxrss``), after a warm-up
+run on a small scene in the same process. Usage::
+
+    python benchmarks/bench_s2_graph.py [--size 10980] [--work /tmp/snap-pc-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s2.xml"
+
+FLOOR = """<graph id="io_floor"><version>1.0</version>
+  <node id="Read"><operator>Read</operator><parameters><file>${input}</file><bandNames>B2,B3,B4,B8,B11</bandNames></parameters></node>
+  <node id="BandMaths"><operator>BandMaths</operator><sources><sourceProduct refid="Read"/></sources>
+    <parameters><targetBands><targetBand><name>class_id</name><type>uint8</type>
+      <expression>B2 + B3 + B4 + B8 + B11 &gt; 1</expression><noDataValue>255</noDataValue></targetBand></targetBands></parameters></node>
+  <node id="Write"><operator>Write</operator><sources><sourceProduct refid="BandMaths"/></sources>
+    <parameters><file>${output}</file><formatName>GeoTIFF</formatName></parameters></node>
+</graph>"""
+
+CHILD = r"""
+import json, resource, sys, time
+from snap_operators.engine import load_graph, run_graph
+from snap_operators.operator import ExecutionContext
+graph, variables, warm_variables = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+run_graph(load_graph(graph, warm_variables), ExecutionContext(overwrite=True))
+t0 = time.perf_counter()
+run_graph(load_graph(graph, variables), ExecutionContext(overwrite=True))
+dt = time.perf_counter() - t0
+print(json.dumps({"seconds": dt, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def scene(work: Path, size: int) -> Path:
+    from snap_operators.synth import write_synthetic_scene
+
+    s2 = work / f"scene_{size}" / "s2.tif"
+    if not s2.exists():
+        write_synthetic_scene(s2.parent, size, seed=0)
+    return s2
+
+
+def run(graph: Path, variables: dict, warm: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(graph), json.dumps(variables), json.dumps(warm)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{graph.name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=10980)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/snap-pc-bench"))
+    ap.add_argument("--skip-whole", action="store_true", help="leave out the run with label masks")
+    args = ap.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    src, small = scene(args.work, args.size), scene(args.work, 256)
+    out = args.work / "s2graph"
+    out.mkdir(exist_ok=True)
+    floor_graph = out / "io_floor.xml"
+    floor_graph.write_text(FLOOR)
+    raster_graph = out / "classifier_raster.xml"
+    text = S2_GRAPH.read_text()
+    text = re.sub(r'\s*<node id="LabelMaskExport">.*?</node>', "", text, flags=re.S)
+    text = re.sub(r'\s*<node id="LabelMaskExport">\s*<displayPosition[^>]*/>\s*</node>', "", text, flags=re.S)
+    raster_graph.write_text(text)
+    (out / "classifier_raster.properties").write_text((S2_GRAPH.with_suffix(".properties")).read_text())
+
+    def variables(src_path: Path, tag: str) -> dict:
+        return {"input": str(src_path), "output": str(out / f"{tag}.tif"), "labels": str(out / f"{tag}.gpkg"),
+                "areaTable": str(out / f"{tag}_areas.csv")}
+
+    rows = {}
+    rows["I/O floor"] = run(floor_graph, variables(src, "floor"), variables(small, "warm"))
+    rows["raster graph"] = run(raster_graph, variables(src, "raster"), variables(small, "warm"))
+    if not args.skip_whole:
+        rows["whole graph (with label masks)"] = run(S2_GRAPH, variables(src, "whole"), variables(small, "warm"))
+    floor = rows["I/O floor"]["seconds"]
+    mpx = args.size**2 / 1e6
+    info = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+            "size": args.size, "rows": rows}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "s2_graph.json").write_text(json.dumps(info, indent=2))
+    print(f"{args.size} x {args.size} px ({mpx:.1f} Mpx); {info['machine']}; {info['date']}")
+    print("| run | time (s) | Mpx/s | x I/O floor | peak RSS (MiB) |")
+    print("|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['seconds']:.1f} | {mpx / r['seconds']:.1f} | {r['seconds'] / floor:.2f} | {r['peak_rss_mib']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
