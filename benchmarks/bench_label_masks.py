@@ -9,7 +9,7 @@ peak RSS (``ru_maxrss``) is its own.
 Usage::
 
     python benchmarks/bench_label_masks.py [--sizes 2048 10980] [--runs 0:0 500:0 500:15]
-        [--tile-size 1024] [--work DIR] [--readme benchmarks/README-labelmasks.md]
+        [--tile-size 1024] [--work DIR] [--readme FILE]
 
 Each run is ``minArea:simplify`` (m², m).
 
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", nargs="+", default=["0:0", "500:0", "500:15"], help="minArea:simplify pairs (m², m)")
     ap.add_argument("--tile-size", type=int, default=1024)
     ap.add_argument("--work", type=Path, default=Path("/tmp/snap-pc-bench"))
-    ap.add_argument("--readme", type=Path, default=HERE / "README-labelmasks.md")
+    ap.add_argument("--readme", type=Path, default=None, help="also write the figures as Markdown to FILE")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -163,7 +163,8 @@ def main(argv=None) -> int:
     results.mkdir(exist_ok=True)
     (results / "label_masks.json").write_text(json.dumps(rows, indent=2) + "\n")
     when = _dt.date.today().isoformat()
-    args.readme.write_text(README.format(table=table, machine=machine(), date=when, tile=args.tile_size))
+    if args.readme is not None:
+        args.readme.write_text(README.format(table=table, machine=machine(), date=when, tile=args.tile_size))
     return 0
 
 
