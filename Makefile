@@ -34,6 +34,7 @@ demo: setup
 	$(BIN)/python -m snap_operators.demo --out $(DEMO) --size $(SIZE)
 
 test: setup
+	$(BIN)/python -m ruff check --select F,E9 --quiet snap_operators tests benchmarks models
 	$(BIN)/python -m pytest -q
 
 bench: setup
