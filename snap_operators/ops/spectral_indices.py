@@ -260,6 +260,9 @@ class SpectralIndicesOp(Operator):
             sar_db={r: rb.unit == DB for r, rb in resolved.items() if r in S1_ROLES},
             no_data={r: _no_data(rb.band) for r, rb in resolved.items()},
         )
+        # Kept for the SNAP adapter, which maps this very function over SNAP's tiles.
+        self.tile_function = func
+        self.tile_inputs = {r: rb.name for r, rb in resolved.items()}
         arrays = map_tiles(func, {r: rb.band.data for r, rb in resolved.items()}, {n: "float32" for n in names})
         ref = next(iter(resolved.values())).band
         index_bands = [

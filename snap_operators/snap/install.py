@@ -21,7 +21,6 @@ See ``docs/snap.md``.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import io
 import json
@@ -30,7 +29,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
@@ -39,7 +37,14 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import SnapPcError
-from .descriptors import PLUGIN_DIR, PLUGIN_OPERATORS, SERVICES_PATH, default_mode, operator_spec, stale
+from .descriptors import (
+    PLUGIN_DIR,
+    PLUGIN_OPERATORS,
+    SERVICES_PATH,
+    default_mode,
+    operator_spec,
+    stale,
+)
 
 #: Folder of the plugin below ``<user-dir>/snap-python``.
 PLUGIN_FOLDER = "snap_progressive_classifier"
@@ -166,8 +171,7 @@ def install(user_dir: str | os.PathLike | None = None, graphs_dir: str | os.Path
                 dst = tmp / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
-            created = sorted(set(created) | set(_marker(parent / name).get("created", [])),
-                             key=lambda p: -len(Path(p).parts))
+            created = sorted(set(created) | set(_marker(parent / name).get("created", [])), key=_depth)
             (tmp / MARKER).write_text(json.dumps({"tool": "snap-pc", "version": __version__,
                                                   "created": created}, indent=1), encoding="utf-8")
     except OSError as exc:
@@ -197,8 +201,8 @@ def uninstall(user_dir: str | os.PathLike | None = None) -> list[Path]:
             created.update(_marker(folder).get("created", []))
             shutil.rmtree(folder)
             removed.append(folder)
-    for rel in sorted(created, key=lambda p: -len(Path(p).parts)):
-        d = (user_dir / rel)
+    for rel in sorted(created, key=_depth):
+        d = Path(os.path.normpath(user_dir.absolute() / rel))
         try:
             d.rmdir()  # only when empty: SNAP or the user may have put things there since
             removed.append(d)
@@ -208,16 +212,19 @@ def uninstall(user_dir: str | os.PathLike | None = None) -> list[Path]:
 
 
 def _missing_dirs(user_dir: Path, parent: Path) -> list[str]:
-    """`parent` and its ancestors up to `user_dir` that do not exist, relative to `user_dir`."""
+    """`parent` and those of its ancestors that do not exist yet, relative to `user_dir`, deepest first."""
     out = []
-    d = parent
-    while True:
-        if not d.exists():
-            out.append(os.path.relpath(d, user_dir))
-        if d == user_dir or d.parent == d:
-            break
+    d = parent.absolute()
+    while not d.exists() and d.parent != d:
+        out.append(os.path.relpath(d, user_dir.absolute()))
         d = d.parent
     return out
+
+
+def _depth(rel: str) -> int:
+    """Sort key putting deeper folders first ("a/b" before "a" before "." before "..")."""
+    parts = Path(os.path.normpath(rel)).parts
+    return -sum(1 if part != ".." else -1 for part in parts if part != ".")
 
 
 def _marker(folder: Path) -> dict:
@@ -325,7 +332,7 @@ def _manifest(attrs: list[tuple[str, str]]) -> bytes:
     """Jar manifest text, lines wrapped at 72 bytes as the jar format requires."""
     out = bytearray()
     for key, value in attrs:
-        line = f"{key}: {value}".encode("utf-8")
+        line = f"{key}: {value}".encode()
         first = True
         while line:
             width = 72 if first else 71
@@ -352,6 +359,7 @@ def _module_attrs(spec_version: str, codename: str) -> list[tuple[str, str]]:
          "<p>SNAP Python operators of snap-progressive-classifier: " + aliases + ". They run through esa_snappy "
          "with the Python configured for SNAP, which must have snap-progressive-classifier installed.</p>"),
         ("OpenIDE-Module-Layer", _layer_path(codename)),
+        ("OpenIDE-Module-Public-Packages", "-"),
         ("OpenIDE-Module-Module-Dependencies", ", ".join(MODULE_DEPENDENCIES)),
         ("OpenIDE-Module-Java-Dependencies", "Java > 1.8"),
         ("OpenIDE-Module-Requires", "org.openide.modules.ModuleFormat1"),
@@ -620,7 +628,7 @@ def _check_imports(python: str) -> Check:
     code = "import numpy, onnxruntime, snap_operators; print(snap_operators.__version__)"
     fix = f"{python} -m pip install snap-progressive-classifier (or pip install -e . in the project)"
     try:
-        r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=180)
+        r = subprocess.run([python, "-c", code], check=False, capture_output=True, text=True, timeout=180)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Check("Python packages", False, f"cannot run {python}: {exc}", fix)
     if r.returncode != 0:
@@ -724,7 +732,9 @@ def _cmd_install(args) -> int:
     print(f"installed the SNAP plugin in {res.plugin_dir}")
     print(f"installed the graphs in {res.graphs_dir} (SNAP Desktop: Graph Builder > Graphs > {GRAPHS_FOLDER})")
     print("try them with gpt (replace ...):")
-    for cmd in gpt_commands(res.graphs):
+    home = find_snap_home()
+    gpt = gpt_path(home) if home is not None else None
+    for cmd in gpt_commands(res.graphs, str(gpt) if gpt else "gpt"):
         print("  " + cmd)
     print("check the installation with: snap-pc snap doctor")
     return 0

@@ -1,0 +1,759 @@
+"""SNAP Python operators (esa_snappy) made from the project's operators.
+
+SNAP's ``PyOperator`` imports a plugin module, instantiates its class with no
+arguments and calls, holding one lock for all Python code of the process:
+
+* ``initialize(context)`` once, ``context`` being the Java ``Operator``;
+* ``computeTileStack(context, target_tiles, target_rectangle)`` for every
+  tile of the target's tile grid, from several Java threads in any order;
+* ``dispose(context)`` at the end, also after an error or a cancelled run.
+
+:func:`make_operator_class` builds that class for one of our operators from
+its spec. ``initialize`` reads the parameters with ``context.getParameter``
+and converts them with the spec, wraps the Java source products as lazy
+:class:`~snap_operators.product.Product` whose chunks are SNAP source tiles,
+and initializes the standalone operator on them exactly as the graph engine
+does (Otsu/samples thresholds are resolved there, on the decimated read of
+those tiles). It then builds the Java target product. ``computeTileStack``
+reads the source tiles of the rectangle and calls the operator's own pure
+per-tile function on whole-tile numpy arrays: a handful of Java calls per
+tile, never one per pixel. Scene-wide outputs (the classifier's area table,
+the label masks) are fed tile by tile into the standalone sink code and
+finished when the last tile has arrived; a run that stops earlier is
+aborted in ``dispose`` and leaves nothing behind.
+
+The Java API is an injectable object: ``esa_snappy`` (imported only when
+needed) inside SNAP, a stand-in in tests.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import OperatorError, SnapPcError
+from ..product import Band, ClassInfo, MetadataElement, Product, fill_value
+
+log = logging.getLogger(__name__)
+
+#: Our operators that run in SNAP -> the class name their plugin module defines.
+CLASS_NAMES = {
+    "SpectralIndices": "SpectralIndicesOp",
+    "ProgressiveClassifier": "ProgressiveClassifierOp",
+    "LabelMaskExport": "LabelMaskExportOp",
+}
+
+#: Tile edge used when a source product has no preferred tile size (SNAP's usual default).
+DEFAULT_TILE = 512
+
+_POINT = "org.esa.snap.core.datamodel.ColorPaletteDef$Point"
+_TYPE_NAMES = {
+    "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
+    "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32", "uint64": "TYPE_UINT64",
+    "float32": "TYPE_FLOAT32", "float64": "TYPE_FLOAT64",
+}
+_UNKNOWN_COLOR = (128, 128, 128)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MJD2000 = _dt.datetime(2000, 1, 1)
+
+
+def java_api(api: Any = None) -> Any:
+    """`api`, or ``esa_snappy`` (imported here: only SNAP's Python has it)."""
+    if api is not None:
+        return api
+    try:
+        import esa_snappy
+    except ImportError as exc:
+        raise OperatorError(
+            f"esa_snappy is not importable ({exc}); these operators run inside SNAP (configure SNAP's Python "
+            "with 'snap-pc snap install')"
+        ) from None
+    return esa_snappy
+
+
+# --- Java values ---------------------------------------------------------------------------
+
+
+class _Types:
+    """SNAP classes esa_snappy does not preload, looked up once through ``jpy.get_type``."""
+
+    def __init__(self, api: Any):
+        get = api.jpy.get_type
+        self.IndexCoding = get("org.esa.snap.core.datamodel.IndexCoding")
+        self.ImageInfo = get("org.esa.snap.core.datamodel.ImageInfo")
+        self.ColorPaletteDef = get("org.esa.snap.core.datamodel.ColorPaletteDef")
+        self.Point = get(_POINT)
+        self.MetadataElement = get("org.esa.snap.core.datamodel.MetadataElement")
+        self.Color = get("java.awt.Color")
+        # TYPE_INT64/UINT64 are recent; older SNAPs simply lack them.
+        codes = {name: getattr(api.ProductData, const, None) for name, const in _TYPE_NAMES.items()}
+        codes = {name: code for name, code in codes.items() if code is not None}
+        self.type_code = codes
+        self.dtype_of = {code: np.dtype(name) for name, code in codes.items()}
+
+
+def parameter_values(context: Any, spec) -> dict[str, str | None]:
+    """Raw parameter values as text, read with ``context.getParameter``.
+
+    SNAP hands over Java values (strings, boxed numbers and booleans, arrays,
+    ``java.io.File``): each becomes the text the spec converts, as a graph
+    XML value would be; arrays are joined with commas.
+    """
+    raw: dict[str, str | None] = {}
+    for p in spec.parameters:
+        value = context.getParameter(p.name)
+        if value is None:
+            raw[p.name] = None
+        elif p.type.endswith("[]") and not isinstance(value, str):
+            raw[p.name] = ",".join(str(v).strip() for v in value)
+        elif isinstance(value, bool):
+            raw[p.name] = "true" if value else "false"
+        else:
+            raw[p.name] = str(value)
+    return raw
+
+
+def source_products(context: Any) -> dict[str, Any]:
+    """Java source products by id: ``sourceProduct``, ``sourceProduct.1``, ... (Graph
+    Builder, gpt), else SNAP's ``getSourceProduct()`` fallback (the first source)."""
+    found: dict[str, Any] = {}
+    first = context.getSourceProduct("sourceProduct")
+    if first is not None:
+        found["sourceProduct"] = first
+    k = 1
+    while True:
+        p = context.getSourceProduct(f"sourceProduct.{k}")
+        if p is None:
+            break
+        found[f"sourceProduct.{k}"] = p
+        k += 1
+    if not found:
+        p = context.getSourceProduct()
+        if p is not None:
+            found["sourceProduct"] = p
+    return found
+
+
+def map_geocoding(api: Any, geocoding: Any, product_name: str = "") -> tuple[Any, Any]:
+    """``(crs, transform)`` of a Java geocoding: a rasterio CRS and the affine
+    pixel-corner transform of a ``CrsGeoCoding``; ``(None, None)`` for
+    geocodings without a map grid (tie-point, pixel-based)."""
+    from affine import Affine
+
+    if geocoding is None:
+        return None, None
+    crs_geocoding = api.jpy.cast(geocoding, api.CrsGeoCoding)
+    if crs_geocoding is None:
+        return None, None
+    # getImageToMapTransform() is declared as a MathTransform; a CrsGeoCoding's is an AffineTransform2D.
+    at = api.jpy.cast(crs_geocoding.getImageToMapTransform(), "java.awt.geom.AffineTransform")
+    if at is None:
+        raise OperatorError(f"product '{product_name}': its map geocoding is not affine")
+    transform = Affine(at.getScaleX(), at.getShearX(), at.getTranslateX(), at.getShearY(), at.getScaleY(),
+                       at.getTranslateY())
+    return crs_from_wkt(str(crs_geocoding.getMapCRS().toWKT()), product_name), transform
+
+
+def crs_from_wkt(wkt: str, product_name: str = ""):
+    """A rasterio CRS from SNAP's (GeoTools) WKT; the EPSG CRS itself when the WKT is one exactly."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        crs = CRS.from_wkt(wkt)
+    except CRSError as exc:
+        raise OperatorError(f"product '{product_name}': cannot read its map CRS ({str(exc).splitlines()[0]})") from None
+    epsg = crs.to_epsg(confidence_threshold=100)
+    return CRS.from_epsg(epsg) if epsg else crs
+
+
+def utc_datetime(utc: Any) -> _dt.datetime | None:
+    """A naive UTC datetime from ``ProductData.UTC`` (exact: days, seconds, microseconds since 2000)."""
+    if utc is None:
+        return None
+    return _MJD2000 + _dt.timedelta(days=int(utc.getDaysFraction()), seconds=int(utc.getSecondsFraction()),
+                                    microseconds=int(utc.getMicroSecondsFraction()))
+
+
+def band_classes(band: Any) -> list[ClassInfo] | None:
+    """Classes of a Java index band: names and values from its IndexCoding, colors
+    from its ImageInfo palette points (grey where none)."""
+    coding = band.getIndexCoding()
+    if coding is None:
+        return None
+    colors: dict[int, tuple[int, int, int]] = {}
+    info = band.getImageInfo()
+    palette = info.getColorPaletteDef() if info is not None else None
+    if palette is not None:
+        for point in palette.getPoints():
+            c = point.getColor()
+            colors[round(float(point.getSample()))] = (int(c.getRed()), int(c.getGreen()), int(c.getBlue()))
+    classes = []
+    for name in coding.getIndexNames():
+        name = str(name)
+        value = int(coding.getIndexValue(name))
+        index = coding.getIndex(name)
+        description = index.getDescription() if index is not None else None
+        classes.append(ClassInfo(value, name, colors.get(value, _UNKNOWN_COLOR), str(description or "")))
+    return classes
+
+
+def read_tile(context: Any, band: Any, rect: Any, dtype: np.dtype, fill: float) -> np.ndarray:
+    """One SNAP source tile as a ``(rows, cols)`` numpy array of `dtype`.
+
+    Float bands come from ``getSamplesFloat``/``getSamplesDouble`` (geophysical,
+    NaN where SNAP's valid mask is false); integer bands from
+    ``getSamplesDouble`` with invalid pixels set to `fill` (their no-data).
+    """
+    tile = context.getSourceTile(band, rect)
+    shape = (int(rect.height), int(rect.width))
+    if dtype == np.float32:
+        return np.frombuffer(tile.getSamplesFloat(), dtype=np.float32).reshape(shape)
+    samples = np.frombuffer(tile.getSamplesDouble(), dtype=np.float64).reshape(shape)
+    if dtype == np.float64:
+        return samples
+    return np.where(np.isnan(samples), fill, samples).astype(dtype)
+
+
+def java_samples(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`block` as the 1-D buffer ``Tile.setSamples`` takes: byte/short/int/float/double,
+    unsigned types passed bit for bit as Java's signed ones."""
+    a = np.ascontiguousarray(block, dtype=dtype).reshape(-1)
+    if a.dtype.kind == "u" and a.dtype.itemsize <= 4:
+        a = a.view(f"i{a.dtype.itemsize}")
+    elif a.dtype.kind == "b":
+        a = a.view(np.int8)
+    elif a.dtype.itemsize == 8 and a.dtype.kind != "f":
+        raise OperatorError(f"64-bit integer bands cannot be written to SNAP tiles ({a.dtype})")
+    return a
+
+
+class _TileReader:
+    """Array-like over a Java band whose windows are SNAP source tiles (for ``da.from_array``)."""
+
+    ndim = 2
+
+    def __init__(self, api: Any, context: Any, band: Any, shape: tuple[int, int], dtype: np.dtype, fill):
+        self.api, self.context, self.band = api, context, band
+        self.shape, self.dtype, self.fill = shape, np.dtype(dtype), fill
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (2 - len(key))
+        bounds, picks = [], []
+        for k, n in zip(key, self.shape):
+            if isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                if step < 1:
+                    raise IndexError("SNAP tiles are read with positive steps only")
+                stop = max(start, stop)
+                bounds.append((start, stop))
+                picks.append(slice(None, None, step))
+            else:
+                i = int(k) + (n if int(k) < 0 else 0)
+                bounds.append((i, i + 1))
+                picks.append(0)
+        (y0, y1), (x0, x1) = bounds
+        if y1 <= y0 or x1 <= x0:
+            return np.empty((y1 - y0, x1 - x0), self.dtype)[tuple(picks)]
+        rect = self.api.Rectangle(x0, y0, x1 - x0, y1 - y0)
+        return read_tile(self.context, self.band, rect, self.dtype, self.fill)[tuple(picks)]
+
+
+def wrap_product(api: Any, types: _Types, context: Any, product: Any, tile: tuple[int, int]) -> Product:
+    """A lazy :class:`Product` over a Java product: band names, units, no-data,
+    classes, size and map geocoding; each chunk (``tile`` = (rows, cols)) reads
+    one SNAP source tile when computed. Metadata elements written by our own
+    operators are carried over (the rest stays in Java and is copied there)."""
+    import dask.array as da
+
+    from ..operator import operators
+
+    name = str(product.getName())
+    crs, transform = map_geocoding(api, product.getSceneGeoCoding(), name)
+    location = product.getFileLocation()
+    out = Product(
+        name=name,
+        product_type=str(product.getProductType() or ""),
+        crs=crs,
+        start_time=utc_datetime(product.getStartTime()),
+        stop_time=utc_datetime(product.getEndTime()),
+        file_location=None if location is None else str(location),
+    )
+    ours = set(operators())
+    for element in product.getMetadataRoot().getElements():
+        if str(element.getName()) in ours:
+            out.metadata.elements.append(_python_element(element))
+    for band_name in product.getBandNames():
+        band = product.getBand(band_name)
+        h, w = int(band.getRasterHeight()), int(band.getRasterWidth())
+        code = int(band.getGeophysicalDataType())
+        if code not in types.dtype_of:
+            raise OperatorError(f"product '{name}': band '{band_name}' has a SNAP data type ({code}) without a numpy one")
+        dtype = types.dtype_of[code]
+        if dtype.kind == "f":
+            no_data = float("nan")  # SNAP's float samples are NaN wherever the valid mask is false
+        elif band.isNoDataValueUsed():
+            no_data = int(band.getNoDataValue())
+        else:
+            no_data = None
+        fill = fill_value(dtype) if no_data is None else no_data
+        if (h, w) == (int(product.getSceneRasterHeight()), int(product.getSceneRasterWidth())):
+            band_transform = transform
+        else:
+            band_transform = map_geocoding(api, band.getGeoCoding(), name)[1]
+        reader = _TileReader(api, context, band, (h, w), dtype, fill)
+        data = da.from_array(reader, chunks=(min(tile[0], h), min(tile[1], w)), name=f"snap-{name}-{band_name}-{id(reader):x}",
+                             meta=np.empty((0, 0), dtype), asarray=False, lock=False)
+        wavelength = float(band.getSpectralWavelength() or 0.0)
+        out.add_band(Band(
+            name=str(band_name),
+            data=data,
+            transform=band_transform,
+            no_data=no_data,
+            unit=None if band.getUnit() is None else str(band.getUnit()),
+            description=None if band.getDescription() is None else str(band.getDescription()),
+            wavelength=wavelength or None,
+            classes=band_classes(band),
+        ))
+    return out
+
+
+def _python_element(element: Any) -> MetadataElement:
+    out = MetadataElement(str(element.getName()))
+    for name in element.getAttributeNames():
+        out.attributes[str(name)] = str(element.getAttributeString(name))
+    for child in element.getElements():
+        out.elements.append(_python_element(child))
+    return out
+
+
+def java_element(types: _Types, element: MetadataElement) -> Any:
+    """A Java MetadataElement tree from ours (numbers stay numbers, the rest text)."""
+    out = types.MetadataElement(element.name)
+    for key, value in element.attributes.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out.setAttributeString(key, "true" if value else "false")
+        elif isinstance(value, (int, np.integer)) and -2**31 <= int(value) < 2**31:
+            out.setAttributeInt(key, int(value))
+        elif isinstance(value, (int, float, np.integer, np.floating)):
+            out.setAttributeDouble(key, float(value))
+        elif isinstance(value, _dt.datetime):
+            out.setAttributeString(key, value.isoformat())
+        else:
+            out.setAttributeString(key, str(value))
+    for child in element.elements:
+        out.addElement(java_element(types, child))
+    return out
+
+
+# --- per-operator tile functions ---------------------------------------------------------------
+
+
+@dataclass
+class TileKernel:
+    """What one tile needs: source bands, the operator's pure tile function, target bands.
+
+    Attributes
+    ----------
+    inputs : dict
+        Key of the tile function's input -> source band name.
+    func : callable
+        ``func({key: tile}) -> {target band: tile}`` (the function the
+        standalone operator maps over its chunks).
+    outputs : dict
+        Target band computed per tile -> numpy dtype.
+    """
+
+    inputs: dict[str, str]
+    func: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
+    outputs: dict[str, np.dtype]
+
+
+def _indices_kernel(op) -> TileKernel:
+    # The very partial the operator's initialize() maps over its chunks.
+    names = op.tile_function.keywords["names"]
+    return TileKernel(dict(op.tile_inputs), op.tile_function, {n: np.dtype(np.float32) for n in names})
+
+
+def _classifier_kernel(op) -> TileKernel:
+    from ..ops.progressive_classifier import classify_tile
+
+    with_stage = bool(op.parameters["outputStage"])
+    outputs = {"class_id": np.dtype(np.uint8)}
+    if with_stage:
+        outputs["stage"] = np.dtype(np.uint8)
+    func = functools.partial(classify_tile, rules=op.rules, with_stage=with_stage)
+    return TileKernel({n: n for n in op.rules.bands}, func, outputs)
+
+
+def _export_kernel(op) -> TileKernel:
+    band = op.class_band
+    name = band.name
+    # The target is the source (as standalone); the class band passes through.
+    return TileKernel({name: name}, lambda tiles: {name: tiles[name]}, {name: band.dtype})
+
+
+_KERNELS: dict[str, Callable[[Any], TileKernel]] = {
+    "SpectralIndices": _indices_kernel,
+    "ProgressiveClassifier": _classifier_kernel,
+    "LabelMaskExport": _export_kernel,
+}
+
+
+# --- scene-wide outputs ----------------------------------------------------------------------
+
+
+class _Cells:
+    """Gathers tile rectangles of any size and order into the cells of a chunk grid,
+    handing each cell on exactly once (SNAP may compute a tile twice)."""
+
+    def __init__(self, chunks: tuple[tuple[int, ...], tuple[int, ...]]):
+        self.rows = np.concatenate([[0], np.cumsum(chunks[0])]).astype(int)
+        self.cols = np.concatenate([[0], np.cumsum(chunks[1])]).astype(int)
+        self.total = len(chunks[0]) * len(chunks[1])
+        self.done: set[tuple[int, int]] = set()
+        self.partial: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == self.total
+
+    def add(self, y: int, x: int, block: np.ndarray) -> list[tuple[tuple[int, int], tuple[slice, slice], np.ndarray]]:
+        """Cells completed by `block` at ``(y, x)``: ``(index, region, cell block)``."""
+        h, w = block.shape
+        out = []
+        i0 = int(np.searchsorted(self.rows, y, "right")) - 1
+        i1 = int(np.searchsorted(self.rows, y + h, "left"))
+        j0 = int(np.searchsorted(self.cols, x, "right")) - 1
+        j1 = int(np.searchsorted(self.cols, x + w, "left"))
+        for i in range(i0, i1):
+            for j in range(j0, j1):
+                if (i, j) in self.done:
+                    continue
+                cy0, cy1, cx0, cx1 = self.rows[i], self.rows[i + 1], self.cols[j], self.cols[j + 1]
+                iy0, iy1, ix0, ix1 = max(cy0, y), min(cy1, y + h), max(cx0, x), min(cx1, x + w)
+                piece = block[iy0 - y:iy1 - y, ix0 - x:ix1 - x]
+                region = (slice(int(cy0), int(cy1)), slice(int(cx0), int(cx1)))
+                if (iy0, iy1, ix0, ix1) == (cy0, cy1, cx0, cx1):
+                    self.done.add((i, j))
+                    out.append(((i, j), region, piece))
+                    continue
+                buf, covered = self.partial.get((i, j)) or (
+                    np.empty((cy1 - cy0, cx1 - cx0), block.dtype), np.zeros((cy1 - cy0, cx1 - cx0), bool))
+                buf[iy0 - cy0:iy1 - cy0, ix0 - cx0:ix1 - cx0] = piece
+                covered[iy0 - cy0:iy1 - cy0, ix0 - cx0:ix1 - cx0] = True
+                if covered.all():
+                    self.partial.pop((i, j), None)
+                    self.done.add((i, j))
+                    out.append(((i, j), region, buf))
+                else:
+                    self.partial[(i, j)] = (buf, covered)
+        return out
+
+
+class _AreaTable:
+    """The classifier's area table: counted from every class tile once, then written to
+    the target's metadata (``ProgressiveClassifier/area_table``) and, with
+    ``areaTableFile``, to the CSV by the operator's own sink plan."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.band = run.op.target.band("class_id")
+        self.cells = _Cells(self.band.data.chunks)
+        self.plan = None
+        self.counts = None
+        self.finished = False
+
+    def add(self, y: int, x: int, out: Mapping[str, np.ndarray]) -> None:
+        if self.finished:
+            return
+        if self.counts is None:
+            self._open()
+        for _, region, block in self.cells.add(y, x, out["class_id"]):
+            self.counts[region] = block
+        if self.cells.complete:
+            self._finish()
+
+    def _open(self) -> None:
+        from ..areas import AreaAccumulator, is_geographic
+
+        op = self.run.op
+        if op.is_sink:
+            self.plan = op.open()  # its temporary CSV; its target is an AreaAccumulator
+            self.counts = self.plan.targets[0]
+        else:
+            self.counts = AreaAccumulator(self.band.shape, per_row=is_geographic(op.target.crs))
+
+    def _finish(self) -> None:
+        from ..areas import class_areas
+
+        self.finished = True
+        if self.plan is not None:
+            try:
+                self.plan.commit()
+            except BaseException:
+                self.plan.abort()
+                raise
+        op = self.run.op
+        rows = class_areas(self.counts.counts, self.band.transform, op.target.crs, self.band.shape, op.rules.classes)
+        table = MetadataElement("area_table", {"classes": len(rows) - 1, "unit": "km2"})
+        for r in rows:
+            table.add_element("total" if r.class_id is None else f"class_{r.class_id}",
+                              class_id=r.class_id, class_name=r.name, pixels=r.pixels, area_km2=r.area_km2)
+        parent = self.run.elements.get("ProgressiveClassifier")
+        if parent is not None:
+            parent.addElement(java_element(self.run.types, table))
+
+    def close(self) -> None:
+        if self.plan is not None and not self.finished:
+            self.plan.abort()
+
+
+class _LabelMasks:
+    """LabelMaskExport's vector file: chunks fed to the operator's own sink target as
+    SNAP delivers them; committed after the last one (renaming the temporary files)."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.band = run.op.class_band
+        self.cells = None
+        self.plan = None
+        self.finished = False
+
+    def add(self, y: int, x: int, out: Mapping[str, np.ndarray]) -> None:
+        import dask
+
+        if self.finished:
+            return
+        if self.plan is None:
+            self.plan = self.run.op.open()  # temporary outputs, created with the first tile
+            # The export's chunk grid: the band's, or the sieve's (which merges chunks smaller than its halo).
+            self.cells = _Cells(self.plan.arrays[0].chunks)
+        array, target = self.plan.arrays[0], self.plan.targets[0]
+        for (i, j), region, block in self.cells.add(y, x, out[self.band.name]):
+            if array is not self.band.data:
+                # Sieved (minArea): the chunk of the standalone graph, reading its halo through SNAP.
+                with dask.config.set(scheduler="synchronous"):
+                    block = array.blocks[i, j].compute()
+            target[region] = block
+        if self.cells.complete:
+            self.finished = True
+            self.plan.commit()  # aborts itself on failure
+
+    def close(self) -> None:
+        if self.plan is not None and not self.finished:
+            self.plan.abort()
+
+
+_SINKS = {"ProgressiveClassifier": _AreaTable, "LabelMaskExport": _LabelMasks}
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+class _Run:
+    """An initialized operator inside SNAP: the standalone operator, its tile kernel,
+    the Java target and the sink of its scene-wide output."""
+
+    def __init__(self, api: Any, context: Any, alias: str):
+        import dask
+
+        from ..operator import ExecutionContext, get_operator
+
+        self.api = api
+        self.alias = alias
+        self.types = _Types(api)
+        cls = get_operator(alias)
+        java_sources = source_products(context)
+        if not java_sources:
+            raise OperatorError(f"{alias}: no source product")
+        self.java_source = next(iter(java_sources.values()))
+        pref = self.java_source.getPreferredTileSize()
+        self.tile = (int(pref.height), int(pref.width)) if pref is not None else (DEFAULT_TILE, DEFAULT_TILE)
+        sources = {sid: wrap_product(api, self.types, context, p, self.tile) for sid, p in java_sources.items()}
+        inputs = {s.file_location for s in sources.values() if s.file_location}
+        # SNAP's writers replace existing targets (there is no --overwrite in SNAP).
+        exec_context = ExecutionContext(tile_size=max(self.tile), overwrite=True, input_files=inputs)
+        raw = parameter_values(context, cls.spec)
+        with dask.config.set(scheduler="synchronous"):  # every Java call on SNAP's calling thread
+            self.op = cls.create(sources, raw, context=exec_context)
+            self.op.target = self.op.initialize()
+            if self.op.is_sink and hasattr(self.op, "prepare"):
+                self.op.prepare()
+        self.kernel = _KERNELS[alias](self.op)
+        source = self.op.source_product()
+        self.inputs = {}
+        for key, band_name in self.kernel.inputs.items():
+            band = source.band(band_name)
+            fill = fill_value(band.dtype) if band.no_data is None or band.dtype.kind == "f" else band.no_data
+            self.inputs[key] = (self.java_source.getBand(band_name), band.dtype, fill)
+        self.elements: dict[str, Any] = {}
+        self.target, self.computed = self._target(len(source.metadata.elements))
+        sink = _SINKS.get(alias)
+        self.sink = sink(self) if sink is not None else None
+
+    # --- target ---
+    def _target(self, inherited_elements: int) -> tuple[Any, dict[str, tuple[Any, np.dtype]]]:
+        api, types, src, t = self.api, self.types, self.java_source, self.op.target
+        h, w = t.scene_shape
+        target = api.Product(t.name, str(src.getProductType() or ""), int(w), int(h))
+        api.ProductUtils.copyGeoCoding(src, target)
+        api.ProductUtils.copyMetadata(src, target)
+        api.ProductUtils.copyTimeInformation(src, target)
+        target.setPreferredTileSize(self.tile[1], self.tile[0])
+        computed: dict[str, tuple[Any, np.dtype]] = {}
+        class_bands = []
+        copied = False
+        for band in t.bands.values():
+            if band.name not in self.kernel.outputs:
+                if api.ProductUtils.copyBand(band.name, src, target, True) is None:
+                    raise OperatorError(f"{self.alias}: band '{band.name}' is not in the SNAP source product")
+                copied = True
+                continue
+            dtype = self.kernel.outputs[band.name]
+            if dtype.name not in types.type_code:
+                raise OperatorError(f"{self.alias}: this SNAP has no {dtype.name} bands (band '{band.name}')")
+            jband = target.addBand(band.name, types.type_code[dtype.name])
+            if band.unit:
+                jband.setUnit(band.unit)
+            if band.description:
+                jband.setDescription(band.description)
+            if band.wavelength:
+                jband.setSpectralWavelength(float(band.wavelength))
+            if dtype.kind == "f":
+                jband.setNoDataValue(float("nan"))
+                jband.setNoDataValueUsed(True)
+            elif band.no_data is not None:
+                jband.setNoDataValue(float(band.no_data))
+                jband.setNoDataValueUsed(True)
+            if band.classes:
+                self._index_coding(target, jband, band)
+                class_bands.append(band)
+            computed[band.name] = (jband, dtype)
+        if copied:
+            api.ProductUtils.copyMasks(src, target)
+        for band in class_bands:
+            self._class_masks(target, band)
+        root = target.getMetadataRoot()
+        for element in t.metadata.elements[inherited_elements:]:
+            java = java_element(types, element)
+            root.addElement(java)
+            self.elements.setdefault(element.name, java)
+        return target, computed
+
+    def _index_coding(self, target: Any, jband: Any, band: Band) -> None:
+        types = self.types
+        coding = types.IndexCoding(band.name)
+        for c in band.classes:
+            coding.addIndex(c.name, int(c.value), c.description or "")
+        target.getIndexCodingGroup().add(coding)
+        jband.setSampleCoding(coding)
+        points = [types.Point(float(c.value), types.Color(*map(int, c.color)), c.name) for c in band.classes]
+        palette = types.ColorPaletteDef(self.api.jpy.array(_POINT, points), len(points))
+        jband.setImageInfo(types.ImageInfo(palette))
+
+    def _class_masks(self, target: Any, band: Band) -> None:
+        if not _IDENTIFIER.match(band.name):
+            log.warning("%s: no class masks for band '%s' (not a plain band-maths name)", self.alias, band.name)
+            return
+        group = target.getMaskGroup()
+        for c in band.classes:
+            slug = re.sub(r"[^0-9A-Za-z]+", "_", c.name).strip("_") or str(c.value)
+            name = f"{band.name}_{slug}"
+            if group.contains(name) or target.containsBand(name):
+                if group.contains(name):
+                    continue  # copied from the source with the band
+                name = f"{name}_{c.value}"
+            target.addMask(name, f"{band.name} == {int(c.value)}", f"{c.name} ({band.name} = {int(c.value)})",
+                           self.types.Color(*map(int, c.color)), 0.5)
+
+    # --- tiles ---
+    def compute(self, context: Any, target_tiles: Any, rect: Any) -> None:
+        tiles = {key: read_tile(context, jband, rect, dtype, fill) for key, (jband, dtype, fill) in self.inputs.items()}
+        out = self.kernel.func(tiles)
+        for name, (jband, dtype) in self.computed.items():
+            tile = target_tiles.get(jband)
+            if tile is not None:
+                tile.setSamples(java_samples(out[name], dtype))
+        if self.sink is not None:
+            self.sink.add(int(rect.y), int(rect.x), out)
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
+class SnapOperator:
+    """Base of the SNAP Python operators: SNAP's ``PyOperatorDelegate`` protocol.
+
+    Subclasses made by :func:`make_operator_class` set ``alias`` (our
+    operator) and ``api`` (the Java API module; None means ``esa_snappy``).
+    """
+
+    alias: ClassVar[str] = ""
+    api: ClassVar[Any] = None
+
+    def __init__(self):
+        self._run: _Run | None = None
+
+    def initialize(self, context) -> None:
+        """Read parameters and sources, initialize our operator, set the Java target product."""
+        self.dispose(context)
+        run = _Run(java_api(self.api), context, self.alias)
+        context.setTargetProduct(run.target)
+        self._run = run
+
+    def computeTileStack(self, context, target_tiles, target_rectangle) -> None:
+        """Compute every target band of one tile rectangle from its source tiles."""
+        if self._run is None:
+            raise OperatorError(f"{self.alias}: computeTileStack called before initialize")
+        self._run.compute(context, target_tiles, target_rectangle)
+
+    def dispose(self, context) -> None:
+        """Release the run; scene-wide outputs not finished by then are removed."""
+        run, self._run = self._run, None
+        if run is not None:
+            run.close()
+
+
+def make_operator_class(alias: str, api: Any = None) -> type:
+    """The SNAP Python operator class for our operator `alias`.
+
+    Parameters
+    ----------
+    alias : str
+        ``SpectralIndices``, ``ProgressiveClassifier`` or ``LabelMaskExport``.
+    api : module, optional
+        SNAP's Java API as esa_snappy exposes it; default ``esa_snappy``,
+        imported when SNAP first initializes the operator.
+
+    Returns
+    -------
+    type
+        A class named like ``SpectralIndicesOp`` with ``initialize``,
+        ``computeTileStack`` and ``dispose``, instantiated by SNAP without
+        arguments.
+    """
+    if alias not in CLASS_NAMES:
+        raise SnapPcError(f"no SNAP adapter for operator '{alias}'; adapters exist for {', '.join(CLASS_NAMES)}")
+    from ..operator import get_operator
+
+    spec = get_operator(alias).spec
+    name = CLASS_NAMES[alias]
+    return type(name, (SnapOperator,), {
+        "alias": alias,
+        "api": api,
+        "__doc__": f"SNAP Python operator {alias}: {spec.description}",
+        "__module__": __name__,
+        "__qualname__": name,
+    })

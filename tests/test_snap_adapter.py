@@ -1,0 +1,521 @@
+"""The SNAP adapter, driven as SNAP drives Python operators, against the standalone engine.
+
+SNAP is not installed here: ``snap_standin.jpy_api`` is a strict stand-in of
+the Java API surface the adapter uses; :func:`jpy_api.run_operator` calls
+``initialize``, ``computeTileStack`` per tile (shuffled, partial border
+tiles, or a random partition of the scene) and ``dispose``, like GPF. Every
+result must equal the standalone operator's on the same input bit for bit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import dask.array as da
+import fiona
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from shapely.geometry import shape
+from snap_standin import jpy_api as J
+
+from snap_operators.errors import OperatorError, ParameterError, SnapPcError
+from snap_operators.operator import ExecutionContext, get_operator
+from snap_operators.product import Band, MetadataElement, Product
+from snap_operators.snap import adapter
+from snap_operators.snap.adapter import make_operator_class
+from snap_operators.synth import S1_BANDS, S2_BANDS, synthetic_arrays
+
+pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+
+H, W = 257, 300  # tiles of 64 or 100x37 do not divide it
+EPSG = "EPSG:32638"
+T = Affine(10.0, 0.0, 300000.0, 0.0, -10.0, 4030000.0)
+START, STOP = dt.datetime(2021, 6, 1, 7, 50, 31, 24000), dt.datetime(2021, 6, 1, 7, 50, 44, 918000)
+INDICES = "NDVI,NDWI,MNDWI,NDBI,BSI,SAVI,NDMI,BI2,AWEI_sh,VV_db,RVI,CR_db,SBI"
+PLUGIN = Path(adapter.__file__).parent / "plugin"
+
+SpectralIndicesOp = make_operator_class("SpectralIndices", api=J)
+ProgressiveClassifierOp = make_operator_class("ProgressiveClassifier", api=J)
+LabelMaskExportOp = make_operator_class("LabelMaskExport", api=J)
+
+#: Tilings SNAP may use: square with partial borders, oblong, one tile larger than the scene.
+GRIDS = [(64, 64), (100, 37), (512, 512)]
+
+
+# --- scenes --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scene() -> dict[str, np.ndarray]:
+    arrays = synthetic_arrays(W, seed=5, window=(slice(0, H), slice(0, W)))
+    rows, cols = np.mgrid[0:H, 0:W]
+    outside = cols < (rows - 150) * 2  # a no-data wedge, like the edge of a swath
+    for name in S2_BANDS + S1_BANDS:
+        arrays[name][outside] = np.nan
+    return arrays
+
+
+def java_product(arrays: dict, name="S2_scene", tile=None) -> J.Product:
+    """A Java source product as a SNAP reader gives it: float bands, CRS geocoding, times, metadata."""
+    p = J.Product(name, "S2_MSI_Level-2A", W, H)
+    for n, a in arrays.items():
+        b = p.addBand(n, J.ProductData.TYPE_FLOAT32)
+        b.setUnit("dB" if n.endswith("_db") else "dl")
+        b.setNoDataValue(float("nan"))
+        b.setNoDataValueUsed(True)
+        J.set_raster(b, a)
+    p.setSceneGeoCoding(J.crs_geocoding(EPSG, tuple(T)[:6], W, H))
+    p.setStartTime(J.utc(START))
+    p.setEndTime(J.utc(STOP))
+    history = J.jpy.get_type("org.esa.snap.core.datamodel.MetadataElement")("Processing_Graph")
+    history.setAttributeString("node", "Read")
+    p.getMetadataRoot().addElement(history)
+    p.setFileLocation(J.File("/data/S2_scene.dim"))
+    if tile is not None:
+        p.setPreferredTileSize(*tile)
+    return p
+
+
+def python_product(arrays: dict, classes: dict | None = None, no_data=float("nan"), name="S2_scene") -> Product:
+    """The same scene as the standalone engine holds it."""
+    p = Product(name, "S2_MSI_Level-2A", crs=CRS.from_string(EPSG), start_time=START, stop_time=STOP)
+    for n, a in arrays.items():
+        nd = no_data if a.dtype.kind != "f" else float("nan")
+        cls = (classes or {}).get(n)
+        p.add_band(Band(n, da.from_array(a, chunks=64), T, nd, classes=cls))
+    return p
+
+
+def s2s1(scene) -> dict:
+    return {n: scene[n] for n in S2_BANDS + S1_BANDS}
+
+
+def standalone(alias: str, source: Product, **params):
+    raw = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()}
+    op = get_operator(alias).create({"sourceProduct": source}, raw, context=ExecutionContext(tile_size=64, overwrite=True))
+    op.target = op.initialize()
+    return op
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    """Exact bit pattern, so NaN payloads and -0.0 count too."""
+    a = np.ascontiguousarray(a)
+    return a.view(f"u{a.dtype.itemsize}")
+
+
+def assert_bits_equal(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(bits(got), bits(want))
+
+
+def indices_context(source: J.Product, source_id="sourceProduct", **params) -> J.Operator:
+    values = {"indices": J.jpy.array("java.lang.String", INDICES.split(",")), "saviL": 0.5, "sarUnit": "auto",
+              "copySourceBands": False}
+    values.update(params)
+    spec = get_operator("SpectralIndices").spec
+    return J.Operator({source_id: source}, values, declared=[p.name for p in spec.parameters])
+
+
+@pytest.fixture(scope="module")
+def indices_reference(scene):
+    op = standalone("SpectralIndices", python_product(s2s1(scene)), indices=INDICES)
+    return {n: b.data.compute() for n, b in op.target.bands.items()}, op.target
+
+
+@pytest.fixture(scope="module")
+def java_indices(scene):
+    """SpectralIndices run through the adapter: the Java product the classifier reads next (64 px tiles)."""
+    return J.run_operator(SpectralIndicesOp(), indices_context(java_product(s2s1(scene), tile=(64, 64))))
+
+
+# --- SpectralIndices ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grid", GRIDS + ["partition"])
+def test_spectral_indices_equal_standalone_bit_for_bit(scene, indices_reference, grid):
+    ref, _ = indices_reference
+    kwargs = {"rects": J.random_partition(W, H, seed=11, min_size=9)} if grid == "partition" else {"tile_size": grid}
+    target = J.run_operator(SpectralIndicesOp(), indices_context(java_product(s2s1(scene))), seed=len(str(grid)), **kwargs)
+    assert list(target.getBandNames()) == INDICES.split(",")
+    for name, want in ref.items():
+        assert_bits_equal(J.raster(target.getBand(name)), want)
+    assert np.isnan(ref["NDVI"]).sum() < ref["NDVI"].size  # a real comparison, not NaN = NaN
+
+
+@pytest.mark.parametrize("source_id", ["sourceProduct", "sourceProduct.1", "source"])
+def test_source_names_of_graph_builder_gpt_and_the_fallback(scene, indices_reference, source_id):
+    """Graph Builder wires sourceProduct / sourceProduct.1; other ids reach us through getSourceProduct()."""
+    ref, _ = indices_reference
+    context = indices_context(java_product(s2s1(scene)), source_id=source_id, indices=J.jpy.array("java.lang.String", ["BSI"]))
+    target = J.run_operator(SpectralIndicesOp(), context, tile_size=(100, 37))
+    assert_bits_equal(J.raster(target.getBand("BSI")), ref["BSI"])
+
+
+def test_spectral_indices_target_product(scene, java_indices, indices_reference):
+    _, ref_target = indices_reference
+    t = java_indices
+    assert t.getName() == ref_target.name and (t.getSceneRasterWidth(), t.getSceneRasterHeight()) == (W, H)
+    assert t.getProductType() == "S2_MSI_Level-2A"
+    for name in INDICES.split(","):
+        b, ref = t.getBand(name), ref_target.band(name)
+        assert b.getDataType() == J.ProductData.TYPE_FLOAT32
+        assert b.isNoDataValueUsed() and np.isnan(b.getNoDataValue())
+        assert b.getDescription() == ref.description and b.getUnit() == ref.unit
+        assert not b.isSourceImageSet()  # computed by the operator, tile by tile
+    # Geocoding, times and metadata copied from the source; the operator's element added.
+    crs, transform = adapter.map_geocoding(J, t.getSceneGeoCoding())
+    assert transform == T and crs == CRS.from_string(EPSG)
+    assert adapter.utc_datetime(t.getStartTime()) == START and adapter.utc_datetime(t.getEndTime()) == STOP
+    root = t.getMetadataRoot()
+    assert root.getElement("Processing_Graph").getAttributeString("node") == "Read"
+    el = root.getElement("SpectralIndices")
+    want = ref_target.metadata.element("SpectralIndices").attributes
+    assert el.getAttributeString("indices") == want["indices"] == INDICES
+    assert el.getAttributeDouble("saviL") == want["saviL"] == 0.5
+    assert el.getAttributeString("inputs") == want["inputs"]
+    assert (t.getPreferredTileSize().width, t.getPreferredTileSize().height) == (64, 64)  # the source's
+    untiled = J.run_operator(SpectralIndicesOp(), indices_context(java_product(s2s1(scene)), indices="NDVI"))
+    assert (untiled.getPreferredTileSize().width, untiled.getPreferredTileSize().height) == (512, 512)
+
+
+def test_parameters_arrive_as_java_values(scene):
+    """String[] as a Java array, double/boolean boxed, enum text: converted through the spec."""
+    src = java_product(s2s1(scene), tile=(128, 96))
+    context = indices_context(src, indices=J.jpy.array("java.lang.String", ["SAVI", "VV_db"]), saviL=0.25,
+                              copySourceBands=True, sarUnit="dB")
+    t = J.run_operator(SpectralIndicesOp(), context)  # the target's preferred tile grid: the source's
+    assert (t.getPreferredTileSize().width, t.getPreferredTileSize().height) == (128, 96)
+    ref = standalone("SpectralIndices", python_product(s2s1(scene)), indices="SAVI,VV_db", saviL=0.25,
+                     copySourceBands=True, sarUnit="dB").target
+    assert list(t.getBandNames()) == ref.band_names
+    assert_bits_equal(J.raster(t.getBand("SAVI")), ref.band("SAVI").data.compute())
+    assert t.getMetadataRoot().getElement("SpectralIndices").getAttributeDouble("saviL") == 0.25
+    copied = t.getBand("B4")
+    assert copied.isSourceImageSet() and copied.getUnit() == "dl"  # SNAP's copyBand: shares the source image
+    np.testing.assert_array_equal(J.raster(copied), scene["B4"])
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"saviL": 2.0}, "saviL"),
+    ({"indices": J.jpy.array("java.lang.String", ["NDVI", "NOPE"])}, "NOPE"),
+    ({"sarUnit": "decibel"}, "sarUnit"),
+])
+def test_bad_parameters_fail_in_initialize_with_one_line(scene, params, message):
+    op = SpectralIndicesOp()
+    with pytest.raises(ParameterError, match=message) as info:
+        op.initialize(indices_context(java_product(s2s1(scene)), **params))
+    assert "\n" not in str(info.value)
+
+
+def test_missing_bands_and_missing_source_are_one_line_errors(scene):
+    src = java_product({n: scene[n] for n in ("B2", "B3")})
+    with pytest.raises(OperatorError, match="NDVI needs") as info:
+        SpectralIndicesOp().initialize(indices_context(src, indices=J.jpy.array("java.lang.String", ["NDVI"])))
+    assert "\n" not in str(info.value)
+    with pytest.raises(OperatorError, match="no source product"):
+        SpectralIndicesOp().initialize(J.Operator({}, {}))
+
+
+def test_each_tile_is_a_few_whole_tile_java_calls(scene):
+    """SNAP runs Python tile calls one at a time: Java calls per tile must not grow with its size."""
+    op = SpectralIndicesOp()
+    context = indices_context(java_product(s2s1(scene)), indices=J.jpy.array("java.lang.String", ["NDVI", "BSI"]))
+    op.initialize(context)
+    target = context.getTargetProduct()
+    counts = []
+    for size in (16, 200):
+        rect = J.Rectangle(7, 5, size, size // 2 + 1)
+        tiles = J.target_tiles(target.getBands(), rect)
+        J.CALLS.clear()
+        op.computeTileStack(context, tiles, rect)
+        counts.append(dict(J.CALLS))
+    op.dispose(context)
+    assert counts[0] == counts[1]
+    assert counts[0]["Operator.getSourceTile"] == 4  # B2, B4, B8, B11
+    assert counts[0]["Tile.setSamples"] == 2 and sum(counts[0].values()) < 20
+
+
+# --- ProgressiveClassifier -------------------------------------------------------------------
+
+
+def classifier_context(source: J.Product, source_id="sourceProduct", **params) -> J.Operator:
+    values = {"rules": "coastal-4class", "samplesClassField": "class_id", "outputStage": True, "otsuSubsampling": 2}
+    values.update(params)
+    spec = get_operator("ProgressiveClassifier").spec
+    return J.Operator({source_id: source}, values, declared=[p.name for p in spec.parameters])
+
+
+@pytest.fixture(scope="module")
+def classifier_reference(indices_reference, tmp_path_factory):
+    """The standalone classifier on the standalone indices, writing its area table."""
+    ref, ref_target = indices_reference
+    src = ref_target.copy(bands=[b.replace(data=da.from_array(ref[n], chunks=64)) for n, b in ref_target.bands.items()])
+    csv = tmp_path_factory.mktemp("standalone") / "areas.csv"
+    op = standalone("ProgressiveClassifier", src, rules="coastal-4class", outputStage=True, otsuSubsampling=2,
+                    areaTableFile=csv)
+    op.execute()
+    return op, {n: b.data.compute() for n, b in op.target.bands.items()}, csv.read_bytes()
+
+
+@pytest.mark.parametrize(("grid", "source_id"), [((64, 64), "sourceProduct"), ((100, 37), "sourceProduct.1"),
+                                                 ("partition", "input")])
+def test_classifier_equals_standalone_with_otsu_and_area_table(java_indices, classifier_reference, tmp_path, capsys,
+                                                                 grid, source_id):
+    ref_op, ref, ref_csv = classifier_reference
+    csv = tmp_path / "areas.csv"
+    kwargs = {"rects": J.random_partition(W, H, seed=3, min_size=7)} if grid == "partition" else {"tile_size": grid}
+    context = classifier_context(java_indices, source_id, areaTableFile=J.File(str(csv)))
+    t = J.run_operator(ProgressiveClassifierOp(), context, **kwargs)
+    assert list(t.getBandNames()) == ["class_id", "stage"]
+    assert_bits_equal(J.raster(t.getBand("class_id")), ref["class_id"])
+    assert_bits_equal(J.raster(t.getBand("stage")), ref["stage"])
+    assert len(np.unique(ref["class_id"])) >= 3
+    # The Otsu threshold was resolved in initialize from SNAP tiles: the same number as standalone.
+    want = ref_op.target.metadata.element("ProgressiveClassifier").element("stage_1").elements[1].attributes
+    got = t.getMetadataRoot().getElement("ProgressiveClassifier").getElement("stage_1").getElements()[1]
+    assert want["min_mode"] == "otsu" and got.getAttributeString("min_mode") == "otsu"
+    assert got.getAttributeDouble("min") == want["min"]
+    # The area table: the same CSV bytes, printed once, nothing temporary left.
+    assert csv.read_bytes() == ref_csv
+    assert capsys.readouterr().out.count("Class ID | Class Name | Area (sq km)") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["areas.csv"]
+
+
+def test_classifier_target_product_classes_colors_masks_and_area_metadata(java_indices, classifier_reference):
+    ref_op, ref, _ = classifier_reference
+    context = classifier_context(java_indices, outputStage=False)
+    t = J.run_operator(ProgressiveClassifierOp(), context, tile_size=(64, 64))
+    assert list(t.getBandNames()) == ["class_id"]
+    band = t.getBand("class_id")
+    assert band.getDataType() == J.ProductData.TYPE_UINT8
+    assert band.isNoDataValueUsed() and band.getNoDataValue() == 255
+    classes = ref_op.target.band("class_id").classes
+    coding = band.getIndexCoding()
+    assert t.getIndexCodingGroup().get("class_id") is coding
+    assert list(coding.getIndexNames()) == [c.name for c in classes]
+    assert [coding.getIndexValue(c.name) for c in classes] == [c.value for c in classes]
+    assert [coding.getIndex(c.name).getDescription() for c in classes] == [c.description for c in classes]
+    points = band.getImageInfo().getColorPaletteDef().getPoints()
+    assert [(p.getSample(), p.getLabel()) for p in points] == [(c.value, c.name) for c in classes]
+    assert [(p.getColor().getRed(), p.getColor().getGreen(), p.getColor().getBlue()) for p in points] == \
+        [c.color for c in classes]
+    assert band.getImageInfo().getColorPaletteDef().getNumColors() == len(classes)
+    masks = t.getMaskGroup()
+    assert masks.getNodeCount() == len(classes)
+    water = masks.get("class_id_Water")
+    assert J.jpy.get_type("org.esa.snap.core.datamodel.Mask$BandMathsType").getExpression(water) == "class_id == 1"
+    assert water.getImageColor().getBlue() == 255
+    assert masks.get("class_id_Trees_Shrubbery_vegetation") is not None
+    # Area table from the tiles, in the metadata (no file asked for).
+    table = t.getMetadataRoot().getElement("ProgressiveClassifier").getElement("area_table")
+    total = table.getElement("total")
+    valid = int((ref["class_id"] != 255).sum())
+    assert total.getAttributeInt("pixels") == valid and 0.8 * H * W < valid < H * W
+    assert total.getAttributeDouble("area_km2") == pytest.approx(valid * 100 / 1e6)
+    water_px = table.getElement("class_1").getAttributeInt("pixels")
+    assert water_px == int((ref["class_id"] == 1).sum()) > 0
+    assert table.getElement("class_1").getAttributeString("class_name") == "Water"
+
+
+def test_tiles_computed_twice_are_counted_once(java_indices, tmp_path):
+    """SNAP's tile cache may recompute a tile: area counts and regions must take it once."""
+    grid = J.tile_grid(W, H, 64, 64)
+    rects = grid[:10] + grid[:5] + [(0, 0, 10, 10), (60, 60, 9, 9)] + grid[10:]
+    t = J.run_operator(ProgressiveClassifierOp(), classifier_context(java_indices, outputStage=False), rects=rects,
+                       shuffle=False)
+    table = t.getMetadataRoot().getElement("ProgressiveClassifier").getElement("area_table")
+    valid = int((J.raster(t.getBand("class_id")) != 255).sum())
+    assert table.getElement("total").getAttributeInt("pixels") == valid > 0.8 * H * W
+    once, twice = tmp_path / "once.gpkg", tmp_path / "twice.gpkg"
+    J.run_operator(LabelMaskExportOp(), export_context(t, file=J.File(str(once))), rects=grid)
+    J.run_operator(LabelMaskExportOp(), export_context(t, file=J.File(str(twice))), rects=rects, shuffle=False)
+    assert features(twice) == features(once)
+
+
+def test_cancelled_runs_leave_nothing_behind(java_indices, tmp_path):
+    csv = tmp_path / "areas.csv"
+    t = J.run_operator(ProgressiveClassifierOp(), classifier_context(java_indices, areaTableFile=J.File(str(csv))),
+                       tile_size=(64, 64), stop_after=4)
+    assert list(tmp_path.iterdir()) == []
+    assert t.getMetadataRoot().getElement("ProgressiveClassifier").getElement("area_table") is None
+    classes = J.run_operator(ProgressiveClassifierOp(), classifier_context(java_indices), tile_size=(64, 64))
+    gpkg = tmp_path / "masks.gpkg"
+    J.run_operator(LabelMaskExportOp(), export_context(classes, file=J.File(str(gpkg))), tile_size=(64, 64),
+                   stop_after=7)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rules_error_is_one_line(java_indices, tmp_path):
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("schema: snap-pc/rules/1\nname: x\nclasses: []\nstages: []\n")
+    with pytest.raises(ParameterError) as info:
+        ProgressiveClassifierOp().initialize(classifier_context(java_indices, rules=J.File(str(bad))))
+    assert "\n" not in str(info.value) and "ProgressiveClassifier" in str(info.value)
+
+
+# --- LabelMaskExport -------------------------------------------------------------------------
+
+
+def export_context(source: J.Product, source_id="sourceProduct", **params) -> J.Operator:
+    values = {"formatName": "GPKG", "sourceBand": "class_id", "connectivity": 4, "minArea": 0.0, "simplify": 0.0,
+              "layerName": "label_masks", "includeUnclassified": False, "areaTable": True}
+    values.update(params)
+    spec = get_operator("LabelMaskExport").spec
+    return J.Operator({source_id: source}, values, declared=[p.name for p in spec.parameters])
+
+
+@pytest.fixture(scope="module")
+def java_classes(java_indices):
+    return J.run_operator(ProgressiveClassifierOp(), classifier_context(java_indices, outputStage=False), tile_size=(100, 37))
+
+
+def features(path, layer=None):
+    with fiona.open(path, layer=layer) as src:
+        rows = sorted(
+            (f["properties"]["class_id"], f["properties"]["class_name"], f["properties"]["area_m2"],
+             f["properties"]["area_km2"], shapely.normalize(shape(f["geometry"])).wkb)
+            for f in src
+        )
+        return rows, CRS.from_wkt(src.crs_wkt)
+
+
+@pytest.mark.parametrize(("grid", "params"), [
+    ((64, 64), {}),
+    ((100, 37), {"connectivity": 8, "includeUnclassified": True}),
+    ("partition", {"minArea": 2500.0}),  # a sieve: each chunk is the standalone graph's, halo read through SNAP
+    ((512, 512), {"formatName": "GeoJSON", "layerName": "lm"}),
+])
+def test_label_mask_export_writes_the_standalone_file(java_classes, classifier_reference, tmp_path, grid, params):
+    ref_op, ref, _ = classifier_reference
+    classes = ref_op.target.band("class_id").classes
+    src = python_product({"class_id": ref["class_id"]}, {"class_id": classes}, no_data=255)
+    suffix = ".geojson" if params.get("formatName") == "GeoJSON" else ".gpkg"
+    (tmp_path / "standalone").mkdir()
+    (tmp_path / "snap").mkdir()
+    want_path = tmp_path / "standalone" / f"masks{suffix}"
+    standalone("LabelMaskExport", src, file=want_path, **params).execute()
+
+    got_path = tmp_path / "snap" / f"masks{suffix}"
+    kwargs = {"rects": J.random_partition(W, H, seed=8, min_size=6)} if grid == "partition" else {"tile_size": grid}
+    t = J.run_operator(LabelMaskExportOp(), export_context(java_classes, file=J.File(str(got_path)), **params), **kwargs)
+
+    got, got_crs = features(got_path)
+    want, want_crs = features(want_path)
+    assert len(want) >= 10 and got == want
+    assert got_crs == want_crs == CRS.from_string(EPSG)
+    for sidecar in ("masks.qml", "masks_areas.csv"):
+        assert (tmp_path / "snap" / sidecar).read_bytes() == (tmp_path / "standalone" / sidecar).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == sorted(p.name for p in (tmp_path / "standalone").iterdir())
+    # The target is the source (as standalone): the class band passes through with its coding.
+    assert list(t.getBandNames()) == ["class_id"]
+    np.testing.assert_array_equal(J.raster(t.getBand("class_id")), ref["class_id"])
+    assert list(t.getBand("class_id").getIndexCoding().getIndexNames()) == [c.name for c in classes]
+    assert t.getMaskGroup().getNodeCount() == len(classes)
+
+
+def test_label_mask_export_keeps_other_bands_and_refuses_float_bands(java_classes, java_indices, tmp_path):
+    both = J.Product("both", "T", W, H)
+    J.ProductUtils.copyGeoCoding(java_classes, both)
+    for src, name in ((java_classes, "class_id"), (java_indices, "NDVI")):
+        J.ProductUtils.copyBand(name, src, both, True)
+    t = J.run_operator(LabelMaskExportOp(), export_context(both, file=J.File(str(tmp_path / "m.gpkg"))),
+                       tile_size=(128, 128))
+    assert list(t.getBandNames()) == ["class_id", "NDVI"]
+    assert t.getBand("NDVI").isSourceImageSet() and not t.getBand("class_id").isSourceImageSet()
+    assert (tmp_path / "m.gpkg").exists()
+    with pytest.raises(OperatorError, match="not an integer class band") as info:
+        LabelMaskExportOp().initialize(export_context(both, file=J.File(str(tmp_path / "n.gpkg")), sourceBand="NDVI"))
+    assert "\n" not in str(info.value)
+
+
+def test_label_mask_export_needs_map_geocoding(java_classes, tmp_path):
+    swath = J.Product("swath", "T", W, H)
+    J.ProductUtils.copyBand("class_id", java_classes, swath, True)
+    with pytest.raises(OperatorError, match="no map geocoding"):
+        LabelMaskExportOp().initialize(export_context(swath, file=J.File(str(tmp_path / "m.gpkg"))))
+    swath.setSceneGeoCoding(J.TiePointGeoCoding())
+    assert adapter.map_geocoding(J, swath.getSceneGeoCoding()) == (None, None)
+    with pytest.raises(OperatorError, match="no map geocoding"):
+        LabelMaskExportOp().initialize(export_context(swath, file=J.File(str(tmp_path / "m.gpkg"))))
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the stand-in and the plugin -----------------------------------------------------------------
+
+
+def test_the_stand_in_is_strict():
+    p = J.Product("p", "t", 4, 3)
+    with pytest.raises(AttributeError, match="SNAP's Product has no method getRasterSize"):
+        p.getRasterSize()
+    with pytest.raises(AttributeError, match="SNAP's ProductUtils has no method or field copyEverything"):
+        J.ProductUtils.copyEverything(p, p)
+    with pytest.raises(AttributeError, match="esa_snappy has no attribute IndexCoding"):
+        J.IndexCoding  # noqa: B018 - esa_snappy does not preload it: jpy.get_type
+    with pytest.raises(ValueError, match="not found"):
+        J.jpy.get_type("org.esa.snap.core.datamodel.NoSuchThing")
+    p.setSceneGeoCoding(J.crs_geocoding(EPSG, (10, 0, 0, 0, -10, 0), 4, 3))
+    gc = p.getSceneGeoCoding()
+    with pytest.raises(AttributeError, match="declared MathTransform; use jpy.cast"):
+        gc.getImageToMapTransform().getScaleX()  # jpy types it as the interface
+    assert J.jpy.cast(gc.getImageToMapTransform(), "java.awt.geom.AffineTransform").getScaleX() == 10.0
+    assert "elt_0_0" in gc.getImageToMapTransform().toWKT()
+    band = p.addBand("b", J.ProductData.TYPE_UINT8)
+    tile = J.Tile(band, J.Rectangle(0, 0, 4, 3), True)
+    with pytest.raises(RuntimeError, match="1-D"):
+        tile.setSamples(np.zeros((3, 4), np.uint8))  # jpy takes 1-D buffers
+    with pytest.raises(RuntimeError, match="no matching Java method"):
+        tile.setSamples(np.zeros(12, np.int64))  # no long[] overload
+    with pytest.raises(RuntimeError, match="integer pixels"):
+        p.addBand("f", J.ProductData.TYPE_FLOAT32).setSampleCoding(J.jpy.get_type(
+            "org.esa.snap.core.datamodel.IndexCoding")("c"))
+    with pytest.raises(RuntimeError, match="outside"):
+        J.Operator({"sourceProduct": p}).getSourceTile(band, J.Rectangle(2, 2, 4, 3))
+    with pytest.raises(AttributeError):
+        tile.getSamplesFloat().reshape(3, 4)  # a Java float[] is a buffer, not a numpy array
+    assert adapter.java_samples(np.array([[255, 0]], np.uint8), np.dtype(np.uint8)).dtype == np.int8
+
+
+def test_adapter_does_not_import_esa_snappy_and_plugin_names_match():
+    code = (
+        f"import sys, importlib; sys.path.insert(0, {str(PLUGIN)!r})\n"
+        "mods = [importlib.import_module(m) for m in ('snap_pc_spectral_indices', 'snap_pc_progressive_classifier',"
+        " 'snap_pc_label_mask_export')]\n"
+        "print(' '.join(f'{m.__name__}.{c}' for m in mods for c in dir(m) if c.endswith('Op')))\n"
+        "assert 'esa_snappy' not in sys.modules\n"
+        "op = mods[0].SpectralIndicesOp()\n"
+        "try:\n    op.initialize(None)\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    names = out[0].split()
+    assert names == ["snap_pc_spectral_indices.SpectralIndicesOp", "snap_pc_progressive_classifier.ProgressiveClassifierOp",
+                     "snap_pc_label_mask_export.LabelMaskExportOp"]
+    assert out[1].startswith("OperatorError esa_snappy is not importable")
+    services = PLUGIN / "META-INF" / "services" / "eu.esa.snap.snappy.gpf.PyOperatorSpi"
+    if services.exists():  # written from the same names by snap_operators.snap.descriptors
+        listed = [ln.strip() for ln in services.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        assert sorted(listed) == sorted(names)
+    for qualified in names:  # also importable from the installed package
+        module, name = qualified.split(".")
+        cls = getattr(importlib.import_module(f"snap_operators.snap.plugin.{module}"), name)
+        assert cls.__name__ == name and cls.alias == {v: k for k, v in adapter.CLASS_NAMES.items()}[name]
+        for method in ("initialize", "computeTileStack", "dispose"):
+            assert callable(getattr(cls, method))
+
+
+def test_unknown_alias_and_metadata_conversion():
+    with pytest.raises(SnapPcError, match="no SNAP adapter for operator 'BandMaths'"):
+        make_operator_class("BandMaths")
+    types = adapter._Types(J)
+    el = MetadataElement("x", {"n": 3, "big": 2**40, "f": 0.1, "flag": True, "s": "a", "none": None,
+                               "t": dt.datetime(2020, 1, 2)})
+    j = adapter.java_element(types, el)
+    assert j.getAttributeInt("n") == 3 and j.getAttributeDouble("big") == 2**40 and j.getAttributeDouble("f") == 0.1
+    assert j.getAttributeString("flag") == "true" and j.getAttributeString("t") == "2020-01-02T00:00:00"
+    assert not j.containsAttribute("none")
