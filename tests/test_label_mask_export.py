@@ -180,6 +180,40 @@ def test_pixel_to_crs_matches_gdal_coordinates():
         assert all(shapely.equals_exact(m, r, 0.0) for m, r in zip(mine, ref))
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_piece_labels_are_the_4_connected_pieces_gdal_finds(masked):
+    a = blobs(70, 90, 4, k=4, smooth=1, speckle=0.05)
+    mask = (a != 2) if masked else None
+    found = list(shapes(a, mask=mask, connectivity=4))
+    ref = rasterize(((g, i + 1) for i, (g, _) in enumerate(found)), out_shape=a.shape, fill=0, dtype="int32")
+    labels, values = vectorize.piece_labels(a, mask)
+    assert labels.max() == len(found) == len(values)
+    # the same partition of the pixels, numbered by first pixel (row-major)
+    assert len(set(zip(labels.ravel().tolist(), ref.ravel().tolist()))) == len(found) + masked
+    first = np.unique(labels.ravel(), return_index=True)[1]
+    assert np.all(np.diff(first[1:] if masked else first) > 0)
+    np.testing.assert_array_equal(values, a.ravel()[first[1:] if masked else first])
+    # label_pieces keeps GDAL's order of the polygons, and labels match them
+    p = vectorize.label_pieces(a, 4, mask, origin=(5, 7))
+    np.testing.assert_array_equal(p.labels, ref)
+    np.testing.assert_array_equal(p.values, [v for _, v in found])
+    moved = [shapely.transform(shape(g), lambda xy: xy + (7, 5)) for g, _ in found]
+    assert all(shapely.equals_exact(m, r, 0.0) for m, r in zip(p.geoms, moved))
+
+
+def test_multipolygon_coordinates_are_the_crs_polygons():
+    a = blobs(40, 50, 2)
+    pieces = vectorize.label_pieces(a, 8, None)
+    groups = [pieces.geoms[pieces.region == r] for r in np.unique(pieces.region)]
+    geoms = np.array([g[0] if len(g) == 1 else shapely.MultiPolygon(list(g)) for g in groups], dtype=object)
+    coords = vectorize.multipolygon_coordinates(geoms, T_GEO)
+    ref = vectorize.pixel_to_crs(geoms, T_GEO)
+    assert len(coords) == len(ref)
+    for c, r in zip(coords, ref):
+        mine = shape({"type": "MultiPolygon", "coordinates": c})
+        assert shapely.equals_exact(mine, shapely.MultiPolygon(list(shapely.get_parts(r))), 0.0)
+
+
 # --- sieve ---------------------------------------------------------------------------------
 
 

@@ -23,7 +23,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from shapely.geometry import MultiPolygon, mapping
 
 from .. import vectorize
 from ..classes import LAND_COVER, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
@@ -328,19 +327,20 @@ class _Export:
     def _write(self, regions: list) -> None:
         if not regions:
             return
+        from fiona import Feature, Geometry, Properties
+
         values = np.array([v for v, _ in regions], dtype=np.int64)
         geoms_px = np.array([g for _, g in regions], dtype=object)
         areas = vectorize.areas_m2(geoms_px, self.transform, self.crs)
-        geoms = vectorize.pixel_to_crs(geoms_px, self.transform)
-        records = []
-        for v, g, a in zip(values, geoms, areas):
-            if g.geom_type == "Polygon":
-                g = MultiPolygon([g])
-            records.append({
-                "geometry": mapping(g),
-                "properties": {"class_id": int(v), "class_name": self._name(int(v)), "area_m2": float(a),
-                               "area_km2": float(a) / 1e6},
-            })
+        coords = vectorize.multipolygon_coordinates(geoms_px, self.transform)
+        # fiona's own classes: plain dicts would be converted one by one.
+        records = [
+            Feature(
+                geometry=Geometry(type="MultiPolygon", coordinates=c),
+                properties=Properties(class_id=v, class_name=self._name(v), area_m2=a, area_km2=a / 1e6),
+            )
+            for v, c, a in zip(values.tolist(), coords, areas.tolist())
+        ]
         with self._write_lock:
             if self._closed:
                 raise ProductWriteError(str(self.op.error("export already finished")))
