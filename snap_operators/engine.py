@@ -227,6 +227,22 @@ def store(arrays: Sequence[da.Array], targets: Sequence[BlockTarget], context: E
             da.store(list(arrays), wrapped, lock=False, compute=True, num_workers=context.num_workers)
 
 
+def stream_writer(writer, context: ExecutionContext | None = None):
+    """Stream a writer's ``arrays`` into its ``open()`` targets; commit, or abort on any error.
+
+    `writer` is any object with ``arrays``, ``open() -> targets``, ``commit()``
+    and ``abort()`` (the GeoTIFF and BEAM-DIMAP writers). Returns ``writer.path``.
+    """
+    targets = writer.open()
+    try:
+        store(writer.arrays, targets, context)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.path
+
+
 class _Target:
     """A block target with a cheap, unique Dask token.
 

@@ -849,17 +849,9 @@ def write_dimap(product: Product, path: str | os.PathLike, context=None) -> Path
 
     Returns the ``.dim`` path. Nothing is left behind on failure.
     """
-    from ..engine import store
+    from ..engine import stream_writer
 
-    writer = DimapWriter(product, path)
-    targets = writer.open()
-    try:
-        store(writer.arrays, targets, context)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.path
+    return stream_writer(DimapWriter(product, path), context)
 
 
 # --- header writing ------------------------------------------------------------

@@ -388,14 +388,6 @@ def write_geotiff(product: Product, path: str | os.PathLike, format_name: str = 
 
     Nothing is left behind on failure.
     """
-    from ..engine import store
+    from ..engine import stream_writer
 
-    writer = GeoTiffWriter(product, path, format_name)
-    targets = writer.open()
-    try:
-        store(writer.arrays, targets, context)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.path
+    return stream_writer(GeoTiffWriter(product, path, format_name), context)

@@ -27,6 +27,7 @@ import numpy as np
 from .. import vectorize
 from ..classes import LAND_COVER, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
 from ..engine import SinkPlan
+from ..outputs import output_problem
 from ..errors import ProductWriteError, SnapPcError
 from ..operator import Operator, register
 from ..product import Band, ClassInfo, Product
@@ -201,25 +202,9 @@ class LabelMaskExport(Operator):
             The target is one of the graph's inputs, exists (without
             ``overwrite``), or its folder is missing or not writable.
         """
-        paths = self.final_paths()
-        target = paths[0]
-        resolved = {p.resolve() for p in paths}
-        for raw in self.context.input_files:
-            inp = Path(raw).resolve()
-            if inp in resolved:
-                raise self._fail(f"refusing to write '{inp}': it is an input of this graph")
-        if not self.context.overwrite:
-            existing = [p for p in paths if p.exists() or p.is_symlink()]
-            if existing:
-                raise self._fail(f"'{existing[0]}' already exists; use --overwrite to replace it")
-        folder = target.parent
-        if not folder.is_dir():
-            raise self._fail(f"output folder '{folder}' does not exist")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise self._fail(f"output folder '{folder}' is not writable")
-        for p in paths:
-            if p.is_dir():
-                raise self._fail(f"'{p}' is a folder, not a file")
+        problem = output_problem(self.final_paths(), self.context)
+        if problem:
+            raise self._fail(problem)
 
     def open(self) -> SinkPlan:
         """Open the temporary outputs; the plan streams the (sieved) class band."""

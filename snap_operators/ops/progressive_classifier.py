@@ -28,6 +28,7 @@ import numpy as np
 from ..areas import AreaAccumulator, class_areas, format_area_table, is_geographic, temporary_path, write_area_csv
 from ..classes import NO_DATA, UNCLASSIFIED_INFO
 from ..classify import classify
+from ..outputs import output_problem
 from ..errors import ParameterError, ProductWriteError, SnapPcError
 from ..operator import Operator, map_tiles, register
 from ..product import Band, Product
@@ -177,18 +178,9 @@ class ProgressiveClassifierOp(Operator):
 
     def prepare(self) -> None:
         """Check the area table target without touching the disk."""
-        path = self.area_table_path
-        for raw in self.context.input_files:
-            if Path(raw).resolve() == path.resolve():
-                raise self._fail(f"refusing to write '{path}': it is an input of this graph")
-        if path.is_dir():
-            raise self._fail(f"areaTableFile '{path}' is a folder, not a file")
-        if not self.context.overwrite and (path.exists() or path.is_symlink()):
-            raise self._fail(f"'{path}' already exists; use --overwrite to replace it")
-        if not path.parent.is_dir():
-            raise self._fail(f"output folder '{path.parent}' does not exist")
-        if not os.access(path.parent, os.W_OK | os.X_OK):
-            raise self._fail(f"output folder '{path.parent}' is not writable")
+        problem = output_problem([self.area_table_path], self.context)
+        if problem:
+            raise self._fail(problem)
 
     def open(self):
         """A :class:`~snap_operators.engine.SinkPlan` counting class pixels per chunk."""

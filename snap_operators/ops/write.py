@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from ..engine import SinkPlan
+from ..outputs import output_problem
 from ..errors import ProductWriteError, SnapPcError
 from ..io.dimap import DimapWriter, dimap_paths
 from ..io.geotiff_writer import FORMATS as GEOTIFF_FORMATS
@@ -115,26 +116,9 @@ class Write(Operator):
             The target is one of the graph's inputs, already exists (without
             ``overwrite``), or its folder is missing or not writable.
         """
-        paths = self._final_paths()
-        target = paths[0]
-        resolved = [p.resolve() for p in paths]
-        for raw in self.context.input_files:
-            inp = Path(raw).resolve()
-            for p in resolved:
-                if inp == p or (p.suffix == ".data" and inp.is_relative_to(p)):
-                    raise self._fail(f"refusing to write '{target}': it is an input of this graph ({inp})")
-        if not self.context.overwrite:
-            existing = [p for p in paths if p.exists() or p.is_symlink()]
-            if existing:
-                raise self._fail(f"'{existing[0]}' already exists; use --overwrite to replace it")
-        folder = target.parent
-        if not folder.is_dir():
-            raise self._fail(f"output folder '{folder}' does not exist")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise self._fail(f"output folder '{folder}' is not writable")
-        for p in paths:
-            if p.is_dir() and p.suffix != ".data":
-                raise self._fail(f"'{p}' is a folder, not a file")
+        problem = output_problem(self._final_paths(), self.context, folder_suffix=".data")
+        if problem:
+            raise self._fail(problem)
 
     def open(self) -> SinkPlan:
         """Create the temporary output; chunks go to the returned targets."""
