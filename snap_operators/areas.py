@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .classes import LAND_COVER, NO_DATA, UNCLASSIFIED_INFO
+from .crs import geod, is_geographic, metres_per_unit
 from .errors import ProductWriteError
 from .product import ClassInfo
 
@@ -46,18 +47,6 @@ class AreaRow:
     name: str
     pixels: int
     area_km2: float
-
-
-def _crs(crs: Any):
-    from pyproj import CRS
-
-    return None if crs is None else CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
-
-
-def is_geographic(crs: Any) -> bool:
-    """True when `crs` has angular (degree) axes."""
-    c = _crs(crs)
-    return bool(c is not None and c.is_geographic)
 
 
 def row_pixel_areas_km2(transform: Any, crs: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -81,15 +70,11 @@ def row_pixel_areas_km2(transform: Any, crs: Any, shape: tuple[int, int]) -> np.
     h, w = shape
     if transform is None or crs is None:
         return np.full(h, np.nan)
-    c = _crs(crs)
     t = transform
-    if not c.is_geographic:
-        factor = _linear_factor(c)
+    ellipsoid = geod(crs)
+    if ellipsoid is None:
+        factor = metres_per_unit(crs)
         return np.full(h, abs(t.a * t.e - t.b * t.d) * factor * factor / 1e6)
-    from pyproj import Geod
-
-    ell = c.ellipsoid
-    geod = Geod(a=ell.semi_major_metre, b=ell.semi_minor_metre) if ell is not None else Geod(ellps="WGS84")
     # A rotated grid's pixel area also varies along the row; the middle column
     # stands for the row (exact for north-up grids).
     col = w // 2
@@ -99,17 +84,9 @@ def row_pixel_areas_km2(transform: Any, crs: Any, shape: tuple[int, int]) -> np.
     lats = np.stack([t.f + t.d * x + t.e * y for x, y in corners], axis=1)
     out = np.empty(h)
     for i in range(h):
-        area, _ = geod.polygon_area_perimeter(lons[i], lats[i])
+        area, _ = ellipsoid.polygon_area_perimeter(lons[i], lats[i])
         out[i] = abs(area) / 1e6
     return out
-
-
-def _linear_factor(c) -> float:
-    """Metres per CRS unit of the first axis of projected CRS `c`."""
-    for axis in c.axis_info:
-        if axis.unit_conversion_factor:
-            return float(axis.unit_conversion_factor)
-    return 1.0
 
 
 def class_areas(

@@ -44,6 +44,8 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import shapes
 
+from .crs import geod, metres_per_unit
+
 # rasterio silences this warning for its in-memory datasets with
 # warnings.catch_warnings(), which is not thread-safe: chunks polygonized on
 # several threads leak it although every dataset gets its transform.
@@ -939,9 +941,9 @@ def multipolygon_coordinates(geoms_px, transform: Affine) -> list[list]:
 
 def pixel_area_m2(transform: Affine, crs, row: float = 0.0, col: float = 0.0) -> float:
     """Area of one pixel in m² (for a geographic CRS: the pixel at ``row, col``)."""
-    geo = _geo(crs)
+    geo = geod(crs)
     if geo is None:
-        return abs(transform.determinant) * _unit_factor(crs) ** 2
+        return abs(transform.determinant) * metres_per_unit(crs) ** 2
     box = pixel_to_crs(shapely.box(col, row, col + 1, row + 1), transform)
     return float(_geodesic_area(np.array([box], dtype=object), geo)[0])
 
@@ -956,46 +958,16 @@ def areas_m2(geoms_px, transform: Affine, crs) -> np.ndarray:
     geoms_px = np.asarray(geoms_px, dtype=object)
     if geoms_px.size == 0:
         return np.zeros(0)
-    geo = _geo(crs)
+    geo = geod(crs)
     if geo is None:
-        return shapely.area(geoms_px) * abs(transform.determinant) * _unit_factor(crs) ** 2
+        return shapely.area(geoms_px) * abs(transform.determinant) * metres_per_unit(crs) ** 2
     return _geodesic_area(pixel_to_crs(geoms_px, transform), geo)
 
 
-def _geodesic_area(geoms_crs, geod) -> np.ndarray:
+def _geodesic_area(geoms_crs, ellipsoid) -> np.ndarray:
     dense = shapely.segmentize(geoms_crs, 0.01)
     dense = shapely.orient_polygons(dense, exterior_cw=False)
-    return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in dense])
-
-
-def _pyproj(crs):
-    import pyproj
-
-    if crs is None:
-        return None
-    if isinstance(crs, pyproj.CRS):
-        return crs
-    wkt = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
-    return pyproj.CRS.from_user_input(wkt)
-
-
-def _geo(crs):
-    """The ``pyproj.Geod`` of a geographic CRS, else None."""
-    p = _pyproj(crs)
-    if p is None or not p.is_geographic:
-        return None
-    return p.get_geod()
-
-
-def _unit_factor(crs) -> float:
-    """Metres per CRS linear unit (1 when unknown)."""
-    p = _pyproj(crs)
-    if p is None:
-        return 1.0
-    for axis in p.axis_info:
-        if axis.unit_conversion_factor:
-            return float(axis.unit_conversion_factor)
-    return 1.0
+    return np.array([abs(ellipsoid.geometry_area_perimeter(g)[0]) for g in dense])
 
 
 # --- whole arrays (tests, small scenes) -----------------------------------------------------

@@ -25,18 +25,25 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..areas import AreaAccumulator, class_areas, format_area_table, is_geographic, temporary_path, write_area_csv
+from ..areas import (
+    AreaAccumulator,
+    class_areas,
+    format_area_table,
+    temporary_path,
+    write_area_csv,
+)
 from ..classes import NO_DATA, UNCLASSIFIED_INFO
 from ..classify import classify
-from ..outputs import output_problem
+from ..crs import is_geographic
 from ..errors import ParameterError, ProductWriteError, SnapPcError
 from ..operator import Operator, map_tiles, register
+from ..outputs import output_problem
 from ..product import Band, Product
 from ..regrid import same_transform
 from ..rules import (
     PRESETS,
-    RuleSet,
     RulesError,
+    RuleSet,
     check_index_parameters,
     check_samples,
     known_indices,

@@ -485,7 +485,8 @@ class _AreaTable:
             self._finish()
 
     def _open(self) -> None:
-        from ..areas import AreaAccumulator, is_geographic
+        from ..areas import AreaAccumulator
+        from ..crs import is_geographic
 
         op = self.run.op
         if op.is_sink:
