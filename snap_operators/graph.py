@@ -33,10 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import defusedxml.ElementTree as DET
-from defusedxml import DefusedXmlException
-
 from .errors import GraphError
+from .xmlsafe import parse_untrusted_xml
 
 SUPPORTED_VERSION = "1.0"
 
@@ -229,12 +227,7 @@ def parse_graph(source: str | Path, *, text: str | None = None) -> Graph:
             raise GraphError(f"cannot read graph file {name}: {exc.strerror or exc}") from None
     else:
         data = text.encode("utf-8") if isinstance(text, str) else text
-    try:
-        root = DET.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except DefusedXmlException as exc:
-        raise GraphError(f"{name}: unsafe XML refused ({type(exc).__name__}: DTDs and entities are not allowed)") from None
-    except ET.ParseError as exc:
-        raise GraphError(f"{name}: malformed XML ({exc})") from None
+    root = parse_untrusted_xml(data, name, error=GraphError, forbid_dtd=True)
     if root.tag != "graph":
         raise GraphError(f"{name}: root element is <{root.tag}>, expected <graph>")
     version = root.find("version")

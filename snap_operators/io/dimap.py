@@ -31,14 +31,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import dask.array as da
-from dask.base import tokenize
-import defusedxml.ElementTree as DET
 import numpy as np
 from affine import Affine
-from defusedxml import DefusedXmlException
+from dask.base import tokenize
 
 from ..errors import ProductReadError, ProductWriteError
-from ..product import DEFAULT_TILE_SIZE, Band, ClassInfo, MetadataElement, Product, chunks_for
+from ..product import (
+    DEFAULT_TILE_SIZE,
+    Band,
+    ClassInfo,
+    MetadataElement,
+    Product,
+    chunks_for,
+)
+from ..xmlsafe import parse_untrusted_xml
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +194,10 @@ def read_dimap_header(path: str | os.PathLike) -> DimapHeader:
     if not path.is_file():
         raise ProductReadError(f"BEAM-DIMAP header not found: {path}")
     try:
-        root = DET.parse(str(path)).getroot()
-    except DefusedXmlException as exc:
-        raise ProductReadError(f"{path}: refused unsafe XML ({type(exc).__name__})") from None
-    except ET.ParseError as exc:
-        raise ProductReadError(f"{path}: not a valid BEAM-DIMAP header ({exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ProductReadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    root = parse_untrusted_xml(data, str(path), malformed="not a valid BEAM-DIMAP header")
     if root.tag != "Dimap_Document":
         raise ProductReadError(f"{path}: not a BEAM-DIMAP header (root element <{root.tag}>)")
 

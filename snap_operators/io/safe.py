@@ -31,16 +31,15 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element
 
-import defusedxml.ElementTree as DET
 from affine import Affine
-from defusedxml import DefusedXmlException
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from ..errors import ProductReadError
 from ..product import DEFAULT_TILE_SIZE, MetadataElement, Product
+from ..xmlsafe import parse_untrusted_xml
 from . import parse_datetime
 from .bandfolder import REFLECTANCE_UNIT, S2_BANDS, S2_RESOLUTIONS, snap_band_name
 from .geotiff import georeferencing, open_raster
@@ -185,10 +184,7 @@ def _leaves(e: Element | None, skip: Iterable[str] = ()) -> dict[str, str]:
 
 
 def _parse_xml(data: bytes, where: str) -> Element:
-    try:
-        return DET.fromstring(data)
-    except (ParseError, DefusedXmlException, ValueError) as exc:
-        raise ProductReadError(f"{where}: malformed XML ({' '.join(str(exc).split())})") from None
+    return parse_untrusted_xml(data, where)
 
 
 def parse_product_metadata(data: bytes, where: str = "MTD_MSIL1C.xml") -> S2ProductMetadata:
