@@ -21,8 +21,9 @@ import json
 import os
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import rasterio
@@ -44,6 +45,7 @@ __all__ = [
     "TRUTH_CLASSES",
     "CLASS_NAMES",
     "MIN_SIZE",
+    "LandChange",
     "SynthParameterError",
     "synthetic_arrays",
     "write_synthetic_scene",
@@ -82,6 +84,28 @@ S1_STOP_TIME = "2023-07-10T15:02:56.511Z"
 # Spectral end-members; two of them (roofs, roads) belong to one class.
 _M_WATER, _M_SOIL, _M_TREES, _M_ROOF, _M_ROAD, _M_ALLUVIUM = range(6)
 _MATERIAL_CLASS = np.array([WATER, BARE_SOIL, TREES, URBAN, URBAN, ALLUVIUM], dtype=np.uint8)
+#: The material a :class:`LandChange` gives to pixels turned into a class.
+_CLASS_MATERIAL = {WATER: _M_WATER, BARE_SOIL: _M_SOIL, TREES: _M_TREES, URBAN: _M_ROOF, ALLUVIUM: _M_ALLUVIUM}
+
+
+@dataclass(frozen=True)
+class LandChange:
+    """A known land-cover change painted onto the scene (for change-detection tests).
+
+    Pixels inside the rectangle ``rows`` x ``cols`` (global pixel indices,
+    end-exclusive) whose truth class is `from_class` (any class when None)
+    become `to_class`, with that class's spectra and backscatter.
+
+    Examples
+    --------
+    >>> clearing = LandChange(rows=(0, 64), cols=(0, 64), to_class=2, from_class=3)  # trees cut
+    >>> flood = LandChange(rows=(100, 120), cols=(0, 256), to_class=1)  # everything under water
+    """
+
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    to_class: int
+    from_class: int | None = None
 
 #: Mean surface reflectance (0-1) per material (rows) and band (S2_BANDS);
 #: sources in docs/synthetic.md.
@@ -290,7 +314,9 @@ def _fields(size: int, seed: int, r: np.ndarray, c: np.ndarray) -> tuple[np.ndar
     return material, brightness, sar_offset
 
 
-def _material_map(size: int, seed: int, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _material_map(
+    size: int, seed: int, rows: slice, cols: slice, changes: Sequence[LandChange] = ()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Material index, optical brightness factor and SAR offset (dB) of a window.
 
     Returns
@@ -354,9 +380,25 @@ def _material_map(size: int, seed: int, rows: slice, cols: slice) -> tuple[np.nd
     brightness = np.where(corridor, 1.0, brightness)
     sar_offset = np.where(corridor, 0.0, sar_offset)
 
+    # Known changes last, so they override the layout exactly inside their rectangles.
+    for change in changes:
+        inside = _rectangle_mask(change, rows, cols)
+        if change.from_class is not None:
+            inside &= _MATERIAL_CLASS[material] == change.from_class
+        material = np.where(inside, np.uint8(_CLASS_MATERIAL[change.to_class]), material)
+
     # Smooth within-patch variation (moisture, turbidity, canopy density).
     brightness = brightness * (0.94 + 0.12 * _value_noise(r, c, 24.0, key(40)))
     return material, brightness.astype(np.float32), sar_offset.astype(np.float32)
+
+
+def _rectangle_mask(change: LandChange, rows: slice, cols: slice) -> np.ndarray:
+    """True where the window ``rows`` x ``cols`` lies inside the change's rectangle."""
+    r = np.arange(rows.start, rows.stop)
+    c = np.arange(cols.start, cols.stop)
+    in_r = (r >= change.rows[0]) & (r < change.rows[1])
+    in_c = (c >= change.cols[0]) & (c < change.cols[1])
+    return in_r[:, None] & in_c[None, :]
 
 
 # --------------------------------------------------------------------------
@@ -386,7 +428,24 @@ def _check_window(window: Any, size: int) -> tuple[slice, slice]:
     return rows, cols
 
 
-def synthetic_arrays(size: int, seed: int = 0, *, window: Any = None) -> dict[str, np.ndarray]:
+def _check_changes(changes: Any) -> tuple[LandChange, ...]:
+    try:
+        changes = tuple(changes or ())
+    except TypeError:
+        raise SynthParameterError(f"changes must be a sequence of LandChange, got {changes!r}") from None
+    for ch in changes:
+        if not isinstance(ch, LandChange):
+            raise SynthParameterError(f"changes must be LandChange objects, got {ch!r}")
+        for cid in (ch.to_class, ch.from_class):
+            if cid is not None and cid not in _CLASS_MATERIAL:
+                raise SynthParameterError(f"LandChange class {cid!r} is not one of {sorted(_CLASS_MATERIAL)}")
+        for name, (a, b) in (("rows", ch.rows), ("cols", ch.cols)):
+            if not (isinstance(a, (int, np.integer)) and isinstance(b, (int, np.integer)) and 0 <= a < b):
+                raise SynthParameterError(f"LandChange {name} must be (start, stop) pixel indices, got {(a, b)!r}")
+    return changes
+
+
+def synthetic_arrays(size: int, seed: int = 0, *, window: Any = None, changes: Sequence[LandChange] = ()) -> dict[str, np.ndarray]:
     """Pixels of a window of the synthetic scene.
 
     Parameters
@@ -399,6 +458,9 @@ def synthetic_arrays(size: int, seed: int = 0, *, window: Any = None) -> dict[st
     window : tuple of slice or rasterio.windows.Window, optional
         ``(rows, cols)`` of the scene to compute; default the whole scene.
         Negative or open-ended slices are resolved against `size`.
+    changes : sequence of LandChange, optional
+        Known changes painted over the scene (the same scene otherwise, noise
+        included), e.g. the "after" scene of a change-detection test.
 
     Returns
     -------
@@ -410,8 +472,9 @@ def synthetic_arrays(size: int, seed: int = 0, *, window: Any = None) -> dict[st
     size = _check_int("size", size, MIN_SIZE)
     seed = _check_int("seed", seed, 0)
     rows, cols = _check_window(window, size)
+    changes = _check_changes(changes)
 
-    material, brightness, sar_offset = _material_map(size, seed, rows, cols)
+    material, brightness, sar_offset = _material_map(size, seed, rows, cols, changes)
     normal, speckle = _noise_tiles(seed, rows, cols)
     out: dict[str, np.ndarray] = {}
     for b, name in enumerate(S2_BANDS):
@@ -443,9 +506,13 @@ def _profiles(size: int, crs: CRS, transform: Affine) -> dict[str, dict[str, Any
     }
 
 
-def _describe(datasets: dict[str, Any], size: int, seed: int) -> None:
+def _describe(datasets: dict[str, Any], size: int, seed: int, changes: Sequence[LandChange] = ()) -> None:
     """Band names, units, tags and the class color table."""
     provenance = dict(SYNTHETIC_SEED=str(seed), SYNTHETIC_SIZE=str(size), SYNTHETIC_GENERATOR="snap_operators.synth")
+    if changes:
+        provenance["SYNTHETIC_CHANGES"] = json.dumps(
+            [{"rows": list(c.rows), "cols": list(c.cols), "to_class": c.to_class, "from_class": c.from_class}
+             for c in changes])
     s2 = datasets["s2"]
     s2.update_tags(PRODUCT_TYPE="SYNTHETIC_S2", PRODUCT_START_TIME=S2_START_TIME, PRODUCT_STOP_TIME=S2_START_TIME,
                    MISSION="SENTINEL-2 (synthetic)", **provenance)
@@ -490,6 +557,7 @@ def write_synthetic_scene(
     crs: Any = "EPSG:32638",
     origin: tuple[float, float] = (300000.0, 4030000.0),
     resolution: float = 10.0,
+    changes: Sequence[LandChange] = (),
 ) -> dict[str, Path]:
     """Write a synthetic scene as ``s2.tif``, ``s1.tif`` and ``truth.tif``.
 
@@ -518,6 +586,9 @@ def write_synthetic_scene(
         ``(x, y)`` of the upper-left corner, in CRS units.
     resolution : float
         Pixel size in CRS units (metres for UTM).
+    changes : sequence of LandChange, optional
+        Known land-cover changes painted over the scene (recorded in the tag
+        ``SYNTHETIC_CHANGES``); see :func:`synthetic_arrays`.
 
     Returns
     -------
@@ -534,6 +605,7 @@ def write_synthetic_scene(
     size = _check_int("size", size, MIN_SIZE)
     seed = _check_int("seed", seed, 0)
     block = _check_int("block", block, 1)
+    changes = _check_changes(changes)
     try:
         crs = CRS.from_user_input(crs)
     except (rasterio.errors.CRSError, TypeError, ValueError) as exc:
@@ -563,8 +635,8 @@ def write_synthetic_scene(
         try:
             for k, profile in _profiles(size, crs, transform).items():
                 datasets[k] = rasterio.open(temps[k], "w", **profile)
-            _describe(datasets, size, seed)
-            _stream(datasets, windows, size, seed, progress)
+            _describe(datasets, size, seed, changes)
+            _stream(datasets, windows, size, seed, progress, changes)
             for k in list(datasets):
                 datasets.pop(k).close()
         except (rasterio.errors.RasterioError, OSError) as exc:
@@ -583,7 +655,8 @@ def write_synthetic_scene(
     return finals
 
 
-def _stream(datasets: dict[str, Any], windows: list, size: int, seed: int, progress: bool) -> None:
+def _stream(datasets: dict[str, Any], windows: list, size: int, seed: int, progress: bool,
+            changes: tuple[LandChange, ...] = ()) -> None:
     """Compute `windows` on a few threads and write them in order."""
     # One generator thread overlaps with GDAL's compression threads; more only
     # pay off with cores to spare (numpy's large allocations contend).
@@ -594,7 +667,7 @@ def _stream(datasets: dict[str, Any], windows: list, size: int, seed: int, progr
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synth") as pool:
         try:
             for win in windows:
-                pending.append((win, pool.submit(_compute, size, seed, win)))
+                pending.append((win, pool.submit(_compute, size, seed, win, changes)))
                 if len(pending) > workers:
                     _write(datasets, *_pop(pending))
                     bar.update()
@@ -607,8 +680,10 @@ def _stream(datasets: dict[str, Any], windows: list, size: int, seed: int, progr
             bar.close()
 
 
-def _compute(size: int, seed: int, win: tuple[slice, slice]) -> dict[str, np.ndarray]:
+def _compute(size: int, seed: int, win: tuple[slice, slice], changes: tuple[LandChange, ...] = ()) -> dict[str, np.ndarray]:
     # A module-level lookup, so that a spy replacing synthetic_arrays sees every call.
+    if changes:
+        return synthetic_arrays(size, seed, window=win, changes=changes)
     return synthetic_arrays(size, seed, window=win)
 
 

@@ -33,7 +33,7 @@ def test_graph_builder_layout_and_known_operators(path):
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_only_io_variables_are_required(path):
     """Optional variables have defaults in GRAPH.properties; only inputs/outputs must be given."""
-    io = {"input", "inputS1", "output", "labels"}
+    io = {"input", "inputS1", "output", "labels", "before", "after", "model"}
     g = load_graph(path, {v: f"/tmp/{v}" for v in io})
     assert g.variables() <= set()  # everything resolved
 

@@ -1,0 +1,357 @@
+"""``ChangeDetection``: land-cover change between two class maps of the same area.
+
+Sources ``before`` and ``after`` (or ``sourceProduct``, ``sourceProduct.1``
+in that order, as gpt names a list of ``sourceProducts``). The class band of
+``after`` is collocated onto the grid of ``before`` by nearest neighbour
+when the grids differ (any CRS; pixels outside its footprint are no-data);
+maps that do not overlap at all, or whose legends differ, are refused.
+
+The target band ``change`` codes each pixel's transition (see
+:mod:`snap_operators.change`): ``from * 10 + to`` (uint8; ``from * 100 +
+to`` in uint16 for class ids above 9), 0 where the class did not change,
+255 (65535) where either date has no data. It carries one category per
+transition ("Water -> Bare Soil"), so writers store a colour table and
+category names and ``LabelMaskExport`` polygonizes the changes (it skips 0).
+
+With ``matrixFile`` and/or ``gainLossFile`` the operator joins the engine's
+streaming pass: it counts the from-to pairs of the very chunks the Write
+node writes, then writes the transition matrix (pixels and km²) and the
+per-class gain, loss and net change as CSV (temporary names, renamed at the
+end) and prints them.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import change
+from ..areas import temporary_path
+from ..classes import LAND_COVER
+from ..crs import is_geographic
+from ..errors import OperatorError, ProductWriteError
+from ..operator import Operator, map_tiles, register
+from ..outputs import output_problem
+from ..product import Band, MetadataElement, Product
+from ..regrid import output_no_data, regrid, same_transform
+from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+
+log = logging.getLogger(__name__)
+
+MATRIX_FIELDS = ("from_class_id", "from_class_name", "to_class_id", "to_class_name", "change_code", "pixels",
+                 "area_km2")
+GAIN_LOSS_FIELDS = ("class_id", "class_name", "before_km2", "after_km2", "unchanged_km2", "gain_km2", "loss_km2",
+                    "net_km2", "swap_km2", "before_pixels", "after_pixels", "unchanged_pixels", "gain_pixels",
+                    "loss_pixels", "net_pixels")
+
+
+@register
+class ChangeDetectionOp(Operator):
+    """From-to change of two class maps, with transition matrix and gain/loss/net."""
+
+    spec = OperatorSpec(
+        alias="ChangeDetection",
+        category="Raster/Change Detection",
+        label="Class Change Detection",
+        description="Land-cover change between two class maps: a 'change' band coding from-class and to-class "
+        "(from*10+to; 0 unchanged), the from-to transition matrix in pixels and km2, and per-class gain, loss "
+        "and net change.",
+        sources=(
+            SourceSpec("before", "The earlier class map (its grid is the target grid).", optional=True),
+            SourceSpec("after", "The later class map (collocated onto the grid of before when it differs).",
+                       optional=True),
+            SourceSpec("sourceProducts", "before and after, in this order (when not named).", optional=True,
+                       multiple=True),
+        ),
+        parameters=(
+            Parameter("sourceBand", "String", label="Class band",
+                      description="Class band of both products; empty: class_id, else the product's only "
+                      "band with classes."),
+            Parameter("matrixFile", "File", label="Transition matrix file",
+                      description="CSV written when the graph runs: one row per from-to class pair with pixels "
+                      "and area in km2 (also printed)."),
+            Parameter("gainLossFile", "File", label="Gain/loss file",
+                      description="CSV written when the graph runs: per class area before and after, unchanged, "
+                      "gain, loss, net and swap, in km2 and pixels."),
+        ),
+        target_bands=(
+            TargetBandSpec("change", "uint8", None,
+                           "from*10+to where the class changed, 0 unchanged, 255 no-data (uint16, from*100+to "
+                           "and 65535 for class ids above 9)."),
+        ),
+    )
+
+    outputs: list[str]
+
+    # --- GPF ------------------------------------------------------------------
+    def initialize(self) -> Product:
+        self.outputs = []
+        before, after = self._before_after()
+        b_band = self._class_band(before)
+        a_band = self._class_band(after)
+        self.classes = change.legend_classes(b_band.classes, LAND_COVER)
+        after_classes = change.legend_classes(a_band.classes, LAND_COVER)
+        diff = change.legend_differences(self.classes, after_classes)
+        if diff:
+            raise self.error(f"'{before.name}' and '{after.name}' have different class legends: {'; '.join(diff)}")
+        values = [c.value for c in self.classes]
+        try:
+            self.base = change.code_base(values)
+        except OperatorError as exc:
+            raise self.error(str(exc)) from None
+        a_data, a_no_data, collocated = self._on_before_grid(before, b_band, after, a_band)
+        self.code_no_data = change.no_data_code(self.base)
+        dtype = change.code_dtype(self.base)
+        func = functools.partial(change.change_tile, values=values, base=self.base,
+                                 before_no_data=b_band.no_data, after_no_data=a_no_data)
+        arrays = map_tiles(func, {"before": b_band.data, "after": a_data}, {"change": dtype, "pair": np.uint16})
+        # What a tile-by-tile host (the SNAP adapter) needs: the pure tile function,
+        # its inputs (tile key -> band of the before / after source) and the pair band.
+        self.tile_function = func
+        self.tile_inputs = {"before": b_band.name, "after": a_band.name}
+        self.collocated = collocated
+        self.pairs = arrays["pair"]
+        band = Band(
+            "change", arrays["change"], b_band.transform, no_data=self.code_no_data, unit=None,
+            description=f"Class change {before.name} -> {after.name}: from*{self.base}+to, "
+            f"{change.NO_CHANGE} unchanged, {self.code_no_data} no-data",
+            classes=change.transition_legend(self.classes, self.base),
+        )
+        target = before.copy(name=f"{before.name}_change", bands=[band])
+        target.product_type = "CLASS_CHANGE"
+        target.stop_time = after.stop_time or after.start_time or before.stop_time
+        attributes = {
+            "before": before.name,
+            "after": after.name,
+            "beforeStartTime": before.start_time,
+            "afterStartTime": after.start_time,
+            "classBandBefore": b_band.name,
+            "classBandAfter": a_band.name,
+            "codeBase": self.base,
+            "noChangeCode": change.NO_CHANGE,
+            "noDataCode": self.code_no_data,
+            "collocated": collocated,
+        }
+        target.metadata.elements.append(
+            MetadataElement(self.spec.alias, {k: v for k, v in attributes.items() if v is not None}))
+        return target
+
+    def _before_after(self) -> tuple[Product, Product]:
+        named = {k: self.sources[k] for k in ("before", "after") if k in self.sources}
+        others = [p for k, p in self.sources.items() if k not in ("before", "after")]
+        if "before" not in named and others:
+            named["before"] = others.pop(0)
+        if "after" not in named and others:
+            named["after"] = others.pop(0)
+        count = len(self.sources)
+        if "before" not in named or "after" not in named:
+            raise self.error(f"needs two class maps, 'before' and 'after'; got {count} source product(s)")
+        if others:
+            raise self.error(f"needs exactly two class maps, 'before' and 'after'; got {count} source products")
+        return named["before"], named["after"]
+
+    def _class_band(self, product: Product) -> Band:
+        try:
+            band = change.find_class_band(product, self.parameters.get("sourceBand"))
+        except OperatorError as exc:
+            msg = str(exc).replace("name the class band", "set sourceBand")
+            raise self.error(msg) from None
+        if band.transform is None or product.crs is None:
+            raise self.error(f"product '{product.name}' has no map geocoding (CRS and geotransform)")
+        return band
+
+    def _on_before_grid(self, before: Product, b_band: Band, after: Product, a_band: Band):
+        """The after class band on the before grid: ``(array, no-data, collocated?)``."""
+        same_crs = before.crs == after.crs
+        if same_crs and a_band.shape == b_band.shape and same_transform(a_band.transform, b_band.transform):
+            data = a_band.data
+            if data.chunks != b_band.data.chunks:  # e.g. read with another tile size: align the tiles
+                data = data.rechunk(b_band.data.chunks)
+            return data, a_band.no_data, False
+        overlap = _overlap_fraction(b_band, before.crs, a_band, after.crs)
+        if overlap <= 0:
+            raise self.error(f"'{before.name}' and '{after.name}' do not overlap: their extents are disjoint")
+        if overlap < 1 - 1e-9:
+            log.warning("%s: '%s' covers %.1f %% of '%s'; the rest is no-data in the change band",
+                        self.spec.alias, after.name, 100 * overlap, before.name)
+        no_data = output_no_data(a_band.dtype, a_band.no_data)
+        data = regrid(a_band.data, a_band.transform, b_band.shape, b_band.transform, src_crs=after.crs,
+                      dst_crs=before.crs, upsampling="nearest", downsampling="nearest", no_data=a_band.no_data,
+                      tile_size=max(b_band.data.chunksize))
+        if data.chunks != b_band.data.chunks:
+            data = data.rechunk(b_band.data.chunks)
+        log.info("%s: '%s' collocated onto the grid of '%s' (nearest neighbour)", self.spec.alias, after.name,
+                 before.name)
+        return data, no_data, True
+
+    # --- streaming pass (matrix and gain/loss tables) -------------------------------
+    @property
+    def is_sink(self) -> bool:
+        """True when ``matrixFile`` or ``gainLossFile`` is set: the tables are filled in the engine's pass."""
+        return bool(self.parameters.get("matrixFile") or self.parameters.get("gainLossFile"))
+
+    def table_paths(self) -> dict[str, Path]:
+        """``{'matrix': path, 'gain_loss': path}`` of the tables asked for."""
+        out = {}
+        for key, param in (("matrix", "matrixFile"), ("gain_loss", "gainLossFile")):
+            raw = self.parameters.get(param)
+            if raw:
+                out[key] = Path(os.path.expanduser(str(raw))).absolute()
+        if len(set(out.values())) < len(out):
+            raise self._fail("matrixFile and gainLossFile are the same file")
+        return out
+
+    def prepare(self) -> None:
+        """Check the table targets without touching the disk."""
+        paths = list(self.table_paths().values())
+        for p in paths:
+            problem = output_problem([p], self.context)
+            if problem:
+                raise self._fail(problem)
+
+    def open(self):
+        """A :class:`~snap_operators.engine.SinkPlan` counting from-to pairs per chunk."""
+        from ..engine import SinkPlan
+
+        target = self.target if self.target is not None else self.initialize()
+        band = target.band("change")
+        paths = self.table_paths()
+        temps: dict[str, Path] = {}
+        try:
+            for key, path in paths.items():
+                temps[key] = temporary_path(path)
+                temps[key].touch(exist_ok=False)
+        except OSError as exc:
+            for t in temps.values():
+                t.unlink(missing_ok=True)
+            raise self._fail(f"cannot create a temporary file beside '{path}': {exc.strerror or exc}") from None
+        n = len(self.classes)
+        counter = change.BinCounter(band.shape, change.pair_bins(n), per_row=is_geographic(target.crs))
+
+        def commit() -> None:
+            pixels, km2 = change.counts_to_km2(counter.counts, band.transform, target.crs, band.shape)
+            texts = {
+                "matrix": matrix_csv_text(change.transitions(pixels, km2, self.classes, self.base)),
+                "gain_loss": gain_loss_csv_text(pixels, km2, self.classes),
+            }
+            try:
+                for key, path in paths.items():
+                    temps[key].write_text(texts[key], encoding="utf-8")
+                for key, path in paths.items():
+                    os.replace(temps[key], path)
+            except OSError as exc:
+                abort()
+                raise self._fail(f"cannot write {path}: {exc.strerror or exc}") from None
+            print(format_change_report(pixels, km2, self.classes), flush=True)
+            self.outputs = [str(p) for p in paths.values()]
+            for p in paths.values():
+                log.info("%s: wrote %s", self.spec.alias, p)
+
+        def abort() -> None:
+            for t in temps.values():
+                t.unlink(missing_ok=True)
+
+        return SinkPlan([self.pairs], [counter], commit, abort, description="change tables")
+
+    def execute(self, progress: Callable[[int], None] | None = None) -> None:
+        """Standalone run: count the transitions and write the tables (needs matrixFile or gainLossFile)."""
+        if not self.is_sink:
+            raise self.error("nothing to execute: set matrixFile or gainLossFile, or write the target with Write")
+        super().execute(progress)
+
+    def _fail(self, message: str) -> ProductWriteError:
+        return ProductWriteError(str(self.error(message)))
+
+
+def _overlap_fraction(ref: Band, ref_crs, other: Band, other_crs) -> float:
+    """Share of `ref`'s extent that `other`'s extent covers (0 when disjoint)."""
+    import rasterio.warp
+
+    def bounds(band: Band):
+        t, (h, w) = band.transform, band.shape
+        xs = [t.c, t.c + t.a * w + t.b * h, t.c + t.a * w, t.c + t.b * h]
+        ys = [t.f, t.f + t.d * w + t.e * h, t.f + t.d * w, t.f + t.e * h]
+        return min(xs), min(ys), max(xs), max(ys)
+
+    left, bottom, right, top = bounds(ref)
+    try:
+        o = rasterio.warp.transform_bounds(other_crs, ref_crs, *bounds(other), densify_pts=21)
+    except Exception:  # noqa: BLE001 - a footprint outside the reference CRS's domain
+        return 0.0
+    if not all(math.isfinite(v) for v in o):
+        return 0.0
+    w = min(right, o[2]) - max(left, o[0])
+    h = min(top, o[3]) - max(bottom, o[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    return min(1.0, (w * h) / ((right - left) * (top - bottom)))
+
+
+# --- tables -------------------------------------------------------------------------
+
+
+def _km2(value: float) -> str:
+    # round() + 0.0 turns -0.0 (a net change that cancels) into 0.0
+    return "" if value is None or not math.isfinite(value) else f"{round(float(value), 6) + 0.0:.6f}"
+
+
+def matrix_csv_text(rows: list[change.Transition]) -> str:
+    """Transition matrix CSV: one row per from-to pair (no-data cells only when not empty)."""
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(MATRIX_FIELDS)
+    for r in rows:
+        wr.writerow(["" if r.from_id is None else r.from_id, r.from_name, "" if r.to_id is None else r.to_id,
+                     r.to_name, "" if r.code is None else r.code, r.pixels, _km2(r.area_km2)])
+    return buf.getvalue()
+
+
+def _valid_block(matrix, n: int) -> np.ndarray:
+    return np.asarray(matrix).reshape(n + 2, n + 2)[:n, :n]
+
+
+def gain_loss_csv_text(pixels, area_km2, classes) -> str:
+    """Gain/loss CSV: per class, then a Total row (total gain = total loss = changed area)."""
+    n = len(classes)
+    px = change.gain_loss(_valid_block(pixels, n))
+    km = change.gain_loss(_valid_block(np.asarray(area_km2, dtype=np.float64), n))
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(GAIN_LOSS_FIELDS)
+    keys = ("before", "after", "unchanged", "gain", "loss", "net")
+    for i, c in enumerate(classes):
+        wr.writerow([c.value, c.name, *(_km2(km[k][i]) for k in (*keys, "swap")), *(int(px[k][i]) for k in keys)])
+    total_km = {k: float(np.sum(km[k])) for k in (*keys, "swap")}
+    total_px = {k: int(np.sum(px[k])) for k in keys}
+    wr.writerow(["", "Total", *(_km2(total_km[k]) for k in (*keys, "swap")), *(total_px[k] for k in keys)])
+    return buf.getvalue()
+
+
+def format_change_report(pixels, area_km2, classes) -> str:
+    """The printed summary: from-to matrix in km² (rows before, columns after), then gain/loss/net."""
+    n = len(classes)
+    km = _valid_block(np.asarray(area_km2, dtype=np.float64), n)
+    px = np.asarray(pixels).reshape(n + 2, n + 2)
+    short = [f"{c.value} {c.name.split('/')[0][:14]}" for c in classes]
+    width = max(16, *(len(s) for s in short))
+    lines = ["Transition matrix (sq km; rows: before, columns: after)",
+             " " * width + " | " + " | ".join(f"{s:>{width}}" for s in short)]
+    for s, row in zip(short, km):
+        lines.append(f"{s:<{width}} | " + " | ".join(f"{v:>{width}.4f}" for v in row))
+    gl = change.gain_loss(km)
+    lines += ["", "Class ID | Class Name | Gain (sq km) | Loss (sq km) | Net (sq km)"]
+    for i, c in enumerate(classes):
+        lines.append(f"{c.value} | {c.name} | {gl['gain'][i]:.4f} | {gl['loss'][i]:.4f} | {gl['net'][i]:+.4f}")
+    no_data = int(px[n:, :].sum() + px[:n, n:].sum())
+    if no_data:
+        lines.append(f"({no_data} pixels without data on one date or outside the legend are not counted)")
+    return "\n".join(lines)
+
