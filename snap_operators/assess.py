@@ -29,6 +29,7 @@ import numpy as np
 
 from .classes import CLASS_NAMES, NO_DATA, UNCLASSIFIED
 from .errors import SnapPcError
+from .reference import reference_reader
 
 #: Rows of pixels per window when accumulating the matrix.
 WINDOW_ROWS = 1024
@@ -145,7 +146,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     with cls_ds:
         if cls_ds.crs is None:
             raise SnapPcError(f"class map {classes_path} has no CRS")
-        ref_reader = _reference_reader(reference_path, cls_ds, field)
+        ref_reader = reference_reader(reference_path, cls_ds.crs, cls_ds.transform, cls_ds.width, cls_ds.height, field)
         class_names = dict(CLASS_NAMES)
         tag = cls_ds.tags(1).get("CLASS_NAMES")
         if tag:
@@ -188,69 +189,6 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     metrics["reference"] = str(reference_path)
     metrics["mapping"] = {str(k): v for k, v in mapping.items()}
     return Assessment(labels, m, metrics)
-
-
-def _reference_reader(path, cls_ds, field):
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
-
-    path = Path(path)
-    if not path.exists():
-        raise SnapPcError(f"reference {path} does not exist")
-    try:
-        ref_ds = rasterio.open(path)
-        is_raster = True
-    except rasterio.errors.RasterioIOError:
-        is_raster = False
-    if is_raster:
-        if ref_ds.crs is None:
-            raise SnapPcError(f"reference raster {path} has no CRS")
-        vrt = WarpedVRT(ref_ds, crs=cls_ds.crs, transform=cls_ds.transform, width=cls_ds.width,
-                        height=cls_ds.height, resampling=Resampling.nearest, nodata=0)
-
-        def read(win):
-            return vrt.read(1, window=win).astype(np.int64)
-
-        return read
-    return _vector_reader(path, cls_ds, field)
-
-
-def _vector_reader(path, cls_ds, field):
-    import fiona
-    from fiona.transform import transform_geom
-    from rasterio import features, windows
-
-    if not field:
-        raise SnapPcError(f"reference {path} is a vector file: give the class attribute with --field")
-    try:
-        src = fiona.open(path)
-    except Exception as exc:
-        raise SnapPcError(f"cannot open reference {path}: {exc}") from None
-    with src:
-        props = list(src.schema["properties"])
-        if field not in props:
-            raise SnapPcError(f"reference {path} has no attribute '{field}'; attributes: {', '.join(props)}")
-        src_crs = src.crs_wkt or None
-        shapes = []
-        for feat in src:
-            geom = feat.geometry
-            value = feat.properties.get(field)
-            if geom is None or value is None:
-                continue
-            g = dict(geom.__geo_interface__) if hasattr(geom, "__geo_interface__") else geom
-            if src_crs:
-                g = transform_geom(src_crs, cls_ds.crs.to_wkt(), g)
-            shapes.append((g, int(value)))
-    if not shapes:
-        raise SnapPcError(f"reference {path} has no features with attribute '{field}'")
-
-    def read(win):
-        t = windows.transform(win, cls_ds.transform)
-        return features.rasterize(shapes, out_shape=(int(win.height), int(win.width)), transform=t,
-                                  fill=0, dtype="int32", all_touched=False).astype(np.int64)
-
-    return read
 
 
 def write_report(result: Assessment, out_dir: str | Path) -> dict[str, Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 #: module -> function adding its sub-command(s) to the `snap-pc` parser.
-_COMMAND_MODULES = ("snap_operators.assess", "snap_operators.quicklook", "snap_operators.snap.install",
+_COMMAND_MODULES = ("snap_operators.assess", "snap_operators.quicklook", "snap_operators.snap.install", "snap_pc_models.cli",
                     "snap_operators.timeseries")
 
 

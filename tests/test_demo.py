@@ -12,7 +12,7 @@ from snap_operators import demo
 
 def test_demo_runs_both_graphs_and_reports_accuracy(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert demo.main(["--out", str(out), "--size", "384", "--seed", "3"]) == 0
+    assert demo.main(["--out", str(out), "--size", "384", "--seed", "3", "--epochs", "3"]) == 0
     text = capsys.readouterr().out
     assert "Class ID | Class Name | Area (sq km)" in text
     assert text.count("Overall accuracy") == 2
@@ -31,3 +31,9 @@ def test_demo_runs_both_graphs_and_reports_accuracy(tmp_path, capsys):
         assert ids == set(np.unique(classes)) - {0, 255}
         assert (out / f"classes_{tag}.png").stat().st_size > 10_000
         assert (out / f"areas_{tag}.png").stat().st_size > 5_000
+    if "skipped: training needs TensorFlow" not in text:
+        from snap_operators.onnx_model import read_metadata
+
+        assert "Attention U-Net (small)" in text and "mean IoU" in text
+        assert read_metadata(out / "unet_small.onnx").input_bands[:2] == ("B2", "B3")
+        assert (out / "unet_small.card.md").is_file()

@@ -1,0 +1,89 @@
+"""Attention U-Net training throughput (patches per second) for both configurations.
+
+Times Keras training steps (forward, weighted CE + Dice loss, backward, Adam)
+on batches of the configuration's patch size and batch size, with the loss and
+data path ``snap-pc train`` uses, after warm-up steps that build and compile the
+step function. Speed does not depend on the values, so the patches are random
+normalized bands (10 channels: the default S2 bands and indices); labels are
+random classes with 20 % unlabelled pixels. Results also go to
+benchmarks/results/training.json.
+
+Usage::
+
+    python benchmarks/bench_training.py [--steps 20] [--configs small,default] [--device cpu|gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def bench(config: str, steps: int, n_bands: int = 10, n_classes: int = 5, warmup: int = 3) -> dict:
+    import keras
+
+    from snap_pc_models.attention_unet import build_attention_unet, get_config
+    from snap_pc_models.train import _labelled_accuracy, _loss
+
+    cfg = get_config(config)
+    keras.utils.set_random_seed(0)
+    model = build_attention_unet(n_bands, n_classes, cfg)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                  loss=_loss(np.ones(n_classes, "float32"), 0.5), metrics=[_labelled_accuracy])
+    rng = np.random.default_rng(0)
+    shape = (cfg.batch_size, cfg.patch_size, cfg.patch_size)
+    x = rng.normal(size=shape + (n_bands,)).astype("float32")
+    y = rng.integers(0, n_classes, size=shape).astype("int32")
+    y[rng.random(shape) < 0.2] = -1
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    seconds = time.perf_counter() - t0
+    return {"config": config, "patch_size": cfg.patch_size, "batch_size": cfg.batch_size,
+            "parameters": int(model.count_params()), "steps": steps, "seconds": seconds,
+            "patches_per_second": steps * cfg.batch_size / seconds,
+            "mpx_per_second": steps * cfg.batch_size * cfg.patch_size**2 / seconds / 1e6}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--configs", default="small,default")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    args = ap.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if args.device == "gpu" and not gpus:
+        raise SystemExit("Error: --device gpu but TensorFlow sees no GPU")
+    rows = [bench(name, args.steps) for name in args.configs.split(",")]
+    device = gpus[0].name if args.device == "gpu" else f"CPU ({os.cpu_count()} cores)"
+    print(f"\nAttention U-Net training throughput on {device}, TensorFlow {tf.__version__}\n")
+    print("| configuration | parameters | patch | batch | patches/s | Mpx/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['config']} | {r['parameters']:,} | {r['patch_size']} | {r['batch_size']} | "
+              f"{r['patches_per_second']:.1f} | {r['mpx_per_second']:.2f} |")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"training_{args.device}.json").write_text(json.dumps(
+        {"date": dt.date.today().isoformat(), "machine": platform.platform(), "device": device, "results": rows},
+        indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""``snap-pc dataset`` and ``snap-pc train``: Attention U-Net training from the command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .dataset import DEFAULT_INDICES, build_dataset
+
+_LABELS_HELP = ("label masks: LabelMaskExport's vector file (attribute class_id), any polygon/point file with a "
+                "class attribute (--field), or a class raster; codes 1-5 are classes, 0 and 255 unlabelled")
+
+
+def _names(text: str | None):
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _add_data_arguments(p, required: bool) -> None:
+    p.add_argument("--image", required=required, help="Sentinel-2 product (SAFE, GeoTIFF with band names, DIMAP)")
+    p.add_argument("--image-s1", help="Sentinel-1 product in dB (Sigma0_VV_db, Sigma0_VH_db), collocated onto the S2 grid")
+    p.add_argument("--labels", required=required, help=_LABELS_HELP)
+    p.add_argument("--field", help="class attribute of a vector label file (default class_id)")
+    p.add_argument("--bands", help="source bands in channel order (default B2,B3,B4,B8,B11,B12 "
+                   "[+ Sigma0_VV_db,Sigma0_VH_db with --image-s1])")
+    p.add_argument("--indices", default=",".join(DEFAULT_INDICES),
+                   help="SpectralIndices appended as channels (default %(default)s; '' for none)")
+    p.add_argument("--patch-size", type=int, help="patch edge in px (default: the configuration's, 64 for small)")
+    p.add_argument("--stride", type=int, help="step between patches in px (default: the patch size)")
+    p.add_argument("--block-size", type=int, help="edge of the spatial blocks split into train/val/test, px "
+                   "(default 4 patches)")
+    p.add_argument("--min-labelled", type=float, default=0.05,
+                   help="drop patches with a smaller labelled fraction (default %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share of blocks for validation (default %(default)s)")
+    p.add_argument("--test-fraction", type=float, default=0.15, help="share of blocks for test (default %(default)s)")
+
+
+def add_command(sub) -> None:
+    """Register ``snap-pc dataset`` and ``snap-pc train``."""
+    p = sub.add_parser(
+        "dataset", help="training patches for the Attention U-Net from an image and label masks",
+        description="Build training patches from a Sentinel-2 product (optional Sentinel-1 and indices) and label "
+        "masks, split train/validation/test by spatial blocks, normalization from the training split, written "
+        "as shards with dataset.json.",
+        epilog="example: snap-pc dataset --image S2.tif --labels labels.gpkg --out dataset/ --patch-size 64",
+    )
+    _add_data_arguments(p, required=True)
+    p.add_argument("--out", required=True, help="new dataset folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the block split (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.set_defaults(handler=_cmd_dataset)
+
+    t = sub.add_parser(
+        "train", help="train the Attention U-Net and export it to ONNX (needs the 'train' extra)",
+        description="Train the Attention U-Net on a dataset folder, or on --image/--labels (a dataset is built "
+        "first, in OUT.dataset/). Writes the ONNX model with its metadata and, beside it: best checkpoint "
+        "(.best.keras), training curves (.curves.png), metrics JSON (.metrics.json), confusion matrices "
+        "(.confusion_val.png, .confusion_test.png) and a model card (.card.md).",
+        epilog="example: snap-pc train --image S2.tif --labels labels.gpkg --out model.onnx --config small --epochs 10",
+    )
+    t.add_argument("dataset", nargs="?", help="dataset folder written by `snap-pc dataset`")
+    _add_data_arguments(t, required=False)
+    t.add_argument("--out", required=True, help="ONNX model file to write")
+    t.add_argument("--config", default="small", choices=("small", "default"),
+                   help="model configuration (default %(default)s)")
+    t.add_argument("--epochs", type=int, default=30, help="maximum epochs (default %(default)s)")
+    t.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (default %(default)s)")
+    t.add_argument("--batch-size", type=int, help="patches per batch (default: the configuration's)")
+    t.add_argument("--learning-rate", type=float, help="Adam step size (default: the configuration's)")
+    t.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling, augmentation and split (default 0)")
+    t.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    t.set_defaults(handler=_cmd_train)
+
+
+def _dataset_kwargs(args, patch_size: int) -> dict:
+    return dict(image_s1=args.image_s1, field=args.field, bands=_names(args.bands),
+                indices=_names(args.indices) or [], patch_size=args.patch_size or patch_size, stride=args.stride,
+                block_size=args.block_size, min_labelled=args.min_labelled,
+                fractions=(1 - args.val_fraction - args.test_fraction, args.val_fraction, args.test_fraction),
+                seed=args.seed, overwrite=args.overwrite, progress=sys.stderr.isatty())
+
+
+def _report(info: dict, folder) -> None:
+    print(f"dataset {folder}: {len(info['bands'])} bands ({', '.join(info['bands'])}), "
+          f"patches {info['patch_size']} px")
+    for split, s in info["splits"].items():
+        print(f"  {split:<5} {s['patches']:>6} patches in {len(s['shards'])} shard(s)")
+    d = info["dropped"]
+    print(f"  dropped: {d['straddling']} across split borders, {d['no_data']} with no-data, "
+          f"{d['few_labels']} with too few labelled pixels")
+
+
+def _check_fractions(args) -> None:
+    from .dataset import DatasetError
+
+    if not (0 < args.val_fraction < 1 and 0 < args.test_fraction < 1 and args.val_fraction + args.test_fraction < 1):
+        raise DatasetError("--val-fraction and --test-fraction must be in (0, 1) and sum to less than 1")
+
+
+def _cmd_dataset(args) -> int:
+    _check_fractions(args)
+    info = build_dataset(args.image, args.labels, args.out, **_dataset_kwargs(args, 64))
+    _report(info, args.out)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .attention_unet import get_config
+    from .train import TrainError, train
+
+    if bool(args.dataset) == bool(args.image or args.labels):
+        raise TrainError("give either a dataset folder or --image and --labels")
+    folder = args.dataset
+    if not folder:
+        if not (args.image and args.labels):
+            raise TrainError("--image and --labels go together")
+        _check_fractions(args)
+        folder = Path(args.out).with_suffix(".dataset")
+        info = build_dataset(args.image, args.labels, folder, **{**_dataset_kwargs(args, get_config(args.config).patch_size),
+                                                                 "overwrite": True})
+        _report(info, folder)
+    result = train(folder, args.out, config=args.config, epochs=args.epochs, seed=args.seed, patience=args.patience,
+                   batch_size=args.batch_size, learning_rate=args.learning_rate, overwrite=args.overwrite)
+    m = result["metrics"]
+    for split in ("val", "test"):
+        s, b = m[split], m[split]["baseline_majority"]
+        print(f"{split:<4}: OA {s['overall_accuracy']:.3f}  kappa {s['kappa']:.3f}  mean IoU {s['mean_iou']:.3f}"
+              f"   (majority class {b['class_id']}: OA {b['overall_accuracy']:.3f}, mean IoU {b['mean_iou']:.3f})")
+    print(f"wrote {result['onnx']} (ONNX vs TensorFlow max abs diff "
+          f"{m['onnx']['max_abs_diff_vs_tensorflow']:.1e}, halo {m['onnx']['halo']} px)")
+    for path in result["files"].values():
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,382 @@
+"""Training patches from a product and label masks, split by spatial blocks, written as shards.
+
+The input stack is built by the same operators the inference graph runs
+(Read -> Resample onto B2's grid -> [Collocate Sentinel-1] -> SpectralIndices
+with the source bands copied), so a band named here is the band inference
+finds. Labels (LabelMaskExport vectors, any polygon/point file with a class
+attribute, or a class raster) are reprojected and rasterized onto that grid.
+
+Patches never straddle two splits: the scene is cut into square blocks, each
+block goes to train, validation or test, and a patch is kept only if every
+block it touches has the same split. Normalization statistics come from the
+training split only. Shards are ``.npy`` pairs (``x``: ``(n, P, P, bands)``
+float32 physical values; ``y``: ``(n, P, P)`` uint8 class ids, 0 unlabelled),
+written as the scene is read, so memory holds one row of patches at a time.
+
+Example
+-------
+>>> info = build_dataset("S2.tif", "labels.gpkg", "ds/", patch_size=64)   # doctest: +SKIP
+>>> info["splits"]["train"]["patches"]                                     # doctest: +SKIP
+412
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from snap_operators.classes import LAND_COVER, NO_DATA, UNCLASSIFIED
+from snap_operators.errors import SnapPcError
+
+__all__ = [
+    "DatasetError", "DEFAULT_S2_BANDS", "DEFAULT_S1_BANDS", "DEFAULT_INDICES", "SPLITS",
+    "build_input_product", "assign_blocks", "patch_origins", "build_dataset", "load_dataset_info", "open_split",
+]
+
+DEFAULT_S2_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
+DEFAULT_S1_BANDS = ("Sigma0_VV_db", "Sigma0_VH_db")
+DEFAULT_INDICES = ("NDVI", "MNDWI", "NDBI", "BSI")
+SPLITS = ("train", "val", "test")
+INFO_FILE = "dataset.json"
+#: Split codes in the block map: 0 train, 1 validation, 2 test.
+TRAIN, VAL, TEST = 0, 1, 2
+
+
+class DatasetError(SnapPcError):
+    """Training data that cannot be built: bad labels, bands, sizes or splits."""
+
+
+_STACK_GRAPH = """<graph id="UNetInputStack">
+  <version>1.0</version>
+  <node id="Read"><operator>Read</operator><sources/>
+    <parameters><file>${input}</file></parameters></node>
+  <node id="Resample"><operator>Resample</operator><sources><sourceProduct refid="Read"/></sources>
+    <parameters><referenceBand>B2</referenceBand><upsampling>Bilinear</upsampling>
+      <downsampling>Mean</downsampling></parameters></node>
+  %s
+  <node id="SpectralIndices"><operator>SpectralIndices</operator><sources><sourceProduct refid="%s"/></sources>
+    <parameters><indices>${indices}</indices><copySourceBands>true</copySourceBands></parameters></node>
+</graph>"""
+
+_COLLOCATE = """<node id="Read(2)"><operator>Read</operator><sources/>
+    <parameters><file>${inputS1}</file></parameters></node>
+  <node id="Collocate"><operator>Collocate</operator>
+    <sources><sourceProduct refid="Resample"/><sourceProduct.1 refid="Read(2)"/></sources>
+    <parameters><renameReferenceComponents>false</renameReferenceComponents>
+      <renameSecondaryComponents>false</renameSecondaryComponents>
+      <resamplingType>BILINEAR_INTERPOLATION</resamplingType></parameters></node>"""
+
+
+def build_input_product(image, image_s1=None, bands: Sequence[str] | None = None,
+                        indices: Sequence[str] = DEFAULT_INDICES, tile_size: int = 512):
+    """The lazy input stack: the product the inference graph hands the network.
+
+    Parameters
+    ----------
+    image : path
+        Sentinel-2 product (SAFE, GeoTIFF with band names, band folder, DIMAP).
+    image_s1 : path, optional
+        Sentinel-1 product in dB (``Sigma0_VV_db``...), collocated onto the
+        Sentinel-2 10 m grid.
+    bands : list of str, optional
+        Source bands in channel order (default: ``DEFAULT_S2_BANDS`` plus
+        ``DEFAULT_S1_BANDS`` when `image_s1` is given).
+    indices : list of str
+        SpectralIndices codes appended after the bands.
+
+    Returns
+    -------
+    (Product, list of str)
+        The product holding every band, and the channel order.
+    """
+    from snap_operators.engine import build
+    from snap_operators.graph import parse_graph
+    from snap_operators.operator import ExecutionContext
+
+    bands = list(bands) if bands is not None else list(DEFAULT_S2_BANDS) + (list(DEFAULT_S1_BANDS) if image_s1 else [])
+    indices = [i for i in indices if i]
+    order = bands + indices
+    if len(set(order)) != len(order):
+        raise DatasetError(f"band list names a band twice: {', '.join(order)}")
+    text = _STACK_GRAPH % ((_COLLOCATE, "Collocate") if image_s1 else ("", "Resample"))
+    variables = {"input": str(image), "indices": ",".join(indices) or "NDVI"}
+    if image_s1:
+        variables["inputS1"] = str(image_s1)
+    graph = parse_graph("unet-input-stack", text=text).substitute(variables)
+    ops = build(graph, ExecutionContext(tile_size=tile_size))
+    product = ops["SpectralIndices"].target
+    missing = [b for b in order if not product.has_band(b)]
+    if missing:
+        raise DatasetError(f"bands {', '.join(missing)} are not in the input (it has: "
+                           f"{', '.join(product.band_names)})")
+    return product, order
+
+
+def assign_blocks(shape: tuple[int, int], block_size: int, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> np.ndarray:
+    """Split code (0 train, 1 val, 2 test) of each spatial block, shape ``(rows, cols)``.
+
+    Blocks are shuffled with `seed` and dealt out in the given fractions, at
+    least one block to each split.
+
+    Example
+    -------
+    >>> codes = assign_blocks((1000, 1000), 250, seed=1)
+    >>> codes.shape, sorted(set(codes.ravel().tolist()))
+    ((4, 4), [0, 1, 2])
+    """
+    rows, cols = -(-shape[0] // block_size), -(-shape[1] // block_size)
+    n = rows * cols
+    if n < 3:
+        raise DatasetError(f"the image ({shape[1]} x {shape[0]} px) holds {n} spatial block(s) of {block_size} px; "
+                           "train/validation/test need at least 3: use a smaller --block-size")
+    f = np.asarray(fractions, dtype=float)
+    n_val = max(1, int(round(n * f[1] / f.sum())))
+    n_test = max(1, int(round(n * f[2] / f.sum())))
+    n_val, n_test = min(n_val, n - 2), min(n_test, n - 1 - min(n_val, n - 2))
+    codes = np.zeros(n, dtype=np.uint8)
+    perm = np.random.default_rng(seed).permutation(n)
+    codes[perm[:n_val]] = VAL
+    codes[perm[n_val:n_val + n_test]] = TEST
+    return codes.reshape(rows, cols)
+
+
+def patch_origins(shape: tuple[int, int], patch: int, stride: int) -> list[tuple[int, int]]:
+    """Upper-left ``(row, col)`` of every patch; the last row/column is shifted to end at the border."""
+    def starts(n):
+        s = list(range(0, n - patch + 1, stride))
+        if s and s[-1] + patch < n:
+            s.append(n - patch)
+        return s
+
+    return [(r, c) for r in starts(shape[0]) for c in starts(shape[1])]
+
+
+def _patch_split(blocks: np.ndarray, r: int, c: int, patch: int, block: int) -> int:
+    """Split of a patch, or -1 when it touches blocks of different splits."""
+    touched = blocks[r // block:(r + patch - 1) // block + 1, c // block:(c + patch - 1) // block + 1]
+    first = int(touched.flat[0])
+    return first if (touched == first).all() else -1
+
+
+class _ShardWriter:
+    def __init__(self, folder: Path, split: str, n_bands: int, patch: int, shard_size: int):
+        self.folder, self.split, self.shard_size = folder, split, shard_size
+        self.x: list[np.ndarray] = []
+        self.y: list[np.ndarray] = []
+        self.origins: list[list[int]] = []
+        self.files: list[dict] = []
+        self.count = 0
+        self.class_pixels = np.zeros(256, dtype=np.int64)
+        self.sum = np.zeros(n_bands)
+        self.sumsq = np.zeros(n_bands)
+        self.n = 0
+
+    def add(self, x: np.ndarray, y: np.ndarray, origin: tuple[int, int]) -> None:
+        self.origins.append([int(origin[0]), int(origin[1])])
+        self.x.append(x)
+        self.y.append(y)
+        self.count += 1
+        self.class_pixels += np.bincount(y.ravel(), minlength=256)
+        flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
+        self.sum += flat.sum(axis=0)
+        self.sumsq += (flat**2).sum(axis=0)
+        self.n += flat.shape[0]
+        if len(self.x) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.x:
+            return
+        stem = f"{self.split}-{len(self.files):05d}"
+        np.save(self.folder / f"{stem}.x.npy", np.stack(self.x))
+        np.save(self.folder / f"{stem}.y.npy", np.stack(self.y))
+        self.files.append({"x": f"{stem}.x.npy", "y": f"{stem}.y.npy", "patches": len(self.x),
+                           "origins": self.origins})
+        self.x, self.y, self.origins = [], [], []
+
+
+def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None,
+                  bands: Sequence[str] | None = None, indices: Sequence[str] = DEFAULT_INDICES,
+                  patch_size: int = 64, stride: int | None = None, block_size: int | None = None,
+                  min_labelled: float = 0.05, fractions=(0.7, 0.15, 0.15), shard_size: int = 256,
+                  seed: int = 0, overwrite: bool = False, progress: bool = False) -> dict:
+    """Build a patch dataset on disk and return its ``dataset.json`` content.
+
+    Parameters
+    ----------
+    image, image_s1 : path
+        Sentinel-2 product and optional Sentinel-1 product (dB).
+    labels : path
+        Vector label masks (LabelMaskExport output, attribute ``class_id`` by
+        default) or any polygon/point file with `field`; or a class raster.
+        Codes 1..254 are classes; 0 and 255 are unlabelled.
+    out : path
+        New folder for the shards and ``dataset.json``.
+    bands, indices : list of str
+        Channel order (see :func:`build_input_product`).
+    patch_size, stride : int
+        Patch edge and step in pixels (stride defaults to the patch size).
+    block_size : int
+        Edge of the spatial blocks dealt to the splits, in pixels (default
+        4 patches).
+    min_labelled : float
+        Patches with a smaller fraction of labelled pixels are dropped.
+    fractions : (float, float, float)
+        Train, validation and test shares of the blocks.
+
+    Returns
+    -------
+    dict
+        The dataset description (bands, normalization, splits, shards).
+    """
+    import dask.array as da
+    from rasterio.windows import Window
+    from tqdm import tqdm
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise DatasetError(f"dataset folder {out} exists and is not empty (use --overwrite)")
+        if not (out / INFO_FILE).is_file():
+            raise DatasetError(f"refusing to replace {out}: it is not a dataset folder (no {INFO_FILE})")
+    stride = stride or patch_size
+    block_size = block_size or 4 * patch_size
+    if patch_size < 8 or stride < 1 or block_size < patch_size:
+        raise DatasetError(f"need patch size >= 8, stride >= 1 and block size >= patch size "
+                           f"(got {patch_size}, {stride}, {block_size})")
+    if not 0 <= min_labelled <= 1:
+        raise DatasetError(f"min labelled fraction must be in [0, 1], got {min_labelled}")
+    product, order = build_input_product(image, image_s1, bands, indices)
+    height, width = product.scene_shape
+    if height < patch_size or width < patch_size:
+        raise DatasetError(f"the image ({width} x {height} px) is smaller than one patch ({patch_size} px): "
+                           "use a smaller --patch-size")
+    ref_band = product.band(order[0])
+    if product.crs is None or ref_band.transform is None:
+        raise DatasetError(f"{image} has no CRS/geocoding: labels cannot be placed on it")
+    labels_path = Path(labels)
+    if field is None and not _is_raster(labels_path):
+        field = "class_id"
+    read_labels = _label_reader(labels_path, product.crs, ref_band.transform, width, height, field)
+
+    blocks = assign_blocks((height, width), block_size, fractions, seed)
+    origins = patch_origins((height, width), patch_size, stride)
+    rows = sorted({r for r, _ in origins})
+    tmp = out.with_name(f".{out.name}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    writers = {name: _ShardWriter(tmp, name, len(order), patch_size, shard_size) for name in SPLITS}
+    dropped = {"straddling": 0, "no_data": 0, "few_labels": 0}
+    stack = [product.band(b).data for b in order]
+    try:
+        for r in tqdm(rows, desc="patches", unit="row", disable=not progress):
+            cols = [c for rr, c in origins if rr == r]
+            # One stripe of rows per step: each patch row is read once for all its patches.
+            x_rows = np.moveaxis(da.stack([a[r:r + patch_size, :] for a in stack]).compute(), 0, -1)
+            y_rows = read_labels(Window(0, r, width, patch_size))
+            y_rows = np.where((y_rows > 0) & (y_rows < NO_DATA), y_rows, UNCLASSIFIED).astype(np.uint8)
+            for c in cols:
+                split = _patch_split(blocks, r, c, patch_size, block_size)
+                if split < 0:
+                    dropped["straddling"] += 1
+                    continue
+                x = x_rows[:, c:c + patch_size]
+                if not np.isfinite(x).all():
+                    dropped["no_data"] += 1
+                    continue
+                y = y_rows[:, c:c + patch_size]
+                if np.count_nonzero(y) < max(1, min_labelled * y.size):
+                    dropped["few_labels"] += 1
+                    continue
+                writers[SPLITS[split]].add(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y), (r, c))
+        for w in writers.values():
+            w.flush()
+        empty = [name for name, w in writers.items() if w.count == 0]
+        if empty:
+            total = sum(w.count for w in writers.values())
+            raise DatasetError(f"no usable patch in the {', '.join(empty)} split(s) ({total} kept; dropped: "
+                               f"{dropped['straddling']} across splits, {dropped['no_data']} with no-data, "
+                               f"{dropped['few_labels']} with < {min_labelled:.0%} labelled pixels); "
+                               "check that the labels cover the image, or use smaller --patch-size/--block-size")
+        train = writers["train"]
+        mean = train.sum / train.n
+        std = np.sqrt(np.maximum(train.sumsq / train.n - mean**2, 0.0))
+        std = np.where(std > 1e-6, std, 1.0)
+        info = {
+            "format": "snap-pc-dataset/1",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "image": str(image), "image_s1": str(image_s1) if image_s1 else None,
+            "labels": str(labels), "field": field,
+            "bands": order, "indices": list(indices),
+            "crs": product.crs.to_wkt(), "transform": list(ref_band.transform)[:6],
+            "width": width, "height": height,
+            "patch_size": patch_size, "stride": stride, "block_size": block_size,
+            "min_labelled": min_labelled, "fractions": list(fractions), "seed": seed,
+            "classes": [{"id": c.value, "name": c.name, "color": list(c.color)} for c in LAND_COVER],
+            "norm_mean": mean.tolist(), "norm_std": std.tolist(),
+            "dropped": dropped,
+            "blocks": blocks.tolist(),
+            "splits": {name: {"patches": w.count, "shards": w.files,
+                              "class_pixels": {str(k): int(v) for k, v in enumerate(w.class_pixels) if v}}
+                       for name, w in writers.items()},
+        }
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+def _is_raster(path: Path) -> bool:
+    import rasterio
+
+    try:
+        with rasterio.open(path):
+            return True
+    except rasterio.errors.RasterioIOError:
+        return False
+
+
+def _label_reader(path: Path, crs, transform, width, height, field):
+    from snap_operators.reference import ReferenceError, reference_reader
+
+    try:
+        return reference_reader(path, crs, transform, width, height, field, require_overlap=True)
+    except ReferenceError as exc:
+        raise DatasetError(str(exc)) from None
+
+
+def load_dataset_info(folder) -> dict:
+    """``dataset.json`` of a dataset folder, checked."""
+    path = Path(folder) / INFO_FILE
+    if not path.is_file():
+        raise DatasetError(f"{folder} is not a dataset folder (no {INFO_FILE}; build one with `snap-pc dataset`)")
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DatasetError(f"{path} is not valid JSON: {exc}") from None
+    if info.get("format") != "snap-pc-dataset/1":
+        raise DatasetError(f"{path}: unknown dataset format {info.get('format')!r}")
+    for split in SPLITS:
+        for shard in info["splits"][split]["shards"]:
+            for key in ("x", "y"):
+                if not (Path(folder) / shard[key]).is_file():
+                    raise DatasetError(f"dataset {folder} is incomplete: {shard[key]} is missing")
+    return info
+
+
+def open_split(folder, info: dict, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Memory-mapped ``x`` and ``y`` shards of one split (nothing read yet)."""
+    folder = Path(folder)
+    shards = info["splits"][split]["shards"]
+    return ([np.load(folder / s["x"], mmap_mode="r") for s in shards],
+            [np.load(folder / s["y"], mmap_mode="r") for s in shards])
