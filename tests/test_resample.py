@@ -453,3 +453,12 @@ def test_graph_tasks_pickle_for_distributed_workers():
         graph = dict(out.__dask_graph__())
         restored = pickle.loads(pickle.dumps(graph))
         assert set(restored) == set(graph)
+
+
+def test_reference_band_accepts_the_zero_padded_sentinel2_spelling():
+    # GeoTIFFs cut from SAFE granules name bands B02..; graphs say referenceBand=B2 as SNAP does
+    p = product(band("B02", np.ones((6, 6), "float32"), 10), band("B11", np.ones((3, 3), "float32"), 20))
+    out = resample(p, referenceBand="B2")
+    assert out.band("B11").shape == (6, 6)
+    with pytest.raises(ParameterError, match="referenceBand 'B3' is not in product"):
+        resample(p, referenceBand="B3")

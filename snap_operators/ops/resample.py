@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 
 from affine import Affine
@@ -131,6 +132,7 @@ class ResampleOp(Operator):
                 f"set only one of referenceBand, targetResolution, targetWidth/targetHeight (got {', '.join(given)})"
             )
         if ref:
+            ref = _s2_spelling(ref, src.bands)
             if ref not in src.bands:
                 raise self._param_error(
                     f"referenceBand '{ref}' is not in product '{src.name}'; bands: {', '.join(src.bands)}"
@@ -222,3 +224,18 @@ def _aligned_at(transforms, offset: float) -> bool:
     """True when all grids share the point `offset` pixels into their upper-left pixel."""
     points = {(round(t.c + offset * t.a, 6), round(t.f + offset * t.e, 6)) for t in transforms}
     return len(points) == 1
+
+
+def _s2_spelling(name: str, bands) -> str:
+    """`name`, or its other Sentinel-2 spelling present in `bands` (``B2`` <-> ``B02``).
+
+    SNAP's products say ``B2``; GeoTIFFs cut from SAFE granules often say
+    ``B02``. Accepting both keeps ``referenceBand=B2`` graphs usable on both.
+    """
+    m = re.fullmatch(r"B0?(\d)", name, flags=re.IGNORECASE)
+    if name in bands or not m:
+        return name
+    for other in (f"B{m[1]}", f"B0{m[1]}"):
+        if other in bands:
+            return other
+    return name
