@@ -7,21 +7,28 @@
   LabelMaskExport node (Read -> Resample -> SpectralIndices ->
   ProgressiveClassifier -> Write), with the area table.
 * **whole graph**: ``graphs/progressive_classifier_s2.xml`` as shipped,
-  including vector label masks (GeoPackage).
+  including vector label masks (GeoPackage), once per ``--min-areas`` value
+  of its ``minArea`` variable (0: the shipped default, every region).
 
 Each run is a fresh process (peak RSS = its ``ru_maxrss``), after a warm-up
-run on a small scene in the same process. Usage::
+run on a small scene in the same process. With ``--repeat N`` the floor and
+every graph run N times, interleaved (floor, raster, whole, floor, ...), so
+each ratio compares runs made under the same load; the table gives the
+median. Usage::
 
-    python benchmarks/bench_s2_graph.py [--size 10980] [--work /tmp/snap-pc-bench]
+    python benchmarks/bench_s2_graph.py [--size 10980] [--repeat 2] [--min-areas 0 500]
+        [--work /tmp/snap-pc-bench]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -74,7 +81,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=10980)
     ap.add_argument("--work", type=Path, default=Path("/tmp/snap-pc-bench"))
-    ap.add_argument("--skip-whole", action="store_true", help="leave out the run with label masks")
+    ap.add_argument("--skip-whole", action="store_true", help="leave out the runs with label masks")
+    ap.add_argument("--min-areas", type=float, nargs="+", default=[0.0, 500.0],
+                    help="minArea values (m²) of the whole-graph runs (default: 0, the shipped default, and 500)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of floor + graphs (median reported)")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     src, small = scene(args.work, args.size), scene(args.work, 256)
@@ -91,25 +101,61 @@ def main(argv=None) -> int:
 
     def variables(src_path: Path, tag: str) -> dict:
         return {"input": str(src_path), "output": str(out / f"{tag}.tif"), "labels": str(out / f"{tag}.gpkg"),
-                "areaTable": str(out / f"{tag}_areas.csv")}
+                "areaTable": str(out / f"{tag}_classifier_areas.csv")}
 
-    rows = {}
-    rows["I/O floor"] = run(floor_graph, variables(src, "floor"), variables(small, "warm"))
-    rows["raster graph"] = run(raster_graph, variables(src, "raster"), variables(small, "warm"))
+    runs = [("I/O floor", floor_graph, {}), ("raster graph", raster_graph, {})]
     if not args.skip_whole:
-        rows["whole graph (with label masks)"] = run(S2_GRAPH, variables(src, "whole"), variables(small, "warm"))
-    floor = rows["I/O floor"]["seconds"]
+        runs += [(f"whole graph, label masks minArea={m:g} m²", S2_GRAPH, {"minArea": f"{m:g}"}) for m in args.min_areas]
+    rows: dict[str, dict] = {}
+    for _ in range(args.repeat):
+        for name, graph, extra in runs:
+            tag = re.sub(r"[^a-z0-9]+", "_", name.lower())
+            r = run(graph, {**variables(src, tag), **extra}, {**variables(small, "warm"), **extra})
+            if graph is S2_GRAPH:
+                r["regions"] = region_count(out / f"{tag}_areas.csv")
+            rows.setdefault(name, {"seconds_all": [], "peak_rss_mib_all": []})
+            rows[name]["seconds_all"].append(r["seconds"])
+            rows[name]["peak_rss_mib_all"].append(r["peak_rss_mib"])
+            if "regions" in r:
+                rows[name]["regions"] = r["regions"]
+    for r in rows.values():
+        r["seconds"] = statistics.median(r["seconds_all"])
+        r["peak_rss_mib"] = max(r["peak_rss_mib_all"])
+    floor_all = rows["I/O floor"]["seconds_all"]
+    for r in rows.values():  # ratio to the floor of the same round, then the median
+        r["x_floor_all"] = [t / f for t, f in zip(r["seconds_all"], floor_all)]
+        r["x_floor"] = statistics.median(r["x_floor_all"])
     mpx = args.size**2 / 1e6
     info = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
-            "size": args.size, "rows": rows}
+            "size": args.size, "repeat": args.repeat, "versions": versions(), "rows": rows}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "s2_graph.json").write_text(json.dumps(info, indent=2))
-    print(f"{args.size} x {args.size} px ({mpx:.1f} Mpx); {info['machine']}; {info['date']}")
-    print("| run | time (s) | Mpx/s | x I/O floor | peak RSS (MiB) |")
-    print("|---|---|---|---|---|")
+    print(f"{args.size} x {args.size} px ({mpx:.1f} Mpx); {info['machine']}; {info['date']}; "
+          f"median of {args.repeat}; {info['versions']}")
+    print("| run | time (s) | Mpx/s | x I/O floor (each round) | regions | peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|")
     for name, r in rows.items():
-        print(f"| {name} | {r['seconds']:.1f} | {mpx / r['seconds']:.1f} | {r['seconds'] / floor:.2f} | {r['peak_rss_mib']:.0f} |")
+        each = ", ".join(f"{x:.2f}" for x in r["x_floor_all"])
+        print(f"| {name} | {r['seconds']:.1f} | {mpx / r['seconds']:.1f} | {r['x_floor']:.2f} ({each}) | "
+              f"{r.get('regions', '')} | {r['peak_rss_mib']:.0f} |")
     return 0
+
+
+def region_count(areas_csv: Path) -> int:
+    """Features LabelMaskExport wrote, from its area table."""
+    with open(areas_csv, newline="", encoding="utf-8") as f:
+        return sum(int(row["regions"]) for row in csv.DictReader(f))
+
+
+def versions() -> str:
+    import numpy
+    import pyogrio
+    import rasterio
+    import shapely
+
+    return (f"Python {platform.python_version()}, numpy {numpy.__version__}, rasterio {rasterio.__version__} "
+            f"(GDAL {rasterio.__gdal_version__}), pyogrio {pyogrio.__version__} (GDAL {pyogrio.__gdal_version_string__}), "
+            f"shapely {shapely.__version__} (GEOS {shapely.geos_version_string})")
 
 
 if __name__ == "__main__":

@@ -193,25 +193,40 @@ def test_piece_labels_are_the_4_connected_pieces_gdal_finds(masked):
     first = np.unique(labels.ravel(), return_index=True)[1]
     assert np.all(np.diff(first[1:] if masked else first) > 0)
     np.testing.assert_array_equal(values, a.ravel()[first[1:] if masked else first])
-    # label_pieces keeps GDAL's order of the polygons, and labels match them
+    # label_pieces numbers pieces as piece_labels does; piece k's polygon is
+    # GDAL's polygon of the same pixels, up to ring order (single pixels and
+    # one-pixel holes are built directly)
     p = vectorize.label_pieces(a, 4, mask, origin=(5, 7))
-    np.testing.assert_array_equal(p.labels, ref)
-    np.testing.assert_array_equal(p.values, [v for _, v in found])
-    moved = [shapely.transform(shape(g), lambda xy: xy + (7, 5)) for g, _ in found]
-    assert all(shapely.equals_exact(m, r, 0.0) for m, r in zip(p.geoms, moved))
+    np.testing.assert_array_equal(p.labels, labels)
+    np.testing.assert_array_equal(p.values, values)
+    gdal_index = np.zeros(len(found) + 1, dtype=np.int64)
+    gdal_index[labels[labels > 0]] = ref[labels > 0]
+    moved = [shapely.transform(shape(found[i - 1][0]), lambda xy: xy + (7, 5)) for i in gdal_index[1:]]
+    assert all(shapely.equals_exact(m, r, 0.0) for m, r in zip(shapely.normalize(p.geoms), shapely.normalize(moved)))
+    assert shapely.is_valid(p.geoms).all()
+    singles = np.bincount(labels.ravel())[1:] == 1
+    assert singles.any() and not singles.all()  # both paths taken
+    nb = np.pad(labels, 1)
+    around = [nb[:-2, 1:-1], nb[2:, 1:-1], nb[1:-1, :-2], nb[1:-1, 2:]]
+    enclosed = (around[0] > 0) & (around[0] != labels) & np.all([x == around[0] for x in around], axis=0)
+    assert enclosed.sum() > 3  # one-pixel holes added afterwards
 
 
-def test_multipolygon_coordinates_are_the_crs_polygons():
+def test_multipolygon_wkb_is_the_crs_polygons():
     a = blobs(40, 50, 2)
     pieces = vectorize.label_pieces(a, 8, None)
     groups = [pieces.geoms[pieces.region == r] for r in np.unique(pieces.region)]
     geoms = np.array([g[0] if len(g) == 1 else shapely.MultiPolygon(list(g)) for g in groups], dtype=object)
-    coords = vectorize.multipolygon_coordinates(geoms, T_GEO)
+    assert {g.geom_type for g in geoms} == {"Polygon", "MultiPolygon"}
+    mine = shapely.from_wkb(vectorize.multipolygon_wkb(geoms, T_GEO))
     ref = vectorize.pixel_to_crs(geoms, T_GEO)
-    assert len(coords) == len(ref)
-    for c, r in zip(coords, ref):
-        mine = shape({"type": "MultiPolygon", "coordinates": c})
-        assert shapely.equals_exact(mine, shapely.MultiPolygon(list(shapely.get_parts(r))), 0.0)
+    assert len(mine) == len(ref)
+    assert set(shapely.get_type_id(mine).tolist()) == {shapely.GeometryType.MULTIPOLYGON}
+    for m, r in zip(mine, ref):
+        assert shapely.equals_exact(m, shapely.MultiPolygon(list(shapely.get_parts(r))), 0.0)
+    only_polygons = vectorize.multipolygon_wkb(geoms[[g.geom_type == "Polygon" for g in geoms]], T_GEO)
+    assert all(shapely.from_wkb(w).geom_type == "MultiPolygon" for w in only_polygons)
+    assert len(vectorize.multipolygon_wkb(np.zeros(0, dtype=object), T_GEO)) == 0
 
 
 # --- sieve ---------------------------------------------------------------------------------

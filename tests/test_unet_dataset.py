@@ -27,7 +27,8 @@ def scene(tmp_path_factory):
     out = tmp_path_factory.mktemp("unet-ds")
     paths = write_synthetic_scene(out / "scene", 512, 3)
     run_graph(load_graph(GRAPHS / "progressive_classifier_s2.xml",
-                         {"input": str(paths["s2"]), "output": str(out / "classes.tif"), "labels": str(out / "labels.gpkg")}),
+                         {"input": str(paths["s2"]), "output": str(out / "classes.tif"), "labels": str(out / "labels.gpkg"),
+                          "minArea": "0"}),
               ExecutionContext(overwrite=True))
     return {**paths, "classes": out / "classes.tif", "labels": out / "labels.gpkg", "dir": out}
 
@@ -75,7 +76,7 @@ def test_patches_hold_the_product_pixels_and_rasterized_labels(scene, tmp_path):
     np.testing.assert_array_equal(x[0, :, :, 2], b4)
     with rasterio.open(scene["classes"]) as src:
         cls = src.read(1, window=((r, r + 64), (c, c + 64)))
-    # LabelMaskExport's polygons rasterized back give the class map (no minArea in the shipped graph)
+    # LabelMaskExport's polygons (minArea 0) rasterized back give the class map
     assert (y[0] == np.where(cls == 255, 0, cls)).mean() > 0.999
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import queue
 import threading
 import uuid
 from pathlib import Path
@@ -49,10 +50,11 @@ SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx
 #: for large minimum areas so the halo stays within it.
 MAX_SIEVE_DEPTH = 1024
 
-SCHEMA = {
-    "geometry": "MultiPolygon",
-    "properties": {"class_id": "int", "class_name": "str", "area_m2": "float", "area_km2": "float"},
-}
+#: Attribute columns of a label mask feature (the geometry column is ``geom``).
+FIELDS = ("class_id", "class_name", "area_m2", "area_km2")
+
+#: Record batches waiting for the layer writer (each one chunk's regions).
+MAX_PENDING_BATCHES = 8
 
 _INTEGER_KINDS = "iu"
 _UNKNOWN_COLOR = (128, 128, 128)
@@ -276,20 +278,10 @@ class _Export:
         return Path(f"{self.tmp_stem}{suffix}")
 
     def open(self) -> None:
-        import fiona
-
-        kwargs = {}
-        if self.format_name == "ESRI Shapefile":
-            kwargs["encoding"] = "utf-8"  # also writes the .cpg
-        else:
-            kwargs["layer"] = self.layer
-        try:
-            self._sink = fiona.open(
-                str(self._tmp(self.path.suffix)), "w", driver=self.format_name, schema=SCHEMA,
-                crs_wkt=self.crs.to_wkt(), **kwargs,
-            )
-        except Exception as exc:
-            raise self.op._fail(f"cannot create '{self.path}': {_one_line(exc)}") from None
+        self._sink = _LayerWriter(
+            self._tmp(self.path.suffix), self.format_name, self.layer, self.crs.to_wkt(),
+            self.op._fail,
+        )
 
     # --- streaming ---
     def __setitem__(self, region: tuple[slice, slice], block: np.ndarray) -> None:
@@ -312,28 +304,19 @@ class _Export:
     def _write(self, regions: list) -> None:
         if not regions:
             return
-        from fiona import Feature, Geometry, Properties
-
         values = np.array([v for v, _ in regions], dtype=np.int64)
         geoms_px = np.array([g for _, g in regions], dtype=object)
         areas = vectorize.areas_m2(geoms_px, self.transform, self.crs)
-        coords = vectorize.multipolygon_coordinates(geoms_px, self.transform)
-        # fiona's own classes: plain dicts would be converted one by one.
-        records = [
-            Feature(
-                geometry=Geometry(type="MultiPolygon", coordinates=c),
-                properties=Properties(class_id=v, class_name=self._name(v), area_m2=a, area_km2=a / 1e6),
-            )
-            for v, c, a in zip(values.tolist(), coords, areas.tolist())
-        ]
+        wkb = vectorize.multipolygon_wkb(geoms_px, self.transform)
+        names = [self._name(v) for v in range(int(values.max()) + 1)]
         with self._write_lock:
             if self._closed:
                 raise ProductWriteError(str(self.op.error("export already finished")))
-            self._sink.writerecords(records)
-            for v, a in zip(values, areas):
-                s = self.stats.setdefault(int(v), [0, 0.0])
-                s[0] += 1
-                s[1] += float(a)
+            self._sink.put(values, np.array(names, dtype=object)[values], areas, wkb)
+            for v, n, a in zip(*_class_sums(values, areas)):
+                s = self.stats.setdefault(v, [0, 0.0])
+                s[0] += n
+                s[1] += a
 
     def _name(self, value: int) -> str:
         c = self.legend.get(value)
@@ -404,16 +387,130 @@ class _Export:
             self._closed = True
             sink, self._sink = self._sink, None
         if sink is not None:
-            try:
-                sink.close()
-            except Exception:  # pragma: no cover - best effort
-                pass
+            sink.abort()
         self.merger.finish()
         for p in self.path.parent.glob(self.tmp_stem.name + "*"):
             try:
                 p.unlink()
             except OSError:  # pragma: no cover - best effort
                 pass
+
+
+def _class_sums(values: np.ndarray, areas: np.ndarray) -> tuple[list[int], list[int], list[float]]:
+    """Classes present in `values`, with their region count and summed area."""
+    classes, index, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(index, weights=areas, minlength=len(classes))
+    return classes.tolist(), counts.tolist(), sums.tolist()
+
+
+class _LayerWriter:
+    """One vector layer written by GDAL from record batches, on its own thread.
+
+    ``pyogrio.write_arrow`` consumes a stream of Arrow record batches (WKB
+    geometry, the :data:`FIELDS`) fed through a bounded queue by
+    :meth:`put`: the dataset stays open for the whole export, its features go
+    through GDAL's Arrow batch path (no per-feature Python objects), and a
+    GeoPackage's spatial index is built once, in bulk, when the layer closes
+    (appending to an indexed layer updates the R-tree feature by feature).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file to create.
+    driver, layer : str
+        OGR driver and layer name.
+    crs_wkt : str
+    fail : callable
+        ``fail(message) -> Exception``: the error raised for a failed write.
+    """
+
+    _END = object()
+
+    def __init__(self, path: Path, driver: str, layer: str, crs_wkt: str, fail):
+        import pyarrow as pa
+
+        self.path = path
+        self._fail = fail
+        self._pa = pa
+        self._schema = pa.schema([
+            ("class_id", pa.int64()),
+            ("class_name", pa.string()),
+            ("area_m2", pa.float64()),
+            ("area_km2", pa.float64()),
+            pa.field("geom", pa.binary(), metadata={"ARROW:extension:name": "geoarrow.wkb"}),
+        ])
+        self._queue: queue.Queue = queue.Queue(MAX_PENDING_BATCHES)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        options = {"layer": layer}
+        if driver == "ESRI Shapefile":
+            options = {"encoding": "UTF-8"}  # also writes the .cpg
+        self._thread = threading.Thread(
+            target=self._run, args=(driver, crs_wkt, options), name=f"write {path.name}", daemon=True,
+        )
+        self._thread.start()
+
+    def _batches(self):
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise RuntimeError("export aborted") from None
+                continue
+            if item is self._END:
+                return
+            yield item
+
+    def _run(self, driver: str, crs_wkt: str, options: dict) -> None:
+        from pyogrio.raw import write_arrow
+
+        stream = self._pa.RecordBatchReader.from_batches(self._schema, self._batches())
+        try:
+            write_arrow(stream, str(self.path), driver=driver, geometry_name="geom", geometry_type="MultiPolygon",
+                        crs=crs_wkt, **options)
+        except BaseException as exc:  # handed to the streaming threads
+            self._error = exc
+            self._stop.set()
+
+    def put(self, values: np.ndarray, names: np.ndarray, areas: np.ndarray, wkb: np.ndarray) -> None:
+        """Queue one batch of features; blocks while the writer is behind."""
+        pa = self._pa
+        batch = pa.record_batch(
+            [pa.array(values, pa.int64()), pa.array(names, pa.string()), pa.array(areas, pa.float64()),
+             pa.array(areas / 1e6, pa.float64()), pa.array(wkb, pa.binary())],
+            schema=self._schema,
+        )
+        while True:
+            self._raise_if_failed()
+            try:
+                self._queue.put(batch, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._fail(f"cannot write '{self.path.name}': {_one_line(self._error)}") from None
+        if self._stop.is_set() or not self._thread.is_alive():
+            raise self._fail("the export was aborted")
+
+    def close(self) -> None:
+        """End the stream, wait for GDAL to close the file; raise its error if any."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(self._END, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+        if self._error is not None:
+            raise self._fail(f"cannot write '{self.path.name}': {_one_line(self._error)}") from None
+
+    def abort(self) -> None:
+        """Stop the writer and wait for it to let go of the file; never raises."""
+        self._stop.set()
+        self._thread.join()
 
 
 def _one_line(exc: BaseException) -> str:
