@@ -30,6 +30,7 @@ from snap_operators.operator import ExecutionContext, get_operator
 from snap_operators.product import Band, MetadataElement, Product
 from snap_operators.snap import adapter
 from snap_operators.snap.adapter import make_operator_class
+from snap_operators.snap.descriptors import PLUGIN_OPERATORS
 from snap_operators.synth import S1_BANDS, S2_BANDS, synthetic_arrays
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -44,6 +45,7 @@ PLUGIN = Path(adapter.__file__).parent / "plugin"
 SpectralIndicesOp = make_operator_class("SpectralIndices", api=J)
 ProgressiveClassifierOp = make_operator_class("ProgressiveClassifier", api=J)
 LabelMaskExportOp = make_operator_class("LabelMaskExport", api=J)
+ChangeDetectionOp = make_operator_class("ChangeDetection", api=J)
 
 #: Tilings SNAP may use: square with partial borders, oblong, one tile larger than the scene.
 GRIDS = [(64, 64), (100, 37), (512, 512)]
@@ -450,6 +452,74 @@ def test_label_mask_export_needs_map_geocoding(java_classes, tmp_path):
 # --- the stand-in and the plugin -----------------------------------------------------------------
 
 
+# --- ChangeDetection (two named sources) -----------------------------------------------------
+
+
+def class_maps() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(11)
+    before = np.repeat(np.repeat(rng.integers(1, 6, size=(H // 16 + 1, W // 16 + 1)), 16, 0), 16, 1)[:H, :W]
+    after = before.copy()
+    after[40:120, 50:200] = 2  # a clearing
+    after[rng.random((H, W)) < 0.02] = 1  # scattered flooding
+    before[:10, :] = 255  # no-data rows on one date only
+    return before.astype(np.uint8), after.astype(np.uint8)
+
+
+def java_class_product(name: str, a: np.ndarray) -> J.Product:
+    p = J.Product(name, "CLASSES", W, H)
+    b = p.addBand("class_id", J.ProductData.TYPE_UINT8)
+    b.setNoDataValue(255.0)
+    b.setNoDataValueUsed(True)
+    J.set_raster(b, a)
+    p.setSceneGeoCoding(J.crs_geocoding(EPSG, tuple(T)[:6], W, H))
+    return p
+
+
+@pytest.mark.parametrize("grid", [(64, 64), (100, 37), "partition"])
+def test_change_detection_equals_standalone_with_named_sources(tmp_path, capsys, grid):
+    from snap_operators.classes import LAND_COVER
+
+    before, after = class_maps()
+    classes = {"class_id": list(LAND_COVER)}
+    ref_csv = tmp_path / "ref" / "matrix.csv"
+    ref_csv.parent.mkdir()
+    op = get_operator("ChangeDetection").create(
+        {"before": python_product({"class_id": before}, classes, 255, "before"),
+         "after": python_product({"class_id": after}, classes, 255, "after")},
+        {"matrixFile": str(ref_csv)}, context=ExecutionContext(tile_size=64, overwrite=True))
+    op.target = op.initialize()
+    op.execute()
+    ref = op.target.band("change").data.compute()
+    capsys.readouterr()
+
+    csv = tmp_path / "matrix.csv"
+    spec = get_operator("ChangeDetection").spec
+    context = J.Operator({"before": java_class_product("before", before), "after": java_class_product("after", after)},
+                         {"sourceBand": "class_id", "matrixFile": J.File(str(csv))},
+                         declared=[p.name for p in spec.parameters])
+    kwargs = {"rects": J.random_partition(W, H, seed=5, min_size=9)} if grid == "partition" else {"tile_size": grid}
+    t = J.run_operator(ChangeDetectionOp(), context, **kwargs)
+    assert list(t.getBandNames()) == ["change"]
+    assert_bits_equal(J.raster(t.getBand("change")), ref)
+    assert (ref == 255).sum() == 10 * W and (ref == 0).any()
+    assert (ref[40:120, 50:200] == 12).any() and (ref[40:120, 50:200] == 32).any()  # the clearing
+    assert csv.read_bytes() == ref_csv.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["matrix.csv", "ref"]
+
+
+def test_change_detection_in_snap_refuses_maps_on_different_grids(tmp_path):
+    before, after = class_maps()
+    other = J.Product("after", "CLASSES", W // 2, H // 2)
+    b = other.addBand("class_id", J.ProductData.TYPE_UINT8)
+    J.set_raster(b, after[: H // 2 * 2:2, : W // 2 * 2:2])
+    other.setSceneGeoCoding(J.crs_geocoding(EPSG, (20.0, 0.0, 300000.0, 0.0, -20.0, 4030000.0), W // 2, H // 2))
+    spec = get_operator("ChangeDetection").spec
+    context = J.Operator({"before": java_class_product("before", before), "after": other}, {"sourceBand": "class_id"},
+                         declared=[p.name for p in spec.parameters])
+    with pytest.raises(OperatorError, match="put a Collocate node before ChangeDetection"):
+        ChangeDetectionOp().initialize(context)
+
+
 def test_the_stand_in_is_strict():
     p = J.Product("p", "t", 4, 3)
     with pytest.raises(AttributeError, match="SNAP's Product has no method getRasterSize"):
@@ -485,8 +555,7 @@ def test_the_stand_in_is_strict():
 def test_adapter_does_not_import_esa_snappy_and_plugin_names_match():
     code = (
         f"import sys, importlib; sys.path.insert(0, {str(PLUGIN)!r})\n"
-        "mods = [importlib.import_module(m) for m in ('snap_pc_spectral_indices', 'snap_pc_progressive_classifier',"
-        " 'snap_pc_label_mask_export')]\n"
+        f"mods = [importlib.import_module(m) for m in {[p.module for p in PLUGIN_OPERATORS]!r}]\n"
         "print(' '.join(f'{m.__name__}.{c}' for m in mods for c in dir(m) if c.endswith('Op')))\n"
         "assert 'esa_snappy' not in sys.modules\n"
         "op = mods[0].SpectralIndicesOp()\n"
@@ -494,8 +563,9 @@ def test_adapter_does_not_import_esa_snappy_and_plugin_names_match():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     names = out[0].split()
-    assert names == ["snap_pc_spectral_indices.SpectralIndicesOp", "snap_pc_progressive_classifier.ProgressiveClassifierOp",
-                     "snap_pc_label_mask_export.LabelMaskExportOp"]
+    assert names == [p.service for p in PLUGIN_OPERATORS]
+    assert {"SpectralIndices", "ProgressiveClassifier", "LabelMaskExport", "AttentionUNetInference",
+            "ChangeDetection"} <= {p.alias for p in PLUGIN_OPERATORS}
     assert out[1].startswith("OperatorError esa_snappy is not importable")
     services = PLUGIN / "META-INF" / "services" / "eu.esa.snap.snappy.gpf.PyOperatorSpi"
     if services.exists():  # written from the same names by snap_operators.snap.descriptors

@@ -145,18 +145,20 @@ class ChangeDetectionOp(Operator):
         return target
 
     def _before_after(self) -> tuple[Product, Product]:
-        named = {k: self.sources[k] for k in ("before", "after") if k in self.sources}
-        others = [p for k, p in self.sources.items() if k not in ("before", "after")]
-        if "before" not in named and others:
-            named["before"] = others.pop(0)
-        if "after" not in named and others:
-            named["after"] = others.pop(0)
+        ids = {k: k for k in ("before", "after") if k in self.sources}
+        others = [k for k in self.sources if k not in ("before", "after")]
+        if "before" not in ids and others:
+            ids["before"] = others.pop(0)
+        if "after" not in ids and others:
+            ids["after"] = others.pop(0)
         count = len(self.sources)
-        if "before" not in named or "after" not in named:
+        if "before" not in ids or "after" not in ids:
             raise self.error(f"needs two class maps, 'before' and 'after'; got {count} source product(s)")
         if others:
             raise self.error(f"needs exactly two class maps, 'before' and 'after'; got {count} source products")
-        return named["before"], named["after"]
+        #: Source id of each map (a tile-by-tile host reads the tiles from them).
+        self.source_ids = ids
+        return self.sources[ids["before"]], self.sources[ids["after"]]
 
     def _class_band(self, product: Product) -> Band:
         try:

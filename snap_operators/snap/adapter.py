@@ -17,10 +17,12 @@ does (Otsu/samples thresholds are resolved there, on the decimated read of
 those tiles). It then builds the Java target product. ``computeTileStack``
 reads the source tiles of the rectangle and calls the operator's own pure
 per-tile function on whole-tile numpy arrays: a handful of Java calls per
-tile, never one per pixel. Scene-wide outputs (the classifier's area table,
-the label masks) are fed tile by tile into the standalone sink code and
-finished when the last tile has arrived; a run that stops earlier is
-aborted in ``dispose`` and leaves nothing behind.
+tile, never one per pixel. An operator that needs context around a tile (the
+U-Net's halo) names the larger source rectangle to read for each target
+rectangle (:attr:`TileKernel.context`). Scene-wide outputs (the classifier's
+area table, the label masks) are fed tile by tile into the standalone sink
+code and finished when the last tile has arrived; a run that stops earlier
+is aborted in ``dispose`` and leaves nothing behind.
 
 The Java API is an injectable object: ``esa_snappy`` (imported only when
 needed) inside SNAP, a stand-in in tests.
@@ -32,7 +34,7 @@ import datetime as _dt
 import functools
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,6 +50,8 @@ CLASS_NAMES = {
     "SpectralIndices": "SpectralIndicesOp",
     "ProgressiveClassifier": "ProgressiveClassifierOp",
     "LabelMaskExport": "LabelMaskExportOp",
+    "AttentionUNetInference": "AttentionUNetInferenceOp",
+    "ChangeDetection": "ChangeDetectionOp",
 }
 
 #: Tile edge used when a source product has no preferred tile size (SNAP's usual default).
@@ -120,10 +124,15 @@ def parameter_values(context: Any, spec) -> dict[str, str | None]:
     return raw
 
 
-def source_products(context: Any) -> dict[str, Any]:
-    """Java source products by id: ``sourceProduct``, ``sourceProduct.1``, ... (Graph
-    Builder, gpt), else SNAP's ``getSourceProduct()`` fallback (the first source)."""
+def source_products(context: Any, names: Sequence[str] = ()) -> dict[str, Any]:
+    """Java source products by id: the operator's named sources (`names`, e.g. ``before``),
+    ``sourceProduct``, ``sourceProduct.1``, ... (Graph Builder, gpt), else SNAP's
+    ``getSourceProduct()`` fallback (the first source)."""
     found: dict[str, Any] = {}
+    for name in names:
+        p = context.getSourceProduct(name)
+        if p is not None:
+            found[name] = p
     first = context.getSourceProduct("sourceProduct")
     if first is not None:
         found["sourceProduct"] = first
@@ -372,11 +381,24 @@ class TileKernel:
         standalone operator maps over its chunks).
     outputs : dict
         Target band computed per tile -> numpy dtype.
+    context : callable, optional
+        Source rectangle a target rectangle needs (operators with a halo).
+    tile : (int, int), optional
+        Preferred tile size of the target product.
     """
 
     inputs: dict[str, str]
-    func: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
+    func: Callable[..., Mapping[str, np.ndarray]]
     outputs: dict[str, np.dtype]
+    #: For kernels that need source pixels around the tile (a halo): target
+    #: rectangle ``(x, y, w, h)`` -> source rectangle to read, inside the
+    #: scene; ``func`` is then called as ``func(tiles, source_rect, target_rect)``.
+    context: Callable[[tuple[int, int, int, int]], tuple[int, int, int, int]] | None = None
+    #: Preferred target tile ``(rows, cols)``; default the source product's.
+    tile: tuple[int, int] | None = None
+    #: Source id each input key reads from (operators with several sources);
+    #: default: every input from the first source.
+    sources: dict[str, str] | None = None
 
 
 def _indices_kernel(op) -> TileKernel:
@@ -403,10 +425,31 @@ def _export_kernel(op) -> TileKernel:
     return TileKernel({name: name}, lambda tiles: {name: tiles[name]}, {name: band.dtype})
 
 
+def _unet_kernel(op) -> TileKernel:
+    # The operator's tile function predicts the standalone engine's tile grid from any
+    # rectangle: it reads the tiles' windows (tile + halo, clipped to the scene) and mirrors
+    # them beyond the scene itself. SNAP's getSourceTile(band, rect, BorderExtender) is not
+    # used: Tile.getSamplesFloat marks every pixel outside the raster invalid (NaN) for bands
+    # with a no-data value (RasterDataNode.isPixelValid finds no valid-mask tile there).
+    func = op.tile_function
+    return TileKernel(dict(op.tile_inputs), func, func.outputs(), context=func.source_window,
+                      tile=(op.block, op.block))
+
+
+def _change_kernel(op) -> TileKernel:
+    if op.collocated:
+        raise OperatorError("ChangeDetection: the two class maps are on different grids; in SNAP put a "
+                            "Collocate node before ChangeDetection")
+    outputs = {"change": op.target.band("change").dtype}
+    return TileKernel(dict(op.tile_inputs), op.tile_function, outputs, sources=dict(op.source_ids))
+
+
 _KERNELS: dict[str, Callable[[Any], TileKernel]] = {
     "SpectralIndices": _indices_kernel,
     "ProgressiveClassifier": _classifier_kernel,
     "LabelMaskExport": _export_kernel,
+    "AttentionUNetInference": _unet_kernel,
+    "ChangeDetection": _change_kernel,
 }
 
 
@@ -556,7 +599,37 @@ class _LabelMasks:
             self.plan.abort()
 
 
-_SINKS = {"ProgressiveClassifier": _AreaTable, "LabelMaskExport": _LabelMasks}
+class _PlanTables:
+    """Tables an operator counts from one output of every tile and writes through its own
+    sink plan (ChangeDetection's matrix and gain/loss CSVs), committed after the last cell."""
+
+    key = "pair"
+
+    def __init__(self, run: _Run):
+        self.op = run.op
+        self.plan = self.op.open() if self.op.is_sink else None
+        self.cells = _Cells(self.op.pairs.chunks)
+        self.finished = self.plan is None
+
+    def add(self, y: int, x: int, out: Mapping[str, np.ndarray]) -> None:
+        if self.finished:
+            return
+        for _, region, block in self.cells.add(y, x, out[self.key]):
+            self.plan.targets[0][region] = block
+        if self.cells.complete:
+            self.finished = True
+            try:
+                self.plan.commit()
+            except BaseException:
+                self.plan.abort()
+                raise
+
+    def close(self) -> None:
+        if not self.finished:
+            self.plan.abort()
+
+
+_SINKS = {"ProgressiveClassifier": _AreaTable, "LabelMaskExport": _LabelMasks, "ChangeDetection": _PlanTables}
 
 
 # --- one run ---------------------------------------------------------------------------------
@@ -575,7 +648,8 @@ class _Run:
         self.alias = alias
         self.types = _Types(api)
         cls = get_operator(alias)
-        java_sources = source_products(context)
+        named = [src.name for src in cls.spec.sources if not src.multiple and not src.name.startswith("sourceProduct")]
+        java_sources = source_products(context, named)
         if not java_sources:
             raise OperatorError(f"{alias}: no source product")
         self.java_source = next(iter(java_sources.values()))
@@ -595,9 +669,11 @@ class _Run:
         source = self.op.source_product()
         self.inputs = {}
         for key, band_name in self.kernel.inputs.items():
-            band = source.band(band_name)
+            sid = (self.kernel.sources or {}).get(key)
+            band = (self.op.sources[sid] if sid else source).band(band_name)
             fill = fill_value(band.dtype) if band.no_data is None or band.dtype.kind == "f" else band.no_data
-            self.inputs[key] = (self.java_source.getBand(band_name), band.dtype, fill)
+            jproduct = java_sources[sid] if sid else self.java_source
+            self.inputs[key] = (jproduct.getBand(band_name), band.dtype, fill)
         self.elements: dict[str, Any] = {}
         self.target, self.computed = self._target(len(source.metadata.elements))
         sink = _SINKS.get(alias)
@@ -611,7 +687,8 @@ class _Run:
         api.ProductUtils.copyGeoCoding(src, target)
         api.ProductUtils.copyMetadata(src, target)
         api.ProductUtils.copyTimeInformation(src, target)
-        target.setPreferredTileSize(self.tile[1], self.tile[0])
+        tile = self.kernel.tile or self.tile
+        target.setPreferredTileSize(tile[1], tile[0])
         computed: dict[str, tuple[Any, np.dtype]] = {}
         class_bands = []
         copied = False
@@ -680,8 +757,16 @@ class _Run:
 
     # --- tiles ---
     def compute(self, context: Any, target_tiles: Any, rect: Any) -> None:
-        tiles = {key: read_tile(context, jband, rect, dtype, fill) for key, (jband, dtype, fill) in self.inputs.items()}
-        out = self.kernel.func(tiles)
+        if self.kernel.context is None:
+            tiles = {key: read_tile(context, jband, rect, dtype, fill) for key, (jband, dtype, fill) in self.inputs.items()}
+            out = self.kernel.func(tiles)
+        else:
+            target = (int(rect.x), int(rect.y), int(rect.width), int(rect.height))
+            source = self.kernel.context(target)
+            window = self.api.Rectangle(*source)
+            tiles = {key: read_tile(context, jband, window, dtype, fill)
+                     for key, (jband, dtype, fill) in self.inputs.items()}
+            out = self.kernel.func(tiles, source, target)
         for name, (jband, dtype) in self.computed.items():
             tile = target_tiles.get(jband)
             if tile is not None:
@@ -733,7 +818,8 @@ def make_operator_class(alias: str, api: Any = None) -> type:
     Parameters
     ----------
     alias : str
-        ``SpectralIndices``, ``ProgressiveClassifier`` or ``LabelMaskExport``.
+        ``SpectralIndices``, ``ProgressiveClassifier``, ``LabelMaskExport`` or
+        ``AttentionUNetInference``.
     api : module, optional
         SNAP's Java API as esa_snappy exposes it; default ``esa_snappy``,
         imported when SNAP first initializes the operator.

@@ -89,6 +89,8 @@ PLUGIN_OPERATORS: tuple[PluginOperator, ...] = (
     PluginOperator("SpectralIndices", "snap_pc_spectral_indices", "SpectralIndicesOp", "_indices"),
     PluginOperator("ProgressiveClassifier", "snap_pc_progressive_classifier", "ProgressiveClassifierOp", "_classes"),
     PluginOperator("LabelMaskExport", "snap_pc_label_mask_export", "LabelMaskExportOp"),
+    PluginOperator("AttentionUNetInference", "snap_pc_unet_inference", "AttentionUNetInferenceOp", "_unet"),
+    PluginOperator("ChangeDetection", "snap_pc_change_detection", "ChangeDetectionOp", "_change"),
 )
 
 #: Our parameter types -> SNAP ``dataType`` (resolved by SNAP's

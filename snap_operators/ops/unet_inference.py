@@ -1,0 +1,388 @@
+"""``AttentionUNetInference``: land cover from a trained ONNX network, tile by tile.
+
+The model file says which bands it reads (by name, in channel order), how to
+normalize them and which classes it predicts (:mod:`snap_operators.onnx_model`).
+The operator picks those bands from its source product (the output of
+``SpectralIndices`` with ``copySourceBands=true``), predicts tiles of
+``tileSize`` pixels with ``halo`` pixels of context, blends them
+(:mod:`snap_operators.inference`) and writes
+
+* ``class_id`` (uint8): the most probable class, with the model's ids, names
+  and colors (the Progressive Classifier's legend); 255 where any input band
+  has no data;
+* ``probability_<id>`` (float32, with ``outputProbabilities``): one band per
+  class;
+* ``confidence`` (float32, with ``outputConfidence``): the winning class's
+  probability.
+
+In the standalone engine the scene is cut into Dask blocks of whole tiles
+(``tileSize`` times the number of tiles nearest the engine's tile size),
+each block read with ``halo`` pixels of its neighbours (``map_overlap``), so
+memory holds a few rows of blocks, never the scene; ``cosine`` adds a second
+overlapping pass that sums each block's weighted windows with its
+neighbours' margins. The SNAP adapter calls :class:`UNetTileFunction` on
+SNAP's tiles; both predict the same tile grid (``docs/unet_inference.md``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+
+from ..classes import NO_DATA
+from ..errors import OperatorError, ParameterError
+from ..inference import (
+    BLENDS,
+    DEVICES,
+    InferenceError,
+    TiledPredictor,
+    check_geometry,
+    class_ids,
+    confidence,
+    fixed_input_size,
+    get_session,
+    overlap_add,
+    session_key,
+    tile_edges,
+)
+from ..onnx_model import ModelError
+from ..operator import Operator, register
+from ..product import Band, Product
+from ..regrid import same_transform
+from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE = 256
+DEFAULT_BATCH = 1
+
+
+def probability_band(class_id: int) -> str:
+    """Name of the probability band of class `class_id` (``probability_3``)."""
+    return f"probability_{int(class_id)}"
+
+
+@dataclass(frozen=True)
+class UNetTileFunction:
+    """The per-tile function, as the SNAP adapter calls it (picklable).
+
+    Attributes
+    ----------
+    predictor : TiledPredictor
+    bands : tuple of str
+        The model's input bands in channel order (the keys of the tiles given).
+    no_data : tuple
+        No-data value of each band (None: none; NaN is always no-data).
+    scene : (rows, cols)
+    probabilities, with_confidence : bool
+        Which optional bands to produce.
+    """
+
+    predictor: TiledPredictor
+    bands: tuple[str, ...]
+    no_data: tuple
+    scene: tuple[int, int]
+    probabilities: bool = False
+    with_confidence: bool = False
+
+    def outputs(self) -> dict[str, np.dtype]:
+        """Target band name -> dtype."""
+        out = {"class_id": np.dtype(np.uint8)}
+        if self.probabilities:
+            out.update({probability_band(i): np.dtype(np.float32) for i in self.predictor.meta.class_ids})
+        if self.with_confidence:
+            out["confidence"] = np.dtype(np.float32)
+        return out
+
+    def stack(self, tiles: list[np.ndarray]) -> np.ndarray:
+        """``(bands, rows, cols)`` float32, NaN wherever a band has no data."""
+        out = np.empty((len(tiles),) + np.shape(tiles[0]), np.float32)
+        for k, (tile, nd) in enumerate(zip(tiles, self.no_data)):
+            out[k] = tile
+            if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):
+                out[k][np.asarray(tile) == nd] = np.nan
+        return out
+
+    def split(self, probs: np.ndarray) -> dict[str, np.ndarray]:
+        """Target bands of a probability block ``(classes, rows, cols)``."""
+        ids = self.predictor.meta.class_ids
+        out = {"class_id": class_ids(probs, ids, NO_DATA)}
+        if self.probabilities:
+            out.update({probability_band(i): probs[k] for k, i in enumerate(ids)})
+        if self.with_confidence:
+            out["confidence"] = confidence(probs)
+        return out
+
+    def source_window(self, rect: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """SNAP rectangle ``(x, y, w, h)`` of source pixels a target tile ``(x, y, w, h)`` needs."""
+        x, y, w, h = rect
+        r0, r1, c0, c1 = self.predictor.source_box((y, y + h, x, x + w), self.scene)
+        return (c0, r0, c1 - c0, r1 - r0)
+
+    def __call__(self, tiles: dict[str, np.ndarray], source: tuple[int, int, int, int],
+                 target: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+        """Target bands of the tile `target` from source tiles covering `source` (both ``(x, y, w, h)``)."""
+        stack = self.stack([tiles[b] for b in self.bands])
+        x, y, w, h = target
+        probs = self.predictor.region(stack, (source[1], source[0]), self.scene, (y, y + h, x, x + w))
+        return self.split(probs)
+
+
+@register
+class AttentionUNetInferenceOp(Operator):
+    """Classify land cover with a trained Attention U-Net (ONNX), tile by tile."""
+
+    spec = OperatorSpec(
+        alias="AttentionUNetInference",
+        category="Optical/Thematic Land Processing",
+        description="Land-cover classification with a trained Attention U-Net (ONNX Runtime, CPU or CUDA): "
+        "bands picked by name from the model's metadata, tiled with a halo, blended without seams.",
+        sources=(SourceSpec("sourceProduct", "Product with the model's input bands on one grid "
+                            "(SpectralIndices with copySourceBands=true)."),),
+        parameters=(
+            Parameter("modelFile", "File", required=True, label="Model file",
+                      description="ONNX model written by 'snap-pc train' (its metadata lists bands, "
+                      "normalization, classes and halo)."),
+            Parameter("device", "String", default="auto", value_set=DEVICES, label="Device",
+                      description="auto: CUDA when onnxruntime-gpu sees a GPU, else CPU; cpu; cuda (error without GPU)."),
+            Parameter("tileSize", "int", default=DEFAULT_TILE, interval="[8,8192]", unit="pixels", label="Tile size",
+                      description="Edge of the tiles predicted at once, without the halo."),
+            Parameter("halo", "int", interval="[0,1024]", unit="pixels", label="Halo",
+                      description="Context around each tile; default: the model's recommended halo (its metadata)."),
+            Parameter("blend", "String", default="center", value_set=BLENDS, label="Blend",
+                      description="center: each tile keeps its centre, predicted with the halo as context; cosine: "
+                      "tiles and halos kept, weighted by cosine ramps over the overlaps and summed."),
+            Parameter("batchSize", "int", default=DEFAULT_BATCH, interval="[1,256]", label="Batch size",
+                      description="Tiles per ONNX Runtime call."),
+            Parameter("threads", "int", default=1, interval="[0,1024]", label="Threads",
+                      description="ONNX Runtime threads per tile batch; 1 suits the engine and SNAP, which run one "
+                      "tile batch per core; 0: ONNX Runtime's default (one per core)."),
+            Parameter("outputProbabilities", "boolean", default=False, label="Output probabilities",
+                      description="Add one float32 band probability_<class id> per class."),
+            Parameter("outputConfidence", "boolean", default=False, label="Output confidence",
+                      description="Add a float32 band 'confidence': the probability of the winning class."),
+        ),
+        target_bands=(
+            TargetBandSpec("class_id", "uint8", None, f"Most probable class; {NO_DATA} no-data."),
+            TargetBandSpec("probability_{class_id}", "float32", None, "Class probability (outputProbabilities)."),
+            TargetBandSpec("confidence", "float32", None, "Probability of the winning class (outputConfidence)."),
+        ),
+    )
+
+    tile_function: UNetTileFunction
+    block: int
+
+    def initialize(self) -> Product:
+        source = self.source_product()
+        p = self.parameters
+        if not p.get("modelFile"):
+            raise ParameterError(str(self.error("parameter 'modelFile' is required")))
+        try:
+            key = session_key(p["modelFile"], p["device"] or "auto", int(p["threads"]))
+            session, meta = get_session(key)
+            input_size = fixed_input_size(session)
+            tile = int(p["tileSize"])
+            halo = meta.halo if p["halo"] is None else int(p["halo"])
+            check_geometry(tile, halo, p["blend"], meta, input_size)
+        except (ModelError, InferenceError) as exc:
+            raise type(exc)(str(self.error(str(exc)))) from None
+        bands = self._input_bands(source, meta.input_bands)
+        ref = bands[0]
+        scene = ref.shape
+        predictor = TiledPredictor(key, meta, tile, halo, p["blend"], int(p["batchSize"]), input_size)
+        func = UNetTileFunction(predictor, meta.input_bands, tuple(b.no_data for b in bands), scene,
+                                bool(p["outputProbabilities"]), bool(p["outputConfidence"]))
+        # Kept for the SNAP adapter, which calls this very function on SNAP's tiles.
+        self.tile_function = func
+        self.tile_inputs = {n: b.name for n, b in zip(meta.input_bands, bands)}
+        # Blocks of whole tiles, as near the engine's tile size as tiles allow.
+        self.block = tile * max(1, round(self.context.tile_size / tile))
+        probs = predict_blocks([b.data for b in bands], func, self.block)
+        arrays = split_blocks(probs, func)
+
+        classes = list(meta.classes)
+        target_bands = [Band("class_id", arrays["class_id"], ref.transform, no_data=NO_DATA, unit=None,
+                             description=f"Most probable class ({meta.model_name} {meta.model_version}); "
+                             f"{NO_DATA} no-data", classes=classes)]
+        if func.probabilities:
+            for c in classes:
+                name = probability_band(c.value)
+                target_bands.append(Band(name, arrays[name], ref.transform, no_data=float("nan"), unit="1",
+                                         description=f"Probability of class {c.value} {c.name}"))
+        if func.with_confidence:
+            target_bands.append(Band("confidence", arrays["confidence"], ref.transform, no_data=float("nan"),
+                                     unit="1", description="Probability of the most probable class"))
+        target = source.copy(name=f"{source.name}_unet", bands=target_bands)
+        target.metadata.add_element(
+            self.spec.alias, modelFile=key.path, modelName=meta.model_name, modelVersion=meta.model_version,
+            inputBands=",".join(meta.input_bands), classIds=",".join(map(str, meta.class_ids)), tileSize=tile,
+            halo=halo, blend=p["blend"], batchSize=int(p["batchSize"]), device=key.device,
+            providers=",".join(key.providers),
+        )
+        log.info("%s: %s on %d x %d px, tiles %d + halo %d, blend %s, blocks of %d px", self.spec.alias,
+                 meta.model_name, scene[1], scene[0], tile, halo, p["blend"], self.block)
+        return target
+
+    def _input_bands(self, source: Product, names: tuple[str, ...]) -> list[Band]:
+        try:
+            found = {n: resolve_band(source, n) for n in names}
+        except OperatorError as exc:
+            raise self.error(str(exc)) from None
+        missing = [n for n, b in found.items() if b is None]
+        if missing:
+            from ..indices import INDICES
+
+            indices = [n for n in missing if n in INDICES]
+            radar = [n for n in missing if n not in INDICES and re.search(r"V[VH]", n)]
+            hint = []
+            if indices:
+                hint.append(f"add {', '.join(indices)} to the SpectralIndices 'indices' parameter")
+            if radar:
+                hint.append("collocate the Sentinel-1 product onto the Sentinel-2 grid (graphs/unet_inference_s1s2.xml)")
+            if len(indices) + len(radar) < len(missing):
+                hint.append("set copySourceBands to true in SpectralIndices (or BandMerge the source bands)")
+            raise self.error(
+                f"the model reads band(s) {', '.join(missing)} that product '{source.name}' lacks "
+                f"(bands: {', '.join(source.bands) or '(none)'}); {' and '.join(hint)}"
+            )
+        bands = [found[n] for n in names]
+        renamed = [f"{n}={b.name}" for n, b in found.items() if b.name != n]
+        if renamed:
+            log.info("%s: model bands read as %s", self.spec.alias, ", ".join(renamed))
+        ref = bands[0]
+        off = [b for b in bands[1:] if b.shape != ref.shape or not same_transform(b.transform, ref.transform)]
+        if off:
+            sizes = ", ".join(f"{b.name} {b.width}x{b.height}" for b in [ref, *off])
+            raise self.error(f"input bands are not on one grid ({sizes}); add a Resample node before {self.spec.alias}")
+        return bands
+
+
+_S2_NAME = re.compile(r"^B0?(\d{1,2})(A?)$", re.IGNORECASE)
+
+
+def resolve_band(product: Product, name: str) -> Band | None:
+    """The band of `product` a model's input `name` designates, or None.
+
+    The exact name first; for Sentinel-2 band names also the zero-padded and
+    lower-case spellings readers give (``B02``, ``b2`` for ``B2``), as
+    ``SpectralIndices`` accepts them.
+    """
+    if name in product.bands:
+        return product.bands[name]
+    m = _S2_NAME.match(name)
+    if m is None:
+        return None
+    want = (int(m[1]), m[2].upper())
+    hits = [b for b in product.bands.values()
+            if (k := _S2_NAME.match(b.name)) is not None and (int(k[1]), k[2].upper()) == want]
+    if len(hits) > 1:
+        raise OperatorError(f"several bands could be the model's {name}: {', '.join(b.name for b in hits)}; "
+                            "keep one (Subset or BandSelect)")
+    return hits[0] if hits else None
+
+
+# --- Dask ------------------------------------------------------------------------------------------
+
+
+def block_chunks(n: int, block: int, depth: int) -> tuple[int, ...]:
+    """Chunks of `block` pixels along an axis of `n`; a last chunk thinner than `depth` joins the one before.
+
+    >>> block_chunks(1050, 512, 32)
+    (512, 538)
+    """
+    chunks = [block] * (n // block)
+    rest = n - block * len(chunks)
+    if rest:
+        if chunks and rest < depth:
+            chunks[-1] += rest
+        else:
+            chunks.append(rest)
+    return tuple(chunks) or (n,)
+
+
+def _offsets(chunks: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.concatenate([[0], np.cumsum(chunks)]))
+
+
+def predict_blocks(bands: list[da.Array], func: UNetTileFunction, block: int) -> da.Array:
+    """Blended probabilities of a scene, lazily: ``(classes, rows, cols)`` float32, one chunk per block.
+
+    Parameters
+    ----------
+    bands : list of dask.array.Array
+        2-D bands in the model's channel order, on one grid.
+    func : UNetTileFunction
+        Its predictor, and the bands' no-data values.
+    block : int
+        Block edge in pixels, a multiple of the tile edge.
+    """
+    predictor = func.predictor
+    scene = tuple(int(v) for v in bands[0].shape)
+    h = predictor.halo
+    chunks = tuple(block_chunks(n, block, h) for n in scene)
+    # One (bands, rows, cols) chunk per block, NaN for no-data: the band chunks are released
+    # as soon as they are stacked, and the overlap below moves one array, not one per band.
+    stack = da.map_blocks(_stack_block, *[b.rechunk(chunks) for b in bands], kernel=func, new_axis=[0],
+                          chunks=((len(bands),),) + chunks, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+    # no neighbour along an axis of one chunk: no overlap there
+    depth = {0: 0, 1: h if len(chunks[0]) > 1 else 0, 2: h if len(chunks[1]) > 1 else 0}
+    offsets = tuple(_offsets(c) for c in chunks)
+    n = predictor.n_classes
+    meta = np.empty((0, 0, 0), np.float32)
+    common = {"depth": depth, "boundary": "none", "trim": False, "dtype": np.float32, "meta": meta,
+              "predictor": predictor, "scene": scene, "offsets": offsets, "depth_used": (depth[1], depth[2])}
+    if predictor.blend == "center" or h == 0:
+        return da.map_overlap(_center_block, stack, chunks=((n,),) + chunks, **common)
+    canvas_chunks = tuple(tuple(c + 2 * h for c in cs) for cs in chunks)
+    canvas = da.map_overlap(_cosine_canvas, stack, chunks=((n,),) + canvas_chunks, **common)
+    return da.map_overlap(
+        overlap_add, canvas, depth={0: 0, 1: h, 2: h}, boundary={0: "none", 1: 0, 2: 0}, trim=False,
+        chunks=((n,),) + chunks, dtype=np.float32, meta=meta, halo=h,
+    )
+
+
+def _stack_block(*blocks, kernel):
+    return kernel.stack(blocks)
+
+
+def _block_geometry(block_id, offsets, depth_used):
+    i, j = block_id[-2:]
+    (ry, rx) = offsets
+    box = (ry[i], ry[i + 1], rx[j], rx[j + 1])
+    origin = (max(0, box[0] - depth_used[0]), max(0, box[2] - depth_used[1]))
+    return box, origin
+
+
+def _center_block(stack, block_id=None, predictor=None, scene=None, offsets=None, depth_used=None):
+    box, origin = _block_geometry(block_id, offsets, depth_used)
+    return predictor.region(stack, origin, scene, box)
+
+
+def _cosine_canvas(stack, block_id=None, predictor=None, scene=None, offsets=None, depth_used=None):
+    """The weighted sum of this block's own windows over the block and `halo` around it."""
+    (y0, y1, x0, x1), origin = _block_geometry(block_id, offsets, depth_used)
+    edges_y, edges_x = tile_edges(scene[0], predictor.tile), tile_edges(scene[1], predictor.tile)
+    rows = [(int(a), int(b)) for a, b in itertools.pairwise(edges_y) if y0 <= a < y1]
+    cols = [(int(a), int(b)) for a, b in itertools.pairwise(edges_x) if x0 <= a < x1]
+    h = predictor.halo
+    return predictor.region(stack, origin, scene, (y0 - h, y1 + h, x0 - h, x1 + h), rows, cols)
+
+
+def split_blocks(probs: da.Array, func: UNetTileFunction) -> dict[str, da.Array]:
+    """The target bands of a lazy probability array, each a 2-D Dask array."""
+    ids = func.predictor.meta.class_ids
+    out = {"class_id": probs.map_blocks(class_ids, ids, NO_DATA, drop_axis=0, dtype=np.uint8,
+                                        meta=np.empty((0, 0), np.uint8))}
+    if func.probabilities:
+        for k, i in enumerate(ids):
+            out[probability_band(i)] = probs[k]
+    if func.with_confidence:
+        out["confidence"] = probs.map_blocks(confidence, drop_axis=0, dtype=np.float32,
+                                             meta=np.empty((0, 0), np.float32))
+    return out
+
