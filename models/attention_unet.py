@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["UNetConfig", "CONFIGS", "get_config", "build_attention_unet", "receptive_field_radius"]
+__all__ = ["UNetConfig", "CONFIGS", "get_config", "build_attention_unet", "load_keras_model", "receptive_field_radius"]
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,61 @@ def _attention_gate(skip, gating, inter: int, name: str):
     phi = layers.Conv2D(inter, 1, padding="same", name=f"{name}_phi")(gating)
     f = layers.ReLU(name=f"{name}_relu")(layers.Add(name=f"{name}_add")([theta, phi]))
     psi = layers.Conv2D(1, 1, padding="same", activation="sigmoid", name=f"{name}_psi")(f)
-    alpha = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_alpha")(psi)
+    # Nearest-neighbour x2 upsampling as a fixed 2x2 transposed convolution of ones: the same
+    # numbers as UpSampling2D, but one ConvTranspose in ONNX instead of a Tile/Reshape chain.
+    alpha = layers.Conv2DTranspose(1, 2, strides=2, padding="valid", use_bias=False, trainable=False,
+                                   kernel_initializer="ones", name=f"{name}_alpha")(psi)
     return layers.Multiply(name=f"{name}_gated")([skip, alpha])
+
+
+def _decoder_block(up, gated, filters: int, name: str):
+    """Conv block over concat([up, gated]), with the first convolution split per input.
+
+    ``conv(concat(a, b)) == conv_a(a) + conv_b(b)`` for a bias-free convolution; the sum
+    form spares ONNX Runtime a channel concatenation of full-resolution tensors.
+    """
+    from keras import layers
+
+    a = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                      name=f"{name}_conv1_up")(up)
+    b = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                      name=f"{name}_conv1_skip")(gated)
+    x = layers.Add(name=f"{name}_conv1")([a, b])
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn1")(x)
+    x = layers.ReLU(name=f"{name}_relu1")(x)
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                      name=f"{name}_conv2")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn2")(x)
+    return layers.ReLU(name=f"{name}_relu2")(x)
+
+
+_SOFTMAX = []
+
+
+def _channel_softmax():
+    """Softmax over the last axis written as exp / sum: ONNX Runtime runs it on NCHW
+    without the transposes its Softmax operator needs for a non-last axis."""
+    if _SOFTMAX:
+        return _SOFTMAX[0]
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="snap_pc")
+    class ChannelSoftmax(keras.layers.Layer):
+        def call(self, x):
+            e = ops.exp(x - ops.max(x, axis=-1, keepdims=True))
+            return e / ops.sum(e, axis=-1, keepdims=True)
+
+    _SOFTMAX.append(ChannelSoftmax)
+    return ChannelSoftmax
+
+
+def load_keras_model(path):
+    """Load a checkpoint written by ``snap-pc train`` (``MODEL.best.keras``)."""
+    import keras
+
+    _channel_softmax()  # registers the custom layer
+    return keras.models.load_model(path, compile=False)
 
 
 def build_attention_unet(n_bands: int, n_classes: int, config: str | UNetConfig = "default", **overrides):
@@ -157,8 +210,9 @@ def build_attention_unet(n_bands: int, n_classes: int, config: str | UNetConfig 
     for level in reversed(range(cfg.depth)):
         filters = cfg.base_filters * 2**level
         gated = _attention_gate(skips[level], x, max(filters // 2, 1), f"att{level}")
-        up = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"up{level}")(x)
-        x = layers.Concatenate(name=f"cat{level}")([up, gated])
-        x = _conv_block(x, filters, f"dec{level}")
-    outputs = layers.Conv2D(n_classes, 1, activation="softmax", dtype="float32", name="probabilities")(x)
+        # k=2, s=2: "valid" is exactly 2H x 2W, with no crop in the exported graph.
+        up = layers.Conv2DTranspose(filters, 2, strides=2, padding="valid", name=f"up{level}")(x)
+        x = _decoder_block(up, gated, filters, f"dec{level}")
+    logits = layers.Conv2D(n_classes, 1, dtype="float32", name="logits")(x)
+    outputs = _channel_softmax()(dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, outputs, name=f"attention_unet_{cfg.name}")

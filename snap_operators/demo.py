@@ -49,9 +49,12 @@ def train_unet(out: Path, scene: dict, epochs: int, step: int) -> Path | None:
     print(f"{step}. Attention U-Net (small) trained on labels_s2.gpkg, {epochs} epochs, exported to ONNX")
     t0 = time.perf_counter()
     build_dataset(scene["s2"], out / "labels_s2.gpkg", out / "unet_dataset", patch_size=64, seed=0, overwrite=True)
+    from .cli import _c_stderr_silenced
+
     try:
-        result = train(out / "unet_dataset", out / "unet_small.onnx", config="small", epochs=epochs, seed=0,
-                       overwrite=True, verbose=False)
+        with _c_stderr_silenced(enabled=True):  # TensorFlow's C++ start-up chatter
+            result = train(out / "unet_dataset", out / "unet_small.onnx", config="small", epochs=epochs, seed=0,
+                           overwrite=True, verbose=False)
     except TrainError as exc:
         print(f"   skipped: {exc}")
         return None
@@ -62,6 +65,27 @@ def train_unet(out: Path, scene: dict, epochs: int, step: int) -> Path | None:
           f"{m['onnx']['max_abs_diff_vs_tensorflow']:.1e}")
     print(f"   model: {result['onnx']}; card, curves and metrics beside it")
     return result["onnx"]
+
+
+def unet_inference(out: Path, scene: dict, model: Path, progress: bool, step: int) -> None:
+    """Run graphs/unet_inference.xml with the demo's model; print agreement with the rules and the truth."""
+    import rasterio
+
+    from .assess import assess
+
+    print(f"{step}. unet_inference.xml with {model.name} (standalone Dask engine, ONNX Runtime)")
+    classes = out / "classes_unet.tif"
+    run("unet_inference.xml", {"input": str(scene["s2"]), "model": str(model), "output": str(classes),
+                               "labels": str(out / "labels_unet.gpkg")}, progress)
+    with rasterio.open(classes) as a, rasterio.open(out / "classes_s2.tif") as b:
+        unet, rules = a.read(1), b.read(1)
+    both = (unet > 0) & (unet < 255) & (rules > 0) & (rules < 255)
+    filled = ((rules == 0) & (unet > 0) & (unet < 255)).sum()
+    truth = assess(classes, scene["truth"]).metrics
+    print(f"   agreement with the rule-based map: {(unet[both] == rules[both]).mean():.2%} of {both.sum()} px "
+          f"classified by both; {filled} px the rules left unclassified were filled")
+    print(f"   against the synthetic truth: overall accuracy {truth['overall_accuracy']:.4f}, "
+          f"kappa {truth['kappa']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             write_report(result, out / f"accuracy_{tag}")
             print(f"   accuracy against the synthetic truth ({out / f'accuracy_{tag}'}):")
             print("   " + format_report(result).replace("\n", "\n   "))
-        train_unet(out, scene, epochs=args.epochs, step=step + 1)
+        model = train_unet(out, scene, epochs=args.epochs, step=step + 1)
+        if model is not None:
+            unet_inference(out, scene, model, progress, step=step + 2)
     except SnapPcError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -37,3 +37,8 @@ def test_demo_runs_both_graphs_and_reports_accuracy(tmp_path, capsys):
         assert "Attention U-Net (small)" in text and "mean IoU" in text
         assert read_metadata(out / "unet_small.onnx").input_bands[:2] == ("B2", "B3")
         assert (out / "unet_small.card.md").is_file()
+        assert "unet_inference.xml" in text and "agreement with the rule-based map" in text
+        with rasterio.open(out / "classes_unet.tif") as ds:
+            unet = ds.read(1)
+            assert ds.colormap(1)[1][:3] == (0, 112, 255)
+        assert set(np.unique(unet)) <= {1, 2, 3, 4, 5, 255} and len(np.unique(unet)) >= 3

@@ -20,7 +20,9 @@ from snap_operators.onnx_model import REQUIRED_KEYS, ModelError, ModelMetadata, 
 from snap_operators.operator import ExecutionContext  # noqa: E402
 from snap_operators.synth import write_synthetic_scene  # noqa: E402
 from snap_pc_models import export as export_mod  # noqa: E402
-from snap_pc_models.attention_unet import build_attention_unet, get_config, receptive_field_radius  # noqa: E402
+from snap_pc_models.attention_unet import (  # noqa: E402
+    build_attention_unet, get_config, load_keras_model, receptive_field_radius,
+)
 from snap_pc_models.dataset import build_dataset  # noqa: E402
 from snap_pc_models.export import ExportError, export_onnx  # noqa: E402
 from snap_pc_models.train import TrainError, class_weights, train  # noqa: E402
@@ -53,7 +55,8 @@ def test_architecture_has_gates_upconvs_and_named_configs():
         layers = {type(layer).__name__: 0 for layer in model.layers}
         for layer in model.layers:
             layers[type(layer).__name__] += 1
-        assert layers["Conv2DTranspose"] == depth  # learnable 2x2 up-convolutions
+        ups = [layer for layer in model.layers if type(layer).__name__ == "Conv2DTranspose" and layer.trainable]
+        assert len(ups) == depth and all(u.kernel_size == (2, 2) and u.strides == (2, 2) for u in ups)
         assert layers["MaxPooling2D"] == depth
         assert sum(1 for layer in model.layers if layer.name.endswith("_psi")) == depth  # a gate per skip
         assert layers["BatchNormalization"] == 2 * (2 * depth + 1)
@@ -102,7 +105,7 @@ def test_outputs_beside_the_model(trained, dataset):
         assert section in card
     assert "NDVI" in card and f"{metrics['test']['mean_iou']:.3f}" in card
     # the best checkpoint reloads and predicts as the exported model
-    best = keras.models.load_model(files["best.keras"], compile=False)
+    best = load_keras_model(files["best.keras"])
     assert best.count_params() > 0
     assert not list(dataset.glob(".*part*"))  # no temporary left behind
 
@@ -121,7 +124,7 @@ def test_onnx_metadata_complete_and_parity(trained, dataset):
     assert set(REQUIRED_KEYS) <= set(props)
     assert props["model_name"] == "attention_unet_small" and props["model_version"]
     # dynamic height/width, NCHW: a real test patch of another size through ORT equals Keras
-    best = keras.models.load_model(trained["files"]["best.keras"], compile=False)
+    best = load_keras_model(trained["files"]["best.keras"])
     x = np.load(dataset / "ds" / info["splits"]["test"]["shards"][0]["x"])[:2, :40, :56]
     x = ((x - np.float32(meta.norm_mean)) / np.float32(meta.norm_std)).astype("float32")
     got = session.run(None, {"bands": x.transpose(0, 3, 1, 2)})[0]
