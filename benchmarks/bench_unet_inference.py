@@ -193,34 +193,11 @@ def scene_windows(work: Path, size: int, count: int, seed: int) -> np.ndarray:
 
 
 def quantize(m: dict, work: Path, calibration: np.ndarray) -> Path:
-    """Static int8 (QOperator, per-channel) copy of a model, its metadata kept."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """Static int8 copy of a model (``snap-pc quantize``'s method), its metadata kept."""
+    from snap_pc_models.quantize import QUANTIZATION, quantize_file
 
-    src, pre, dst = m["path"], work / f"{m['path'].stem}.pre.onnx", work / f"{m['path'].stem}.int8.onnx"
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter({"bands": w[None]} for w in calibration)
-
-        def get_next(self):
-            return next(self._it, None)
-
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    model = onnx.load(str(dst))
-    del model.metadata_props[:]
-    for p in onnx.load(str(src)).metadata_props:
-        model.metadata_props.add(key=p.key, value=p.value)
-    onnx.save(model, str(dst))
-    pre.unlink(missing_ok=True)
+    dst = work / f"{m['path'].stem}.int8.onnx"
+    quantize_file(m["path"], dst, calibration, {**m["meta"].to_props(), "quantization": QUANTIZATION})
     return dst
 
 

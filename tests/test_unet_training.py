@@ -215,3 +215,22 @@ def test_cli_train_from_image_and_labels(dataset, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
     code = main(["train", "--out", str(tmp_path / "y.onnx")])
     assert code == 1 and "dataset folder or --image" in capsys.readouterr().err
+
+
+def test_quantize_checks_int8_against_fp32(trained, dataset, tmp_path, capsys):
+    pytest.importorskip("onnxruntime.quantization", reason="onnxruntime.quantization is not available")
+    code = main(["quantize", str(trained["onnx"]), "--dataset", str(dataset / "ds"), "--out", str(tmp_path / "q.onnx")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "agree with fp32" in out
+    session, meta = open_session(tmp_path / "q.onnx")
+    assert meta == open_session(trained["onnx"])[1]  # the contract travels unchanged
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
+    assert props["quantization"].startswith("int8")
+    assert any(n.op_type == "QLinearConv" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
+    # an impossible agreement threshold: refused in one line, nothing written
+    code = main(["quantize", str(trained["onnx"]), "--dataset", str(dataset / "ds"), "--out",
+                 str(tmp_path / "q2.onnx"), "--min-agreement", "1.01"])
+    err = capsys.readouterr().err
+    assert code == 1 and "was not written" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]
