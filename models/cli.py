@@ -75,7 +75,7 @@ def add_command(sub) -> None:
         "quantize", help="int8 copy of a trained model for faster CPU inference, checked against fp32",
         description="Static int8 quantization (ONNX Runtime, QOperator, per-channel) calibrated on the training "
         "patches of the model's dataset; written only if its classes agree with the fp32 model's on the test "
-        "patches at least --min-agreement of the time. Metadata is copied: use it as --Pmodel like the fp32 file.",
+        "patches at least --min-agreement of the time. Metadata is copied: use it as -Pmodel= like the fp32 file.",
         epilog="example: snap-pc quantize model.onnx --dataset model.dataset --out model.int8.onnx",
     )
     q.add_argument("model", help="fp32 ONNX model written by `snap-pc train`")

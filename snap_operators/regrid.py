@@ -169,6 +169,20 @@ def same_transform(t1: Affine | None, t2: Affine | None, tolerance: float = 1e-6
     return all(abs(p - q) <= tolerance * size for p, q in zip(t1[:6], t2[:6]))
 
 
+def grid_mismatch(bands) -> str | None:
+    """None when `bands` share one grid, else ``"B4 100x100, B11 50x50"`` naming the odd ones.
+
+    Example
+    -------
+    >>> grid_mismatch([])
+    """
+    if not bands:
+        return None
+    ref = bands[0]
+    off = [b for b in bands[1:] if b.shape != ref.shape or not same_transform(b.transform, ref.transform)]
+    return ", ".join(f"{b.name} {b.width}x{b.height}" for b in [ref, *off]) if off else None
+
+
 def _as_crs(crs):
     if crs is None or isinstance(crs, rasterio.crs.CRS):
         return crs

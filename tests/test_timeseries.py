@@ -25,15 +25,8 @@ UTC = dt.timezone.utc
 T10 = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0)
 PX_KM2 = 1e-4  # one 10 m pixel
 WATER, SOIL, TREES = 1, 2, 3
-SLOVENIA_GRAPH = """<graph id="g"><version>1.0</version>
-  <node id="Read"><operator>Read</operator><parameters><file>${input}</file></parameters></node>
-  <node id="SpectralIndices"><operator>SpectralIndices</operator><sources><sourceProduct refid="Read"/></sources>
-    <parameters><indices>NDVI,NDWI,MNDWI,NDBI,BSI,SAVI,NDMI,BI2</indices></parameters></node>
-  <node id="ProgressiveClassifier"><operator>ProgressiveClassifier</operator>
-    <sources><sourceProduct refid="SpectralIndices"/></sources><parameters><rules>mosul-5class</rules></parameters></node>
-  <node id="Write"><operator>Write</operator><sources><sourceProduct refid="ProgressiveClassifier"/></sources>
-    <parameters><file>${output}</file><formatName>GeoTIFF</formatName></parameters></node>
-</graph>"""
+# Read -> SpectralIndices -> ProgressiveClassifier -> Write (no Resample: the files are single-size)
+from test_change_detection import CLASSIFIER_GRAPH as SLOVENIA_GRAPH  # noqa: E402
 
 
 # --- helpers -------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from ..errors import ParameterError, ProductWriteError, SnapPcError
 from ..operator import Operator, map_tiles, register
 from ..outputs import output_problem
 from ..product import Band, Product
-from ..regrid import same_transform
+from ..regrid import grid_mismatch
 from ..rules import (
     PRESETS,
     RulesError,
@@ -166,10 +166,8 @@ class ProgressiveClassifierOp(Operator):
                 f"(bands: {', '.join(source.bands) or '(none)'}); {' and '.join(hint)}"
             )
         bands = [source.bands[n] for n in rules.bands]
-        ref = bands[0]
-        off = [b for b in bands[1:] if b.shape != ref.shape or not same_transform(b.transform, ref.transform)]
-        if off:
-            sizes = ", ".join(f"{b.name} {b.width}x{b.height}" for b in [ref, *off])
+        sizes = grid_mismatch(bands)
+        if sizes:
             raise self.error(f"input bands are not on one grid ({sizes}); add a Resample node before {self.spec.alias}")
         return bands
 

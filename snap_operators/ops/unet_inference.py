@@ -53,7 +53,7 @@ from ..inference import (
 from ..onnx_model import ModelError
 from ..operator import Operator, register
 from ..product import Band, Product
-from ..regrid import same_transform
+from ..regrid import grid_mismatch
 from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 
 log = logging.getLogger(__name__)
@@ -254,10 +254,8 @@ class AttentionUNetInferenceOp(Operator):
         renamed = [f"{n}={b.name}" for n, b in found.items() if b.name != n]
         if renamed:
             log.info("%s: model bands read as %s", self.spec.alias, ", ".join(renamed))
-        ref = bands[0]
-        off = [b for b in bands[1:] if b.shape != ref.shape or not same_transform(b.transform, ref.transform)]
-        if off:
-            sizes = ", ".join(f"{b.name} {b.width}x{b.height}" for b in [ref, *off])
+        sizes = grid_mismatch(bands)
+        if sizes:
             raise self.error(f"input bands are not on one grid ({sizes}); add a Resample node before {self.spec.alias}")
         return bands
 
