@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .classes import LAND_COVER, NO_DATA, UNCLASSIFIED_INFO
-from .crs import geod, is_geographic, metres_per_unit
+from .crs import geod, metres_per_unit
 from .errors import ProductWriteError
 from .product import ClassInfo
 
@@ -89,6 +89,31 @@ def row_pixel_areas_km2(transform: Any, crs: Any, shape: tuple[int, int]) -> np.
     return out
 
 
+def counts_to_km2(counts: np.ndarray, transform: Any, crs: Any, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and true km² per value from :class:`AreaAccumulator` counts.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        ``(bins,)``, or ``(rows, bins)`` per image row (needed for exact
+        areas where pixel areas vary by row, i.e. a geographic CRS).
+    transform, crs, shape
+        The grid, as in :func:`row_pixel_areas_km2`.
+
+    Returns
+    -------
+    pixels, area_km2 : numpy.ndarray
+        ``(bins,)`` int64 and float64 (NaN without a CRS or transform).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    per_row = np.asarray(row_pixel_areas_km2(transform, crs, shape))
+    if counts.ndim == 2:
+        return counts.sum(axis=0), (counts * per_row[: counts.shape[0], None]).sum(axis=0)
+    if per_row.size and not np.allclose(per_row, per_row[0], equal_nan=True):
+        raise ValueError("pixel areas vary by row: count per row (AreaAccumulator(per_row=True))")
+    return counts, counts * (per_row[0] if per_row.size else np.nan)
+
+
 def class_areas(
     counts: np.ndarray,
     transform: Any,
@@ -113,16 +138,7 @@ def class_areas(
     list of AreaRow
         No-data (255) is not a class and is left out of the rows and the total.
     """
-    counts = np.asarray(counts, dtype=np.int64)
-    per_row = np.asarray(row_pixel_areas_km2(transform, crs, shape))
-    if counts.ndim == 2:
-        pixels = counts.sum(axis=0)
-        areas = (counts * per_row[: counts.shape[0], None]).sum(axis=0) if counts.shape[0] else np.zeros(counts.shape[1])
-    else:
-        if is_geographic(crs) and len(np.unique(per_row)) > 1:
-            raise ValueError("a geographic CRS needs counts per row, shape (rows, 256)")
-        pixels = counts
-        areas = counts * (per_row[0] if per_row.size else np.nan)
+    pixels, areas = counts_to_km2(counts, transform, crs, shape)
     rows = []
     for info in [UNCLASSIFIED_INFO, *sorted(classes, key=lambda c: c.value)]:
         v = info.value
@@ -175,28 +191,39 @@ def write_area_csv(rows: Sequence[AreaRow], path: str | Path, tmp: str | Path | 
 
 
 class AreaAccumulator:
-    """Block target that counts class values, thread-safely.
+    """Block target that counts the values of integer blocks, thread-safely.
 
-    ``acc[(rows, cols)] = block`` adds ``np.bincount`` of a uint8 block; with
-    ``per_row=True`` counts are kept per image row (shape ``(rows, 256)``), as
-    geographic grids need.
+    ``acc[(rows, cols)] = block`` adds ``np.bincount`` of the block; with
+    ``per_row=True`` counts are kept per image row (shape ``(rows, bins)``),
+    as geographic grids need. Pass the counts to :func:`counts_to_km2` or
+    :func:`class_areas`.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(rows, cols)`` of the whole band.
+    per_row : bool
+    bins : int
+        Values counted, ``0 .. bins-1``: 256 for uint8 class bands, more for
+        ChangeDetection's from-to pairs.
     """
 
-    def __init__(self, shape: tuple[int, int], per_row: bool = False):
+    def __init__(self, shape: tuple[int, int], per_row: bool = False, bins: int = 256):
         self.shape = tuple(shape)
         self.per_row = per_row
-        self.counts = np.zeros((shape[0], 256) if per_row else 256, dtype=np.int64)
+        self.bins = int(bins)
+        self.counts = np.zeros((shape[0], self.bins) if per_row else self.bins, dtype=np.int64)
         self._lock = threading.Lock()
 
     def __setitem__(self, region: tuple[slice, slice], block: np.ndarray) -> None:
         block = np.asarray(block)
         if self.per_row:
             h = block.shape[0]
-            idx = block.astype(np.intp) + (np.arange(h, dtype=np.intp) * 256)[:, None]
-            part = np.bincount(idx.ravel(), minlength=h * 256).reshape(h, 256)
+            idx = block.astype(np.intp) + (np.arange(h, dtype=np.intp) * self.bins)[:, None]
+            part = np.bincount(idx.ravel(), minlength=h * self.bins).reshape(h, self.bins)
             with self._lock:
                 self.counts[region[0]] += part
         else:
-            part = np.bincount(block.ravel(), minlength=256)
+            part = np.bincount(block.ravel(), minlength=self.bins)
             with self._lock:
                 self.counts += part

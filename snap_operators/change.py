@@ -33,13 +33,11 @@ Example
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .areas import row_pixel_areas_km2
 from .classes import NO_DATA, UNCLASSIFIED_INFO
 from .errors import OperatorError
 from .product import Band, ClassInfo, Product
@@ -223,60 +221,6 @@ def transition_matrix(
     return counts.reshape(n + 2, n + 2)[:n, :n]
 
 
-class BinCounter:
-    """Block target counting the values of integer blocks, thread-safely.
-
-    ``counter[(rows, cols)] = block`` adds ``np.bincount(block)``; with
-    ``per_row=True`` counts are kept per image row, shape ``(rows, bins)``, as
-    exact areas in a geographic CRS need.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        ``(rows, cols)`` of the whole band.
-    bins : int
-        Values counted: ``0 .. bins-1`` (larger values are an error).
-    per_row : bool
-    """
-
-    def __init__(self, shape: tuple[int, int], bins: int, per_row: bool = False):
-        self.shape = tuple(shape)
-        self.bins = int(bins)
-        self.per_row = per_row
-        self.counts = np.zeros((shape[0], self.bins) if per_row else self.bins, dtype=np.int64)
-        self._lock = threading.Lock()
-
-    def __setitem__(self, region: tuple[slice, slice], block: np.ndarray) -> None:
-        block = np.asarray(block)
-        if self.per_row:
-            h = block.shape[0]
-            idx = block.astype(np.intp) + (np.arange(h, dtype=np.intp) * self.bins)[:, None]
-            part = np.bincount(idx.ravel(), minlength=h * self.bins).reshape(h, self.bins)
-            with self._lock:
-                self.counts[region[0]] += part
-        else:
-            part = np.bincount(block.ravel(), minlength=self.bins)
-            with self._lock:
-                self.counts += part
-
-
-def counts_to_km2(counts: np.ndarray, transform: Any, crs: Any, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels and km² per bin from :class:`BinCounter` counts.
-
-    Returns
-    -------
-    pixels, area_km2 : numpy.ndarray
-        ``(bins,)`` int64 and float64 (NaN without a CRS or transform).
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    per_row = row_pixel_areas_km2(transform, crs, shape)
-    if counts.ndim == 2:
-        return counts.sum(axis=0), (counts * per_row[: counts.shape[0], None]).sum(axis=0)
-    if per_row.size and not np.allclose(per_row, per_row[0], equal_nan=True):
-        raise ValueError("pixel areas vary by row: count per row (BinCounter(per_row=True))")
-    return counts, counts * (per_row[0] if per_row.size else np.nan)
-
-
 @dataclass(frozen=True)
 class Transition:
     """One cell of the transition matrix (``from_id``/``to_id`` None for no-data or outside legend)."""
@@ -298,7 +242,7 @@ def transitions(
     Parameters
     ----------
     pixels, area_km2 : numpy.ndarray
-        ``(n+2, n+2)`` (or flat) matrices from :func:`counts_to_km2`.
+        ``(n+2, n+2)`` (or flat) matrices from :func:`snap_operators.areas.counts_to_km2`.
     classes : sequence of ClassInfo
         The legend, ascending by value (length ``n``).
     base : int

@@ -44,7 +44,7 @@ import dask.array as da
 import numpy as np
 
 from . import change
-from .areas import AreaRow, class_areas, format_area_table, temporary_path
+from .areas import AreaAccumulator, AreaRow, class_areas, format_area_table, temporary_path
 from .classes import LAND_COVER, NO_DATA, hex_color
 from .crs import is_geographic
 from .errors import SnapPcError
@@ -201,7 +201,7 @@ def count_classes(product: Product, band: Band, cloud: da.Array | None, context)
         return _bins_block(cls, rest[0] if rest else None, values, band.no_data)
 
     bins = da.map_blocks(block, *arrays, dtype=np.uint16)
-    counter = change.BinCounter(band.shape, _BINS, per_row=is_geographic(product.crs))
+    counter = AreaAccumulator(band.shape, per_row=is_geographic(product.crs), bins=_BINS)
     store([bins], [counter], context)
     return counter.counts
 

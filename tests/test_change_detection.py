@@ -16,6 +16,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from snap_operators import change
+from snap_operators.areas import AreaAccumulator
 from snap_operators.classes import LAND_COVER
 from snap_operators.engine import build, load_graph, run_graph
 from snap_operators.errors import GraphError, OperatorError, ProductWriteError, SnapPcError
@@ -133,10 +134,10 @@ def test_transition_matrix_and_gain_loss_match_an_independent_count():
     assert gl["gain"].sum() == gl["loss"].sum() == int((valid & (before != after)).sum())
 
 
-def test_bin_counter_per_row_adds_up_to_the_flat_count():
+def test_pair_counter_per_row_adds_up_to_the_flat_count():
     rng = np.random.default_rng(2)
     block = rng.integers(0, 49, size=(30, 20))
-    flat, rows = change.BinCounter((30, 20), 49), change.BinCounter((30, 20), 49, per_row=True)
+    flat, rows = AreaAccumulator((30, 20), bins=49), AreaAccumulator((30, 20), per_row=True, bins=49)
     for r0 in (0, 10, 20):
         for c0 in (0, 10):
             region = (slice(r0, r0 + 10), slice(c0, c0 + 10))

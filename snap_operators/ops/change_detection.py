@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from .. import change
-from ..areas import temporary_path
+from ..areas import AreaAccumulator, counts_to_km2, temporary_path
 from ..classes import LAND_COVER
 from ..crs import is_geographic
 from ..errors import OperatorError, ProductWriteError
@@ -236,10 +236,10 @@ class ChangeDetectionOp(Operator):
                 t.unlink(missing_ok=True)
             raise self._fail(f"cannot create a temporary file beside '{path}': {exc.strerror or exc}") from None
         n = len(self.classes)
-        counter = change.BinCounter(band.shape, change.pair_bins(n), per_row=is_geographic(target.crs))
+        counter = AreaAccumulator(band.shape, per_row=is_geographic(target.crs), bins=change.pair_bins(n))
 
         def commit() -> None:
-            pixels, km2 = change.counts_to_km2(counter.counts, band.transform, target.crs, band.shape)
+            pixels, km2 = counts_to_km2(counter.counts, band.transform, target.crs, band.shape)
             texts = {
                 "matrix": matrix_csv_text(change.transitions(pixels, km2, self.classes, self.base)),
                 "gain_loss": gain_loss_csv_text(pixels, km2, self.classes),
