@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import os
 import time
@@ -32,6 +33,7 @@ import numpy as np
 from snap_operators.assess import Assessment, accuracy_metrics, confusion_matrix, plot_confusion
 from snap_operators.errors import SnapPcError
 from snap_operators.onnx_model import ModelMetadata
+from snap_operators.outputs import save_figure, write_text
 
 from .attention_unet import build_attention_unet, get_config, receptive_field_radius
 from .dataset import SPLITS, load_dataset_info, open_split
@@ -314,8 +316,8 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     _plot_curves(history, best_epoch, files["curves.png"], cfg.name)
     for split in ("val", "test"):
         plot_confusion(results[split], files[f"confusion_{split}.png"])
-    _atomic_text(files["metrics.json"], json.dumps(metrics, indent=2, default=float))
-    _atomic_text(files["card.md"], model_card(info, meta, cfg, metrics, out))
+    write_text(files["metrics.json"], json.dumps(metrics, indent=2, default=float))
+    write_text(files["card.md"], model_card(info, meta, cfg, metrics, out))
     return {"onnx": out, "metrics": metrics, "history": history, "files": files}
 
 
@@ -340,21 +342,14 @@ class _EpochLine:
         return EpochLine()
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_history(history: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
     keys = list(history)
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["epoch"] + keys)
-        for i in range(len(history[keys[0]])):
-            w.writerow([i + 1] + [f"{history[k][i]:.6f}" for k in keys])
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["epoch"] + keys)
+    for i in range(len(history[keys[0]])):
+        w.writerow([i + 1] + [f"{history[k][i]:.6f}" for k in keys])
+    write_text(path, buf.getvalue())
 
 
 def _plot_curves(history: dict, best_epoch: int, path: Path, name: str) -> None:
@@ -378,10 +373,7 @@ def _plot_curves(history: dict, best_epoch: int, path: Path, name: str) -> None:
         ax.legend()
     fig.suptitle(f"Attention U-Net ({name}) training")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.part.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: Path) -> str:

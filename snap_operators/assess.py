@@ -19,8 +19,8 @@ Example
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -29,6 +29,7 @@ import numpy as np
 
 from .classes import CLASS_NAMES, NO_DATA, UNCLASSIFIED
 from .errors import SnapPcError
+from .outputs import save_figure, write_text
 from .reference import reference_reader
 
 #: Rows of pixels per window when accumulating the matrix.
@@ -197,22 +198,15 @@ def write_report(result: Assessment, out_dir: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     names = {p["class_id"]: p["class_name"] for p in result.metrics["per_class"]}
     paths = {"json": out / "metrics.json", "csv": out / "confusion_matrix.csv", "png": out / "confusion_matrix.png"}
-    _atomic_text(paths["json"], json.dumps(result.metrics, indent=2, default=float))
-    tmp = paths["csv"].with_name("." + paths["csv"].name + ".part")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["reference \\ classified"] + [f"{c} {names.get(c, CLASS_NAMES.get(c, 'Unclassified' if c == 0 else c))}" for c in result.labels])
-        for c, row in zip(result.labels, result.matrix):
-            w.writerow([f"{c} {names.get(c, CLASS_NAMES.get(c, c))}"] + [int(v) for v in row])
-    os.replace(tmp, paths["csv"])
+    write_text(paths["json"], json.dumps(result.metrics, indent=2, default=float))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["reference \\ classified"] + [f"{c} {names.get(c, CLASS_NAMES.get(c, 'Unclassified' if c == 0 else c))}" for c in result.labels])
+    for c, row in zip(result.labels, result.matrix):
+        w.writerow([f"{c} {names.get(c, CLASS_NAMES.get(c, c))}"] + [int(v) for v in row])
+    write_text(paths["csv"], buf.getvalue())
     plot_confusion(result, paths["png"])
     return paths
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name("." + path.name + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def plot_confusion(result: Assessment, path: str | Path) -> None:
@@ -241,10 +235,7 @@ def plot_confusion(result: Assessment, path: str | Path) -> None:
     ax.set_title(f"OA {met['overall_accuracy']:.3f}   kappa {met['kappa']:.3f}   ({met['pixels']} px)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of reference row")
     fig.tight_layout()
-    tmp = Path(path).with_name("." + Path(path).name + ".part.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def _short_name(c: int) -> str:

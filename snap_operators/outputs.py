@@ -1,9 +1,10 @@
-"""Checks every sink makes before it writes anything.
+"""Checks every sink makes before it writes anything, and whole-file writes.
 
 One rule set for all outputs (rasters, DIMAP folders, vector files, tables):
 never write over an input of the graph, never replace an existing file unless
 asked to, and fail before any work when the target folder is missing or not
-writable.
+writable. Reports (text, figures) are written under a hidden temporary name
+beside the target and renamed, so a reader never sees half a file.
 
 Example
 -------
@@ -55,3 +56,30 @@ def output_problem(paths: Iterable[str | os.PathLike], context, *, folder_suffix
         if p.is_dir() and (folder_suffix is None or p.suffix != folder_suffix):
             return f"'{p}' is a folder, not a file"
     return None
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` (UTF-8) to a hidden temporary file beside `path`, then rename it to `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure through a temporary name beside `path`, then close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part{path.suffix}")  # the suffix tells matplotlib the format
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path

@@ -11,13 +11,13 @@ Example
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .classes import CLASS_NAMES, LAND_COVER, NO_DATA, UNCLASSIFIED, hex_color
 from .errors import SnapPcError
+from .outputs import save_figure
 
 #: Longest edge of the rendered map, pixels.
 MAX_EDGE = 1200
@@ -75,7 +75,7 @@ def write_class_quicklook(path: str | Path, png: str | Path, title: str | None =
     if legend:
         ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    return _save(fig, png)
+    return save_figure(fig, png)
 
 
 def write_area_chart(rows, png: str | Path, title: str = "Class areas") -> Path:
@@ -104,20 +104,9 @@ def write_area_chart(rows, png: str | Path, title: str = "Class areas") -> Path:
     ax.set_title(title)
     ax.margins(x=0.15)
     fig.tight_layout()
-    return _save(fig, png)
+    return save_figure(fig, png)
 
 
-def _save(fig, png) -> Path:
-    import matplotlib.pyplot as plt
-
-    png = Path(png)
-    tmp = png.with_name("." + png.name + ".part.png")
-    try:
-        fig.savefig(tmp)
-    finally:
-        plt.close(fig)
-    os.replace(tmp, png)
-    return png
 
 
 def add_command(sub) -> None:
