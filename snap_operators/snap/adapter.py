@@ -504,15 +504,17 @@ class _Cells:
         return out
 
 
-class _AreaTable:
-    """The classifier's area table: counted from every class tile once, then written to
-    the target's metadata (``ProgressiveClassifier/area_table``) and, with
-    ``areaTableFile``, to the CSV by the operator's own sink plan."""
+class _CountedTable:
+    """A scene-wide table counted from one output of every tile, each chunk-grid cell once
+    (SNAP may compute a tile twice), into the operator's own sink plan when it writes
+    files; committed after the last cell, aborted if the run ends before."""
 
-    def __init__(self, run: _Run):
+    #: The tile function's output that is counted.
+    key = ""
+
+    def __init__(self, run: _Run, chunks):
         self.run = run
-        self.band = run.op.target.band("class_id")
-        self.cells = _Cells(self.band.data.chunks)
+        self.cells = _Cells(chunks)
         self.plan = None
         self.counts = None
         self.finished = False
@@ -521,33 +523,55 @@ class _AreaTable:
         if self.finished:
             return
         if self.counts is None:
-            self._open()
-        for _, region, block in self.cells.add(y, x, out["class_id"]):
+            op = self.run.op
+            if op.is_sink:
+                self.plan = op.open()  # its temporary files, created with the first tile
+                self.counts = self.plan.targets[0]
+            else:
+                self.counts = self._counter()
+        for _, region, block in self.cells.add(y, x, out[self.key]):
             self.counts[region] = block
         if self.cells.complete:
-            self._finish()
+            self.finished = True
+            if self.plan is not None:
+                try:
+                    self.plan.commit()
+                except BaseException:
+                    self.plan.abort()
+                    raise
+            self._done()
 
-    def _open(self) -> None:
+    def _counter(self):
+        """Target of the counts when the operator writes no file."""
+        raise NotImplementedError
+
+    def _done(self) -> None:
+        """After the last cell (the counts are complete)."""
+
+    def close(self) -> None:
+        if self.plan is not None and not self.finished:
+            self.plan.abort()
+
+
+class _AreaTable(_CountedTable):
+    """The classifier's area table: written to the target's metadata
+    (``ProgressiveClassifier/area_table``) and, with ``areaTableFile``, to the CSV."""
+
+    key = "class_id"
+
+    def __init__(self, run: _Run):
+        self.band = run.op.target.band("class_id")
+        super().__init__(run, self.band.data.chunks)
+
+    def _counter(self):
         from ..areas import AreaAccumulator
         from ..crs import is_geographic
 
-        op = self.run.op
-        if op.is_sink:
-            self.plan = op.open()  # its temporary CSV; its target is an AreaAccumulator
-            self.counts = self.plan.targets[0]
-        else:
-            self.counts = AreaAccumulator(self.band.shape, per_row=is_geographic(op.target.crs))
+        return AreaAccumulator(self.band.shape, per_row=is_geographic(self.run.op.target.crs))
 
-    def _finish(self) -> None:
+    def _done(self) -> None:
         from ..areas import class_areas
 
-        self.finished = True
-        if self.plan is not None:
-            try:
-                self.plan.commit()
-            except BaseException:
-                self.plan.abort()
-                raise
         op = self.run.op
         rows = class_areas(self.counts.counts, self.band.transform, op.target.crs, self.band.shape, op.rules.classes)
         table = MetadataElement("area_table", {"classes": len(rows) - 1, "unit": "km2"})
@@ -557,10 +581,6 @@ class _AreaTable:
         parent = self.run.elements.get("ProgressiveClassifier")
         if parent is not None:
             parent.addElement(java_element(self.run.types, table))
-
-    def close(self) -> None:
-        if self.plan is not None and not self.finished:
-            self.plan.abort()
 
 
 class _LabelMasks:
@@ -599,37 +619,18 @@ class _LabelMasks:
             self.plan.abort()
 
 
-class _PlanTables:
-    """Tables an operator counts from one output of every tile and writes through its own
-    sink plan (ChangeDetection's matrix and gain/loss CSVs), committed after the last cell."""
+class _ChangeTables(_CountedTable):
+    """ChangeDetection's matrix and gain/loss CSVs, counted from the from-to pairs of every
+    tile; nothing to count when neither file is asked for."""
 
     key = "pair"
 
     def __init__(self, run: _Run):
-        self.op = run.op
-        self.plan = self.op.open() if self.op.is_sink else None
-        self.cells = _Cells(self.op.pairs.chunks)
-        self.finished = self.plan is None
-
-    def add(self, y: int, x: int, out: Mapping[str, np.ndarray]) -> None:
-        if self.finished:
-            return
-        for _, region, block in self.cells.add(y, x, out[self.key]):
-            self.plan.targets[0][region] = block
-        if self.cells.complete:
-            self.finished = True
-            try:
-                self.plan.commit()
-            except BaseException:
-                self.plan.abort()
-                raise
-
-    def close(self) -> None:
-        if not self.finished:
-            self.plan.abort()
+        super().__init__(run, run.op.pairs.chunks)
+        self.finished = not run.op.is_sink
 
 
-_SINKS = {"ProgressiveClassifier": _AreaTable, "LabelMaskExport": _LabelMasks, "ChangeDetection": _PlanTables}
+_SINKS = {"ProgressiveClassifier": _AreaTable, "LabelMaskExport": _LabelMasks, "ChangeDetection": _ChangeTables}
 
 
 # --- one run ---------------------------------------------------------------------------------
