@@ -266,8 +266,9 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
     read_labels = _label_reader(labels_path, product.crs, ref_band.transform, width, height, field)
 
     blocks = assign_blocks((height, width), block_size, fractions, seed)
-    origins = patch_origins((height, width), patch_size, stride)
-    rows = sorted({r for r, _ in origins})
+    row_cols: dict[int, list[int]] = {}
+    for r, c in patch_origins((height, width), patch_size, stride):
+        row_cols.setdefault(r, []).append(c)
     tmp = out.with_name(f".{out.name}.part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -275,8 +276,7 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
     dropped = {"straddling": 0, "no_data": 0, "few_labels": 0}
     stack = [product.band(b).data for b in order]
     try:
-        for r in tqdm(rows, desc="patches", unit="row", disable=not progress):
-            cols = [c for rr, c in origins if rr == r]
+        for r, cols in tqdm(row_cols.items(), desc="patches", unit="row", disable=not progress):
             # One stripe of rows per step: each patch row is read once for all its patches.
             x_rows = np.moveaxis(da.stack([a[r:r + patch_size, :] for a in stack]).compute(), 0, -1)
             y_rows = read_labels(Window(0, r, width, patch_size))
