@@ -8,6 +8,7 @@ Example
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 
@@ -17,7 +18,18 @@ def to_pyproj(crs: Any):
 
     if crs is None or isinstance(crs, pyproj.CRS):
         return crs
-    return pyproj.CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
+    if hasattr(crs, "to_wkt"):
+        return _parse(crs.to_wkt())
+    return _parse(crs) if isinstance(crs, str) else pyproj.CRS.from_user_input(crs)
+
+
+@lru_cache(maxsize=64)
+def _parse(text: str):
+    # Parsing WKT costs about a millisecond; area tables and label masks ask
+    # for the same CRS once per chunk.
+    import pyproj
+
+    return pyproj.CRS.from_user_input(text)
 
 
 def is_geographic(crs: Any) -> bool:

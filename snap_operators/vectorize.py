@@ -7,7 +7,10 @@ Geometry is built in **pixel space** (x = column, y = row, pixel corners at
 integer coordinates) where GDAL's polygons are exact and unions of pieces
 from neighbouring chunks are exact too; :func:`pixel_to_crs` maps the result
 to the CRS with GDAL's own arithmetic, so the output equals what
-``rasterio.features.shapes`` gives on the whole raster.
+``rasterio.features.shapes`` gives on the whole raster (up to ring order
+and start vertex). The pixel work is compiled: region labelling and
+contacts in :mod:`snap_operators.components`, outlines in
+:mod:`snap_operators.trace`.
 
 Pipeline, per chunk of the class array:
 
@@ -32,24 +35,17 @@ Example
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from itertools import chain
 from typing import Sequence
 
 import dask.array as da
 import numpy as np
 import shapely
 from affine import Affine
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.features import shapes
 
+from . import components
 from .crs import geod, metres_per_unit
-
-# rasterio silences this warning for its in-memory datasets with
-# warnings.catch_warnings(), which is not thread-safe: chunks polygonized on
-# several threads leak it although every dataset gets its transform.
-warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.features")
+from .trace import piece_polygons
 
 #: Sieve chain length: a small region whose largest neighbour is itself small
 #: follows that neighbour's choice, as GDAL does, for at most this many hops.
@@ -58,16 +54,9 @@ SIEVE_HOPS = 3
 #: Sides of a chunk, in the order strips are kept.
 SIDES = ("top", "bottom", "left", "right")
 
-_SHAPES_DTYPES = (np.uint8, np.int16, np.uint16, np.int32)
 
 
 # --- connected regions ---------------------------------------------------------
-
-
-def _as_shapes_dtype(block: np.ndarray) -> np.ndarray:
-    if block.dtype in _SHAPES_DTYPES:
-        return block
-    return block.astype(np.int32)
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -135,10 +124,6 @@ class Pieces:
 def piece_labels(block: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Label the 4-connected pieces of equal value of `block`, valid where `mask`.
 
-    Runs of equal pixels along rows are joined to the overlapping runs of the
-    next row (union-find on runs, far fewer than pixels), so the cost is a
-    few vectorized passes over the pixels.
-
     Returns
     -------
     labels : numpy.ndarray
@@ -147,28 +132,8 @@ def piece_labels(block: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.
     values : numpy.ndarray
         Shape ``(n,)``: pixel value of each piece.
     """
-    block = np.asarray(block)
-    h, w = block.shape
-    if block.size == 0:
-        return np.zeros(block.shape, dtype=np.int32), np.zeros(0, dtype=np.int64)
-    valid = np.ones(block.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    new_run = np.ones(block.shape, dtype=bool)
-    new_run[:, 1:] = (block[:, 1:] != block[:, :-1]) | (valid[:, 1:] != valid[:, :-1])
-    run = np.cumsum(new_run, dtype=np.int32).reshape(h, w) - 1
-    n_runs = int(run[-1, -1]) + 1
-    # A pair of vertically touching runs is met again along their whole
-    # overlap: one pixel where either run starts is enough.
-    down = (block[1:] == block[:-1]) & valid[1:] & valid[:-1] & (new_run[1:] | new_run[:-1])
-    root = _components(n_runs, run[:-1][down], run[1:][down])
-    first = np.flatnonzero(new_run.ravel())
-    run_valid = valid.ravel()[first]
-    # Components are numbered by their smallest run, which holds their
-    # first pixel in row-major order.
-    is_root = (root == np.arange(n_runs)) & run_valid
-    ids = np.cumsum(is_root, dtype=np.int32)
-    lut = np.where(run_valid, ids[root], 0).astype(np.int32)
-    values = block.ravel()[first[is_root]].astype(np.int64)
-    return lut[run], values
+    labels, values, _ = components.label(block, mask, 4)
+    return labels, values
 
 
 def label_pieces(
@@ -177,6 +142,7 @@ def label_pieces(
     mask: np.ndarray | None = None,
     geometries: bool = True,
     origin: tuple[int, int] = (0, 0),
+    split: tuple[bool, bool, bool, bool] = (False,) * 4,
 ) -> Pieces:
     """Polygonize `block` into 4-connected pieces and label its pixels.
 
@@ -191,119 +157,24 @@ def label_pieces(
     mask : numpy.ndarray of bool, optional
         Pixels to polygonize; others get label 0 and belong to no piece.
     geometries : bool
-        Also return the pieces as shapely polygons, exactly GDAL's (pieces
-        are numbered as by :func:`piece_labels` either way).
+        Also return the pieces as shapely polygons, GDAL's up to ring order
+        and start (:func:`snap_operators.trace.piece_polygons`; pieces are
+        numbered as by :func:`piece_labels` either way).
     origin : (int, int)
         ``(row, col)`` of the block's first pixel: the polygons' offset.
+    split : (bool, bool, bool, bool)
+        Sides (``top, bottom, left, right``) along which the polygons get a
+        vertex at every pixel corner, so pieces of neighbouring chunks meet
+        vertex for vertex (see :func:`merge_pieces`).
     """
-    block = _as_shapes_dtype(np.asarray(block))
+    block = np.asarray(block)
     labels, values = piece_labels(block, mask)
-    geoms = _piece_polygons(block, labels, len(values), mask, origin) if geometries else None
+    geoms = piece_polygons(labels, len(values), origin, split) if geometries else None
     region = np.arange(len(values))
     if connectivity == 8 and len(values):
         a, b = _diagonal_pairs(labels, block)
         region = _components(len(values) + 1, a, b)[1:] - 1
     return Pieces(geoms, values, labels, region)
-
-
-def _piece_polygons(
-    block: np.ndarray, labels: np.ndarray, n: int, mask: np.ndarray | None, origin: tuple[int, int]
-) -> np.ndarray:
-    """GDAL's polygon of every piece, indexed by piece label - 1.
-
-    Single-pixel pieces, most of the pieces of a speckled class map, are
-    built in bulk as GDAL writes them (ring from the top-left corner, down
-    first); only the larger ones go through ``rasterio.features.shapes``,
-    whose cost is a Python mapping per ring. A pixel whose four neighbours
-    all belong to one other piece is a one-pixel hole of that piece: GDAL
-    sees it filled with the piece's value and the hole is added afterwards
-    (the same point set as GDAL's polygon; every other ring is GDAL's).
-    """
-    geoms = np.empty(n, dtype=object)
-    if n == 0:
-        return geoms
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    single_px = (sizes == 1)[labels]
-    single_px[labels == 0] = False
-    rows, cols = np.nonzero(single_px)
-    if len(rows):
-        geoms[labels[rows, cols] - 1] = shapely.polygons(_pixel_rings(rows + origin[0], cols + origin[1]))
-    if len(rows) == n:
-        return geoms
-
-    rest = ~single_px if mask is None else np.asarray(mask, dtype=bool) & ~single_px
-    up, down, left, right = labels[:-2, 1:-1], labels[2:, 1:-1], labels[1:-1, :-2], labels[1:-1, 2:]
-    inner = labels[1:-1, 1:-1]
-    enclosed = np.zeros(labels.shape, dtype=bool)
-    enclosed[1:-1, 1:-1] = (up > 0) & (up != inner) & (up == down) & (up == left) & (up == right)
-    hole_rows, hole_cols = np.nonzero(enclosed)
-    owner = labels[hole_rows - 1, hole_cols]  # the piece above is the one around
-    if len(hole_rows):
-        block = block.copy()
-        block[hole_rows, hole_cols] = block[hole_rows - 1, hole_cols]
-        rest |= enclosed
-
-    found = [g for g, _ in shapes(block, mask=rest, connectivity=4)]
-    polys = _polygons_from_geojson(found, origin)
-    # The top-left corner of a piece's first pixel (row-major) is the
-    # smallest (y, x) of its exterior ring: it names the piece's label.
-    xy, ring = shapely.get_coordinates(shapely.get_exterior_ring(polys), return_index=True)
-    order = np.lexsort((xy[:, 0], xy[:, 1], ring))
-    head = order[np.r_[True, ring[order][1:] != ring[order][:-1]]]
-    corner = xy[head].astype(np.int64) - (origin[1], origin[0])
-    geoms[labels[corner[:, 1], corner[:, 0]] - 1] = polys
-    if len(hole_rows):
-        holes = _pixel_rings(hole_rows + origin[0], hole_cols + origin[1])
-        geoms = _add_holes(geoms, owner - 1, holes)
-    return geoms
-
-
-def _pixel_rings(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Coordinates of GDAL's ring around each pixel, shape ``(k, 5, 2)`` (x, y)."""
-    x = np.asarray(cols, dtype=np.float64)[:, None]
-    y = np.asarray(rows, dtype=np.float64)[:, None]
-    return np.stack([x + _PIXEL_RING[:, 0], y + _PIXEL_RING[:, 1]], axis=-1)
-
-
-def _add_holes(geoms: np.ndarray, owner: np.ndarray, holes: np.ndarray) -> np.ndarray:
-    """`geoms` with the rings `holes` (``(k, 5, 2)`` coordinates) added as holes of ``geoms[owner]``."""
-    targets = np.unique(owner)
-    rings, poly = shapely.get_rings(geoms[targets], return_index=True)
-    xy, ring = shapely.get_coordinates(rings, return_index=True)
-    slot = np.searchsorted(targets, owner)
-    # Existing rings first (the shell leads), then each polygon's new holes.
-    ring_poly = np.concatenate([poly, slot])
-    n_old = len(rings)
-    xy = np.concatenate([xy, holes.reshape(-1, 2)])
-    ring = np.concatenate([ring, np.repeat(np.arange(n_old, n_old + len(holes)), holes.shape[1])])
-    order = np.argsort(ring_poly, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    ring = rank[ring]
-    by_ring = np.argsort(ring, kind="stable")
-    new_rings = shapely.linearrings(xy[by_ring], indices=ring[by_ring])
-    out = geoms.copy()
-    out[targets] = shapely.polygons(new_rings, indices=ring_poly[order])
-    return out
-
-
-#: GDAL's exterior ring of one pixel, from its top-left corner (x, y offsets).
-_PIXEL_RING = np.array([[0, 0], [0, 1], [1, 1], [1, 0], [0, 0]], dtype=np.float64)
-
-
-def _polygons_from_geojson(found: list, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """shapely Polygons from GeoJSON-like polygon mappings, built in bulk, moved by `origin` (row, col)."""
-    if not found:
-        return np.zeros(0, dtype=object)
-    rings = [r for g in found for r in g["coordinates"]]
-    ring_poly = [i for i, g in enumerate(found) for _ in g["coordinates"]]
-    ring_len = [len(r) for r in rings]
-    points = chain.from_iterable(chain.from_iterable(rings))  # x0, y0, x1, ...
-    xy = np.fromiter(points, np.float64, count=2 * sum(ring_len)).reshape(-1, 2)
-    if origin != (0, 0):
-        xy += (origin[1], origin[0])
-    rings = shapely.linearrings(xy, indices=np.repeat(np.arange(len(ring_len)), ring_len))
-    return shapely.polygons(rings, indices=np.array(ring_poly))
 
 
 def region_labels(block: np.ndarray, connectivity: int = 4, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -316,14 +187,8 @@ def region_labels(block: np.ndarray, connectivity: int = 4, mask: np.ndarray | N
     values : numpy.ndarray
         Shape ``(n + 1,)``: value of each region (index 0 unused).
     """
-    p = label_pieces(block, connectivity, mask, geometries=False)
-    n = p.count
-    _, dense = np.unique(p.region, return_inverse=True)
-    lut = np.zeros(n + 1, dtype=np.int32)
-    lut[1:] = dense + 1
-    values = np.zeros(dense.max() + 2 if n else 1, dtype=np.int64)
-    values[lut[1:]] = p.values
-    return lut[p.labels], values
+    labels, values, _ = components.label(block, mask, connectivity)
+    return labels, np.r_[0, values]
 
 
 # --- sieve --------------------------------------------------------------------
@@ -434,11 +299,11 @@ def sieve_block(
     if gdal and halo:
         raise ValueError("the GDAL rule needs the whole scene (halo=False)")
     valid = None if no_data is None else window != no_data
-    labels, values = region_labels(window, connectivity, valid)
-    n = len(values) - 1
+    labels, values, sizes = components.label(window, valid, connectivity)
+    n = len(values)
     if n == 0:
         return window
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    values, sizes = np.r_[0, values], np.r_[0, sizes]
     large = sizes >= size
     if halo:
         ring = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
@@ -451,9 +316,7 @@ def sieve_block(
     else:
         rank, by_class = np.where(large, size, sizes), large
 
-    src, dst, key = _adjacency(labels, connectivity)
-    small_src = ~large[src]
-    src, dst, key = src[small_src], dst[small_src], key[small_src]
+    src, dst, key = components.touching_pairs(labels, ~large, connectivity)
     if len(src) == 0:
         return window
     # Candidates: one per small neighbour, one per class of large neighbours,
@@ -505,40 +368,7 @@ def sieve_block(
     changed = new_values != values
     if not changed.any():
         return window
-    out = window.copy()
-    sel = changed[labels]
-    out[sel] = new_values[labels[sel]].astype(window.dtype)
-    return out
-
-
-def _adjacency(labels: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Directed pairs of touching regions and GDAL's comparison order of each.
-
-    GDAL visits pixels row by row and compares each with its up, up-left,
-    up-right (8-connectivity) and left neighbour; the key orders pairs the
-    same way.
-    """
-    h, w = labels.shape
-    moves = [(-1, 0, 0), (0, -1, 3)]
-    if connectivity == 8:
-        moves = [(-1, 0, 0), (-1, -1, 1), (-1, 1, 2), (0, -1, 3)]
-    rows = np.arange(h)[:, None]
-    cols = np.arange(w)[None, :]
-    srcs, dsts, keys = [], [], []
-    for dy, dx, k in moves:
-        cy = slice(-dy, None)
-        cx = slice(max(0, -dx), w - max(0, dx))
-        py = slice(None, h + dy)
-        px = slice(max(0, dx), w + min(0, dx))
-        cur, prev = labels[cy, cx], labels[py, px]
-        m = (cur != prev) & (cur > 0) & (prev > 0)
-        key = ((rows[cy] * w + cols[:, cx]) * 4 + k)
-        key = np.broadcast_to(key, cur.shape)[m]
-        a, b = cur[m], prev[m]
-        srcs += [a, b]
-        dsts += [b, a]
-        keys += [key, key]
-    return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(keys)
+    return components.paint(window, labels, new_values, changed)
 
 
 def sieve_dask(
@@ -642,7 +472,8 @@ def polygonize_chunk(
         if len(geoms):
             geoms = shapely.transform(geoms, lambda xy: xy + (col0, row0))
     else:
-        pieces = label_pieces(block, connectivity=4, mask=exported, origin=origin)
+        split = tuple(bool(internal.get(side)) for side in SIDES)
+        pieces = label_pieces(block, connectivity=4, mask=exported, origin=origin, split=split)
         keep = np.ones(pieces.count, dtype=bool)
         geoms = pieces.geoms
         labels = pieces.labels
@@ -723,22 +554,26 @@ def merge_pieces(pieces: Sequence, exact: bool = True, connectivity: int = 4):
 
     Pieces of a region come from neighbouring chunks and share edges exactly
     (integer coordinates), so their union is exact. With `exact`, vertices
-    left in the middle of straight edges by the union are removed, which
-    gives GDAL's polygon of the whole region (up to vertex order);
-    simplified regions keep them: they are nodes shared with neighbours.
+    in the middle of straight edges are removed, which gives GDAL's polygon
+    of the whole region (up to vertex order); simplified regions keep them:
+    they are nodes shared with neighbours.
 
     With 4-connectivity only the outer rings are unioned and the pieces'
     holes are added back: a hole lies inside its chunk (a hole reaching the
     chunk border would be open to the outside), and no piece of the same
     region can lie in it (it would be 4-connected to the surrounding piece
     inside the chunk, hence part of it). That avoids overlaying the
-    thousands of holes a large region collects, which dominates the cost.
+    thousands of holes a large region collects. Exact pieces carry a vertex
+    at every pixel corner along chunk borders (:func:`polygonize_chunk`), so
+    their shells are a coverage and ``shapely.coverage_union_all`` joins
+    them without an overlay.
     """
     if len(pieces) == 1:
-        return pieces[0]
+        return drop_collinear(pieces[0]) if exact else pieces[0]
     arr = np.array(pieces, dtype=object)
     if connectivity == 4:
-        shells = shapely.union_all(shapely.polygons(shapely.get_exterior_ring(arr)))
+        shells = shapely.polygons(shapely.get_exterior_ring(arr))
+        shells = shapely.coverage_union_all(shells) if exact else shapely.union_all(shells)
         if shells.geom_type == "Polygon":
             if exact:
                 shells = drop_collinear(shells)
@@ -949,9 +784,13 @@ class RegionMerger:
         m = (xa >= 0) & (xb >= 0)
         xa, xb = xa[m], xb[m]
         same = a.values[xa] == b.values[xb]
-        pairs = np.unique(np.stack([a.gid[xa[same]], b.gid[xb[same]]], axis=1), axis=0)
-        for ga, gb in pairs:
-            self._union(int(ga), int(gb))
+        ga, gb = a.gid[xa[same]], b.gid[xb[same]]
+        if len(ga) == 0:
+            return
+        # One union per distinct pair: a long shared border repeats it per pixel.
+        span = int(gb.max()) + 1
+        for pair in np.unique(ga * span + gb).tolist():
+            self._union(pair // span, pair % span)
 
     def finish(self) -> list[tuple[int, list]]:
         """Regions still open (only when chunks are missing); empties the merger."""

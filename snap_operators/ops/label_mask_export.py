@@ -308,12 +308,15 @@ class _Export:
         geoms_px = np.array([g for _, g in regions], dtype=object)
         areas = vectorize.areas_m2(geoms_px, self.transform, self.crs)
         wkb = vectorize.multipolygon_wkb(geoms_px, self.transform)
-        names = [self._name(v) for v in range(int(values.max()) + 1)]
+        classes, index = np.unique(values, return_inverse=True)
+        names = np.array([self._name(v) for v in classes.tolist()], dtype=object)
+        counts = np.bincount(index, minlength=len(classes)).tolist()
+        sums = np.bincount(index, weights=areas, minlength=len(classes)).tolist()
         with self._write_lock:
             if self._closed:
                 raise ProductWriteError(str(self.op.error("export already finished")))
-            self._sink.put(values, np.array(names, dtype=object)[values], areas, wkb)
-            for v, n, a in zip(*_class_sums(values, areas)):
+            self._sink.put(values, names[index], areas, wkb)
+            for v, n, a in zip(classes.tolist(), counts, sums):
                 s = self.stats.setdefault(v, [0, 0.0])
                 s[0] += n
                 s[1] += a
@@ -394,13 +397,6 @@ class _Export:
                 p.unlink()
             except OSError:  # pragma: no cover - best effort
                 pass
-
-
-def _class_sums(values: np.ndarray, areas: np.ndarray) -> tuple[list[int], list[int], list[float]]:
-    """Classes present in `values`, with their region count and summed area."""
-    classes, index, counts = np.unique(values, return_inverse=True, return_counts=True)
-    sums = np.bincount(index, weights=areas, minlength=len(classes))
-    return classes.tolist(), counts.tolist(), sums.tolist()
 
 
 class _LayerWriter:
