@@ -519,7 +519,10 @@ def polygonize_chunk(
                 border_values.append(int(values[idx[0]]))
                 border_pieces.append([geoms[i] for i in idx])
             else:
-                complete.append((int(values[idx[0]]), merge_pieces([geoms[i] for i in idx], tolerance == 0, 8)))
+                # A complete region touches no internal border, so a lone
+                # piece has no border vertices for merge_pieces to drop.
+                geom = geoms[idx[0]] if len(idx) == 1 else merge_pieces([geoms[i] for i in idx], tolerance == 0, 8)
+                complete.append((int(values[idx[0]]), geom))
 
     lut = np.full(n + 1, -1, dtype=np.int64)
     if n:
