@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= train,snap,dev
+EXTRAS ?= train,snap,cloud,dev
 DEMO   ?= demo-output
 SIZE   ?= 1024
 

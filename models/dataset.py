@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from snap_operators.classes import LAND_COVER, NO_DATA, UNCLASSIFIED
+from snap_operators.classes import LAND_COVER, MASKED, UNCLASSIFIED
 from snap_operators.errors import SnapPcError
 
 __all__ = [
@@ -215,7 +215,8 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
     labels : path
         Vector label masks (LabelMaskExport output, attribute ``class_id`` by
         default) or any polygon/point file with `field`; or a class raster.
-        Codes 1..254 are classes; 0 and 255 are unlabelled.
+        Codes 1..253 are classes; 0, 254 (masked: cloud, shadow, snow) and 255
+        are unlabelled.
     out : path
         New folder for the shards and ``dataset.json``.
     bands, indices : list of str
@@ -280,7 +281,8 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
             # One stripe of rows per step: each patch row is read once for all its patches.
             x_rows = np.moveaxis(da.stack([a[r:r + patch_size, :] for a in stack]).compute(), 0, -1)
             y_rows = read_labels(Window(0, r, width, patch_size))
-            y_rows = np.where((y_rows > 0) & (y_rows < NO_DATA), y_rows, UNCLASSIFIED).astype(np.uint8)
+            # 0 unclassified, 254 masked (not observed) and 255 no-data are never learnt
+            y_rows = np.where((y_rows > 0) & (y_rows < MASKED), y_rows, UNCLASSIFIED).astype(np.uint8)
             for c in cols:
                 split = _patch_split(blocks, r, c, patch_size, block_size)
                 if split < 0:

@@ -29,10 +29,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .classes import LAND_COVER, NO_DATA, UNCLASSIFIED_INFO
+from .classes import LAND_COVER, MASKED, MASKED_INFO, NO_DATA, UNCLASSIFIED_INFO
 from .crs import geod, metres_per_unit
 from .errors import ProductWriteError
 from .product import ClassInfo
+
+#: Name of the area table's row of masked pixels (class 254: cloud, cloud shadow, snow).
+MASKED_ROW_NAME = f"{MASKED_INFO.name} (not observed)"
 
 #: Header of the printed table (layout fixed by the project).
 TABLE_HEADER = "Class ID | Class Name | Area (sq km)"
@@ -137,16 +140,22 @@ def class_areas(
     -------
     list of AreaRow
         No-data (255) is not a class and is left out of the rows and the total.
+        Masked pixels (254: cloud, cloud shadow, snow) are not land cover: when
+        there are any (or `classes` lists 254) they get a row of their own
+        after the total, :data:`MASKED_ROW_NAME`, not counted in it.
     """
     pixels, areas = counts_to_km2(counts, transform, crs, shape)
     rows = []
     for info in [UNCLASSIFIED_INFO, *sorted(classes, key=lambda c: c.value)]:
         v = info.value
-        if v == NO_DATA:
+        if v in (NO_DATA, MASKED):
             continue
         n = int(pixels[v]) if v < pixels.size else 0
         rows.append(AreaRow(v, info.name, n, float(areas[v]) if v < areas.size else 0.0))
     rows.append(AreaRow(None, "Total", sum(r.pixels for r in rows), float(sum(r.area_km2 for r in rows))))
+    masked = int(pixels[MASKED]) if MASKED < pixels.size else 0
+    if masked or any(c.value == MASKED for c in classes):
+        rows.append(AreaRow(MASKED, MASKED_ROW_NAME, masked, float(areas[MASKED]) if masked else 0.0))
     return rows
 
 

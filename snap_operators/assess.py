@@ -4,7 +4,9 @@ The confusion matrix is accumulated window by window (memory bounded by the
 window, not the scene). Rows are reference classes, columns the classified
 ids (0 = Unclassified counts as a prediction, so unclassified reference
 pixels lower the producer's accuracy); no-data (255) and unlabelled reference
-pixels are left out.
+pixels are left out. Masked pixels (254: cloud, cloud shadow or snow, not
+observed) are not scored either: their count is reported
+(``masked_pixels``).
 
 Example
 -------
@@ -27,7 +29,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .classes import CLASS_NAMES, NO_DATA, UNCLASSIFIED
+from .classes import CLASS_NAMES, MASKED, NO_DATA, UNCLASSIFIED
 from .errors import SnapPcError
 from .outputs import save_figure, write_text
 from .reference import reference_reader
@@ -124,7 +126,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     Parameters
     ----------
     classes_path : path
-        Single-band class raster (ids 0..254, 255 no-data).
+        Single-band class raster (ids 0..253, 254 masked, 255 no-data).
     reference_path : path
         Reference raster (any grid/CRS: resampled onto the class grid by
         nearest neighbour) or vector file (polygons or points, rasterized onto
@@ -157,6 +159,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
                 pass
         class_names.update(names or {})
         acc: dict[tuple[int, int], int] = {}
+        masked = 0
         for row0 in range(0, cls_ds.height, WINDOW_ROWS):
             win = Window(0, row0, cls_ds.width, min(WINDOW_ROWS, cls_ds.height - row0))
             cls = cls_ds.read(1, window=win)
@@ -169,11 +172,17 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
             valid = (ref > 0) & (cls != NO_DATA)
             if cls_ds.nodata is not None:
                 valid &= cls != cls_ds.nodata
+            is_masked = valid & (cls == MASKED)
+            masked += int(is_masked.sum())
+            valid &= ~is_masked
             pairs, counts = np.unique(np.stack([ref[valid], cls[valid].astype(np.int64)]), axis=1, return_counts=True)
             for (r, c), n in zip(pairs.T, counts):
                 acc[(int(r), int(c))] = acc.get((int(r), int(c)), 0) + int(n)
     ref_labels = sorted({r for r, _ in acc})
     if not acc:
+        if masked:
+            raise SnapPcError(f"every reference pixel of the class map is masked (cloud, cloud shadow, snow: "
+                              f"{masked} pixels); nothing to assess")
         raise SnapPcError("no pixel is labelled in both the class map and the reference (check extents, CRS and --mapping)")
     labels = sorted(set(ref_labels) | {c for _, c in acc})
     if UNCLASSIFIED in labels:
@@ -186,6 +195,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     metrics = accuracy_metrics(m, labels, class_names)
     metrics["per_class"] = [p for p in metrics["per_class"] if p["class_id"] in ref_labels or p["classified_pixels"]]
     metrics["labels"] = labels
+    metrics["masked_pixels"] = masked
     metrics["classes"] = str(classes_path)
     metrics["reference"] = str(reference_path)
     metrics["mapping"] = {str(k): v for k, v in mapping.items()}
@@ -247,8 +257,10 @@ def format_report(result: Assessment) -> str:
     """Plain-text summary: OA, kappa and a per-class table."""
     met = result.metrics
     lines = [f"Overall accuracy: {met['overall_accuracy']:.4f}", f"Cohen's kappa:    {met['kappa']:.4f}",
-             f"Pixels assessed:  {met['pixels']}", "",
-             f"{'Class ID':>8} | {'Class Name':<38} | {'PA':>6} | {'UA':>6} | {'F1':>6} | {'IoU':>6}"]
+             f"Pixels assessed:  {met['pixels']}"]
+    if met.get("masked_pixels"):
+        lines.append(f"Masked, not scored: {met['masked_pixels']} reference pixels (cloud, cloud shadow, snow)")
+    lines += ["", f"{'Class ID':>8} | {'Class Name':<38} | {'PA':>6} | {'UA':>6} | {'F1':>6} | {'IoU':>6}"]
 
     def f(v):
         return f"{v:6.3f}" if v is not None else "     -"

@@ -10,10 +10,13 @@ unchanged pixel gets :data:`NO_CHANGE` (0) whatever its class (``a * base +
 b`` is 0 only for ``a == b == 0``, so no code is ambiguous), and a pixel
 that is no-data on either date (or holds a value outside the legend) gets
 the no-data code: 255 for the uint8 codes of base 10, 65535 for the uint16
-codes of base 100.
+codes of base 100. So does a pixel *masked* on either date (class 254:
+cloud, cloud shadow or snow, not observed): it is not compared, and the
+transition matrix counts it in a row and column of its own.
 
 **Transition matrix.** ``m[i, j]`` counts the pixels of legend class
-``values[i]`` before and ``values[j]`` after; pixels are accumulated per
+``values[i]`` before and ``values[j]`` after (the extended matrix adds rows
+and columns for no-data, values outside the legend and masked pixels); pixels are accumulated per
 image row when areas need it (geographic CRS) and turned into km² with the
 true area of each row's pixels (:func:`snap_operators.areas.row_pixel_areas_km2`).
 
@@ -38,7 +41,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .classes import NO_DATA, UNCLASSIFIED_INFO
+from .classes import MASKED, NO_DATA, UNCLASSIFIED_INFO
 from .errors import OperatorError
 from .product import Band, ClassInfo, Product
 
@@ -50,6 +53,10 @@ NO_CHANGE_INFO = ClassInfo(NO_CHANGE, "No change", (225, 225, 225), "Same class 
 NO_DATA_NAME = "No data"
 #: Name of the row and column of values outside the legend.
 OUTSIDE_LEGEND_NAME = "Not in legend"
+#: Name of the row and column of masked pixels (class 254).
+MASKED_NAME = "Masked (not observed)"
+#: Rows (and columns) of the extended matrix after the legend classes: no-data, outside legend, masked.
+EXTRA_ROWS = 3
 #: Largest class id a change code can hold.
 MAX_CLASS_ID = 99
 #: Band used when no class band is named and the product has it.
@@ -183,20 +190,33 @@ def change_tile(
 ) -> dict[str, np.ndarray]:
     """The per-tile function of ``ChangeDetection``: ``{'before', 'after'}`` -> ``{'change', 'pair'}``.
 
-    ``pair`` is the flat index ``i * (n + 2) + j`` of the pixel's cell in the
+    ``pair`` is the flat index ``i * (n + 3) + j`` of the pixel's cell in the
     extended transition matrix (:func:`pair_bins`), for the accumulator.
     """
     v = np.asarray(values, dtype=np.int64)
     n = v.size
-    bi = class_index(tiles["before"], v, before_no_data)
-    ai = class_index(tiles["after"], v, after_no_data)
-    pair = (bi * (n + 2) + ai).astype(np.uint16)
+    bi = _masked_index(tiles["before"], class_index(tiles["before"], v, before_no_data), v)
+    ai = _masked_index(tiles["after"], class_index(tiles["after"], v, after_no_data), v)
+    pair = (bi * (n + EXTRA_ROWS) + ai).astype(np.uint16)
     return {"change": _codes_from_index(bi, ai, v, n, base), "pair": pair}
 
 
+def _masked_index(block: np.ndarray, idx: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`idx` with masked pixels (254, unless a legend class) moved to their own slot ``n + 2``."""
+    if MASKED in values:
+        return idx
+    idx[np.asarray(block) == MASKED] = values.size + 2
+    return idx
+
+
+def extended_size(n_classes: int) -> int:
+    """Rows of the extended matrix: legend classes, no-data, outside legend, masked."""
+    return n_classes + EXTRA_ROWS
+
+
 def pair_bins(n_classes: int) -> int:
-    """Cells of the extended matrix: legend classes + no-data + outside legend, squared."""
-    return (n_classes + 2) ** 2
+    """Cells of the extended matrix (:func:`extended_size` squared)."""
+    return extended_size(n_classes) ** 2
 
 
 def transition_matrix(
@@ -218,7 +238,8 @@ def transition_matrix(
     out = change_tile({"before": before, "after": after}, values=values, base=code_base(values),
                       before_no_data=before_no_data, after_no_data=after_no_data)
     counts = np.bincount(out["pair"].ravel(), minlength=pair_bins(n))
-    return counts.reshape(n + 2, n + 2)[:n, :n]
+    k = extended_size(n)
+    return counts.reshape(k, k)[:n, :n]
 
 
 @dataclass(frozen=True)
@@ -237,21 +258,24 @@ class Transition:
 def transitions(
     pixels: np.ndarray, area_km2: np.ndarray, classes: Sequence[ClassInfo], base: int
 ) -> list[Transition]:
-    """The cells of an extended matrix as rows: every legend pair, then the non-empty no-data cells.
+    """The cells of an extended matrix as rows: every legend pair, then the non-empty no-data, outside-legend
+    and masked cells.
 
     Parameters
     ----------
     pixels, area_km2 : numpy.ndarray
-        ``(n+2, n+2)`` (or flat) matrices from :func:`snap_operators.areas.counts_to_km2`.
+        ``(n+3, n+3)`` (or flat) extended matrices from :func:`snap_operators.areas.counts_to_km2`.
     classes : sequence of ClassInfo
         The legend, ascending by value (length ``n``).
     base : int
         Change-code base.
     """
     n = len(classes)
-    pixels = np.asarray(pixels).reshape(n + 2, n + 2)
-    area_km2 = np.asarray(area_km2, dtype=np.float64).reshape(n + 2, n + 2)
-    labels = [(int(c.value), c.name) for c in classes] + [(None, NO_DATA_NAME), (None, OUTSIDE_LEGEND_NAME)]
+    k = extended_size(n)
+    pixels = np.asarray(pixels).reshape(k, k)
+    area_km2 = np.asarray(area_km2, dtype=np.float64).reshape(k, k)
+    labels = [(int(c.value), c.name) for c in classes] + [(None, NO_DATA_NAME), (None, OUTSIDE_LEGEND_NAME),
+                                                          (None, MASKED_NAME)]
     rows = []
     for i, (fv, fname) in enumerate(labels):
         for j, (tv, tname) in enumerate(labels):
@@ -309,8 +333,9 @@ def transition_legend(classes: Sequence[ClassInfo], base: int) -> list[ClassInfo
 
 
 def legend_classes(classes: Sequence[ClassInfo] | None, fallback: Sequence[ClassInfo]) -> list[ClassInfo]:
-    """A band's classes without no-data (255), with Unclassified (0), ascending; `fallback` when None."""
-    found = {int(c.value): c for c in (classes if classes else fallback) if int(c.value) != NO_DATA}
+    """A band's classes without no-data (255) and masked (254), with Unclassified (0), ascending;
+    `fallback` when None."""
+    found = {int(c.value): c for c in (classes if classes else fallback) if int(c.value) not in (NO_DATA, MASKED)}
     found.setdefault(UNCLASSIFIED_INFO.value, UNCLASSIFIED_INFO)
     return [found[v] for v in sorted(found)]
 
@@ -318,14 +343,14 @@ def legend_classes(classes: Sequence[ClassInfo] | None, fallback: Sequence[Class
 def legend_differences(a: Sequence[ClassInfo], b: Sequence[ClassInfo]) -> list[str]:
     """How two legends differ (class ids and names; colours and descriptions are ignored).
 
-    Unclassified (0) and no-data (255) are left out: a classifier's map lists
-    them, a reference map often does not.
+    Unclassified (0), masked (254) and no-data (255) are left out: a classifier's
+    map lists them (254 only when it was masked), a reference map often does not.
 
     >>> from snap_operators.classes import LAND_COVER
     >>> legend_differences(LAND_COVER, LAND_COVER[:4])
     ["class 5 'Alluvium/Clay Silts sediments/roof' only in the first"]
     """
-    skip = {UNCLASSIFIED_INFO.value, NO_DATA}
+    skip = {UNCLASSIFIED_INFO.value, MASKED, NO_DATA}
     na = {int(c.value): c.name for c in a if int(c.value) not in skip}
     nb = {int(c.value): c.name for c in b if int(c.value) not in skip}
     out = []

@@ -1,7 +1,8 @@
 """The project's land-cover legend: class ids, names and colors.
 
 Ids are fixed across the project (classifier, label masks, U-Net, change
-detection): 0 = Unclassified, 1..5 the classes below, 255 = no-data.
+detection): 0 = Unclassified, 1..5 the classes below, 254 = masked (cloud,
+cloud shadow or snow: not observed, not a land-cover class), 255 = no-data.
 
 Example
 -------
@@ -17,6 +18,8 @@ from __future__ import annotations
 from .product import ClassInfo
 
 UNCLASSIFIED = 0
+#: Pixels not observed: cloud, cloud shadow or snow/ice (see ``CloudMask``).
+MASKED = 254
 NO_DATA = 255
 
 #: The five classes of the Progressive Classifier (``mosul-5class`` preset).
@@ -32,12 +35,16 @@ LAND_COVER: tuple[ClassInfo, ...] = (
 CLASS_NAMES: dict[int, str] = {c.value: c.name for c in LAND_COVER}
 
 UNCLASSIFIED_INFO = ClassInfo(UNCLASSIFIED, "Unclassified", (0, 0, 0), "Claimed by no stage")
+MASKED_INFO = ClassInfo(MASKED, "Masked: cloud, shadow, snow", (200, 200, 200),
+                        "Not observed: cloud, cloud shadow or snow/ice; not a land-cover class")
 
 
 def class_name(value: int, classes: tuple[ClassInfo, ...] | list[ClassInfo] = LAND_COVER) -> str:
     """Name of class `value` in `classes` (``'Unclassified'`` for 0)."""
     if value == UNCLASSIFIED:
         return UNCLASSIFIED_INFO.name
+    if value == MASKED:
+        return MASKED_INFO.name
     for c in classes:
         if c.value == value:
             return c.name

@@ -63,6 +63,11 @@ def nodata_mask(bands: Mapping[str, np.ndarray], rules: RuleSet) -> np.ndarray:
     return all_nan
 
 
+def condition_holds(c: Condition, a: np.ndarray) -> np.ndarray:
+    """Where ``min <= a < max`` holds (resolved bounds; False for NaN)."""
+    return _condition_numpy(c, a)
+
+
 def _condition_numpy(c: Condition, a: np.ndarray) -> np.ndarray:
     m = np.ones(a.shape, dtype=bool)
     if c.min is not None:

@@ -307,6 +307,13 @@ class _c_stderr_silenced:
             sys.stderr = os.fdopen(os.dup(self._saved_fd), "w", buffering=1, encoding="utf-8", errors="replace")
         except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded, captured)
             self.enabled = False
+            return self
+        # Log handlers made before (logging.basicConfig) hold the old stderr, whose fd 2 now
+        # goes nowhere: point them at the new one, or every warning would be lost.
+        self._moved = [h for h in logging.getLogger().handlers
+                       if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is self._saved_stderr]
+        for h in self._moved:
+            h.setStream(sys.stderr)
         return self
 
     def __exit__(self, *exc):
@@ -314,6 +321,8 @@ class _c_stderr_silenced:
             return False
         try:
             sys.stderr.flush()
+            for h in self._moved:
+                h.setStream(self._saved_stderr)
             sys.stderr.close()
         finally:
             sys.stderr = self._saved_stderr

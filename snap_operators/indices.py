@@ -44,6 +44,19 @@ _DB_TO_LN = np.float32(math.log(10.0) / 10.0)
 
 #: Input roles in kernel order.
 S2_ROLES = ("B2", "B3", "B4", "B8", "B11", "B12")
+#: PANTEX: window radius (7 x 7), displacements, context needed around a
+#: tile (window radius + one displacement), and brightness units per
+#: reflectance unit (B2 + B3 + B4 in 1e-4 steps, so the mean of the three
+#: bands is 1 / 30000 of it).
+_PANTEX_R = 3
+_PANTEX_DIRS = ((0, 1), (1, 0), (1, 1), (1, -1))
+PANTEX_HALO = _PANTEX_R + 1
+#: Brightness steps per reflectance unit of B2 + B3 + B4 (1e-3), and the
+#: largest step difference a pair counts with (0.167 of mean brightness): 49
+#: squared differences then sum to at most 1.2e7 < 2**24, so float32 window
+#: sums are exact integers whatever the order, hence tiling-independent.
+_PANTEX_UNITS = np.float32(1.0e3)
+_PANTEX_CAP = np.float32(500.0)
 S1_ROLES = ("VV", "VH")
 ROLES = S2_ROLES + S1_ROLES
 
@@ -141,6 +154,63 @@ def ior(b4, b2):
     return _ratio(b4, b2)
 
 
+def ngbdi(b3, b2):
+    """Normalized green-blue difference index, ``(B3 - B2) / (B3 + B2)``."""
+    return _nd(b3, b2)
+
+
+def pantex(b2, b3, b4, halo=PANTEX_HALO):
+    """Built-up texture (PanTex-like) of visible brightness ``(B2 + B3 + B4) / 3``, reflectance.
+
+    For each pixel and each of four displacements ``d`` (1 pixel right,
+    down, down-right, down-left), the mean of ``(v(p + d) - v(p))**2`` over
+    the pairs whose first pixel ``p`` lies in the 7 x 7 window around the
+    pixel (pairs with a NaN left out); the index is the square root of the
+    smallest of the four means (Pesaresi et al. 2008: the minimum over
+    directions keeps the dense, isotropic texture of built-up areas and drops
+    the one-directional edges of fields and roads).
+
+    The inputs are tiles with `halo` pixels of context on every side (NaN
+    beyond the scene); the result is the inner ``(rows - 2 halo, cols - 2 halo)``
+    part. Brightness is summed in integer units of 1e-4 reflectance, so the
+    window sums are exact and the result does not depend on how a scene is
+    tiled.
+    """
+    v = _brightness_units(b2, b3, b4)
+    h, w = v.shape[0] - 2 * halo, v.shape[1] - 2 * halo
+    best = np.full((max(h, 0), max(w, 0)), np.inf)
+    for dy, dx in _PANTEX_DIRS:
+        q = np.full_like(v, np.nan)
+        ys, xs = slice(max(0, -dy), v.shape[0] - max(0, dy)), slice(max(0, -dx), v.shape[1] - max(0, dx))
+        yd, xd = slice(ys.start + dy, ys.stop + dy), slice(xs.start + dx, xs.stop + dx)
+        q[ys, xs] = v[yd, xd]
+        d2 = np.minimum(np.abs(q - v), float(_PANTEX_CAP)) ** 2
+        ok = np.isfinite(d2)
+        d2 = np.where(ok, d2, 0.0)
+        s = _box(d2, _PANTEX_R)[halo : halo + h, halo : halo + w]
+        c = _box(ok.astype(np.float64), _PANTEX_R)[halo : halo + h, halo : halo + w]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            best = np.minimum(best, np.where(c > 0, s / c, np.inf))
+    centre = v[halo : halo + h, halo : halo + w]
+    with np.errstate(invalid="ignore"):
+        out = np.sqrt(best.astype(_F32)) / _F32(3 * _PANTEX_UNITS)
+    return np.where(np.isfinite(centre) & np.isfinite(out), out, np.nan).astype(_F32)
+
+
+def _brightness_units(b2, b3, b4) -> np.ndarray:
+    """``B2 + B3 + B4`` (float32 sum) in whole 1e-3 reflectance steps, as float64 (NaN kept)."""
+    with np.errstate(invalid="ignore"):
+        t = np.asarray(b2, _F32) + np.asarray(b3, _F32) + np.asarray(b4, _F32)
+        return np.round(t * _PANTEX_UNITS).astype(np.float64)
+
+
+def _box(a: np.ndarray, r: int) -> np.ndarray:
+    """Sum over the (2r+1) x (2r+1) window around each pixel, within the array (same shape)."""
+    c = np.pad(a, ((r + 1, r), (r + 1, r))).cumsum(0).cumsum(1)
+    k = 2 * r + 1
+    return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+
+
 def vv_db(vv_db):
     """VV backscatter in dB, ``10 log10(VV)``."""
     return vv_db
@@ -208,7 +278,10 @@ class IndexDef:
         non-negative intensity); ``inf`` where unbounded.
     citation : str
     code : int
-        Branch of the fused kernel that computes it.
+        Branch of the fused kernel that computes it (-1: a neighbourhood
+        index, computed apart from the per-pixel kernel).
+    halo : int
+        Pixels of context the index needs around each pixel (0: per pixel).
     """
 
     name: str
@@ -220,6 +293,7 @@ class IndexDef:
     valid_range: tuple[float, float]
     citation: str
     code: int
+    halo: int = 0
 
     @property
     def sensor(self) -> str:
@@ -243,8 +317,8 @@ _SBI = ("This project's formulation of the built-up criterion of Chini, M., Peli
         "mean intensity, in dB.")
 
 
-def _def(code, name, formula, reference, bands, args, unit, valid_range, citation) -> IndexDef:
-    return IndexDef(name, formula, tuple(bands), tuple(args), reference, unit, valid_range, citation, code)
+def _def(code, name, formula, reference, bands, args, unit, valid_range, citation, halo=0) -> IndexDef:
+    return IndexDef(name, formula, tuple(bands), tuple(args), reference, unit, valid_range, citation, code, halo)
 
 
 #: Every known index, in documentation order.
@@ -303,11 +377,21 @@ INDICES: dict[str, IndexDef] = {
         _def(21, "CR_db", "VH_db - VV_db", cr_db, ("VV", "VH"), ("vv_db", "vh_db"), "dB", (-_INF, _INF), _CR),
         _def(22, "SBI", "(VV_db + VH_db) / 2 = 10 log10(sqrt(VV VH))", sbi, ("VV", "VH"), ("vv_db", "vh_db"), "dB",
              (-_INF, _INF), _SBI),
+        _def(23, "NGBDI", "(B3 - B2) / (B3 + B2)", ngbdi, ("B3", "B2"), ("b3", "b2"), "1", (-1.0, 1.0),
+             "Hunt, E.R., Cavigelli, M., Daughtry, C.S.T., McMurtrey, J.E., Walthall, C.L. (2005). Evaluation of "
+             "digital photography from model aircraft for remote sensing of crop biomass and nitrogen status. "
+             "Precision Agriculture 6(4), 359-378 (green-blue contrast; near 0 for grey built materials)."),
+        _def(-1, "PANTEX", "sqrt(min over 4 directions d of the 7x7 mean of (v(p+d) - v(p))^2), v = (B2 + B3 + B4) / 3",
+             pantex, ("B2", "B3", "B4"), ("b2", "b3", "b4"), "1", (0.0, 1.0),
+             "Pesaresi, M., Gerhardinger, A., Kayitakire, F. (2008). A robust built-up area presence index by "
+             "anisotropic rotation-invariant textural measure. IEEE JSTARS 1(3), 180-192 (PanTex: the minimum of "
+             "GLCM contrast over directions); here on the visible brightness of 10 m Sentinel-2, four 1-pixel "
+             "displacements, 7 x 7 window.", halo=PANTEX_HALO),
     )
 }
 
 #: Indices computed when none are requested: what the default classifier preset reads.
-DEFAULT_INDICES: tuple[str, ...] = ("NDVI", "NDWI", "MNDWI", "NDBI", "BSI", "SAVI", "NDMI", "BI2")
+DEFAULT_INDICES: tuple[str, ...] = ("NDVI", "MNDWI", "BI2", "NDBI", "NGBDI", "PANTEX", "BSI")
 
 
 def lookup(names: Sequence[str]) -> list[IndexDef]:
@@ -350,6 +434,7 @@ def compute_indices(
     method: str = "auto",
     parallel: bool = False,
     out: np.ndarray | None = None,
+    halo: int = 0,
 ) -> dict[str, np.ndarray]:
     """Compute indices `names` from same-shape 2-D tiles, in one pass.
 
@@ -377,6 +462,10 @@ def compute_indices(
     out : ndarray, optional
         C-contiguous float32 array of shape ``(len(names), rows, cols)`` to
         write the indices into, in the order of `names` (saves allocating).
+    halo : int
+        Pixels of context around the tile in every input (NaN beyond the
+        scene); at least :func:`halo_of` `names`. The results are the inner
+        ``(rows - 2 halo, cols - 2 halo)`` part.
 
     Returns
     -------
@@ -385,6 +474,26 @@ def compute_indices(
         when given).
     """
     defs = lookup(names)
+    halo = int(halo)
+    need = max(d.halo for d in defs)
+    if halo < need:
+        raise ValueError(f"indices {', '.join(d.name for d in defs if d.halo > halo)} need {need} pixels of context, got {halo}")
+    if halo:
+        inner = {r: np.asarray(t)[halo:-halo, halo:-halo] for r, t in tiles.items()}
+        pixel = [d for d in defs if d.halo == 0]
+        result = compute_indices(inner, [d.name for d in pixel], savi_l=savi_l, sar_db=sar_db, no_data=no_data,
+                                 method=method, parallel=parallel) if pixel else {}
+        for d in defs:
+            if d.halo:
+                result[d.name] = _neighbourhood(d, tiles, no_data, halo, method)
+        ordered = {d.name: result[d.name] for d in defs}
+        if out is not None:
+            for k, d in enumerate(defs):
+                out[k] = ordered[d.name]
+            return {d.name: out[k] for k, d in enumerate(defs)}
+        return ordered
+    if need:
+        raise ValueError("neighbourhood indices need halo > 0")
     roles = [r for r in ROLES if any(r in d.bands for d in defs)]
     missing = [r for r in roles if r not in tiles]
     if missing:
@@ -413,6 +522,29 @@ def compute_indices(
     if out is None:
         out = np.empty(shape, dtype=_F32)
     return _compute_numba(kernels, tiles, defs, roles, savi_l, sar_db, no_data, parallel, out)
+
+
+def halo_of(names: Sequence[str]) -> int:
+    """Pixels of context the indices `names` need around a tile (0: all per pixel)."""
+    return max(d.halo for d in lookup(names))
+
+
+def _neighbourhood(d: IndexDef, tiles, no_data, halo: int, method: str) -> np.ndarray:
+    """A neighbourhood index (PANTEX) of tiles with `halo` pixels of context."""
+    args = []
+    for r in d.bands:
+        x = np.array(tiles[r], dtype=_F32)
+        nd = (no_data or {}).get(r)
+        if nd is not None:
+            x[x == _F32(nd)] = _NAN
+        args.append(x)
+    kernels = None if method == "numpy" else _numba_kernels(required=method == "numba")
+    if kernels is None:
+        return d.reference(*args, halo=halo)
+    h, w = args[0].shape[0] - 2 * halo, args[0].shape[1] - 2 * halo
+    out = np.empty((max(h, 0), max(w, 0)), dtype=_F32)
+    kernels[2](args[0], args[1], args[2], halo, out)
+    return out
 
 
 def _compute_numpy(tiles, defs, roles, savi_l, sar_db, no_data) -> dict[str, np.ndarray]:
@@ -609,6 +741,9 @@ def _index_row(c, i, o, L, b2, b3, b4, b8, b11, b12, nd, s):
     elif c == 22:  # SBI
         for j in range(w):
             o[j] = (s[2, j] + s[3, j]) / _F32(2)
+    elif c == 23:  # NGBDI
+        for j in range(w):
+            o[j] = _nd1(_ld(b3, i, j, n3), _ld(b2, i, j, n2))
 
 
 def _one_row(i, codes, L, b2, b3, b4, b8, b11, b12, vv, vh, nd, db, has_sar, out):
@@ -628,6 +763,80 @@ def _kernel_serial(codes, L, b2, b3, b4, b8, b11, b12, vv, vh, nd, db, has_sar, 
 def _kernel_parallel(codes, L, b2, b3, b4, b8, b11, b12, vv, vh, nd, db, has_sar, out):
     for i in _prange(out.shape[1]):
         _one_row(i, codes, L, b2, b3, b4, b8, b11, b12, vv, vh, nd, db, has_sar, out)
+
+
+def _pantex_kernel(b2, b3, b4, halo, out):
+    H, W = b2.shape
+    h, w = out.shape
+    v = np.empty((H, W), dtype=np.float32)
+    okf = np.empty((H, W), dtype=np.float32)
+    for y in range(H):
+        for x in range(W):
+            t = b2[y, x] + b3[y, x] + b4[y, x]
+            good = t == t
+            okf[y, x] = 1.0 if good else 0.0
+            v[y, x] = np.round(t * _PANTEX_UNITS) if good else 0.0
+    k = 2 * _PANTEX_R + 1
+    y0 = halo - _PANTEX_R
+    x0 = halo - _PANTEX_R
+    cap = _PANTEX_CAP
+    big = np.float32(3.0e38)
+    best = np.full((h, w), big, dtype=np.float32)
+    colS = np.zeros(W, dtype=np.float32)
+    colC = np.zeros(W, dtype=np.float32)
+    for di in range(4):
+        dy = 0 if di == 0 else 1
+        dx = 1 if di == 0 else (0 if di == 1 else (1 if di == 2 else -1))
+        lo = 1 if dx < 0 else 0
+        hi = W - 1 if dx > 0 else W
+        colS[:] = 0.0
+        colC[:] = 0.0
+        # Column sums over the k rows of pair origins of the current window
+        # row: add the entering row, and from the k-th step on remove the row
+        # that left. Whole numbers below 2**24: exact in any order.
+        for step in range(h + k - 1):
+            y = y0 + step
+            if y + dy < H:
+                a = v[y]
+                a2 = v[y + dy]
+                o1 = okf[y]
+                o2 = okf[y + dy]
+                for x in range(lo, hi):
+                    m = o1[x] * o2[x + dx]
+                    d = min(abs(a2[x + dx] - a[x]), cap)
+                    colS[x] += m * d * d
+                    colC[x] += m
+            if step >= k:
+                y = y0 + step - k
+                a = v[y]
+                a2 = v[y + dy]
+                o1 = okf[y]
+                o2 = okf[y + dy]
+                for x in range(lo, hi):
+                    m = o1[x] * o2[x + dx]
+                    d = min(abs(a2[x + dx] - a[x]), cap)
+                    colS[x] -= m * d * d
+                    colC[x] -= m
+            if step >= k - 1:
+                bi = best[step - (k - 1)]
+                ss = np.float32(0.0)
+                cc = np.float32(0.0)
+                for t in range(k - 1):
+                    ss += colS[x0 + t]
+                    cc += colC[x0 + t]
+                for j in range(w):
+                    ss += colS[x0 + j + k - 1]
+                    cc += colC[x0 + j + k - 1]
+                    if cc > 0:
+                        m = ss / cc
+                        if m < bi[j]:
+                            bi[j] = m
+                    ss -= colS[x0 + j]
+                    cc -= colC[x0 + j]
+    for i in range(h):
+        for j in range(w):
+            bad = okf[i + halo, j + halo] == 0 or best[i, j] >= big
+            out[i, j] = np.float32(np.nan) if bad else np.sqrt(best[i, j]) / np.float32(3 * _PANTEX_UNITS)
 
 
 _kernels: tuple | None = None
@@ -661,11 +870,16 @@ def _numba_kernels(required: bool):
             register_jitable(f)
         _prange = numba.prange
         opts = dict(fastmath=False, error_model="numpy", nogil=True)
+        # PANTEX sums whole numbers below 2**24 only, so reassociating them
+        # (for SIMD) cannot change a result.
+        tex_opts = dict(opts, fastmath={"reassoc", "contract"})
         try:
             serial = numba.njit(cache=True, **opts)(_kernel_serial)
             parallel = numba.njit(parallel=True, cache=True, **opts)(_kernel_parallel)
+            texture = numba.njit(cache=True, **tex_opts)(_pantex_kernel)
         except RuntimeError:  # no writable cache location: compile per process
             serial = numba.njit(**opts)(_kernel_serial)
             parallel = numba.njit(parallel=True, **opts)(_kernel_parallel)
-        _kernels = (serial, parallel)
+            texture = numba.njit(**tex_opts)(_pantex_kernel)
+        _kernels = (serial, parallel, texture)
         return _kernels

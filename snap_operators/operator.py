@@ -169,6 +169,7 @@ def map_tiles(
     func: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
     inputs: Mapping[str, da.Array],
     outputs: Mapping[str, Any],
+    halo: int = 0,
 ) -> dict[str, da.Array]:
     """Map a pure per-tile function over aligned chunks of several bands.
 
@@ -182,6 +183,12 @@ def map_tiles(
         Input bands, all of one shape.
     outputs : dict of str to dtype
         Output names and dtypes.
+    halo : int
+        Pixels of context `func` needs around each tile: it then gets tiles
+        `halo` pixels larger on every side (from the neighbouring chunks;
+        NaN, or 0 for integer bands, beyond the scene) and returns the
+        outputs of the inner part only (:class:`HaloTiles` does this for
+        SNAP's tiles).
 
     Returns
     -------
@@ -213,6 +220,8 @@ def map_tiles(
         return out[0] if len(out) == 1 else out
 
     dtypes = [np.dtype(outputs[o]) for o in out_names]
+    if halo:
+        return _map_tiles_halo(func, names, arrays, out_names, dtypes, int(halo))
     signature = ",".join("()" for _ in names) + "->" + (
         "()" if len(out_names) == 1 else "(" + "),(".join("" for _ in out_names) + ")"
     )
@@ -227,6 +236,68 @@ def map_tiles(
     if len(out_names) == 1:
         res = (res,)
     return dict(zip(out_names, res))
+
+
+def _map_tiles_halo(func, names, arrays, out_names, dtypes, halo: int) -> dict[str, da.Array]:
+    first = arrays[0]
+    aligned = [first] + [a.rechunk(first.chunks) for a in arrays[1:]]
+    if min(min(c) for c in first.chunks) < halo:  # dask's overlap needs chunks at least as deep as the halo
+        size = max(halo, max(max(c) for c in first.chunks))
+        aligned = [a.rechunk(size) for a in aligned]
+    padded = [da.overlap.overlap(a, depth=halo, boundary=np.nan if a.dtype.kind == "f" else 0) for a in aligned]
+
+    def call(*blocks):
+        result = func(dict(zip(names, blocks)))
+        h, w = blocks[0].shape
+        stack = np.full((len(out_names), h, w), np.nan if all(d.kind == "f" for d in dtypes) else 0, dtype=np.result_type(*dtypes))
+        for k, o in enumerate(out_names):
+            stack[k, halo:h - halo, halo:w - halo] = result[o]
+        return stack
+
+    dtype = np.result_type(*dtypes)
+    stacked = da.map_blocks(call, *padded, new_axis=0, chunks=((len(out_names),),) + padded[0].chunks, dtype=dtype)
+    trimmed = da.overlap.trim_internal(stacked, {0: 0, 1: halo, 2: halo})
+    if trimmed.shape[1:] != first.shape:  # the scene's outer rim came from the boundary padding
+        trimmed = trimmed[:, halo:-halo, halo:-halo]
+    return {o: trimmed[k].astype(dt, copy=False) for k, (o, dt) in enumerate(zip(out_names, dtypes))}
+
+
+class HaloTiles:
+    """A tile function with context, for callers that read any source window (SNAP).
+
+    Wraps ``func(tiles) -> outputs`` that needs `halo` pixels around each
+    tile (as :func:`map_tiles` hands it over): :meth:`source_window` names
+    the source rectangle a target rectangle needs (clipped to the scene) and
+    calling the wrapper with the tiles of that window pads them with NaN (0
+    for integers) where the window was clipped, then returns the target
+    tile's outputs. Results equal those of :func:`map_tiles` for any tiling.
+    """
+
+    def __init__(self, func: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], halo: int,
+                 scene: tuple[int, int]):
+        self.func, self.halo, self.scene = func, int(halo), (int(scene[0]), int(scene[1]))
+
+    def source_window(self, rect: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """``(x, y, w, h)`` of the source pixels the target tile ``(x, y, w, h)`` needs."""
+        x, y, w, h = rect
+        r = self.halo
+        x0, y0 = max(0, x - r), max(0, y - r)
+        x1, y1 = min(self.scene[1], x + w + r), min(self.scene[0], y + h + r)
+        return (x0, y0, x1 - x0, y1 - y0)
+
+    def __call__(self, tiles: dict[str, np.ndarray], source: tuple[int, int, int, int],
+                 target: tuple[int, int, int, int]) -> Mapping[str, np.ndarray]:
+        r = self.halo
+        sx, sy, sw, sh = source
+        x, y, w, h = target
+        top, left = r - (y - sy), r - (x - sx)
+        padded = {}
+        for k, t in tiles.items():
+            t = np.asarray(t)
+            out = np.full((h + 2 * r, w + 2 * r), np.nan if t.dtype.kind == "f" else 0, dtype=t.dtype)
+            out[top:top + sh, left:left + sw] = t
+            padded[k] = out
+        return self.func(padded)
 
 
 # --- registry -------------------------------------------------------------
@@ -244,6 +315,7 @@ _BUILTIN_MODULES = (
 #: Modules with science operators, registered when present (later issues).
 _OPTIONAL_MODULES = (
     "snap_operators.ops.spectral_indices",
+    "snap_operators.ops.cloud_mask",
     "snap_operators.ops.progressive_classifier",
     "snap_operators.ops.label_mask_export",
     "snap_operators.ops.unet_inference",

@@ -35,10 +35,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .classes import NO_DATA, UNCLASSIFIED
+from .classes import MASKED, NO_DATA, UNCLASSIFIED
 from .errors import ParameterError
 from .indices import INDICES
 from .product import ClassInfo
+from .sample import DEFAULT_MAX_BLOCKS, sample_blocks
+from .thresholds import METHODS as THRESHOLD_METHODS
+from .thresholds import split_threshold, tiled_split
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,12 @@ MAX_STAGES = 64
 MAX_CONDITIONS = 32
 MAX_GROUPS = 16
 
-#: Histogram bins of Otsu bounds: 256 bins over -1..1 resolve 0.008, finer
-#: than the noise of Sentinel-2 normalized differences.
+#: Histogram bins of adaptive bounds: 256 bins over -1..1 resolve 0.008,
+#: finer than the noise of Sentinel-2 normalized differences.
 OTSU_BINS = 256
+#: Method of adaptive bounds that name none (chosen on the accuracy
+#: benchmark, docs/accuracy.md).
+DEFAULT_METHOD = "kittler"
 
 #: Source band names a condition may use directly, besides the indices.
 _SOURCE_BAND = re.compile(
@@ -80,19 +86,25 @@ class Bound:
 
     Attributes
     ----------
-    mode : {'fixed', 'otsu', 'samples'}
+    mode : {'fixed', 'adaptive', 'otsu', 'samples'}
     value : float or None
-        The threshold; None until an ``otsu``/``samples`` bound is resolved.
-        Resolved values are rounded to float32 so that float32 and float64
-        comparisons of float32 pixels agree exactly.
+        The threshold; None until an ``adaptive``/``otsu``/``samples`` bound
+        is resolved. Resolved values are rounded to float32 so that float32
+        and float64 comparisons of float32 pixels agree exactly.
     options : dict
-        Mode options (``bins``, ``range``, ``clip``, ``default`` for Otsu;
-        ``percentile``, ``class`` for samples).
+        Mode options (``method``, ``bins``, ``range``, ``clip``, ``default``,
+        ``tiles`` for adaptive and Otsu bounds; ``percentile``, ``class`` for
+        samples).
+    note : dict
+        How a scene-adaptive bound was resolved (the split found, whether
+        the histogram was bimodal, the fallback or clip applied), for the
+        metadata and the log.
     """
 
     mode: str
     value: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    note: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def resolved(self) -> bool:
@@ -123,12 +135,18 @@ class Condition:
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of the progression: claims `class_id` where its conditions hold."""
+    """One step of the progression: claims `class_id` where its conditions hold.
+
+    A stage with `masked` set claims only pixels a cloud mask flags, and no
+    other stage does (Sentinel-1 conditions, which clouds do not affect: water
+    under the clouds of a flood).
+    """
 
     name: str
     class_id: int
     conditions: tuple[Condition, ...] = ()
     any: tuple[tuple[Condition, ...], ...] = ()
+    masked: bool = False
 
     def all_conditions(self) -> list[Condition]:
         return list(self.conditions) + [c for g in self.any for c in g]
@@ -149,7 +167,7 @@ class RuleSet:
     ----------
     name, description : str
     classes : tuple of ClassInfo
-        The classes the stages may claim (ids 1..254).
+        The classes the stages may claim (ids 1..253).
     stages : tuple of Stage
         In order: a pixel claimed by an earlier stage is never reconsidered.
     index_parameters : dict
@@ -178,10 +196,18 @@ class RuleSet:
 
     @property
     def required_bands(self) -> list[str]:
-        """Bands of the first stage's ANDed conditions: NaN there means no-data."""
-        if not self.stages:
+        """Bands of the first stage's ANDed conditions (``masked`` stages aside): NaN there means no-data."""
+        first = next((s for s in self.stages if not s.masked), None)
+        if first is None:
             return []
-        return list(dict.fromkeys(c.band for c in self.stages[0].conditions))
+        return list(dict.fromkeys(c.band for c in first.conditions))
+
+    def split_masked(self) -> tuple["RuleSet", "RuleSet | None"]:
+        """``(stages for observed pixels, stages for masked pixels or None)``."""
+        if not any(s.masked for s in self.stages):
+            return self, None
+        clear = tuple(s for s in self.stages if not s.masked)
+        return self.replace(stages=clear), self.replace(stages=tuple(s for s in self.stages if s.masked))
 
     @property
     def is_resolved(self) -> bool:
@@ -223,6 +249,8 @@ class RuleSet:
             d: dict[str, Any] = {"name": s.name, "class": s.class_id, "conditions": [cond(c) for c in s.conditions]}
             if s.any:
                 d["any"] = [[cond(c) for c in g] for g in s.any]
+            if s.masked:
+                d["masked"] = True
             stages.append(d)
         out["stages"] = stages
         return out
@@ -298,22 +326,34 @@ def _parse_bound(ctx: _Ctx, where: str, value: Any) -> Bound:
     if not isinstance(value, dict):
         return Bound("fixed", _f32(_number(ctx, where, value)))
     if len(value) != 1:
-        raise ctx.error(where, "a bound is a number, {otsu: {...}} or {samples: {percentile: p}}")
+        raise ctx.error(where, "a bound is a number, {adaptive: {...}}, {otsu: {...}} or {samples: {percentile: p}}")
     mode, opts = next(iter(value.items()))
-    if mode == "otsu":
-        opts = _mapping(ctx, f"{where}.otsu", opts if opts is not None else {}, ("bins", "range", "clip", "default"))
+    if mode in ("adaptive", "otsu"):
+        allowed = ("method", "bins", "range", "clip", "default", "tiles") if mode == "adaptive" else (
+            "bins", "range", "clip", "default")
+        opts = _mapping(ctx, f"{where}.{mode}", opts if opts is not None else {}, allowed,
+                        ("default",) if mode == "adaptive" else ())
         out: dict[str, Any] = {}
-        if "bins" in opts:
-            bins = opts["bins"]
-            if isinstance(bins, bool) or not isinstance(bins, int) or not 16 <= bins <= 65536:
-                raise ctx.error(f"{where}.otsu.bins", f"expected an integer in 16..65536, got {bins!r}")
-            out["bins"] = bins
+        if "method" in opts:
+            if opts["method"] not in THRESHOLD_METHODS:
+                raise ctx.error(f"{where}.{mode}.method",
+                                f"unknown method {opts['method']!r}; known: {', '.join(THRESHOLD_METHODS)}")
+            out["method"] = opts["method"]
+        for k, lo, hi in (("bins", 16, 65536), ("tiles", 0, 4096)):
+            if k in opts:
+                v = opts[k]
+                if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                    raise ctx.error(f"{where}.{mode}.{k}", f"expected an integer in {lo}..{hi}, got {v!r}")
+                out[k] = v
         for k in ("range", "clip"):
             if k in opts:
-                out[k] = list(_pair(ctx, f"{where}.otsu.{k}", opts[k]))
+                out[k] = list(_pair(ctx, f"{where}.{mode}.{k}", opts[k]))
         if "default" in opts:
-            out["default"] = _number(ctx, f"{where}.otsu.default", opts["default"])
-        return Bound("otsu", None, out)
+            out["default"] = _number(ctx, f"{where}.{mode}.default", opts["default"])
+            clip = out.get("clip")
+            if clip is not None and not clip[0] <= out["default"] <= clip[1]:
+                raise ctx.error(f"{where}.{mode}.default", f"{out['default']:g} is outside clip {clip}")
+        return Bound(mode, None, out)
     if mode == "samples":
         opts = _mapping(ctx, f"{where}.samples", opts, ("percentile", "class"), ("percentile",))
         p = _number(ctx, f"{where}.samples.percentile", opts["percentile"])
@@ -323,14 +363,14 @@ def _parse_bound(ctx: _Ctx, where: str, value: Any) -> Bound:
         if "class" in opts:
             out["class"] = _class_id(ctx, f"{where}.samples.class", opts["class"])
         return Bound("samples", None, out)
-    raise ctx.error(where, f"unknown threshold mode '{mode}'; use a number, otsu or samples")
+    raise ctx.error(where, f"unknown threshold mode '{mode}'; use a number, adaptive, otsu or samples")
 
 
 def _class_id(ctx: _Ctx, where: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ctx.error(where, f"class id must be an integer, got {value!r}")
-    if not 1 <= value <= 254 or value in (UNCLASSIFIED, NO_DATA):
-        raise ctx.error(where, f"class id {value} is outside 1..254 (0 = unclassified, 255 = no-data)")
+    if not 1 <= value < MASKED:
+        raise ctx.error(where, f"class id {value} is outside 1..253 (0 = unclassified, 254 = masked, 255 = no-data)")
     return value
 
 
@@ -426,7 +466,7 @@ def parse_rules(data: Any, source: str = "<rules>") -> RuleSet:
     stages: list[Stage] = []
     for i, s in enumerate(d["stages"]):
         where = f"stages[{i}]"
-        s = _mapping(ctx, where, s, ("name", "class", "conditions", "any"), ("class",))
+        s = _mapping(ctx, where, s, ("name", "class", "conditions", "any", "masked"), ("class",))
         sname = s.get("name")
         if sname is not None and not isinstance(sname, str):
             raise ctx.error(f"{where}.name", "must be a string")
@@ -455,7 +495,10 @@ def parse_rules(data: Any, source: str = "<rules>") -> RuleSet:
             for _, b in c.bounds():
                 if b.mode == "samples" and b.options.get("class", cid) not in ids:
                     raise ctx.error(where, f"samples class {b.options['class']} is not in classes")
-        stages.append(Stage(sname, cid, conditions, tuple(groups)))
+        masked = s.get("masked", False)
+        if not isinstance(masked, bool):
+            raise ctx.error(f"{where}.masked", f"expected true or false, got {masked!r}")
+        stages.append(Stage(sname, cid, conditions, tuple(groups), masked))
     return RuleSet(name.strip(), description.strip(), tuple(classes), tuple(stages), index_parameters, source)
 
 
@@ -549,42 +592,6 @@ def _f32(value: float) -> float:
     the float32 range it becomes +-inf, which compares the same on float32 pixels."""
     with np.errstate(over="ignore"):
         return float(np.float32(value))
-
-
-def otsu_threshold(counts: np.ndarray, edges: np.ndarray) -> float | None:
-    """Otsu's threshold of a histogram.
-
-    Parameters
-    ----------
-    counts : numpy.ndarray
-        ``(bins,)`` pixel counts.
-    edges : numpy.ndarray
-        ``(bins + 1,)`` bin edges.
-
-    Returns
-    -------
-    float or None
-        The edge that maximizes the between-class variance (pixels below it
-        form one class, pixels at or above it the other); None when fewer than
-        two bins hold pixels.
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    if np.count_nonzero(counts) < 2:
-        return None
-    centers = 0.5 * (edges[:-1] + edges[1:])
-    w0 = np.cumsum(counts)[:-1]
-    total = counts.sum()
-    w1 = total - w0
-    s0 = np.cumsum(counts * centers)[:-1]
-    m0 = np.divide(s0, w0, out=np.zeros_like(s0), where=w0 > 0)
-    m1 = np.divide(s0[-1] + counts[-1] * centers[-1] - s0, w1, out=np.zeros_like(s0), where=w1 > 0)
-    between = w0 * w1 * (m0 - m1) ** 2
-    k = int(np.argmax(between))
-    # Ties (a plateau of empty bins between modes): take the middle of it.
-    best = np.flatnonzero(between >= between[k] * (1 - 1e-12))
-    k_mid = (best[0] + best[-1]) / 2.0
-    lo_edge, hi_edge = edges[int(math.floor(k_mid)) + 1], edges[int(math.ceil(k_mid)) + 1]
-    return float(0.5 * (lo_edge + hi_edge))
 
 
 @dataclass
@@ -699,57 +706,130 @@ def _window_bounds(t: Any, h: int, w: int) -> tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
+#: Fewest pixels a scene sample keeps: decimation stops short of it, so small
+#: scenes give the threshold histograms every pixel they have.
+MIN_SAMPLE_PIXELS = 1 << 20
+
+
+@dataclass(frozen=True)
+class ThresholdSample:
+    """Chunks of a scene's bands, decimated, that adaptive bounds are resolved on.
+
+    Attributes
+    ----------
+    blocks : list of dict
+        One ``{band: 2-D block}`` per sampled chunk.
+    step : int
+        Decimation step of the blocks (1: every pixel).
+    """
+
+    blocks: list[dict[str, np.ndarray]]
+    step: int
+
+
+def scene_sample(
+    bands: Mapping[str, Any], *, subsampling: int = 4, max_blocks: int = DEFAULT_MAX_BLOCKS
+) -> ThresholdSample:
+    """The scene sample adaptive bounds are resolved on: chunks of `bands`.
+
+    Parameters
+    ----------
+    bands : dict of str to array
+        Same-grid 2-D bands (Dask or numpy), those the rules read and
+        optionally a mask band.
+    subsampling : int
+        Largest decimation step (rows and columns) inside the chunks; smaller
+        where the sample would keep fewer than ``MIN_SAMPLE_PIXELS`` pixels.
+    max_blocks : int
+        Chunks read at most (:func:`snap_operators.sample.sample_blocks`);
+        numpy bands are one chunk.
+
+    Returns
+    -------
+    ThresholdSample
+    """
+    names = list(bands)
+    first = bands[names[0]]
+    if all(isinstance(bands[n], np.ndarray) for n in names):
+        step = _sample_step(first.size, subsampling)
+        return ThresholdSample([{n: np.asarray(bands[n])[::step, ::step] for n in names}], step)
+    nblocks = min(max(1, int(max_blocks)), first.npartitions)
+    step = _sample_step(first.size / first.npartitions * nblocks, subsampling)
+    sample = sample_blocks([bands[n] for n in names], max_blocks=max_blocks, step=step)
+    return ThresholdSample([dict(zip(names, blocks)) for _, blocks in sample.blocks], step)
+
+
+def _sample_step(pixels: float, largest: int) -> int:
+    step = max(1, int(largest))
+    while step > 1 and pixels / (step * step) < MIN_SAMPLE_PIXELS:
+        step -= 1
+    return step
+
+
 def resolve_rules(
     rules: RuleSet,
     bands: Mapping[str, Any],
     *,
     samples: SampleSet | None = None,
     subsampling: int = 4,
+    max_blocks: int = DEFAULT_MAX_BLOCKS,
+    scene: ThresholdSample | None = None,
 ) -> RuleSet:
-    """Turn every ``otsu``/``samples`` bound of `rules` into a number for one scene.
+    """Turn every ``adaptive``/``otsu``/``samples`` bound of `rules` into a number for one scene.
 
-    Stage by stage: the Otsu histogram of a stage is taken over the pixels
-    still unclassified by the (already resolved) earlier stages and not
-    no-data, on a read decimated by `subsampling` in both directions (one
-    Dask reduction per stage that needs it). Samples percentiles use every
-    sample pixel of the class (samples are usually few; no decimation).
+    Stage by stage: the histogram of a bound is taken over the pixels the
+    stage may still claim: not no-data, unclassified by the (already
+    resolved) earlier stages, and meeting the stage's other fixed conditions
+    that must hold with it (its ANDed conditions and the rest of its ``any``
+    group), in a sample of the scene's chunks (:func:`scene_sample`: every
+    chunk of a small scene). Samples percentiles use every sample
+    pixel of the class (samples are usually few; no decimation).
 
     Parameters
     ----------
     rules : RuleSet
-    bands : dict of str to dask.array.Array
+    bands : dict of str to dask.array.Array or numpy.ndarray
         The bands the rules read, all on one grid.
     samples : SampleSet, optional
         Needed when the rules have ``samples`` bounds.
     subsampling : int
-        Decimation step for Otsu histograms (1 = every pixel).
+        Largest decimation step inside the sampled chunks (1 = every pixel).
+    max_blocks : int
+        Chunks of the scene sample.
+    scene : ThresholdSample, optional
+        A scene sample already read (:func:`scene_sample` of at least the
+        rule bands); `bands` is then used for ``samples`` bounds only.
 
     Returns
     -------
     RuleSet
-        A copy with all bounds fixed (float32-rounded numbers).
+        A copy with all bounds fixed (float32-rounded numbers); adaptive
+        bounds carry a ``note`` on how they were resolved.
     """
-    import dask
-    import dask.array as da
-
     if rules.is_resolved:
         return rules
-    step = max(1, int(subsampling))
-    arrays = {n: da.asarray(bands[n]) for n in rules.bands}
-    small = {n: a[::step, ::step] for n, a in arrays.items()}
+    adaptive = [b for s in rules.stages for c in s.all_conditions() for _, b in c.bounds() if b.mode in ("adaptive", "otsu")]
+    if adaptive and scene is None:
+        scene = scene_sample({n: bands[n] for n in rules.bands}, subsampling=subsampling, max_blocks=max_blocks)
     stages = list(rules.stages)
     for k, stage in enumerate(stages):
         pending = [(c, side, b) for c in stage.all_conditions() for side, b in c.bounds() if not b.resolved]
         if not pending:
             continue
-        values: dict[tuple[int, str], float] = {}
-        otsu = [(c, side, b) for c, side, b in pending if b.mode == "otsu"]
-        if otsu:
-            values.update(_otsu_values(rules, tuple(stages[:k]), otsu, small, dask))
+        values: dict[tuple[int, str], tuple[float, dict]] = {}
+        split = [(c, side, b) for c, side, b in pending if b.mode in ("adaptive", "otsu")]
+        if split:
+            free = _free_blocks(rules, tuple(stages[:k]), scene.blocks)
+            for c, side, b in split:
+                peers = _peer_conditions(stage, c)
+                here = [f & _holds(peers, blk) for f, blk in zip(free, scene.blocks)] if peers else free
+                values[(id(c), side)] = _adaptive_value(c.band, b, [blk[c.band] for blk in scene.blocks], here,
+                                                        scene.step)
         for c, side, b in pending:
             if b.mode == "samples":
                 cid = b.options.get("class", stage.class_id)
-                values[(id(c), side)] = _samples_value(c.band, cid, b.options["percentile"], arrays[c.band], samples, rules)
+                v = _samples_value(c.band, cid, b.options["percentile"], bands[c.band], samples, rules)
+                values[(id(c), side)] = (v, {})
         stages[k] = _with_values(stage, values)
         for c in stages[k].all_conditions():
             if c.min is not None and c.max is not None and c.min.value > c.max.value:
@@ -759,12 +839,13 @@ def resolve_rules(
     return rules.replace(stages=tuple(stages))
 
 
-def _with_values(stage: Stage, values: Mapping[tuple[int, str], float]) -> Stage:
+def _with_values(stage: Stage, values: Mapping[tuple[int, str], tuple[float, dict]]) -> Stage:
     def fix(c: Condition) -> Condition:
         changes = {}
         for side, b in c.bounds():
             if not b.resolved:
-                changes[side] = dataclasses.replace(b, value=_f32(values[(id(c), side)]))
+                v, note = values[(id(c), side)]
+                changes[side] = dataclasses.replace(b, value=_f32(v), note=note)
         return dataclasses.replace(c, **changes)
 
     return dataclasses.replace(
@@ -774,90 +855,94 @@ def _with_values(stage: Stage, values: Mapping[tuple[int, str], float]) -> Stage
     )
 
 
-def _otsu_values(rules: RuleSet, done: tuple[Stage, ...], otsu, small: Mapping[str, Any], dask) -> dict[tuple[int, str], float]:
-    """Otsu thresholds of one stage's bounds over the pixels `done` (the resolved
-    earlier stages) leave unclassified, no-data excluded."""
-    from .classify import classify_numpy, nodata_mask
+def _peer_conditions(stage: Stage, cond: Condition) -> list[Condition]:
+    """The fixed conditions that must hold with `cond` for `stage` to claim a pixel: the stage's
+    ANDed conditions and, for a condition of an ``any`` group, the rest of that group."""
+    group = next((g for g in stage.any if any(c is cond for c in g)), ())
+    peers = [c for c in (*stage.conditions, *group) if c is not cond]
+    return [c for c in peers if all(b.resolved for _, b in c.bounds())]
 
-    names = list(small)
-    # Ranges not known a priori need a min/max pass first.
-    ranges: dict[str, tuple[float, float]] = {}
-    need_range = []
-    for c, side, b in otsu:
-        r = b.options.get("range") or index_range(c.band)
-        if r is not None:
-            ranges[c.band] = (float(r[0]), float(r[1]))
-        elif c.band not in need_range:
-            need_range.append(c.band)
 
-    def unclassified(blocks: Sequence[np.ndarray]) -> np.ndarray:
-        tiles = dict(zip(names, blocks))
-        free = ~nodata_mask(tiles, rules)  # the whole rule set defines no-data
-        if done:
-            # Earlier stages see only their own bands; where those are all NaN
-            # they say 255, yet they cannot claim such pixels either.
-            cls, _ = classify_numpy(tiles, rules.replace(stages=done))
-            free &= (cls == UNCLASSIFIED) | (cls == NO_DATA)
-        return free
+def _holds(conditions: Sequence[Condition], block: Mapping[str, np.ndarray]) -> np.ndarray:
+    from .classify import condition_holds
 
-    blocks = _block_lists(small, names)
-    if need_range:
-        def minmax(*blk):
-            m = unclassified(blk)
-            tiles = dict(zip(names, blk))
-            out = {}
-            for n in need_range:
-                v = tiles[n][m]
-                v = v[np.isfinite(v)]
-                out[n] = (float(v.min()), float(v.max())) if v.size else None
-            return out
-
-        parts = dask.compute(*[dask.delayed(minmax)(*blk) for blk in blocks])
-        for n in need_range:
-            got = [p[n] for p in parts if p[n] is not None]
-            ranges[n] = (min(g[0] for g in got), max(g[1] for g in got)) if got else (0.0, 1.0)
-            if ranges[n][0] == ranges[n][1]:
-                ranges[n] = (ranges[n][0] - 0.5, ranges[n][1] + 0.5)
-
-    specs = [(c.band, int(b.options.get("bins", OTSU_BINS)), ranges[c.band]) for c, side, b in otsu]
-
-    def hist(*blk):
-        m = unclassified(blk)
-        tiles = dict(zip(names, blk))
-        return [np.histogram(tiles[n][m], bins=bins, range=rng)[0] for n, bins, rng in specs]
-
-    parts = dask.compute(*[dask.delayed(hist)(*blk) for blk in blocks])
-    out: dict[tuple[int, str], float] = {}
-    for idx, ((c, side, b), (n, bins, rng)) in enumerate(zip(otsu, specs)):
-        counts = np.sum([p[idx] for p in parts], axis=0) if parts else np.zeros(bins)
-        edges = np.linspace(rng[0], rng[1], bins + 1)
-        t = otsu_threshold(counts, edges)
-        if t is None:
-            t = b.options.get("default", math.nan)
-            log.warning("otsu threshold of %s: fewer than two distinct values among the unclassified pixels; using %s", n, t)
-        clip = b.options.get("clip")
-        if clip is not None and not math.isnan(t):
-            t = min(max(t, clip[0]), clip[1])
-        out[(id(c), side)] = t
+    out = None
+    for c in conditions:
+        m = condition_holds(c, np.asarray(block[c.band]))
+        out = m if out is None else out & m
     return out
 
 
-def _block_lists(arrays: Mapping[str, Any], names: Sequence[str]) -> list[list[Any]]:
-    first = arrays[names[0]]
-    nby, nbx = len(first.chunks[0]), len(first.chunks[1])
-    aligned = [arrays[n].rechunk(first.chunks) for n in names]
-    return [[a.blocks[i, j] for a in aligned] for i in range(nby) for j in range(nbx)]
+def _free_blocks(rules: RuleSet, done: tuple[Stage, ...], scene) -> list[np.ndarray]:
+    """Per sampled block: pixels the stage after `done` may claim (valid,
+    unclassified by the resolved stages `done`)."""
+    from .classify import classify_numpy, nodata_mask
+
+    out = []
+    for blk in scene:
+        tiles = {n: blk[n] for n in rules.bands}
+        free = ~nodata_mask(tiles, rules)  # the whole rule set defines no-data
+        done_clear = tuple(s for s in done if not s.masked)
+        if done_clear:
+            # Earlier stages see only their own bands; where those are all NaN
+            # they say 255, yet they cannot claim such pixels either.
+            cls, _ = classify_numpy(tiles, rules.replace(stages=done_clear))
+            free &= (cls == UNCLASSIFIED) | (cls == NO_DATA)
+        out.append(free)
+    return out
+
+
+def _adaptive_value(band: str, bound: Bound, blocks: Sequence[np.ndarray], free: Sequence[np.ndarray],
+                    step: int) -> tuple[float, dict]:
+    """The value of one adaptive (or legacy Otsu) bound, and how it was found."""
+    opts = bound.options
+    legacy = bound.mode == "otsu"
+    method = "otsu" if legacy else opts.get("method", DEFAULT_METHOD)
+    bins = int(opts.get("bins", OTSU_BINS))
+    vals = [np.where(f, np.asarray(b, dtype=np.float64), np.nan) for b, f in zip(blocks, free)]
+    finite = np.concatenate([v[np.isfinite(v)] for v in vals]) if vals else np.empty(0)
+    rng = opts.get("range") or index_range(band)
+    if rng is None:  # unbounded bands (dB, ratios): the data's own range
+        rng = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if rng[0] == rng[1]:
+            rng = (rng[0] - 0.5, rng[1] + 0.5)
+    tiles = int(opts.get("tiles", 0))
+    if tiles > 0:
+        split = tiled_split(vals, rng, max(4, tiles // step), method=method, bins=bins)
+    else:
+        split = split_threshold(finite, rng, method=method, bins=bins)
+    note: dict[str, Any] = {"method": method, "pixels": split.pixels, "split": split.value,
+                            "bimodal": split.bimodal, "valley": round(split.valley, 3)}
+    if tiles > 0:
+        note["tiles"] = split.tiles
+    default = opts.get("default", math.nan)
+    if math.isnan(split.value) or (not legacy and not split.bimodal):
+        t = default
+        note["fallback"] = True
+        why = "no values" if math.isnan(split.value) else "no second mode"
+        log.info("%s threshold: %s among the pixels still unclassified (%d sampled); using the default %s",
+                 band, why, split.pixels, t)
+    else:
+        t = split.value
+    clip = opts.get("clip")
+    if clip is not None and not math.isnan(t):
+        c = min(max(t, clip[0]), clip[1])
+        if c != t:
+            note["clipped"] = True
+        t = c
+    return t, note
 
 
 def _samples_value(band: str, class_id: int, percentile: float, array: Any, samples: SampleSet | None, rules: RuleSet) -> float:
     import dask
+    import dask.array as da
 
     if samples is None:
         raise RulesError(f"rules {rules.source or rules.name}: samples thresholds need a samples file (samplesFile)")
     if class_id not in samples.counts:
         name = rules.class_info(class_id).name
         raise RulesError(f"samplesFile: no samples of class {class_id} ({name}) inside the image")
-    arr = array.rechunk(samples.chunks)
+    arr = da.asarray(array).rechunk(samples.chunks)
 
     def pick(block, labels):
         v = block[labels == class_id]
@@ -889,5 +974,7 @@ def thresholds_metadata(rules: RuleSet):
                 for side, b in c.bounds():
                     attrs[side] = b.value
                     attrs[f"{side}_mode"] = b.mode
+                    for key, v in b.note.items():
+                        attrs[f"{side}_{key}"] = v
                 el.add_element("condition", **attrs)
     return root

@@ -11,9 +11,12 @@ BEAM-DIMAP start time), else a date in the file name (``S2L1C_2015-07-11.tif``,
 (last: it is usually when the file was written, not sensed).
 
 **Invalid pixels.** No-data pixels of the class map, values outside its
-legend and, for raw products, cloud pixels (blue TOA/BOA reflectance above
+legend, masked pixels (class 254: cloud, cloud shadow or snow found by
+``CloudMask``, not observed) and, for raw products of class maps made without
+a cloud mask, cloud pixels (blue TOA/BOA reflectance above
 ``cloud_threshold``: clouds are bright in the blue band where land and water
-are dark) are invalid and are not counted in any class. A date whose invalid
+are dark; a crude test that gives way to the mask wherever the map has one)
+are invalid and are not counted in any class. A date whose invalid
 fraction exceeds ``max_invalid_fraction``, or that has no valid pixel, is
 reported and left out of the trends, correlations and plots; its areas are
 left empty, never zero.
@@ -45,7 +48,7 @@ import numpy as np
 
 from . import change
 from .areas import AreaAccumulator, AreaRow, class_areas, format_area_table, temporary_path
-from .classes import LAND_COVER, NO_DATA, hex_color
+from .classes import LAND_COVER, MASKED, NO_DATA, hex_color
 from .crs import is_geographic
 from .errors import SnapPcError
 from .product import Band, ClassInfo, Product
@@ -64,7 +67,8 @@ DEFAULT_MAX_INVALID = 0.5
 DEFAULT_CLOUD_THRESHOLD = 0.25
 #: Blue band names tried for the cloud test.
 BLUE_BANDS = ("B02", "B2")
-#: Counter bins: class values 0..254, 255 no-data, 256 cloud, 257 outside legend.
+#: Counter bins: class values 0..253, 255 no-data, 256 not observed (masked 254, or the blue cloud test),
+#: 257 outside legend.
 _CLOUD, _OUTSIDE, _BINS = 256, 257, 258
 
 
@@ -164,10 +168,12 @@ def parse_dates_option(text: str, inputs: Sequence[Path]) -> list[_dt.datetime]:
 
 
 def _bins_block(cls: np.ndarray, cloud: np.ndarray | None, values: np.ndarray, no_data) -> np.ndarray:
-    """Counter bin of each pixel: its class value, 255 no-data, 256 cloud, 257 outside the legend."""
+    """Counter bin of each pixel: its class value, 255 no-data, 256 not observed (masked or cloud),
+    257 outside the legend."""
     idx = change.class_index(cls, values, no_data)
     n = values.size
     out = np.where(idx < n, values[np.minimum(idx, n - 1)], np.where(idx == n, NO_DATA, _OUTSIDE))
+    out = np.where(cls == MASKED, _CLOUD, out)
     if cloud is not None:
         out = np.where(cloud & (idx < n), _CLOUD, out)
     return out.astype(np.uint16)
@@ -188,6 +194,11 @@ def cloud_mask(raw: Product, band: Band, crs, threshold: float) -> da.Array | No
     elif blue.shape != band.shape:
         return None
     return mask.rechunk(band.data.chunks)
+
+
+def is_masked_map(band: Band) -> bool:
+    """True when a class band was made with a cloud mask: its legend lists the masked class (254)."""
+    return any(int(c.value) == MASKED for c in (band.classes or ()))
 
 
 def count_classes(product: Product, band: Band, cloud: da.Array | None, context) -> np.ndarray:
@@ -246,7 +257,9 @@ def measure(product: Product, band: Band, path: Path, date, date_source: str, *,
             raw_path: Path | None = None, cloud_threshold: float = DEFAULT_CLOUD_THRESHOLD, context=None) -> DateAreas:
     """Class areas and invalid pixels of one class map."""
     cloud = None
-    if raw is not None and cloud_threshold > 0:
+    if raw is not None and cloud_threshold > 0 and is_masked_map(band):
+        log.info("%s: the class map carries a cloud mask (class %d); no blue-band cloud test", path, MASKED)
+    elif raw is not None and cloud_threshold > 0:
         cloud = cloud_mask(raw, band, product.crs, cloud_threshold)
         if cloud is None:
             log.warning("%s: no blue band (%s); no cloud test", raw_path, "/".join(BLUE_BANDS))

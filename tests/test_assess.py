@@ -127,3 +127,19 @@ def test_bad_references(tmp_path, capsys, case):
     assert len(err.strip().splitlines()) == 1
     expect = {"no-field": "--field", "bad-field": "klass", "disjoint": "no pixel is labelled", "missing": "does not exist"}[case]
     assert expect in err
+
+
+def test_masked_pixels_are_not_scored_but_counted(tmp_path):
+    cls = np.array([[1, 1, 254, 254], [2, 2, 2, 255]], np.uint8)
+    ref = np.array([[1, 2, 1, 0], [2, 2, 1, 2]], np.uint8)
+    write_raster(tmp_path / "c.tif", cls, nodata=255)
+    write_raster(tmp_path / "r.tif", ref)
+    res = assess(tmp_path / "c.tif", tmp_path / "r.tif")
+    assert res.metrics["masked_pixels"] == 1  # the other masked pixel has no reference
+    assert res.metrics["pixels"] == 5 and 254 not in res.labels
+    from snap_operators.assess import format_report
+
+    assert "Masked, not scored: 1 reference pixels" in format_report(res)
+    write_raster(tmp_path / "all.tif", np.full((2, 4), 254, np.uint8), nodata=255)
+    with pytest.raises(SnapPcError, match="every reference pixel of the class map is masked"):
+        assess(tmp_path / "all.tif", tmp_path / "r.tif")

@@ -39,7 +39,7 @@ FLOOD = LandChange(rows=(200, 230), cols=(100, 180), to_class=1)  # everything u
 CLASSIFIER_GRAPH = """<graph id="g"><version>1.0</version>
   <node id="Read"><operator>Read</operator><parameters><file>${input}</file></parameters></node>
   <node id="SpectralIndices"><operator>SpectralIndices</operator><sources><sourceProduct refid="Read"/></sources>
-    <parameters><indices>NDVI,NDWI,MNDWI,NDBI,BSI,SAVI,NDMI,BI2</indices></parameters></node>
+    <parameters><indices>NDVI,MNDWI,BI2,NDBI,NGBDI,PANTEX,BSI</indices></parameters></node>
   <node id="ProgressiveClassifier"><operator>ProgressiveClassifier</operator>
     <sources><sourceProduct refid="SpectralIndices"/></sources><parameters><rules>mosul-5class</rules></parameters></node>
   <node id="Write"><operator>Write</operator><sources><sourceProduct refid="ProgressiveClassifier"/></sources>
@@ -372,10 +372,22 @@ def test_known_change_of_two_synthetic_scenes_gives_the_expected_matrix(scenes, 
 
 
 def test_classified_synthetic_scenes_change_only_inside_the_painted_rectangles(scenes, tmp_path):
-    """Same seed, same noise: the classifier changes its mind only where the land changed."""
+    """Same seed, same noise, the same thresholds: the classifier changes its mind only where the land
+    changed (and within PANTEX's 4-pixel texture window of it). Scene-adaptive thresholds are resolved
+    once, on the first date, and written as numbers, as docs/change_detection.md advises: resolved per
+    date they would follow each date's histogram."""
+    import yaml
+
+    from snap_operators.engine import build
+
+    g = parse_graph("g.xml", text=CLASSIFIER_GRAPH).substitute(
+        {"input": str(scenes / "before" / "s2.tif"), "output": str(tmp_path / "x.tif")})
+    fixed = build(g, ExecutionContext(tile_size=128))["ProgressiveClassifier"].rules
+    rules = tmp_path / "fixed.yaml"
+    rules.write_text(yaml.safe_dump(fixed.to_dict(), sort_keys=False))
     maps = {}
     for name in ("before", "after"):
-        g = parse_graph("g.xml", text=CLASSIFIER_GRAPH).substitute(
+        g = parse_graph("g.xml", text=CLASSIFIER_GRAPH.replace("mosul-5class", str(rules))).substitute(
             {"input": str(scenes / name / "s2.tif"), "output": str(tmp_path / f"{name}.tif")})
         run_graph(g, ExecutionContext(tile_size=128))
         maps[name] = str(tmp_path / f"{name}.tif")
@@ -385,13 +397,15 @@ def test_classified_synthetic_scenes_change_only_inside_the_painted_rectangles(s
     with rasterio.open(tmp_path / "c.tif") as ds:
         codes = ds.read(1)
     rows, cols = np.indices(codes.shape)
-    inside = ((rows >= 40) & (rows < 120)) | ((rows >= 200) & (rows < 230) & (cols >= 100) & (cols < 180))
-    assert np.all(codes[~inside] == 0)
+    near = ((rows >= 36) & (rows < 124)) | ((rows >= 196) & (rows < 234) & (cols >= 96) & (cols < 184))
+    assert np.all(codes[~near] == 0)
     cells = {(r["from_class_id"], r["to_class_id"]): int(r["pixels"]) for r in read_csv(tmp_path / "c.matrix.csv")}
     truth_cleared = int(((synthetic_arrays(SIZE, SEED)["truth"] == 3) & (rows >= 40) & (rows < 120)).sum())
-    assert cells[("3", "2")] == pytest.approx(truth_cleared, rel=0.05)  # classifier recall of trees/soil ~99 %
-    assert cells[("3", "2")] > 10 * max(n for (a, b), n in cells.items() if a != b and (a, b) != ("3", "2")
-                                        and (a, b)[1] != "1")
+    # Trees -> Bare Soil found for most cleared pixels (measured 0.79 of them: the rest of the synthetic
+    # soil is called Alluvium or Urban by the scene-adaptive preset), and never beyond the clearing.
+    assert 0.7 * truth_cleared < cells[("3", "2")] <= truth_cleared
+    others = {k: n for k, n in cells.items() if k[0] != k[1] and k != ("3", "2") and k[1] != "1"}
+    assert cells[("3", "2")] > 3 * max(others.values()), others
 
 
 # --- the shipped graph --------------------------------------------------------------------
@@ -421,3 +435,33 @@ def test_graph_reports_a_missing_input_in_one_line(tmp_path):
         build(g)
     assert "\n" not in str(exc.value)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- masked pixels (class 254: cloud, cloud shadow, snow) ------------------------------------------
+
+
+def test_masked_pixels_are_not_compared_and_counted_apart(tmp_path, capsys):
+    from snap_operators.classes import MASKED, MASKED_INFO
+
+    before = np.full((32, 40), 3, np.uint8)
+    after = before.copy()
+    after[:, 20:] = 2  # half the trees cut
+    before[0:4, :] = MASKED  # cloudy before
+    after[28:, 30:] = MASKED  # cloud after, over the clearing
+    legend = [*LAND_COVER, MASKED_INFO]  # a masked classifier map lists it
+    op = detect(product("b", before, classes=legend), product("a", after, classes=LAND_COVER),
+                matrixFile=str(tmp_path / "m.csv"), gainLossFile=str(tmp_path / "g.csv"))
+    assert [c.value for c in op.classes] == [0, 1, 2, 3, 4, 5]  # 254 is no class of the legend
+    change = op.target.band("change").data.compute()
+    assert (change[0:4] == 255).all() and (change[28:, 30:] == 255).all()
+    assert (change[4:28, 20:] == 32).all() and (change[4:, :20] == 0).all()
+    op.execute()
+    rows = read_csv(tmp_path / "m.csv")
+    masked = {(r["from_class_name"], r["to_class_name"]): int(r["pixels"]) for r in rows
+              if "Masked (not observed)" in (r["from_class_name"], r["to_class_name"])}
+    assert masked == {("Masked (not observed)", "Trees/Shrubbery vegetation"): 4 * 20,
+                      ("Masked (not observed)", "Bare Soil"): 4 * 20,
+                      ("Trees/Shrubbery vegetation", "Masked (not observed)"): 4 * 10}
+    trees_to_soil = next(r for r in rows if r["change_code"] == "32")
+    assert int(trees_to_soil["pixels"]) == 28 * 20 - 4 * 10
+    assert "masked (cloud, cloud shadow, snow) on one date or both are not compared" in capsys.readouterr().out

@@ -215,6 +215,24 @@ def test_copy_secondary_metadata():
     assert element.elements[0].element("sec_meta") is not None
 
 
+def test_secondary_times_and_bands_are_recorded():
+    """SNAP keeps the reference's times; the secondaries' times and bands go into a Collocate element."""
+    import datetime as dt
+
+    ref, s1, s1b = reference(), secondary("S1"), secondary("S1b", bands=("VV", "VH"))
+    ref.start_time = dt.datetime(2023, 7, 10, 7, 46, tzinfo=dt.timezone.utc)
+    s1.start_time = s1.stop_time = dt.datetime(2023, 7, 25, 15, 2, tzinfo=dt.timezone.utc)
+    out = collocate({"sourceProduct": ref, "sourceProduct.1": s1, "sourceProduct.2": s1b})
+    assert out.start_time == ref.start_time
+    record = out.metadata.element("Collocate")
+    assert record.attributes["referenceProduct"] == "S2"
+    first, second = record.elements
+    assert first.name == "S1" and first.attributes["startTime"] == s1.start_time
+    assert first.attributes["bands"] == "VV_S0,collocationFlags_S0"
+    assert second.attributes["bands"] == "VV_S1,VH_S1,collocationFlags_S1" and "startTime" not in second.attributes
+    assert out.metadata.element("SecondaryMetadata") is None  # as SNAP without copySecondaryMetadata
+
+
 # --- real data: BigEarthNet S1 patch onto its S2 patch --------------------------------
 
 

@@ -689,3 +689,26 @@ def test_run_graph_read_class_geotiff(tmp_path):
     assert CRS.from_user_input(crs) == UTM
     with pytest.raises(ProductWriteError, match="already exists"):
         run_graph(g, ExecutionContext(tile_size=32))
+
+
+def test_masked_regions_are_exported_as_their_own_features(tmp_path):
+    from snap_operators.classes import MASKED, MASKED_INFO
+
+    classes = np.full((40, 50), 3, np.uint8)
+    classes[5:15, 5:25] = MASKED
+    classes[30:, 40:] = 1
+    legend = [*LEGEND, MASKED_INFO] if MASKED not in {c.value for c in LEGEND} else LEGEND
+    export(class_product(classes, legend=legend), tmp_path / "m.gpkg")
+    feats, _, _ = features(tmp_path / "m.gpkg")
+    masked = [p for p, _ in feats if p["class_id"] == MASKED]
+    assert len(masked) == 1 and masked[0]["class_name"] == "Masked: cloud, shadow, snow"
+    assert masked[0]["area_m2"] == pytest.approx(10 * 20 * 100.0)
+    assert "254,Masked: cloud, shadow, snow,1," in (tmp_path / "m_areas.csv").read_text().replace('"', "")
+    # a map whose legend lacks 254 still names the features; includeMasked=false leaves them out
+    export(class_product(classes), tmp_path / "n.gpkg")
+    assert [p["class_name"] for p, _ in features(tmp_path / "n.gpkg")[0] if p["class_id"] == MASKED] == \
+        ["Masked: cloud, shadow, snow"]
+    export(class_product(classes, legend=legend), tmp_path / "o.gpkg", includeMasked=False)
+    feats, _, _ = features(tmp_path / "o.gpkg")
+    assert {p["class_id"] for p, _ in feats} == {1, 3}
+    assert "254" not in (tmp_path / "o_areas.csv").read_text()

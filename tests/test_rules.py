@@ -8,13 +8,13 @@ import pytest
 
 from snap_operators.classes import LAND_COVER
 from snap_operators.indices import INDICES
+from snap_operators.thresholds import otsu_threshold
 from snap_operators.rules import (
     PRESETS,
     SCHEMA,
     RulesError,
     check_samples,
     load_rules,
-    otsu_threshold,
     parse_rules,
     read_rule_text,
     resolve_rules,
@@ -106,9 +106,11 @@ def test_duplicate_class_ids():
     assert "duplicate class id 1" in msg
 
 
-def test_reserved_class_ids():
-    classes = "classes:\n  - {id: 255, name: A, color: '#000000'}\n"
-    assert "outside 1..254" in error_of(rule_text("  - {class: 255, conditions: [{index: NDVI, min: 0}]}\n", classes=classes))
+@pytest.mark.parametrize("cid", [254, 255])
+def test_reserved_class_ids(cid):
+    classes = f"classes:\n  - {{id: {cid}, name: A, color: '#000000'}}\n"
+    msg = error_of(rule_text(f"  - {{class: {cid}, conditions: [{{index: NDVI, min: 0}}]}}\n", classes=classes))
+    assert "outside 1..253" in msg and "254 = masked" in msg
 
 
 def test_wrong_schema_version():

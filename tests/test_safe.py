@@ -261,3 +261,60 @@ def test_safe_build_reads_no_pixels(tmp_path, monkeypatch):
     prod = open_product(tmp_path / L1C_0510)
     assert len(prod.bands) == 13
     assert prod.stop_time == dt.datetime(2024, 1, 1, 10, 24, 31, 24000, tzinfo=dt.timezone.utc)
+
+
+# --- the L2A scene classification (SCL) ---------------------------------------------------------------
+
+
+def write_scl(name: str, dest: Path, seed: int = 0) -> np.ndarray:
+    """SCL images (20 m and 60 m) at the paths the real L2A metadata lists; returns the 20 m values."""
+    safe = dest / name
+    text = next(safe.glob("MTD_MSIL2A.xml")).read_text(encoding="utf-8")
+    rng = np.random.default_rng(seed)
+    scl20 = rng.integers(0, 12, (PIXELS[20], PIXELS[20])).astype(np.uint8)
+    for entry in re.findall(r"<IMAGE_FILE>([^<]+_SCL_(\d+)m)</IMAGE_FILE>", text):
+        res = int(entry[1])
+        n = PIXELS[res]
+        values = scl20 if res == 20 else scl20[::3, ::3]
+        path = safe / (entry[0] + ".tif")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(path, "w", driver="GTiff", width=n, height=n, count=1, dtype="uint8",
+                           crs=f"EPSG:{EXPECTED[name]['epsg']}",
+                           transform=Affine(res, 0.0, IMAGE_ORIGIN[0], 0.0, -res, IMAGE_ORIGIN[1])) as ds:
+            ds.write(values, 1)
+    return scl20
+
+
+def test_l2a_scene_classification_is_read_resampled_and_masked(tmp_path):
+    from snap_operators import cloudmask as cm
+    from snap_operators.operator import ExecutionContext, get_operator
+
+    make_safe(L2A_0400, tmp_path)
+    scl = write_scl(L2A_0400, tmp_path)
+    prod = open_product(tmp_path / L2A_0400, tile_size=16)
+    band = prod.band("quality_scene_classification")  # SNAP's S2 reader's name for the SCL
+    assert prod.band_names[-1] == "quality_scene_classification"
+    assert band.shape == (30, 30) and band.dtype == np.uint8 and band.no_data == 0
+    assert band.resolution == (20, 20) and (band.transform.c, band.transform.f) == (499980.0, 8900040.0)
+    assert [c.name for c in band.classes][3] == "Cloud shadows" and len(band.classes) == 12
+    np.testing.assert_array_equal(band.data.compute(), scl)  # the 20 m file, not the 60 m one
+
+    ctx = ExecutionContext(tile_size=16)
+    res = get_operator("Resample").create({"sourceProduct": prod}, {"referenceBand": "B2", "upsampling": "Bilinear",
+                                                                    "downsampling": "Mean"}, context=ctx).initialize()
+    up = res.band("quality_scene_classification").data.compute()
+    np.testing.assert_array_equal(up, np.repeat(np.repeat(scl, 2, 0), 2, 1))  # nearest, never blended
+    op = get_operator("CloudMask").create({"sourceProduct": res}, {"computeCloudBuffer": "false"}, context=ctx)
+    mask = op.initialize().band("cloud_mask").data.compute()
+    assert op.tile_function.method == "scl"
+    np.testing.assert_array_equal(mask, cm.scl_codes(up))
+    assert set(np.unique(mask).tolist()) == {0, 1, 2, 3, 255}
+
+
+def test_scl_band_selected_by_name_and_absent_in_l1c(tmp_path):
+    make_safe(L2A_0212, tmp_path / "a")
+    write_scl(L2A_0212, tmp_path / "a")
+    prod = open_product(tmp_path / "a" / L2A_0212, band_names=["quality_scene_classification", "B4"])
+    assert prod.band_names == ["quality_scene_classification", "B4"]
+    make_safe(L1C_0301, tmp_path / "b")
+    assert "quality_scene_classification" not in open_product(tmp_path / "b" / L1C_0301).bands

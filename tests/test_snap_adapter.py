@@ -39,7 +39,7 @@ H, W = 257, 300  # tiles of 64 or 100x37 do not divide it
 EPSG = "EPSG:32638"
 T = Affine(10.0, 0.0, 300000.0, 0.0, -10.0, 4030000.0)
 START, STOP = dt.datetime(2021, 6, 1, 7, 50, 31, 24000), dt.datetime(2021, 6, 1, 7, 50, 44, 918000)
-INDICES = "NDVI,NDWI,MNDWI,NDBI,BSI,SAVI,NDMI,BI2,AWEI_sh,VV_db,RVI,CR_db,SBI"
+INDICES = "NDVI,NDWI,MNDWI,NDBI,BSI,SAVI,NDMI,BI2,AWEI_sh,VV_db,RVI,CR_db,SBI,NGBDI,PANTEX"
 PLUGIN = Path(adapter.__file__).parent / "plugin"
 
 SpectralIndicesOp = make_operator_class("SpectralIndices", api=J)
@@ -279,10 +279,13 @@ def test_classifier_equals_standalone_with_otsu_and_area_table(java_indices, cla
     assert_bits_equal(J.raster(t.getBand("class_id")), ref["class_id"])
     assert_bits_equal(J.raster(t.getBand("stage")), ref["stage"])
     assert len(np.unique(ref["class_id"])) >= 3
-    # The Otsu threshold was resolved in initialize from SNAP tiles: the same number as standalone.
-    want = ref_op.target.metadata.element("ProgressiveClassifier").element("stage_1").elements[1].attributes
-    got = t.getMetadataRoot().getElement("ProgressiveClassifier").getElement("stage_1").getElements()[1]
-    assert want["min_mode"] == "otsu" and got.getAttributeString("min_mode") == "otsu"
+    # The scene-adaptive water threshold was resolved in initialize from SNAP tiles: the same number
+    # as standalone.
+    stage = ref_op.target.metadata.element("ProgressiveClassifier").element("stage_1")
+    k = next(i for i, e in enumerate(stage.elements) if e.attributes.get("band") == "MNDWI")
+    want = stage.elements[k].attributes
+    got = t.getMetadataRoot().getElement("ProgressiveClassifier").getElement("stage_1").getElements()[k]
+    assert want["min_mode"] == "adaptive" and got.getAttributeString("min_mode") == "adaptive"
     assert got.getAttributeDouble("min") == want["min"]
     # The area table: the same CSV bytes, printed once, nothing temporary left.
     assert csv.read_bytes() == ref_csv
@@ -589,3 +592,51 @@ def test_unknown_alias_and_metadata_conversion():
     assert j.getAttributeInt("n") == 3 and j.getAttributeDouble("big") == 2**40 and j.getAttributeDouble("f") == 0.1
     assert j.getAttributeString("flag") == "true" and j.getAttributeString("t") == "2020-01-02T00:00:00"
     assert not j.containsAttribute("none")
+
+
+# --- CloudMask (a kernel with a halo of blocks) ------------------------------------------------------------
+
+CloudMaskOp = make_operator_class("CloudMask", api=J)
+
+
+def cloudy(scene) -> dict[str, np.ndarray]:
+    """The scene's S2 bands with a thick cloud, its shadow and a dark patch far from it."""
+    arrays = {n: scene[n].copy() for n in ("B2", "B3", "B4", "B8", "B11")}
+    for n, v in (("B2", 0.45), ("B3", 0.45), ("B4", 0.44), ("B8", 0.46), ("B11", 0.4)):
+        arrays[n][30:110, 60:200] = v
+    for n, v in (("B2", 0.02), ("B3", 0.03), ("B4", 0.02), ("B8", 0.06), ("B11", 0.05)):
+        arrays[n][115:140, 80:160] = v
+        arrays[n][10:30, 270:290] = v
+    return arrays
+
+
+@pytest.mark.parametrize("grid", [(64, 64), (100, 37), "partition"])
+@pytest.mark.parametrize("method", ["spectral", "scl"])
+def test_cloud_mask_equals_standalone_bit_for_bit(scene, grid, method):
+    arrays = cloudy(scene)
+    if method == "scl":
+        scl = np.where(np.isnan(arrays["B2"]), 0, 4).astype(np.uint8)
+        scl[30:110, 60:200] = 9
+        scl[115:140, 80:160] = 3
+        scl[200:, :20] = 11
+        arrays = {"B2": arrays["B2"], "quality_scene_classification": scl}
+    params = {"method": method, "detectionResolution": 40.0, "shadowSearchDistance": 200.0, "cloudBufferWidth": 40.0}
+    ref_op = standalone("CloudMask", python_product(arrays, no_data=0), **params)
+    ref = ref_op.target.band("cloud_mask").data.compute()
+    assert (ref == 1).any() and (ref == 2).any() and (ref == 255).any() and (ref == 0).any()
+
+    source = java_product({n: a for n, a in arrays.items() if a.dtype.kind == "f"})
+    if method == "scl":
+        b = source.addBand("quality_scene_classification", J.ProductData.TYPE_UINT8)
+        b.setNoDataValue(0.0)
+        b.setNoDataValueUsed(True)
+        J.set_raster(b, arrays["quality_scene_classification"])
+    spec = get_operator("CloudMask").spec
+    context = J.Operator({"sourceProduct": source}, params, declared=[p.name for p in spec.parameters])
+    kwargs = {"rects": J.random_partition(W, H, seed=3, min_size=7)} if grid == "partition" else {"tile_size": grid}
+    t = J.run_operator(CloudMaskOp(), context, **kwargs)
+    assert list(t.getBandNames()) == list(arrays) + ["cloud_mask"]
+    assert_bits_equal(J.raster(t.getBand("cloud_mask")), ref)
+    coding = t.getBand("cloud_mask").getIndexCoding()
+    assert list(coding.getIndexNames()) == ["Clear", "Cloud", "Cloud shadow", "Snow/ice"]
+    assert t.getMetadataRoot().getElement("CloudMask").getAttributeString("method") == method

@@ -164,7 +164,9 @@ def test_registry_is_complete_and_documented():
         assert d.unit in ("1", "dB", "intensity")
         assert d.valid_range[0] < d.valid_range[1]
         assert set(a.split("_")[0].upper() for a in d.args) == set(d.bands)
-    assert len({d.code for d in INDICES.values()}) == len(INDICES)
+    pixel = [d for d in INDICES.values() if d.halo == 0]
+    assert len({d.code for d in pixel}) == len(pixel)
+    assert all(d.code == -1 and d.halo > 0 for d in INDICES.values() if d.halo)
     assert set(DEFAULT_INDICES) <= set(INDICES)
     assert ix.required_roles(["BSI", "ndvi"]) == ("B2", "B4", "B8", "B11")
     with pytest.raises(ParameterError, match="unknown index 'NDXI'; known indices: NDVI, NDWI"):
@@ -194,12 +196,81 @@ def test_fused_kernel_equals_numpy_reference(shape, sar_db, parallel):
     kw = dict(savi_l=0.3, sar_db={"VV": sar_db, "VH": not sar_db}, no_data={"B2": 0.25})
     if not sar_db:  # VH then holds dB: make it dB-like
         tiles["VH"] = (tiles["VH"] * 300 - 35).astype(np.float32)
-    ref = compute_indices(tiles, list(INDICES), method="numpy", **kw)
-    got = compute_indices(tiles, list(INDICES), method="numba", parallel=parallel, **kw)
-    for name in INDICES:
+    names = [n for n, d in INDICES.items() if d.halo == 0]
+    ref = compute_indices(tiles, names, method="numpy", **kw)
+    got = compute_indices(tiles, names, method="numba", parallel=parallel, **kw)
+    for name in names:
         assert got[name].shape == shape and got[name].dtype == np.float32
         np.testing.assert_array_equal(np.isnan(got[name]), np.isnan(ref[name]), err_msg=name)
         np.testing.assert_allclose(got[name], ref[name], rtol=2e-5, atol=2e-5, equal_nan=True, err_msg=name)
+
+
+# --- neighbourhood indices (PANTEX) ------------------------------------------------
+
+
+def _pantex_scene(seed=0, shape=(90, 70)):
+    """Visible bands: a flat field (left), bright 1-px lines on it (middle: a road every 8
+    columns and a diagonal one, like roads and field edges) and a random 'town' of bright and
+    dark pixels (right)."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    base = np.full(shape, 0.08, np.float32) + rng.normal(0, 0.002, shape).astype(np.float32)
+    base[:45, 20:45:8] = 0.25
+    rows = np.arange(45, h)
+    base[rows, 20 + (rows - 45) % 25] = 0.25
+    base[:, 50:] = rng.choice([0.04, 0.12, 0.3], size=(h, w - 50)).astype(np.float32)
+    return {"B2": base, "B3": base * np.float32(1.1), "B4": base * np.float32(1.2)}
+
+
+def _padded(tiles, r):
+    return {k: np.pad(v, r, constant_values=np.nan) for k, v in tiles.items()}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pantex_is_high_for_isotropic_texture_and_low_for_lines(method):
+    t = _pantex_scene()
+    got = compute_indices(_padded(t, ix.PANTEX_HALO), ["PANTEX"], halo=ix.PANTEX_HALO, method=method)["PANTEX"]
+    assert got.shape == t["B2"].shape and got.dtype == np.float32
+    field, lines, town = got[10:80, 2:14], np.concatenate([got[5:38, 22:42].ravel(), got[52:85, 24:42].ravel()]), got[10:80, 56:66]
+    assert np.nanmax(field) < 0.004  # sensor noise only
+    assert np.nanpercentile(lines, 90) < 0.01  # the direction along each line stays flat
+    assert np.nanmedian(town) > 0.08  # varies in every direction
+    assert np.nanmedian(town) > 3 * np.nanmedian(lines)
+
+
+def test_pantex_numba_equals_reference_and_ignores_tiling():
+    rng = np.random.default_rng(3)
+    t = {b: rng.uniform(0, 0.4, (61, 47)).astype(np.float32) for b in ("B2", "B3", "B4")}
+    t["B3"][10:14, 5:30] = np.nan
+    r = ix.PANTEX_HALO
+    whole = _padded(t, r)
+    ref = compute_indices(whole, ["PANTEX"], halo=r, method="numpy")["PANTEX"]
+    got = compute_indices(whole, ["PANTEX"], halo=r, method="numba")["PANTEX"]
+    np.testing.assert_array_equal(got, ref)  # integer sums: bit for bit
+    assert np.isnan(got[10:14, 5:30]).all() and np.isfinite(got[20:, :]).all()
+    # A part computed from its own window (with context) equals that part of the whole.
+    part = {k: v[20:20 + 30 + 2 * r, 10:10 + 25 + 2 * r] for k, v in whole.items()}
+    np.testing.assert_array_equal(compute_indices(part, ["PANTEX"], halo=r)["PANTEX"], got[20:50, 10:35])
+
+
+def test_neighbourhood_indices_need_their_context():
+    t = {b: np.zeros((20, 20), np.float32) for b in ("B2", "B3", "B4")}
+    with pytest.raises(ValueError, match="PANTEX need 4 pixels of context"):
+        compute_indices(t, ["PANTEX"])
+    out = compute_indices(t, ["NGBDI", "PANTEX"], halo=4)
+    assert out["NGBDI"].shape == out["PANTEX"].shape == (12, 12)
+    assert ix.halo_of(["NDVI"]) == 0 and ix.halo_of(["NDVI", "PANTEX"]) == ix.PANTEX_HALO
+
+
+def test_operator_pantex_equals_whole_scene_for_any_chunking():
+    rng = np.random.default_rng(9)
+    bands = {b: rng.uniform(0, 0.3, (70, 90)).astype(np.float32) for b in ("B2", "B3", "B4")}
+    ref = compute_indices(_padded(bands, ix.PANTEX_HALO), ["PANTEX", "NGBDI"], halo=ix.PANTEX_HALO)
+    for chunks in (16, 33, 200):
+        product = Product("p", bands={n: Band(n, da.from_array(a, chunks=chunks), Affine.identity()) for n, a in bands.items()})
+        t = SpectralIndicesOp({"sourceProduct": product}, {"indices": ["PANTEX", "NGBDI"], "checkInputs": False}).initialize()
+        for name in ("PANTEX", "NGBDI"):
+            np.testing.assert_array_equal(t.band(name).data.compute(), ref[name], err_msg=f"{name} chunks {chunks}")
 
 
 def test_fused_kernel_accepts_views_other_dtypes_and_read_only_tiles():

@@ -309,3 +309,34 @@ def test_slovenia_five_dates_end_to_end_and_the_cloudy_date_is_flagged(tmp_path)
     assert len(series.trends) == 6 and all(t.n == 4 and t.degree <= 2 for t in series.trends)
     for name in ("areas_trends.png", "correlation.png", "stacked_areas.png", "trends.csv", "correlation.csv"):
         assert (out / name).stat().st_size > 0
+
+
+def test_masked_pixels_are_not_observed_and_replace_the_blue_test(tmp_path):
+    from snap_operators.classes import MASKED, MASKED_INFO
+
+    a = np.full((100, 100), TREES, np.uint8)
+    a[:30] = MASKED  # a cloud the classifier masked
+    names = {str(c.value): c.name for c in [*LAND_COVER, MASKED_INFO]}
+    path = write_map(tmp_path / "map_2020-01-01.tif", a, names=names)
+    import dask.array as dsk
+
+    from snap_operators.io import open_product
+    from snap_operators.product import Band
+
+    prod = open_product(path)
+    band = prod.band(prod.band_names[0])
+    assert ts.is_masked_map(band)
+    # a raw product whose blue band would call everything cloud: the map's own mask wins
+    blue = Product("raw", crs=CRS.from_epsg(32633))
+    blue.add_band(Band("B2", dsk.full((100, 100), 0.9, dtype=np.float32, chunks=50), T10, float("nan")))
+    m = ts.measure(prod, band, path, dt.datetime(2020, 1, 1, tzinfo=UTC), "name", raw=blue, raw_path=path)
+    assert m.cloud_pixels == 3000 and m.no_data_pixels == 0
+    assert m.area(TREES) == pytest.approx(7000 * PX_KM2) and m.invalid_fraction == pytest.approx(0.3)
+    assert all(r.class_id != MASKED for r in m.rows)
+    # without 254 in its legend the map gets the blue test (here: every pixel is "cloud")
+    plain = write_map(tmp_path / "plain_2020-01-02.tif", np.full((100, 100), TREES, np.uint8))
+    pp = open_product(plain)
+    b2 = pp.band(pp.band_names[0])
+    assert not ts.is_masked_map(b2)
+    m2 = ts.measure(pp, b2, plain, dt.datetime(2020, 1, 2, tzinfo=UTC), "name", raw=blue, raw_path=plain)
+    assert m2.cloud_pixels == 10000

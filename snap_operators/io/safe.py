@@ -14,7 +14,10 @@ processing baseline 04.00 on (-1000) and 0 before. DN 0 is the product's
 Bands are named as SNAP's Sentinel-2 reader names them (``B1`` ... ``B12``,
 ``B8A``; L2A has no ``B10``) and kept at their native resolution (10/20/60 m:
 a multi-size product); from L2A each band is taken from the ``R10m``/``R20m``/
-``R60m`` folder of its native resolution. Geocoding comes from the granule's
+``R60m`` folder of its native resolution. L2A products also give the scene
+classification (Sen2Cor's SCL, uint8 0..11 with its legend, 0 = no-data) at
+20 m as band ``quality_scene_classification``, SNAP's name for it; ``CloudMask``
+reads it. Geocoding comes from the granule's
 ``MTD_TL.xml`` (``HORIZONTAL_CS_CODE``, ``Geoposition`` per resolution) when
 present, else from each image's own georeferencing. Image files are looked up
 as ``.jp2``, then ``.tif``/``.tiff`` (some L2A products are GeoTIFF). Zipped
@@ -50,6 +53,9 @@ log = logging.getLogger(__name__)
 _MTD_NAME = re.compile(r"^MTD_MSIL(1C|2A)\.xml$", re.IGNORECASE)
 _TL_NAME = re.compile(r"^(MTD_TL|.*MTD_L(1C|2A)_TL.*)\.xml$", re.IGNORECASE)
 _IMAGE_BAND = re.compile(r"_(B(?:0[1-9]|1[0-2]|8A))(?:_(\d+)m)?$", re.IGNORECASE)
+_IMAGE_SCL = re.compile(r"_SCL(?:_(\d+)m)?$", re.IGNORECASE)
+#: Native resolution (m) of the L2A scene classification.
+SCL_RESOLUTION = 20
 _IMAGE_EXTENSIONS = (".jp2", ".tif", ".tiff", "")
 
 
@@ -429,6 +435,45 @@ def band_images(md: S2ProductMetadata) -> dict[str, str]:
     return out
 
 
+def scl_image(md: S2ProductMetadata) -> str | None:
+    """``IMAGE_FILE`` entry of the L2A scene classification: the 20 m one, else the finest; None for L1C."""
+    options = []
+    for entry in md.image_files:
+        m = _IMAGE_SCL.search(posixpath.basename(entry))
+        if m:
+            options.append((int(m[1]) if m[1] else SCL_RESOLUTION, entry))
+    if not options:
+        return None
+    exact = [e for r, e in options if r == SCL_RESOLUTION]
+    return exact[0] if exact else min(options)[1]
+
+
+def _scl_source(safe: _Safe, md: S2ProductMetadata, tile: S2TileGeocoding | None, where: Path) -> BandSource | None:
+    """The scene classification band of an L2A product, read as stored (uint8, no scaling)."""
+    from ..cloudmask import SCL_BAND, SCL_CLASSES, SCL_NO_DATA
+
+    entry = scl_image(md)
+    rel = safe.image(entry) if entry else None
+    if rel is None:
+        if entry:
+            log.info("%s: no image file for the scene classification (%s)", where, entry)
+        return None
+    gdal_path = safe.gdal_path(rel)
+    with open_raster(gdal_path) as ds:
+        _, transform = georeferencing(ds)
+        shape = (ds.height, ds.width)
+        dtype = ds.dtypes[0]
+    m = _IMAGE_SCL.search(posixpath.basename(entry))
+    res = int(m[1]) if m and m[1] else SCL_RESOLUTION
+    if tile is not None and res in tile.transforms:
+        transform = tile.transforms[res]
+    return BandSource(
+        name=SCL_BAND, path=gdal_path, index=1, shape=shape, file_dtype=dtype, transform=transform,
+        nodata=SCL_NO_DATA, description="Scene classification (Sen2Cor SCL): 0 no data, 3 cloud shadows, "
+        "8/9 cloud medium/high probability, 10 thin cirrus, 11 snow or ice", classes=SCL_CLASSES,
+    )
+
+
 def _metadata_tree(md: S2ProductMetadata, tiles: dict[str, S2TileGeocoding]) -> MetadataElement:
     general = MetadataElement("General_Info", dict(md.general))
     for key in ("PRODUCT_START_TIME", "PRODUCT_STOP_TIME", "GENERATION_TIME"):
@@ -500,14 +545,16 @@ def read_safe(
     tile_size : int
         Chunk edge in pixels.
     band_names : list of str, optional
-        Bands to keep (``B2``, ``B8A``...; default: all found).
+        Bands to keep (``B2``, ``B8A``, ``quality_scene_classification``...;
+        default: all found).
     pixel_region : str or tuple, optional
         ``(x, y, width, height)`` in 10 m pixels.
 
     Returns
     -------
     Product
-        Reflectance bands (float32, NaN = no data) at native resolution.
+        Reflectance bands (float32, NaN = no data) at native resolution; for
+        L2A also ``quality_scene_classification`` (uint8, 20 m).
     """
     path = Path(path)
     safe = _Safe(path)
@@ -563,6 +610,9 @@ def read_safe(
         )
     if missing:
         log.warning("%s: no image file for band(s) %s", path, ", ".join(missing))
+    scl = _scl_source(safe, md, tile, path) if md.level == "Level-2A" else None
+    if scl is not None:
+        sources.append(scl)
 
     bands = build_bands(sources, tile_size=tile_size, band_names=band_names, pixel_region=pixel_region,
                         where=str(path))

@@ -9,7 +9,8 @@ maps that do not overlap at all, or whose legends differ, are refused.
 The target band ``change`` codes each pixel's transition (see
 :mod:`snap_operators.change`): ``from * 10 + to`` (uint8; ``from * 100 +
 to`` in uint16 for class ids above 9), 0 where the class did not change,
-255 (65535) where either date has no data. It carries one category per
+255 (65535) where either date has no data or is masked (class 254: cloud,
+cloud shadow, snow; counted in the matrix's "Masked" row and column). It carries one category per
 transition ("Water -> Bare Soil"), so writers store a colour table and
 category names and ``LabelMaskExport`` polygonizes the changes (it skips 0).
 
@@ -317,7 +318,8 @@ def matrix_csv_text(rows: list[change.Transition]) -> str:
 
 
 def _valid_block(matrix, n: int) -> np.ndarray:
-    return np.asarray(matrix).reshape(n + 2, n + 2)[:n, :n]
+    k = change.extended_size(n)
+    return np.asarray(matrix).reshape(k, k)[:n, :n]
 
 
 def gain_loss_csv_text(pixels, area_km2, classes) -> str:
@@ -341,7 +343,8 @@ def format_change_report(pixels, area_km2, classes) -> str:
     """The printed summary: from-to matrix in km² (rows before, columns after), then gain/loss/net."""
     n = len(classes)
     km = _valid_block(np.asarray(area_km2, dtype=np.float64), n)
-    px = np.asarray(pixels).reshape(n + 2, n + 2)
+    k = change.extended_size(n)
+    px = np.asarray(pixels).reshape(k, k)
     short = [f"{c.value} {c.name.split('/')[0][:14]}" for c in classes]
     width = max(16, *(len(s) for s in short))
     lines = ["Transition matrix (sq km; rows: before, columns: after)",
@@ -352,8 +355,11 @@ def format_change_report(pixels, area_km2, classes) -> str:
     lines += ["", "Class ID | Class Name | Gain (sq km) | Loss (sq km) | Net (sq km)"]
     for i, c in enumerate(classes):
         lines.append(f"{c.value} | {c.name} | {gl['gain'][i]:.4f} | {gl['loss'][i]:.4f} | {gl['net'][i]:+.4f}")
-    no_data = int(px[n:, :].sum() + px[:n, n:].sum())
+    masked = int(px[n + 2, :].sum() + px[:, n + 2].sum() - px[n + 2, n + 2])
+    no_data = int(px[n:, :].sum() + px[:n, n:].sum()) - masked
     if no_data:
         lines.append(f"({no_data} pixels without data on one date or outside the legend are not counted)")
+    if masked:
+        lines.append(f"({masked} pixels masked (cloud, cloud shadow, snow) on one date or both are not compared)")
     return "\n".join(lines)
 

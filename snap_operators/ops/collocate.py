@@ -16,6 +16,18 @@ bands ``secondaryComponentPattern`` (default ``${ORIGINAL_NAME}_S${SLAVE_NUMBER_
 where the number id is the secondary's 0-based index when there are several
 secondaries and empty when there is one (so ``B2_S``, not ``B2_S0``).
 ``${SECONDARY_NUMBER_ID}`` is accepted as a synonym of ``${SLAVE_NUMBER_ID}``.
+
+Times and metadata follow SNAP's CollocateOp (snap-engine, ``snap-collocation``):
+the target's start/stop times and metadata are the reference's; with
+``copySecondaryMetadata`` each secondary's metadata is copied under
+``SecondaryMetadata/<secondary product name>`` (where a Sentinel-1 product
+processed in SNAP carries ``Abstracted_Metadata/first_line_time``). SNAP keeps
+no secondary time otherwise; as products here hold their times outside the
+metadata tree, this Collocate also always adds an element ``Collocate`` with
+one child per secondary (named as the product) holding ``productName``,
+``productType``, ``startTime``/``stopTime`` (when known) and ``bands`` (its
+band names in the target), so that ``SpectralIndices`` can compare the
+Sentinel-1 and Sentinel-2 dates (:func:`snap_operators.guards.band_times`).
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..operator import Operator, register
-from ..product import Band, Product, chunks_for
+from ..product import Band, MetadataElement, Product, chunks_for
 from ..regrid import output_no_data, regrid
 from ..spec import OperatorSpec, Parameter, SourceSpec
 
@@ -134,8 +146,10 @@ class CollocateOp(Operator):
             self._add(target, band if name == band.name else band.replace(name=name))
 
         flag_names = self._flag_names(target, secondaries, p["secondaryComponentPattern"])
+        record = MetadataElement("Collocate", {"referenceProduct": reference.name, "resamplingType": p["resamplingType"]})
         for i, product in enumerate(secondaries):
             number = str(i) if len(secondaries) > 1 else ""
+            before = set(target.bands)
             for band in product.bands.values():
                 name = band.name
                 if p["renameSecondaryComponents"] or name in target.bands:
@@ -154,6 +168,8 @@ class CollocateOp(Operator):
                 no_data = band.no_data if band.no_data is not None else output_no_data(band.dtype, None)
                 self._add(target, band.replace(name=name, data=data, transform=transform, no_data=no_data))
             self._add(target, self._presence_band(flag_names[i], product, shape, transform, reference.crs, tile))
+            record.elements.append(_secondary_record(product, [n for n in target.bands if n not in before]))
+        target.metadata.elements.append(record)
 
         if p["copySecondaryMetadata"]:
             element = target.metadata.add_element("SecondaryMetadata")
@@ -249,6 +265,17 @@ class CollocateOp(Operator):
         if band.name in target.bands:
             raise self.error(f"band name '{band.name}' occurs twice in the target; change the component patterns")
         target.bands[band.name] = band
+
+
+def _secondary_record(product: Product, bands: list[str]) -> MetadataElement:
+    """What the target keeps of a secondary: name, type, times (when known) and its band names."""
+    attributes = {"productName": product.name, "productType": product.product_type or ""}
+    if product.start_time is not None:
+        attributes["startTime"] = product.start_time
+    if product.stop_time is not None:
+        attributes["stopTime"] = product.stop_time
+    attributes["bands"] = ",".join(bands)
+    return MetadataElement(product.name or "secondary", attributes)
 
 
 def _expand(pattern: str, original: str, number_keys: tuple[str, ...], number: str) -> str:

@@ -5,7 +5,10 @@ chunk by chunk through :mod:`snap_operators.vectorize` and writes one polygon
 feature per connected region, with its class and true area, to a GeoPackage,
 Shapefile, GeoJSON or FlatGeobuf file; beside it a QGIS style
 (``<stem>.qml``; for GeoPackage also inside the file) and a per-class area
-table (``<stem>_areas.csv``). See ``docs/label_masks.md``.
+table (``<stem>_areas.csv``). See ``docs/label_masks.md``. Masked regions
+(class 254: cloud, cloud shadow, snow; not land cover) are exported as
+features of their own, ``class_name`` "Masked: cloud, shadow, snow", unless
+``includeMasked`` is false; training (``snap-pc dataset``) never learns them.
 
 Regions that end inside a chunk are written as soon as the chunk is
 computed; regions crossing chunk borders wait, as pieces, for their
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import vectorize
-from ..classes import LAND_COVER, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
+from ..classes import LAND_COVER, MASKED, MASKED_INFO, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
 from ..engine import SinkPlan
 from ..outputs import output_problem
 from ..errors import ProductWriteError, SnapPcError
@@ -106,6 +109,11 @@ class LabelMaskExport(Operator):
                 description="Also export regions of class 0 (unclassified).",
             ),
             Parameter(
+                "includeMasked", "boolean", default=True,
+                description="Also export regions of class 254 (masked: cloud, cloud shadow, snow; not land cover), "
+                "so users see where the map could not look.",
+            ),
+            Parameter(
                 "areaTable", "boolean", default=True,
                 description="Write the per-class area table <stem>_areas.csv beside the output.",
             ),
@@ -173,6 +181,8 @@ class LabelMaskExport(Operator):
         classes = self.class_band.classes or LAND_COVER
         legend = {int(c.value): c for c in classes}
         legend.setdefault(UNCLASSIFIED, UNCLASSIFIED_INFO)
+        if self.class_band.dtype.itemsize == 1:  # 254 is the masked class only in uint8 class maps
+            legend.setdefault(MASKED, MASKED_INFO)
         return legend
 
     def sieve_size(self) -> tuple[int, int]:
@@ -252,6 +262,7 @@ class _Export:
         self.crs = op.source_product().crs
         self.no_data = op.no_data
         self.include0 = bool(op.parameters.get("includeUnclassified"))
+        self.include_masked = bool(op.parameters.get("includeMasked", True))
         self.connectivity = op.connectivity
         tolerance = float(op.parameters.get("simplify") or 0.0)
         sx = math.hypot(self.transform.a, self.transform.d)
@@ -290,6 +301,8 @@ class _Export:
         exported = block != self.no_data
         if not self.include0:
             exported &= block != UNCLASSIFIED
+        if not self.include_masked:
+            exported &= block != MASKED
         index = self.merger.index(origin)
         part = vectorize.polygonize_chunk(
             block, origin, exported, self.merger.internal_sides(index), self.connectivity, self.tolerance_px,
@@ -328,7 +341,8 @@ class _Export:
     # --- end ---
     def classes(self) -> list[ClassInfo]:
         """Exported classes in legend order, then any others seen."""
-        wanted = [c for v, c in sorted(self.legend.items()) if v != self.no_data and (v != UNCLASSIFIED or self.include0)]
+        wanted = [c for v, c in sorted(self.legend.items()) if v != self.no_data and (v != UNCLASSIFIED or self.include0)
+                  and (v != MASKED or (self.include_masked and v in self.stats))]
         known = {c.value for c in wanted}
         extra = [ClassInfo(v, f"class {v}", _UNKNOWN_COLOR) for v in sorted(self.stats) if v not in known]
         return wanted + extra

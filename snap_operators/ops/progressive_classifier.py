@@ -6,12 +6,15 @@ from the pixels no earlier stage claimed. The target band ``class_id``
 (names and colors) so writers emit a color table; ``outputStage`` adds a
 ``stage`` band (1-based number of the claiming stage, 0 none).
 
-Thresholds given as ``otsu`` or ``samples`` are resolved in ``initialize()``
-with scene-wide Dask reductions (stage by stage, each over the pixels the
-earlier stages left unclassified), recorded in the target's metadata element
-``ProgressiveClassifier`` and logged. With ``areaTableFile`` the operator
-joins the engine's streaming pass: it counts the class pixels of the very
-chunks the Write node writes, then writes the CSV and prints the table.
+Thresholds given as ``adaptive``, ``otsu`` or ``samples`` are resolved in
+``initialize()`` from the scene (stage by stage, each over the pixels the
+earlier stages left unclassified, in a spread sample of the scene's chunks),
+recorded in the target's metadata element ``ProgressiveClassifier`` and
+logged. Where the source has a cloud mask band (``maskBand``, the output of
+``CloudMask``), masked pixels get class 254 (not observed) and take part in
+no threshold. With ``areaTableFile`` the operator joins the engine's
+streaming pass: it counts the class pixels of the very chunks the Write node
+writes, then writes the CSV and prints the table.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ..areas import (
     temporary_path,
     write_area_csv,
 )
-from ..classes import NO_DATA, UNCLASSIFIED_INFO
+from ..classes import MASKED, MASKED_INFO, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
 from ..classify import classify
 from ..crs import is_geographic
 from ..errors import ParameterError, ProductWriteError, SnapPcError
@@ -50,23 +53,57 @@ from ..rules import (
     load_rules,
     read_samples,
     resolve_rules,
+    scene_sample,
     thresholds_metadata,
 )
+from ..sample import DEFAULT_MAX_BLOCKS
 from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 
 log = logging.getLogger(__name__)
 
 
-def classify_tile(tiles: dict[str, np.ndarray], rules: RuleSet, with_stage: bool) -> dict[str, np.ndarray]:
+def classify_tile(tiles: dict[str, np.ndarray], rules: RuleSet, with_stage: bool,
+                  mask_band: str | None = None, mask_no_data: float | None = None) -> dict[str, np.ndarray]:
     """The per-tile function: ``{band: tile}`` -> ``{'class_id': ..., 'stage': ...}``.
 
     Pure; the SNAP adapter calls it with SNAP's tiles. Runs the compiled
     kernel single-threaded: the scheduler already runs one tile per core.
+    With `mask_band`, pixels where that tile is neither 0 nor `mask_no_data`
+    are claimed only by the rule set's ``masked`` stages (Sentinel-1), else
+    they become :data:`~snap_operators.classes.MASKED` (stage 0); no-data
+    stays no-data.
     """
-    cls, stage = classify(tiles, rules, with_stage=with_stage, parallel=False)
+    clear, under = rules.split_masked()
+    cls, stage = classify(tiles, clear, with_stage=with_stage, parallel=False)
+    if with_stage and under is not None:
+        numbers = np.array([0] + [k for k, s in enumerate(rules.stages, start=1) if not s.masked], np.uint8)
+        stage = numbers[stage]
+    if mask_band is not None:
+        m = masked_pixels(tiles[mask_band], mask_no_data) & (cls != NO_DATA)
+        cls[m] = MASKED
+        if with_stage:
+            stage[m] = 0
+        if under is not None and m.any():
+            got, got_stage = classify(tiles, under, with_stage=True, parallel=False)
+            claimed = m & (got != UNCLASSIFIED) & (got != NO_DATA)
+            cls[claimed] = got[claimed]
+            if with_stage:
+                numbers = np.array([0] + [k for k, s in enumerate(rules.stages, start=1) if s.masked], np.uint8)
+                stage[claimed] = numbers[got_stage[claimed]]
     out = {"class_id": cls}
     if with_stage:
         out["stage"] = stage
+    return out
+
+
+def masked_pixels(mask: np.ndarray, no_data: float | None) -> np.ndarray:
+    """Pixels a cloud mask band flags: not 0, not its no-data, not NaN."""
+    mask = np.asarray(mask)
+    out = mask != 0
+    if no_data is not None and not (isinstance(no_data, float) and math.isnan(no_data)):
+        out &= mask != no_data
+    if mask.dtype.kind == "f":
+        out &= ~np.isnan(mask)
     return out
 
 
@@ -92,8 +129,17 @@ class ProgressiveClassifierOp(Operator):
                       description="Add a uint8 band 'stage': 1-based number of the stage that claimed the pixel, 0 none."),
             Parameter("areaTableFile", "File", label="Area table file",
                       description="CSV written when the graph runs: area per class in km2 (also printed)."),
-            Parameter("otsuSubsampling", "int", default=4, interval="[1,64]", label="Otsu subsampling",
-                      description="Decimation step (rows and columns) of the scene-wide Otsu histograms."),
+            Parameter("otsuSubsampling", "int", default=4, interval="[1,64]", label="Threshold subsampling",
+                      description="Decimation step (rows and columns) inside the tiles read for the scene-adaptive "
+                      "thresholds."),
+            Parameter("sampleTiles", "int", default=DEFAULT_MAX_BLOCKS, interval="[1,4096]", label="Sample tiles",
+                      description="Tiles read, spread over the scene, for the scene-adaptive thresholds and the "
+                      "masked share (scenes with fewer tiles are read whole)."),
+            Parameter("maskBand", "String", default="cloud_mask", label="Mask band",
+                      description="Band of the source flagging pixels not to classify (CloudMask's cloud_mask: "
+                      "cloud, shadow, snow): they get class 254. Empty: no mask."),
+            Parameter("maskedShareWarning", "double", default=0.5, interval="[0,1]", label="Masked share warning",
+                      description="Warn when more than this share of the valid pixels is masked."),
         ),
         target_bands=(
             TargetBandSpec("class_id", "uint8", None, "Class id: 0 unclassified, 255 no-data."),
@@ -117,6 +163,8 @@ class ProgressiveClassifierOp(Operator):
         for msg in check_index_parameters(rules, _index_parameters(source)):
             log.warning("%s: %s", self.spec.alias, msg)
         ref = bands[0]
+        mask = self._mask_band(source, ref)
+        arrays_in = {b.name: b.data for b in bands}
         try:
             samples = None
             if rules.needs_samples:
@@ -124,26 +172,42 @@ class ProgressiveClassifierOp(Operator):
                     p["samplesFile"], p["samplesClassField"] or "class_id", source.crs, ref.transform,
                     ref.data.chunks, [c.value for c in rules.classes],
                 )
-            resolved = resolve_rules(
-                rules, {b.name: b.data for b in bands}, samples=samples, subsampling=int(p["otsuSubsampling"] or 1)
-            )
+            scene = None
+            if any(b.mode in ("adaptive", "otsu") for s in rules.stages for c in s.all_conditions()
+                   for _, b in c.bounds()):
+                # The mask band stays out of the sample: a cloud mask needs neighbourhoods (buffers,
+                # shadow search) that would read most of the scene; clouds are bright and fall
+                # outside the stages' histograms (water's BI2 < 0.2, vegetation's NDVI), and the
+                # masked share is counted exactly in the streaming pass.
+                scene = scene_sample(arrays_in, subsampling=int(p["otsuSubsampling"] or 1),
+                                     max_blocks=int(p["sampleTiles"] or DEFAULT_MAX_BLOCKS))
+            resolved = resolve_rules(rules, arrays_in, samples=samples, subsampling=int(p["otsuSubsampling"] or 1),
+                                     scene=scene)
         except RulesError as exc:
             raise ParameterError(str(self.error(str(exc)))) from None
         self.rules = resolved
         for k, s in enumerate(resolved.stages, start=1):
             log.info("%s: stage %d '%s' -> %d %s where %s", self.spec.alias, k, s.name, s.class_id,
                      resolved.class_info(s.class_id).name, s.describe())
+        for line in _adaptive_notes(resolved):
+            log.info("%s: %s", self.spec.alias, line)
 
         with_stage = bool(p["outputStage"])
         outputs = {"class_id": "uint8"}
         if with_stage:
             outputs["stage"] = "uint8"
-        func = functools.partial(classify_tile, rules=resolved, with_stage=with_stage)
-        arrays = map_tiles(func, {b.name: b.data for b in bands}, outputs)
+        self.mask_band = mask.name if mask is not None else None
+        func = functools.partial(classify_tile, rules=resolved, with_stage=with_stage, mask_band=self.mask_band,
+                                 mask_no_data=mask.no_data if mask is not None else None)
+        if mask is not None:
+            arrays_in[mask.name] = mask.data
+        arrays = map_tiles(func, arrays_in, outputs)
+        classes = [UNCLASSIFIED_INFO, *resolved.classes] + ([MASKED_INFO] if mask is not None else [])
         target_bands = [
             Band("class_id", arrays["class_id"], ref.transform, no_data=NO_DATA, unit=None,
-                 description=f"Land-cover class ({resolved.name}); 0 unclassified, {NO_DATA} no-data",
-                 classes=[UNCLASSIFIED_INFO, *resolved.classes])
+                 description=f"Land-cover class ({resolved.name}); 0 unclassified"
+                 + (f", {MASKED} masked (cloud, shadow, snow)" if mask is not None else "") + f", {NO_DATA} no-data",
+                 classes=classes)
         ]
         if with_stage:
             target_bands.append(Band("stage", arrays["stage"], ref.transform, no_data=None, unit=None,
@@ -151,6 +215,38 @@ class ProgressiveClassifierOp(Operator):
         target = source.copy(name=f"{source.name}_classified", bands=target_bands)
         target.metadata.elements.append(thresholds_metadata(resolved))
         return target
+
+    def _mask_band(self, source: Product, ref: Band) -> Band | None:
+        """The cloud mask band of the source, or None (with a warning when absent)."""
+        name = (self.parameters.get("maskBand") or "").strip()
+        if not name:
+            return None
+        band = source.bands.get(name)
+        if band is None:
+            log.warning("%s: no mask band '%s' in product '%s': clouds, cloud shadows and snow are classified as "
+                        "land cover (add a CloudMask node before SpectralIndices, or set maskBand to empty)",
+                        self.spec.alias, name, source.name)
+            return None
+        if band.shape != ref.shape:
+            raise self.error(f"mask band '{name}' is {band.width}x{band.height}, the index bands "
+                             f"{ref.width}x{ref.height}; add a Resample node before {self.spec.alias}")
+        if band.dtype.kind not in "uif":
+            raise self.error(f"mask band '{name}' must be numeric, not {band.dtype}")
+        return band
+
+    def report_masked(self, counts: np.ndarray) -> float:
+        """Warn when more than ``maskedShareWarning`` of the valid pixels is masked; the share.
+
+        `counts` are the pixel counts per class value of the whole map (``(256,)`` or per row).
+        """
+        counts = np.asarray(counts).reshape(-1, 256).sum(axis=0)
+        valid = int(counts.sum() - counts[NO_DATA])
+        share = counts[MASKED] / valid if valid else 0.0
+        limit = float(self.parameters.get("maskedShareWarning", 0.5))
+        if share > limit:
+            log.warning("%s: %.0f %% of the scene is masked (cloud, cloud shadow, snow; limit %.0f %%): the map "
+                        "covers only the rest; choose a clearer date if you can", self.spec.alias, 100 * share, 100 * limit)
+        return float(share)
 
     def _input_bands(self, source: Product, rules: RuleSet) -> list[Band]:
         missing = [n for n in rules.bands if n not in source.bands]
@@ -171,18 +267,22 @@ class ProgressiveClassifierOp(Operator):
             raise self.error(f"input bands are not on one grid ({sizes}); add a Resample node before {self.spec.alias}")
         return bands
 
-    # --- streaming pass (area table) -----------------------------------------
+    # --- streaming pass (area table, masked share) ---------------------------------
     @property
     def is_sink(self) -> bool:
-        """True when ``areaTableFile`` is set: the table is filled in the engine's pass."""
-        return bool(self.parameters.get("areaTableFile"))
+        """True when ``areaTableFile`` is set or a mask is applied: the class pixels are counted in
+        the engine's pass (for the table, and for the masked-share warning)."""
+        return bool(self.parameters.get("areaTableFile")) or getattr(self, "mask_band", None) is not None
 
     @property
-    def area_table_path(self) -> Path:
-        return Path(os.path.expanduser(str(self.parameters["areaTableFile"]))).absolute()
+    def area_table_path(self) -> Path | None:
+        f = self.parameters.get("areaTableFile")
+        return Path(os.path.expanduser(str(f))).absolute() if f else None
 
     def prepare(self) -> None:
         """Check the area table target without touching the disk."""
+        if self.area_table_path is None:
+            return
         problem = output_problem([self.area_table_path], self.context)
         if problem:
             raise self._fail(problem)
@@ -194,15 +294,20 @@ class ProgressiveClassifierOp(Operator):
         target = self.target if self.target is not None else self.initialize()
         band = target.band("class_id")
         path = self.area_table_path
-        tmp = temporary_path(path)
-        try:
-            tmp.touch(exist_ok=False)
-        except OSError as exc:
-            raise self._fail(f"cannot create '{tmp}': {exc.strerror or exc}") from None
+        tmp = temporary_path(path) if path is not None else None
+        if tmp is not None:
+            try:
+                tmp.touch(exist_ok=False)
+            except OSError as exc:
+                raise self._fail(f"cannot create '{tmp}': {exc.strerror or exc}") from None
         acc = AreaAccumulator(band.shape, per_row=is_geographic(target.crs))
         classes = self.rules.classes
 
         def commit() -> None:
+            if self.mask_band is not None:
+                self.report_masked(acc.counts)
+            if path is None:
+                return
             rows = class_areas(acc.counts, band.transform, target.crs, band.shape, classes)
             try:
                 write_area_csv(rows, path, tmp)
@@ -214,18 +319,39 @@ class ProgressiveClassifierOp(Operator):
             self.outputs = [str(path)]
 
         def abort() -> None:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
 
-        return SinkPlan([band.data], [acc], commit, abort, description=f"area table {path}")
+        return SinkPlan([band.data], [acc], commit, abort, description=f"area table {path}" if path else "class counts")
 
     def execute(self, progress: Callable[[int], None] | None = None) -> None:
         """Standalone run: classify and write the area table (needs ``areaTableFile``)."""
-        if not self.is_sink:
+        if self.area_table_path is None:
             raise self.error("nothing to execute: set areaTableFile or write the target with Write")
         super().execute(progress)
 
     def _fail(self, message: str) -> ProductWriteError:
         return ProductWriteError(str(self.error(message)))
+
+
+def _adaptive_notes(rules: RuleSet) -> list[str]:
+    """One log line per scene-adaptive bound: value, split found, fallback or clip."""
+    lines = []
+    for k, s in enumerate(rules.stages, start=1):
+        for c in s.all_conditions():
+            for side, b in c.bounds():
+                if not b.note:
+                    continue
+                n = b.note
+                how = f"{n.get('method')} split {n.get('split'):.3f}" if n.get("split") == n.get("split") else "no split"
+                if n.get("fallback"):
+                    how += ", no second mode: default"
+                if n.get("clipped"):
+                    how += ", clipped"
+                if "tiles" in n:
+                    how += f", {n['tiles']} bimodal tiles"
+                lines.append(f"stage {k} '{s.name}': {c.band} {side} = {b.value:g} ({how}; {n.get('pixels')} px sampled)")
+    return lines
 
 
 def _index_parameters(product: Product) -> dict[str, Any]:

@@ -17,21 +17,35 @@ Source bands are found by name:
 A name may end in a Collocate suffix (``_M``, ``_S``, ``_S0``...). Linear vs
 dB is never guessed: the name, the band unit and ``sarUnit`` must agree where
 they say anything, and at least one must say it.
+
+Before any index is computed, ``initialize()`` checks the input on a small
+sample of chunks (:mod:`snap_operators.guards`, ``docs/guards.md``):
+reflectance that is digital numbers or still carries the +0.1 offset of
+processing baseline 04.00+, and Sentinel-1 covering less than half of the
+Sentinel-2 pixels, stop with a one-line error; Sentinel-1 and Sentinel-2
+acquired more than ``maxDateGap`` days apart is a warning.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
+from .. import guards
 from ..errors import OperatorError, ParameterError
 from ..indices import DEFAULT_INDICES, INDICES, S1_ROLES, S2_ROLES, IndexDef, compute_indices, lookup
-from ..operator import Operator, map_tiles, register
-from ..product import Band, Product
+from ..operator import HaloTiles, Operator, map_tiles, register
+from ..product import Band, Product, valid_mask
 from ..regrid import same_transform
+from ..sample import sample_blocks
 from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+
+log = logging.getLogger(__name__)
 
 _COLLOCATED = r"(?P<suffix>_(?:M|S\d*))?"
 _S2_NAME = re.compile(r"^B0?(?P<num>\d{1,2})(?P<a>A?)" + _COLLOCATED + "$", re.IGNORECASE)
@@ -232,6 +246,14 @@ class SpectralIndicesOp(Operator):
                       "linear (intensity) or dB."),
             Parameter("copySourceBands", "boolean", default=False, label="Copy source bands",
                       description="Also copy the source bands into the target product."),
+            Parameter("checkInputs", "boolean", default=True, label="Check inputs",
+                      description="Check a sample of the input first: reflectance given as digital numbers or "
+                      "still carrying the +0.1 offset of baseline 04.00+, Sentinel-1 covering under half of "
+                      "the Sentinel-2 pixels (errors), far-apart S1/S2 dates (warning); docs/guards.md."),
+            Parameter("maxDateGap", "double", default=guards.MAX_DATE_GAP_DAYS, interval="[0,*)", unit="days",
+                      label="Max. S1/S2 date gap",
+                      description="Warn when the Sentinel-1 and Sentinel-2 acquisitions are more than this many "
+                      "days apart."),
         ),
         target_bands=(TargetBandSpec("{index}", "float32", None, "One band per requested index, named as the index."),),
     )
@@ -251,20 +273,29 @@ class SpectralIndicesOp(Operator):
         except OperatorError as exc:
             raise self.error(str(exc)) from None
         self._check_grid(resolved)
+        max_gap = float(p["maxDateGap"])
+        if not (math.isfinite(max_gap) and max_gap >= 0):
+            raise ParameterError(str(self.error(f"parameter 'maxDateGap': {max_gap} is not a number of days >= 0")))
+        if p["checkInputs"]:
+            self._check_inputs(source, resolved, max_gap)
 
         names = tuple(d.name for d in defs)
+        halo = max(d.halo for d in defs)
         func = functools.partial(
             compute_indices,
             names=names,
             savi_l=savi_l,
             sar_db={r: rb.unit == DB for r, rb in resolved.items() if r in S1_ROLES},
             no_data={r: _no_data(rb.band) for r, rb in resolved.items()},
+            halo=halo,
         )
-        # Kept for the SNAP adapter, which maps this very function over SNAP's tiles.
-        self.tile_function = func
-        self.tile_inputs = {r: rb.name for r, rb in resolved.items()}
-        arrays = map_tiles(func, {r: rb.band.data for r, rb in resolved.items()}, {n: "float32" for n in names})
         ref = next(iter(resolved.values())).band
+        # Kept for the SNAP adapter, which maps this very function over SNAP's tiles (with the
+        # context a neighbourhood index such as PANTEX needs).
+        self.tile_function = HaloTiles(func, halo, ref.shape) if halo else func
+        self.tile_inputs = {r: rb.name for r, rb in resolved.items()}
+        arrays = map_tiles(func, {r: rb.band.data for r, rb in resolved.items()}, {n: "float32" for n in names},
+                           halo=halo)
         index_bands = [
             Band(
                 name=d.name,
@@ -290,6 +321,49 @@ class SpectralIndicesOp(Operator):
         )
         return target
 
+    # --- guards against silent wrong results (snap_operators.guards) ---------------------------
+    def _check_inputs(self, source: Product, resolved: dict[str, ResolvedBand], max_gap: float) -> None:
+        """Run the input guards on a few sampled chunks: raise errors, log warnings."""
+        s2 = {r: rb.band for r, rb in resolved.items() if r in S2_ROLES}
+        s1 = {r: rb.band for r, rb in resolved.items() if r in S1_ROLES}
+        grid = list(s2.values())
+        if s1 and not s2:
+            # S1 indices on a product that also has S2 bands (after Collocate): their grid is the S2 grid.
+            grid = _s2_band_on_grid(source, next(iter(s1.values())))
+        if not grid:
+            return  # S1 alone: no S2 grid to compare with, no reflectance
+        if s1:
+            s2_names, s1_names = [b.name for b in grid], [b.name for b in s1.values()]
+            t2, t1 = guards.band_times(source.start_time, source.metadata, s2_names, s1_names)
+            self._report(guards.check_date_gap(t2, t1, max_gap))
+        bands = list(s2.values()) if s2 else grid
+        arrays = [b.data for b in bands] + [b.data for b in s1.values()]
+        first = arrays[0]
+        chunk_pixels = (first.shape[0] * first.shape[1]) / max(1, first.npartitions)
+        taken = min(guards.SAMPLE_BLOCKS, first.npartitions) * chunk_pixels
+        step = max(1, int(math.sqrt(taken / guards.SAMPLE_PIXELS)))
+        sample = sample_blocks(arrays, max_blocks=guards.SAMPLE_BLOCKS, step=step)
+        pixels = sample.stacked()
+        k = len(bands)
+        s2_valid = np.logical_and.reduce([valid_mask(a, b.no_data) for a, b in zip(pixels[:k], bands)])
+        if s2:
+            values = {r: np.where(s2_valid, pixels[i].astype(np.float64), np.nan) for i, r in enumerate(s2)}
+            stats = guards.reflectance_stats(values)
+            self._report(guards.check_digital_numbers(stats))
+            self._report(guards.check_reflectance_offset(stats))
+        if s1:
+            s1_valid = np.logical_and.reduce([valid_mask(a, b.no_data) for a, b in zip(pixels[k:], s1.values())])
+            names = ", ".join(b.name for b in s1.values())
+            self._report(guards.check_s1_coverage(s2_valid, s1_valid, f"Sentinel-1 bands {names}"))
+
+    def _report(self, finding: guards.Finding | None) -> None:
+        if finding is None:
+            return
+        message = self.error(finding.message)
+        if finding.level == "error":
+            raise message
+        (log.warning if finding.level == "warning" else log.info)("%s", message)
+
     def _check_grid(self, resolved: dict[str, ResolvedBand]) -> None:
         bands = [rb.band for rb in resolved.values()]
         ref = bands[0]
@@ -297,6 +371,16 @@ class SpectralIndicesOp(Operator):
             return
         sizes = ", ".join(f"{b.name} {b.width}x{b.height}" for b in bands)
         raise self.error(f"input bands are not on one grid ({sizes}); add a Resample node before SpectralIndices")
+
+
+def _s2_band_on_grid(product: Product, like: Band) -> list[Band]:
+    """One Sentinel-2 band of `product` on `like`'s grid (the lowest band number), as a list (empty: none)."""
+    found = []
+    for band in product.bands.values():
+        m = _S2_NAME.match(band.name)
+        if m and band.shape == like.shape and same_transform(band.transform, like.transform):
+            found.append((int(m["num"]), band))
+    return [min(found, key=lambda t: t[0])[1]] if found else []
 
 
 def _no_data(band: Band) -> float | None:

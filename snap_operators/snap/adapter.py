@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 #: Our operators that run in SNAP -> the class name their plugin module defines.
 CLASS_NAMES = {
     "SpectralIndices": "SpectralIndicesOp",
+    "CloudMask": "CloudMaskOp",
     "ProgressiveClassifier": "ProgressiveClassifierOp",
     "LabelMaskExport": "LabelMaskExportOp",
     "AttentionUNetInference": "AttentionUNetInferenceOp",
@@ -402,9 +403,22 @@ class TileKernel:
 
 
 def _indices_kernel(op) -> TileKernel:
-    # The very partial the operator's initialize() maps over its chunks.
-    names = op.tile_function.keywords["names"]
-    return TileKernel(dict(op.tile_inputs), op.tile_function, {n: np.dtype(np.float32) for n in names})
+    # The very function the operator's initialize() maps over its chunks; neighbourhood
+    # indices (PANTEX) read their tiles with context (HaloTiles).
+    func = op.tile_function
+    halo = getattr(func, "source_window", None)
+    names = (func.func if halo else func).keywords["names"]
+    return TileKernel(dict(op.tile_inputs), func, {n: np.dtype(np.float32) for n in names}, context=halo)
+
+
+def _cloud_mask_kernel(op) -> TileKernel:
+    # CloudMaskFunction needs whole blocks and a halo of blocks around each tile: it names
+    # the source window (clipped to the scene) and computes the tile from it, as the
+    # standalone engine's staged graph does chunk by chunk.
+    func = op.tile_function
+    if func is None:  # method none: the source bands pass through, nothing is computed
+        return TileKernel({}, lambda tiles: {}, {})
+    return TileKernel(dict(op.tile_inputs), func, func.outputs(), context=func.source_window)
 
 
 def _classifier_kernel(op) -> TileKernel:
@@ -414,8 +428,13 @@ def _classifier_kernel(op) -> TileKernel:
     outputs = {"class_id": np.dtype(np.uint8)}
     if with_stage:
         outputs["stage"] = np.dtype(np.uint8)
-    func = functools.partial(classify_tile, rules=op.rules, with_stage=with_stage)
-    return TileKernel({n: n for n in op.rules.bands}, func, outputs)
+    mask = op.mask_band
+    func = functools.partial(classify_tile, rules=op.rules, with_stage=with_stage, mask_band=mask,
+                             mask_no_data=op.source_product().band(mask).no_data if mask else None)
+    inputs = {n: n for n in op.rules.bands}
+    if mask:
+        inputs[mask] = mask
+    return TileKernel(inputs, func, outputs)
 
 
 def _export_kernel(op) -> TileKernel:
@@ -446,6 +465,7 @@ def _change_kernel(op) -> TileKernel:
 
 _KERNELS: dict[str, Callable[[Any], TileKernel]] = {
     "SpectralIndices": _indices_kernel,
+    "CloudMask": _cloud_mask_kernel,
     "ProgressiveClassifier": _classifier_kernel,
     "LabelMaskExport": _export_kernel,
     "AttentionUNetInference": _unet_kernel,
@@ -570,11 +590,14 @@ class _AreaTable(_CountedTable):
         return AreaAccumulator(self.band.shape, per_row=is_geographic(self.run.op.target.crs))
 
     def _done(self) -> None:
-        from ..areas import class_areas
+        from ..areas import MASKED_ROW_NAME, class_areas
 
         op = self.run.op
+        if op.mask_band is not None and self.plan is None:  # else the plan's commit has warned already
+            op.report_masked(self.counts.counts)
         rows = class_areas(self.counts.counts, self.band.transform, op.target.crs, self.band.shape, op.rules.classes)
-        table = MetadataElement("area_table", {"classes": len(rows) - 1, "unit": "km2"})
+        table = MetadataElement("area_table", {"classes": sum(r.class_id is not None and r.name != MASKED_ROW_NAME
+                                                          for r in rows), "unit": "km2"})
         for r in rows:
             table.add_element("total" if r.class_id is None else f"class_{r.class_id}",
                               class_id=r.class_id, class_name=r.name, pixels=r.pixels, area_km2=r.area_km2)

