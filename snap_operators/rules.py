@@ -61,6 +61,11 @@ MAX_GROUPS = 16
 #: Histogram bins of adaptive bounds: 256 bins over -1..1 resolve 0.008,
 #: finer than the noise of Sentinel-2 normalized differences.
 OTSU_BINS = 256
+#: What an adaptive bound does where the histogram has one mode: take its
+#: ``default``, or (``away``) the end of its ``clip`` range away from the mode
+#: when the mode lies outside that range (the scene is then one class: a park
+#: in leaf, a desert, a lake).
+UNIMODAL = ("default", "away")
 #: Method of adaptive bounds that name none (chosen on the accuracy
 #: benchmark, docs/accuracy.md).
 DEFAULT_METHOD = "kittler"
@@ -329,7 +334,7 @@ def _parse_bound(ctx: _Ctx, where: str, value: Any) -> Bound:
         raise ctx.error(where, "a bound is a number, {adaptive: {...}}, {otsu: {...}} or {samples: {percentile: p}}")
     mode, opts = next(iter(value.items()))
     if mode in ("adaptive", "otsu"):
-        allowed = ("method", "bins", "range", "clip", "default", "tiles") if mode == "adaptive" else (
+        allowed = ("method", "bins", "range", "clip", "default", "tiles", "unimodal") if mode == "adaptive" else (
             "bins", "range", "clip", "default")
         opts = _mapping(ctx, f"{where}.{mode}", opts if opts is not None else {}, allowed,
                         ("default",) if mode == "adaptive" else ())
@@ -348,6 +353,12 @@ def _parse_bound(ctx: _Ctx, where: str, value: Any) -> Bound:
         for k in ("range", "clip"):
             if k in opts:
                 out[k] = list(_pair(ctx, f"{where}.{mode}.{k}", opts[k]))
+        if "unimodal" in opts:
+            if opts["unimodal"] not in UNIMODAL:
+                raise ctx.error(f"{where}.{mode}.unimodal", f"expected one of {', '.join(UNIMODAL)}, got {opts['unimodal']!r}")
+            if opts["unimodal"] == "away" and "clip" not in out:
+                raise ctx.error(f"{where}.{mode}.unimodal", "'away' needs a clip range")
+            out["unimodal"] = opts["unimodal"]
         if "default" in opts:
             out["default"] = _number(ctx, f"{where}.{mode}.default", opts["default"])
             clip = out.get("clip")
@@ -916,15 +927,19 @@ def _adaptive_value(band: str, bound: Bound, blocks: Sequence[np.ndarray], free:
     if tiles > 0:
         note["tiles"] = split.tiles
     default = opts.get("default", math.nan)
+    clip = opts.get("clip")
     if math.isnan(split.value) or (not legacy and not split.bimodal):
         t = default
         note["fallback"] = True
         why = "no values" if math.isnan(split.value) else "no second mode"
-        log.info("%s threshold: %s among the pixels still unclassified (%d sampled); using the default %s",
+        if opts.get("unimodal") == "away" and not math.isnan(split.mode) and not clip[0] <= split.mode <= clip[1]:
+            t = clip[0] if split.mode > clip[1] else clip[1]
+            note["mode"] = round(split.mode, 3)
+            why += f" (its mode {split.mode:.3f} is outside {clip[0]:g}..{clip[1]:g}: the end away from it)"
+        log.info("%s threshold: %s among the pixels still unclassified (%d sampled); using %s",
                  band, why, split.pixels, t)
     else:
         t = split.value
-    clip = opts.get("clip")
     if clip is not None and not math.isnan(t):
         c = min(max(t, clip[0]), clip[1])
         if c != t:

@@ -80,6 +80,8 @@ class Split:
         Whether the split separates two modes (valley and shares).
     tiles : int
         Tiles whose pixels made the histogram (0: the whole sample).
+    mode : float
+        The histogram's highest point (smoothed), NaN without values.
     """
 
     value: float
@@ -88,6 +90,7 @@ class Split:
     pixels: int
     bimodal: bool
     tiles: int = 0
+    mode: float = math.nan
 
 
 def otsu_threshold(counts: np.ndarray, edges: np.ndarray) -> float | None:
@@ -253,13 +256,15 @@ def split_threshold(
     lo, hi = float(value_range[0]), float(value_range[1])
     v = np.clip(v, lo, hi)
     counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    mode = float(centers[int(np.argmax(smooth_histogram(counts)))]) if v.size else math.nan
     t = histogram_threshold(counts, edges, method)
     if t is None:
-        return Split(math.nan, 1.0, 0.0, int(v.size), False)
+        return Split(math.nan, 1.0, 0.0, int(v.size), False, mode=mode)
     ratio = valley(counts, edges, t)[0]
     share = float(np.count_nonzero(v < t)) / v.size
     ok = bool(ratio <= max_valley and min(share, 1.0 - share) >= min_share)
-    return Split(t, ratio, share, int(v.size), ok)
+    return Split(t, ratio, share, int(v.size), ok, mode=mode)
 
 
 def tiled_split(
@@ -318,4 +323,4 @@ def tiled_split(
                                method=method, bins=bins, max_valley=max_valley, min_share=min_share)
     s = split_threshold(np.concatenate(chosen), value_range, method=method, bins=bins,
                         max_valley=max_valley, min_share=min_share)
-    return Split(s.value, s.valley, s.low_share, s.pixels, s.bimodal, len(chosen))
+    return Split(s.value, s.valley, s.low_share, s.pixels, s.bimodal, len(chosen), s.mode)

@@ -168,3 +168,17 @@ def test_masked_stages_claim_only_masked_pixels():
     out = classify_tile({"MNDWI": mndwi, "VV_db": np.full_like(vv, -9.0), "m": mask}, r, False, mask_band="m",
                         mask_no_data=255)
     assert out["class_id"].tolist() == [[1, 3, MASKED, 255, MASKED]]
+
+
+def test_unimodal_away_takes_the_end_of_the_clip_range_away_from_the_single_mode():
+    rng = np.random.default_rng(11)
+    away = "{adaptive: {method: otsu, clip: [0.0, 0.35], default: 0.05, unimodal: away}}"
+    r = rules(f"  - {{class: 1, conditions: [{{index: MNDWI, min: {away}}}]}}\n")
+    land = rng.normal(-0.4, 0.1, (100, 100)).astype(np.float32)  # no water: stay strict
+    lake = rng.normal(0.6, 0.05, (100, 100)).astype(np.float32)  # all water: take it all
+    middle = rng.normal(0.2, 0.05, (100, 100)).astype(np.float32)  # mode inside the range: the default
+    got = [resolve_rules(r, {"MNDWI": x}, subsampling=1).stages[0].conditions[0].min for x in (land, lake, middle)]
+    assert [b.value for b in got] == pytest.approx([0.35, 0.0, 0.05])
+    assert got[0].note["fallback"] and got[0].note["mode"] < 0
+    with pytest.raises(RulesError, match="'away' needs a clip range"):
+        rules("  - {class: 1, conditions: [{index: MNDWI, min: {adaptive: {default: 0.1, unimodal: away}}}]}\n")
