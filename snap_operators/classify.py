@@ -14,9 +14,9 @@ pass, no temporaries, compiled once per rule set and cached);
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-import math
 import threading
 from typing import Any, Callable, Mapping
 
@@ -136,42 +136,72 @@ def have_numba() -> bool:
     return True
 
 
-def _literal(value: float) -> str:
-    """Source text of a threshold; NaN (an Otsu bound without pixels) and
-    infinities refer to globals of the kernel's namespace."""
-    if math.isnan(value):
-        return "NAN"
-    if math.isinf(value):
-        return "INF" if value > 0 else "-INF"
-    return repr(float(value))
+def _bounds(rules: RuleSet) -> list[tuple[Condition, str]]:
+    """Every threshold of `rules` as ``(condition, 'min' | 'max')``, in the kernel's argument order."""
+    out = []
+    for s in rules.stages:
+        for c in list(s.conditions) + [c for g in s.any for c in g]:
+            if c.min is not None:
+                out.append((c, "min"))
+            if c.max is not None:
+                out.append((c, "max"))
+    return out
 
 
-def _expr(c: Condition, var: str) -> str:
-    parts = []
-    if c.min is not None:
-        parts.append(f"{var} >= {_literal(c.min.value)}")
-    if c.max is not None:
-        parts.append(f"{var} < {_literal(c.max.value)}")
-    return " and ".join(parts)
+def _thresholds(rules: RuleSet) -> np.ndarray:
+    """The kernel's threshold argument: float64 values in :func:`_bounds` order (NaN, inf kept)."""
+    return np.array([float(getattr(c, side).value) for c, side in _bounds(rules)], dtype=np.float64)
+
+
+def _float32_thresholds(th: np.ndarray) -> np.ndarray:
+    """Each threshold raised to the nearest float32 at or above it (NaN kept).
+
+    For a float32 pixel ``v`` and any number ``t``, ``v >= t`` and ``v < t``
+    hold exactly when they hold against that float32 (it is the smallest
+    float32 ``>= t``), so float32 bands compare in float32 with the same result.
+    """
+    with np.errstate(over="ignore"):
+        up = th.astype(np.float32)
+    low = up.astype(np.float64) < th  # rounded down (NaN compares False)
+    up[low] = np.nextafter(up[low], np.float32(np.inf))
+    return up
 
 
 def kernel_source(rules: RuleSet, *, with_stage: bool = False, parallel: bool = True) -> str:
-    """Python source of the per-rule-set kernel ``kernel(out, stage, b0, s0, b1, s1, ...)``.
+    """Python source of the per-rule-set kernel ``kernel(out, stage, th, b0, s0, b1, s1, ...)``.
 
     ``b<i>`` is band i as a contiguous 1-D buffer and ``s<i>`` its row
-    stride in elements (see :func:`_flat`).
+    stride in elements (see :func:`_flat`); ``th`` holds the thresholds
+    (:func:`_thresholds`; float32 ones for float32 bands,
+    :func:`_float32_thresholds`), read into locals once.
 
     One loop over pixels; each stage is an ``if`` whose conditions are
     evaluated left to right with short-circuit, so a pixel stops at the first
-    stage that claims it and at the first failing condition. Thresholds are
-    float32-exact literals, so comparing float32 pixels in float64 gives the
-    float32 result.
+    stage that claims it and at the first failing condition. The source
+    depends on the rule set's structure only, not on its threshold values:
+    one compiled kernel serves every scene, however its scene-adaptive
+    thresholds resolve.
     """
     names = rules.bands
     var = {n: f"v{i}" for i, n in enumerate(names)}
+    bounds = _bounds(rules)
+    tname: dict[tuple[int, str], str] = {}
+    for k, (c, side) in enumerate(bounds):
+        tname.setdefault((id(c), side), f"t{k}")
+
+    def expr(c: Condition) -> str:
+        parts = []
+        if c.min is not None:
+            parts.append(f"{var[c.band]} >= {tname[id(c), 'min']}")
+        if c.max is not None:
+            parts.append(f"{var[c.band]} < {tname[id(c), 'max']}")
+        return " and ".join(parts)
+
     args = ", ".join(f"b{i}, s{i}" for i in range(len(names)))
     rng = "prange" if parallel else "range"
-    L = [f"def kernel(out, stage, {args}):", "    nrows, ncols = out.shape", f"    for r in {rng}(nrows):"]
+    L = [f"def kernel(out, stage, th, {args}):", "    nrows, ncols = out.shape"]
+    L += [f"    t{k} = th[{k}]" for k in range(len(bounds))]
+    L += [f"    for r in {rng}(nrows):"]
     for i in range(len(names)):
         # Bands come as contiguous 1-D buffers plus a row stride, so tiles that
         # are views into a larger array still compile to contiguous loads.
@@ -189,9 +219,9 @@ def kernel_source(rules: RuleSet, *, with_stage: bool = False, parallel: bool = 
     L.append(f"            if {nodata}:")
     L.append(f"                cls = {NO_DATA}; st = 0")
     for k, s in enumerate(rules.stages, start=1):
-        terms = [_expr(c, var[c.band]) for c in s.conditions]
+        terms = [expr(c) for c in s.conditions]
         if s.any:
-            terms.append("(" + " or ".join("(" + " and ".join(_expr(c, var[c.band]) for c in g) + ")" for g in s.any) + ")")
+            terms.append("(" + " or ".join("(" + " and ".join(expr(c) for c in g) + ")" for g in s.any) + ")")
         L.append(f"            elif {' and '.join(terms)}:")
         L.append(f"                cls = {s.class_id}; st = {k}")
     L.append("            else:")
@@ -208,7 +238,10 @@ _LOCK = threading.Lock()
 
 
 def compile_kernel(rules: RuleSet, *, with_stage: bool = False, parallel: bool = True) -> Callable[..., None]:
-    """The numba kernel for `rules`, compiled once and cached by its source hash.
+    """The numba kernel for `rules` as ``kernel(out, stage, b0, s0, b1, s1, ...)`` (its thresholds bound).
+
+    Compiled once per rule-set structure (cached by its source hash) and
+    shared by rule sets that differ in threshold values only.
 
     Raises
     ------
@@ -222,21 +255,29 @@ def compile_kernel(rules: RuleSet, *, with_stage: bool = False, parallel: bool =
     src = kernel_source(rules, with_stage=with_stage, parallel=parallel)
     key = hashlib.sha256(f"{parallel}\n{src}".encode()).hexdigest()
     fn = _KERNELS.get(key)
-    if fn is not None:
-        _remember(rules, with_stage, parallel, fn)
-        return fn
-    with _LOCK:
-        fn = _KERNELS.get(key)
-        if fn is None:
-            import numba
+    if fn is None:
+        with _LOCK:
+            fn = _KERNELS.get(key)
+            if fn is None:
+                import numba
 
-            ns: dict[str, Any] = {"prange": numba.prange, "NAN": math.nan, "INF": math.inf}
-            exec(compile(src, f"<progressive-classifier {key[:12]}>", "exec"), ns)
-            # No fastmath: it would let LLVM assume no NaNs and drop the checks.
-            fn = numba.njit(parallel=parallel, nogil=True, boundscheck=False)(ns["kernel"])
-            _KERNELS[key] = fn
-    _remember(rules, with_stage, parallel, fn)
-    return fn
+                ns: dict[str, Any] = {"prange": numba.prange}
+                exec(compile(src, f"<progressive-classifier {key[:12]}>", "exec"), ns)
+                # No fastmath: it would let LLVM assume no NaNs and drop the checks.
+                fn = numba.njit(parallel=parallel, nogil=True, boundscheck=False)(ns["kernel"])
+                _KERNELS[key] = fn
+    th = _thresholds(rules)
+    bound = functools.partial(_run_kernel, fn, th, _float32_thresholds(th))
+    _remember(rules, with_stage, parallel, bound)
+    return bound
+
+
+def _run_kernel(fn: Callable[..., None], th: np.ndarray, th32: np.ndarray, out: np.ndarray, stage: np.ndarray,
+                *bands) -> None:
+    # Float32 bands compare against float32 thresholds (same results, half the width); any other band
+    # type against the float64 thresholds.
+    f32 = all(b.dtype == np.float32 for b in bands[0::2])
+    fn(out, stage, th32 if f32 else th, *bands)
 
 
 def _remember(rules: RuleSet, with_stage: bool, parallel: bool, fn: Callable[..., None]) -> None:

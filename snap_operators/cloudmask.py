@@ -200,47 +200,52 @@ SNOW_SHADOW_BANDS = ("B3", "B8", "B11")
 @_jit
 def _spectral_kernel(b2, b3, b4, b8, b11, b10, has_b10, cloud_test, shadow, snow, t, out):
     # Ratios are compared multiplied out (a/b > k as a > k b for b > 0): no division per pixel.
+    # Branch-free per pixel (every test evaluated, the code chosen by priority: no-data, cirrus,
+    # snow, cloud, shadow candidate, clear), so the loop vectorizes. B2 and B4 are held in
+    # float64, as before (the sums with them are float64).
     blue, max_nd, white_max, nir_swir, cirrus, snow_ndsi, snow_nir, snow_green, shadow_nir = (
         t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8])
     h, w = out.shape
     for y in range(h):
+        rg = b3[y]
+        rn = b8[y]
+        rs = b11[y]
+        rb = b2[y] if cloud_test else b3[y]  # b2, b4, b10 are 1 x 1 placeholders when unused
+        rr = b4[y] if cloud_test else b3[y]
+        rc = b10[y] if has_b10 else b3[y]
+        o = out[y]
         for x in range(w):
-            g = b3[y, x]
-            n = b8[y, x]
-            s1 = b11[y, x]
-            if not (g == g and n == n and s1 == s1):
-                out[y, x] = 255
-                continue
-            bl = 0.0
-            r = 0.0
+            g = rg[x]
+            n = rn[x]
+            s1 = rs[x]
+            bl = np.float64(rb[x]) if cloud_test else 0.0
+            r = np.float64(rr[x]) if cloud_test else 0.0
+            ci = rc[x]
+            bad = not (g == g and n == n and s1 == s1)
             if cloud_test:
-                bl = b2[y, x]
-                r = b4[y, x]
-                if not (bl == bl and r == r):
-                    out[y, x] = 255
-                    continue
+                bad = bad or not (bl == bl and r == r)
                 if has_b10:
-                    ci = b10[y, x]
-                    if not (ci == ci):
-                        out[y, x] = 255
-                        continue
-                    if ci > cirrus:
-                        out[y, x] = 1
-                        continue
+                    bad = bad or not (ci == ci)
+            cirr = cloud_test and has_b10 and ci > cirrus
             gs = g + s1
-            if snow and gs > 0 and g - s1 > snow_ndsi * gs and n > snow_nir and g > snow_green:
-                out[y, x] = 3
-                continue
-            if cloud_test and bl > blue and gs > 0 and g - s1 < max_nd * gs and n + r > 0 \
-                    and n - r < max_nd * (n + r) and s1 > 0 and n > nir_swir * s1 and bl - 0.5 * r - 0.08 > 0:
-                mean = (bl + g + r) / 3.0
-                if abs(bl - mean) + abs(g - mean) + abs(r - mean) < white_max * mean:
-                    out[y, x] = 1
-                    continue
-            if shadow and n < shadow_nir and g < s1:
-                out[y, x] = 4
-                continue
-            out[y, x] = 0
+            sn = snow and gs > 0 and g - s1 > snow_ndsi * gs and n > snow_nir and g > snow_green
+            mean = (bl + g + r) / 3.0
+            cl = (cloud_test and bl > blue and gs > 0 and g - s1 < max_nd * gs and n + r > 0
+                  and n - r < max_nd * (n + r) and s1 > 0 and n > nir_swir * s1 and bl - 0.5 * r - 0.08 > 0
+                  and abs(bl - mean) + abs(g - mean) + abs(r - mean) < white_max * mean)
+            sh = shadow and n < shadow_nir and g < s1
+            code = np.uint8(0)
+            if sh:
+                code = np.uint8(4)
+            if cl:
+                code = np.uint8(1)
+            if sn:
+                code = np.uint8(3)
+            if cirr:
+                code = np.uint8(1)
+            if bad:
+                code = np.uint8(255)
+            o[x] = code
 
 
 def spectral_codes(tiles: Mapping[str, np.ndarray], *, cloud_test: bool = True, shadow: bool = True,

@@ -533,10 +533,14 @@ def _neighbourhood(d: IndexDef, tiles, no_data, halo: int, method: str) -> np.nd
     """A neighbourhood index (PANTEX) of tiles with `halo` pixels of context."""
     args = []
     for r in d.bands:
-        x = np.array(tiles[r], dtype=_F32)
+        x = np.asarray(tiles[r])
         nd = (no_data or {}).get(r)
-        if nd is not None:
-            x[x == _F32(nd)] = _NAN
+        # Read only: a copy only where no-data is to be set or the kernel's one
+        # compiled layout (C-contiguous, writeable float32) is not met.
+        if nd is not None or x.dtype != _F32 or not x.flags.c_contiguous or not x.flags.writeable:
+            x = np.array(x, dtype=_F32, order="C")
+            if nd is not None:
+                x[x == _F32(nd)] = _NAN
         args.append(x)
     kernels = None if method == "numpy" else _numba_kernels(required=method == "numba")
     if kernels is None:
@@ -779,36 +783,40 @@ def _pantex_kernel(b2, b3, b4, halo, out):
     # vectors 32-bit wide (numba widens int32 arithmetic to int64 otherwise).
     i32 = np.int32
     h, w = out.shape
+    if h <= 0 or w <= 0:
+        return
     k = 2 * _PANTEX_R + 1
     y0 = halo - _PANTEX_R
     x0 = halo - _PANTEX_R
     n = w + k - 1
     W = b2.shape[1]
-    # Brightness in whole steps (NaN, inf kept) of the pair-origin rows and the row below them.
-    v = np.empty((h + k, W), dtype=np.float32)
-    for y in range(h + k):
-        r2 = b2[y0 + y]
-        r3 = b3[y0 + y]
-        r4 = b4[y0 + y]
-        vy = v[y]
-        for x in range(W):
-            vy[x] = np.round((r2[x] + r3[x] + r4[x]) * _PANTEX_UNITS)
     cap = _PANTEX_CAP
     one = i32(1 << 24)
     low = i32((1 << 24) - 1)
     inf = np.float32(np.inf)
     nan = np.float32(np.nan)
     units3 = np.float32(3 * _PANTEX_UNITS)
+    # Brightness in whole steps (NaN, inf kept) of pair-origin row y0 + t in v[t & 7]:
+    # rows t and t + 1 for the pairs, t - 3 for the window centre.
+    v = np.empty((8, W), dtype=np.float32)
     ring = np.zeros((4, 8, n), dtype=np.int32)
     col = np.zeros((4, n), dtype=np.int32)
     best = np.empty(w, dtype=np.float32)
-    for step in range(h + k - 1):
+    for step in range(-1, h + k - 1):
+        r2 = b2[y0 + step + 1]
+        r3 = b3[y0 + step + 1]
+        r4 = b4[y0 + step + 1]
+        vy = v[(step + 1) & 7]
+        for x in range(W):
+            vy[x] = np.round((r2[x] + r3[x] + r4[x]) * _PANTEX_UNITS)
+        if step < 0:
+            continue
         # pair-origin row y0 + step enters the column sums, row y0 + step - k leaves them
         for di in range(4):
             dy = 0 if di == 0 else 1
             dx = 1 if di == 0 else (0 if di == 1 else (1 if di == 2 else -1))
-            a = v[step, x0:x0 + n]
-            b = v[step + dy, x0 + dx:x0 + dx + n]
+            a = v[step & 7, x0:x0 + n]
+            b = v[(step + dy) & 7, x0 + dx:x0 + dx + n]
             new = ring[di, step & 7]
             old = ring[di, (step + 1) & 7]  # the pairs of k = 7 steps ago (zeros before)
             c = col[di]
@@ -830,7 +838,7 @@ def _pantex_kernel(b2, b3, b4, halo, out):
                 m = np.float32(i32(s & low)) / np.float32(cnt) if cnt > 0 else inf
                 if di == 0 or m < best[j]:
                     best[j] = m
-        centre = v[i + _PANTEX_R, x0 + _PANTEX_R:x0 + _PANTEX_R + w]
+        centre = v[(step - _PANTEX_R) & 7, x0 + _PANTEX_R:x0 + _PANTEX_R + w]
         o = out[i]
         for j in range(w):
             bj = best[j]

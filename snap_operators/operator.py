@@ -27,11 +27,15 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import operator
+import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
 import dask.array as da
 import numpy as np
+from dask.highlevelgraph import HighLevelGraph
 
 from .errors import GraphError, OperatorError
 from .product import DEFAULT_TILE_SIZE, Product
@@ -222,6 +226,9 @@ def map_tiles(
     dtypes = [np.dtype(outputs[o]) for o in out_names]
     if halo:
         return _map_tiles_halo(func, names, arrays, out_names, dtypes, int(halo))
+    if len(out_names) == 1:  # one blockwise task per chunk (apply_gufunc adds two more)
+        res = da.map_blocks(call, *arrays, dtype=dtypes[0], meta=np.empty((0, 0), dtype=dtypes[0]))
+        return {out_names[0]: res}
     signature = ",".join("()" for _ in names) + "->" + (
         "()" if len(out_names) == 1 else "(" + "),(".join("" for _ in out_names) + ")"
     )
@@ -239,27 +246,234 @@ def map_tiles(
 
 
 def _map_tiles_halo(func, names, arrays, out_names, dtypes, halo: int) -> dict[str, da.Array]:
+    # One task per chunk pads the chunk of every input with `halo` pixels from its eight
+    # neighbours, calls `func` once and hands back its outputs, each output array taking its
+    # own item: no concatenated overlap arrays, no stack of the outputs, no trimming pass.
+    # The context comes from one small task per chunk position that copies the edges of all
+    # inputs there, so a chunk is released once its own call and its edges are done.
     first = arrays[0]
-    aligned = [first] + [a.rechunk(first.chunks) for a in arrays[1:]]
-    if min(min(c) for c in first.chunks) < halo:  # dask's overlap needs chunks at least as deep as the halo
-        size = max(halo, max(max(c) for c in first.chunks))
-        aligned = [a.rechunk(size) for a in aligned]
-    padded = [da.overlap.overlap(a, depth=halo, boundary=np.nan if a.dtype.kind == "f" else 0) for a in aligned]
+    chunks = tuple(_at_least(c, halo) for c in first.chunks)  # a halo comes from the next chunk only
+    aligned = [a if a.chunks == chunks else a.rechunk(chunks) for a in arrays]
+    rows, cols = chunks
+    ny, nx = len(rows), len(cols)
+    token = uuid.uuid4().hex
+    call_name = f"halo-tiles-{token}"
+    edges_name = f"halo-edges-{token}"
+    r = halo
+    fills = [np.nan if a.dtype.kind in "fc" else 0 for a in aligned]
+    dsk: dict = {}
+    for i in range(ny):
+        for j in range(nx):
+            dsk[(edges_name, i, j)] = (_edges, r, [(a.name, i, j) for a in aligned])
+    for i in range(ny):
+        for j in range(nx):
+            around = [(edges_name, i + di, j + dj) if 0 <= i + di < ny and 0 <= j + dj < nx else None
+                      for di in (-1, 0, 1) for dj in (-1, 0, 1)]
+            around[4] = None  # the chunk itself
+            dsk[(call_name, i, j)] = (_halo_call, func, names, out_names, dtypes, r, fills,
+                                      [(a.name, i, j) for a in aligned], around)
+    graph = HighLevelGraph.from_collections(call_name, dsk, dependencies=aligned)
+    mapped = _HaloMap(func, tuple(names), tuple(aligned), tuple(out_names), tuple(dtypes), r, token)
+    out = {}
+    for k, (o, dt) in enumerate(zip(out_names, dtypes)):
+        name = f"{o}-halo-{token}"
+        layer = {(name, i, j): (operator.getitem, (call_name, i, j), k) for i in range(ny) for j in range(nx)}
+        out[o] = da.Array(_with_layer(graph, name, layer, call_name), name, chunks, meta=np.empty((0, 0), dtype=dt))
+        _HALO_OUTPUTS[name] = (mapped, k)
+    while len(_HALO_OUTPUTS) > 256:
+        _HALO_OUTPUTS.pop(next(iter(_HALO_OUTPUTS)))
+    return out
 
-    def call(*blocks):
-        result = func(dict(zip(names, blocks)))
-        h, w = blocks[0].shape
-        stack = np.full((len(out_names), h, w), np.nan if all(d.kind == "f" for d in dtypes) else 0, dtype=np.result_type(*dtypes))
-        for k, o in enumerate(out_names):
-            stack[k, halo:h - halo, halo:w - halo] = result[o]
-        return stack
 
-    dtype = np.result_type(*dtypes)
-    stacked = da.map_blocks(call, *padded, new_axis=0, chunks=((len(out_names),),) + padded[0].chunks, dtype=dtype)
-    trimmed = da.overlap.trim_internal(stacked, {0: 0, 1: halo, 2: halo})
-    if trimmed.shape[1:] != first.shape:  # the scene's outer rim came from the boundary padding
-        trimmed = trimmed[:, halo:-halo, halo:-halo]
-    return {o: trimmed[k].astype(dt, copy=False) for k, (o, dt) in enumerate(zip(out_names, dtypes))}
+def _with_layer(graph: HighLevelGraph, name: str, layer: dict, on: str) -> HighLevelGraph:
+    """`graph` plus the layer `name` that depends on its layer `on`."""
+    return HighLevelGraph({**graph.layers, name: layer}, {**graph.dependencies, name: {on}})
+
+
+def _at_least(sizes: tuple[int, ...], halo: int) -> tuple[int, ...]:
+    """Chunk sizes along an axis with every chunk at least `halo` (short ones merged into a neighbour)."""
+    out = list(sizes)
+    k = 0
+    while len(out) > 1 and k < len(out):
+        if out[k] < halo:
+            m = k - 1 if k == len(out) - 1 else k + 1
+            out[min(k, m)] = out[k] + out[m]
+            del out[max(k, m)]
+            k = max(0, min(k, m) - 1)
+        else:
+            k += 1
+    return tuple(out)
+
+
+def _edges(halo: int, blocks: list) -> list:
+    """The context a chunk gives its eight neighbours, per input: ``{(di, dj): copy}``.
+
+    ``(di, dj)`` is where the chunk lies as seen from the neighbour (-1: above or
+    left); the neighbour takes the chunk's last `halo` rows where ``di == -1``,
+    its first where ``di == 1``, all of them where ``di == 0`` (columns alike).
+    """
+    cut = {-1: slice(-halo, None), 0: slice(None), 1: slice(0, halo)}
+    return [{(di, dj): np.array(b[cut[di], cut[dj]]) for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj}
+            for b in blocks]
+
+
+def _halo_call(func, names, out_names, dtypes, halo: int, fills, blocks, around) -> tuple:
+    tiles = {}
+    for k, (name, block) in enumerate(zip(names, blocks)):
+        h, w = block.shape
+        tile = _take((h + 2 * halo, w + 2 * halo), block.dtype)
+        rows = (slice(0, halo), slice(halo, halo + h), slice(halo + h, h + 2 * halo))
+        cols = (slice(0, halo), slice(halo, halo + w), slice(halo + w, w + 2 * halo))
+        for n in range(9):
+            di, dj = n // 3 - 1, n % 3 - 1
+            part = tile[rows[n // 3], cols[n % 3]]
+            if n == 4:
+                part[...] = block
+            elif around[n] is None:
+                part[...] = fills[k]
+            else:
+                part[...] = around[n][k][(di, dj)]
+        tiles[name] = tile
+    result = func(tiles)
+    outs = []
+    for o, dt in zip(out_names, dtypes):
+        x = np.asarray(result[o]).astype(dt, copy=False)
+        if any(np.may_share_memory(x, t) for t in tiles.values()):
+            x = x.copy()  # the padded tiles go back to the pool
+        outs.append(x)
+    del result
+    for t in tiles.values():
+        _give(t)
+    return tuple(outs)
+
+
+# Padded tiles are large (5 bands: 21 MB per 1024² chunk) and needed only during one call:
+# each worker thread keeps a few for its next chunks instead of having fresh pages mapped
+# (and faulted in) for every chunk. A tile is out of the pool while a call uses it.
+_pool = threading.local()
+_POOL_TILES = 8
+
+
+def _take(shape: tuple[int, int], dtype) -> np.ndarray:
+    free = getattr(_pool, "free", None)
+    if free is None:
+        free = _pool.free = []
+    dtype = np.dtype(dtype)
+    for n, t in enumerate(free):
+        if t.shape == shape and t.dtype == dtype:
+            return free.pop(n)
+    return np.empty(shape, dtype=dtype)
+
+
+def _give(tile: np.ndarray) -> None:
+    free = _pool.free
+    free.append(tile)
+    if len(free) > _POOL_TILES:
+        free.pop(0)
+
+
+@dataclass(frozen=True, eq=False)
+class _HaloMap:
+    """A tile function with context as :func:`map_tiles` mapped it (for :func:`halo_chunk`)."""
+
+    func: Callable
+    names: tuple[str, ...]
+    inputs: tuple[da.Array, ...]
+    out_names: tuple[str, ...]
+    dtypes: tuple[np.dtype, ...]
+    halo: int
+    token: str
+
+
+#: Outputs of map_tiles(..., halo > 0): array name -> (how it was mapped, output index); the latest 256.
+_HALO_OUTPUTS: dict[str, tuple[_HaloMap, int]] = {}
+
+
+def halo_chunk(array: da.Array, i: int, j: int) -> da.Array | None:
+    """Chunk ``(i, j)`` of an output of :func:`map_tiles` with a halo, computed from windows of its inputs.
+
+    The values equal ``array.blocks[i, j]``; what differs is what is read: an
+    input that comes straight from a file (any ``dask.array.from_array``
+    source) is read as the one window the chunk needs with its halo, not as
+    the nine whole chunks around it. For computing a few chunks on their own
+    (a spread sample of the scene in ``initialize()``), where the neighbours
+    are not needed otherwise. The outputs of one mapping share one call per
+    chunk when computed together. None for any other array.
+    """
+    hit = _HALO_OUTPUTS.get(getattr(array, "name", None))
+    if hit is None or array.chunks != hit[0].inputs[0].chunks:
+        return None
+    m, k = hit
+    rows, cols = array.chunks
+    y, x = sum(rows[:i]), sum(cols[:j])
+    target = (x, y, cols[j], rows[i])
+    tiles = HaloTiles(m.func, m.halo, array.shape)
+    sx, sy, sw, sh = source = tiles.source_window(target)
+    call = f"halo-window-{m.token}-{i}-{j}"
+    dsk: dict = {}
+    deps = []
+    windows = []
+    for n, a in enumerate(m.inputs):
+        reader = _file_source(a)
+        if reader is not None:
+            key = (f"halo-window-read-{n}-{m.token}", i, j)
+            dsk[key] = (_read_window, reader, slice(sy, sy + sh), slice(sx, sx + sw))
+        else:
+            window = a[sy:sy + sh, sx:sx + sw].rechunk((sh, sw))
+            deps.append(window)
+            key = (window.name, 0, 0)
+        windows.append(key)
+    dsk[(call, 0, 0)] = (_window_call, tiles, m.names, m.out_names, m.dtypes, windows, source, target)
+    name = f"{array.name}-window-{i}-{j}"
+    dsk[(name, 0, 0)] = (operator.getitem, (call, 0, 0), k)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
+    return da.Array(graph, name, ((rows[i],), (cols[j],)), meta=np.empty((0, 0), dtype=m.dtypes[k]))
+
+
+def _file_source(a: da.Array):
+    """The array-like a ``from_array`` array reads chunks from (whole, unsliced), or None."""
+    try:
+        if len(a.dask.layers) != 1:
+            return None
+        task = a.dask[(a.name,) + (0,) * a.ndim]
+        func, args = getattr(task, "func", None), getattr(task, "args", None)
+        if func not in (da.core.getter, da.core.getter_nofancy, da.core.getter_inline) or not args:
+            return None
+        source = getattr(args[0], "value", args[0])  # a DataNode in dask's task spec
+        if not hasattr(source, "__getitem__") or tuple(getattr(source, "shape", ())) != a.shape:
+            return None
+        return source
+    except Exception:  # another dask layout: read chunks as usual
+        return None
+
+
+def _read_window(source, rows: slice, cols: slice) -> np.ndarray:
+    return np.asarray(source[rows, cols])
+
+
+def _window_call(tiles: "HaloTiles", names, out_names, dtypes, windows, source, target) -> tuple:
+    result = tiles(dict(zip(names, windows)), source, target)
+    return tuple(np.asarray(result[o]).astype(dt, copy=False) for o, dt in zip(out_names, dtypes))
+
+
+def _with_layer(graph: HighLevelGraph, name: str, layer: dict, on: str) -> HighLevelGraph:
+    """`graph` plus the layer `name` that depends on its layer `on`."""
+    return HighLevelGraph({**graph.layers, name: layer}, {**graph.dependencies, name: {on}})
+
+
+def _at_least(sizes: tuple[int, ...], halo: int) -> tuple[int, ...]:
+    """Chunk sizes along an axis with every chunk at least `halo` (short ones merged into a neighbour)."""
+    out = list(sizes)
+    k = 0
+    while len(out) > 1 and k < len(out):
+        if out[k] < halo:
+            m = k - 1 if k == len(out) - 1 else k + 1
+            out[min(k, m)] = out[k] + out[m]
+            del out[max(k, m)]
+            k = max(0, min(k, m) - 1)
+        else:
+            k += 1
+    return tuple(out)
 
 
 class HaloTiles:

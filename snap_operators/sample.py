@@ -6,7 +6,11 @@ streaming pass. Reading every chunk for them would double the I/O of a
 graph, so they read a *sample of whole chunks*, spread over the scene by a
 two-dimensional low-discrepancy (R2) sequence, all computed in one Dask
 call so that shared upstream work is done once. Small scenes (at most
-`max_blocks` chunks) are read whole.
+`max_blocks` chunks) are read whole. A chunk of a band that needs context
+(a neighbourhood index such as PANTEX, mapped with a halo) is computed from
+one window of its file bands around it, not from its eight neighbouring
+chunks (:func:`snap_operators.operator.halo_chunk`): same values, less than
+half the reading.
 
 Example
 -------
@@ -20,13 +24,14 @@ Example
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import dask
 import dask.array as da
 import numpy as np
+
+from .operator import halo_chunk
 
 #: Chunks read for scene statistics when the scene has more (8 of the 121
 #: chunks of a 10980 x 10980 tile at 1024 px: 7 % of its pixels).
@@ -116,14 +121,14 @@ def sample_blocks(arrays: Sequence[da.Array], *, max_blocks: int = DEFAULT_MAX_B
     nby, nbx = len(first.chunks[0]), len(first.chunks[1])
     picks = spread_blocks(nby, nbx, max(1, int(max_blocks)))
     s = max(1, int(step))
-    tasks = [[a.blocks[i, j][::s, ::s] for a in aligned] for i, j in picks]
+    tasks = [[_chunk(a, i, j)[::s, ::s] for a in aligned] for i, j in picks]
     computed = dask.compute(*tasks)
     blocks = [((i, j), [np.asarray(b) for b in bs]) for (i, j), bs in zip(picks, computed)]
     return SceneSample(blocks, len(picks) / float(nby * nbx), s)
 
 
-def blocks_for_pixels(chunks: tuple[tuple[int, ...], tuple[int, ...]], pixels: float) -> int:
-    """Chunks of a grid with these `chunks` that hold about `pixels` pixels (at least 1)."""
-    sizes = [h * w for h in chunks[0] for w in chunks[1]]
-    mean = sum(sizes) / max(1, len(sizes))
-    return max(1, math.ceil(pixels / max(1.0, mean)))
+def _chunk(a: da.Array, i: int, j: int) -> da.Array:
+    # A chunk that needs context (a neighbourhood index) reads one window around it, not its
+    # neighbouring chunks: the sample does not need them otherwise. Same values.
+    window = halo_chunk(a, i, j)
+    return a.blocks[i, j] if window is None else window

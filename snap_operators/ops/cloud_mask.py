@@ -38,6 +38,8 @@ import re
 
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from .. import cloudmask as cm
 from ..crs import is_geographic, metres_per_unit
@@ -316,7 +318,9 @@ def mask_array(func: cm.CloudMaskFunction, arrays: dict[str, da.Array]) -> da.Ar
         if halo > 0 and len(score.chunks[ax]) > 1 and halo >= score.shape[ax]:
             score = score.rechunk({ax: score.shape[ax]})  # the halo spans the axis: one chunk along it
         depth[ax] = halo if len(score.chunks[ax]) > 1 else 0
-    if any(depth.values()):
+    if any(depth.values()) and all(min(score.chunks[ax]) >= depth[ax] for ax in (0, 1) if depth[ax]):
+        bits = _neighbourhood_array(func.neighbourhood, score, depth[0], depth[1])
+    elif any(depth.values()):
         bits = score.map_overlap(func.neighbourhood, depth=depth, boundary="none", trim=True, dtype=np.uint8,
                                  meta=np.empty((0, 0), np.uint8))
     else:
@@ -326,6 +330,44 @@ def mask_array(func: cm.CloudMaskFunction, arrays: dict[str, da.Array]) -> da.Ar
     mask = da.map_blocks(func.finalize, raw, bits, dtype=np.uint8, chunks=chunks,
                          meta=np.empty((0, 0), np.uint8))
     return mask.rechunk(first.chunks) if mask.chunks != first.chunks else mask
+
+
+def _neighbourhood_array(fn, score: da.Array, dy: int, dx: int) -> da.Array:
+    """``score.map_overlap(fn, depth={0: dy, 1: dx}, boundary="none", trim=True)`` as one task per chunk.
+
+    The coarse chunks are small (64 x 64 blocks for 1024 px chunks of 16 px
+    blocks): each task takes its neighbours' whole chunks, cuts the window
+    (`dy`, `dx` blocks beyond the chunk where there is a neighbour, none beyond
+    the scene), applies `fn` and trims the window back to the chunk. Same
+    result as ``map_overlap``, without its slice and concatenate tasks. Every
+    chunk must be at least as deep as the halo along an axis with a halo.
+    """
+    rows, cols = score.chunks
+    ny, nx = len(rows), len(cols)
+    name = f"cloudmask-neighbourhood-{tokenize(fn, score.name, dy, dx)}"
+    dsk = {}
+    for i in range(ny):
+        for j in range(nx):
+            around = [[(score.name, i + di, j + dj) if 0 <= i + di < ny and 0 <= j + dj < nx
+                       and (dy or not di) and (dx or not dj) else None for dj in (-1, 0, 1)] for di in (-1, 0, 1)]
+            dsk[(name, i, j)] = (_neighbourhood_block, fn, dy, dx, around)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[score])
+    return da.Array(graph, name, score.chunks, meta=np.empty((0, 0), np.uint8))
+
+
+def _neighbourhood_block(fn, dy: int, dx: int, around) -> np.ndarray:
+    cut_y = {-1: slice(-dy, None) if dy else slice(0, 0), 0: slice(None), 1: slice(0, dy)}
+    cut_x = {-1: slice(-dx, None) if dx else slice(0, 0), 0: slice(None), 1: slice(0, dx)}
+    rows = []
+    for di in (-1, 0, 1):
+        parts = [b[cut_y[di], cut_x[dj]] for dj, b in zip((-1, 0, 1), around[di + 1]) if b is not None]
+        if parts:
+            rows.append(np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0])
+    window = np.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
+    top = dy if around[0][1] is not None else 0
+    left = dx if around[1][0] is not None else 0
+    h, w = around[1][1].shape
+    return np.asarray(fn(window))[top:top + h, left:left + w]
 
 
 def _raw_block(*blocks, names, kernel):
