@@ -456,26 +456,6 @@ def _window_call(tiles: "HaloTiles", names, out_names, dtypes, windows, source, 
     return tuple(np.asarray(result[o]).astype(dt, copy=False) for o, dt in zip(out_names, dtypes))
 
 
-def _with_layer(graph: HighLevelGraph, name: str, layer: dict, on: str) -> HighLevelGraph:
-    """`graph` plus the layer `name` that depends on its layer `on`."""
-    return HighLevelGraph({**graph.layers, name: layer}, {**graph.dependencies, name: {on}})
-
-
-def _at_least(sizes: tuple[int, ...], halo: int) -> tuple[int, ...]:
-    """Chunk sizes along an axis with every chunk at least `halo` (short ones merged into a neighbour)."""
-    out = list(sizes)
-    k = 0
-    while len(out) > 1 and k < len(out):
-        if out[k] < halo:
-            m = k - 1 if k == len(out) - 1 else k + 1
-            out[min(k, m)] = out[k] + out[m]
-            del out[max(k, m)]
-            k = max(0, min(k, m) - 1)
-        else:
-            k += 1
-    return tuple(out)
-
-
 class HaloTiles:
     """A tile function with context, for callers that read any source window (SNAP).
 
