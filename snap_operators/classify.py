@@ -65,10 +65,6 @@ def nodata_mask(bands: Mapping[str, np.ndarray], rules: RuleSet) -> np.ndarray:
 
 def condition_holds(c: Condition, a: np.ndarray) -> np.ndarray:
     """Where ``min <= a < max`` holds (resolved bounds; False for NaN)."""
-    return _condition_numpy(c, a)
-
-
-def _condition_numpy(c: Condition, a: np.ndarray) -> np.ndarray:
     m = np.ones(a.shape, dtype=bool)
     if c.min is not None:
         m &= a >= c.min.value
@@ -108,13 +104,13 @@ def classify_numpy(
     for k, s in enumerate(rules.stages, start=1):
         m = free.copy()
         for c in s.conditions:
-            m &= _condition_numpy(c, arrays[c.band])
+            m &= condition_holds(c, arrays[c.band])
         if s.any:
             alt = np.zeros(shape, dtype=bool)
             for g in s.any:
                 gm = np.ones(shape, dtype=bool)
                 for c in g:
-                    gm &= _condition_numpy(c, arrays[c.band])
+                    gm &= condition_holds(c, arrays[c.band])
                 alt |= gm
             m &= alt
         out[m] = s.class_id
