@@ -389,16 +389,24 @@ class _HaloMap:
 _HALO_OUTPUTS: dict[str, tuple[_HaloMap, int]] = {}
 
 
-def halo_chunk(array: da.Array, i: int, j: int) -> da.Array | None:
+def array_halo(array: da.Array) -> int:
+    """Context in pixels an output of :func:`map_tiles` needs around each tile (0: none, or not such an output)."""
+    hit = _HALO_OUTPUTS.get(getattr(array, "name", None))
+    return hit[0].halo if hit is not None else 0
+
+
+def halo_chunk(array: da.Array, i: int, j: int, window: tuple[slice, slice] | None = None) -> da.Array | None:
     """Chunk ``(i, j)`` of an output of :func:`map_tiles` with a halo, computed from windows of its inputs.
 
-    The values equal ``array.blocks[i, j]``; what differs is what is read: an
-    input that comes straight from a file (any ``dask.array.from_array``
-    source) is read as the one window the chunk needs with its halo, not as
-    the nine whole chunks around it. For computing a few chunks on their own
-    (a spread sample of the scene in ``initialize()``), where the neighbours
-    are not needed otherwise. The outputs of one mapping share one call per
-    chunk when computed together. None for any other array.
+    The values equal ``array.blocks[i, j]`` (or ``array[window]`` for a
+    `window` of scene rows and columns inside that chunk); what differs is
+    what is read: an input that comes straight from a file (any
+    ``dask.array.from_array`` source) is read as the one window the target
+    needs with its halo, not as the nine whole chunks around it. For
+    computing a few chunks on their own (a spread sample of the scene in
+    ``initialize()``), where the neighbours are not needed otherwise. The
+    outputs of one mapping share one call per chunk when computed together.
+    None for any other array.
     """
     hit = _HALO_OUTPUTS.get(getattr(array, "name", None))
     if hit is None or array.chunks != hit[0].inputs[0].chunks:
@@ -406,17 +414,24 @@ def halo_chunk(array: da.Array, i: int, j: int) -> da.Array | None:
     m, k = hit
     rows, cols = array.chunks
     y, x = sum(rows[:i]), sum(cols[:j])
-    target = (x, y, cols[j], rows[i])
+    if window is None:
+        target = (x, y, cols[j], rows[i])
+    else:
+        ys, xs = window
+        target = (xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)
+        if not (x <= target[0] and target[0] + target[2] <= x + cols[j] and y <= target[1]
+                and target[1] + target[3] <= y + rows[i]):
+            raise ValueError(f"window {window} is not inside chunk {(i, j)}")
     tiles = HaloTiles(m.func, m.halo, array.shape)
     sx, sy, sw, sh = source = tiles.source_window(target)
-    call = f"halo-window-{m.token}-{i}-{j}"
+    call = f"halo-window-{m.token}-{i}-{j}-{'-'.join(map(str, target))}"
     dsk: dict = {}
     deps = []
     windows = []
     for n, a in enumerate(m.inputs):
         reader = _file_source(a)
         if reader is not None:
-            key = (f"halo-window-read-{n}-{m.token}", i, j)
+            key = (f"read-{n}-{call}", 0, 0)
             dsk[key] = (_read_window, reader, slice(sy, sy + sh), slice(sx, sx + sw))
         else:
             window = a[sy:sy + sh, sx:sx + sw].rechunk((sh, sw))
@@ -424,10 +439,10 @@ def halo_chunk(array: da.Array, i: int, j: int) -> da.Array | None:
             key = (window.name, 0, 0)
         windows.append(key)
     dsk[(call, 0, 0)] = (_window_call, tiles, m.names, m.out_names, m.dtypes, windows, source, target)
-    name = f"{array.name}-window-{i}-{j}"
+    name = f"{array.name}-{call}"
     dsk[(name, 0, 0)] = (operator.getitem, (call, 0, 0), k)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
-    return da.Array(graph, name, ((rows[i],), (cols[j],)), meta=np.empty((0, 0), dtype=m.dtypes[k]))
+    return da.Array(graph, name, ((target[3],), (target[2],)), meta=np.empty((0, 0), dtype=m.dtypes[k]))
 
 
 def _file_source(a: da.Array):

@@ -9,8 +9,10 @@ call so that shared upstream work is done once. Small scenes (at most
 `max_blocks` chunks) are read whole. A chunk of a band that needs context
 (a neighbourhood index such as PANTEX, mapped with a halo) is computed from
 one window of its file bands around it, not from its eight neighbouring
-chunks (:func:`snap_operators.operator.halo_chunk`): same values, less than
-half the reading.
+chunks (:func:`snap_operators.operator.halo_chunk`); when only part of the
+scene is sampled, the rim of each chunk that such an index cannot compute
+from the chunk alone is left out, so a sampled chunk reads just its own
+file tiles.
 
 Example
 -------
@@ -31,7 +33,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .operator import halo_chunk
+from .operator import array_halo, halo_chunk
 
 #: Chunks read for scene statistics when the scene has more (8 of the 121
 #: chunks of a 10980 x 10980 tile at 1024 px: 7 % of its pixels).
@@ -121,14 +123,27 @@ def sample_blocks(arrays: Sequence[da.Array], *, max_blocks: int = DEFAULT_MAX_B
     nby, nbx = len(first.chunks[0]), len(first.chunks[1])
     picks = spread_blocks(nby, nbx, max(1, int(max_blocks)))
     s = max(1, int(step))
-    tasks = [[_chunk(a, i, j)[::s, ::s] for a in aligned] for i, j in picks]
+    # A part of the scene leaves out the rim of its chunks that a neighbourhood index cannot
+    # compute without the neighbouring chunks' pixels: then every array's sampled pixels are
+    # exact and come from the chunk's own file tiles (a halo would read 16 GDAL tiles of 512 px
+    # instead of 4 per band). A scene read whole keeps every pixel.
+    rim = max(map(array_halo, aligned)) if len(picks) < nby * nbx else 0
+    tasks = [[_chunk(a, i, j, rim)[::s, ::s] for a in aligned] for i, j in picks]
     computed = dask.compute(*tasks)
     blocks = [((i, j), [np.asarray(b) for b in bs]) for (i, j), bs in zip(picks, computed)]
     return SceneSample(blocks, len(picks) / float(nby * nbx), s)
 
 
-def _chunk(a: da.Array, i: int, j: int) -> da.Array:
-    # A chunk that needs context (a neighbourhood index) reads one window around it, not its
-    # neighbouring chunks: the sample does not need them otherwise. Same values.
-    window = halo_chunk(a, i, j)
-    return a.blocks[i, j] if window is None else window
+def _chunk(a: da.Array, i: int, j: int, rim: int) -> da.Array:
+    """Chunk ``(i, j)`` of `a` without `rim` pixels along its sides that face other chunks."""
+    rows, cols = a.chunks
+    y0, x0 = sum(rows[:i]), sum(cols[:j])
+    y1, x1 = y0 + rows[i], x0 + cols[j]
+    if rim:
+        y0, x0 = y0 + (rim if i > 0 else 0), x0 + (rim if j > 0 else 0)
+        y1, x1 = y1 - (rim if i < len(rows) - 1 else 0), x1 - (rim if j < len(cols) - 1 else 0)
+    window = (slice(y0, max(y0, y1)), slice(x0, max(x0, x1)))
+    # A chunk that needs context (a neighbourhood index) is computed from one window of its file
+    # bands, not from its neighbouring chunks: the sample does not need them otherwise.
+    chunk = halo_chunk(a, i, j, window)
+    return a[window] if chunk is None else chunk

@@ -830,8 +830,9 @@ def multipolygon_wkb(geoms_px, transform: Affine) -> np.ndarray:
     """WKB ``MultiPolygon`` of each pixel-space polygon or multipolygon, in the CRS.
 
     The coordinates are those of :func:`pixel_to_crs`; Polygons are promoted
-    to one-part MultiPolygons (the layer's type). Built through shapely's
-    ragged coordinate arrays, without a geometry per intermediate step.
+    to one-part MultiPolygons (the layer's type) by prefixing their WKB with
+    a MultiPolygon header, which is byte for byte the WKB of the one-part
+    MultiPolygon without building one geometry per region.
 
     Returns
     -------
@@ -841,15 +842,17 @@ def multipolygon_wkb(geoms_px, transform: Affine) -> np.ndarray:
     geoms_px = np.asarray(geoms_px, dtype=object)
     if geoms_px.size == 0:
         return np.zeros(0, dtype=object)
-    kind, xy, offsets = shapely.to_ragged_array(geoms_px)
-    if kind == shapely.GeometryType.POLYGON:
-        offsets = (*offsets, np.arange(len(geoms_px) + 1))
-    elif kind != shapely.GeometryType.MULTIPOLYGON:
-        raise ValueError(f"expected polygons, got {kind.name}")
-    t = transform
-    x, y = xy[:, 0], xy[:, 1]
-    xy = np.column_stack([t.c + x * t.a + y * t.b, t.f + x * t.d + y * t.e])
-    return shapely.to_wkb(shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, xy, offsets))
+    kind = shapely.get_type_id(geoms_px)
+    if not np.isin(kind, (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON)).all():
+        raise ValueError("expected polygons")
+    wkb = shapely.to_wkb(pixel_to_crs(geoms_px, transform), byte_order=1)
+    single = np.flatnonzero(kind == shapely.GeometryType.POLYGON)
+    wkb[single] = [_ONE_PART + w for w in wkb[single].tolist()]
+    return wkb
+
+
+#: Little-endian WKB header of a MultiPolygon of one part (type 6, one polygon follows).
+_ONE_PART = b"\x01" + (6).to_bytes(4, "little") + (1).to_bytes(4, "little")
 
 
 def pixel_area_m2(transform: Affine, crs, row: float = 0.0, col: float = 0.0) -> float:

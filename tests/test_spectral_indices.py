@@ -581,3 +581,48 @@ def test_every_index_is_documented():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "indices.md").read_text()
     for name in INDICES:
         assert f"`{name}`" in doc, name
+
+
+class _CountingSource:
+    """A file band stand-in that records the windows read from it."""
+
+    def __init__(self, data):
+        self.data, self.shape, self.dtype, self.ndim, self.reads = data, data.shape, data.dtype, data.ndim, []
+
+    def __getitem__(self, key):
+        self.reads.append(key)
+        return self.data[key]
+
+
+def test_a_sample_of_part_of_the_scene_reads_only_its_chunks_and_is_exact():
+    from snap_operators.operator import halo_chunk
+    from snap_operators.sample import sample_blocks
+
+    rng = np.random.default_rng(11)
+    bands = {b: rng.uniform(0, 0.3, (96, 128)).astype(np.float32) for b in ("B2", "B3", "B4")}
+    sources = {n: _CountingSource(a) for n, a in bands.items()}
+    product = Product("p", bands={n: Band(n, da.from_array(s, chunks=32), Affine.identity()) for n, s in sources.items()})
+    t = SpectralIndicesOp({"sourceProduct": product}, {"indices": ["PANTEX", "NGBDI"], "checkInputs": False}).initialize()
+    whole = {n: t.band(n).data.compute() for n in ("PANTEX", "NGBDI")}
+    for s in sources.values():
+        s.reads.clear()
+    sample = sample_blocks([t.band("PANTEX").data, t.band("NGBDI").data], max_blocks=3)
+    r = ix.PANTEX_HALO
+    assert len(sample.blocks) == 3 and sample.fraction == 3 / 12
+    for (i, j), (pantex, ngbdi) in sample.blocks:
+        y0, x0 = 32 * i + (r if i > 0 else 0), 32 * j + (r if j > 0 else 0)
+        y1, x1 = 32 * (i + 1) - (r if i < 2 else 0), 32 * (j + 1) - (r if j < 3 else 0)
+        np.testing.assert_array_equal(pantex, whole["PANTEX"][y0:y1, x0:x1])  # the rim a halo needs is left out
+        np.testing.assert_array_equal(ngbdi, whole["NGBDI"][y0:y1, x0:x1])
+    # Each band is read once per sampled chunk, as that chunk and nothing more.
+    for s in sources.values():
+        assert sorted((k[0].start, k[1].start, k[0].stop - k[0].start, k[1].stop - k[1].start) for k in s.reads) == \
+            sorted((32 * i, 32 * j, 32, 32) for (i, j), _ in sample.blocks)
+    # A window of one chunk computed on its own, with context from the file, equals the scene's.
+    part = halo_chunk(t.band("PANTEX").data, 1, 2, (slice(33, 60), slice(64, 90))).compute()
+    np.testing.assert_array_equal(part, whole["PANTEX"][33:60, 64:90])
+    with pytest.raises(ValueError, match="not inside chunk"):
+        halo_chunk(t.band("PANTEX").data, 1, 2, (slice(30, 60), slice(64, 90)))
+    # A scene sampled whole keeps every pixel.
+    every = sample_blocks([t.band("PANTEX").data], max_blocks=100)
+    assert sum(b[0].size for _, b in every.blocks) == 96 * 128
