@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,7 +29,6 @@ import numpy as np
 
 from .classes import LAND_COVER, MASKED, MASKED_INFO, NO_DATA, UNCLASSIFIED_INFO
 from .crs import geod, metres_per_unit
-from .errors import ProductWriteError
 from .product import ClassInfo
 
 #: Name of the area table's row of masked pixels (class 254: cloud, cloud shadow, snow).
@@ -180,23 +177,17 @@ def area_csv_text(rows: Sequence[AreaRow]) -> str:
     return buf.getvalue()
 
 
-def temporary_path(path: str | Path) -> Path:
-    """A hidden temporary name beside `path` (same folder, so ``os.replace`` is atomic)."""
-    p = Path(path)
-    return p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+def write_area_csv(rows: Sequence[AreaRow], path: str | Path) -> Path:
+    """Write the CSV to a staged file beside `path`, check it, then rename it to `path`.
 
+    Raises
+    ------
+    ProductWriteError
+        The write failed; nothing is left.
+    """
+    from .outputs import write_text
 
-def write_area_csv(rows: Sequence[AreaRow], path: str | Path, tmp: str | Path | None = None) -> Path:
-    """Write the CSV to `tmp` (default: a temporary name beside `path`), then rename it to `path`."""
-    path = Path(path)
-    tmp = Path(tmp) if tmp is not None else temporary_path(path)
-    try:
-        tmp.write_text(area_csv_text(rows), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ProductWriteError(f"cannot write area table {path}: {exc.strerror or exc}") from None
-    return path
+    return write_text(path, area_csv_text(rows))
 
 
 class AreaAccumulator:

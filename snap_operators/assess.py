@@ -31,7 +31,7 @@ import numpy as np
 
 from .classes import CLASS_NAMES, MASKED, NO_DATA, UNCLASSIFIED
 from .errors import SnapPcError
-from .outputs import save_figure, write_text
+from .outputs import save_figure, stage_figure, stage_text, staged_outputs
 from .reference import reference_reader
 
 #: Rows of pixels per window when accumulating the matrix.
@@ -203,24 +203,31 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
 
 
 def write_report(result: Assessment, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``metrics.json``, ``confusion_matrix.csv`` and ``confusion_matrix.png``."""
+    """Write ``metrics.json``, ``confusion_matrix.csv`` and ``confusion_matrix.png``, all three or none."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = {p["class_id"]: p["class_name"] for p in result.metrics["per_class"]}
     paths = {"json": out / "metrics.json", "csv": out / "confusion_matrix.csv", "png": out / "confusion_matrix.png"}
-    write_text(paths["json"], json.dumps(result.metrics, indent=2, default=float))
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["reference \\ classified"] + [f"{c} {names.get(c, CLASS_NAMES.get(c, 'Unclassified' if c == 0 else c))}" for c in result.labels])
     for c, row in zip(result.labels, result.matrix):
         w.writerow([f"{c} {names.get(c, CLASS_NAMES.get(c, c))}"] + [int(v) for v in row])
-    write_text(paths["csv"], buf.getvalue())
-    plot_confusion(result, paths["png"])
+    inputs = [result.metrics["classes"], result.metrics["reference"]]
+    with staged_outputs(paths.values(), inputs, who="assess") as staged:
+        stage_text(staged, paths["json"], json.dumps(result.metrics, indent=2, default=float))
+        stage_text(staged, paths["csv"], buf.getvalue())
+        stage_figure(staged, confusion_figure(result), paths["png"])
     return paths
 
 
 def plot_confusion(result: Assessment, path: str | Path) -> None:
     """Row-normalized confusion matrix heat map with counts, as PNG."""
+    save_figure(confusion_figure(result), path)
+
+
+def confusion_figure(result: Assessment):
+    """The figure of :func:`plot_confusion` (matplotlib ``Figure``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,7 +252,7 @@ def plot_confusion(result: Assessment, path: str | Path) -> None:
     ax.set_title(f"OA {met['overall_accuracy']:.3f}   kappa {met['kappa']:.3f}   ({met['pixels']} px)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of reference row")
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
 def _short_name(c: int) -> str:

@@ -2,7 +2,10 @@
 
 ``snap-pc run GRAPH.xml -Pinput=S2.tif ...`` runs a SNAP graph on Dask, the way
 ``gpt GRAPH.xml -Pinput=...`` runs it in SNAP. Errors print one line and exit
-with status 1 (``-e`` adds the traceback, as gpt's ``-e``).
+with status 1 (``-e`` adds the traceback, as gpt's ``-e``). SIGINT (Ctrl-C)
+and SIGTERM (``kill``, ``timeout``, batch schedulers) both stop a command the
+same way: its staged outputs are removed, one line is printed, and the exit
+status is 128 + the signal number (130, 143).
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import textwrap
 import time
 
 from . import __version__
-from .errors import SnapPcError
+from .errors import SnapPcError, one_line
+from .staging import interrupts_raise
 
 log = logging.getLogger("snap_operators")
 
@@ -66,7 +71,12 @@ def _build_parser() -> argparse.ArgumentParser:
             Scheduling: by default the graph runs on this machine with Dask's threaded scheduler
             (--workers threads). With --scheduler tcp://HOST:8786 it runs on a dask.distributed
             cluster: chunks are computed by the workers (which must see the input files at the same
-            paths) and written by this process.
+            paths) and written by this process. The scheduler must answer within
+            SNAP_PC_CONNECT_TIMEOUT seconds (default 10); a cluster left without workers for
+            SNAP_PC_NO_WORKER_TIMEOUT seconds (default 60) ends the run with one line.
+
+            Outputs: all of a run's outputs appear together when it succeeds, none when it fails or
+            is stopped (Ctrl-C, SIGTERM); two runs on the same outputs cannot both succeed.
             """
         ),
     )
@@ -146,14 +156,9 @@ def _cmd_run(args) -> int:
 
 
 def _connect(address: str):
-    try:
-        from distributed import Client
-    except ImportError:  # pragma: no cover - distributed is a core dependency
-        raise SnapPcError("--scheduler needs the 'distributed' package") from None
-    try:
-        return Client(address, timeout="10s")
-    except (OSError, TimeoutError) as exc:
-        raise SnapPcError(f"cannot connect to Dask scheduler {address}: {exc}") from None
+    from .cluster import connect
+
+    return connect(address)  # bounded by SNAP_PC_CONNECT_TIMEOUT (default 10 s)
 
 
 def _cmd_ops(args) -> int:
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = getattr(args, "handler", None) or COMMANDS[args.command]
-    with _c_stderr_silenced(enabled=not debug and args.verbose == 0):
+    with _c_stderr_silenced(enabled=not debug and args.verbose == 0), interrupts_raise():
         return _dispatch(handler, args, debug)
 
 
@@ -265,17 +270,19 @@ def _dispatch(handler, args, debug: bool) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"Error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"Error: {one_line(str(exc))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("Error: interrupted; partial outputs were removed", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"Error: interrupted ({signal.Signals(signum).name}); staged outputs were removed",
+              file=sys.stderr)
+        return 128 + int(signum)
     except Exception as exc:  # unexpected: still one line unless -e
         if debug:
             import traceback
 
             traceback.print_exc()
-        print(f"Error: {type(exc).__name__}: {_one_line(str(exc))} (run with -e for the traceback)", file=sys.stderr)
+        print(f"Error: {one_line(f'{type(exc).__name__}: {exc}')} (run with -e for the traceback)", file=sys.stderr)
         return 1
 
 
@@ -329,10 +336,6 @@ class _c_stderr_silenced:
             os.dup2(self._saved_fd, 2)
             os.close(self._saved_fd)
         return False
-
-
-def _one_line(msg: str) -> str:
-    return " ".join(msg.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

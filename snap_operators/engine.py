@@ -10,18 +10,30 @@ Steps, as gpt does them:
 4. let every sink (``Write``...) check its target, open temporary outputs and
    hand back a :class:`SinkPlan` (arrays + block targets);
 5. stream all sinks' arrays in **one** pass, so shared upstream work is done
-   once, chunk by chunk, with bounded memory; then commit (rename temporary
-   outputs) or, on any error, abort (delete them).
+   once, chunk by chunk, with bounded memory; then let every sink *finish*
+   its staged files (close, verify: this may fail), and only when all did,
+   *publish* them all (renames only, with SIGINT/SIGTERM held back); on any
+   error or interrupt, abort every sink (delete its staged files).
+
+Before any work the run claims its outputs: every path a sink writes (side
+files included) is checked against every file the graph reads and every
+other output, devices and FIFOs are refused, and each output is locked
+(:class:`~snap_operators.staging.OutputLocks`) until the run ends, so two
+runs cannot both write it. Staged files of dead runs in the output folders
+are removed (:func:`~snap_operators.staging.clean_stale`).
 
 Local runs use Dask's threaded scheduler; with a ``distributed.Client`` the
-chunks are computed on the cluster in a bounded window and written here.
+chunks are computed on the cluster in a bounded window and written here
+(:mod:`snap_operators.cluster`: timeouts, lost workers).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
@@ -31,10 +43,17 @@ import dask.array as da
 import numpy as np
 from dask.callbacks import Callback
 
-from .errors import GraphError, SnapPcError
+from . import staging
+from .errors import GraphError, ProductWriteError, SnapPcError
 from .graph import Graph, load_properties, parse_graph
 from .operator import ExecutionContext, Operator, get_operator
+from .outputs import check_claims
 from .product import Product
+
+try:  # dask's pool that hands context variables on to its threads
+    from dask.threaded import ContextAwareThreadPoolExecutor as _Pool
+except ImportError:  # pragma: no cover - older dask
+    _Pool = ThreadPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +64,17 @@ class BlockTarget(Protocol):
     def __setitem__(self, region: tuple[slice, slice], block: np.ndarray) -> None: ...
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass
 class SinkPlan:
-    """What a sink wants computed and where each chunk goes.
+    """What a sink wants computed, where each chunk goes, and how it ends.
+
+    A sink ends in two steps so that a run's outputs appear all together or
+    not at all: every sink's `finish` runs first, then every sink's
+    `publish`.
 
     Attributes
     ----------
@@ -55,17 +82,31 @@ class SinkPlan:
         2-D arrays to compute.
     targets : list of BlockTarget
         One per array; must be safe to call from several threads.
-    commit : callable
-        Called once after every chunk was stored: finish and rename outputs.
+    finish : callable
+        Called once after every chunk was stored: complete the staged
+        outputs (close, write side files) and verify them. May fail.
     abort : callable
-        Called on failure: remove temporary outputs. Must not raise.
+        Called on failure, also after `finish`: remove every staged file.
+        Must not raise.
+    description : str
+    publish : callable
+        Called after every sink of the run finished: rename the staged
+        files into place (renames only). Sinks that write nothing to
+        publish (or predate the split) leave the default.
     """
 
     arrays: list[da.Array]
     targets: list[BlockTarget]
-    commit: Callable[[], None]
+    finish: Callable[[], None]
     abort: Callable[[], None]
     description: str = ""
+    publish: Callable[[], None] = _nothing
+
+    def commit(self) -> None:
+        """Finish and publish this plan alone (a sink run outside :func:`run_graph`)."""
+        self.finish()
+        with staging.deferred_signals():
+            self.publish()
 
 
 @dataclass
@@ -122,6 +163,14 @@ def build(graph: Graph, context: ExecutionContext | None = None) -> dict[str, Op
             if nid not in msg:
                 msg = f"node '{nid}' ({node.operator}): {msg}"
             raise type(exc)(msg) from exc
+        except Exception as exc:
+            # A scene sample computed on a cluster that lost its workers: the watchdog's one line.
+            from .cluster import cancelled_error
+
+            lost = cancelled_error(exc, context.client) if context.client is not None else None
+            if lost is None:
+                raise
+            raise lost from None
         ops[nid] = op
     return ops
 
@@ -155,30 +204,118 @@ def run_graph(
     sinks = [op for op in ops.values() if op.is_sink]
     if not sinks:
         raise GraphError("graph has no Write node: nothing to compute")
+    claims = [(f"node '{op.node_id}' ({op.spec.alias})", [Path(p) for p in _output_files(op)]) for op in sinks]
+    check_claims(claims, _read_files(ops, claims))
+    written = [p for _, paths in claims for p in paths]
+    with staging.OutputLocks(written):
+        # Under the locks: no other run writes these paths between the checks and the renames.
+        staging.clean_stale({p.parent for p in written})
+        for op in sinks:
+            prepare = getattr(op, "prepare", None)
+            if prepare is not None:
+                prepare()
+        plans: list[SinkPlan] = []
+        try:
+            for op in sinks:
+                plans.append(op.open())
+            _stream([a for p in plans for a in p.arrays], [t for p in plans for t in p.targets], context)
+            for p in plans:
+                p.finish()
+            with staging.deferred_signals():
+                for p in plans:
+                    p.publish()
+        except BaseException:
+            with staging.deferred_signals():  # an interrupt now would leave staged files behind
+                for p in plans:
+                    try:
+                        p.abort()
+                    except Exception:  # pragma: no cover - abort must not mask the cause
+                        log.exception("cleanup failed")
+            raise
+    outputs: list[str] = []
     for op in sinks:
-        prepare = getattr(op, "prepare", None)
-        if prepare is not None:
-            prepare()
-    plans: list[SinkPlan] = []
-    try:
-        for op in sinks:
-            plans.append(op.open())
-        arrays = [a for p in plans for a in p.arrays]
-        targets = [t for p in plans for t in p.targets]
-        store(arrays, targets, context)
-        outputs: list[str] = []
-        for p in plans:
-            p.commit()
-        for op in sinks:
-            outputs.extend(getattr(op, "outputs", []))
-    except BaseException:
-        for p in plans:
-            try:
-                p.abort()
-            except Exception:  # pragma: no cover - abort must not mask the cause
-                log.exception("cleanup failed")
-        raise
+        outputs.extend(getattr(op, "outputs", []))
     return RunResult({nid: op.target for nid, op in ops.items()}, outputs)
+
+
+def _output_files(op: Operator) -> list:
+    """Every path sink `op` writes (side files included); [] for sinks that do not say."""
+    files = getattr(op, "output_files", None)
+    if files is None:
+        return []
+    try:
+        return list(files())
+    except SnapPcError as exc:
+        msg = str(exc)
+        raise type(exc)(msg if op.node_id in msg else f"node '{op.node_id}' ({op.spec.alias}): {msg}") from None
+
+
+def _read_files(ops: Mapping[str, Operator], claims) -> set[str]:
+    """Files the graph reads: the products read, and every existing file a parameter names.
+
+    A parameter naming an existing file is read by its node (rules,
+    samples, models...) unless it is one of the node's output parameters
+    (``output_parameters``; sinks that do not list them: unless it names one
+    of the node's own outputs).
+    """
+    own = {who: {str(p) for p in paths} for who, paths in claims}
+    files: set[str] = set()
+    for op in ops.values():
+        files.update(op.context.input_files)
+        outputs = getattr(op, "output_parameters", None)
+        mine = own.get(f"node '{op.node_id}' ({op.spec.alias})", set()) if outputs is None else set()
+        for name, value in op.parameters.items():
+            if name in (outputs or ()) or not isinstance(value, (str, os.PathLike)) or not str(value) \
+                    or "\n" in str(value):
+                continue
+            path = Path(os.path.expanduser(str(value)))
+            try:
+                if not path.is_file():
+                    continue
+            except (OSError, ValueError):  # names too long, NUL bytes: not a file
+                continue
+            if str(path.absolute()) not in mine and str(path.resolve()) not in mine:
+                files.add(str(path.resolve()))
+    return files
+
+
+def _stream(arrays: Sequence[da.Array], targets: Sequence[BlockTarget], context: ExecutionContext) -> None:
+    """:func:`store` on a thread pool of this run, which is drained before an error leaves.
+
+    On an error or interrupt, the targets refuse further chunks and the
+    pool's running tasks are waited for, so no worker thread still writes
+    into (or runs Python code beside) files being removed and interpreter
+    shutdown never meets a busy thread.
+    """
+    stop = threading.Event()
+    guarded = [_Guarded(t, stop) for t in targets]
+    if context.client is not None:
+        store(arrays, guarded, context)
+        return
+    pool = _Pool(context.num_workers or os.cpu_count() or 1)
+    try:
+        with dask.config.set(pool=pool):
+            store(arrays, guarded, context)
+    except BaseException:
+        stop.set()
+        with staging.deferred_signals():
+            pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+class _Guarded:
+    """A block target that refuses chunks once its run failed or was interrupted."""
+
+    def __init__(self, target: BlockTarget, stop: threading.Event):
+        self._target = target
+        self._stop = stop
+
+    def __setitem__(self, region, block) -> None:
+        if self._stop.is_set():
+            raise ProductWriteError("the run was stopped")
+        self._target[region] = block
 
 
 # --- streaming ---------------------------------------------------------------
@@ -218,7 +355,9 @@ def store(arrays: Sequence[da.Array], targets: Sequence[BlockTarget], context: E
     if not arrays:
         return
     if context.client is not None:
-        _store_distributed(arrays, targets, context)
+        from .cluster import store as store_on_cluster
+
+        store_on_cluster(arrays, targets, context.client, context.progress)
         return
     callbacks = [_TqdmCallback("writing")] if context.progress else []
     wrapped = [_Target(t) for t in targets]
@@ -228,18 +367,27 @@ def store(arrays: Sequence[da.Array], targets: Sequence[BlockTarget], context: E
 
 
 def stream_writer(writer, context: ExecutionContext | None = None):
-    """Stream a writer's ``arrays`` into its ``open()`` targets; commit, or abort on any error.
+    """Stream a writer's ``arrays`` into its ``open()`` targets; finish and publish, or abort on any error.
 
-    `writer` is any object with ``arrays``, ``open() -> targets``, ``commit()``
-    and ``abort()`` (the GeoTIFF and BEAM-DIMAP writers). Returns ``writer.path``.
+    `writer` is any object with ``path``, ``arrays``, ``open() -> targets``,
+    ``finish()``, ``publish()`` and ``abort()`` (the GeoTIFF and BEAM-DIMAP
+    writers). Its outputs are locked for the write. Returns ``writer.path``.
     """
-    targets = writer.open()
-    try:
-        store(writer.arrays, targets, context)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+    context = context or ExecutionContext()
+    files = list(getattr(writer, "output_files", lambda: [writer.path])())
+    check_claims([(f"'{writer.path}'", files)], context.input_files)
+    with staging.OutputLocks(files):
+        staging.clean_stale({Path(p).parent for p in files})
+        targets = writer.open()
+        try:
+            _stream(writer.arrays, targets, context)
+            writer.finish()
+            with staging.deferred_signals():
+                writer.publish()
+        except BaseException:
+            with staging.deferred_signals():
+                writer.abort()
+            raise
     return writer.path
 
 
@@ -273,74 +421,3 @@ class _callbacks:
         for cb in self._cbs:
             cb.unregister()
 
-
-def _block_slices(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[tuple[int, int], tuple[slice, slice]]]:
-    out = []
-    y = 0
-    for i, h in enumerate(chunks[0]):
-        x = 0
-        for j, w in enumerate(chunks[1]):
-            out.append(((i, j), (slice(y, y + h), slice(x, x + w))))
-            x += w
-        y += h
-    return out
-
-
-def _store_distributed(arrays: Sequence[da.Array], targets: Sequence[BlockTarget], context: ExecutionContext) -> None:
-    """Compute chunks on the cluster in a bounded window; write them here.
-
-    Arrays with identical chunking are computed together per block index, so
-    work they share upstream runs once per block.
-    """
-    from distributed import as_completed
-
-    client = context.client
-    groups: dict[tuple, list[int]] = {}
-    for k, a in enumerate(arrays):
-        groups.setdefault((a.shape, a.chunks), []).append(k)
-    jobs = []
-    for (shape, chunks), members in groups.items():
-        for idx, region in _block_slices(chunks):
-            jobs.append((members, idx, region))
-    nworkers = max(1, len(client.scheduler_info().get("workers", {})))
-    window = max(2, 2 * nworkers)
-    bar = None
-    if context.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(len(m) for m, _, _ in jobs), desc="writing", unit="block", dynamic_ncols=True, leave=False)
-    pending = iter(jobs)
-    ac = as_completed()
-    meta = {}
-
-    def submit_next() -> bool:
-        job = next(pending, None)
-        if job is None:
-            return False
-        members, idx, region = job
-        fut = client.compute([arrays[k].blocks[idx] for k in members], sync=False)
-        # client.compute on a list returns a list of futures
-        for k, f in zip(members, fut):
-            meta.setdefault(f.key, []).append((k, region))
-            ac.add(f)
-        return True
-
-    try:
-        for _ in range(window):
-            if not submit_next():
-                break
-        for fut in ac:
-            entries = meta.get(fut.key)
-            if not entries:
-                continue  # same block already written through a twin future
-            block = np.asarray(fut.result())
-            for k, region in meta.pop(fut.key):
-                targets[k][region] = block
-                if bar is not None:
-                    bar.update(1)
-            del fut
-            if len(meta) < window:
-                submit_next()
-    finally:
-        if bar is not None:
-            bar.close()

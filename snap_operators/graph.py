@@ -28,12 +28,14 @@ attribute values *after* parsing, so a value can never inject XML.
 from __future__ import annotations
 
 import re
+import stat
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import GraphError
+from .limits import MAX_GRAPH_BYTES, MAX_GRAPH_DEPTH, MAX_GRAPH_NODES
 from .xmlsafe import parse_untrusted_xml
 
 SUPPORTED_VERSION = "1.0"
@@ -108,7 +110,17 @@ class Graph:
         return Graph(self.id, nodes, self.application_data, self.path)
 
     def check(self) -> list[str]:
-        """Check references and cycles; return node ids in topological order."""
+        """Check references, cycles and depth; return node ids in topological order.
+
+        Iterative (a depth-first walk with an explicit stack), so no graph
+        shape can exhaust Python's recursion limit.
+
+        Raises
+        ------
+        GraphError
+            An unknown source, a cycle, or a chain of sources longer than
+            :data:`~snap_operators.limits.MAX_GRAPH_DEPTH`.
+        """
         for node in self.nodes.values():
             for name, ref in node.sources:
                 if ref not in self.nodes:
@@ -117,23 +129,37 @@ class Graph:
                         f"nodes: {', '.join(self.nodes)}"
                     )
         order: list[str] = []
-        state: dict[str, int] = {}  # 1 = on stack, 2 = done
-
-        def visit(nid: str, path: list[str]) -> None:
-            s = state.get(nid)
-            if s == 2:
-                return
-            if s == 1:
-                cycle = path[path.index(nid):] + [nid]
-                raise GraphError("graph has a cycle: " + " -> ".join(cycle))
-            state[nid] = 1
-            for _, ref in self.nodes[nid].sources:
-                visit(ref, path + [nid])
-            state[nid] = 2
-            order.append(nid)
-
-        for nid in self.nodes:
-            visit(nid, [])
+        state: dict[str, int] = {}  # 1 = on the path being walked, 2 = done
+        for start in self.nodes:
+            if state.get(start) == 2:
+                continue
+            path, next_source = [start], [0]
+            state[start] = 1
+            while path:
+                nid = path[-1]
+                sources = self.nodes[nid].sources
+                if next_source[-1] < len(sources):
+                    ref = sources[next_source[-1]][1]
+                    next_source[-1] += 1
+                    s = state.get(ref)
+                    if s == 1:
+                        cycle = path[path.index(ref):] + [ref]
+                        raise GraphError("graph has a cycle: " + " -> ".join(cycle))
+                    if s is None:
+                        state[ref] = 1
+                        path.append(ref)
+                        next_source.append(0)
+                    continue
+                state[nid] = 2
+                order.append(nid)
+                path.pop()
+                next_source.pop()
+        depth: dict[str, int] = {}
+        for nid in order:  # sources come first
+            depth[nid] = 1 + max((depth[ref] for _, ref in self.nodes[nid].sources), default=0)
+            if depth[nid] > MAX_GRAPH_DEPTH:
+                raise GraphError(f"node '{nid}' is at the end of a chain of more than {MAX_GRAPH_DEPTH} nodes "
+                                 f"(limit MAX_GRAPH_DEPTH); split the graph into several runs")
         return order
 
     def upstream(self, node_ids: list[str]) -> set[str]:
@@ -209,7 +235,8 @@ def parse_graph(source: str | Path, *, text: str | None = None) -> Graph:
     ------
     GraphError
         On unreadable, malformed or unsafe XML, a wrong version, duplicate
-        node ids or nodes without an operator.
+        node ids, nodes without an operator, or a graph beyond the limits of
+        :mod:`snap_operators.limits` (file size, nodes, XML nesting).
 
     Examples
     --------
@@ -221,12 +248,12 @@ def parse_graph(source: str | Path, *, text: str | None = None) -> Graph:
     """
     name = str(source)
     if text is None:
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise GraphError(f"cannot read graph file {name}: {exc.strerror or exc}") from None
+        data = _read_graph_file(Path(source), name)
     else:
         data = text.encode("utf-8") if isinstance(text, str) else text
+        if len(data) > MAX_GRAPH_BYTES:
+            raise GraphError(f"{name}: graph text is {len(data)} bytes; graphs are limited to {MAX_GRAPH_BYTES} "
+                             "(MAX_GRAPH_BYTES)")
     root = parse_untrusted_xml(data, name, error=GraphError, forbid_dtd=True)
     if root.tag != "graph":
         raise GraphError(f"{name}: root element is <{root.tag}>, expected <graph>")
@@ -243,6 +270,9 @@ def parse_graph(source: str | Path, *, text: str | None = None) -> Graph:
             continue
         if el.tag != "node":
             continue
+        if len(nodes) == MAX_GRAPH_NODES:
+            raise GraphError(f"{name}: more than {MAX_GRAPH_NODES} nodes (limit MAX_GRAPH_NODES); "
+                             "split the graph into several runs")
         nid = el.get("id")
         if not nid:
             raise GraphError(f"{name}: a <node> has no id attribute")
@@ -255,6 +285,29 @@ def parse_graph(source: str | Path, *, text: str | None = None) -> Graph:
     if not nodes:
         raise GraphError(f"{name}: graph has no nodes")
     return Graph(root.get("id", ""), nodes, app_data, None if text is not None else str(source))
+
+
+def _read_graph_file(path: Path, name: str) -> bytes:
+    """The bytes of a graph file: a regular file of at most :data:`MAX_GRAPH_BYTES`.
+
+    Devices and FIFOs are refused before they are opened (``/dev/zero``
+    never ends, a FIFO blocks until someone writes to it).
+    """
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, FIFO or socket)"
+            raise GraphError(f"graph file {name} is {kind}; give the path of a graph XML file")
+        if st.st_size > MAX_GRAPH_BYTES:
+            raise GraphError(f"graph file {name} is {st.st_size} bytes; graphs are limited to {MAX_GRAPH_BYTES} "
+                             "(MAX_GRAPH_BYTES)")
+        with path.open("rb") as f:
+            data = f.read(MAX_GRAPH_BYTES + 1)
+    except OSError as exc:
+        raise GraphError(f"cannot read graph file {name}: {exc.strerror or exc}") from None
+    if len(data) > MAX_GRAPH_BYTES:  # grew since stat
+        raise GraphError(f"graph file {name} is over {MAX_GRAPH_BYTES} bytes (MAX_GRAPH_BYTES)")
+    return data
 
 
 def _parse_sources(el: ET.Element | None, nid: str, name: str) -> list[tuple[str, str]]:

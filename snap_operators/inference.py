@@ -42,7 +42,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SnapPcError
-from .onnx_model import ModelMetadata, open_session
+from .limits import MAX_HALO, MAX_INFERENCE_BATCH_BYTES
+from .onnx_model import ModelError, ModelMetadata, open_session
+
+#: Name and element type of the input every snap-pc model takes (``snap-pc train`` exports it so).
+INPUT_NAME = "bands"
+INPUT_TYPE = "tensor(float)"
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +139,6 @@ def select_providers(device: str) -> tuple[str, ...]:
 def session_key(path: str | os.PathLike, device: str = "auto", threads: int = 1,
                 optimization: str = DEFAULT_OPTIMIZATION) -> SessionKey:
     """The :class:`SessionKey` of a model file for the given device and threads."""
-    from .onnx_model import ModelError
-
     p = Path(path).expanduser().absolute()
     try:
         st = p.stat()
@@ -194,6 +197,7 @@ def get_session(key: SessionKey):
             return hit
         options = session_options(key.threads, key.optimization)
         session, meta = open_session(key.path, key.providers, options)
+        check_input(session, meta, key.path)
         used = session.get_providers()
         if key.device == "cuda" and CUDA not in used:
             raise InferenceError(f"device 'cuda': ONNX Runtime could not start {CUDA} (no GPU visible, or CUDA/cuDNN "
@@ -385,7 +389,7 @@ class TiledPredictor:
     def run(self, x: np.ndarray) -> np.ndarray:
         """Probabilities ``(n, classes, h, w)`` of a normalized batch ``(n, bands, h, w)``."""
         session, _ = get_session(self.key)
-        return session.run(None, {"bands": np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return session.run(None, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
     def predict_tile(self, stack: np.ndarray) -> np.ndarray:
         """Probabilities of one window of physical values, in one pass.
@@ -572,15 +576,45 @@ def confidence(probs: np.ndarray) -> np.ndarray:
         return np.max(probs, axis=0).astype(np.float32, copy=False)
 
 
+def check_input(session, meta: ModelMetadata, where: str) -> None:
+    """Refuse, when the model is loaded, an input that :meth:`TiledPredictor.run` could not feed.
+
+    :func:`~snap_operators.onnx_model.check_signature` has checked the
+    shapes against the metadata; a model exported by another tool may still
+    name its input otherwise or take another element type, which ONNX
+    Runtime would only report at the first tile.
+    """
+    first = session.get_inputs()[0]
+    if first.name != INPUT_NAME or first.type != INPUT_TYPE:
+        raise ModelError(f"{where}: the model's input is {first.name!r} ({first.type}) but snap-pc models take "
+                         f"{INPUT_NAME!r} ({INPUT_TYPE}, N x {len(meta.input_bands)} x H x W: the bands "
+                         f"{', '.join(meta.input_bands)}); export the model with snap-pc train")
+
+
 def check_geometry(tile: int, halo: int, blend: str, meta: ModelMetadata,
-                   input_size: tuple[int | None, int | None] | None = None) -> None:
-    """Refuse tile, halo and blend combinations the model or the blend cannot work with."""
+                   input_size: tuple[int | None, int | None] | None = None, batch_size: int = 1) -> None:
+    """Refuse tile, halo, blend and batch combinations the model, the blend or memory cannot work with.
+
+    The halo may come from the model's metadata: it is bounded here
+    (:data:`~snap_operators.limits.MAX_HALO`), as is the memory of one batch
+    of windows (:data:`~snap_operators.limits.MAX_INFERENCE_BATCH_BYTES`),
+    before any array is made.
+    """
     if blend not in BLENDS:
         raise InferenceError(f"blend {blend!r} is not one of {', '.join(BLENDS)}")
     if tile < meta.size_multiple:
         raise InferenceError(f"tileSize {tile} is smaller than the model's size multiple {meta.size_multiple}")
     if halo < 0:
         raise InferenceError(f"halo must be >= 0, got {halo}")
+    if halo > MAX_HALO:
+        raise InferenceError(f"halo {halo} (the model's metadata or the halo parameter) is above MAX_HALO = "
+                             f"{MAX_HALO}; give a smaller halo parameter")
+    window = max([tile + 2 * halo] + [v for v in input_size or () if v is not None])
+    batch_bytes = batch_size * window * window * (len(meta.input_bands) + len(meta.class_ids)) * 4
+    if batch_bytes > MAX_INFERENCE_BATCH_BYTES:
+        raise InferenceError(f"a batch of {batch_size} windows of {window} x {window} px needs {batch_bytes >> 20} MiB, "
+                             f"more than MAX_INFERENCE_BATCH_BYTES ({MAX_INFERENCE_BATCH_BYTES >> 20} MiB); "
+                             "use a smaller tileSize, halo or batchSize")
     if blend == "cosine" and tile < 2 * halo:
         raise InferenceError(f"blend 'cosine' needs tileSize >= 2 * halo ({2 * halo}), got tileSize {tile}")
     for fixed in input_size or ():

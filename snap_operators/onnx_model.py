@@ -114,7 +114,8 @@ class ModelMetadata:
             except (TypeError, ValueError):
                 raise ModelError(f"{where}: metadata '{key}' is not valid JSON: {props[key][:60]!r}") from None
             if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
-                raise ModelError(f"{where}: metadata '{key}' must be a JSON list of {kind.__name__}")
+                what = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+                raise ModelError(f"{where}: metadata '{key}' must be a JSON list of {what}")
             return value
 
         def integer(key, minimum):

@@ -17,7 +17,7 @@ import numpy as np
 
 from .classes import CLASS_NAMES, LAND_COVER, NO_DATA, UNCLASSIFIED, hex_color
 from .errors import SnapPcError
-from .outputs import save_figure
+from .outputs import check_claims, save_figure
 
 #: Longest edge of the rendered map, pixels.
 MAX_EDGE = 1200
@@ -52,13 +52,20 @@ def read_decimated(path: str | Path, max_edge: int = MAX_EDGE) -> tuple[np.ndarr
 
 
 def write_class_quicklook(path: str | Path, png: str | Path, title: str | None = None) -> Path:
-    """Render class raster `path` with a legend to `png` (written atomically)."""
+    """Render class raster `path` with a legend to `png` (written atomically).
+
+    Raises
+    ------
+    ProductWriteError
+        `png` is `path` itself (or its device, FIFO...): refused before reading.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    check_claims([("quicklook", [png])], [path])
     data, names, colors = read_decimated(path)
     rgba = np.zeros(data.shape + (4,), dtype=np.float32)
     present = [v for v in np.unique(data) if v != NO_DATA]

@@ -31,13 +31,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .classes import MASKED, NO_DATA, UNCLASSIFIED
 from .errors import ParameterError
 from .indices import INDICES
+from .limits import (MAX_CONDITIONS, MAX_GROUPS, MAX_RULE_CONDITIONS, MAX_RULE_DEPTH, MAX_RULE_FILE_BYTES,
+                     MAX_RULE_NODES, MAX_STAGES)
 from .product import ClassInfo
 from .sample import DEFAULT_MAX_BLOCKS, sample_blocks
 from .thresholds import METHODS as THRESHOLD_METHODS
@@ -52,11 +54,8 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PRESETS = ("mosul-5class", "coastal-4class", "mosul-5class-s1s2")
 DEFAULT_PRESET = PRESETS[0]
 
-#: Guards against hostile rule files (YAML aliases can multiply small files).
-MAX_FILE_BYTES = 1 << 20
-MAX_STAGES = 64
-MAX_CONDITIONS = 32
-MAX_GROUPS = 16
+# Guards against hostile rule files: values and reasons in snap_operators/limits.py.
+MAX_FILE_BYTES = MAX_RULE_FILE_BYTES
 
 #: Histogram bins of adaptive bounds: 256 bins over -1..1 resolve 0.008,
 #: finer than the noise of Sentinel-2 normalized differences.
@@ -413,7 +412,7 @@ def _parse_conditions(ctx: _Ctx, where: str, value: Any) -> tuple[Condition, ...
     if not isinstance(value, list):
         raise ctx.error(where, "expected a list of conditions")
     if len(value) > MAX_CONDITIONS:
-        raise ctx.error(where, f"more than {MAX_CONDITIONS} conditions")
+        raise ctx.error(where, f"more than {MAX_CONDITIONS} conditions (limit MAX_CONDITIONS)")
     return tuple(_parse_condition(ctx, f"{where}[{i}]", c) for i, c in enumerate(value))
 
 
@@ -472,9 +471,10 @@ def parse_rules(data: Any, source: str = "<rules>") -> RuleSet:
     if not isinstance(d["stages"], list) or not d["stages"]:
         raise ctx.error("stages", "expected a non-empty list")
     if len(d["stages"]) > MAX_STAGES:
-        raise ctx.error("stages", f"more than {MAX_STAGES} stages")
+        raise ctx.error("stages", f"more than {MAX_STAGES} stages (limit MAX_STAGES)")
     ids = {c.value for c in classes}
     stages: list[Stage] = []
+    total = 0
     for i, s in enumerate(d["stages"]):
         where = f"stages[{i}]"
         s = _mapping(ctx, where, s, ("name", "class", "conditions", "any", "masked"), ("class",))
@@ -494,7 +494,7 @@ def parse_rules(data: Any, source: str = "<rules>") -> RuleSet:
             if not isinstance(s["any"], list) or not s["any"]:
                 raise ctx.error(f"{where}.any", "expected a non-empty list of condition lists")
             if len(s["any"]) > MAX_GROUPS:
-                raise ctx.error(f"{where}.any", f"more than {MAX_GROUPS} groups")
+                raise ctx.error(f"{where}.any", f"more than {MAX_GROUPS} groups (limit MAX_GROUPS)")
             for j, g in enumerate(s["any"]):
                 grp = _parse_conditions(ctx, f"{where}.any[{j}]", g)
                 if not grp:
@@ -502,6 +502,10 @@ def parse_rules(data: Any, source: str = "<rules>") -> RuleSet:
                 groups.append(grp)
         if not conditions and not groups:
             raise ctx.error(where, "a stage needs 'conditions' and/or 'any'")
+        total += len(conditions) + sum(len(g) for g in groups)
+        if total > MAX_RULE_CONDITIONS:
+            raise ctx.error(where, f"the rule set has more than {MAX_RULE_CONDITIONS} conditions in all (limit "
+                            "MAX_RULE_CONDITIONS: the classifier's compile time grows with them); merge or drop stages")
         for c in list(conditions) + [c for g in groups for c in g]:
             for _, b in c.bounds():
                 if b.mode == "samples" and b.options.get("class", cid) not in ids:
@@ -522,21 +526,88 @@ def _yaml_error_line(exc: Exception) -> str:
 
 
 def read_rule_text(text: str, source: str = "<rules>", fmt: str = "yaml") -> RuleSet:
-    """Parse rule-file `text` (``fmt`` ``'yaml'`` or ``'json'``) and validate it."""
+    """Parse rule-file `text` (``fmt`` ``'yaml'`` or ``'json'``) and validate it.
+
+    The text is bounded before it is decoded (:data:`MAX_RULE_FILE_BYTES`),
+    and the document before it is built: YAML aliases expanded, at most
+    :data:`MAX_RULE_NODES` nodes nested at most :data:`MAX_RULE_DEPTH` deep.
+
+    Raises
+    ------
+    RulesError
+        One line naming `source`, the problem and where it is.
+    """
     ctx = _Ctx(source)
+    if len(text) > MAX_RULE_FILE_BYTES:
+        raise ctx.error("", f"{len(text)} characters; rule files are limited to {MAX_RULE_FILE_BYTES} bytes "
+                        "(MAX_RULE_FILE_BYTES)")
     if fmt == "json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ctx.error("", f"bad JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        except RecursionError:
+            raise _too_deep(ctx) from None
+        _check_size(ctx, data, lambda v: v if isinstance(v, (dict, list)) else None,
+                    lambda v: list(v.keys()) + list(v.values()) if isinstance(v, dict) else v)
     else:
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ctx.error("", f"bad YAML at {_yaml_error_line(exc)}") from None
+        data = _load_yaml(ctx, text)
     return parse_rules(data, source)
+
+
+def _too_deep(ctx: _Ctx) -> RulesError:
+    return ctx.error("", f"nested deeper than {MAX_RULE_DEPTH} levels (limit MAX_RULE_DEPTH); rule files nest "
+                     "under 10")
+
+
+def _check_size(ctx: _Ctx, root: Any, container: Callable[[Any], Any], children: Callable[[Any], list]) -> None:
+    """Refuse a document of more than MAX_RULE_NODES nodes (shared ones counted each time) or deeper than
+    MAX_RULE_DEPTH, walking it iteratively. `container(node)` is the node when it has children, else None."""
+    count = 0
+    # Every step counts at least one node, so the walk ends within MAX_RULE_NODES steps, however
+    # often aliases share a node.
+    stack: list[tuple[Any, int, bool]] = [(root, 1, False)]
+    on_path: set[int] = set()
+    while stack:
+        node, depth, done = stack.pop()
+        if done:
+            on_path.discard(id(node))
+            continue
+        if container(node) is None:
+            count += 1
+        elif id(node) in on_path:
+            raise ctx.error("", "a YAML alias refers to a node that contains it (a recursive document)")
+        else:
+            if depth > MAX_RULE_DEPTH:
+                raise _too_deep(ctx)
+            kids = children(node)
+            count += 1
+            on_path.add(id(node))
+            stack.append((node, depth, True))
+            stack.extend((k, depth + 1, False) for k in kids)
+        if count > MAX_RULE_NODES:
+            raise ctx.error("", f"more than {MAX_RULE_NODES} values once YAML aliases are expanded (limit "
+                            "MAX_RULE_NODES); write the rules out without nested aliases")
+
+
+def _load_yaml(ctx: _Ctx, text: str) -> Any:
+    """Compose the YAML node graph, bound its expanded size, then build the Python values."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(ctx, node, lambda n: n if isinstance(n, yaml.CollectionNode) else None,
+                    lambda n: [x for pair in n.value for x in pair] if isinstance(n, yaml.MappingNode) else n.value)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ctx.error("", f"bad YAML at {_yaml_error_line(exc)}") from None
+    except RecursionError:
+        raise _too_deep(ctx) from None
+    finally:
+        loader.dispose()
 
 
 def load_rules(rules: str | Path | None = None) -> RuleSet:
@@ -566,7 +637,8 @@ def load_rules(rules: str | Path | None = None) -> RuleSet:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise RulesError(f"rules {source}: file is {size} bytes; rule files are limited to {MAX_FILE_BYTES}")
+            raise RulesError(f"rules {source}: file is {size} bytes; rule files are limited to {MAX_RULE_FILE_BYTES} "
+                             "(MAX_RULE_FILE_BYTES)")
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise RulesError(f"rules {source}: not a UTF-8 text file") from None

@@ -116,12 +116,9 @@ def _convert(p: Parameter, raw: XmlValue) -> Any:
             raise ValueError("expected a value, got nested elements")
     s = raw.strip()
     if t in ("double", "float"):
-        return float(s)
+        return _real(s)
     if t == "int":
-        f = float(s)
-        if not f.is_integer():
-            raise ValueError("not an integer")
-        return int(f)
+        return _java_int(s)
     if t == "boolean":
         low = s.lower()
         if low in ("true", "1", "yes"):
@@ -132,10 +129,34 @@ def _convert(p: Parameter, raw: XmlValue) -> Any:
     if t == "String[]":
         return [x.strip() for x in s.split(",") if x.strip()]
     if t == "int[]":
-        return [int(x) for x in s.split(",") if x.strip()]
+        return [_java_int(x.strip()) for x in s.split(",") if x.strip()]
     if t == "double[]":
-        return [float(x) for x in s.split(",") if x.strip()]
+        return [_real(x.strip()) for x in s.split(",") if x.strip()]
     return s  # String, File
+
+
+#: Java's int, which SNAP's int parameters are: larger values would overflow
+#: numpy's int32 arrays and Java alike.
+_INT_RANGE = (-(2**31), 2**31 - 1)
+_INFINITY = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+
+
+def _real(s: str) -> float:
+    """A double; a finite literal too large for one is an error, not infinity (``inf`` is asked for by name)."""
+    f = float(s)
+    if math.isinf(f) and s.lower() not in _INFINITY:
+        raise ValueError("too large for a double (at most about 1.8e308)")
+    return f
+
+
+def _java_int(s: str) -> int:
+    """An int of Java's range from an integer literal (``12``, ``1e3``, ``12.0``)."""
+    f = float(s)
+    if not math.isfinite(f) or not f.is_integer():
+        raise ValueError("not an integer")
+    if not _INT_RANGE[0] <= f <= _INT_RANGE[1]:
+        raise ValueError(f"outside the int range {_INT_RANGE[0]}..{_INT_RANGE[1]}")
+    return int(f)
 
 
 _INTERVAL = re.compile(r"^\s*([\[(])\s*([^,]*)\s*,\s*([^\])]*)\s*([\])])\s*$")

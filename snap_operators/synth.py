@@ -19,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from .errors import ProductWriteError, SnapPcError
+from .outputs import staged_outputs
 from .classes import CLASS_NAMES as _CLASS_NAMES, LAND_COVER
 from .product import ClassInfo  # noqa: F401  (re-exported for callers)
 
@@ -627,11 +627,10 @@ def write_synthetic_scene(
 
     transform = Affine(resolution, 0.0, x0, 0.0, -resolution, y0)
     finals = {k: out / f"{k}.tif" for k in ("s2", "s1", "truth")}
-    token = uuid.uuid4().hex[:8]
-    temps = {k: out / f".{k}.tif.{token}.partial" for k in finals}
     windows = _windows(size, block)
-    datasets: dict[str, Any] = {}
-    try:
+    with staged_outputs(finals.values(), who="synth") as staged:
+        temps = {k: staged.add(finals[k]) for k in finals}
+        datasets: dict[str, Any] = {}
         try:
             for k, profile in _profiles(size, crs, transform).items():
                 datasets[k] = rasterio.open(temps[k], "w", **profile)
@@ -641,17 +640,12 @@ def write_synthetic_scene(
                 datasets.pop(k).close()
         except (rasterio.errors.RasterioError, OSError) as exc:
             raise ProductWriteError(f"cannot write synthetic scene to {out}: {str(exc).splitlines()[0]}") from None
-        for k in finals:
-            os.replace(temps[k], finals[k])
-    except BaseException:
-        for ds in datasets.values():
-            try:
-                ds.close()
-            except Exception:  # noqa: BLE001 - cleanup must not mask the original error
-                pass
-        for path in temps.values():
-            path.unlink(missing_ok=True)
-        raise
+        finally:
+            for ds in datasets.values():  # still open only after a failure
+                try:
+                    ds.close()
+                except Exception:  # noqa: BLE001 - cleanup must not mask the original error
+                    pass
     return finals
 
 

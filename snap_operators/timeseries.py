@@ -47,10 +47,11 @@ import dask.array as da
 import numpy as np
 
 from . import change
-from .areas import AreaAccumulator, AreaRow, class_areas, format_area_table, temporary_path
+from .areas import AreaAccumulator, AreaRow, class_areas, format_area_table
 from .classes import LAND_COVER, MASKED, NO_DATA, hex_color
 from .crs import is_geographic
 from .errors import SnapPcError
+from .outputs import claims_problem, stage_text, staged_outputs
 from .product import Band, ClassInfo, Product
 
 log = logging.getLogger(__name__)
@@ -516,9 +517,10 @@ def run_timeseries(
 
     out.mkdir(parents=True, exist_ok=True)
     final = _output_paths(out, [when[i][0] for i in order])
-    existing = [p for p in final.values() if p.exists()]
-    if existing and not overwrite:
-        raise TimeSeriesError(f"'{existing[0]}' already exists; use --overwrite to replace it")
+    _check_outputs(final, overwrite)
+    problem = claims_problem([("time series", list(final.values()))], [*inputs, *([graph] if graph else [])])
+    if problem:
+        raise TimeSeriesError(problem)
 
     from tqdm.auto import tqdm
 
@@ -587,8 +589,14 @@ def run_timeseries(
         log.warning("correlations of area changes need at least 4 usable dates (3 changes); got %d", len(used))
         corr = np.full((len(present), len(present)), np.nan)
     series = TimeSeries(measured, classes, trends, corr, corr_classes, [])
-    series.outputs = _write_outputs(series, final)
+    series.outputs = _write_outputs(series, final, overwrite)
     return series
+
+
+def _check_outputs(final: dict[str, Path], overwrite: bool) -> None:
+    existing = [p for p in final.values() if p.exists()]
+    if existing and not overwrite:
+        raise TimeSeriesError(f"'{existing[0]}' already exists; use --overwrite to replace it")
 
 
 def _given_dates(dates, inputs: Sequence[Path]) -> list[_dt.datetime] | None:
@@ -757,8 +765,12 @@ def correlation_csv_text(series: TimeSeries) -> str:
     return _csv(rows)
 
 
-def _write_outputs(series: TimeSeries, final: dict[str, Path]) -> list[Path]:
-    """Write every output under a temporary name, then rename them all; on failure remove them."""
+def _write_outputs(series: TimeSeries, final: dict[str, Path], overwrite: bool = True) -> list[Path]:
+    """Write every output under a staged name, then rename them all; on failure remove them.
+
+    The outputs are locked meanwhile, and checked again under the locks: a
+    concurrent run into the same folder fails instead of replacing them.
+    """
     texts = {
         "dates": dates_csv_text(series),
         "areas": class_areas_csv_text(series),
@@ -768,23 +780,17 @@ def _write_outputs(series: TimeSeries, final: dict[str, Path]) -> list[Path]:
     for m in series.used:
         texts[f"date:{m.label}"] = seed_table_csv_text(m)
     plots = {"trends_png": plot_trends, "correlation_png": plot_correlation, "stacked_png": plot_stacked}
-    temps: dict[str, Path] = {}
     try:
-        for key, text in texts.items():
-            temps[key] = temporary_path(final[key])
-            temps[key].write_text(text, encoding="utf-8")
-        for key, plot in plots.items():
-            temps[key] = final[key].with_name(f".{final[key].stem}.{os.getpid()}.part.png")
-            plot(series, temps[key])
-        for key, tmp in temps.items():
-            os.replace(tmp, final[key])
+        with staged_outputs(final.values(), who="time series") as staged:
+            _check_outputs(final, overwrite)  # again under the locks: a concurrent run may have finished
+            for key, text in texts.items():
+                stage_text(staged, final[key], text)
+            for key, plot in plots.items():
+                plot(series, staged.add(final[key]))  # the staged name keeps .png: matplotlib's format
     except OSError as exc:
         raise TimeSeriesError(f"cannot write the time-series outputs in {final['dates'].parent}: "
                               f"{exc.strerror or exc}") from None
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-    return [final[k] for k in temps]
+    return [final[k] for k in (*texts, *plots)]
 
 
 # --- plots ------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
 from .errors import ProductReadError, SnapPcError
+from .limits import MAX_XML_DEPTH
 
 
 def parse_untrusted_xml(
@@ -41,10 +42,27 @@ def parse_untrusted_xml(
         Wording for a syntax error (e.g. "not a valid BEAM-DIMAP header").
     forbid_dtd : bool
         Also refuse any DTD (graphs never need one).
+
+    Raises
+    ------
+    SnapPcError
+        Of type `error`: unsafe or malformed XML, or elements nested deeper
+        than :data:`~snap_operators.limits.MAX_XML_DEPTH` (every later walk
+        over the tree may then recurse safely).
     """
     try:
-        return DET.fromstring(data, forbid_dtd=forbid_dtd, forbid_entities=True, forbid_external=True)
+        root = DET.fromstring(data, forbid_dtd=forbid_dtd, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
         raise error(f"{where}: unsafe XML refused ({type(exc).__name__}: DTDs and entities are not allowed)") from None
     except (ET.ParseError, ValueError) as exc:
         raise error(f"{where}: {malformed} ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise error(f"{where}: XML nested too deeply (limit MAX_XML_DEPTH = {MAX_XML_DEPTH} levels)") from None
+    stack = [(root, 1)]
+    while stack:
+        el, depth = stack.pop()
+        if depth > MAX_XML_DEPTH:
+            raise error(f"{where}: XML elements nested deeper than {MAX_XML_DEPTH} levels (limit MAX_XML_DEPTH); "
+                        "real graphs and product headers nest under 12")
+        stack.extend((child, depth + 1) for child in el)
+    return root

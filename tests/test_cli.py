@@ -216,3 +216,15 @@ def test_top_level_help_answers():
         assert word in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "snap_operators.cli", "run", "--help"], capture_output=True, text=True, timeout=60)
     assert "--scheduler" in proc.stdout and "-P" in proc.stdout and "properties" in proc.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupts_exit_128_plus_signal_with_one_line(capsys, sig):
+    from snap_operators.cli import _dispatch
+    from snap_operators.staging import Interrupted
+
+    def handler(args):
+        raise Interrupted(sig)
+
+    assert _dispatch(handler, None, debug=False) == 128 + sig
+    assert one_line_error(capsys.readouterr().err).startswith(f"Error: interrupted ({signal.Signals(sig).name})")

@@ -6,6 +6,8 @@ import csv
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 
 import dask.array as da
 import fiona
@@ -712,3 +714,34 @@ def test_masked_regions_are_exported_as_their_own_features(tmp_path):
     feats, _, _ = features(tmp_path / "o.gpkg")
     assert {p["class_id"] for p, _ in feats} == {1, 3}
     assert "254" not in (tmp_path / "o_areas.csv").read_text()
+
+
+@pytest.mark.parametrize("damage", ["index", "features"])
+def test_geopackage_without_its_spatial_index_is_not_published(tmp_path, monkeypatch, damage):
+    """GDAL builds the R-tree on close and only logs a failure there (a full disk): the export checks it."""
+    from snap_operators.ops import label_mask_export as lme
+
+    if damage == "index" and not lme.gdal_builds_rtree():
+        # TensorFlow, imported by an earlier test, brought a SQLite without R*Tree: GDAL builds no
+        # index in this process. Check it in a fresh one.
+        node = f"{__file__}::test_geopackage_without_its_spatial_index_is_not_published[index]"
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-2000:]
+        return
+    real = lme.store_gpkg_style
+
+    def style_then_damage(gpkg, layer, *args, **kwargs):
+        real(gpkg, layer, *args, **kwargs)
+        with sqlite3.connect(gpkg) as db:  # what a failed close leaves: an index or features missing
+            if damage == "index":
+                db.execute(f'DELETE FROM "rtree_{layer}_geom"')
+            else:
+                db.execute(f'DELETE FROM "{layer}" WHERE fid = (SELECT max(fid) FROM "{layer}")')
+        db.close()
+
+    monkeypatch.setattr(lme, "store_gpkg_style", style_then_damage)
+    classes = blobs(64, 64, seed=4)
+    with pytest.raises(ProductWriteError, match="index entries of"):
+        export(class_product(classes), tmp_path / "labels.gpkg")
+    assert os.listdir(tmp_path) == []

@@ -16,6 +16,7 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 
+from snap_operators import staging
 from snap_operators.engine import SinkPlan, store
 from snap_operators.errors import OperatorError, ParameterError, ProductWriteError
 from snap_operators.io.dimap import read_dimap
@@ -364,9 +365,11 @@ def test_sink_plan_through_engine_store(tmp_path):
     plan = op.open()
     assert isinstance(plan, SinkPlan) and len(plan.arrays) == len(plan.targets) == 2
     hidden = files(tmp_path)
-    assert hidden and all(n.startswith(".p.part-") for n in hidden)
+    assert hidden and all(staging.staged_owner(n) == (staging.HOST, os.getpid()) for n in hidden)
     store(plan.arrays, plan.targets, op.context)
-    plan.commit()
+    plan.finish()
+    assert all(staging.staged_owner(n) for n in files(tmp_path))  # finished, not yet published
+    plan.publish()
     assert op.outputs == [str(tmp_path / "p.dim")]
     assert files(tmp_path) == ["p.data", "p.dim"]
     back = read_dimap(tmp_path / "p.dim")

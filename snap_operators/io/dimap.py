@@ -4,10 +4,13 @@ folder holding one ENVI raster (``.hdr`` + raw ``.img``) per band.
 Reading is lazy: :func:`read_dimap` parses the header and wraps every band
 file in a Dask array whose chunks each read only their window (big-endian
 samples, as SNAP writes them, are byte-swapped and scaled per chunk).
-:class:`DimapWriter` streams a product into the same layout under temporary
-names and renames it into place on :meth:`DimapWriter.commit`, the ``.data``
-folder first and the ``.dim`` last, so a ``.dim`` never points at a
-half-written folder.
+:class:`DimapWriter` streams a product into the same layout under staged
+names (:mod:`snap_operators.staging`), checks it on
+:meth:`DimapWriter.finish` and renames it into place on
+:meth:`DimapWriter.publish`, the ``.data`` folder first and the ``.dim``
+last, so a ``.dim`` never points at a half-written folder. Band files a
+header names must lie inside the product's ``.data`` folder: a ``.dim``
+pointing elsewhere (``../``, absolute paths) is refused.
 
 Element names follow SNAP's ``DimapProductConstants``/``DimapHeaderWriter``.
 Not modelled (skipped when reading): tie-point grids, flag codings, masks
@@ -22,7 +25,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import shutil
 import threading
 import xml.etree.ElementTree as ET
@@ -36,6 +38,7 @@ from affine import Affine
 from dask.base import tokenize
 
 from ..errors import ProductReadError, ProductWriteError
+from ..staging import staged_path
 from ..product import (
     DEFAULT_TILE_SIZE,
     Band,
@@ -45,6 +48,7 @@ from ..product import (
     chunks_for,
 )
 from ..xmlsafe import parse_untrusted_xml
+from .lazy import check_transform
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +215,7 @@ def read_dimap_header(path: str | os.PathLike) -> DimapHeader:
         href = df.find("DATA_FILE_PATH")
         idx = df.findtext("BAND_INDEX")
         if href is not None and href.get("href") and idx is not None:
-            files[int(idx)] = (path.parent / href.get("href")).with_suffix(".img")
+            files[int(idx)] = (path.parent / _data_file_href(href.get("href"), path)).with_suffix(".img")
 
     bands = []
     for sbi in root.iterfind("Image_Interpretation/Spectral_Band_Info"):
@@ -254,6 +258,24 @@ def read_dimap_header(path: str | os.PathLike) -> DimapHeader:
         bands=bands,
         metadata=metadata,
     )
+
+
+def _data_file_href(href: str, path: Path) -> str:
+    """`href` if it names a file inside a ``.data`` folder beside the header `path`.
+
+    A header is data, not a licence to read anywhere: ``../`` or an absolute
+    path would make a product read (and a graph then overwrite or publish)
+    files outside it.
+
+    Raises
+    ------
+    ProductReadError
+    """
+    parts = href.replace("\\", "/").split("/")
+    if (href.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", href) or ".." in parts or len(parts) < 2
+            or not parts[0].endswith(DATA_EXTENSION)):
+        raise ProductReadError(f"{path}: band file '{href}' lies outside the product's {DATA_EXTENSION} folder")
+    return "/".join(parts)
 
 
 def _int(text: str | None, path: Path, tag: str) -> int:
@@ -476,6 +498,7 @@ def read_dimap(path: str | os.PathLike, tile_size: int = DEFAULT_TILE_SIZE) -> P
         description=header.description,
     )
     for info in header.bands:
+        check_transform(info.transform, str(header.path), f"band {info.name}")
         if info.is_virtual:
             band = _virtual_band(info, product.bands, header.path)
             if band is not None:
@@ -677,7 +700,8 @@ class DimapWriter:
 
     Usage: ``targets = w.open()``, store ``w.arrays[k]`` chunk by chunk with
     ``targets[k][(rows, cols)] = block`` (from any number of threads), then
-    ``w.commit()``; on failure ``w.abort()``.
+    ``w.finish()`` and ``w.publish()`` (or ``w.commit()`` for both); on
+    failure ``w.abort()``.
 
     Parameters
     ----------
@@ -707,11 +731,11 @@ class DimapWriter:
             b.data if b.dtype == dt else b.data.astype(dt) for b, dt in zip(product.bands.values(), self.dtypes)
         ]
         self.outputs: list[str] = []
-        token = secrets.token_hex(4)
-        stem = self.path.name[: -len(DIM_EXTENSION)]
-        self._tmp_dim = self.path.with_name(f".{stem}.part-{token}{DIM_EXTENSION}")
-        self._tmp_data = self.path.with_name(f".{stem}.part-{token}{DATA_EXTENSION}")
-        self._trash = [self.path.with_name(f".{stem}.old-{token}{ext}") for ext in (DIM_EXTENSION, DATA_EXTENSION)]
+        self._tmp_dim = staged_path(self.path)
+        self._tmp_data = staged_path(self.data_dir)
+        # Staged names too: a run killed between hiding the old product and removing it leaves
+        # only what the next run's stale clean-up removes.
+        self._trash = [staged_path(self.path), staged_path(self.data_dir)]
         self._fds: list[int] = []
         self._cond = threading.Condition()
         self._active = 0
@@ -735,14 +759,35 @@ class DimapWriter:
         bands = self.product.bands.values()
         return [_RawBandTarget(self, k, b.width, d) for k, (b, d) in enumerate(zip(bands, self.dtypes))]
 
-    def commit(self) -> None:
-        """Close the band files, write the header and move both into place."""
-        self._close_files()
-        xml = dimap_header_xml(self.product, self.path.name[: -len(DIM_EXTENSION)], self.dtypes)
+    def output_files(self) -> list[Path]:
+        """The ``.dim`` header and the ``.data`` folder."""
+        return [self.path, self.data_dir]
+
+    def finish(self) -> None:
+        """Close the band files, check their sizes, write the staged header.
+
+        Raises
+        ------
+        ProductWriteError
+            Closing or writing failed, or a band file came out short.
+        """
         try:
-            self._tmp_dim.write_bytes(xml)
+            self._close_files()
+            for band, dtype in zip(self.product.bands.values(), self.dtypes):
+                img = self._tmp_data / f"{band.name}.img"
+                need = band.height * band.width * dtype.itemsize
+                if img.stat().st_size != need:
+                    raise OSError(f"band file '{img.name}' has {img.stat().st_size} of {need} bytes")
+            xml = dimap_header_xml(self.product, self.path.name[: -len(DIM_EXTENSION)], self.dtypes)
+            with open(self._tmp_dim, "wb") as f:
+                f.write(xml)
+                f.flush()
+                os.fsync(f.fileno())
         except OSError as exc:
-            raise ProductWriteError(f"cannot write '{self._tmp_dim}': {exc.strerror or exc}") from None
+            raise ProductWriteError(f"cannot write '{self.path}': {exc.strerror or exc}") from None
+
+    def publish(self) -> None:
+        """Move the staged product into place (renames only), replacing an old one."""
         old_dim, old_data = self._trash
         moved = []
         try:
@@ -771,6 +816,11 @@ class DimapWriter:
         _remove(old_dim)
         _remove(old_data)
         self.outputs = [str(self.path)]
+
+    def commit(self) -> None:
+        """:meth:`finish` and :meth:`publish` (a writer used on its own)."""
+        self.finish()
+        self.publish()
 
     def abort(self) -> None:
         """Remove every temporary file; never raises."""

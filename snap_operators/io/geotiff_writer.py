@@ -16,8 +16,11 @@ Conventions read back by :mod:`snap_operators.io.geotiff`:
   colour table (GeoTIFF stores one only for band 1) and a GDAL PAM sidecar
   ``<file>.aux.xml`` with ``<CategoryNames>`` so GDAL and QGIS show the names.
 
-Writes go to a hidden temporary file in the target folder; :meth:`commit`
-renames it into place (``os.replace``), :meth:`abort` deletes it.
+Writes go to a hidden staged file in the target folder
+(:class:`~snap_operators.staging.StagedFiles`); :meth:`finish` closes it and
+verifies it (GDAL may only *log* a write error, e.g. on a full disk, so the
+staged file is reopened and every tile checked to lie inside it),
+:meth:`publish` renames it into place, :meth:`abort` deletes it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -38,6 +40,7 @@ import numpy as np
 
 from ..errors import ProductWriteError
 from ..product import Band, Product
+from ..staging import StagedFiles
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,9 @@ class GeoTiffWriter:
     """Write one product into one GeoTIFF/COG file, chunk by chunk.
 
     Usage: ``targets = w.open()``; store ``w.arrays[k]`` with
-    ``targets[k][(rows, cols)] = block`` from any threads; ``w.commit()``
-    or, on failure, ``w.abort()``.
+    ``targets[k][(rows, cols)] = block`` from any threads; ``w.finish()``
+    then ``w.publish()`` (or ``w.commit()`` for both) or, on failure,
+    ``w.abort()``.
 
     Parameters
     ----------
@@ -143,11 +147,9 @@ class GeoTiffWriter:
         self.nodata = [self._nodata(b) for b in self.bands]
         self.arrays = [aligned_chunks(self._cast(b)) for b in self.bands]
         self.outputs: list[str] = []
-        token = secrets.token_hex(4)
-        stem = self.path.stem
-        self._tmp = self.path.with_name(f".{stem}.part-{token}.tif")
-        self._tmp_cog = self.path.with_name(f".{stem}.part-{token}.cog.tif")
-        self._tmp_aux = self.path.with_name(f".{stem}.part-{token}.aux")
+        self._staged = StagedFiles()
+        self._tmp = self._staged.add(self.path, ".tif")
+        self._tmp_cog = None
         self._lock = threading.Lock()
         self._ds = None
 
@@ -256,54 +258,76 @@ class GeoTiffWriter:
             except (RasterioError, CPLE_BaseError, OSError) as exc:
                 raise ProductWriteError(f"cannot write '{self._tmp}': {_one_line(exc)}") from None
 
-    def commit(self) -> None:
-        """Close, convert to COG if asked, add the PAM sidecar, rename into place."""
+    def output_files(self) -> list[Path]:
+        """Every path this writer may write: the file and its PAM sidecar."""
+        return [self.path, Path(f"{self.path}.aux.xml")]
+
+    def finish(self) -> None:
+        """Close, convert to COG if asked, stage the PAM sidecar, verify the staged file.
+
+        Raises
+        ------
+        ProductWriteError
+            GDAL failed, or the staged file is unreadable or lacks tiles
+            (a write error GDAL only logged: disk full, file size limit).
+        """
         import rasterio.shutil
         from rasterio.errors import RasterioError
 
         try:
             self._close()
         except (RasterioError, CPLE_BaseError, OSError) as exc:
-            raise ProductWriteError(f"cannot write '{self._tmp}': {_one_line(exc)}") from None
+            raise ProductWriteError(f"cannot write '{self.path}': {_one_line(exc)}") from None
         src = self._tmp
         try:
             if FORMATS[self.format_name][1]:
-                rasterio.shutil.copy(
-                    str(self._tmp), str(self._tmp_cog), driver="COG",
-                    COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=str(BLOCK_SIZE),
-                    BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", OVERVIEWS="AUTO",
-                    RESAMPLING=self._overview_resampling(),
-                )
-                _unlink(self._tmp)
+                self._tmp_cog = self._staged.add(self.path, ".tif")
+                with rasterio.Env():
+                    rasterio.shutil.copy(
+                        str(self._tmp), str(self._tmp_cog), driver="COG",
+                        COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=str(BLOCK_SIZE),
+                        BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", OVERVIEWS="AUTO",
+                        RESAMPLING=self._overview_resampling(),
+                    )
                 src = self._tmp_cog
         except (RasterioError, CPLE_BaseError, OSError) as exc:
             raise ProductWriteError(f"cannot write COG '{self.path}': {_one_line(exc)}") from None
-        _unlink(Path(f"{src}.aux.xml"))  # GDAL PAM of the temporary name, if any
+        finally:
+            if self._tmp_cog is not None:
+                self._staged.drop(self._tmp)  # the COG copy is the output
+        _unlink(Path(f"{src}.aux.xml"))  # GDAL PAM of the staged name, if any
+        verify_geotiff(src, self.path, len(self.bands), self.product.scene_shape)
         aux = pam_xml(self.bands, self.dtype, self.nodata, per_band_nodata=not self._shared_nodata[0])
+        if aux is not None:
+            from ..outputs import stage_text
+
+            stage_text(self._staged, f"{self.path}.aux.xml", aux.decode("utf-8"))
+
+    def publish(self) -> None:
+        """Rename the staged file (and sidecar) into place; a stale sidecar of an old file goes."""
         final_aux = Path(f"{self.path}.aux.xml")
-        try:
-            if aux is not None:
-                self._tmp_aux.write_bytes(aux)
-            os.replace(src, self.path)
-            if aux is not None:
-                os.replace(self._tmp_aux, final_aux)
-            else:
-                _unlink(final_aux)  # a stale sidecar would describe the old file
-        except OSError as exc:
-            raise ProductWriteError(
-                f"cannot move the output into place at '{self.path}': {exc.strerror or exc}"
-            ) from None
+        has_aux = any(dst == final_aux for _, dst in self._staged.moves)
+        self._staged.publish()
+        if not has_aux:
+            _unlink(final_aux)  # a stale sidecar would describe the old file
         self.outputs = [str(self.path)]
 
+    def commit(self) -> None:
+        """:meth:`finish` and :meth:`publish` (a writer used on its own)."""
+        self.finish()
+        self.publish()
+
     def abort(self) -> None:
-        """Remove every temporary file; never raises."""
+        """Remove every staged file; never raises."""
         try:
             self._close()
         except Exception:  # pragma: no cover - abort must not mask the cause
             log.exception("closing '%s' failed", self._tmp)
-        for p in (self._tmp, self._tmp_cog, self._tmp_aux):
-            _unlink(p)
-            _unlink(Path(f"{p}.aux.xml"))
+        self._staged.abort()
+        for p in (self._tmp, self._tmp_cog):
+            if p is not None:
+                _unlink(p)
+                _unlink(Path(f"{p}.aux.xml"))
 
     def _close(self) -> None:
         with self._lock:
@@ -362,6 +386,43 @@ def pam_xml(
         return None
     ET.indent(root, space="  ")
     return ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def verify_geotiff(path: Path, final: Path, count: int, shape: tuple[int, int]) -> None:
+    """Reopen the staged GeoTIFF `path` and check every tile of every band lies inside the file.
+
+    GDAL writes tiles from its own threads and reports a failed write (full
+    disk, file size limit) as a logged error only; the file then ends short
+    of tiles its directory points to, or has no readable directory at all.
+
+    Raises
+    ------
+    ProductWriteError
+        Naming `final`, the output the staged file was to become.
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    hint = "the disk may be full, or a file size limit reached"
+    try:
+        size = path.stat().st_size
+        with rasterio.Env(), rasterio.open(path) as ds:
+            if ds.count != count or (ds.height, ds.width) != tuple(shape):
+                raise ProductWriteError(f"cannot write '{final}': the file written is incomplete ({hint})")
+            bh, bw = ds.block_shapes[0]
+            for b in range(1, count + 1):
+                for by in range(math.ceil(ds.height / bh)):
+                    for bx in range(math.ceil(ds.width / bw)):
+                        off = ds.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=b)
+                        n = ds.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=b)
+                        if not off or not n or int(off) + int(n) > size:
+                            raise ProductWriteError(
+                                f"cannot write '{final}': tile {bx},{by} of band {b} is missing from the file "
+                                f"written ({hint})"
+                            )
+    except (RasterioError, CPLE_BaseError, OSError, ValueError) as exc:
+        raise ProductWriteError(f"cannot write '{final}': the file written is unreadable ({hint}): "
+                                f"{_one_line(exc)}") from None
 
 
 def _one_line(exc: BaseException) -> str:

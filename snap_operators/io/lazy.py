@@ -31,6 +31,7 @@ from dask.base import tokenize
 from rasterio.windows import Window
 
 from ..errors import ProductReadError
+from ..limits import MAX_BAND_PIXELS, MAX_COMPRESSION_RATIO, MIN_RATIO_FILE_BYTES
 from ..product import DEFAULT_TILE_SIZE, Band, ClassInfo, chunks_for
 
 #: Open datasets kept per thread; beyond this the least recently used closes.
@@ -445,6 +446,62 @@ def select_names(available: Sequence[str], band_names: Iterable[str] | None, whe
     return wanted
 
 
+def check_transform(transform, where: str, band: str) -> None:
+    """Refuse a geotransform with a zero or non-finite pixel size (None: no georeferencing, allowed).
+
+    Raises
+    ------
+    ProductReadError
+        One line naming `where` and `band`.
+    """
+    t = transform
+    if t is not None and not (all(math.isfinite(v) for v in t[:6]) and t.determinant != 0):
+        raise ProductReadError(f"{where}: {band} has the geotransform {tuple(t[:6])} (zero or "
+                               "non-finite pixel size); fix the file's georeferencing")
+
+
+def check_sources(sources: Sequence[BandSource], names: Iterable[str], where: str) -> None:
+    """Refuse band descriptions no reader should turn into arrays, before any is made.
+
+    The bands `names` must be real-valued, hold at most
+    :data:`~snap_operators.limits.MAX_BAND_PIXELS` pixels and have an
+    invertible geotransform; a local file must not claim more than
+    :data:`~snap_operators.limits.MAX_COMPRESSION_RATIO` times its size in
+    raw pixels (all its bands together), which no real compression reaches.
+
+    Raises
+    ------
+    ProductReadError
+        One line naming the file, the band and the limit.
+    """
+    wanted = set(names)
+    claimed: dict[str, int] = {}
+    for s in sources:
+        rows, cols = (int(v) for v in s.shape)
+        band = f"band {s.name}" + ("" if s.path == where else f" of {s.path}")
+        if rows <= 0 or cols <= 0:
+            raise ProductReadError(f"{where}: {band} is {cols} x {rows} px; a band needs pixels")
+        if rows * cols > MAX_BAND_PIXELS:
+            raise ProductReadError(f"{where}: {band} claims {cols} x {rows} px, more than the "
+                                   f"{MAX_BAND_PIXELS} px of MAX_BAND_PIXELS; subset or tile the scene first")
+        claimed[s.path] = claimed.get(s.path, 0) + rows * cols * np.dtype(s.file_dtype).itemsize
+        if s.name not in wanted:
+            continue
+        if np.dtype(s.file_dtype).kind not in "biuf":
+            raise ProductReadError(f"{where}: {band} holds {np.dtype(s.file_dtype).name} values; "
+                                   "only real-valued bands are supported (convert complex data to intensity first)")
+        check_transform(s.transform, where, band)
+    for path, raw in claimed.items():
+        try:
+            size = os.stat(path).st_size if not path.startswith("/vsi") else None
+        except OSError:
+            size = None  # not a local file (GDAL path): only the pixel limit applies
+        if size is not None and raw > max(size, MIN_RATIO_FILE_BYTES) * MAX_COMPRESSION_RATIO:
+            raise ProductReadError(f"{where}: {path} is {size} bytes but its bands claim {raw} bytes of pixels, more "
+                                   f"than MAX_COMPRESSION_RATIO = {MAX_COMPRESSION_RATIO} times its size; the file "
+                                   "is corrupt or forged")
+
+
 def build_bands(
     sources: Sequence[BandSource],
     *,
@@ -461,6 +518,7 @@ def build_bands(
     """
     by_name = {s.name: s for s in sources}
     names = select_names(list(by_name), band_names, where)
+    check_sources(sources, names, where)
     region = parse_pixel_region(pixel_region)
     windows = None
     if region is not None:

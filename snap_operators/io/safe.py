@@ -41,6 +41,7 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from ..errors import ProductReadError
+from ..limits import MAX_MEMBER_BYTES
 from ..product import DEFAULT_TILE_SIZE, MetadataElement, Product
 from ..xmlsafe import parse_untrusted_xml
 from . import parse_datetime
@@ -348,12 +349,23 @@ class _Safe:
     def _member(self, rel: str) -> str:
         return posixpath.join(self.prefix, rel) if self.prefix else rel
 
+    def _inside(self, rel: str) -> str:
+        """`rel` when it names a file inside the product: refuses absolute paths and ``..`` steps, which
+        metadata (``IMAGE_FILE``...) could use to make the reader open any file of the machine."""
+        parts = rel.replace("\\", "/").split("/")
+        if rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel) or ".." in parts:
+            raise ProductReadError(f"{self.path}: file reference {rel!r} in {self.mtd} points outside the product "
+                                   "(absolute or with '..'); a SAFE only refers to files inside itself")
+        return rel
+
     def exists(self, rel: str) -> bool:
+        self._inside(rel)
         if self.zip_names is not None:
             return self._member(rel) in self.zip_names
         return (self.base / rel).is_file()
 
     def list_dir(self, rel: str) -> list[str]:
+        self._inside(rel)
         if self.zip_names is not None:
             head = self._member(rel).rstrip("/") + "/"
             return sorted(n[len(head):] for n in self.zip_names if n.startswith(head) and "/" not in n[len(head):])
@@ -361,15 +373,36 @@ class _Safe:
         return sorted(f.name for f in d.iterdir() if f.is_file()) if d.is_dir() else []
 
     def read_bytes(self, rel: str) -> bytes:
+        """The bytes of a metadata file, at most :data:`~snap_operators.limits.MAX_MEMBER_BYTES`.
+
+        A zip member's declared size is checked before it is inflated and the
+        read stops after the limit whatever it declared, so a compression
+        bomb costs no more than the limit.
+        """
+        self._inside(rel)
         try:
             if self.zip_names is not None:
                 with zipfile.ZipFile(self.path) as zf:
-                    return zf.read(self._member(rel))
-            return (self.base / rel).read_bytes()
-        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+                    info = zf.getinfo(self._member(rel))
+                    if info.file_size > MAX_MEMBER_BYTES:
+                        raise self._too_big(rel, info.file_size)
+                    with zf.open(info) as f:
+                        data = f.read(MAX_MEMBER_BYTES + 1)
+            else:
+                with (self.base / rel).open("rb") as f:
+                    data = f.read(MAX_MEMBER_BYTES + 1)
+        except (OSError, KeyError, zipfile.BadZipFile, EOFError) as exc:
             raise ProductReadError(f"cannot read {self.display(rel)}: {exc}") from None
+        if len(data) > MAX_MEMBER_BYTES:
+            raise self._too_big(rel, len(data))
+        return data
+
+    def _too_big(self, rel: str, size: int) -> ProductReadError:
+        return ProductReadError(f"{self.display(rel)}: {size} bytes (more than the {MAX_MEMBER_BYTES} of "
+                                "MAX_MEMBER_BYTES) for a metadata file; not a Sentinel-2 product")
 
     def gdal_path(self, rel: str) -> str:
+        self._inside(rel)
         if self.zip_names is not None:
             return f"/vsizip/{self.path.resolve()}/{self._member(rel)}"
         return str(self.base / rel)

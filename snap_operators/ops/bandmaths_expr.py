@@ -134,7 +134,10 @@ def _tokenize(text: str, fail: Callable[[str, int], Exception]) -> Iterator[_Tok
                 i += 1
             if i == start + 2:
                 raise fail(f"malformed number '{text[start:i]}'", start)
-            yield _Token("num", text[start:i], start, float(int(text[start + 2:i], 16)))
+            value = int(text[start + 2:i], 16)
+            if value >= 2**64:  # SNAP reads hex literals as Java longs
+                raise fail(f"hex number '{text[start:start + 12]}...' does not fit in 64 bits", start)
+            yield _Token("num", text[start:i], start, float(value))
         elif c.isascii() and (c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isascii() and text[i + 1].isdigit())):
             i = _scan_number(text, i)
             yield _Token("num", text[start:i], start, float(text[start:i]))

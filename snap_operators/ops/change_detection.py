@@ -35,12 +35,13 @@ from typing import Callable
 import numpy as np
 
 from .. import change
-from ..areas import AreaAccumulator, counts_to_km2, temporary_path
+from ..areas import AreaAccumulator, counts_to_km2
 from ..classes import LAND_COVER
 from ..crs import is_geographic
-from ..errors import OperatorError, ProductWriteError
+from ..errors import OperatorError, ProductWriteError, SnapPcError
 from ..operator import Operator, map_tiles, register
-from ..outputs import output_problem
+from ..outputs import output_problem, stage_text
+from ..staging import StagedFiles
 from ..product import Band, MetadataElement, Product
 from ..regrid import output_no_data, regrid, same_transform
 from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
@@ -90,6 +91,8 @@ class ChangeDetectionOp(Operator):
         ),
     )
 
+    #: Parameters naming what this node writes (all others that name files are read).
+    output_parameters = ("matrixFile", "gainLossFile")
     outputs: list[str]
 
     # --- GPF ------------------------------------------------------------------
@@ -227,42 +230,37 @@ class ChangeDetectionOp(Operator):
         target = self.target if self.target is not None else self.initialize()
         band = target.band("change")
         paths = self.table_paths()
-        temps: dict[str, Path] = {}
-        try:
-            for key, path in paths.items():
-                temps[key] = temporary_path(path)
-                temps[key].touch(exist_ok=False)
-        except OSError as exc:
-            for t in temps.values():
-                t.unlink(missing_ok=True)
-            raise self._fail(f"cannot create a temporary file beside '{path}': {exc.strerror or exc}") from None
+        staged = StagedFiles()
         n = len(self.classes)
         counter = AreaAccumulator(band.shape, per_row=is_geographic(target.crs), bins=change.pair_bins(n))
+        report = []
 
-        def commit() -> None:
+        def finish() -> None:
             pixels, km2 = counts_to_km2(counter.counts, band.transform, target.crs, band.shape)
             texts = {
-                "matrix": matrix_csv_text(change.transitions(pixels, km2, self.classes, self.base)),
-                "gain_loss": gain_loss_csv_text(pixels, km2, self.classes),
+                "matrix": lambda: matrix_csv_text(change.transitions(pixels, km2, self.classes, self.base)),
+                "gain_loss": lambda: gain_loss_csv_text(pixels, km2, self.classes),
             }
             try:
                 for key, path in paths.items():
-                    temps[key].write_text(texts[key], encoding="utf-8")
-                for key, path in paths.items():
-                    os.replace(temps[key], path)
-            except OSError as exc:
-                abort()
-                raise self._fail(f"cannot write {path}: {exc.strerror or exc}") from None
-            print(format_change_report(pixels, km2, self.classes), flush=True)
+                    stage_text(staged, path, texts[key]())
+            except SnapPcError as exc:
+                staged.abort()
+                raise self._fail(str(exc)) from None
+            report[:] = [format_change_report(pixels, km2, self.classes)]
+
+        def publish() -> None:
+            staged.publish()
+            print(report[0], flush=True)
             self.outputs = [str(p) for p in paths.values()]
             for p in paths.values():
                 log.info("%s: wrote %s", self.spec.alias, p)
 
-        def abort() -> None:
-            for t in temps.values():
-                t.unlink(missing_ok=True)
+        return SinkPlan([self.pairs], [counter], finish, staged.abort, description="change tables", publish=publish)
 
-        return SinkPlan([self.pairs], [counter], commit, abort, description="change tables")
+    def output_files(self) -> list[Path]:
+        """The transition matrix and gain/loss tables asked for."""
+        return list(self.table_paths().values())
 
     def execute(self, progress: Callable[[int], None] | None = None) -> None:
         """Standalone run: count the transitions and write the tables (needs matrixFile or gainLossFile)."""

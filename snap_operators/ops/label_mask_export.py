@@ -13,17 +13,24 @@ features of their own, ``class_name`` "Masked: cloud, shadow, snow", unless
 Regions that end inside a chunk are written as soon as the chunk is
 computed; regions crossing chunk borders wait, as pieces, for their
 neighbouring chunks and are merged exactly. Everything is written under
-hidden temporary names and renamed at commit; on failure nothing is left.
+hidden staged names (:mod:`snap_operators.staging`), checked when the layer
+is closed (feature count; a GeoPackage's spatial index and integrity, which
+GDAL may fail to write on a full disk without raising) and renamed into
+place only when every output of the run is complete; on failure nothing is
+left.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import glob
+import logging
 import math
 import os
 import queue
+import sqlite3
 import threading
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +39,12 @@ from .. import vectorize
 from ..classes import LAND_COVER, MASKED, MASKED_INFO, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
 from ..engine import SinkPlan
 from ..outputs import output_problem
-from ..errors import ProductWriteError, SnapPcError
+from ..errors import ProductWriteError, SnapPcError, describe
 from ..operator import Operator, register
 from ..product import Band, ClassInfo, Product
 from ..qgis_style import categorized_qml, store_gpkg_style, write_qml
 from ..spec import OperatorSpec, Parameter, SourceSpec
+from ..staging import StagedFiles, remove
 
 #: formatName -> (extensions accepted, extension added).
 FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -58,6 +66,8 @@ FIELDS = ("class_id", "class_name", "area_m2", "area_km2")
 
 #: Record batches waiting for the layer writer (each one chunk's regions).
 MAX_PENDING_BATCHES = 8
+
+log = logging.getLogger(__name__)
 
 _INTEGER_KINDS = "iu"
 _UNKNOWN_COLOR = (128, 128, 128)
@@ -121,6 +131,8 @@ class LabelMaskExport(Operator):
         sink=True,
     )
 
+    #: Parameters naming what this node writes (all others that name files are read).
+    output_parameters = ("file",)
     outputs: list[str]
 
     # --- GPF ------------------------------------------------------------------------
@@ -232,11 +244,16 @@ class LabelMaskExport(Operator):
             export.abort()
             raise
 
-        def commit() -> None:
-            export.commit()
+        def publish() -> None:
+            export.publish()
             self.outputs = [str(p) for p in export.written]
 
-        return SinkPlan([classes], [export], commit, export.abort, description=f"{self.format_name} {self.output_path}")
+        return SinkPlan([classes], [export], export.finish, export.abort,
+                        description=f"{self.format_name} {self.output_path}", publish=publish)
+
+    def output_files(self) -> list[Path]:
+        """Every path this node writes (see :meth:`final_paths`)."""
+        return self.final_paths()
 
 
     @property
@@ -276,22 +293,25 @@ class _Export:
         self.layer = op.parameters.get("layerName") or "label_masks"
         self.final = op.final_paths()
         self.path = self.final[0]
-        self.tmp_stem = self.path.parent / f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial"
+        self.staged = StagedFiles()
+        self.tmp_main = self.staged.add(self.path)
         self.stats: dict[int, list] = {}
+        self.features = 0
         self.written: list[Path] = []
         self._merge_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._sink = None
+        self._writer = None  # kept after close so abort can still wait for its thread
         self._closed = False
 
     # --- files ---
     def _tmp(self, suffix: str) -> Path:
-        return Path(f"{self.tmp_stem}{suffix}")
+        """A file the driver writes beside the staged main file (Shapefile parts, GPKG journal)."""
+        return self.tmp_main.with_suffix(suffix)
 
     def open(self) -> None:
-        self._sink = _LayerWriter(
-            self._tmp(self.path.suffix), self.format_name, self.layer, self.crs.to_wkt(),
-            self.op._fail,
+        self._sink = self._writer = _LayerWriter(
+            self.tmp_main, self.format_name, self.layer, self.crs.to_wkt(), self.op._fail,
         )
 
     # --- streaming ---
@@ -329,6 +349,7 @@ class _Export:
             if self._closed:
                 raise ProductWriteError(str(self.op.error("export already finished")))
             self._sink.put(values, names[index], areas, wkb)
+            self.features += len(values)
             for v, n, a in zip(classes.tolist(), counts, sums):
                 s = self.stats.setdefault(v, [0, 0.0])
                 s[0] += n
@@ -347,7 +368,14 @@ class _Export:
         extra = [ClassInfo(v, f"class {v}", _UNKNOWN_COLOR) for v in sorted(self.stats) if v not in known]
         return wanted + extra
 
-    def commit(self) -> None:
+    def finish(self) -> None:
+        """Close the layer, add style and area table, verify; everything stays staged.
+
+        Raises
+        ------
+        ProductWriteError
+            Anything failed (the staged files are removed).
+        """
         try:
             if self.merger.open_regions:
                 raise self.op._fail(f"{self.merger.open_regions} regions still wait for chunks that never came")
@@ -358,18 +386,60 @@ class _Export:
             classes = self.classes()
             qml = categorized_qml(classes, "class_id", self.layer)
             if self.format_name == "GPKG":
-                store_gpkg_style(self._tmp(self.path.suffix), self.layer, qml, "geom", self.layer,
-                                 "LabelMaskExport class style")
-            write_qml(self._tmp(".qml"), qml)
+                store_gpkg_style(self.tmp_main, self.layer, qml, "geom", self.layer, "LabelMaskExport class style")
+            self._verify()
+            if self.format_name == "ESRI Shapefile":
+                for ext in SHAPEFILE_PARTS:
+                    if ext != ".shp" and self._tmp(ext).exists():
+                        self.staged.attach(self._tmp(ext), self.path.with_suffix(ext))
+            write_qml(self.staged.add(self.path.with_suffix(".qml")), qml)
             if self.op.parameters.get("areaTable", True):
-                self._write_area_table(self._tmp(".areas.csv"), classes)
-            self._rename_all()
+                self._write_area_table(self.staged.add(self.path.with_name(self.path.stem + "_areas.csv")), classes)
         except SnapPcError:
             self.abort()
             raise
         except Exception as exc:
             self.abort()
-            raise self.op._fail(f"cannot write '{self.path}': {_one_line(exc)}") from None
+            raise self.op._fail(f"cannot write '{self.path}': {describe(exc)}") from None
+
+    def _verify(self) -> None:
+        """Check the closed staged layer holds every feature (and, in a GeoPackage, its spatial index).
+
+        GDAL builds a GeoPackage's R-tree when the layer closes and only logs
+        a failure there (a full disk): the file then opens, but without the
+        index or with a damaged page.
+        """
+        hint = "the disk may be full, or a file size limit reached"
+        if self.format_name == "GPKG":
+            try:
+                db = sqlite3.connect(f"{self.tmp_main.as_uri()}?mode=ro", uri=True)
+                try:
+                    check = db.execute("PRAGMA quick_check").fetchone()[0]
+                    table = self.layer.replace('"', '""')
+                    n = db.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+                    # Without R*Tree in the SQLite GDAL runs on, no index is ever built: nothing to check.
+                    rtree = db.execute(f'SELECT count(*) FROM "rtree_{table}_geom"').fetchone()[0] \
+                        if gdal_builds_rtree() else n
+                finally:
+                    db.close()
+            except sqlite3.Error as exc:
+                raise self.op._fail(f"cannot write '{self.path}': the GeoPackage or its spatial index is "
+                                    f"incomplete ({hint}): {describe(exc)}") from None
+            if check != "ok":
+                raise self.op._fail(f"cannot write '{self.path}': the GeoPackage is damaged ({hint}): {check}")
+            if n != self.features or rtree != self.features:
+                raise self.op._fail(f"cannot write '{self.path}': {n} features and {rtree} index entries of "
+                                    f"{self.features} written ({hint})")
+            return
+        import pyogrio
+
+        try:
+            n = pyogrio.read_info(str(self.tmp_main), force_feature_count=True)["features"]
+        except Exception as exc:  # noqa: BLE001 - any driver error means an unreadable file
+            raise self.op._fail(f"cannot write '{self.path}': the file written is unreadable ({hint}): "
+                                f"{describe(exc)}") from None
+        if n != self.features:
+            raise self.op._fail(f"cannot write '{self.path}': {n} of {self.features} features written ({hint})")
 
     def _write_area_table(self, path: Path, classes: list[ClassInfo]) -> None:
         with open(path, "w", newline="", encoding="utf-8") as f:
@@ -378,39 +448,37 @@ class _Export:
             for c in classes:
                 n, area = self.stats.get(int(c.value), (0, 0.0))
                 w.writerow([int(c.value), c.name, n, repr(float(area)), repr(float(area) / 1e6)])
+            f.flush()
+            os.fsync(f.fileno())
 
-    def _rename_all(self) -> None:
-        moves = []
+    def publish(self) -> None:
+        """Rename the staged files into place; parts of a replaced Shapefile this one lacks go."""
         if self.format_name == "ESRI Shapefile":
+            staged = {dst for _, dst in self.staged.moves}
             for ext in SHAPEFILE_PARTS:
-                if self._tmp(ext).exists():
-                    moves.append((self._tmp(ext), self.path.with_suffix(ext)))
-            for ext in SHAPEFILE_PARTS:  # stale parts of a replaced Shapefile
                 old = self.path.with_suffix(ext)
-                if old.exists() and not self._tmp(ext).exists():
-                    old.unlink()
-        else:
-            moves.append((self._tmp(self.path.suffix), self.path))
-        moves.append((self._tmp(".qml"), self.path.with_suffix(".qml")))
-        if self.op.parameters.get("areaTable", True):
-            moves.append((self._tmp(".areas.csv"), self.path.with_name(self.path.stem + "_areas.csv")))
-        for src, dst in moves:
-            os.replace(src, dst)
-            self.written.append(dst)
+                if old not in staged:
+                    remove(old)
+        self.staged.publish()
+        self.written = list(self.staged.published)
+
+    def commit(self) -> None:
+        """:meth:`finish` and :meth:`publish` (an export used on its own)."""
+        self.finish()
+        self.publish()
 
     def abort(self) -> None:
-        """Close and remove every temporary file; never raises."""
+        """Stop the layer writer, wait for its thread, remove every staged file; never raises."""
         with self._write_lock:
             self._closed = True
-            sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.abort()
+            self._sink = None
+        if self._writer is not None:
+            self._writer.abort()  # also after close() was cut short: its thread must end before we return
         self.merger.finish()
-        for p in self.path.parent.glob(self.tmp_stem.name + "*"):
-            try:
-                p.unlink()
-            except OSError:  # pragma: no cover - best effort
-                pass
+        self.staged.abort()
+        prefix = self.tmp_main.name[: -len(self.tmp_main.suffix) or None]
+        for p in self.path.parent.glob(glob.escape(prefix) + "*"):  # what the driver added (parts, journal)
+            remove(p)
 
 
 class _LayerWriter:
@@ -501,7 +569,7 @@ class _LayerWriter:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise self._fail(f"cannot write '{self.path.name}': {_one_line(self._error)}") from None
+            raise self._fail(f"cannot write '{self.path.name}': {describe(self._error)}") from None
         if self._stop.is_set() or not self._thread.is_alive():
             raise self._fail("the export was aborted")
 
@@ -515,7 +583,7 @@ class _LayerWriter:
                 continue
         self._thread.join()
         if self._error is not None:
-            raise self._fail(f"cannot write '{self.path.name}': {_one_line(self._error)}") from None
+            raise self._fail(f"cannot write '{self.path.name}': {describe(self._error)}") from None
 
     def abort(self) -> None:
         """Stop the writer and wait for it to let go of the file; never raises."""
@@ -523,6 +591,36 @@ class _LayerWriter:
         self._thread.join()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+@functools.lru_cache(maxsize=1)
+def gdal_builds_rtree() -> bool:
+    """Whether GDAL builds a GeoPackage's spatial index in this process.
+
+    It does not when a library loaded before it (TensorFlow does) brings a
+    SQLite built without the R*Tree module: GDAL then writes GeoPackages
+    without an index and only logs it. Probed once on a one-feature file.
+    """
+    import tempfile
+
+    import pyarrow as pa
+    import shapely
+    from pyogrio.raw import write_arrow
+
+    schema = pa.schema([("geom", pa.binary())])
+    wkb = pa.array([shapely.to_wkb(shapely.MultiPolygon([shapely.box(0, 0, 1, 1)]))], pa.binary())
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "probe.gpkg")
+        try:
+            write_arrow(pa.RecordBatchReader.from_batches(schema, [pa.record_batch([wkb], schema=schema)]), path,
+                        driver="GPKG", geometry_name="geom", geometry_type="MultiPolygon", layer="probe",
+                        crs="EPSG:4326")
+            db = sqlite3.connect(path)
+            try:
+                found = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'rtree_probe_geom'").fetchone()[0]
+            finally:
+                db.close()
+        except Exception:  # noqa: BLE001 - a probe that fails proves nothing: keep checking
+            return True
+    if not found:
+        log.warning("GDAL builds GeoPackages without a spatial index in this process (its SQLite lacks R*Tree, "
+                    "e.g. after importing TensorFlow); the label masks open everywhere but draw slower in QGIS")
+    return bool(found)

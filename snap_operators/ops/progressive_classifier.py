@@ -32,15 +32,15 @@ from ..areas import (
     AreaAccumulator,
     class_areas,
     format_area_table,
-    temporary_path,
-    write_area_csv,
+    area_csv_text,
 )
 from ..classes import MASKED, MASKED_INFO, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
 from ..classify import classify
 from ..crs import is_geographic
 from ..errors import ParameterError, ProductWriteError, SnapPcError
 from ..operator import Operator, map_tiles, register
-from ..outputs import output_problem
+from ..outputs import output_problem, stage_text
+from ..staging import StagedFiles
 from ..product import Band, Product
 from ..regrid import grid_mismatch
 from ..rules import (
@@ -166,6 +166,8 @@ class ProgressiveClassifierOp(Operator):
         ),
     )
 
+    #: Parameters naming what this node writes (all others that name files are read).
+    output_parameters = ("areaTableFile",)
     outputs: list[str]
 
     # --- GPF ------------------------------------------------------------------
@@ -313,35 +315,37 @@ class ProgressiveClassifierOp(Operator):
         target = self.target if self.target is not None else self.initialize()
         band = target.band("class_id")
         path = self.area_table_path
-        tmp = temporary_path(path) if path is not None else None
-        if tmp is not None:
-            try:
-                tmp.touch(exist_ok=False)
-            except OSError as exc:
-                raise self._fail(f"cannot create '{tmp}': {exc.strerror or exc}") from None
+        staged = StagedFiles()
         acc = AreaAccumulator(band.shape, per_row=is_geographic(target.crs))
         classes = self.rules.classes
+        rows = []
 
-        def commit() -> None:
+        def finish() -> None:
             if self.mask_band is not None:
                 self.report_masked(acc.counts)
             if path is None:
                 return
-            rows = class_areas(acc.counts, band.transform, target.crs, band.shape, classes)
+            rows[:] = class_areas(acc.counts, band.transform, target.crs, band.shape, classes)
             try:
-                write_area_csv(rows, path, tmp)
+                stage_text(staged, path, area_csv_text(rows))
             except SnapPcError as exc:
                 raise self._fail(str(exc)) from None
+
+        def publish() -> None:
+            if path is None:
+                return
+            staged.publish()
             nodata = int(acc.counts[..., NO_DATA].sum())
             log.info("%s: area table written to %s (%d no-data pixels not counted)", self.spec.alias, path, nodata)
             print(format_area_table(rows), flush=True)
             self.outputs = [str(path)]
 
-        def abort() -> None:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+        return SinkPlan([band.data], [acc], finish, staged.abort,
+                        description=f"area table {path}" if path else "class counts", publish=publish)
 
-        return SinkPlan([band.data], [acc], commit, abort, description=f"area table {path}" if path else "class counts")
+    def output_files(self) -> list[Path]:
+        """The area table, when one is asked for."""
+        return [self.area_table_path] if self.area_table_path is not None else []
 
     def execute(self, progress: Callable[[int], None] | None = None) -> None:
         """Standalone run: classify and write the area table (needs ``areaTableFile``)."""

@@ -188,7 +188,7 @@ class AttentionUNetInferenceOp(Operator):
             input_size = fixed_input_size(session)
             tile = int(p["tileSize"])
             halo = meta.halo if p["halo"] is None else int(p["halo"])
-            check_geometry(tile, halo, p["blend"], meta, input_size)
+            check_geometry(tile, halo, p["blend"], meta, input_size, int(p["batchSize"]))
         except (ModelError, InferenceError) as exc:
             raise type(exc)(str(self.error(str(exc)))) from None
         bands = self._input_bands(source, meta.input_bands)

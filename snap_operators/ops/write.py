@@ -4,10 +4,10 @@ Formats: ``BEAM-DIMAP`` (SNAP's default), ``GeoTIFF``, ``GeoTIFF-BigTIFF``
 and ``COG``. As in SNAP, the format's extension is appended to ``file``
 unless the name already ends with it (``out`` -> ``out.dim``/``out.tif``).
 
-The output is created under a hidden temporary name in the target folder
-and renamed into place only after every chunk was written; on any failure
-the temporary files are removed, so a run never leaves a half-written
-product. BEAM-DIMAP keeps each band at its own size (SNAP writes multi-size
+The output is created under a hidden staged name in the target folder,
+verified once every chunk was written, and renamed into place only when
+every other output of the run is complete too; on any failure the staged
+files are removed, so a run never leaves a half-written product. BEAM-DIMAP keeps each band at its own size (SNAP writes multi-size
 products too); GeoTIFF refuses multi-size products.
 """
 
@@ -71,6 +71,8 @@ class Write(Operator):
         sink=True,
     )
 
+    #: Parameters naming what this node writes (all others that name files are read).
+    output_parameters = ("file",)
     outputs: list[str]
 
     # --- GPF ------------------------------------------------------------------
@@ -129,14 +131,28 @@ class Write(Operator):
         except SnapPcError as exc:
             raise self._fail(str(exc)) from None
 
-        def commit() -> None:
+        def finish() -> None:
             try:
-                writer.commit()
+                writer.finish()
+            except SnapPcError as exc:
+                raise self._fail(str(exc)) from None
+
+        def publish() -> None:
+            try:
+                writer.publish()
             except SnapPcError as exc:
                 raise self._fail(str(exc)) from None
             self.outputs = list(writer.outputs)
 
-        return SinkPlan(writer.arrays, targets, commit, writer.abort, description=f"{self.format_name} {writer.path}")
+        return SinkPlan(writer.arrays, targets, finish, writer.abort, description=f"{self.format_name} {writer.path}",
+                        publish=publish)
+
+    def output_files(self) -> list[Path]:
+        """Every path this node writes: the product and its side files (``.aux.xml``; ``.data`` of BEAM-DIMAP)."""
+        path = self.output_path
+        if self.format_name == "BEAM-DIMAP":
+            return list(dimap_paths(path))
+        return [path, Path(f"{path}.aux.xml")]
 
     # --- helpers ----------------------------------------------------------------
     def _make_writer(self, product: Product) -> DimapWriter | GeoTiffWriter:
