@@ -274,8 +274,8 @@ def _dispatch(handler, args, debug: bool) -> int:
         return 1
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
-        print(f"Error: interrupted ({signal.Signals(signum).name}); staged outputs were removed",
-              file=sys.stderr)
+        done = "after every output was written" if getattr(exc, "published", False) else "staged outputs were removed"
+        print(f"Error: interrupted ({signal.Signals(signum).name}); {done}", file=sys.stderr)
         return 128 + int(signum)
     except Exception as exc:  # unexpected: still one line unless -e
         if debug:

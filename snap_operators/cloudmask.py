@@ -693,3 +693,79 @@ class CloudMaskFunction:
         full = self.finalize(raw[by0 * f:by1 * f, bx0 * f:bx1 * f], bits[by0:by1, bx0:bx1])
         oy, ox = y - sy - by0 * f, x - sx - bx0 * f
         return {CLOUD_MASK_BAND: full[oy:oy + h, ox:ox + w]}
+
+
+# --- applying a mask band (the classifiers) -------------------------------------------------------
+
+
+def masked_pixels(mask: np.ndarray, no_data: float | None) -> np.ndarray:
+    """Pixels a cloud mask band flags: not 0, not its no-data, not NaN.
+
+    >>> masked_pixels(np.array([0, 1, 4, 255], np.uint8), 255).tolist()
+    [False, True, True, False]
+    """
+    mask = np.asarray(mask)
+    out = mask != 0
+    if no_data is not None and not (isinstance(no_data, float) and math.isnan(no_data)):
+        out &= mask != no_data
+    if mask.dtype.kind == "f":
+        out &= ~np.isnan(mask)
+    return out
+
+
+def mask_classes(class_id: np.ndarray, mask: np.ndarray, no_data: float | None, masked: int,
+                 class_no_data: int) -> np.ndarray:
+    """`class_id` with `masked` wherever `mask` flags a pixel that has a class (a copy).
+
+    Parameters
+    ----------
+    class_id : numpy.ndarray
+        Class map tile, shape ``(rows, cols)``.
+    mask : numpy.ndarray
+        The mask band over the same pixels.
+    no_data : float or None
+        The mask band's no-data value.
+    masked, class_no_data : int
+        The class of masked pixels and the map's no-data class (left as it is).
+    """
+    out = np.array(class_id, copy=True)
+    out[masked_pixels(mask, no_data) & (out != class_no_data)] = masked
+    return out
+
+
+def find_mask_band(product, name: str | None, ref, who: str):
+    """The mask band `name` of `product`, checked against the grid of band `ref`; None when not wanted or absent.
+
+    A missing band is logged as a warning (clouds would become land cover);
+    a band on another grid or not numeric raises ``OperatorError`` (the
+    message without `who`: the operator adds its node).
+
+    Parameters
+    ----------
+    product : Product
+    name : str or None
+        The operator's ``maskBand`` parameter (empty: no mask wanted).
+    ref : Band
+        A band of the grid the operator classifies.
+    who : str
+        The operator, for messages.
+    """
+    import logging
+
+    from .errors import OperatorError
+
+    name = (name or "").strip()
+    if not name:
+        return None
+    band = product.bands.get(name)
+    if band is None:
+        logging.getLogger(__name__).warning(
+            "%s: no mask band '%s' in product '%s': clouds, cloud shadows and snow are classified as land cover "
+            "(add a CloudMask node before SpectralIndices, or set maskBand to empty)", who, name, product.name)
+        return None
+    if band.shape != ref.shape:
+        raise OperatorError(f"mask band '{name}' is {band.width}x{band.height}, the input bands "
+                            f"{ref.width}x{ref.height}; add a Resample node before {who}")
+    if band.dtype.kind not in "uif":
+        raise OperatorError(f"mask band '{name}' must be numeric, not {band.dtype}")
+    return band

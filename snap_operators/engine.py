@@ -215,6 +215,7 @@ def run_graph(
             if prepare is not None:
                 prepare()
         plans: list[SinkPlan] = []
+        published = False
         try:
             for op in sinks:
                 plans.append(op.open())
@@ -224,7 +225,11 @@ def run_graph(
             with staging.deferred_signals():
                 for p in plans:
                     p.publish()
-        except BaseException:
+                published = True
+        except BaseException as exc:
+            if published and isinstance(exc, KeyboardInterrupt):
+                exc.published = True  # held back during the renames: every output is complete
+                raise
             with staging.deferred_signals():  # an interrupt now would leave staged files behind
                 for p in plans:
                     try:

@@ -369,3 +369,68 @@ def test_raster_header_claims_are_bounded(tmp_path_factory, width, height):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=TIME_LIMIT,
                           preexec_fn=_limit_memory)
     assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+@pytest.fixture(scope="module")
+def real_safe(tmp_path_factory):
+    """A real L2A SAFE's metadata (../shared/data) with tiny band images, and a 'secret' file beside it."""
+    import shutil
+
+    from test_safe import L2A_0400, SAFE_DIR, make_safe
+
+    if not SAFE_DIR.is_dir():
+        pytest.skip(f"../shared/data not found: {SAFE_DIR} (real Sentinel-2 SAFE metadata)")
+    base = tmp_path_factory.mktemp("safe_base")
+    make_safe(L2A_0400, base)
+    (base / "secret").mkdir()
+    _tiny_tif(base / "secret" / "T_B02_10m.tif")
+    shutil.copy(base / "secret" / "T_B02_10m.tif", base / "secret" / "T_B02_10m.jp2")  # GDAL opens by content
+    return base / L2A_0400
+
+
+_escape = st.sampled_from(["../secret/T_B02_10m", "../../secret/T_B02_10m", "/{secret}/T_B02_10m",
+                           "GRANULE/../../secret/T_B02_10m", "GRANULE\\..\\..\\secret\\T_B02_10m", None])
+
+
+@settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.lists(_escape, min_size=1, max_size=12), st.sampled_from(["10000", "0", "-5", "1e999", "x", ""]))
+def test_safe_opener_parses_or_refuses(real_safe, tmp_path_factory, escapes, quantification):
+    """A real SAFE whose MTD points band images outside the product, or carries a hostile quantification,
+    opens without reading anything outside the product, or is refused in one line."""
+    import re
+    import shutil
+
+    from snap_operators.io import open_product
+    from snap_operators.io import safe as safe_module
+
+    tmp = tmp_path_factory.mktemp("safe")
+    safe = tmp / real_safe.name
+    shutil.copytree(real_safe, safe)
+    shutil.copytree(real_safe.parent / "secret", tmp / "secret")
+    mtd = next(safe.glob("MTD_MSIL*.xml"))
+    entries = iter(escapes)
+
+    def swap(m):
+        escape = next(entries, None)
+        return m[0] if escape is None else f"<IMAGE_FILE>{escape.format(secret=tmp / 'secret')}</IMAGE_FILE>"
+
+    text = re.sub(r"<IMAGE_FILE>[^<]*</IMAGE_FILE>", swap, mtd.read_text(encoding="utf-8"))
+    text = re.sub(r"<QUANTIFICATION_VALUE([^>]*)>[^<]*<", rf"<QUANTIFICATION_VALUE\1>{quantification}<", text)
+    mtd.write_text(text, encoding="utf-8")
+    opened, real = [], safe_module.BandSource
+
+    def recording(*args, **kwargs):
+        source = real(*args, **kwargs)
+        opened.append(source.path)
+        return source
+
+    safe_module.BandSource = recording
+    try:
+        open_product(str(safe))
+    except SnapPcError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) <= MAX_ERROR_CHARS
+    finally:
+        safe_module.BandSource = real
+    for path in opened:  # whatever was opened lies inside the product
+        assert Path(path).resolve().is_relative_to(safe.resolve()), path

@@ -283,3 +283,25 @@ def test_stale_staged_files_of_dead_runs_are_cleaned_live_ones_kept(scene, tmp_p
     finally:
         live.kill()
         live.wait()
+
+
+def test_signal_while_publishing_is_held_until_every_output_is_in_place(scene, tmp_path, monkeypatch, capsys):
+    """SIGTERM in the commit window: all renames still happen, then the run ends 143 saying so."""
+    real = staging.StagedFiles.publish
+    sent = []
+
+    def publish_under_fire(self):
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the first sink renames its files
+        real(self)
+
+    monkeypatch.setattr(staging.StagedFiles, "publish", publish_under_fire)
+    code = main([str(a) for a in classify_args(scene, tmp_path)])
+    err = capsys.readouterr().err
+    assert sent and code == 128 + signal.SIGTERM
+    assert "interrupted (SIGTERM); after every output was written" in one_line(err)
+    with rasterio.open(tmp_path / "classes.tif") as src:
+        assert src.read(1).any()
+    assert (tmp_path / "labels.gpkg").is_file() and (tmp_path / "labels_areas.csv").is_file()
+    assert not [n for n in names(tmp_path) if ".part-" in n]

@@ -498,3 +498,42 @@ def test_snap_adapter_equals_the_engine(unet, snap_scene, blend):
     assert list(band.getIndexCoding().getIndexNames()) == [c.name for c in LAND_COVER]
     element = target.getMetadataRoot().getElement("AttentionUNetInference")
     assert element.getAttributeString("blend") == blend and element.getAttributeInt("halo") == unet.meta.halo
+
+
+def test_cloud_mask_band_makes_masked_pixels_not_observed_in_both_runtimes(unet, snap_scene, caplog):
+    from snap_standin import jpy_api as J
+
+    from snap_operators.classes import MASKED
+    from snap_operators.snap.adapter import make_operator_class
+
+    source_names = list(unet.order)
+    rows, cols = np.mgrid[0:257, 0:300]
+    mask = np.where((rows // 40 + cols // 50) % 3 == 0, 1, 0).astype(np.uint8)  # cloud patches
+    mask[200:, :20] = 255  # the mask's own no-data: not a cloud
+    with_mask = stack_product(snap_scene, source_names, chunk=128)
+    with_mask.add_band(Band("cloud_mask", da.from_array(mask, chunks=128), T, 255))
+    masked = compute(run_op(with_mask, unet.s2, tile_size=128, tileSize=96), "class_id")[0]
+    plain = compute(run_op(stack_product(snap_scene, source_names, chunk=128), unet.s2, tile_size=128, tileSize=96),
+                    "class_id")[0]
+    flagged = (mask == 1) & (plain != NO_DATA)
+    assert flagged.any() and (masked[flagged] == MASKED).all()
+    np.testing.assert_array_equal(masked[~flagged], plain[~flagged])  # elsewhere the network's class
+    op = run_op(with_mask, unet.s2, tile_size=128, tileSize=96)
+    assert MASKED in [c.value for c in op.target.band("class_id").classes]
+    # No mask band: a warning, the network's classes everywhere; maskBand empty: no warning.
+    with caplog.at_level("WARNING"):
+        run_op(stack_product(snap_scene, source_names, chunk=128), unet.s2, tileSize=96)
+    assert "no mask band 'cloud_mask'" in caplog.text
+    # SNAP calls the same tile function with the mask among its inputs: bit for bit the engine's map.
+    op_class = make_operator_class("AttentionUNetInference", api=J)
+    spec = get_operator("AttentionUNetInference").spec
+    java = _java_source(J, snap_scene, source_names)
+    band = java.addBand("cloud_mask", J.ProductData.TYPE_UINT8)
+    band.setNoDataValue(255.0)
+    band.setNoDataValueUsed(True)
+    J.set_raster(band, mask)
+    params = {"modelFile": J.File(str(unet.s2)), "device": "cpu", "tileSize": 96, "blend": "center", "batchSize": 1,
+              "threads": 0, "outputProbabilities": False, "outputConfidence": False}
+    context = J.Operator({"sourceProduct": java}, params, declared=[p.name for p in spec.parameters])
+    target = J.run_operator(op_class(), context, rects=J.random_partition(300, 257, seed=5, min_size=48))
+    np.testing.assert_array_equal(J.raster(target.getBand("class_id")), masked)

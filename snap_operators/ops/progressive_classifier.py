@@ -37,7 +37,8 @@ from ..areas import (
 from ..classes import MASKED, MASKED_INFO, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
 from ..classify import classify
 from ..crs import is_geographic
-from ..errors import ParameterError, ProductWriteError, SnapPcError
+from ..cloudmask import find_mask_band, masked_pixels
+from ..errors import OperatorError, ParameterError, ProductWriteError, SnapPcError
 from ..operator import Operator, map_tiles, register
 from ..outputs import output_problem, stage_text
 from ..staging import StagedFiles
@@ -109,17 +110,6 @@ def _split(rules: RuleSet) -> tuple[RuleSet, RuleSet | None]:
             _SPLITS.clear()
         hit = _SPLITS[id(rules)] = (rules, *rules.split_masked())  # keeps `rules` alive: its id stays unique
     return hit[1], hit[2]
-
-
-def masked_pixels(mask: np.ndarray, no_data: float | None) -> np.ndarray:
-    """Pixels a cloud mask band flags: not 0, not its no-data, not NaN."""
-    mask = np.asarray(mask)
-    out = mask != 0
-    if no_data is not None and not (isinstance(no_data, float) and math.isnan(no_data)):
-        out &= mask != no_data
-    if mask.dtype.kind == "f":
-        out &= ~np.isnan(mask)
-    return out
 
 
 @register
@@ -239,21 +229,10 @@ class ProgressiveClassifierOp(Operator):
 
     def _mask_band(self, source: Product, ref: Band) -> Band | None:
         """The cloud mask band of the source, or None (with a warning when absent)."""
-        name = (self.parameters.get("maskBand") or "").strip()
-        if not name:
-            return None
-        band = source.bands.get(name)
-        if band is None:
-            log.warning("%s: no mask band '%s' in product '%s': clouds, cloud shadows and snow are classified as "
-                        "land cover (add a CloudMask node before SpectralIndices, or set maskBand to empty)",
-                        self.spec.alias, name, source.name)
-            return None
-        if band.shape != ref.shape:
-            raise self.error(f"mask band '{name}' is {band.width}x{band.height}, the index bands "
-                             f"{ref.width}x{ref.height}; add a Resample node before {self.spec.alias}")
-        if band.dtype.kind not in "uif":
-            raise self.error(f"mask band '{name}' must be numeric, not {band.dtype}")
-        return band
+        try:
+            return find_mask_band(source, self.parameters.get("maskBand"), ref, self.spec.alias)
+        except OperatorError as exc:
+            raise self.error(str(exc)) from None
 
     def report_masked(self, counts: np.ndarray) -> float:
         """Warn when more than ``maskedShareWarning`` of the valid pixels is masked; the share.

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
-from ..classes import NO_DATA
+from ..classes import MASKED, MASKED_INFO, NO_DATA
+from ..cloudmask import find_mask_band, mask_classes
 from ..errors import OperatorError, ParameterError
 from ..inference import (
     BLENDS,
@@ -81,6 +82,11 @@ class UNetTileFunction:
     scene : (rows, cols)
     probabilities, with_confidence : bool
         Which optional bands to produce.
+    mask : str, optional
+        Key of the cloud mask tile: its flagged pixels get class 254 (not
+        observed) in ``class_id``; the probabilities stay the network's.
+    mask_no_data : float, optional
+        The mask band's no-data value.
     """
 
     predictor: TiledPredictor
@@ -89,6 +95,8 @@ class UNetTileFunction:
     scene: tuple[int, int]
     probabilities: bool = False
     with_confidence: bool = False
+    mask: str | None = None
+    mask_no_data: float | None = None
 
     def outputs(self) -> dict[str, np.dtype]:
         """Target band name -> dtype."""
@@ -118,6 +126,10 @@ class UNetTileFunction:
             out["confidence"] = confidence(probs)
         return out
 
+    def masked(self, class_id: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """`class_id` with :data:`~snap_operators.classes.MASKED` where the mask tile flags a pixel."""
+        return mask_classes(class_id, mask, self.mask_no_data, MASKED, NO_DATA)
+
     def source_window(self, rect: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         """SNAP rectangle ``(x, y, w, h)`` of source pixels a target tile ``(x, y, w, h)`` needs."""
         x, y, w, h = rect
@@ -130,7 +142,11 @@ class UNetTileFunction:
         stack = self.stack([tiles[b] for b in self.bands])
         x, y, w, h = target
         probs = self.predictor.region(stack, (source[1], source[0]), self.scene, (y, y + h, x, x + w))
-        return self.split(probs)
+        out = self.split(probs)
+        if self.mask is not None:
+            r0, c0 = y - source[1], x - source[0]
+            out["class_id"] = self.masked(out["class_id"], np.asarray(tiles[self.mask])[r0:r0 + h, c0:c0 + w])
+        return out
 
 
 @register
@@ -166,6 +182,10 @@ class AttentionUNetInferenceOp(Operator):
                       description="Add one float32 band probability_<class id> per class."),
             Parameter("outputConfidence", "boolean", default=False, label="Output confidence",
                       description="Add a float32 band 'confidence': the probability of the winning class."),
+            Parameter("maskBand", "String", default="cloud_mask", label="Mask band",
+                      description="Band whose non-zero pixels (CloudMask: cloud, cloud shadow, snow) get class "
+                      f"{MASKED} (not observed) instead of the network's class; empty: no mask. A missing band "
+                      "is a warning."),
         ),
         target_bands=(
             TargetBandSpec("class_id", "uint8", None, f"Most probable class; {NO_DATA} no-data."),
@@ -194,21 +214,35 @@ class AttentionUNetInferenceOp(Operator):
         bands = self._input_bands(source, meta.input_bands)
         ref = bands[0]
         scene = ref.shape
+        try:
+            mask = find_mask_band(source, p.get("maskBand"), ref, self.spec.alias)
+        except OperatorError as exc:
+            raise self.error(str(exc)) from None
+        # The model's band names never start with a space: the mask's key cannot shadow one.
+        mask_key = f" mask {mask.name}" if mask is not None else None
         predictor = TiledPredictor(key, meta, tile, halo, p["blend"], int(p["batchSize"]), input_size)
         func = UNetTileFunction(predictor, meta.input_bands, tuple(b.no_data for b in bands), scene,
-                                bool(p["outputProbabilities"]), bool(p["outputConfidence"]))
+                                bool(p["outputProbabilities"]), bool(p["outputConfidence"]), mask_key,
+                                mask.no_data if mask is not None else None)
         # Kept for the SNAP adapter, which calls this very function on SNAP's tiles.
         self.tile_function = func
         self.tile_inputs = {n: b.name for n, b in zip(meta.input_bands, bands)}
+        if mask is not None:
+            self.tile_inputs[mask_key] = mask.name
         # Blocks of whole tiles, as near the engine's tile size as tiles allow.
         self.block = tile * max(1, round(self.context.tile_size / tile))
         probs = predict_blocks([b.data for b in bands], func, self.block)
         arrays = split_blocks(probs, func)
+        if mask is not None:
+            classes_ = arrays["class_id"]
+            arrays["class_id"] = da.map_blocks(func.masked, classes_, mask.data.rechunk(classes_.chunks),
+                                               dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
 
-        classes = list(meta.classes)
+        classes = list(meta.classes) + ([MASKED_INFO] if mask is not None else [])
         target_bands = [Band("class_id", arrays["class_id"], ref.transform, no_data=NO_DATA, unit=None,
                              description=f"Most probable class ({meta.model_name} {meta.model_version}); "
-                             f"{NO_DATA} no-data", classes=classes)]
+                             + (f"{MASKED} masked (cloud, shadow, snow), " if mask is not None else "")
+                             + f"{NO_DATA} no-data", classes=classes)]
         if func.probabilities:
             for c in classes:
                 name = probability_band(c.value)
