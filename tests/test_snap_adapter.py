@@ -537,7 +537,10 @@ def test_the_stand_in_is_strict():
     gc = p.getSceneGeoCoding()
     with pytest.raises(AttributeError, match="declared MathTransform; use jpy.cast"):
         gc.getImageToMapTransform().getScaleX()  # jpy types it as the interface
-    assert J.jpy.cast(gc.getImageToMapTransform(), "java.awt.geom.AffineTransform").getScaleX() == 10.0
+    affine = J.jpy.get_type("java.awt.geom.AffineTransform")
+    assert J.jpy.cast(gc.getImageToMapTransform(), affine).getScaleX() == 10.0
+    with pytest.raises(TypeError, match="crashes jpy 0.13"):  # a name, as only jpy 0.16+ takes
+        J.jpy.cast(gc.getImageToMapTransform(), "java.awt.geom.AffineTransform")
     assert "elt_0_0" in gc.getImageToMapTransform().toWKT()
     band = p.addBand("b", J.ProductData.TYPE_UINT8)
     tile = J.Tile(band, J.Rectangle(0, 0, 4, 3), True)

@@ -163,7 +163,8 @@ def map_geocoding(api: Any, geocoding: Any, product_name: str = "") -> tuple[Any
     if crs_geocoding is None:
         return None, None
     # getImageToMapTransform() is declared as a MathTransform; a CrsGeoCoding's is an AffineTransform2D.
-    at = api.jpy.cast(crs_geocoding.getImageToMapTransform(), "java.awt.geom.AffineTransform")
+    # A type object, not its name: jpy 0.13 (esa-snappy 10 and 11) crashes the JVM on a name here.
+    at = api.jpy.cast(crs_geocoding.getImageToMapTransform(), api.jpy.get_type("java.awt.geom.AffineTransform"))
     if at is None:
         raise OperatorError(f"product '{product_name}': its map geocoding is not affine")
     transform = Affine(at.getScaleX(), at.getShearX(), at.getTranslateX(), at.getShearY(), at.getScaleY(),

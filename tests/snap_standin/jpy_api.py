@@ -1217,7 +1217,12 @@ class _Jpy:
             raise ValueError(f"Java class '{name}' not found") from None
 
     def cast(self, obj, type):
-        cls = self.get_type(type) if isinstance(type, str) else type
+        if isinstance(type, str):
+            # jpy 0.13.0, the wheels esa-snappy 10 and 11 ship, reads a type name here as a type
+            # object (jpy_module.c) and brings the JVM down; only jpy 0.16+ accepts names.
+            raise TypeError("stand-in: jpy.cast with a type name crashes jpy 0.13 (SNAP 10/11); "
+                            "pass the type object from jpy.get_type(name)")
+        cls = type
         obj = _unwrap(obj)
         return obj if isinstance(obj, cls) else None
 
