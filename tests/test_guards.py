@@ -380,7 +380,7 @@ def test_guards_run_in_the_snap_adapter(tmp_path):
 
     def context(values):
         params = {"indices": J.jpy.array("java.lang.String", DEFAULT.split(","))}
-        return J.Operator({"sourceProduct": java(values)}, params, declared=[q.name for q in spec.parameters])
+        return J.Operator.from_descriptor(spec.alias, {"sourceProduct": java(values)}, params)
 
     with pytest.raises(OperatorError, match="hold digital numbers"):
         op_class().initialize(context(dn))

@@ -122,7 +122,7 @@ def indices_context(source: J.Product, source_id="sourceProduct", **params) -> J
               "copySourceBands": False}
     values.update(params)
     spec = get_operator("SpectralIndices").spec
-    return J.Operator({source_id: source}, values, declared=[p.name for p in spec.parameters])
+    return J.Operator.from_descriptor(spec.alias, {source_id: source}, values)
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ def classifier_context(source: J.Product, source_id="sourceProduct", **params) -
     values = {"rules": "coastal-4class", "samplesClassField": "class_id", "outputStage": True, "otsuSubsampling": 2}
     values.update(params)
     spec = get_operator("ProgressiveClassifier").spec
-    return J.Operator({source_id: source}, values, declared=[p.name for p in spec.parameters])
+    return J.Operator.from_descriptor(spec.alias, {source_id: source}, values)
 
 
 @pytest.fixture(scope="module")
@@ -373,7 +373,7 @@ def export_context(source: J.Product, source_id="sourceProduct", **params) -> J.
               "layerName": "label_masks", "includeUnclassified": False, "areaTable": True}
     values.update(params)
     spec = get_operator("LabelMaskExport").spec
-    return J.Operator({source_id: source}, values, declared=[p.name for p in spec.parameters])
+    return J.Operator.from_descriptor(spec.alias, {source_id: source}, values)
 
 
 @pytest.fixture(scope="module")
@@ -497,9 +497,9 @@ def test_change_detection_equals_standalone_with_named_sources(tmp_path, capsys,
 
     csv = tmp_path / "matrix.csv"
     spec = get_operator("ChangeDetection").spec
-    context = J.Operator({"before": java_class_product("before", before), "after": java_class_product("after", after)},
-                         {"sourceBand": "class_id", "matrixFile": J.File(str(csv))},
-                         declared=[p.name for p in spec.parameters])
+    context = J.Operator.from_descriptor(
+        spec.alias, {"before": java_class_product("before", before), "after": java_class_product("after", after)},
+        {"sourceBand": "class_id", "matrixFile": J.File(str(csv))})
     kwargs = {"rects": J.random_partition(W, H, seed=5, min_size=9)} if grid == "partition" else {"tile_size": grid}
     t = J.run_operator(ChangeDetectionOp(), context, **kwargs)
     assert list(t.getBandNames()) == ["change"]
@@ -517,8 +517,8 @@ def test_change_detection_in_snap_refuses_maps_on_different_grids(tmp_path):
     J.set_raster(b, after[: H // 2 * 2:2, : W // 2 * 2:2])
     other.setSceneGeoCoding(J.crs_geocoding(EPSG, (20.0, 0.0, 300000.0, 0.0, -20.0, 4030000.0), W // 2, H // 2))
     spec = get_operator("ChangeDetection").spec
-    context = J.Operator({"before": java_class_product("before", before), "after": other}, {"sourceBand": "class_id"},
-                         declared=[p.name for p in spec.parameters])
+    context = J.Operator.from_descriptor(spec.alias, {"before": java_class_product("before", before), "after": other},
+                                         {"sourceBand": "class_id"})
     with pytest.raises(OperatorError, match="put a Collocate node before ChangeDetection"):
         ChangeDetectionOp().initialize(context)
 
@@ -635,7 +635,7 @@ def test_cloud_mask_equals_standalone_bit_for_bit(scene, grid, method):
         b.setNoDataValueUsed(True)
         J.set_raster(b, arrays["quality_scene_classification"])
     spec = get_operator("CloudMask").spec
-    context = J.Operator({"sourceProduct": source}, params, declared=[p.name for p in spec.parameters])
+    context = J.Operator.from_descriptor(spec.alias, {"sourceProduct": source}, params)
     kwargs = {"rects": J.random_partition(W, H, seed=3, min_size=7)} if grid == "partition" else {"tile_size": grid}
     t = J.run_operator(CloudMaskOp(), context, **kwargs)
     assert list(t.getBandNames()) == list(arrays) + ["cloud_mask"]

@@ -40,7 +40,8 @@ PARAMETER_FIELDS = {"name", "alias", "dataType", "defaultValue", "description", 
 SOURCE_FIELDS = {"name", "alias", "label", "description", "optional", "productType", "bands"}
 #: dataTypes SNAP's JavaTypeConverter resolves: primitives, java.lang / java.util names, qualified classes.
 SNAP_TYPES = {"double", "float", "int", "long", "short", "byte", "boolean", "String", "String[]",
-              "java.lang.String", "java.io.File"}
+              "java.lang.String", "java.io.File", "java.lang.Integer", "java.lang.Double", "java.lang.Float",
+              "java.lang.Boolean"}
 
 
 def _modules_present(plugin_dir: Path = D.PLUGIN_DIR) -> bool:
@@ -142,6 +143,10 @@ def test_info_xml_matches_spec(op):
         assert data_type in SNAP_TYPES
         want = {"double": "double", "float": "float", "int": "int", "boolean": "boolean", "String": "String",
                 "String[]": "String[]", "File": "java.io.File", "int[]": "String", "double[]": "String"}[p.type]
+        if p.default is None and want in ("double", "float", "int", "boolean"):
+            # SNAP would fill a primitive without default with 0/false; the boxed type stays null.
+            want = {"double": "java.lang.Double", "float": "java.lang.Float", "int": "java.lang.Integer",
+                    "boolean": "java.lang.Boolean"}[want]
         assert data_type == want
         if p.default is None:
             assert el.find("defaultValue") is None

@@ -479,8 +479,7 @@ def test_snap_adapter_equals_the_engine(unet, snap_scene, blend):
     runs = {"preferred": {}, "oblong": {"tile_size": (100, 37)},
             "partition": {"rects": J.random_partition(300, 257, seed=3, min_size=48)}}
     for label, grid in runs.items():
-        context = J.Operator({"sourceProduct": _java_source(J, snap_scene, source_names)}, params,
-                             declared=[p.name for p in spec.parameters])
+        context = J.Operator.from_descriptor(spec.alias, {"sourceProduct": _java_source(J, snap_scene, source_names)}, params)
         target = J.run_operator(op_class(), context, **grid)
         assert list(target.getBandNames()) == names
         for name in names:
@@ -534,6 +533,6 @@ def test_cloud_mask_band_makes_masked_pixels_not_observed_in_both_runtimes(unet,
     J.set_raster(band, mask)
     params = {"modelFile": J.File(str(unet.s2)), "device": "cpu", "tileSize": 96, "blend": "center", "batchSize": 1,
               "threads": 0, "outputProbabilities": False, "outputConfidence": False}
-    context = J.Operator({"sourceProduct": java}, params, declared=[p.name for p in spec.parameters])
+    context = J.Operator.from_descriptor(spec.alias, {"sourceProduct": java}, params)
     target = J.run_operator(op_class(), context, rects=J.random_partition(300, 257, seed=5, min_size=48))
     np.testing.assert_array_equal(J.raster(target.getBand("class_id")), masked)

@@ -112,6 +112,11 @@ DATA_TYPES: dict[str, str] = {
 }
 
 
+#: Boxed types of SNAP's primitive ``dataType`` names, for parameters without a default.
+BOXED: dict[str, str] = {"double": "java.lang.Double", "float": "java.lang.Float", "int": "java.lang.Integer",
+                         "boolean": "java.lang.Boolean"}
+
+
 def plugin_operator(alias: str) -> PluginOperator:
     """The :data:`PLUGIN_OPERATORS` entry of `alias`."""
     for op in PLUGIN_OPERATORS:
@@ -192,7 +197,13 @@ def parameter_element(p: Parameter) -> ET.Element:
     """One ``<parameter>`` of a descriptor."""
     el = ET.Element("parameter")
     _text(el, "name", p.name)
-    _text(el, "dataType", DATA_TYPES[p.type])
+    data_type = DATA_TYPES[p.type]
+    if p.default is None and data_type in BOXED:
+        # SNAP sets every parameter from its descriptor when it creates the operator
+        # (setParameterDefaultValues): a primitive without default becomes 0 or false, never
+        # "not given". The boxed type keeps it null, so the operator's own default applies.
+        data_type = BOXED[data_type]
+    _text(el, "dataType", data_type)
     if p.default is not None:
         _text(el, "defaultValue", format_value(p.default))
     description = p.description

@@ -1145,6 +1145,26 @@ class _JavaMap(JavaObject, java="java.util.Map"):
         return len(self._items)
 
 
+_PRIMITIVE_ZERO = {"int": 0, "long": 0, "short": 0, "byte": 0, "double": 0.0, "float": 0.0, "boolean": False}
+
+
+def _descriptor_value(kind: str, default: str | None):
+    """A parameter's value after SNAP's ``setParameterDefaultValues`` (Java-like Python value)."""
+    if default is None:
+        return _PRIMITIVE_ZERO.get(kind)
+    if kind in ("int", "long", "short", "byte", "java.lang.Integer", "java.lang.Long"):
+        return int(default)
+    if kind in ("double", "float", "java.lang.Double", "java.lang.Float"):
+        return float(default)
+    if kind in ("boolean", "java.lang.Boolean"):
+        return default.strip().lower() == "true"
+    if kind == "java.io.File":
+        return File(default)
+    if kind == "String[]":
+        return jpy.array("java.lang.String", [v for v in default.split(",")])
+    return default
+
+
 class Operator(JavaObject, java="org.esa.snap.core.gpf.Operator"):
     """The ``context`` a Python operator receives: SNAP's ``PyOperator`` instance.
 
@@ -1165,6 +1185,27 @@ class Operator(JavaObject, java="org.esa.snap.core.gpf.Operator"):
         self._parameters = dict(parameters or {})
         self._declared = None if declared is None else set(declared)
         self._target = None
+
+    @classmethod
+    def from_descriptor(cls, alias: str, sources: dict | None = None, parameters: dict | None = None) -> "Operator":
+        """The context SNAP builds for plugin operator `alias`: parameters filled from its ``-info.xml``.
+
+        As ``PyOperatorSpi.createOperator`` -> ``setParameterDefaultValues``: every declared
+        parameter gets its ``defaultValue``; one without takes its type's default, ``0`` /
+        ``0.0`` / ``false`` for a primitive ``dataType`` (never "not given") and null otherwise;
+        the given `parameters` then replace them.
+        """
+        from xml.etree import ElementTree
+
+        from snap_operators.snap.descriptors import PLUGIN_DIR, plugin_operator
+
+        root = ElementTree.parse(PLUGIN_DIR / f"{plugin_operator(alias).module}-info.xml").getroot()
+        filled = {}
+        for el in root.iter("parameter"):
+            name, kind, default = el.findtext("name"), el.findtext("dataType"), el.findtext("defaultValue")
+            filled[name] = _descriptor_value(kind, default)
+        filled.update(parameters or {})
+        return cls(sources, filled, declared=filled)
 
     def getSourceProduct(self, *args):
         if args:
