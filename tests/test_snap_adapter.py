@@ -9,6 +9,8 @@ result must equal the standalone operator's on the same input bit for bit.
 
 from __future__ import annotations
 
+import datetime as _dt
+
 import datetime as dt
 import importlib
 import subprocess
@@ -185,6 +187,16 @@ def test_spectral_indices_target_product(scene, java_indices, indices_reference)
     assert (t.getPreferredTileSize().width, t.getPreferredTileSize().height) == (64, 64)  # the source's
     untiled = J.run_operator(SpectralIndicesOp(), indices_context(java_product(s2s1(scene)), indices="NDVI"))
     assert (untiled.getPreferredTileSize().width, untiled.getPreferredTileSize().height) == (512, 512)
+
+
+def test_a_source_without_product_type_still_gets_a_typed_target(scene):
+    """SNAP's Product constructor refuses a null or empty type; a reader may leave the source's unset."""
+    with pytest.raises(RuntimeError, match="type\\] is null or empty"):
+        J.Product("x", "", 4, 4)
+    source = java_product(s2s1(scene))
+    source.getProductType = lambda: None
+    t = J.run_operator(SpectralIndicesOp(), indices_context(source, indices="NDVI"))
+    assert t.getProductType() == "SpectralIndices"
 
 
 def test_parameters_arrive_as_java_values(scene):
@@ -508,6 +520,41 @@ def test_change_detection_equals_standalone_with_named_sources(tmp_path, capsys,
     assert (ref[40:120, 50:200] == 12).any() and (ref[40:120, 50:200] == 32).any()  # the clearing
     assert csv.read_bytes() == ref_csv.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["matrix.csv", "ref"]
+
+
+def test_change_detection_from_gpt_command_line_sources(tmp_path):
+    """``gpt ChangeDetection before.dim after.dim``: three ids for the first file, two for the second."""
+    before, after = class_maps()
+    spec = get_operator("ChangeDetection").spec
+    named = J.Operator.from_descriptor(spec.alias, {"before": java_class_product("before", before),
+                                                    "after": java_class_product("after", after)}, {})
+    ref = J.raster(J.run_operator(ChangeDetectionOp(), named).getBand("change"))
+    sources = J.gpt_command_line_sources(java_class_product("before", before), java_class_product("after", after))
+    assert len(sources) == 5 and len({id(p) for p in sources.values()}) == 2
+    context = J.Operator.from_descriptor(spec.alias, sources, {})
+    target = J.run_operator(ChangeDetectionOp(), context)
+    assert_bits_equal(J.raster(target.getBand("change")), ref)
+    # Three files are three maps: refused, not silently reduced to two.
+    third = J.gpt_command_line_sources(*(java_class_product(n, before) for n in ("a", "b", "c")))
+    with pytest.raises(OperatorError, match="needs exactly two class maps"):
+        ChangeDetectionOp().initialize(J.Operator.from_descriptor(spec.alias, third, {}))
+
+
+def test_change_detection_in_snap_spans_from_before_to_after():
+    """The change product starts when 'before' does and ends when 'after' does, as in the engine."""
+    from snap_operators.snap.adapter import java_utc, utc_datetime
+
+    before, after = class_maps()
+    maps = {"before": java_class_product("before", before), "after": java_class_product("after", after)}
+    times = {"before": (_dt.datetime(2019, 6, 1, 10, 30), _dt.datetime(2019, 6, 1, 10, 31)),
+             "after": (_dt.datetime(2023, 7, 2, 10, 40, 5, 250), _dt.datetime(2023, 7, 2, 10, 41))}
+    for k, (start, stop) in times.items():
+        maps[k].setStartTime(java_utc(J, start))
+        maps[k].setEndTime(java_utc(J, stop))
+    spec = get_operator("ChangeDetection").spec
+    target = J.run_operator(ChangeDetectionOp(), J.Operator.from_descriptor(spec.alias, maps, {}))
+    assert utc_datetime(target.getStartTime()) == times["before"][0]
+    assert utc_datetime(target.getEndTime()) == times["after"][1]
 
 
 def test_change_detection_in_snap_refuses_maps_on_different_grids(tmp_path):

@@ -126,29 +126,42 @@ def parameter_values(context: Any, spec) -> dict[str, str | None]:
 
 
 def source_products(context: Any, names: Sequence[str] = ()) -> dict[str, Any]:
-    """Java source products by id: the operator's named sources (`names`, e.g. ``before``),
-    ``sourceProduct``, ``sourceProduct.1``, ... (Graph Builder, gpt), else SNAP's
-    ``getSourceProduct()`` fallback (the first source)."""
+    """Java source products by id, each product once.
+
+    The operator's named sources (`names`, e.g. ``before``) first, then
+    ``sourceProduct``, ``sourceProduct.1``, ``sourceProduct.2``, ... (Graph
+    Builder, gpt) and the older ``sourceProduct1``, ``sourceProduct2``, ...,
+    else SNAP's ``getSourceProduct()`` fallback (the first source). gpt's
+    command line registers its first file as ``sourceProduct``,
+    ``sourceProduct.1`` and ``sourceProduct1`` and its second as
+    ``sourceProduct.2`` and ``sourceProduct2`` (``CommandLineArgs``), so a
+    product met again under another id is the same source and is kept once,
+    under the first id.
+    """
     found: dict[str, Any] = {}
+
+    def add(sid: str, product: Any) -> None:
+        if product is not None and not any(_same_object(product, q) for q in found.values()):
+            found[sid] = product
+
     for name in names:
-        p = context.getSourceProduct(name)
-        if p is not None:
-            found[name] = p
-    first = context.getSourceProduct("sourceProduct")
-    if first is not None:
-        found["sourceProduct"] = first
+        add(name, context.getSourceProduct(name))
+    add("sourceProduct", context.getSourceProduct("sourceProduct"))
     k = 1
     while True:
-        p = context.getSourceProduct(f"sourceProduct.{k}")
-        if p is None:
+        dotted, plain = context.getSourceProduct(f"sourceProduct.{k}"), context.getSourceProduct(f"sourceProduct{k}")
+        if dotted is None and plain is None:
             break
-        found[f"sourceProduct.{k}"] = p
+        add(f"sourceProduct.{k}", dotted if dotted is not None else plain)
         k += 1
     if not found:
-        p = context.getSourceProduct()
-        if p is not None:
-            found["sourceProduct"] = p
+        add("sourceProduct", context.getSourceProduct())
     return found
+
+
+def _same_object(a: Any, b: Any) -> bool:
+    # jpy may hand one Java object over in two Python wrappers; Java's equals() of a Product is identity.
+    return a is b or bool(a == b)
 
 
 def map_geocoding(api: Any, geocoding: Any, product_name: str = "") -> tuple[Any, Any]:
@@ -191,6 +204,14 @@ def utc_datetime(utc: Any) -> _dt.datetime | None:
         return None
     return _MJD2000 + _dt.timedelta(days=int(utc.getDaysFraction()), seconds=int(utc.getSecondsFraction()),
                                     microseconds=int(utc.getMicroSecondsFraction()))
+
+
+def java_utc(api: Any, when: _dt.datetime) -> Any:
+    """``ProductData.UTC`` of a datetime (naive: UTC), the inverse of :func:`utc_datetime`."""
+    if when.tzinfo is not None:
+        when = when.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    d = when - _MJD2000
+    return api.jpy.get_type("org.esa.snap.core.datamodel.ProductData$UTC")(d.days, d.seconds, d.microseconds)
 
 
 def band_classes(band: Any) -> list[ClassInfo] | None:
@@ -708,10 +729,19 @@ class _Run:
     def _target(self, inherited_elements: int) -> tuple[Any, dict[str, tuple[Any, np.dtype]]]:
         api, types, src, t = self.api, self.types, self.java_source, self.op.target
         h, w = t.scene_shape
-        target = api.Product(t.name, str(src.getProductType() or ""), int(w), int(h))
+        # SNAP's Product refuses a null or empty type (Guardian.assertNotNullOrEmpty): keep the source's,
+        # else the engine's target type, else the operator's alias.
+        kind = str(src.getProductType() or "").strip() or (t.product_type or "").strip() or self.op.spec.alias
+        target = api.Product(t.name, kind, int(w), int(h))
         api.ProductUtils.copyGeoCoding(src, target)
         api.ProductUtils.copyMetadata(src, target)
         api.ProductUtils.copyTimeInformation(src, target)
+        # The engine's target times are the operator's (ChangeDetection ends when 'after' does),
+        # not necessarily the first source's, which copyTimeInformation took.
+        if t.start_time is not None:
+            target.setStartTime(java_utc(api, t.start_time))
+        if t.stop_time is not None:
+            target.setEndTime(java_utc(api, t.stop_time))
         tile = self.kernel.tile or self.tile
         target.setPreferredTileSize(tile[1], tile[0])
         computed: dict[str, tuple[Any, np.dtype]] = {}

@@ -850,6 +850,8 @@ class Product(JavaObject, java="org.esa.snap.core.datamodel.Product"):
     def __init__(self, name, type, sceneRasterWidth, sceneRasterHeight):
         _check(name, str, "Product(String, String, int, int)")
         _check(type, str, "Product(String, String, int, int)")
+        if not type:  # Guardian.assertNotNullOrEmpty("type", type) in SNAP's constructor
+            raise RuntimeError("java.lang.IllegalArgumentException: [type] is null or empty")
         for v in (sceneRasterWidth, sceneRasterHeight):
             _check(v, (int, np.integer), "Product(String, String, int, int)")
         self._name, self._type = name.strip(), type
@@ -1294,6 +1296,23 @@ def tile_grid(width: int, height: int, tile_width: int, tile_height: int) -> lis
     """``(x, y, w, h)`` of SNAP's tile grid: tiles of the preferred size, clipped at the borders."""
     return [(x, y, min(tile_width, width - x), min(tile_height, height - y))
             for y in range(0, height, tile_height) for x in range(0, width, tile_width)]
+
+
+def gpt_command_line_sources(*products) -> dict:
+    """Source ids of ``gpt Operator a.dim b.dim``, as ``CommandLineArgs`` registers them.
+
+    The first file is ``sourceProduct``, ``sourceProduct.1`` and
+    ``sourceProduct1``; the k-th also ``sourceProduct.k`` and
+    ``sourceProductk``. gpt reads each file once, so the ids of one file
+    hold the same product.
+    """
+    ids = {}
+    for k, product in enumerate(products, start=1):
+        if k == 1:
+            ids["sourceProduct"] = product
+        ids[f"sourceProduct.{k}"] = product
+        ids[f"sourceProduct{k}"] = product
+    return ids
 
 
 def random_partition(width: int, height: int, seed: int = 0, min_size: int = 8) -> list[tuple[int, int, int, int]]:
