@@ -248,6 +248,40 @@ def test_install_layout_and_uninstall(tmp_path, plugin_dir):
     assert I.uninstall(user) == []
 
 
+def test_an_interrupted_install_leaves_nothing_snap_would_register(tmp_path, plugin_dir, monkeypatch):
+    """SNAP registers the operators of every folder in snap-python/, hidden ones too."""
+    from snap_operators import staging
+
+    user = tmp_path / "snapuser"
+    _seed_user_dir(user)
+    before = _tree(user)
+    real, copied = shutil.copyfile, []
+
+    def interrupted(src, dst, **kw):
+        if len(copied) == 3:
+            raise KeyboardInterrupt
+        copied.append(dst)
+        return real(src, dst, **kw)
+
+    monkeypatch.setattr(I.shutil, "copyfile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        I.install(user, GRAPHS, plugin_dir)
+    assert copied and _tree(user) == before  # nothing half-copied anywhere, staging folder gone
+    monkeypatch.setattr(I.shutil, "copyfile", real)
+    # What a SIGKILLed install leaves: a staged folder of a dead process (outside snap-python/) and,
+    # from older versions, a hidden copy beside the plugin, where SNAP would register it again.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = user / I.STAGING / f".{I.PLUGIN_FOLDER}.part-{staging.HOST}-{dead.pid}-0badc0de"
+    (killed / "META-INF").mkdir(parents=True)
+    old_style = user / "snap-python" / f".{I.PLUGIN_FOLDER}.k3x9q2ab"
+    (old_style / "META-INF" / "services").mkdir(parents=True)
+    I.install(user, GRAPHS, plugin_dir)
+    assert not killed.exists() and not old_style.exists() and not (user / I.STAGING).exists()
+    assert sorted(p.name for p in (user / "snap-python").iterdir()) == sorted(
+        ["esa_snappy", "snappy.properties", I.PLUGIN_FOLDER])
+
+
 def test_uninstall_removes_folders_install_created(tmp_path, plugin_dir):
     user = tmp_path / "fresh" / ".snap"
     I.install(user, GRAPHS, plugin_dir)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
+from .. import staging
 from ..errors import SnapPcError
 from .descriptors import (
     PLUGIN_DIR,
@@ -54,6 +55,8 @@ GRAPHS_FOLDER = "Progressive Classifier"
 #: which parent folders did not exist before (``uninstall`` removes them
 #: again when empty).
 MARKER = ".snap-pc-install.json"
+#: Folder in the SNAP user folder where installs are staged (SNAP does not scan it).
+STAGING = ".snap-pc-install"
 
 #: NetBeans module code name of the NBM; its jar is ``<code name, dots as dashes>.jar``.
 CODENAME = "io.github.snap_progressive_classifier"
@@ -159,14 +162,20 @@ def install(user_dir: str | os.PathLike | None = None, graphs_dir: str | os.Path
     for parent, name, _ in targets:
         _check_owned(parent / name)
 
+    # Staged under the user folder, outside snap-python/ and graphs/: SNAP registers the operators of
+    # every folder it finds in snap-python/, hidden ones included, so a half-done or interrupted
+    # install there would be registered twice. Same file system, so the renames stay atomic.
+    root = user_dir / STAGING
     staged: list[tuple[Path, Path]] = []
     try:
         for parent, name, files in targets:
             created = _missing_dirs(user_dir, parent)
             parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
+            _remove_leftovers(root, parent, name)
+            tmp = staging.staged_path(root / name, suffix="")
+            tmp.mkdir(parents=True)
             staged.append((tmp, parent / name))
-            os.chmod(tmp, default_mode(0o777))  # mkdtemp's folders are private
+            os.chmod(tmp, default_mode(0o777))
             for rel, src in files.items():
                 dst = tmp / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
@@ -174,12 +183,17 @@ def install(user_dir: str | os.PathLike | None = None, graphs_dir: str | os.Path
             created = sorted(set(created) | set(_marker(parent / name).get("created", [])), key=_depth)
             (tmp / MARKER).write_text(json.dumps({"tool": "snap-pc", "version": __version__,
                                                   "created": created}, indent=1), encoding="utf-8")
-    except OSError as exc:
+    except BaseException as exc:  # Ctrl-C and SIGTERM too: nothing half-copied may stay behind
         for tmp, _ in staged:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise SnapPcError(f"cannot install into {user_dir}: {exc.strerror or exc}") from None
-    for tmp, final in staged:
-        _swap_in(tmp, final)
+        _remove_if_empty(root)
+        if isinstance(exc, OSError):
+            raise SnapPcError(f"cannot install into {user_dir}: {exc.strerror or exc}") from None
+        raise
+    with staging.deferred_signals():  # both folders swap in, or (a signal before) neither
+        for tmp, final in staged:
+            _swap_in(tmp, final, root)
+    _remove_if_empty(root)
     gdir = user_dir / "graphs" / GRAPHS_FOLDER
     return InstallResult(user_dir / "snap-python" / PLUGIN_FOLDER, gdir,
                          [gdir / n for n in gfiles if n.endswith(".xml")])
@@ -239,11 +253,10 @@ def _check_owned(folder: Path) -> None:
         raise SnapPcError(f"{folder} exists and was not created by snap-pc snap install; move it away first")
 
 
-def _swap_in(tmp: Path, final: Path) -> None:
+def _swap_in(tmp: Path, final: Path, root: Path) -> None:
     old = None
     if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-        os.rmdir(old)
+        old = staging.staged_path(root / f"{final.name}.old", suffix="")
         os.replace(final, old)
     try:
         os.replace(tmp, final)
@@ -254,6 +267,25 @@ def _swap_in(tmp: Path, final: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(root: Path, parent: Path, name: str) -> None:
+    """Folders a killed install left: staged ones of dead processes, and older versions' hidden
+    ``.<name>.*`` folders beside the installed one (where SNAP would find them)."""
+    staging.clean_stale([root])
+    try:
+        hidden = [p for p in parent.iterdir() if p.is_dir() and p.name.startswith(f".{name}.")]
+    except OSError:
+        return
+    for p in hidden:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (another install), or not there
+        pass
 
 
 def gpt_commands(graphs: list[Path], gpt: str = "gpt") -> list[str]:
