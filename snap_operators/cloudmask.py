@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import math
 import os
 import threading
@@ -41,7 +42,11 @@ from typing import Mapping
 
 import numpy as np
 
+from .errors import OperatorError
 from .product import ClassInfo
+
+log = logging.getLogger(__name__)
+
 
 def _jit(fn):
     """`fn` compiled by numba on its first call (numba is imported then, not with this module)."""
@@ -750,16 +755,12 @@ def find_mask_band(product, name: str | None, ref, who: str):
     who : str
         The operator, for messages.
     """
-    import logging
-
-    from .errors import OperatorError
-
     name = (name or "").strip()
     if not name:
         return None
     band = product.bands.get(name)
     if band is None:
-        logging.getLogger(__name__).warning(
+        log.warning(
             "%s: no mask band '%s' in product '%s': clouds, cloud shadows and snow are classified as land cover "
             "(add a CloudMask node before SpectralIndices, or set maskBand to empty)", who, name, product.name)
         return None

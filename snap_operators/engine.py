@@ -36,7 +36,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import dask
 import dask.array as da
@@ -207,23 +207,46 @@ def run_graph(
     claims = [(f"node '{op.node_id}' ({op.spec.alias})", [Path(p) for p in _output_files(op)]) for op in sinks]
     check_claims(claims, _read_files(ops, claims))
     written = [p for _, paths in claims for p in paths]
+
+    def prepare() -> None:
+        for op in sinks:
+            check = getattr(op, "prepare", None)
+            if check is not None:
+                check()
+
+    _write_all(written, (op.open() for op in sinks), context, prepare)
+    outputs: list[str] = []
+    for op in sinks:
+        outputs.extend(getattr(op, "outputs", []))
+    return RunResult({nid: op.target for nid, op in ops.items()}, outputs)
+
+
+def _write_all(written: Sequence[Path], plans: Iterable[SinkPlan], context: ExecutionContext,
+               prepare: Callable[[], None] = lambda: None) -> None:
+    """Write a run's outputs: all published together, or none.
+
+    Under a lock on every path in `written`: stale staged files of dead runs
+    are removed, `prepare` checks, each plan is opened as `plans` yields it,
+    the plans' arrays are streamed in one pass, every plan finishes (closes and
+    verifies its staged files), then every plan publishes (renames only) with
+    signals held back. Any error aborts every plan opened so far. A signal
+    held back during the renames reaches the caller as a ``KeyboardInterrupt``
+    with ``published = True``: every output is complete.
+    """
     with staging.OutputLocks(written):
         # Under the locks: no other run writes these paths between the checks and the renames.
-        staging.clean_stale({p.parent for p in written})
-        for op in sinks:
-            prepare = getattr(op, "prepare", None)
-            if prepare is not None:
-                prepare()
-        plans: list[SinkPlan] = []
+        staging.clean_stale({Path(p).parent for p in written})
+        prepare()
+        opened: list[SinkPlan] = []
         published = False
         try:
-            for op in sinks:
-                plans.append(op.open())
-            _stream([a for p in plans for a in p.arrays], [t for p in plans for t in p.targets], context)
-            for p in plans:
+            for plan in plans:
+                opened.append(plan)
+            _stream([a for p in opened for a in p.arrays], [t for p in opened for t in p.targets], context)
+            for p in opened:
                 p.finish()
             with staging.deferred_signals():
-                for p in plans:
+                for p in opened:
                     p.publish()
                 published = True
         except BaseException as exc:
@@ -231,16 +254,12 @@ def run_graph(
                 exc.published = True  # held back during the renames: every output is complete
                 raise
             with staging.deferred_signals():  # an interrupt now would leave staged files behind
-                for p in plans:
+                for p in opened:
                     try:
                         p.abort()
                     except Exception:  # pragma: no cover - abort must not mask the cause
                         log.exception("cleanup failed")
             raise
-    outputs: list[str] = []
-    for op in sinks:
-        outputs.extend(getattr(op, "outputs", []))
-    return RunResult({nid: op.target for nid, op in ops.items()}, outputs)
 
 
 def _output_files(op: Operator) -> list:
@@ -371,6 +390,11 @@ def store(arrays: Sequence[da.Array], targets: Sequence[BlockTarget], context: E
             da.store(list(arrays), wrapped, lock=False, compute=True, num_workers=context.num_workers)
 
 
+def _writer_plan(writer) -> SinkPlan:
+    targets = writer.open()
+    return SinkPlan(writer.arrays, targets, writer.finish, writer.abort, publish=writer.publish)
+
+
 def stream_writer(writer, context: ExecutionContext | None = None):
     """Stream a writer's ``arrays`` into its ``open()`` targets; finish and publish, or abort on any error.
 
@@ -381,18 +405,7 @@ def stream_writer(writer, context: ExecutionContext | None = None):
     context = context or ExecutionContext()
     files = list(getattr(writer, "output_files", lambda: [writer.path])())
     check_claims([(f"'{writer.path}'", files)], context.input_files)
-    with staging.OutputLocks(files):
-        staging.clean_stale({Path(p).parent for p in files})
-        targets = writer.open()
-        try:
-            _stream(writer.arrays, targets, context)
-            writer.finish()
-            with staging.deferred_signals():
-                writer.publish()
-        except BaseException:
-            with staging.deferred_signals():
-                writer.abort()
-            raise
+    _write_all(files, map(_writer_plan, [writer]), context)
     return writer.path
 
 
