@@ -1,7 +1,8 @@
 """SNAP adapter benchmark: time per 512 x 512 tile call of each SNAP Python operator.
 
 Inside SNAP every Python tile call of the process runs under one lock, so the
-time of one ``computeTileStack`` call bounds the throughput of our operators
+time of the ``computeTile`` calls of one tile (one per band, the first
+computing all bands) bounds the throughput of our operators
 in SNAP, however many cores SNAP has. The adapters are driven here through
 the in-repo stand-in of SNAP's Java API (``tests/snap_standin``) on a
 synthetic Sentinel-2 scene; each tile call is split into
@@ -61,7 +62,8 @@ def source_product(size: int, tile: int) -> J.Product:
 
 
 def timed_run(op_class, context: J.Operator, tile: int) -> dict:
-    """Run one operator through all tiles, timing every computeTileStack call and its parts."""
+    """Run one operator through all tiles, timing the computeTile calls of every tile (one per
+    band; the first computes them all) and their parts."""
     op = op_class()
     t0 = time.perf_counter()
     op.initialize(context)
@@ -70,10 +72,10 @@ def timed_run(op_class, context: J.Operator, tile: int) -> dict:
     kernel_s = [0.0]
     func = run.kernel.func
 
-    def timed_kernel(tiles):
+    def timed_kernel(tiles, *window):  # window: (source, target) rectangles of kernels with a halo
         k0 = time.perf_counter()
         try:
-            return func(tiles)
+            return func(tiles, *window)
         finally:
             kernel_s[0] += time.perf_counter() - k0
 
@@ -89,7 +91,8 @@ def timed_run(op_class, context: J.Operator, tile: int) -> dict:
         J.SECONDS.clear()
         kernel_s[0] = 0.0
         c0 = time.perf_counter()
-        op.computeTileStack(context, tiles, rect)
+        for b in computed:
+            op.computeTile(context, b, tiles.get(b))
         total = time.perf_counter() - c0
         for b in computed:
             b._raster[y:y + h, x:x + w] = tiles.get(b)._written
@@ -152,7 +155,8 @@ def main(argv=None) -> int:
                f"{platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}")
     text = f"""# SNAP adapter benchmark
 
-Time of one `computeTileStack` call per {tile} x {tile} tile of each SNAP Python
+Time of the `computeTile` calls of one {tile} x {tile} tile (one per band; the first
+computes all bands) of each SNAP Python
 operator (`snap_operators/snap/adapter.py`), driven through the stand-in of SNAP's
 Java API (`tests/snap_standin`) on a {args.size} x {args.size} synthetic Sentinel-2
 scene ({(args.size // tile) ** 2} tiles; median over them). Reproduce with

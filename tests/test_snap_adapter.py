@@ -25,6 +25,7 @@ import shapely
 from affine import Affine
 from rasterio.crs import CRS
 from shapely.geometry import shape
+from snap_standin import gpf as G
 from snap_standin import jpy_api as J
 
 from snap_operators.errors import OperatorError, ParameterError, SnapPcError
@@ -248,12 +249,65 @@ def test_each_tile_is_a_few_whole_tile_java_calls(scene):
         rect = J.Rectangle(7, 5, size, size // 2 + 1)
         tiles = J.target_tiles(target.getBands(), rect)
         J.CALLS.clear()
-        op.computeTileStack(context, tiles, rect)
+        for band in target.getBands():  # one call per band; the first computes both
+            op.computeTile(context, band, tiles.get(band))
         counts.append(dict(J.CALLS))
     op.dispose(context)
     assert counts[0] == counts[1]
-    assert counts[0]["Operator.getSourceTile"] == 4  # B2, B4, B8, B11
-    assert counts[0]["Tile.setSamples"] == 2 and sum(counts[0].values()) < 20
+    assert counts[0]["Operator.getSourceTile"] == 4  # B2, B4, B8, B11, once for both bands
+    assert counts[0]["Tile.setSamples"] == 2 and sum(counts[0].values()) < 30
+
+
+def l2a_product(arrays: dict) -> tuple[J.Product, dict[str, np.ndarray]]:
+    """A Sentinel-2 L2A product as SNAP's reader gives it, and its geophysical values.
+
+    uint16 digital numbers with scaling factor 1e-4 and offset -0.1 (processing
+    baseline 04.00+), no-data 0, and a valid-pixel expression (saturated SWIR
+    pixels invalid in every band). The values are what ``Tile.getSamplesFloat``
+    gives: ``(float) (1e-4 * DN - 0.1)``, NaN where invalid.
+    """
+    p = J.Product("S2B_MSIL2A", "S2_MSI_Level-2A", W, H)
+    dns = {}
+    for n in S2_BANDS:
+        dn = np.where(np.isnan(arrays[n]), 0, np.clip(np.round((arrays[n] + 0.1) * 10000), 1, 65534))
+        dns[n] = dn.astype(np.uint16)
+    dns["B11"][100:110, 200:230] = 65535  # saturated
+    valid = (dns["B11"] < 65535) & (dns["B2"] > 0)
+    geo = {}
+    for n, dn in dns.items():
+        b = p.addBand(n, J.ProductData.TYPE_UINT16)
+        b.setScalingFactor(1e-4)
+        b.setScalingOffset(-0.1)
+        b.setNoDataValue(0.0)
+        b.setNoDataValueUsed(True)
+        b.setValidPixelExpression("B11.raw < 65535 && B2.raw > 0")
+        b.setUnit("dl")
+        J.set_raster(b, dn)
+        geo[n] = np.where(valid & (dn != 0), (1e-4 * dn.astype(np.float64) - 0.1).astype(np.float32), np.float32(np.nan))
+    p.setSceneGeoCoding(J.crs_geocoding(EPSG, tuple(T)[:6], W, H))
+    p.setStartTime(J.utc(START))
+    p.setEndTime(J.utc(STOP))
+    return p, geo
+
+
+def test_scaled_integer_bands_are_read_as_snap_gives_them(scene):
+    """An L2A product read by SNAP: uint16 with scaling and a valid-pixel expression. The
+    operators see SNAP's geophysical float32 values (NaN where invalid), as the engine would."""
+    java, geo = l2a_product(scene)
+    band = java.getBand("B4")
+    assert band.getGeophysicalDataType() == J.ProductData.TYPE_FLOAT32 and band.isScalingApplied()
+    assert np.isnan(geo["B4"][100:110, 200:230]).all() and np.isnan(geo["B4"]).mean() < 0.5
+    names = ["NDVI", "MNDWI", "NDBI", "BSI", "SAVI"]
+    context = indices_context(java, indices=J.jpy.array("java.lang.String", names), copySourceBands=True)
+    t = J.run_operator(SpectralIndicesOp(), context, tile_size=(64, 64))
+    ref = standalone("SpectralIndices", python_product(geo), indices=",".join(names), saviL=0.5,
+                     copySourceBands=False)
+    for n in names:
+        assert_bits_equal(J.raster(t.getBand(n)), ref.target.band(n).data.compute())
+    # Source bands pass through as SNAP copies them: raw, with their scaling and valid-pixel expression.
+    copied = t.getBand("B4")
+    assert copied.isSourceImageSet() and copied.getScalingFactor() == 1e-4 and copied.getScalingOffset() == -0.1
+    assert copied.getValidPixelExpression() == "B11.raw < 65535 && B2.raw > 0"
 
 
 # --- ProgressiveClassifier -------------------------------------------------------------------
@@ -305,7 +359,7 @@ def test_classifier_equals_standalone_with_otsu_and_area_table(java_indices, cla
     assert sorted(p.name for p in tmp_path.iterdir()) == ["areas.csv"]
 
 
-def test_classifier_target_product_classes_colors_masks_and_area_metadata(java_indices, classifier_reference):
+def test_classifier_target_product_classes_colors_masks_and_metadata(java_indices, classifier_reference):
     ref_op, ref, _ = classifier_reference
     context = classifier_context(java_indices, outputStage=False)
     t = J.run_operator(ProgressiveClassifierOp(), context, tile_size=(64, 64))
@@ -330,26 +384,27 @@ def test_classifier_target_product_classes_colors_masks_and_area_metadata(java_i
     assert J.jpy.get_type("org.esa.snap.core.datamodel.Mask$BandMathsType").getExpression(water) == "class_id == 1"
     assert water.getImageColor().getBlue() == 255
     assert masks.get("class_id_Trees_Shrubbery_vegetation") is not None
-    # Area table from the tiles, in the metadata (no file asked for).
-    table = t.getMetadataRoot().getElement("ProgressiveClassifier").getElement("area_table")
-    total = table.getElement("total")
-    valid = int((ref["class_id"] != 255).sum())
-    assert total.getAttributeInt("pixels") == valid and 0.8 * H * W < valid < H * W
-    assert total.getAttributeDouble("area_km2") == pytest.approx(valid * 100 / 1e6)
-    water_px = table.getElement("class_1").getAttributeInt("pixels")
-    assert water_px == int((ref["class_id"] == 1).sum()) > 0
-    assert table.getElement("class_1").getAttributeString("class_name") == "Water"
+    # The metadata is the engine's (the thresholds), complete at initialize: nothing is added after the
+    # last tile, when SNAP's writers have written their header long before (the area table goes to CSV).
+    ours = t.getMetadataRoot().getElement("ProgressiveClassifier")
+    want = ref_op.target.metadata.element("ProgressiveClassifier")
+    assert list(ours.getElementNames()) == [e.name for e in want.elements]
+    assert ours.getElement("area_table") is None
 
 
 def test_tiles_computed_twice_are_counted_once(java_indices, tmp_path):
     """SNAP's tile cache may recompute a tile: area counts and regions must take it once."""
     grid = J.tile_grid(W, H, 64, 64)
     rects = grid[:10] + grid[:5] + [(0, 0, 10, 10), (60, 60, 9, 9)] + grid[10:]
-    t = J.run_operator(ProgressiveClassifierOp(), classifier_context(java_indices, outputStage=False), rects=rects,
-                       shuffle=False)
-    table = t.getMetadataRoot().getElement("ProgressiveClassifier").getElement("area_table")
+    csv_once, csv_twice = tmp_path / "once.csv", tmp_path / "twice.csv"
+    J.run_operator(ProgressiveClassifierOp(), classifier_context(java_indices, outputStage=False,
+                                                                 areaTableFile=J.File(str(csv_once))), rects=grid)
+    t = J.run_operator(ProgressiveClassifierOp(), classifier_context(java_indices, outputStage=False,
+                                                                     areaTableFile=J.File(str(csv_twice))),
+                       rects=rects, shuffle=False)
+    assert csv_twice.read_text() == csv_once.read_text()
     valid = int((J.raster(t.getBand("class_id")) != 255).sum())
-    assert table.getElement("total").getAttributeInt("pixels") == valid > 0.8 * H * W
+    assert f",{valid}," in csv_once.read_text() and valid > 0.8 * H * W  # the total row counts each pixel once
     once, twice = tmp_path / "once.gpkg", tmp_path / "twice.gpkg"
     J.run_operator(LabelMaskExportOp(), export_context(t, file=J.File(str(once))), rects=grid)
     J.run_operator(LabelMaskExportOp(), export_context(t, file=J.File(str(twice))), rects=rects, shuffle=False)
@@ -603,6 +658,14 @@ def test_the_stand_in_is_strict():
     with pytest.raises(AttributeError):
         tile.getSamplesFloat().reshape(3, 4)  # a Java float[] is a buffer, not a numpy array
     assert adapter.java_samples(np.array([[255, 0]], np.uint8), np.dtype(np.uint8)).dtype == np.int8
+    with pytest.raises(RuntimeError, match=r"no matching Java method overloads found for Rectangle"):
+        J.Rectangle(np.int64(0), 0, 4, 3)  # jpy: a numpy integer is no Python int, so no Java int
+    band.setNoDataValue(np.float32(1.0))  # a double takes any number
+    # Metadata a writer already wrote in its header is frozen: SNAP would silently lose a later change.
+    root = p.getMetadataRoot()
+    root._freeze()
+    with pytest.raises(RuntimeError, match="after the writer wrote the product header"):
+        root.addElement(J.jpy.get_type("org.esa.snap.core.datamodel.MetadataElement")("late"))
 
 
 def test_adapter_does_not_import_esa_snappy_and_plugin_names_match():
@@ -628,8 +691,10 @@ def test_adapter_does_not_import_esa_snappy_and_plugin_names_match():
         module, name = qualified.split(".")
         cls = getattr(importlib.import_module(f"snap_operators.snap.plugin.{module}"), name)
         assert cls.__name__ == name and cls.alias == {v: k for k, v in adapter.CLASS_NAMES.items()}[name]
-        for method in ("initialize", "computeTileStack", "dispose"):
+        for method in ("initialize", "computeTile", "dispose"):
             assert callable(getattr(cls, method))
+        # Without computeTileStack, SNAP gives the operator plain OperatorImages (no tile-stack locks).
+        assert not J.must_compute_tile_stack(cls())
 
 
 def test_unknown_alias_and_metadata_conversion():
@@ -690,3 +755,145 @@ def test_cloud_mask_equals_standalone_bit_for_bit(scene, grid, method):
     coding = t.getBand("cloud_mask").getIndexCoding()
     assert list(coding.getIndexNames()) == ["Clear", "Cloud", "Cloud shadow", "Snow/ice"]
     assert t.getMetadataRoot().getElement("CloudMask").getAttributeString("method") == method
+
+
+# --- graphs in gpt: threads, GPF's tile locks and esa_snappy's Python lock ---------------------
+
+
+def shipped_graph(scene, tmp_path, threads=4, tile=(64, 64), **export):
+    """SpectralIndices -> ProgressiveClassifier -> (Write, LabelMaskExport): the shipped classifier
+    graphs' shape, two end nodes reading one Python operator, on `threads` JAI threads."""
+    graph = G.Graph(threads=threads, timeout=60)
+    source = G.SourceNode(graph, java_product(s2s1(scene), tile=tile))
+    indices = G.PythonNode(graph, SpectralIndicesOp(), indices_context(source.target))
+    classes = G.PythonNode(graph, ProgressiveClassifierOp(), classifier_context(
+        indices.target, outputStage=True, areaTableFile=J.File(str(tmp_path / "areas.csv"))))
+    write = G.WriteNode(graph, classes, fail_at=export.pop("fail_write_at", None))
+    labels = G.PythonNode(graph, LabelMaskExportOp(), export_context(
+        classes.target, file=J.File(str(tmp_path / "labels.gpkg")), **export), output_node=True)
+    return graph, write, labels
+
+
+def test_two_end_nodes_over_one_python_operator_do_not_deadlock(scene, classifier_reference, tmp_path):
+    """Write and LabelMaskExport both read the classifier, on 4 threads, as in gpt -q 4.
+
+    With computeTileStack, SNAP would guard each classifier tile with a lock taken before the
+    Python lock, while LabelMaskExport asks for that tile holding the Python lock: a deadlock
+    (see the stack-wise operator below). Our operators compute per band, without tile locks.
+    """
+    _, ref, ref_csv = classifier_reference
+    graph, write, labels = shipped_graph(scene, tmp_path)
+    graph.run([write, labels])
+    assert_bits_equal(write.rasters["class_id"], ref["class_id"])
+    assert_bits_equal(write.rasters["stage"], ref["stage"])
+    assert (tmp_path / "areas.csv").read_bytes() == ref_csv
+    want = tmp_path / "standalone.gpkg"
+    ref_op = classifier_reference[0]
+    src = python_product({"class_id": ref["class_id"]}, {"class_id": ref_op.target.band("class_id").classes}, no_data=255)
+    standalone("LabelMaskExport", src, file=want).execute()
+    assert features(tmp_path / "labels.gpkg") == features(want)
+    # The header Write wrote holds all the metadata: nothing was added after it.
+    assert "ProgressiveClassifier" in write.header
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["areas.csv", "labels.gpkg", "labels.qml", "labels_areas.csv", "standalone.gpkg", "standalone.qml",
+         "standalone_areas.csv"])
+
+
+class _StackPassThroughOp:
+    """A Python operator as esa_snappy's examples write them: computeTileStack only."""
+
+    def initialize(self, context):
+        source = context.getSourceProduct()
+        target = J.Product("copy", "T", source.getSceneRasterWidth(), source.getSceneRasterHeight())
+        target.addBand("class_id", J.ProductData.TYPE_UINT8)
+        target.setPreferredTileSize(64, 64)
+        context.setTargetProduct(target)
+        self.band = source.getBand("class_id")
+
+    def computeTileStack(self, context, tiles, rect):
+        data = context.getSourceTile(self.band, rect).getSamplesInt()
+        for band in tiles.keySet():
+            tiles.get(band).setSamples(np.frombuffer(data, np.int32).astype(np.int8))
+
+    def dispose(self, context):
+        pass
+
+
+def test_the_stand_in_finds_the_tile_stack_deadlock(scene, java_classes):
+    """The emulation is strict enough to see the deadlock esa_snappy's own style of operator has."""
+    graph = G.Graph(threads=4, timeout=20)
+    source = G.SourceNode(graph, java_classes)
+    stacked = G.PythonNode(graph, _StackPassThroughOp(), J.Operator({"sourceProduct": source.target}))
+    reader = G.PythonNode(graph, _StackPassThroughOp(), J.Operator({"sourceProduct": stacked.target}))
+    with pytest.raises(G.PotentialDeadlock, match=r"lock order cycle .*PyLib.class"):
+        graph.run([G.WriteNode(graph, stacked), reader])
+
+
+def test_label_mask_export_runs_once_per_tile_in_single_operator_runs(java_classes, java_indices, tmp_path):
+    """gpt LabelMaskExport ... and SNAP Desktop pull every band image of the operator (it is an
+    output node: autoWriteSuppressed); its Python work must not repeat per band."""
+    both = J.Product("both", "T", W, H)
+    J.ProductUtils.copyGeoCoding(java_classes, both)
+    for src, names in ((java_classes, ["class_id"]), (java_indices, ["NDVI", "BSI", "MNDWI"])):
+        for name in names:
+            J.ProductUtils.copyBand(name, src, both, True)
+    both.setPreferredTileSize(64, 64)
+    graph = G.Graph(threads=2)
+    G.SourceNode(graph, both)
+    node = G.PythonNode(graph, LabelMaskExportOp(), export_context(both, file=J.File(str(tmp_path / "m.gpkg"))),
+                        output_node=True)
+    J.CALLS.clear()
+    graph.execute_operator(node)
+    tiles = len(node.tile_grid())
+    python_calls = sum(n for (alias, method), n in graph.calls.items() if alias == "LabelMaskExport"
+                       and method.startswith("compute"))
+    assert python_calls == tiles  # the class band's tiles only; the copied bands call no Python
+    assert J.CALLS["Operator.getSourceTile"] == tiles
+    assert features(tmp_path / "m.gpkg")[0]
+
+
+def test_a_failed_gpt_run_leaves_no_staged_files(scene, tmp_path, monkeypatch):
+    """gpt calls no dispose after a failure. Our own failed tile removes the staged outputs at once;
+    when another node fails, gpt exits and the next run into the folder removes what it left."""
+    from snap_operators import staging
+
+    def staged(folder):
+        return sorted(p.name for p in folder.iterdir() if staging.staged_owner(p.name))
+
+    # Our own tile fails: its outputs go at once, and later tiles start nothing new.
+    out = tmp_path / "own"
+    out.mkdir()
+    graph, write, labels = shipped_graph(scene, out)
+    calls = {"n": 0}
+    real = adapter.read_tile
+
+    def failing(context, band, rect, dtype, fill):
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise RuntimeError("java.io.IOException: read error")
+        return real(context, band, rect, dtype, fill)
+
+    monkeypatch.setattr(adapter, "read_tile", failing)
+    with pytest.raises((RuntimeError, OperatorError), match="read error"):  # whichever thread reports first
+        graph.run([write, labels])
+    assert sorted(p.name for p in out.iterdir()) == []
+    monkeypatch.setattr(adapter, "read_tile", real)
+
+    # The writer fails on its 20th tile in another gpt process, which then exits.
+    out = tmp_path / "other"
+    out.mkdir()
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[1]]\n"
+        "import numpy as np, test_snap_adapter as T\n"
+        "scene = T.synthetic_arrays(T.W, seed=5, window=(slice(0, T.H), slice(0, T.W)))\n"
+        "graph, write, labels = T.shipped_graph(scene, T.Path(sys.argv[2]), fail_write_at=20)\n"
+        "try:\n    graph.run([write, labels])\nexcept RuntimeError:\n    import os; os._exit(3)\n"
+    )  # os._exit: the JVM exits and its embedded Python is never finalized
+    r = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(out)], capture_output=True,
+                       text=True, timeout=300, check=False)
+    assert r.returncode == 3, r.stderr[-2000:]
+    left = staged(out)
+    assert left  # the dead run's staged label masks
+    graph, write, labels = shipped_graph(scene, out)
+    graph.run([write, labels])
+    assert staged(out) == [] and (out / "labels.gpkg").exists()

@@ -1,12 +1,14 @@
 """SNAP Python operators (esa_snappy) made from the project's operators.
 
 SNAP's ``PyOperator`` imports a plugin module, instantiates its class with no
-arguments and calls, holding one lock for all Python code of the process:
+arguments and calls, holding one lock for all Python code of the process
+(``synchronized (PyLib.class)``):
 
 * ``initialize(context)`` once, ``context`` being the Java ``Operator``;
-* ``computeTileStack(context, target_tiles, target_rectangle)`` for every
-  tile of the target's tile grid, from several Java threads in any order;
-* ``dispose(context)`` at the end, also after an error or a cancelled run.
+* ``computeTile(context, band, tile)`` for every tile of every target band
+  that is read, from several Java threads in any order;
+* ``dispose(context)`` at the end of a successful run (gpt's
+  ``GraphProcessor`` skips it after a failure).
 
 :func:`make_operator_class` builds that class for one of our operators from
 its spec. ``initialize`` reads the parameters with ``context.getParameter``
@@ -14,15 +16,21 @@ and converts them with the spec, wraps the Java source products as lazy
 :class:`~snap_operators.product.Product` whose chunks are SNAP source tiles,
 and initializes the standalone operator on them exactly as the graph engine
 does (Otsu/samples thresholds are resolved there, on the decimated read of
-those tiles). It then builds the Java target product. ``computeTileStack``
-reads the source tiles of the rectangle and calls the operator's own pure
-per-tile function on whole-tile numpy arrays: a handful of Java calls per
-tile, never one per pixel. An operator that needs context around a tile (the
+those tiles). It then builds the Java target product. The first
+``computeTile`` of a rectangle reads its source tiles and calls the
+operator's own pure per-tile function on whole-tile numpy arrays, for all
+target bands at once: a handful of Java calls per tile, never one per pixel;
+the other bands' tiles wait in :class:`_TileResults` until SNAP asks for
+them. Why ``computeTile`` and not ``computeTileStack``: see
+:class:`SnapOperator`. An operator that needs context around a tile (the
 U-Net's halo) names the larger source rectangle to read for each target
-rectangle (:attr:`TileKernel.context`). Scene-wide outputs (the classifier's
-area table, the label masks) are fed tile by tile into the standalone sink
-code and finished when the last tile has arrived; a run that stops earlier
-is aborted in ``dispose`` and leaves nothing behind.
+rectangle (:attr:`TileKernel.context`). Scene-wide outputs (the area table
+CSV, the label masks, the change tables) are fed tile by tile into the
+standalone sink code and finished when the last tile has arrived; a run
+that stops earlier leaves nothing behind: a failed tile of ours removes
+them at once, ``dispose`` does after a cancelled run, and when another node
+fails (gpt exits without ``dispose``) the next run into the folder removes
+the hidden staged files of the dead process.
 
 The Java API is an injectable object: ``esa_snappy`` (imported only when
 needed) inside SNAP, a stand-in in tests.
@@ -31,15 +39,18 @@ needed) inside SNAP, a stand-in in tests.
 from __future__ import annotations
 
 import datetime as _dt
+import collections
 import functools
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import errors
 from ..errors import OperatorError, SnapPcError
 from ..product import Band, ClassInfo, MetadataElement, Product, fill_value
 
@@ -546,10 +557,21 @@ class _Cells:
         return out
 
 
+def _open_plan(op) -> Any:
+    """`op`'s sink plan, opened as the engine opens it: first the staged leftovers of dead
+    runs in its output folders go (gpt calls no ``dispose`` after a failed run, so a killed
+    or failed gpt leaves its staged files for the next run to remove)."""
+    from .. import staging
+
+    files = op.output_files() if hasattr(op, "output_files") else []
+    staging.clean_stale({Path(f).parent for f in files})
+    return op.open()
+
+
 class _CountedTable:
     """A scene-wide table counted from one output of every tile, each chunk-grid cell once
-    (SNAP may compute a tile twice), into the operator's own sink plan when it writes
-    files; committed after the last cell, aborted if the run ends before."""
+    (SNAP may compute a tile twice), into the operator's own sink plan; committed after
+    the last cell, aborted if the run ends before."""
 
     #: The tile function's output that is counted.
     key = ""
@@ -558,74 +580,42 @@ class _CountedTable:
         self.run = run
         self.cells = _Cells(chunks)
         self.plan = None
-        self.counts = None
         self.finished = False
 
     def add(self, y: int, x: int, out: Mapping[str, np.ndarray]) -> None:
         if self.finished:
             return
-        if self.counts is None:
-            op = self.run.op
-            if op.is_sink:
-                self.plan = op.open()  # its temporary files, created with the first tile
-                self.counts = self.plan.targets[0]
-            else:
-                self.counts = self._counter()
+        if self.plan is None:
+            self.plan = _open_plan(self.run.op)  # its temporary files, created with the first tile
+        counts = self.plan.targets[0]
         for _, region, block in self.cells.add(y, x, out[self.key]):
-            self.counts[region] = block
+            counts[region] = block
         if self.cells.complete:
             self.finished = True
-            if self.plan is not None:
-                try:
-                    self.plan.commit()
-                except BaseException:
-                    self.plan.abort()
-                    raise
-            self._done()
-
-    def _counter(self):
-        """Target of the counts when the operator writes no file."""
-        raise NotImplementedError
-
-    def _done(self) -> None:
-        """After the last cell (the counts are complete)."""
+            try:
+                self.plan.commit()
+            except BaseException:
+                self.plan.abort()
+                raise
 
     def close(self) -> None:
         if self.plan is not None and not self.finished:
+            self.finished = True
             self.plan.abort()
 
 
 class _AreaTable(_CountedTable):
-    """The classifier's area table: written to the target's metadata
-    (``ProgressiveClassifier/area_table``) and, with ``areaTableFile``, to the CSV."""
+    """The classifier's area table CSV (``areaTableFile``) and its masked-share warning.
+
+    Not in the target's metadata: the table is complete only after the last tile, when
+    SNAP's writers have long written their header (GeoTIFF's tags, BEAM-DIMAP's ``.dim``),
+    so it would reach some products and not others.
+    """
 
     key = "class_id"
 
     def __init__(self, run: _Run):
-        self.band = run.op.target.band("class_id")
-        super().__init__(run, self.band.data.chunks)
-
-    def _counter(self):
-        from ..areas import AreaAccumulator
-        from ..crs import is_geographic
-
-        return AreaAccumulator(self.band.shape, per_row=is_geographic(self.run.op.target.crs))
-
-    def _done(self) -> None:
-        from ..areas import MASKED_ROW_NAME, class_areas
-
-        op = self.run.op
-        if op.mask_band is not None and self.plan is None:  # else the plan's commit has warned already
-            op.report_masked(self.counts.counts)
-        rows = class_areas(self.counts.counts, self.band.transform, op.target.crs, self.band.shape, op.rules.classes)
-        table = MetadataElement("area_table", {"classes": sum(r.class_id is not None and r.name != MASKED_ROW_NAME
-                                                          for r in rows), "unit": "km2"})
-        for r in rows:
-            table.add_element("total" if r.class_id is None else f"class_{r.class_id}",
-                              class_id=r.class_id, class_name=r.name, pixels=r.pixels, area_km2=r.area_km2)
-        parent = self.run.elements.get("ProgressiveClassifier")
-        if parent is not None:
-            parent.addElement(java_element(self.run.types, table))
+        super().__init__(run, run.op.target.band("class_id").data.chunks)
 
 
 class _LabelMasks:
@@ -645,7 +635,7 @@ class _LabelMasks:
         if self.finished:
             return
         if self.plan is None:
-            self.plan = self.run.op.open()  # temporary outputs, created with the first tile
+            self.plan = _open_plan(self.run.op)  # temporary outputs, created with the first tile
             # The export's chunk grid: the band's, or the sieve's (which merges chunks smaller than its halo).
             self.cells = _Cells(self.plan.arrays[0].chunks)
         array, target = self.plan.arrays[0], self.plan.targets[0]
@@ -661,18 +651,17 @@ class _LabelMasks:
 
     def close(self) -> None:
         if self.plan is not None and not self.finished:
+            self.finished = True
             self.plan.abort()
 
 
 class _ChangeTables(_CountedTable):
-    """ChangeDetection's matrix and gain/loss CSVs, counted from the from-to pairs of every
-    tile; nothing to count when neither file is asked for."""
+    """ChangeDetection's matrix and gain/loss CSVs, counted from the from-to pairs of every tile."""
 
     key = "pair"
 
     def __init__(self, run: _Run):
         super().__init__(run, run.op.pairs.chunks)
-        self.finished = not run.op.is_sink
 
 
 _SINKS = {"ProgressiveClassifier": _AreaTable, "LabelMaskExport": _LabelMasks, "ChangeDetection": _ChangeTables}
@@ -720,10 +709,11 @@ class _Run:
             fill = fill_value(band.dtype) if band.no_data is None or band.dtype.kind == "f" else band.no_data
             jproduct = java_sources[sid] if sid else self.java_source
             self.inputs[key] = (jproduct.getBand(band_name), band.dtype, fill)
-        self.elements: dict[str, Any] = {}
+        self.failed: str | None = None
+        self.results = _TileResults(PENDING_TILE_BYTES)
         self.target, self.computed = self._target(len(source.metadata.elements))
         sink = _SINKS.get(alias)
-        self.sink = sink(self) if sink is not None else None
+        self.sink = sink(self) if sink is not None and self.op.is_sink else None
 
     # --- target ---
     def _target(self, inherited_elements: int) -> tuple[Any, dict[str, tuple[Any, np.dtype]]]:
@@ -779,9 +769,7 @@ class _Run:
             self._class_masks(target, band)
         root = target.getMetadataRoot()
         for element in t.metadata.elements[inherited_elements:]:
-            java = java_element(types, element)
-            root.addElement(java)
-            self.elements.setdefault(element.name, java)
+            root.addElement(java_element(types, element))
         return target, computed
 
     def _index_coding(self, target: Any, jband: Any, band: Band) -> None:
@@ -811,7 +799,23 @@ class _Run:
                            self.types.Color(*map(int, c.color)), 0.5)
 
     # --- tiles ---
-    def compute(self, context: Any, target_tiles: Any, rect: Any) -> None:
+    def compute_band(self, context: Any, band: Any, tile: Any) -> None:
+        """Fill `tile` of target band `band`: from the results of its rectangle, computed for
+        every target band at once the first time one of them is asked for."""
+        if self.failed is not None:
+            raise OperatorError(f"{self.alias}: stopped after an earlier tile failed ({self.failed})")
+        name = str(band.getName())
+        if name not in self.computed:
+            raise OperatorError(f"{self.alias}: band '{name}' is not computed by this operator")
+        rect = tile.getRectangle()
+        key = (int(rect.x), int(rect.y), int(rect.width), int(rect.height))
+        out = self.results.take(key, name)
+        if out is None:
+            out = self._compute_rect(context, rect)
+            self.results.put(key, out, set(self.computed) - {name})
+        tile.setSamples(java_samples(out[name], self.computed[name][1]))
+
+    def _compute_rect(self, context: Any, rect: Any) -> Mapping[str, np.ndarray]:
         if self.kernel.context is None:
             tiles = {key: read_tile(context, jband, rect, dtype, fill) for key, (jband, dtype, fill) in self.inputs.items()}
             out = self.kernel.func(tiles)
@@ -822,16 +826,69 @@ class _Run:
             tiles = {key: read_tile(context, jband, window, dtype, fill)
                      for key, (jband, dtype, fill) in self.inputs.items()}
             out = self.kernel.func(tiles, source, target)
-        for name, (jband, dtype) in self.computed.items():
-            tile = target_tiles.get(jband)
-            if tile is not None:
-                tile.setSamples(java_samples(out[name], dtype))
         if self.sink is not None:
             self.sink.add(int(rect.y), int(rect.x), out)
+        return out
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop after a failed tile: unfinished outputs are removed now (SNAP calls no
+        ``dispose`` after a failed run) and no later tile starts new ones."""
+        if self.failed is None:
+            self.failed = errors.one_line(str(exc) or type(exc).__name__)
+        self.close()
 
     def close(self) -> None:
+        self.results.clear()
         if self.sink is not None:
             self.sink.close()
+
+
+class _TileResults:
+    """Results of computed rectangles whose other target bands SNAP has not asked for yet.
+
+    SNAP asks for each target band's tile separately (``computeTile``); the operator
+    computes all its bands of a rectangle at once and keeps the rest here until they
+    are asked for. Bands nobody reads (an index no node uses) would stay forever, so
+    the oldest results go beyond `max_bytes`; asked for later, they are computed again
+    (the same values: tile functions are pure).
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.entries: collections.OrderedDict = collections.OrderedDict()
+
+    def take(self, key, name: str) -> Mapping[str, np.ndarray] | None:
+        entry = self.entries.get(key)
+        if entry is None or name not in entry[1]:
+            return None
+        out, pending, size = entry
+        pending.discard(name)
+        if not pending:
+            del self.entries[key]
+            self.bytes -= size
+        return out
+
+    def put(self, key, out: Mapping[str, np.ndarray], pending: set[str]) -> None:
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
+        if not pending:
+            return
+        size = sum(a.nbytes for a in out.values())
+        self.entries[key] = (out, pending, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes and len(self.entries) > 1:
+            _, (_, _, dropped) = self.entries.popitem(last=False)
+            self.bytes -= dropped
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
+
+
+#: Bytes of computed tiles kept for target bands SNAP has not asked for yet.
+PENDING_TILE_BYTES = 256 * 2**20
 
 
 class SnapOperator:
@@ -839,6 +896,16 @@ class SnapOperator:
 
     Subclasses made by :func:`make_operator_class` set ``alias`` (our
     operator) and ``api`` (the Java API module; None means ``esa_snappy``).
+
+    The operators implement ``computeTile``, not ``computeTileStack``: SNAP then
+    computes each target band's tiles in a plain ``OperatorImage`` without the
+    per-tile locks of ``OperatorImageTileStack``. esa_snappy's ``PyOperator``
+    runs all Python under one lock (``synchronized (PyLib.class)``), so with tile
+    locks two end nodes reading one Python operator (``Write`` and
+    ``LabelMaskExport`` beside it) deadlock: a thread holding a tile's lock
+    waits for the Python lock, held by a thread inside another Python operator
+    that asks for that very tile. Without them the Python lock is the only lock
+    on the way to a tile, and it is reentrant.
     """
 
     alias: ClassVar[str] = ""
@@ -854,11 +921,16 @@ class SnapOperator:
         context.setTargetProduct(run.target)
         self._run = run
 
-    def computeTileStack(self, context, target_tiles, target_rectangle) -> None:
-        """Compute every target band of one tile rectangle from its source tiles."""
-        if self._run is None:
-            raise OperatorError(f"{self.alias}: computeTileStack called before initialize")
-        self._run.compute(context, target_tiles, target_rectangle)
+    def computeTile(self, context, band, tile) -> None:
+        """Fill one tile of one target band (all target bands of its rectangle are computed together)."""
+        run = self._run
+        if run is None:
+            raise OperatorError(f"{self.alias}: computeTile called before initialize")
+        try:
+            run.compute_band(context, band, tile)
+        except BaseException as exc:
+            run.fail(exc)
+            raise
 
     def dispose(self, context) -> None:
         """Release the run; scene-wide outputs not finished by then are removed."""
@@ -873,8 +945,9 @@ def make_operator_class(alias: str, api: Any = None) -> type:
     Parameters
     ----------
     alias : str
-        ``SpectralIndices``, ``ProgressiveClassifier``, ``LabelMaskExport`` or
-        ``AttentionUNetInference``.
+        One of :data:`CLASS_NAMES` (``SpectralIndices``, ``CloudMask``,
+        ``ProgressiveClassifier``, ``LabelMaskExport``,
+        ``AttentionUNetInference``, ``ChangeDetection``).
     api : module, optional
         SNAP's Java API as esa_snappy exposes it; default ``esa_snappy``,
         imported when SNAP first initializes the operator.
@@ -883,7 +956,7 @@ def make_operator_class(alias: str, api: Any = None) -> type:
     -------
     type
         A class named like ``SpectralIndicesOp`` with ``initialize``,
-        ``computeTileStack`` and ``dispose``, instantiated by SNAP without
+        ``computeTile`` and ``dispose``, instantiated by SNAP without
         arguments.
     """
     if alias not in CLASS_NAMES:

@@ -16,7 +16,12 @@ jpy behaviours mirrored (jpy's ``src/main/c/jpy_jtype.c``, ``jpy_jmethod.c``):
 * Java primitive arrays come back as buffers (here read-only
   ``memoryview``), not numpy arrays; numpy arrays passed to a Java
   ``float[]``/``byte[]``... parameter must be 1-D and of a matching type;
-* Java exceptions surface as ``RuntimeError``.
+* Java exceptions surface as ``RuntimeError``;
+* a Java ``int``/``short``/``long`` parameter takes a Python ``int`` only:
+  numpy integers are not ``PyLong`` and match no overload
+  (``JType_MatchPyArgAsJIntParam``); a ``double`` takes any number;
+* ``jpy.cast(obj, type)`` needs the type object: jpy 0.13 (SNAP 10/11)
+  crashes the JVM on a type name.
 
 Module-level Java names are only the ones esa_snappy preloads
 (``esa_snappy/__init__.py``: ``Product``, ``Band``, ``Mask``, ``ProductData``,
@@ -53,6 +58,11 @@ SNAP classes and methods mirrored, checked in senbox-org/snap-engine
   ``getUnit/setUnit``, ``getDescription/setDescription``,
   ``getNoDataValue/setNoDataValue``, ``isNoDataValueUsed/setNoDataValueUsed``,
   ``getValidPixelExpression/setValidPixelExpression``, ``isValidMaskUsed``,
+  ``getScalingFactor/setScalingFactor``, ``getScalingOffset/setScalingOffset``
+  (``getGeophysicalDataType``: scaled 8/16-bit integers are float32, 32-bit
+  ones float64; tiles' ``getSamplesFloat/Double`` give ``factor * raw +
+  offset``, NaN where the no-data value or the valid-pixel expression says
+  invalid, as a Sentinel-2 L2A band read by SNAP has them),
   ``getSpectralWavelength/setSpectralWavelength``, ``getGeoCoding``,
   ``getSampleCoding/setSampleCoding`` (integer bands only), ``getIndexCoding``,
   ``getImageInfo/setImageInfo``, ``isSourceImageSet``, ``getProduct``;
@@ -90,13 +100,16 @@ SNAP classes and methods mirrored, checked in senbox-org/snap-engine
   ``java.io.File(String)`` (``getPath``, ``toString``).
 
 Stricter than SNAP on purpose: ``Product.addMask`` refuses expressions naming
-unknown rasters (SNAP logs a warning), a target tile left unset by
-``computeTileStack`` fails the run (SNAP would write zeros), and
-``getSourceTile`` refuses rectangles outside the raster.
+unknown rasters (SNAP logs a warning), a target tile left unset fails the
+run (SNAP would write zeros), ``getSourceTile`` refuses rectangles outside
+the raster, and metadata changed after a writer wrote the product header
+(:class:`gpf.WriteNode`) fails (SNAP silently leaves the file without it).
 
 The end of the module emulates GPF (not API): :func:`run_operator` calls
-``initialize``, ``computeTileStack`` per tile in any order, then ``dispose``
-(``OperatorExecutor`` / ``GraphProcessor`` in snap-gpf); :func:`target_tiles`,
+``initialize``, ``computeTile`` per band and tile (``computeTileStack`` per
+tile for an operator without ``computeTile``) in any order, then ``dispose``
+(``OperatorExecutor`` in snap-gpf); :mod:`.gpf` runs graphs of operators on
+threads with GPF's and esa_snappy's locks; :func:`target_tiles`,
 :func:`tile_grid`, :func:`random_partition`, :func:`raster`,
 :func:`set_raster`, :func:`crs_geocoding`, :func:`utc` help tests build
 products and tiles. :data:`CALLS` and :data:`SECONDS` count the Java calls.
@@ -283,7 +296,7 @@ class File(JavaObject, java="java.io.File"):
 class Rectangle(JavaObject, java="java.awt.Rectangle"):
     def __init__(self, x, y, width, height):
         for v in (x, y, width, height):
-            _check(v, (int, np.integer), "Rectangle(int, int, int, int)")
+            _check(v, int, "Rectangle(int, int, int, int)")
         self.x, self.y, self.width, self.height = int(x), int(y), int(width), int(height)
 
     def toString(self) -> str:
@@ -298,7 +311,7 @@ class _Dimension(JavaObject, java="java.awt.Dimension"):
 class _Color(JavaObject, java="java.awt.Color"):
     def __init__(self, r, g, b):
         for v in (r, g, b):
-            _check(v, (int, np.integer), "Color(int, int, int)")
+            _check(v, int, "Color(int, int, int)")
             if not 0 <= v <= 255:
                 raise _java_error("Color parameter outside of expected range")
         self._rgb = (int(r), int(g), int(b))
@@ -502,13 +515,25 @@ class _MetadataElement(JavaObject, java="org.esa.snap.core.datamodel.MetadataEle
         self._name = name
         self._elements: list[_MetadataElement] = []
         self._attributes: list[_MetadataAttribute] = []
+        self._frozen = False  # a writer wrote its header with this element (gpf.WriteNode)
 
     def getName(self) -> str:
         return self._name
 
+    def _check_unfrozen(self) -> None:
+        if self._frozen:
+            raise RuntimeError(f"stand-in: metadata element '{self._name}' changed after the writer wrote the "
+                               "product header; GeoTIFF and BEAM-DIMAP would not have the change")
+
+    def _freeze(self) -> None:
+        self._frozen = True
+        for e in self._elements:
+            e._freeze()
+
     def addElement(self, element) -> None:
         if not isinstance(element, _MetadataElement):
             raise RuntimeError("no matching Java method overloads found for addElement(MetadataElement)")
+        self._check_unfrozen()
         self._elements.append(element)
 
     def getElement(self, name):
@@ -524,6 +549,7 @@ class _MetadataElement(JavaObject, java="org.esa.snap.core.datamodel.MetadataEle
         return len(self._elements)
 
     def _set(self, name, value, type_) -> None:
+        self._check_unfrozen()
         for a in self._attributes:
             if a._name == name:
                 if a._type != type_:
@@ -537,7 +563,7 @@ class _MetadataElement(JavaObject, java="org.esa.snap.core.datamodel.MetadataEle
                   ProductData.TYPE_ASCII)
 
     def setAttributeInt(self, name, value) -> None:
-        value = _check(value, (int, np.integer), "setAttributeInt(String, int)")
+        value = _check(value, int, "setAttributeInt(String, int)")
         if not -2**31 <= value < 2**31:
             raise RuntimeError("OverflowError: value does not fit a Java int")
         self._set(_check(name, str, "setAttributeInt"), int(value), ProductData.TYPE_INT32)
@@ -587,7 +613,7 @@ class _MetadataElement(JavaObject, java="org.esa.snap.core.datamodel.MetadataEle
 class _IndexCoding(_MetadataElement, java="org.esa.snap.core.datamodel.IndexCoding"):
     def addIndex(self, name, value, description) -> _MetadataAttribute:
         _check(name, str, "addIndex(String, int, String)")
-        _check(value, (int, np.integer), "addIndex(String, int, String)")
+        _check(value, int, "addIndex(String, int, String)")
         if description is not None:
             _check(description, str, "addIndex(String, int, String)")
         attr = _MetadataAttribute(name.strip(), int(value), ProductData.TYPE_UINT32, description)
@@ -725,20 +751,46 @@ class Band(_Raster, java="org.esa.snap.core.datamodel.Band"):
         self._unit = None
         self._no_data, self._no_data_used = 0.0, False
         self._valid_expression = None
+        self._scaling_factor, self._scaling_offset = 1.0, 0.0
         self._wavelength = 0.0
         self._coding = None
         self._image_info = None
         self._source = None  # band whose source image this band shares (ProductUtils.copyBand(..., true))
         self._raster = None  # raw samples, numpy (rows, cols)
+        self._image = None  # the operator image computing this band's tiles on demand (gpf.py)
 
     def getDataType(self) -> int:
         return self._type
 
     def getGeophysicalDataType(self) -> int:
-        return self._type  # no scaling in this stand-in
+        # RasterDataNode.getGeophysicalDataType -> ReinterpretDescriptor.getTargetDataType: scaled
+        # 8/16-bit integers become float32, 32-bit ones float64; floats keep their type.
+        if not self.isScalingApplied() or np.dtype(DTYPES[self._type]).kind == "f":
+            return self._type
+        return ProductData.TYPE_FLOAT32 if np.dtype(DTYPES[self._type]).itemsize <= 2 else ProductData.TYPE_FLOAT64
 
     def isScalingApplied(self) -> bool:
-        return False
+        return self._scaling_factor != 1.0 or self._scaling_offset != 0.0
+
+    def getScalingFactor(self) -> float:
+        return self._scaling_factor
+
+    def setScalingFactor(self, scalingFactor) -> None:
+        self._scaling_factor = float(_check(scalingFactor, (int, float, np.integer, np.floating),
+                                            "setScalingFactor(double)"))
+
+    def getScalingOffset(self) -> float:
+        return self._scaling_offset
+
+    def setScalingOffset(self, scalingOffset) -> None:
+        self._scaling_offset = float(_check(scalingOffset, (int, float, np.integer, np.floating),
+                                            "setScalingOffset(double)"))
+
+    def _geophysical(self, raw: np.ndarray) -> np.ndarray:
+        """``RasterDataNode.scale``: ``factor * raw + offset`` in double."""
+        if not self.isScalingApplied():
+            return raw.astype(np.float64)
+        return self._scaling_factor * raw.astype(np.float64) + self._scaling_offset
 
     def getUnit(self):
         return self._unit
@@ -762,7 +814,8 @@ class Band(_Raster, java="org.esa.snap.core.datamodel.Band"):
         return self._valid_expression
 
     def setValidPixelExpression(self, expression) -> None:
-        self._valid_expression = expression
+        self._valid_expression = None if expression is None else _check(expression, str,
+                                                                         "setValidPixelExpression(String)")
 
     def isValidMaskUsed(self) -> bool:
         return self._no_data_used or bool(self._valid_expression)
@@ -808,17 +861,21 @@ class Band(_Raster, java="org.esa.snap.core.datamodel.Band"):
     def _raw(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         if self._source is not None:
             return self._source._raw(y0, x0, h, w)
+        if self._image is not None:
+            return self._image.read(y0, x0, h, w)
         if self._raster is None:
             raise RuntimeError(f"band '{self._name}' has no data: its tiles were never computed")
         return self._raster[y0:y0 + h, x0:x0 + w]
 
-    def _valid(self, raw: np.ndarray) -> np.ndarray:
+    def _valid(self, raw: np.ndarray, y0: int, x0: int) -> np.ndarray:
+        """``RasterDataNode.isPixelValid`` over a tile: the no-data test on the raw samples
+        (``band.raw != noData``; NaN no-data: not NaN) and the valid-pixel expression."""
         ok = np.ones(raw.shape, dtype=bool)
         if self._no_data_used:
             nd = self._no_data
             ok &= ~np.isnan(raw) if math.isnan(nd) else raw != np.asarray(nd).astype(raw.dtype)
         if self._valid_expression:
-            raise RuntimeError("valid-pixel expressions are not mirrored by this stand-in")
+            ok &= _valid_expression(self._product, self._valid_expression, y0, x0, *raw.shape)
         return ok
 
 
@@ -842,6 +899,54 @@ class _MaskBandMathsType(JavaObject, java="org.esa.snap.core.datamodel.Mask$Band
         return mask._expression
 
 
+def _valid_expression(product, expression: str, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """A valid-pixel expression over a window: SNAP band maths' comparisons, ``&&``/``and``,
+    ``||``/``or``, ``!``/``not``, numbers, band names (geophysical values) and ``band.raw``
+    (raw samples). Enough for the expressions readers set (``B2.raw > 0 && B8.raw > 0``)."""
+    import ast
+
+    names: dict[str, np.ndarray] = {}
+
+    def value(match: re.Match) -> str:
+        name = match.group(0)
+        if name.lower() in ("and", "or", "not"):
+            return name.lower()
+        if name.lower() in ("true", "false"):
+            return name.capitalize()
+        raw = name.endswith(".raw")
+        band = product.getBand(name[:-4] if raw else name) if product is not None else None
+        if band is None:
+            raise RuntimeError(f"stand-in: valid-pixel expression '{expression}': unknown raster '{name}'")
+        data = band._raw(y0, x0, h, w)
+        key = f"_v{len(names)}"
+        names[key] = data if raw else band._geophysical(data)
+        return key
+
+    text = expression.replace("&&", " and ").replace("||", " or ")
+    text = re.sub(r"!(?!=)", " not ", text)
+    text = re.sub(r"[A-Za-z_][A-Za-z0-9_]*(?:\.raw)?", value, text)
+
+    class Vectorize(ast.NodeTransformer):
+        def visit_BoolOp(self, node):
+            self.generic_visit(node)
+            fn = "logical_and" if isinstance(node.op, ast.And) else "logical_or"
+            out = node.values[0]
+            for v in node.values[1:]:
+                out = ast.Call(ast.Attribute(ast.Name("np", ast.Load()), fn, ast.Load()), [out, v], [])
+            return out
+
+        def visit_UnaryOp(self, node):
+            self.generic_visit(node)
+            if isinstance(node.op, ast.Not):
+                return ast.Call(ast.Attribute(ast.Name("np", ast.Load()), "logical_not", ast.Load()), [node.operand], [])
+            return node
+
+    tree = ast.fix_missing_locations(Vectorize().visit(ast.parse(text.strip(), mode="eval")))
+    with np.errstate(invalid="ignore"):
+        result = eval(compile(tree, "<valid-pixel expression>", "eval"), {"np": np, "__builtins__": {}}, names)
+    return np.broadcast_to(np.asarray(result, dtype=bool), (h, w))
+
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _KEYWORDS = {"and", "or", "not", "true", "false", "nan", "NaN", "if", "then", "else"}
 
@@ -853,7 +958,7 @@ class Product(JavaObject, java="org.esa.snap.core.datamodel.Product"):
         if not type:  # Guardian.assertNotNullOrEmpty("type", type) in SNAP's constructor
             raise RuntimeError("java.lang.IllegalArgumentException: [type] is null or empty")
         for v in (sceneRasterWidth, sceneRasterHeight):
-            _check(v, (int, np.integer), "Product(String, String, int, int)")
+            _check(v, int, "Product(String, String, int, int)")
         self._name, self._type = name.strip(), type
         self._w, self._h = int(sceneRasterWidth), int(sceneRasterHeight)
         self._description = None
@@ -899,7 +1004,7 @@ class Product(JavaObject, java="org.esa.snap.core.datamodel.Product"):
 
     def addBand(self, bandName, dataType) -> Band:
         _check(bandName, str, "addBand(String, int)")
-        _check(dataType, (int, np.integer), "addBand(String, int)")
+        _check(dataType, int, "addBand(String, int)")
         return self._add(Band(bandName, int(dataType), self._w, self._h))
 
     def getBand(self, name):
@@ -969,7 +1074,7 @@ class Product(JavaObject, java="org.esa.snap.core.datamodel.Product"):
         if len(args) == 1 and isinstance(args[0], _Dimension):
             self._tile_size = args[0]
         elif len(args) == 2:
-            w, h = (_check(v, (int, np.integer), "setPreferredTileSize(int, int)") for v in args)
+            w, h = (_check(v, int, "setPreferredTileSize(int, int)") for v in args)
             self._tile_size = _Dimension(w, h)
         else:
             raise RuntimeError("no matching Java method overloads found for setPreferredTileSize")
@@ -1015,6 +1120,7 @@ class ProductUtils(JavaObject, java="org.esa.snap.core.util.ProductUtils"):
         band._description, band._unit = src._description, src._unit
         band._no_data, band._no_data_used = src._no_data, src._no_data_used
         band._valid_expression, band._wavelength = src._valid_expression, src._wavelength
+        band._scaling_factor, band._scaling_offset = src._scaling_factor, src._scaling_offset
         if src._coding is not None:  # copyRasterDataNodeProperties: index coding and image info
             coding = targetProduct._index_codings.get(src._coding._name)
             if coding is None:
@@ -1054,6 +1160,7 @@ class Tile(JavaObject, java="org.esa.snap.core.gpf.Tile"):
     def __init__(self, raster: Band, rect: Rectangle, writable: bool):
         self._band, self._rect, self._writable = raster, rect, writable
         self._written = None
+        self._read = None
 
     def getRectangle(self) -> Rectangle:
         r = self._rect
@@ -1080,28 +1187,39 @@ class Tile(JavaObject, java="org.esa.snap.core.gpf.Tile"):
         r = self._rect
         if self._writable:
             return np.zeros((r.height, r.width), DTYPES[self._band._type])
-        return self._band._raw(r.y, r.x, r.height, r.width)
+        if self._read is None:
+            self._read = self._band._raw(r.y, r.x, r.height, r.width)
+        return self._read
+
+    def _invalid(self, raw: np.ndarray) -> np.ndarray | None:
+        if not self._band.isValidMaskUsed():
+            return None
+        return ~self._band._valid(raw, self._rect.y, self._rect.x)
 
     def getSamplesFloat(self) -> memoryview:
         raw = self._current()
-        out = raw.astype(np.float32)
-        if self._band.isValidMaskUsed():
-            out[~self._band._valid(raw)] = np.nan
+        out = self._band._geophysical(raw).astype(np.float32) if not self._writable else raw.astype(np.float32)
+        invalid = None if self._writable else self._invalid(raw)
+        if invalid is not None:
+            out[invalid] = np.nan
         return _primitive_array(out)
 
     def getSamplesDouble(self) -> memoryview:
         raw = self._current()
-        out = raw.astype(np.float64)
-        if self._band.isValidMaskUsed():
-            out[~self._band._valid(raw)] = np.nan
+        out = self._band._geophysical(raw) if not self._writable else raw.astype(np.float64)
+        invalid = None if self._writable else self._invalid(raw)
+        if invalid is not None:
+            out[invalid] = np.nan
         return _primitive_array(out)
 
     def getSamplesInt(self) -> memoryview:
         raw = self._current()
+        geo = self._band._geophysical(raw) if not self._writable and self._band.isScalingApplied() else raw
         with np.errstate(invalid="ignore"):
-            out = np.where(np.isnan(raw), 0, raw).astype(np.int32) if raw.dtype.kind == "f" else raw.astype(np.int32)
-        if self._band.isValidMaskUsed():
-            out[~self._band._valid(raw)] = 0
+            out = np.where(np.isnan(geo), 0, geo).astype(np.int32) if geo.dtype.kind == "f" else geo.astype(np.int32)
+        invalid = None if self._writable else self._invalid(raw)
+        if invalid is not None:
+            out[invalid] = 0
         return _primitive_array(out)
 
     def setSamples(self, samples) -> None:
@@ -1247,7 +1365,9 @@ class Operator(JavaObject, java="org.esa.snap.core.gpf.Operator"):
                 or r.y + r.height > rasterDataNode._h:
             raise RuntimeError(f"stand-in: {r.toString()} is outside band '{rasterDataNode._name}' "
                                f"({rasterDataNode._w}x{rasterDataNode._h})")
-        return Tile(rasterDataNode, Rectangle(r.x, r.y, r.width, r.height), writable=False)
+        tile = Tile(rasterDataNode, Rectangle(r.x, r.y, r.width, r.height), writable=False)
+        tile._current()  # GPF pulls here (image.getData), computing upstream tiles as needed
+        return tile
 
 
 class _Jpy:
@@ -1334,6 +1454,16 @@ def random_partition(width: int, height: int, seed: int = 0, min_size: int = 8) 
     return out
 
 
+def implements(py_operator: Any, method: str) -> bool:
+    """Whether the Python operator has `method` (``PyOperator.initMethodImplFlags``: an attribute lookup)."""
+    return callable(getattr(py_operator, method, None))
+
+
+def must_compute_tile_stack(py_operator: Any) -> bool:
+    """``OperatorContext.operatorMustComputeTileStack``: stack-wise only without ``computeTile``."""
+    return implements(py_operator, "computeTileStack") and not implements(py_operator, "computeTile")
+
+
 def run_operator(
     py_operator: Any,
     context: Operator,
@@ -1344,12 +1474,16 @@ def run_operator(
     dispose: bool = True,
     stop_after: int | None = None,
 ) -> Product:
-    """Drive a Python operator as GPF does: initialize, computeTileStack per tile, dispose.
+    """Drive a Python operator as GPF does: initialize, every tile of every computed band, dispose.
 
-    Tiles come from `rects`, else the grid of `tile_size`, else the target's
-    preferred tile size; in shuffled order (GPF's threads finish in any
-    order). `stop_after` tiles emulates a cancelled run. Computed tiles are
-    stored in the target bands, so the target can feed the next operator.
+    An operator with ``computeTile`` gets one call per band and tile (SNAP's
+    ``OperatorImage``), the bands of a tile in shuffled order; one with only
+    ``computeTileStack`` one call per tile for all bands
+    (``OperatorImageTileStack``). Tiles come from `rects`, else the grid of
+    `tile_size`, else the target's preferred tile size; in shuffled order
+    (GPF's threads finish in any order). `stop_after` tiles emulates a
+    cancelled run. Computed tiles are stored in the target bands, so the
+    target can feed the next operator.
     """
     py_operator.initialize(context)
     target = context.getTargetProduct()
@@ -1360,20 +1494,29 @@ def run_operator(
             tile_size = (pref.width, pref.height) if pref is not None else (512, 512)
         rects = tile_grid(target._w, target._h, *tile_size)
     rects = list(rects)
+    rng = random.Random(seed)
     if shuffle:
-        random.Random(seed).shuffle(rects)
+        rng.shuffle(rects)
     for b in computed:
         b._raster = np.zeros((b._h, b._w), DTYPES[b._type])
+    per_band = not must_compute_tile_stack(py_operator)
     try:
         for k, (x, y, w, h) in enumerate(rects):
             if stop_after is not None and k >= stop_after:
                 break
             rect = Rectangle(x, y, w, h)
             tiles = {b: Tile(b, rect, writable=True) for b in computed}
-            py_operator.computeTileStack(context, _JavaMap(tiles), rect)
+            if per_band:
+                order = list(tiles.items())
+                if shuffle:
+                    rng.shuffle(order)
+                for b, t in order:
+                    py_operator.computeTile(context, b, t)
+            else:
+                py_operator.computeTileStack(context, _JavaMap(tiles), rect)
             for b, t in tiles.items():
                 if t._written is None:
-                    raise AssertionError(f"computeTileStack left the tile {rect.toString()} of band '{b._name}' unset")
+                    raise AssertionError(f"the operator left the tile {rect.toString()} of band '{b._name}' unset")
                 b._raster[y:y + h, x:x + w] = t._written
     finally:
         if dispose:
