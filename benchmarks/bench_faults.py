@@ -47,7 +47,7 @@ OUTPUTS = ("classes.tif", "labels.gpkg", "labels_areas.csv")
 
 def command(scene: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "snap_operators.cli", "run", str(GRAPH), f"-Pinput={scene}",
-            f"-Poutput={out / 'classes.tif'}", f"-Plabels={out / 'labels.gpkg'}", "-q"]
+            f"-Poutput={out / 'classes.tif'}", f"-Plabels={out / 'labels.gpkg'}", "--quiet"]
 
 
 def digest(path: Path) -> str:

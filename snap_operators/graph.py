@@ -21,14 +21,40 @@ The format, as gpt reads it::
 
 Graph files are untrusted: they are parsed with :mod:`defusedxml`, which
 refuses DTDs, entity declarations (billion-laughs bombs) and external
-entities. Variables (``${name}`` or ``$name``) are substituted in text and
-attribute values *after* parsing, so a value can never inject XML.
+entities. Variables are substituted in parameter values, source references
+and operator names *after* parsing, so a value can never inject XML.
+
+Variables follow gpt's template reader (``com.bc.ceres.util.TemplateReader``,
+applied by ``GraphIO.read``), ported character for character:
+
+* ``${key}``: ``key`` is everything up to the next ``}``; replaced when a
+  variable ``key`` is set, else left as written.
+* ``$key``: ``key`` starts with a Java identifier start (a letter, ``_``,
+  ``$``...) and runs over identifier characters **and dots**, so
+  ``$sourceProduct.1.B4`` is the key ``sourceProduct.1.B4``, not
+  ``sourceProduct``; replaced only when that whole key is set, else left
+  as written. ``$1.B4`` is no key at all. Band-maths references therefore
+  reach the expression parser untouched.
+* The character right after a replaced ``${key}`` and the one ending a
+  ``$key`` are copied without being looked at (gpt's reader), so in
+  ``${a}${b}`` gpt never sees ``${b}``.
+
+gpt leaves an unset ``${name}`` in the graph, where it fails later (``Missing
+source '${name}' in node 'n'``, ``Specified 'file' [${name}] does not
+exist``); here an unset ``${name}`` (other than operator patterns such as
+Collocate's ``${ORIGINAL_NAME}``) stops the run before any work with one line
+naming it and where it is used. An unset bare ``$name`` stays as written, as
+in gpt (a warning says so when it is a whole value). gpt substitutes the raw
+document text; here each value is substituted on its own, so a ``${`` left
+open affects only the rest of its own value.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import stat
+import unicodedata
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,15 +64,18 @@ from .errors import GraphError
 from .limits import MAX_GRAPH_BYTES, MAX_GRAPH_DEPTH, MAX_GRAPH_NODES
 from .xmlsafe import parse_untrusted_xml
 
+log = logging.getLogger(__name__)
+
 SUPPORTED_VERSION = "1.0"
 
 #: Placeholders that belong to operators (Collocate's rename patterns), not to
-#: the graph: left untouched by variable substitution, as gpt does.
+#: the graph: never required; like any ``${name}``, replaced only when set (gpt).
 RESERVED_PLACEHOLDERS = frozenset(
     {"ORIGINAL_NAME", "SLAVE_NUMBER_ID", "SECONDARY_NUMBER_ID", "MASTER_NUMBER_ID", "REFERENCE_NUMBER_ID"}
 )
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.\-]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+#: ``${key}`` as written (key: anything up to the next ``}``), for finding placeholders gpt's reader skips.
+_BRACED = re.compile(r"\$\{([^}]*)\}")
 
 
 @dataclass
@@ -81,31 +110,84 @@ class Graph:
     path: str | None = None
 
     def variables(self) -> set[str]:
-        """Names of the ``${var}`` placeholders used by the nodes."""
+        """Names of the ``${name}`` placeholders the nodes use: each must be set to run.
+
+        Operator patterns (:data:`RESERVED_PLACEHOLDERS`) are left out. Bare
+        ``$name`` forms are not listed: gpt replaces them only when set and
+        otherwise leaves them as written (band-maths references such as
+        ``$sourceProduct.1.B4`` are bare forms).
+        """
         found: set[str] = set()
-        for node in self.nodes.values():
-            for value in _walk_values(node.parameters):
-                found.update(_names(value))
-            for _, ref in node.sources:
-                found.update(_names(ref))
+        for _, _, text in self._texts():
+            found.update(k for k in _BRACED.findall(text or "") if k)
         return found - RESERVED_PLACEHOLDERS
 
+    def _texts(self):
+        """``(node id, where, text)`` of every value variables are substituted in."""
+        for node in self.nodes.values():
+            yield node.id, "<operator>", node.operator
+            for name, ref in node.sources:
+                yield node.id, f"source '{name}'", ref
+            for pname, value in node.parameters.items():
+                for text in _walk_values(value):
+                    yield node.id, f"parameter '{pname}'", text
+
     def substitute(self, variables: Mapping[str, str]) -> "Graph":
-        """A copy with every variable replaced; an unresolved one is an error."""
-        missing = sorted(n for n in self.variables() if n not in variables)
-        if missing:
-            raise GraphError(
-                "unresolved graph variable(s): "
-                + ", ".join("${" + m + "}" for m in missing)
-                + "; give them with -P" + missing[0] + "=VALUE"
-            )
+        """A copy with the variables replaced as gpt's template reader does (module doc).
+
+        Raises
+        ------
+        GraphError
+            A ``${name}`` that is not set (operator patterns excepted), or one
+            that is set but that gpt's reader would not replace where it
+            stands; one line naming each and where it is used.
+        """
+        missing: dict[str, str] = {}
+        skipped: dict[str, str] = {}
+
+        def sub(text: str | None, nid: str, where: str) -> str | None:
+            if text is None:
+                return None
+            out, braced, bare = _template(text, variables)
+            replaced = {start for start, _, done in braced if done}
+            for m in _BRACED.finditer(text):
+                key = m.group(1)
+                if key and m.start() not in replaced and key not in RESERVED_PLACEHOLDERS:
+                    (skipped if key in variables else missing).setdefault(key, f"node '{nid}' {where}")
+            whole_unset = len(bare) == 1 and not bare[0][2] and len(text) == 1 + len(bare[0][1])
+            if whole_unset and where.startswith("parameter") and "." not in bare[0][1]:  # most likely a forgotten -P
+                log.warning("node '%s' %s is '%s', but no variable '%s' is set: it stays as written (as in gpt)",
+                            nid, where, text, bare[0][1])
+            return out
+
         nodes = {}
         for nid, node in self.nodes.items():
+            sources: list[tuple[str, str]] = []
+            for name, ref in node.sources:
+                value = sub(ref, nid, "source 'sourceProducts'" if name == _DEFERRED_LIST else f"source '{name}'")
+                if name == _DEFERRED_LIST:  # <sourceProducts>${...}</sourceProducts>: split once substituted
+                    sources.extend(_split_source_products(value or ""))
+                else:
+                    sources.append((name, value))
             nodes[nid] = Node(
                 id=node.id,
-                operator=node.operator,
-                sources=[(name, _subst(ref, variables)) for name, ref in node.sources],
-                parameters={k: _subst_value(v, variables) for k, v in node.parameters.items()},
+                operator=sub(node.operator, nid, "<operator>") or "",
+                sources=sources,
+                parameters={k: _subst_value(v, lambda t, k=k: sub(t, nid, f"parameter '{k}'")) for k, v in node.parameters.items()},
+            )
+        if missing:
+            first, where = next(iter(missing.items()))
+            how = f"-S{first}=FILE (a source product) or -P{first}=NODE_ID" if " source '" in where else f"-P{first}=VALUE"
+            raise GraphError(
+                "unresolved graph variable(s): "
+                + ", ".join(f"${{{k}}} ({w})" for k, w in missing.items())
+                + f"; give them with {how}"
+            )
+        if skipped:
+            key, where = next(iter(skipped.items()))
+            raise GraphError(
+                f"${{{key}}} ({where}) is set but gpt's template reader does not replace it there: it directly "
+                "follows another variable ('${a}${b}', '$a${b}'); put another character between them"
             )
         return Graph(self.id, nodes, self.application_data, self.path)
 
@@ -175,29 +257,88 @@ class Graph:
         return seen
 
 
-def _names(text: str | None) -> set[str]:
-    if not text:
-        return set()
-    return {a or b for a, b in _VAR.findall(text)}
+#: Identifier characters as Java's ``Character.isJavaIdentifierStart``/``Part`` see them.
+_JAVA_START = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nl", "Sc", "Pc"})
+_JAVA_PART = _JAVA_START | {"Nd", "Mn", "Mc", "Cf"}
 
 
-def _subst(text: str | None, variables: Mapping[str, str]) -> str | None:
-    if text is None:
-        return None
-
-    def repl(m: re.Match) -> str:
-        name = m.group(1) or m.group(2)
-        if name in RESERVED_PLACEHOLDERS or name not in variables:
-            return m.group(0)
-        return str(variables[name])
-
-    return _VAR.sub(repl, text)
+def _java_identifier_start(c: str) -> bool:
+    return unicodedata.category(c) in _JAVA_START
 
 
-def _subst_value(value: Any, variables: Mapping[str, str]) -> Any:
+def _java_identifier_part(c: str) -> bool:
+    o = ord(c)
+    return unicodedata.category(c) in _JAVA_PART or o <= 8 or 0x0E <= o <= 0x1B or 0x7F <= o <= 0x9F
+
+
+def template(text: str, variables: Mapping[str, str]) -> str:
+    """`text` with its variables replaced exactly as gpt's ``TemplateReader`` does (module doc).
+
+    Examples
+    --------
+    >>> template("${out}.tif $out $1.B4 $sourceProduct.1.B4 ${nope}", {"out": "x", "sourceProduct": "r"})
+    'x.tif x $1.B4 $sourceProduct.1.B4 ${nope}'
+    >>> template("${a}${a} $a$a", {"a": "1"})
+    '1${a} $a$a'
+    """
+    return _template(text, variables)[0]
+
+
+def _template(text: str, variables: Mapping[str, str]):
+    """gpt's ``TemplateReader.read`` over one value.
+
+    Returns the result, then ``(start, key, replaced)`` of every ``${key}``
+    and of every ``$key`` the reader recognised.
+    """
+    out: list[str] = []
+    braced: list[tuple[int, str, bool]] = []
+    bare: list[tuple[int, str, bool]] = []
+    i, n = 0, len(text)
+    while i < n:
+        j = text.find("$", i)
+        if j < 0:
+            out.append(text[i:])
+            break
+        out.append(text[i:j])
+        i = j
+        if i + 1 == n:  # a '$' at the end
+            out.append("$")
+            break
+        c = text[i + 1]
+        if c == "{":  # ${key}: up to the next '}'; none: the rest is copied as it is
+            k = text.find("}", i + 2)
+            if k < 0:
+                out.append(text[i:])
+                break
+            key = text[i + 2:k]
+            value = variables.get(key)
+            braced.append((i, key, value is not None))
+            if value is None:
+                out.append(text[i:k + 1])
+                i = k + 1
+            else:  # the reader copies the next character unexamined
+                out.append(str(value) + text[k + 1:k + 2])
+                i = k + 2
+        elif _java_identifier_start(c):  # $key: identifier characters and dots
+            k = i + 2
+            while k < n and (text[k] == "." or _java_identifier_part(text[k])):
+                k += 1
+            key = text[i + 1:k]
+            value = variables.get(key)
+            bare.append((i, key, value is not None))
+            # the character that ended the key is copied unexamined
+            out.append((text[i:k] if value is None else str(value)) + text[k:k + 1])
+            i = k + 1
+        else:  # '$' and a character that starts no key: both copied as they are
+            out.append(text[i:i + 2])
+            i += 2
+    return "".join(out), braced, bare
+
+
+def _subst_value(value: Any, sub) -> Any:
     if value is None or isinstance(value, str):
-        return _subst(value, variables)
-    return [(tag, _subst_value(v, variables)) for tag, v in value]
+        return sub(value)
+    return [(tag, _subst_value(v, sub)) for tag, v in value]
 
 
 def _walk_values(params: Any):
@@ -321,12 +462,25 @@ def _parse_sources(el: ET.Element | None, nid: str, name: str) -> list[tuple[str
         if not ref:
             continue
         if s.tag == "sourceProducts" and s.get("refid") is None:
-            # gpt accepts a comma-separated list of node ids here.
-            for i, r in enumerate(x.strip() for x in ref.split(",") if x.strip()):
-                out.append(("sourceProduct" + (f".{i}" if i else ""), r))
+            # gpt accepts a comma-separated list of node ids here, split after the variables
+            # are substituted (${sourceProducts} is the list of gpt's positional sources).
+            if "$" in ref:
+                out.append((_DEFERRED_LIST, ref))
+            else:
+                out.extend(_split_source_products(ref))
         else:
             out.append((s.tag, ref.strip()))
     return out
+
+
+#: Source name of a ``<sourceProducts>`` list that holds variables, until :meth:`Graph.substitute` splits it.
+_DEFERRED_LIST = "sourceProducts[]"
+
+
+def _split_source_products(text: str) -> list[tuple[str, str]]:
+    """``sourceProduct``, ``sourceProduct.1``, ... from gpt's comma-separated list of node ids."""
+    refs = [x.strip() for x in text.split(",") if x.strip()]
+    return [("sourceProduct" + (f".{i}" if i else ""), r) for i, r in enumerate(refs)]
 
 
 def _parse_params(el: ET.Element | None) -> dict[str, Any]:
@@ -351,3 +505,25 @@ def load_properties(path: str | Path) -> dict[str, str]:
             raise GraphError(f"{path}: cannot read line {raw!r} (expected name=value)")
         props[m.group(1)] = m.group(2).strip()
     return props
+
+
+def load_parameters(path: str | Path) -> dict[str, Any]:
+    """An operator's parameters from gpt's ``-p`` file: ``name=value`` lines, or XML.
+
+    As gpt's ``CommandLineTool`` (``-p`` "a (Java Properties) file ... or a XML
+    file containing a parameter DOM for the operator"): a file whose text
+    starts with ``<`` is XML; the children of its root element (any name,
+    usually ``<parameters>``) are the parameters, nested ones such as
+    BandMaths' ``targetBands/targetBand`` included. The XML is parsed as
+    safely as graphs are.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise GraphError(f"cannot read parameter file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_GRAPH_BYTES:
+        raise GraphError(f"parameter file {path} is {len(data)} bytes; limited to {MAX_GRAPH_BYTES} (MAX_GRAPH_BYTES)")
+    if not data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        return dict(load_properties(path))
+    root = parse_untrusted_xml(data, str(path), error=GraphError, forbid_dtd=True)
+    return _parse_params(root)

@@ -200,7 +200,7 @@ def test_ops_lists_every_operator(capsys):
 def test_help_describes_parameters(capsys):
     code, out, _ = run_cli(capsys, "help", "Resample")
     assert code == 0
-    for name in ("referenceBand", "targetResolution", "upsampling", "downsampling", "Graph XML format"):
+    for name in ("referenceBand", "targetResolution", "upsampling", "downsampling", "Graph XML Format:"):
         assert name in out
     assert "Nearest" in out
     text = describe_operator("BandMaths")

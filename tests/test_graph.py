@@ -33,7 +33,7 @@ def test_parse_nodes_sources_parameters_and_application_data():
     assert list(g.nodes) == ["Read", "Write"]
     assert g.nodes["Write"].sources == [("sourceProduct", "Read")]
     assert g.nodes["Write"].parameters == {"file": "$output", "formatName": "GeoTIFF"}
-    assert g.variables() == {"input", "output"}
+    assert g.variables() == {"input"}  # ${input} must be set; gpt replaces a bare $output only when set
     assert len(g.application_data) == 1 and g.application_data[0].get("id") == "Presentation"
     assert g.check() == ["Read", "Write"]
 
@@ -76,7 +76,7 @@ def test_substitution_braced_bare_and_reserved():
             </parameters></node>"""
         ),
     )
-    assert g.variables() == {"x", "y2"}
+    assert g.variables() == {"x"}
     s = g.substitute({"x": "X", "y2": "<evil/>"})
     p = s.nodes["c"].parameters
     assert p["a"] == "X/y"
@@ -85,9 +85,12 @@ def test_substitution_braced_bare_and_reserved():
 
 
 def test_unresolved_variable_is_named():
-    g = parse_graph("t.xml", text=READ_WRITE)
-    with pytest.raises(GraphError, match=r"\$\{output\}"):
+    g = parse_graph("t.xml", text=READ_WRITE.replace("$output", "${output}"))
+    with pytest.raises(GraphError, match=r"unresolved graph variable\(s\): \$\{output\} \(node 'Write' parameter 'file'\); "
+                                         r"give them with -Poutput=VALUE"):
         g.substitute({"input": "a.tif"})
+    # gpt leaves an unset bare $output as written (TemplateReader); it is no error
+    assert parse_graph("t.xml", text=READ_WRITE).substitute({"input": "a.tif"}).nodes["Write"].parameters["file"] == "$output"
 
 
 def test_properties_file_and_sidecar_defaults(tmp_path):
@@ -194,3 +197,96 @@ def test_every_real_snap_graph_parses(path):
     if snap_only:
         with pytest.raises(GraphError, match="is provided by SNAP; run this graph with gpt"):
             build(g2)
+
+
+# --- gpt's template reader (ceres TemplateReader, applied by GraphIO.read) ----------------------
+
+from snap_operators.graph import template  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "props, text, expected",
+    [  # TemplateReaderTest, case for case
+        ({}, "<module><symbolicName>${id}</symbolicName></module>", "<module><symbolicName>${id}</symbolicName></module>"),
+        ({"id": "com.bc.x"}, "<s>$id</s>", "<s>com.bc.x</s>"),
+        ({"id": "com.bc.x"}, "<s>${id}</s><v>${version}</v>", "<s>com.bc.x</s><v>${version}</v>"),
+        ({"id": "com.bc.x", "version": "1.0"}, "<s>${id}</s><v>${version}</v>", "<s>com.bc.x</s><v>1.0</v>"),
+        ({"bar": "foo"}, "blah, blah, $bar", "blah, blah, foo"),
+        ({"bar": "foo"}, "${bar}, blah, blah", "foo, blah, blah"),
+        ({"bar": "foo"}, "$bar$bar, blah, blah", "$bar$bar, blah, blah"),  # '$' continues a key: 'bar$bar'
+        ({"bar": "foo"}, "${bar} ${bar}, blah, blah", "foo foo, blah, blah"),
+        ({"bar": "foo"}, "${bar}-${bar}, blah, blah", "foo-foo, blah, blah"),
+        ({"bar": "foo"}, "${bar, blah, blah", "${bar, blah, blah"),
+        ({"bar": "foo"}, "blah, blah $-bar", "blah, blah $-bar"),
+        ({"emptyValue": ""}, "$emptyValue more text", " more text"),
+        ({"spaceValue": " "}, "${spaceValue}_more text", " _more text"),
+        ({"nlValue": "\n"}, "$nlValue more text", "\n more text"),
+    ],
+)
+def test_template_reader_cases(props, text, expected):
+    assert template(text, props) == expected
+
+
+def test_band_maths_references_reach_the_expression_parser():
+    """`$1.B4` is no key; `$sourceProduct.1.B4` is the key 'sourceProduct.1.B4', not 'sourceProduct'."""
+    expr = "($sourceProduct.1.B8 - $1.B4) / ($sourceProduct.B8 + $2.B4) * $k"
+    g = parse_graph("t.xml", text=_g(f"""<node id="bm"><operator>BandMaths</operator>
+        <sources><sourceProduct refid="${{sourceProduct}}"/></sources><parameters><targetBands><targetBand>
+        <name>x</name><expression>{expr}</expression></targetBand></targetBands></parameters></node>"""))
+    assert g.variables() == {"sourceProduct"}
+    s = g.substitute({"sourceProduct": "ReadOp@sourceProduct", "k": "2"})
+    assert s.nodes["bm"].sources == [("sourceProduct", "ReadOp@sourceProduct")]
+    band = dict(s.nodes["bm"].parameters["targetBands"][0][1])
+    assert band["expression"] == "($sourceProduct.1.B8 - $1.B4) / ($sourceProduct.B8 + $2.B4) * 2"
+    # only a set key with its dots is replaced, braced or bare
+    assert template("$a.b ${a.b} $a.b.c", {"a": "X", "a.b": "Y"}) == "Y Y $a.b.c"
+
+
+def test_unset_source_variable_names_the_source_and_gpt_option():
+    g = parse_graph("t.xml", text=_g("""<node id="n"><operator>BandMerge</operator>
+        <sources><sourceProduct>${sourceProduct}</sourceProduct></sources></node>"""))
+    with pytest.raises(GraphError) as e:
+        g.substitute({})
+    assert str(e.value) == ("unresolved graph variable(s): ${sourceProduct} (node 'n' source 'sourceProduct'); "
+                            "give them with -SsourceProduct=FILE (a source product) or -PsourceProduct=NODE_ID")
+
+
+def test_variable_gpt_would_not_replace_is_an_error():
+    """gpt's reader copies the character after a replaced ${a} unexamined: in ${a}${b} it never sees ${b}."""
+    g = parse_graph("t.xml", text=_g("<node id='w'><operator>Write</operator><parameters><file>${dir}${name}</file>"
+                                     "</parameters></node>"))
+    assert g.variables() == {"dir", "name"}
+    with pytest.raises(GraphError, match=r"\$\{name\} \(node 'w' parameter 'file'\) is set but gpt's template reader "
+                                         r"does not replace it there"):
+        g.substitute({"dir": "/o/", "name": "x.tif"})
+    ok = parse_graph("t.xml", text=_g("<node id='w'><operator>Write</operator><parameters><file>${dir}/${name}</file>"
+                                      "</parameters></node>"))
+    assert ok.substitute({"dir": "/o", "name": "x.tif"}).nodes["w"].parameters["file"] == "/o/x.tif"
+
+
+def test_operator_patterns_are_optional_but_replaced_when_set():
+    g = parse_graph("t.xml", text=_g("<node id='c'><operator>Collocate</operator><parameters>"
+                                     "<referenceComponentPattern>${ORIGINAL_NAME}_M</referenceComponentPattern>"
+                                     "</parameters></node>"))
+    assert g.variables() == set()
+    assert g.substitute({}).nodes["c"].parameters["referenceComponentPattern"] == "${ORIGINAL_NAME}_M"
+    assert g.substitute({"ORIGINAL_NAME": "b"}).nodes["c"].parameters["referenceComponentPattern"] == "b_M"
+
+
+def test_source_products_list_is_split_after_substitution():
+    """gpt's SourceList reads <sourceProducts> as comma-separated ids of the substituted text."""
+    text = _g("""<node id="m"><operator>BandMerge</operator>
+        <sources><sourceProducts>${sourceProducts}</sourceProducts></sources></node>""")
+    g = parse_graph("t.xml", text=text)
+    assert g.variables() == {"sourceProducts"}
+    s = g.substitute({"sourceProducts": "ReadOp@sourceProduct,ReadOp@sourceProduct.2"})
+    assert s.nodes["m"].sources == [("sourceProduct", "ReadOp@sourceProduct"), ("sourceProduct.1", "ReadOp@sourceProduct.2")]
+    assert g.substitute({"sourceProducts": ""}).nodes["m"].sources == []
+
+
+def test_unset_bare_whole_value_is_kept_with_a_warning(caplog):
+    g = parse_graph("t.xml", text=READ_WRITE)
+    with caplog.at_level("WARNING"):
+        s = g.substitute({"input": "a.tif"})
+    assert s.nodes["Write"].parameters["file"] == "$output"
+    assert "node 'Write' parameter 'file' is '$output', but no variable 'output' is set" in caplog.text

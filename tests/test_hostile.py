@@ -115,7 +115,7 @@ def build_corpus(tmp: Path) -> list[Case]:
     cases: list[Case] = []
 
     def run(name: str, graph_text: str, expect: str, **variables) -> None:
-        args = ["run", _write_graph(tmp, name, graph_text), "-q", f"-Poutput={out}"]
+        args = ["run", _write_graph(tmp, name, graph_text), "--quiet", f"-Poutput={out}"]
         cases.append(Case(name, args + [f"-P{k}={v}" for k, v in variables.items()], expect))
 
     def classify(name: str, rules_path: Path, expect: str) -> None:
@@ -149,11 +149,11 @@ def build_corpus(tmp: Path) -> list[Case]:
     # A 1 MB node id: the error line stays short.
     run("graph_long_node_id", _graph(_read_node(tmp / "missing.tif", "x" * 1_000_000 + "\u202e&#10;")), "file not found")
     # Graph paths that are not files.
-    cases.append(Case("graph_dev_zero", ["run", "/dev/zero", "-q"], "not a regular file"))
+    cases.append(Case("graph_dev_zero", ["run", "/dev/zero", "--quiet"], "not a regular file"))
     fifo = tmp / "graph.fifo"
     if not fifo.exists():
         os.mkfifo(fifo)
-    cases.append(Case("graph_fifo", ["run", str(fifo), "-q"], "not a regular file"))
+    cases.append(Case("graph_fifo", ["run", str(fifo), "--quiet"], "not a regular file"))
     # Rasters: a 1 KB GeoTIFF claiming 1e6 x 1e6 px (90 s, 6.6 GB before), zero pixel size, complex values.
     forged = _forged_tiff(tmp / "forged.tif", 1_000_000, 1_000_000)
     run("geotiff_1e6_px", _graph(_read_node(forged)), "MAX_BAND_PIXELS")

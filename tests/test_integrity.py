@@ -76,7 +76,7 @@ def big_scene(tmp_path_factory):
 
 def classify_args(scene, out: Path, *extra):
     return ["run", CLASSIFIER, f"-Pinput={scene}", f"-Poutput={out / 'classes.tif'}",
-            f"-Plabels={out / 'labels.gpkg'}", "-q", *extra]
+            f"-Plabels={out / 'labels.gpkg'}", "--quiet", *extra]
 
 
 # --- write errors -------------------------------------------------------------------------------

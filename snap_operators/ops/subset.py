@@ -1,37 +1,57 @@
-"""``Subset``: a spatial and/or band subset of a product (SNAP's SubsetOp).
+"""``Subset``: a spatial and/or band subset of a product (SNAP's ``SubsetOp``).
 
-The pixel region comes from ``geoRegion`` (a WKT geometry in WGS84
-longitude/latitude, transformed to the product CRS; the bounding box of its
-intersection with the scene, in whole pixels) or else from ``region``
-(``x,y,width,height`` in pixels; a zero width or height, or an empty value,
-means the whole scene; a region running past the scene edge is clipped, as
-SNAP does). ``fullSwath`` widens it to the full scene width.
+The pixel region comes, in this order of precedence (as ``SubsetOp.initialize``), from
 
-On a multi-size product the region is in pixels of ``referenceBand`` (default:
-the finest band, SNAP's scene raster) and is scaled to every other band by
-map coordinates, rounding outwards. Each band is sliced lazily (and
-sub-sampled by ``subSamplingX``/``subSamplingY``) and its geotransform is
-shifted and scaled exactly, so the subset stays georeferenced to the pixel.
+* ``polygonRegion`` (WKT polygon in WGS84 longitude/latitude) or ``vectorFile``
+  (a ``.wkt``/``.txt`` file holding one): the integer extent of the polygon in
+  pixels (:func:`~snap_operators.io.subset_region.polygon_pixel_region`);
+  pixels of that rectangle farther than 0.75 pixel from the polygon become
+  no-data, and ``subSamplingX``/``subSamplingY`` are reset to 1 (SNAP does
+  both);
+* ``geoRegion`` (any WKT geometry in WGS84 longitude/latitude): every pixel
+  the geometry touches, clipped to the scene
+  (:func:`~snap_operators.io.subset_region.geometry_pixel_region`); on a
+  multi-size product each band gets its own window with SNAP's rounding of
+  vertex positions;
+* ``region`` (``x,y,width,height`` in pixels; a zero width or height, or an
+  empty value, means the whole scene; a region running past the scene edge is
+  clipped, as SNAP does).
+
+``fullSwath`` widens the region to the full scene width. On a multi-size
+product ``region`` (and a polygon's extent) is in pixels of ``referenceBand``
+(default: the finest band, SNAP's scene raster) and is scaled to every other
+band by map coordinates, rounding outwards. Each band is sliced lazily (and
+sub-sampled) and its geotransform is shifted and scaled exactly, so the subset
+stays georeferenced to the pixel. The engine has no tie-point grids:
+``tiePointGrids`` naming a band adds that band (as SNAP's node list does),
+any other name is an error.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 import shapely
-import shapely.affinity
-import shapely.wkt
 from affine import Affine
-from pyproj import CRS as ProjCRS
-from pyproj import Transformer
-from shapely.errors import ShapelyError
 
 from ..errors import ParameterError
+from ..io.subset_region import (
+    geometry_pixel_region,
+    mask_outside_polygon,
+    parse_wkt,
+    polygon_pixel_region,
+    polygon_to_band,
+    read_vector_file,
+    shift_polygon,
+)
 from ..operator import Operator, register
 from ..product import Band, MetadataElement, Product, chunks_for
 from ..regrid import same_transform
 from ..spec import OperatorSpec, Parameter, SourceSpec
+
+log = logging.getLogger(__name__)
 
 #: A pixel window ``(col0, row0, col1, row1)``, end-exclusive.
 Window = tuple[int, int, int, int]
@@ -57,19 +77,25 @@ class SubsetOp(Operator):
                       description="Band whose pixels region refers to on multi-size products."),
             Parameter("masterBand", "String", description="Older name of referenceBand."),
             Parameter("geoRegion", "String", label="Geo Region",
-                      description="Region as WKT in WGS84 lon/lat, e.g. POLYGON((lon1 lat1, ..., lon1 lat1))."),
+                      description="Region as WKT in WGS84 lon/lat, e.g. POLYGON((lon1 lat1, ..., lon1 lat1)); "
+                                  "every pixel it touches is kept."),
             Parameter("subSamplingX", "int", default=1, interval="[1,*)",
                       description="Pixel sub-sampling step in X."),
             Parameter("subSamplingY", "int", default=1, interval="[1,*)",
                       description="Pixel sub-sampling step in Y."),
             Parameter("fullSwath", "boolean", default=False,
                       description="Extend the region to the full scene width."),
-            Parameter("tiePointGrids", "String[]", description="Tie-point grids to keep (accepted; none here)."),
-            Parameter("tiePointGridNames", "String[]", description="Older name of tiePointGrids (accepted)."),
+            Parameter("tiePointGrids", "String[]",
+                      description="Tie-point grids to keep (the engine reads none; a band name adds the band)."),
+            Parameter("tiePointGridNames", "String[]", description="Older name of tiePointGrids."),
             Parameter("copyMetadata", "boolean", default=True,
                       description="Copy the metadata of the source product."),
-            Parameter("vectorFile", "File", description="Polygon file (not supported; use geoRegion)."),
-            Parameter("polygonRegion", "String", description="Polygon WKT (not supported; use geoRegion)."),
+            Parameter("vectorFile", "File",
+                      description="A .wkt/.txt file with the subset polygon (lon/lat; pixel x y if the text "
+                                  "starts with a space). Has precedence over geoRegion and region."),
+            Parameter("polygonRegion", "String",
+                      description="Subset polygon as WKT in WGS84 lon/lat; pixels of its extent outside it "
+                                  "become no-data. Has precedence over vectorFile, geoRegion and region."),
         ),
     )
 
@@ -78,19 +104,26 @@ class SubsetOp(Operator):
         src = self.source_product("sourceProduct")
         if not src.bands:
             raise self.error(f"product '{src.name}' has no bands")
-        for name in ("vectorFile", "polygonRegion"):
-            if p.get(name):
-                raise self._param_error(f"{name} is not supported by the standalone engine; use geoRegion")
         names = self._selected_bands(src)
         ref = self._reference_band(src)
-        window = self._reference_window(src, ref)
         ssx, ssy = p["subSamplingX"], p["subSamplingY"]
+        polygon = self._polygon(src, ref)
+        if polygon is not None and (ssx, ssy) != (1, 1):
+            log.warning("%s: subSamplingX/subSamplingY are reset to 1 with a polygon subset (as SNAP does)",
+                        self.spec.alias)
+            ssx = ssy = 1
+        windows = self._windows(src, ref, names, polygon)
 
         bands = []
         for name in names:
             band = src.bands[name]
-            w = band_window(band, ref, window)
-            bands.append(subset_band(band, w, ssx, ssy, self.context.tile_size))
+            w = windows[name]
+            out = subset_band(band, w, ssx, ssy, self.context.tile_size)
+            if polygon is not None:
+                same = band.shape == ref.shape and same_transform(band.transform, ref.transform)
+                poly = polygon_to_band(polygon[0], ref.transform, band.transform, same)
+                out = mask_outside_polygon(out, shift_polygon(poly, w[0], w[1]))
+            bands.append(out)
         out = src.copy(name=f"Subset_{src.name}", bands=bands)
         if not p["copyMetadata"]:
             out.metadata = MetadataElement(src.metadata.name)
@@ -101,14 +134,24 @@ class SubsetOp(Operator):
         return ParameterError(str(self.error(message)))
 
     def _selected_bands(self, src: Product) -> list[str]:
-        wanted = self.parameters["sourceBands"] or self.parameters["bandNames"] or []
+        p = self.parameters
+        wanted = p["sourceBands"] or p["bandNames"] or []
         unknown = [n for n in wanted if n not in src.bands]
         if unknown:
             raise self._param_error(
                 f"sourceBands {', '.join(unknown)} not in product '{src.name}'; bands: {', '.join(src.bands)}"
             )
-        ref = self.parameters["referenceBand"] or self.parameters["masterBand"]
+        grids = list(p["tiePointGrids"] or []) + list(p["tiePointGridNames"] or [])
+        missing = [n for n in grids if n not in src.bands]
+        if missing:
+            # SNAP fails the same way for a name that is no raster of the product.
+            raise self._param_error(
+                f"tiePointGrids: product '{src.name}' has no raster named {', '.join(missing)} "
+                "(the standalone engine reads no tie-point grids)"
+            )
+        ref = p["referenceBand"] or p["masterBand"]
         chosen = set(wanted) if wanted else set(src.bands)
+        chosen.update(grids)  # SNAP's node list takes them whatever their kind
         if ref and ref in src.bands:
             chosen.add(ref)  # SNAP keeps the reference band in the subset
         return [n for n in src.bands if n in chosen]
@@ -121,20 +164,76 @@ class SubsetOp(Operator):
             raise self._param_error(f"referenceBand '{ref}' not in product '{src.name}'; bands: {', '.join(src.bands)}")
         return src.bands[ref]
 
-    def _reference_window(self, src: Product, ref: Band) -> Window:
+    def _polygon(self, src: Product, ref: Band):
+        """``(polygon in pixels of ref, extent x,y,w,h)`` from polygonRegion/vectorFile, or None."""
+        p = self.parameters
+        if p["polygonRegion"]:
+            text, pixel, name = p["polygonRegion"], False, "polygonRegion"
+        elif p["vectorFile"]:
+            text, pixel = read_vector_file(p["vectorFile"], self._param_error)
+            name = "vectorFile"
+        else:
+            return None
+        geom = parse_wkt(text, name, self._param_error)
+        scene = src.reference_band()  # SNAP loads the polygon on the scene raster
+        if not pixel and (src.crs is None or scene.transform is None):
+            raise self._param_error(f"{name} needs a georeferenced product; '{src.name}' has no CRS")
+        poly, extent = polygon_pixel_region(geom, src.crs, scene.transform, scene.shape, pixel_coordinates=pixel,
+                                            name=name, error=self._param_error)
+        if ref is not scene and not (ref.shape == scene.shape and same_transform(ref.transform, scene.transform)):
+            # SubsetOp with a referenceBand: the polygon and its extent in that band's pixels.
+            poly = polygon_to_band(poly, scene.transform, ref.transform, same_grid=False)
+            c = shapely.get_coordinates(poly)
+            x0, y0 = int(c[:, 0].min()), int(c[:, 1].min())
+            extent = (x0, y0, int(c[:, 0].max()) - x0, int(c[:, 1].max()) - y0)
+        return poly, extent
+
+    def _windows(self, src: Product, ref: Band, names: list[str], polygon) -> dict[str, Window]:
+        """Every selected band's window, in its own pixels."""
         p = self.parameters
         h, w = ref.shape
-        if p["geoRegion"]:
+        if polygon is not None:
+            x, y, rw, rh = polygon[1]
+            # SNAP: an empty extent (a polygon thinner than a pixel) is no region: the whole scene.
+            window = (0, 0, w, h) if rw <= 0 or rh <= 0 else (x, y, min(x + rw, w), min(y + rh, h))
+        elif p["geoRegion"]:
             if src.crs is None or ref.transform is None:
                 raise self._param_error(f"geoRegion needs a georeferenced product; '{src.name}' has no CRS")
-            x0, y0, x1, y1 = geo_region_window(p["geoRegion"], src.crs, ref.transform, ref.shape, self._param_error)
+            geom = parse_wkt(p["geoRegion"], "geoRegion", self._param_error)
+            if src.is_multi_size:
+                return self._geo_windows_multi_size(src, names, geom)
+            window = self._geo_window(geom, src, ref, round_pixels=False)
         elif p["region"]:
-            x0, y0, x1, y1 = self._pixel_region(p["region"], (h, w))
+            window = self._pixel_region(p["region"], (h, w))
         else:
-            x0, y0, x1, y1 = 0, 0, w, h
+            window = (0, 0, w, h)
         if p["fullSwath"]:
-            x0, x1 = 0, w
-        return x0, y0, x1, y1
+            window = (0, window[1], w, window[3])
+        return {name: band_window(src.bands[name], ref, window) for name in names}
+
+    def _geo_window(self, geom, src: Product, band: Band, round_pixels: bool) -> Window:
+        window = geometry_pixel_region(geom, src.crs, band.transform, band.shape, round_pixels=round_pixels,
+                                       name="geoRegion", error=self._param_error)
+        if window is None:
+            text = self.parameters["geoRegion"]
+            raise self._param_error(f"geoRegion does not intersect "
+                                    f"{'the scene' if band is src.reference_band() else 'band ' + repr(band.name)} "
+                                    f"({text[:60]}{'...' if len(text) > 60 else ''})")
+        return window
+
+    def _geo_windows_multi_size(self, src: Product, names: list[str], geom) -> dict[str, Window]:
+        """SubsetOp.computeRegionMap(geoRegion, ...): each band on its own grid, vertex positions rounded."""
+        out = {}
+        for name in names:
+            band = src.bands[name]
+            if band.transform is None:
+                raise self._param_error(f"geoRegion needs georeferenced bands; band '{name}' has no geotransform")
+            window = self._geo_window(geom, src, band, round_pixels=True)
+            if self.parameters["fullSwath"]:
+                # SNAP ignores fullSwath on this path; the engine honours it rather than drop it silently.
+                window = (0, window[1], band.width, window[3])
+            out[name] = window
+        return out
 
     def _pixel_region(self, text: str, shape: tuple[int, int]) -> Window:
         h, w = shape
@@ -152,7 +251,7 @@ class SubsetOp(Operator):
 
 
 def geo_region_window(wkt: str, crs, transform: Affine, shape: tuple[int, int], error=ParameterError) -> Window:
-    """Pixel window of a WGS84 lon/lat WKT geometry on a grid, clipped to it.
+    """Pixel window of a WGS84 lon/lat WKT geometry on a grid, clipped to it (single-size ``geoRegion``).
 
     Parameters
     ----------
@@ -170,36 +269,13 @@ def geo_region_window(wkt: str, crs, transform: Affine, shape: tuple[int, int], 
     Returns
     -------
     tuple of int
-        ``(col0, row0, col1, row1)``, end-exclusive: every pixel the
-        geometry's bounding box (after intersecting the scene) touches.
+        ``(col0, row0, col1, row1)``, end-exclusive (see
+        :func:`~snap_operators.io.subset_region.geometry_pixel_region`).
     """
-    try:
-        geom = shapely.wkt.loads(wkt)
-    except (ShapelyError, ValueError, TypeError) as exc:
-        raise error(f"geoRegion is not valid WKT ({str(exc).splitlines()[0]})") from None
-    if geom.is_empty:
-        raise error("geoRegion is empty")
-    # Densify in degrees so that edges bend correctly in the product projection.
-    minx, miny, maxx, maxy = geom.bounds
-    step = max(maxx - minx, maxy - miny) / 64 or 1.0
-    if geom.geom_type in ("Polygon", "MultiPolygon", "LineString", "MultiLineString", "LinearRing"):
-        geom = shapely.segmentize(geom, step)
-    to_crs = Transformer.from_crs(ProjCRS.from_epsg(4326), ProjCRS.from_user_input(_wkt_or_obj(crs)), always_xy=True)
-    projected = shapely.transform(geom, lambda xy: np.column_stack(to_crs.transform(xy[:, 0], xy[:, 1])))
-    coords = shapely.get_coordinates(projected)
-    if not np.isfinite(coords).all():
-        raise error("geoRegion lies (partly) outside the domain of the product's CRS")
-    inv = ~transform
-    pixels = shapely.affinity.affine_transform(projected, [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f])
-    h, w = shape
-    inside = pixels.intersection(shapely.box(0, 0, w, h))
-    if inside.is_empty:
+    window = geometry_pixel_region(wkt, crs, transform, shape, name="geoRegion", error=error)
+    if window is None:
         raise error(f"geoRegion does not intersect the scene ({wkt[:60]}{'...' if len(wkt) > 60 else ''})")
-    c0, r0, c1, r1 = inside.bounds
-    x0, y0 = max(int(math.floor(_snap(c0))), 0), max(int(math.floor(_snap(r0))), 0)
-    x1, y1 = min(int(math.ceil(_snap(c1))), w), min(int(math.ceil(_snap(r1))), h)
-    # A geometry thinner than a pixel still selects the pixel it touches.
-    return x0, y0, max(x1, min(x0 + 1, w)), max(y1, min(y0 + 1, h))
+    return window
 
 
 def band_window(band: Band, ref: Band, window: Window) -> Window:
@@ -251,7 +327,3 @@ def _snap(v: float) -> float:
     """Round away floating-point noise so exact pixel edges stay exact."""
     return round(float(v), 6)
 
-
-def _wkt_or_obj(crs):
-    to_wkt = getattr(crs, "to_wkt", None)
-    return to_wkt() if callable(to_wkt) else crs
