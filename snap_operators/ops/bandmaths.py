@@ -1,31 +1,33 @@
 """The ``BandMaths`` operator: new bands from band-maths expressions.
 
-Mirrors SNAP's ``BandMathsOp`` (``snap-gpf``): parameters ``targetBands``
-(``targetBand`` elements with ``name``, ``type``, ``expression``,
-``description``, ``unit``, ``validExpression``, ``noDataValue``,
-``spectralBandIndex``, ``spectralWavelength``, ``spectralBandwidth``...)
-and ``variables`` (``variable`` elements with ``name``, ``type``,
-``value``). The target product holds only the target bands; geocoding,
-metadata and description come from the first source, the sensing times from
-the first source that has both.
+Mirrors SNAP's ``BandMathsOp`` (``snap-gpf/.../gpf/common/BandMathsOp.java``):
+parameters ``targetBands`` (``targetBand`` elements with ``name``, ``type``,
+``expression``, ``description``, ``unit``, ``validExpression``,
+``noDataValue``, ``spectralBandIndex``, ``spectralWavelength``,
+``spectralBandwidth``...) and ``variables`` (``variable`` elements with
+``name``, ``type``, ``value``). The target product holds only the target
+bands; geocoding, metadata and description come from the first source, the
+sensing times from the first source that has both.
 
-Names in an expression are looked up in the variables, then in the bands of
-every source in order (the first source with the band wins); a band of a
-given source can be named ``$<source>.<band>``, e.g. ``$sourceProduct.1.B4``.
-``X``/``Y`` are pixel-centre coordinates, ``LAT``/``LON`` geographic
-coordinates of the pixel centre (map-projected products).
+Names (``BandArithmetic.createDefaultNamespace``): a name is a variable, else
+a band of the *first* source (``B4``, raw value ``B4.raw``), ``X``/``Y``
+(pixel centre), ``LAT``/``LON`` (map-projected sources), else ``PI``/``E``.
+With more than one source, the bands of every source are also named
+``$<source id>.<band>`` (``$sourceProduct.1.B4``) and ``$<n>.<band>`` (``$2.B4``,
+n counting sources from 1). A name found only in another source is an error,
+as in gpt.
 
-A target pixel gets the no-data value where the result is NaN or infinite
-(SNAP's rule), where any band the expression reads is invalid (NaN or its
-no-data value) and where ``validExpression`` is false. The last two differ
-from SNAP's operator, which keeps computing on invalid inputs and stores
-``validExpression`` as a band property; this engine has no valid-pixel
-expressions, so validity is written into the data. One consequence: an
-expression cannot fill gaps (``nan(B4) ? 0 : B4`` stays no-data where
-``B4`` is NaN). The no-data value is ``noDataValue`` when given, else NaN
-for float types and :func:`snap_operators.product.fill_value` for integer
-types. Values are truncated toward zero when stored in integer types, as
-SNAP does, and saturate at the type's range (SNAP wraps around).
+Expressions are typed and checked as gpt does (see
+:mod:`.bandmaths_expr`). Every pixel is computed from the source values as
+they are: a source's no-data value or NaN is not masked (SNAP's
+``computeTile`` reads raw samples); only a NaN or infinite *result* becomes
+the target's no-data value (``noDataValue`` when given; else NaN, which an
+integer type stores as 0). Results are stored as gpt's tiles store them:
+``(float)`` for float32, Java's ``(int)`` cast (truncation, saturation at
+the int32 range) then the narrowing of the type (wrap-around) for integer
+types. ``validExpression`` only sets SNAP's valid-pixel expression property,
+which this engine's bands do not carry: it is checked for syntax and
+otherwise dropped (pixels are never changed by it, as in gpt).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -42,13 +45,14 @@ from dask.base import tokenize
 
 from ..errors import ExpressionError, ParameterError
 from ..operator import Operator, register
-from ..product import Band, Product, fill_value, valid_mask
+from ..product import Band, Product
 from ..spec import OperatorSpec, Parameter, SourceSpec
-from .bandmaths_expr import BUILTIN_SYMBOLS, Expression, parse
+from .bandmaths_expr import TYPE_B, TYPE_D, TYPE_I, ComputedD, Expression, parse
 
 log = logging.getLogger(__name__)
 
-#: Target data types SNAP's BandMaths accepts (``ProductData`` type names).
+#: Target data types SNAP's BandMaths can create (``ProductData`` type names
+#: that ``ImageManager.getDataBufferType`` maps to a Java image buffer).
 TARGET_TYPES = {
     "int8": np.int8,
     "int16": np.int16,
@@ -60,12 +64,43 @@ TARGET_TYPES = {
     "float64": np.float64,
 }
 
+#: Variable types (``ProductData.getType``, case-sensitive): floating-point
+#: types are read with ``Double.parseDouble``, integer types with
+#: ``Long.parseLong``; both become *double* constants (SymbolFactory has no
+#: long constant, so Java picks ``createConstant(String, double)``).
+_FLOAT_VARIABLE_TYPES = ("float32", "float64")
+_INT_VARIABLE_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
 _TARGET_BAND_KEYS = (
     "name", "type", "expression", "description", "unit", "validExpression", "noDataValue",
     "spectralBandIndex", "spectralWavelength", "spectralBandwidth", "angularValue",
     "angularBandIndex", "scalingOffset", "scalingFactor",
 )
-_GEO_SYMBOLS = frozenset({"LAT", "LON"})
+
+# Java's Double.parseDouble grammar (after trimming), decimal and hex forms.
+_JAVA_DOUBLE = re.compile(
+    r"[+-]?(NaN|Infinity|(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)[fFdD]?)\Z"
+)
+_JAVA_HEX_DOUBLE = re.compile(r"[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)[pP][+-]?[0-9]+[fFdD]?\Z")
+_JAVA_LONG = re.compile(r"[+-]?\d+\Z")
+
+
+def java_double(text: str) -> float:
+    """Java's ``Double.parseDouble``: NaN, Infinity, ``1e3``, ``2.5f``, hex floats; ValueError otherwise."""
+    s = text.strip("".join(map(chr, range(33))))  # String.trim: every char <= ' '
+    body = s[:-1] if s[-1:] in ("f", "F", "d", "D") else s  # a float/double suffix
+    if _JAVA_DOUBLE.match(s):
+        return float(body.replace("Infinity", "inf"))
+    if _JAVA_HEX_DOUBLE.match(s):
+        return float.fromhex(body)
+    raise ValueError(f'For input string: "{text}"')
+
+
+def java_long(text: str) -> int:
+    """Java's ``Long.parseLong``: an optional sign and digits in the long range; ValueError otherwise."""
+    if not _JAVA_LONG.match(text or "") or not (-(2**63) <= int(text) < 2**63):
+        raise ValueError(f'For input string: "{text}"')
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -99,7 +134,7 @@ def _number(item: Mapping[str, Any], key: str, kind=float):
     if text is None:
         return None
     try:
-        number = float(text)
+        number = java_double(text)
     except ValueError:
         raise ValueError(f"<{key}> {text!r} is not a number") from None
     if kind is int:
@@ -121,11 +156,12 @@ def parse_target_bands(items: list[Mapping[str, Any]] | None, alias: str = "Band
     Raises
     ------
     ParameterError
-        On a missing name or expression, an unknown type, a bad number or a
-        no-data value the type cannot hold.
+        On a missing name, type or expression (SNAP's messages), an unknown
+        type, a bad number, a no-data value an integer type cannot hold, or
+        scaling (not supported here).
     """
     if not items:
-        raise ParameterError(f"{alias}: no target bands specified (parameter 'targetBands')")
+        raise ParameterError(f"{alias}: No target bands specified. (parameter 'targetBands')")
     out: list[TargetBandDescriptor] = []
     seen: set[str] = set()
     for k, item in enumerate(items, 1):
@@ -135,7 +171,7 @@ def parse_target_bands(items: list[Mapping[str, Any]] | None, alias: str = "Band
         try:
             name = _text(item.get("name"))
             if name is None:
-                raise ParameterError(f"{label}: missing <name>")
+                raise ParameterError(f"{label}: Missing band name.")
             label = f"{alias}: targetBand '{name}'"
             unknown = [key for key in item if key not in _TARGET_BAND_KEYS]
             if unknown:
@@ -143,12 +179,17 @@ def parse_target_bands(items: list[Mapping[str, Any]] | None, alias: str = "Band
             if name in seen:
                 raise ParameterError(f"{label}: a target band of this name is already defined")
             seen.add(name)
-            expression = _text(item.get("expression"))
-            if expression is None:
-                raise ParameterError(f"{label}: missing <expression>")
-            type_name = (_text(item.get("type")) or "float32").lower()
+            type_text = _text(item.get("type"))
+            if type_text is None:  # BandMathsOp.createBand: no default type
+                raise ParameterError(f"{label}: Missing data type for band {name}.")
+            type_name = type_text.lower()  # SNAP lower-cases the type
             if type_name not in TARGET_TYPES:
                 raise ParameterError(f"{label}: unknown type '{type_name}'; types: {', '.join(TARGET_TYPES)}")
+            # SNAP reads an empty <expression/> as null: "Could not parse expression: 'null'. Empty expression."
+            expression = item.get("expression")
+            if isinstance(expression, (list, tuple)):
+                raise ValueError("<expression> must be text, got nested elements")
+            expression = None if expression is None or str(expression) == "" else str(expression)
             factor = _number(item, "scalingFactor")
             offset = _number(item, "scalingOffset")
             if (factor not in (None, 1.0)) or (offset not in (None, 0.0)):
@@ -179,6 +220,8 @@ def parse_target_bands(items: list[Mapping[str, Any]] | None, alias: str = "Band
 
 
 def _check_no_data(value: float, type_name: str, label: str) -> None:
+    # SNAP accepts any double and stores (int)(float) of it, wrapped to the type, while the band
+    # keeps the double: pixels and property then disagree. Refused here instead.
     dtype = np.dtype(TARGET_TYPES[type_name])
     if dtype.kind == "f":
         return
@@ -187,13 +230,15 @@ def _check_no_data(value: float, type_name: str, label: str) -> None:
         raise ParameterError(f"{label}: noDataValue {value:g} does not fit type {type_name} ({info.min}..{info.max})")
 
 
-def parse_variables(items: list[Mapping[str, Any]] | None, alias: str = "BandMaths") -> dict[str, float | int | bool]:
-    """Name -> constant from the ``variables`` parameter (SNAP's ``Variable``).
+def parse_variables(items: list[Mapping[str, Any]] | None, alias: str = "BandMaths") -> dict[str, float | bool]:
+    """Name -> constant from the ``variables`` parameter (``BandMathsOp.createNamespace``).
 
-    ``type`` is a target type name (float types give floats, integer types
-    integers) or ``boolean``; absent, the value is read as a float.
+    ``type`` is a ``ProductData`` type name, case-sensitive: ``float32`` and
+    ``float64`` are read as Java doubles, ``int8`` ... ``uint64`` as Java
+    longs; both become double constants, as in SNAP. ``boolean`` is true
+    when the value is ``true`` in any case (``Boolean.parseBoolean``).
     """
-    out: dict[str, float | int | bool] = {}
+    out: dict[str, float | bool] = {}
     for k, item in enumerate(items or (), 1):
         if not isinstance(item, Mapping):
             raise ParameterError(f"{alias}: variable {k} must contain elements")
@@ -201,53 +246,133 @@ def parse_variables(items: list[Mapping[str, Any]] | None, alias: str = "BandMat
         if name is None:
             raise ParameterError(f"{alias}: variable {k}: missing <name>")
         label = f"{alias}: variable '{name}'"
-        type_name = (_text(item.get("type")) or "float64").lower()
+        type_name = _text(item.get("type"))
         value = _text(item.get("value"))
-        if value is None:
+        if type_name not in _FLOAT_VARIABLE_TYPES + _INT_VARIABLE_TYPES + ("boolean",):
+            raise ParameterError(
+                f"{label}: Illegal type name in variable declaration: {type_name}. "
+                f"Types: {', '.join(_FLOAT_VARIABLE_TYPES + _INT_VARIABLE_TYPES)}, boolean"
+            )
+        if value is None and type_name != "boolean":
             raise ParameterError(f"{label}: missing <value>")
         try:
             if type_name == "boolean":
-                out[name] = value.lower() == "true"  # Java's Boolean.parseBoolean
-            elif type_name in ("float32", "float64", "float", "double"):
-                out[name] = float(value)
-            elif type_name in TARGET_TYPES or type_name in ("int64", "uint64"):
-                out[name] = int(value)
+                out[name] = (value or "").lower() == "true"
+            elif type_name in _FLOAT_VARIABLE_TYPES:
+                out[name] = java_double(value)
             else:
-                raise ParameterError(
-                    f"{label}: illegal type '{type_name}'; types: {', '.join(TARGET_TYPES)}, boolean"
-                )
+                out[name] = float(java_long(value))
         except ValueError:
-            raise ParameterError(f"{label}: cannot read {value!r} as {type_name}") from None
+            java = "Double.parseDouble" if type_name in _FLOAT_VARIABLE_TYPES else "Long.parseLong"
+            raise ParameterError(f"{label}: cannot read {value!r} as {type_name} ({java})") from None
     return out
+
+
+# --- names -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Symbol:
+    """What a name of an expression stands for (an entry of SNAP's namespace)."""
+
+    kind: str  # "band", "variable", "xy", "geo", "refused"
+    type: int | str  # TYPE_B/I/D, or the refusal message for "refused"
+    source: int = 0  # index of the source product
+    band: Band | None = None
+    value: Any = None  # variable value; "X"/"Y"/"LAT"/"LON" for xy/geo
+
+
+def _band_type(band: Band) -> int:
+    """SNAP's ``RasterDataSymbol`` type: int for integer data, else double (float data)."""
+    kind = np.dtype(band.dtype).kind
+    return TYPE_I if kind in "iu" else TYPE_B if kind == "b" else TYPE_D
+
+
+def _source_ids(sources: Mapping[str, Product]) -> tuple[list[Product], list[str]]:
+    """Distinct source products in order and the id SNAP names each by.
+
+    ``OperatorContext`` keeps one list entry per product object and
+    ``getSourceProductId`` prefers an id holding a '.'.
+    """
+    products: list[Product] = []
+    ids: list[str] = []
+    for key, product in sources.items():
+        for i, p in enumerate(products):
+            if p is product:
+                if "." in key:
+                    ids[i] = key
+                break
+        else:
+            products.append(product)
+            ids.append(key)
+    return products, ids
+
+
+def _namespace(products: list[Product], ids: list[str], variables: Mapping[str, Any]) -> dict[str, _Symbol]:
+    """Name -> symbol, registered in SNAP's order so later entries win (``NamespaceImpl``)."""
+    ns: dict[str, _Symbol] = {}
+
+    def extend(i: int, prefix: str) -> None:
+        # ProductNamespaceExtenderImpl.extendNamespace: pixel symbols, then bands
+        for xy in ("X", "Y"):
+            ns[prefix + xy] = _Symbol("xy", TYPE_D, i, value=xy)
+        for geo in ("LAT", "LON"):
+            ns[prefix + geo] = _Symbol("geo", TYPE_D, i, value=geo)
+        for t in ("TIME", "MJD"):
+            ns[prefix + t] = _Symbol("refused", f"'{prefix + t}' (pixel time, MJD) is not supported by this engine.")
+        for band in products[i].bands.values():
+            ns[prefix + band.name] = _Symbol("band", _band_type(band), i, band)
+            # '.raw' is typed from the data here: this engine's readers deliver scaled values only
+            ns[prefix + band.name + ".raw"] = _Symbol("band", _band_type(band), i, band)
+
+    extend(0, "")
+    if len(products) > 1:  # SNAP registers prefixes only for several sources
+        for i, key in enumerate(ids):
+            extend(i, f"${key}.")
+            extend(i, f"${i + 1}.")
+    for name, value in variables.items():
+        ns[name] = _Symbol("variable", TYPE_B if isinstance(value, bool) else TYPE_D, value=value)
+    return ns
+
+
+def _undefined_hint(name: str, products: list[Product], ids: list[str]) -> str:
+    """SNAP's message for an undefined name, with what the user probably meant."""
+    msg = f"Undefined symbol '{name}'."
+    for i, product in enumerate(products[1:], 1):
+        if name in product.bands or name.removesuffix(".raw") in product.bands:
+            return (f"{msg} It is a band of source '{ids[i]}': gpt resolves plain names in the first source only; "
+                    f"write '${ids[i]}.{name}' or '${i + 1}.{name}'.")
+    if name.startswith("$") and len(products) == 1:
+        return f"{msg} SNAP registers '$' prefixes only when BandMaths has more than one source product."
+    if name.startswith("$"):
+        prefixes = ", ".join(f"'${key}.'" for key in ids) + ", " + ", ".join(f"'${i + 1}.'" for i in range(len(ids)))
+        return f"{msg} Source prefixes: {prefixes}."
+    base, _, prop = name.rpartition(".")
+    if base in products[0].bands:
+        return (f"{msg} Band properties, flags and masks ('{base}.{prop}') are not supported by this engine; "
+                f"'{base}.raw' is.")
+    bands = ", ".join(products[0].bands) or "(none)"
+    return f"{msg} Bands: {bands}."
 
 
 # --- per-tile computation ------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Binding:
-    """How a name of an expression gets its value in a tile."""
-
-    symbol: str
-    kind: str  # "band" (a source band tile), "target" (another target band), "geo"
-    key: str = ""  # input key for "band", target name for "target"
-
-
-@dataclass(frozen=True)
 class _TargetPlan:
     name: str
     expression: Expression
-    bindings: tuple[_Binding, ...]
     dtype: np.dtype
-    fill: float | int
+    fill: float | int  # stored where the result is NaN or infinite
 
 
 @dataclass(frozen=True)
 class _Geo:
-    """What LAT/LON need: the grid's CRS and geotransform."""
+    """What LAT/LON of one source need: its CRS, scene geotransform and size."""
 
     crs_wkt: str
     transform: tuple[float, ...]
+    shape: tuple[int, int]
 
 
 @functools.lru_cache(maxsize=16)
@@ -258,126 +383,124 @@ def _to_lonlat(crs_wkt: str):
 
 
 class _Kernel:
-    """Computes one target band's tile from its input tiles.
+    """Computes one target band's tile from its input tiles (``BandMathsOp.computeTile``).
 
     A plain picklable object (not a closure), so tiles can be computed on
     ``dask.distributed`` workers too.
+
+    Parameters
+    ----------
+    plan : _TargetPlan
+    inputs : tuple of str
+        Input keys, in block order.
+    bindings : dict
+        Expression name -> input key (bands), or ``("xy", "X")`` /
+        ``("geo", "LAT", source index)`` for pixel symbols.
+    constants : dict
+        Variable name -> value.
+    geos : dict
+        Source index -> _Geo, for LAT/LON.
     """
 
-    def __init__(self, plan, valid, valid_bindings, others, inputs, no_data, constants, geo):
+    def __init__(self, plan, inputs, bindings, constants, geos):
         self.plan = plan
-        self.valid = valid
-        self.valid_bindings = valid_bindings
-        self.others = others  # target name -> _TargetPlan referenced by validExpression
-        self.inputs = inputs  # input keys, in block order
-        self.no_data = no_data  # input key -> no-data value
+        self.inputs = inputs
+        self.bindings = bindings
         self.constants = constants
-        self.geo = geo
+        self.geos = geos
 
     def __call__(self, *blocks, block_info=None):
         (y0, y1), (x0, x1) = block_info[None]["array-location"]
-        tile = _Tile(self, dict(zip(self.inputs, blocks)), x0, y0, (y1 - y0, x1 - x0))
-        out = tile.target(self.plan)
-        if self.valid is not None:
-            env, invalid = tile.environment(self.valid_bindings, own=(self.plan.name, out))
-            ok = self.valid.evaluate(env, x0=x0, y0=y0, shape=tile.shape)
-            invalid |= ~ok.astype(bool)  # NaN counts as true, as in SNAP
-            out[invalid] = self.plan.fill
-        return out
-
-
-class _Tile:
-    """The inputs of one tile and what has been derived from them."""
-
-    def __init__(self, kernel: _Kernel, blocks: dict[str, np.ndarray], x0: int, y0: int, shape):
-        self.kernel = kernel
-        self.blocks = blocks
-        self.x0, self.y0, self.shape = x0, y0, shape
-        self._invalid: dict[str, np.ndarray] = {}
-        self._targets: dict[str, np.ndarray] = {}
-        self._geo: dict[str, np.ndarray] | None = None
-
-    def invalid(self, key: str) -> np.ndarray:
-        if key not in self._invalid:
-            self._invalid[key] = ~valid_mask(self.blocks[key], self.kernel.no_data[key])
-        return self._invalid[key]
-
-    def lonlat(self) -> dict[str, np.ndarray]:
-        if self._geo is None:
-            geo = self.kernel.geo
-            a, b, c, d, e, f = geo.transform
-            h, w = self.shape
-            cols = np.arange(w, dtype=np.float64)[None, :] + (self.x0 + 0.5)
-            rows = np.arange(h, dtype=np.float64)[:, None] + (self.y0 + 0.5)
-            xs = np.broadcast_to(a * cols + b * rows + c, self.shape)
-            ys = np.broadcast_to(d * cols + e * rows + f, self.shape)
-            lon, lat = _to_lonlat(geo.crs_wkt).transform(xs, ys)
-            self._geo = {"LON": np.asarray(lon, dtype=np.float64), "LAT": np.asarray(lat, dtype=np.float64)}
-        return self._geo
-
-    def environment(self, bindings, own=None):
-        """Symbol -> value for `bindings`, and where any band read is invalid."""
-        env: dict[str, Any] = dict(self.kernel.constants)
-        invalid = np.zeros(self.shape, dtype=bool)
-        for b in bindings:
-            if b.kind == "band":
-                env[b.symbol] = self.blocks[b.key]
-                invalid |= self.invalid(b.key)
-            elif b.kind == "target":
-                if own is not None and b.key == own[0]:
-                    value, fill = own[1], self.kernel.plan.fill
+        shape = (y1 - y0, x1 - x0)
+        data = dict(zip(self.inputs, blocks))
+        env: dict[str, Any] = dict(self.constants)
+        lonlat: dict[int, dict[str, np.ndarray]] = {}
+        for name, what in self.bindings.items():
+            if isinstance(what, str):
+                env[name] = data[what]
+            elif what[0] == "xy":
+                if what[1] == "X":
+                    env[name] = ComputedD((np.arange(shape[1], dtype=np.float64) + (x0 + 0.5))[None, :])
                 else:
-                    plan = self.kernel.others[b.key]
-                    value, fill = self.target(plan), plan.fill
-                env[b.symbol] = value
-                invalid |= ~valid_mask(value, fill)
+                    env[name] = ComputedD((np.arange(shape[0], dtype=np.float64) + (y0 + 0.5))[:, None])
             else:
-                env[b.symbol] = self.lonlat()[b.symbol]
-        return env, invalid
-
-    def target(self, plan: _TargetPlan) -> np.ndarray:
-        """Target values of `plan` for this tile: cast, no-data applied."""
-        if plan.name not in self._targets:
-            env, invalid = self.environment(plan.bindings)
-            value = plan.expression.evaluate(env, x0=self.x0, y0=self.y0, shape=self.shape)
-            self._targets[plan.name] = to_target_type(value, invalid, plan.dtype, plan.fill)
-        return self._targets[plan.name]
+                source = what[2]
+                if source not in lonlat:
+                    lonlat[source] = _lonlat(self.geos[source], x0, y0, shape)
+                env[name] = ComputedD(lonlat[source][what[1]])
+        value = self.plan.expression.evaluate(env, x0=x0, y0=y0, shape=shape)
+        return to_target_type(value, self.plan.dtype, self.plan.fill)
 
 
-def to_target_type(value: np.ndarray, invalid: np.ndarray, dtype, fill) -> np.ndarray:
-    """Store expression results in `dtype`, writing `fill` where invalid.
+def _lonlat(geo: _Geo, x0: int, y0: int, shape) -> dict[str, np.ndarray]:
+    """LAT/LON of pixel centres from a source's scene geocoding; NaN outside its scene (as SNAP)."""
+    a, b, c, d, e, f = geo.transform
+    h, w = shape
+    cols = np.arange(w, dtype=np.float64)[None, :] + x0
+    rows = np.arange(h, dtype=np.float64)[:, None] + y0
+    xs = np.broadcast_to(a * (cols + 0.5) + b * (rows + 0.5) + c, shape)
+    ys = np.broadcast_to(d * (cols + 0.5) + e * (rows + 0.5) + f, shape)
+    lon, lat = _to_lonlat(geo.crs_wkt).transform(xs, ys)
+    outside = np.broadcast_to((cols >= geo.shape[1]) | (rows >= geo.shape[0]), shape)
+    lon = np.where(outside, np.nan, np.asarray(lon, dtype=np.float64))
+    lat = np.where(outside, np.nan, np.asarray(lat, dtype=np.float64))
+    return {"LON": lon, "LAT": lat}
+
+
+def store_value(value: float, dtype) -> float | int:
+    """One double stored into a tile of `dtype` as Java's ``Tile.setSample`` does.
+
+    float32: ``(float)``; integer types: ``(int)`` (truncation, NaN -> 0,
+    saturation at the int32 range), then the buffer's narrowing to the type
+    (``(byte)``, ``(short)``...: wrap-around; uint32 is stored in an int).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":  # NaN and infinities are stored as they are
+        return np.array([value], dtype=np.float64).astype(dtype)[0].item()
+    return to_target_type(np.array([value], dtype=np.float64), dtype, 0)[0].item()  # (int) NaN == 0
+
+
+def to_target_type(value: np.ndarray, dtype, fill) -> np.ndarray:
+    """Store expression results in `dtype` as ``BandMathsOp.computeTile`` does.
 
     Parameters
     ----------
     value : numpy.ndarray
-        Expression result (float64 or bool), shape ``(rows, cols)``; may be
-        modified.
-    invalid : numpy.ndarray of bool
-        Pixels already invalid (an input band is); modified.
+        Expression result (float64, or bool for a boolean expression, which
+        SNAP's ``evalD`` gives as 1.0/0.0), shape ``(rows, cols)``.
     dtype : numpy dtype
         Target type.
     fill : float or int
-        Value for invalid pixels; NaN, ±inf results are invalid too.
+        Value stored where the result is NaN or infinite (already the
+        stored form of the no-data value, see :func:`store_value`).
 
     Returns
     -------
     numpy.ndarray
-        ``(rows, cols)`` of `dtype`; integers are truncated toward zero and
-        saturated at the type's range.
+        ``(rows, cols)`` of `dtype`.
+
+    Notes
+    -----
+    Java writes a double into an integer image buffer with
+    ``DataBuffer.setElemDouble``, i.e. ``setElem((int) v)``: the cast
+    truncates toward zero and saturates at the int32 range; the byte or
+    short buffer then keeps the low bits (300.7 -> 300 -> 44 in uint8, -1.9
+    -> -1 -> 255). float32 stores ``(float) v`` (a finite double beyond the
+    float range becomes infinity, not no-data, as in SNAP).
     """
     dtype = np.dtype(dtype)
     v = value if value.dtype == np.float64 else value.astype(np.float64)
-    invalid |= ~np.isfinite(v)
+    invalid = ~np.isfinite(v)
     with np.errstate(all="ignore"):
         if dtype.kind == "f":
             out = v.astype(dtype)
         else:
-            np.copyto(v, 0.0, where=invalid)
-            np.trunc(v, out=v)
-            info = np.iinfo(dtype)
-            np.clip(v, info.min, info.max, out=v)
-            out = v.astype(dtype)
-    out[invalid] = fill
+            t = np.where(invalid, 0.0, v)
+            np.trunc(t, out=t)
+            np.clip(t, -(2**31), 2**31 - 1, out=t)
+            out = t.astype(np.int32).astype(dtype)  # int32 -> narrower (or uint32): C-style wrap
+    if invalid.any():
+        out[invalid] = fill
     return out
 
 
@@ -411,37 +534,25 @@ class BandMathsOp(Operator):
     )
 
     def initialize(self) -> Product:
-        sources = self.source_products()
-        if not sources:
-            raise self.error("no source products given")
+        if not self.source_products():
+            raise self.error("No source products given.")
         alias = self._prefix
         descriptors = parse_target_bands(self.parameters.get("targetBands"), alias)
         constants = parse_variables(self.parameters.get("variables"), alias)
+        products, ids = _source_ids(self.sources)
+        self._products, self._ids = products, ids
         self._constants = constants
-        self._prefixes = self._source_prefixes()
+        self._ns = _namespace(products, ids, constants)
 
-        plans: dict[str, _TargetPlan] = {}
-        grids: dict[str, tuple[Band, list[tuple[str, Band]]]] = {}
-        for desc in descriptors:
-            expr = self._parse(desc.expression, desc.name, "expression")
-            bindings, bands = self._bind(expr, desc.name, targets=None)
-            grid = self._grid(desc.name, bands)
-            dtype = np.dtype(TARGET_TYPES[desc.type])
-            fill = desc.no_data_value if desc.no_data_value is not None else fill_value(dtype)
-            if dtype.kind != "f":
-                fill = int(fill)
-            plans[desc.name] = _TargetPlan(desc.name, expr, bindings, dtype, fill)
-            grids[desc.name] = (grid, bands)
-
-        first = sources[0]
+        first = products[0]
         target = first.copy(name=f"{first.name}_BandMath", bands=[])
         target.product_type = "BandMath"
         target.file_location = None
-        timed = next((p for p in sources if p.start_time is not None and p.stop_time is not None), None)
+        timed = next((p for p in products if p.start_time is not None and p.stop_time is not None), None)
         target.start_time = timed.start_time if timed else None
         target.stop_time = timed.stop_time if timed else None
         for desc in descriptors:
-            target.add_band(self._target_band(desc, plans, grids))
+            target.add_band(self._target_band(desc))
         return target
 
     # --- helpers ---------------------------------------------------------
@@ -450,75 +561,126 @@ class BandMathsOp(Operator):
         alias = self.spec.alias
         return alias if self.node_id == alias else f"{alias} (node '{self.node_id}')"
 
-    def _parse(self, text: str, band: str, what: str) -> Expression:
+    def _resolve(self, name: str):
+        """The parser's resolver: a name's type, None (undefined) or a refusal message."""
+        sym = self._ns.get(name)
+        if sym is None:
+            if name in ("PI", "E"):  # DefaultNamespace constants, below every product symbol
+                return TYPE_D
+            return _undefined_hint(name, self._products, self._ids)
+        if sym.kind == "refused":
+            return sym.type
+        if sym.kind == "geo":
+            product = self._products[sym.source]
+            if product.crs is None or product.transform is None:
+                return (f"'{name}' needs a map-projected source product; '{product.name}' has no CRS "
+                        "(tie-point geocodings are not supported by this engine).")
+        return sym.type
+
+    def _parse(self, text: str | None, band: str) -> Expression:
+        prefix = f"{self._prefix}: target band '{band}': "
+        if text is None or not text.strip():
+            raise ExpressionError(f"{prefix}Could not parse expression: '{text or 'null'}'. Empty expression.")
         try:
-            return parse(text)
+            return parse(text, self._resolve, type_checking=True)
         except ExpressionError as exc:
-            where = "" if what == "expression" else f"{what}: "
-            raise _with_prefix(exc, f"{self._prefix}: target band '{band}': {where}") from None
+            note = self._raw_note(text) if "operand" in (exc.args[0] if exc.args else "") else ""  # type errors
+            raise _with_prefix(exc, prefix, note) from None
 
-    def _source_prefixes(self) -> list[tuple[str, int]]:
-        """``$<source>.`` prefixes naming one source, longest first."""
-        prefixes: dict[str, int] = {}
-        for i, key in enumerate(self.sources):
-            prefixes.setdefault(f"${key}.", i)
-            prefixes.setdefault(f"$sourceProduct.{i}.", i)
-        prefixes.setdefault("$sourceProduct.", 0)
-        return sorted(prefixes.items(), key=lambda kv: -len(kv[0]))
+    def _raw_note(self, text: str) -> str:
+        """Why a type error may involve '.raw' of a band this engine only has scaled."""
+        raws = [n for n in re.findall(r"[\w$.]+\.raw\b", text) if self._ns.get(n) and self._ns[n].type == TYPE_D]
+        if not raws:
+            return ""
+        return (f" Note: '{raws[0]}' is double here (the band's data is float); for a band stored as scaled "
+                "integers SNAP types '.raw' as int.")
 
-    def _find_band(self, name: str) -> tuple[int, Band] | None:
-        sources = self.source_products()
-        for i, product in enumerate(sources):
-            if name in product.bands:
-                return i, product.bands[name]
-        if name.startswith("$"):
-            for prefix, i in self._prefixes:
-                rest = name[len(prefix):]
-                if name.startswith(prefix) and rest in sources[i].bands:
-                    return i, sources[i].bands[rest]
-        return None
-
-    def _bind(self, expr: Expression, band: str, targets: Mapping[str, Any] | None):
-        """Resolve every name of `expr`: variable, target band, source band, built-in."""
-        bindings: list[_Binding] = []
-        bands: list[tuple[str, Band]] = []
-        for name in sorted(expr.names, key=lambda n: (expr.positions[n], n)):
-            if name in self._constants:
-                continue
-            if targets is not None and name in targets:
-                bindings.append(_Binding(name, "target", name))
-                continue
-            found = self._find_band(name)
-            if found is not None:
-                i, b = found
-                key = f"{i}:{b.name}"
-                bindings.append(_Binding(name, "band", key))
-                bands.append((key, b))
-                continue
-            if name in BUILTIN_SYMBOLS:
-                continue
-            if name in _GEO_SYMBOLS:
-                bindings.append(_Binding(name, "geo"))
-                continue
-            available = list(dict.fromkeys(n for p in self.source_products() for n in p.bands))
-            raise expr.describe(
-                f"unknown band '{name}'",
-                name,
-                prefix=f"{self._prefix}: target band '{band}': ",
-                suffix=f"; bands: {', '.join(available) or '(none)'}",
+    def _target_band(self, desc: TargetBandDescriptor) -> Band:
+        expr = self._parse(desc.expression, desc.name)
+        if desc.valid_expression is not None:
+            try:
+                parse(desc.valid_expression)  # syntax only: SNAP does not evaluate it here
+            except ExpressionError as exc:
+                raise _with_prefix(exc, f"{self._prefix}: target band '{desc.name}': validExpression: ") from None
+            log.warning(
+                "%s: target band '%s': validExpression '%s' is SNAP's valid-pixel expression property (no pixel "
+                "changes); this engine's bands cannot carry it, so it is not kept", self._prefix, desc.name,
+                desc.valid_expression,
             )
-        return tuple(bindings), bands
 
-    def _grid(self, band: str, bands: list[tuple[str, Band]]) -> Band:
-        """The band whose grid the target takes; all `bands` must share it."""
-        if not bands:
-            return self.source_products()[0].reference_band()
-        ref = bands[0][1]
-        for _, b in bands[1:]:
+        # Referenced rasters in SNAP's order (depth-first, left to right) and how each name binds.
+        bindings: dict[str, Any] = {}
+        rasters: list[tuple[str, Band]] = []
+        geos: dict[int, _Geo] = {}
+        for name in sorted(expr.positions, key=lambda n: (expr.positions[n], n)):
+            sym = self._ns.get(name)
+            if sym is None or sym.kind == "variable":
+                continue
+            if sym.kind == "band":
+                key = f"{sym.source}:{sym.band.name}"
+                bindings[name] = key
+                if all(k != key for k, _ in rasters):
+                    rasters.append((key, sym.band))
+            elif sym.kind == "xy":
+                if name not in ("X", "Y"):  # plain X/Y are the evaluator's built-ins
+                    bindings[name] = ("xy", sym.value)
+            elif sym.kind == "geo":
+                bindings[name] = ("geo", sym.value, sym.source)
+                product = self._products[sym.source]
+                ref = product.reference_band()
+                geos[sym.source] = _Geo(product.crs.to_wkt(), tuple(ref.transform)[:6], ref.shape)
+
+        grid = self._grid(desc.name, rasters)
+        dtype = np.dtype(TARGET_TYPES[desc.type])
+        if desc.no_data_value is not None:
+            # computeTile: fv = (float) band.getNoDataValue(), written with setSample(x, y, fv)
+            fill = store_value(float(np.float32(desc.no_data_value)), dtype)
+            band_no_data = desc.no_data_value if dtype.kind == "f" else int(desc.no_data_value)
+        else:
+            fill = store_value(math.nan, dtype)  # NaN, or (int) NaN == 0 for integer types
+            band_no_data = math.nan if dtype.kind == "f" else None  # the project's float convention
+        plan = _TargetPlan(desc.name, expr, dtype, fill)
+
+        keys = [k for k, _ in rasters]
+        chunks = grid.data.chunks
+        arrays = []
+        for _, b in rasters:
+            a = b.data
+            arrays.append(a if a.chunks == chunks else a.rechunk(chunks))
+        kernel = _Kernel(plan, tuple(keys), bindings, dict(self._constants), geos)
+        token = tokenize(
+            desc, dtype.str, fill, sorted((k, repr(v)) for k, v in self._constants.items()),
+            [a.name for a in arrays], chunks, sorted((k, repr(v)) for k, v in bindings.items()),
+            sorted((k, repr(v)) for k, v in geos.items()),
+        )
+        if arrays:
+            data = da.map_blocks(kernel, *arrays, dtype=dtype, chunks=chunks, meta=np.empty((0, 0), dtype=dtype),
+                                 name=f"bandmaths-{desc.name}-{token}")
+        else:
+            # No band read: the target takes the first source's scene grid (findTargetBandSize).
+            data = da.map_blocks(kernel, dtype=dtype, chunks=chunks, meta=np.empty((0, 0), dtype=dtype),
+                                 name=f"bandmaths-{desc.name}-{token}")
+        return Band(
+            name=desc.name,
+            data=data,
+            transform=grid.transform,
+            no_data=band_no_data,
+            unit=desc.unit,
+            description=desc.description,
+            wavelength=desc.spectral_wavelength,
+        )
+
+    def _grid(self, band: str, rasters: list[tuple[str, Band]]) -> Band:
+        """The band whose grid the target takes; all `rasters` must share it."""
+        if not rasters:
+            return self._products[0].reference_band()
+        ref = rasters[0][1]
+        for _, b in rasters[1:]:
             if b.shape != ref.shape:
                 raise self.error(
-                    f"target band '{band}': bands '{ref.name}' ({ref.width}x{ref.height}) and "
-                    f"'{b.name}' ({b.width}x{b.height}) differ in size; add a Resample node"
+                    f"target band '{band}': All source rasters must have the same size of {ref.width} x "
+                    f"{ref.height} pixels. ('{ref.name}' is {ref.width}x{ref.height}, '{b.name}' "
+                    f"{b.width}x{b.height}); add a Resample node"
                 )
             if ref.transform is not None and b.transform is not None and not ref.transform.almost_equals(b.transform, 1e-6):
                 raise self.error(
@@ -527,75 +689,11 @@ class BandMathsOp(Operator):
                 )
         return ref
 
-    def _target_band(self, desc: TargetBandDescriptor, plans, grids) -> Band:
-        plan = plans[desc.name]
-        grid, bands = grids[desc.name]
-        valid = None
-        valid_bindings: tuple[_Binding, ...] = ()
-        others: dict[str, _TargetPlan] = {}
-        all_bands = dict(bands)
-        if desc.valid_expression is not None:
-            valid = self._parse(desc.valid_expression, desc.name, "validExpression")
-            valid_bindings, valid_bands = self._bind(valid, desc.name, targets=plans)
-            all_bands.update(valid_bands)
-            for b in valid_bindings:
-                if b.kind == "target" and b.key != desc.name:
-                    others[b.key] = plans[b.key]
-                    all_bands.update(grids[b.key][1])
-                    other_grid = grids[b.key][0]
-                    if other_grid.shape != grid.shape:
-                        raise self.error(
-                            f"target band '{desc.name}': validExpression reads target band '{b.key}' "
-                            f"of another size ({other_grid.width}x{other_grid.height}, not {grid.width}x{grid.height})"
-                        )
-            self._grid(desc.name, [("", grid)] + list(all_bands.items()))
-        uses_geo = any(b.kind == "geo" for b in plan.bindings + valid_bindings) or any(
-            b.kind == "geo" for p in others.values() for b in p.bindings
-        )
-        geo = None
-        if uses_geo:
-            # The CRS of the source that holds the target's grid band.
-            owner = int(bands[0][0].split(":", 1)[0]) if bands else 0
-            crs = self.source_products()[owner].crs
-            if crs is None or grid.transform is None:
-                raise self.error(f"target band '{desc.name}': LAT/LON need a map-projected source product")
-            geo = _Geo(crs.to_wkt(), tuple(grid.transform)[:6])
 
-        keys = list(all_bands)
-        chunks = grid.data.chunks
-        arrays = []
-        for key in keys:
-            a = all_bands[key].data
-            arrays.append(a if a.chunks == chunks else a.rechunk(chunks))
-        kernel = _Kernel(
-            plan, valid, valid_bindings, others, tuple(keys),
-            {key: all_bands[key].no_data for key in keys}, dict(self._constants), geo,
-        )
-        token = tokenize(
-            desc, plan.dtype.str, plan.fill, sorted(self._constants.items()), [a.name for a in arrays],
-            chunks, geo, {n: (p.expression.text, p.dtype.str, p.fill) for n, p in others.items()},
-        )
-        data = da.map_blocks(
-            kernel,
-            *arrays,
-            dtype=plan.dtype,
-            chunks=chunks,
-            meta=np.empty((0, 0), dtype=plan.dtype),
-            name=f"bandmaths-{desc.name}-{token}",
-        )
-        return Band(
-            name=desc.name,
-            data=data,
-            transform=grid.transform,
-            no_data=plan.fill,
-            unit=desc.unit,
-            description=desc.description,
-            wavelength=desc.spectral_wavelength,
-        )
-
-
-def _with_prefix(exc: ExpressionError, prefix: str) -> ExpressionError:
-    """`exc` with `prefix` before its message (column kept)."""
-    new = ExpressionError(prefix + str(exc))
-    new.column, new.expression = exc.column, exc.expression
-    return new
+def _with_prefix(exc: ExpressionError, prefix: str, suffix: str = "") -> ExpressionError:
+    """`exc` with `prefix` before its message and `suffix` after it (the column is kept)."""
+    text = exc.args[0] if exc.args else ""
+    tail = f" (column {exc.column})"
+    if exc.column is not None and text.endswith(tail):
+        text = text[: -len(tail)]
+    return ExpressionError(prefix + text + suffix, column=exc.column, expression=exc.expression)
