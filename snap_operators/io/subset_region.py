@@ -458,3 +458,38 @@ def mask_outside_polygon(band: Band, poly) -> Band:
 
     data = da.map_blocks(apply, band.data, dtype=dtype, meta=np.empty((0, 0), dtype))
     return band.replace(data=data)
+
+
+def polygon_parameter(params, error: ErrorFactory = ParameterError) -> tuple[str, bool, str] | None:
+    """``(wkt, pixel_coordinates, parameter)`` of ``polygonRegion``, else ``vectorFile``, else None.
+
+    SNAP's precedence (``ReadOp``, ``SubsetOp``): ``polygonRegion`` wins over
+    ``vectorFile``; a vector file may hold pixel coordinates.
+    """
+    if params.get("polygonRegion"):
+        return params["polygonRegion"], False, "polygonRegion"
+    if params.get("vectorFile"):
+        text, pixel = read_vector_file(params["vectorFile"], error)
+        return text, pixel, "vectorFile"
+    return None
+
+
+def scene_polygon(product, text: str, pixel: bool, name: str, error: ErrorFactory = ParameterError):
+    """``(polygon in scene pixels, extent (x, y, w, h))`` of a polygon parameter on `product`'s scene
+    raster (its finest band), as ``ProductSubsetByPolygon`` loads it."""
+    geom = parse_wkt(text, name, error)
+    scene = product.reference_band()
+    if not pixel and (product.crs is None or scene.transform is None):
+        raise error(f"{name} needs a georeferenced product; '{product.name}' has no CRS")
+    return polygon_pixel_region(geom, product.crs, scene.transform, scene.shape, pixel_coordinates=pixel,
+                                name=name, error=error)
+
+
+def geometry_window(geom, crs, transform, shape: tuple[int, int], *, name: str, text: str, where: str = "the product",
+                    round_pixels: bool = False, error: ErrorFactory = ParameterError) -> tuple[int, int, int, int]:
+    """:func:`geometry_pixel_region`, or `error` naming parameter `name` (value `text`) when the
+    geometry misses the grid (`where`: ``"the product"``, ``"the scene"``, ``"band 'B4'"``)."""
+    window = geometry_pixel_region(geom, crs, transform, shape, round_pixels=round_pixels, name=name, error=error)
+    if window is None:
+        raise error(f"{name} does not intersect {where} ({text[:60]}{'...' if len(text) > 60 else ''})")
+    return window

@@ -34,12 +34,12 @@ from affine import Affine
 from ..errors import ParameterError, ProductReadError
 from ..io import input_paths, open_product
 from ..io.subset_region import (
-    geometry_pixel_region,
+    geometry_window,
     mask_outside_polygon,
     parse_wkt,
-    polygon_pixel_region,
+    polygon_parameter,
     polygon_to_band,
-    read_vector_file,
+    scene_polygon,
     shift_polygon,
 )
 from ..operator import Operator, register
@@ -128,7 +128,7 @@ class Read(Operator):
         band_names = list(p.get("bandNames") or []) + [
             n for n in (p.get("sourceBands") or []) if n not in (p.get("bandNames") or [])
         ]
-        polygon_text = self._polygon_text()
+        polygon_text = polygon_parameter(p, self._param_error)
         geometry = p.get("geometryRegion")
 
         def read(pixel_region, names=band_names) -> Product:
@@ -161,19 +161,9 @@ class Read(Operator):
             raise ProductReadError(f"{self._prefix()}: {exc}") from None
 
     # --- geometry subsets -------------------------------------------------------------
-    def _polygon_text(self) -> tuple[str, bool, str] | None:
-        """``(wkt, pixel_coordinates, parameter)`` of polygonRegion or vectorFile, or None."""
-        p = self.parameters
-        if p.get("polygonRegion"):
-            return p["polygonRegion"], False, "polygonRegion"
-        if p.get("vectorFile"):
-            text, pixel = read_vector_file(p["vectorFile"], self._param_error)
-            return text, pixel, "vectorFile"
-        return None
-
-    def _scene(self, product: Product, name: str, needs_geocoding: bool = True):
+    def _scene(self, product: Product, name: str):
         scene = product.reference_band()  # SNAP's scene raster: the finest band
-        if needs_geocoding and (product.crs is None or scene.transform is None):
+        if product.crs is None or scene.transform is None:
             raise self._param_error(f"{name} needs a georeferenced product; '{product.name}' has no CRS")
         return scene
 
@@ -181,20 +171,13 @@ class Read(Operator):
         """GeometrySubsetRegion.computeProductPixelRegion (floor/ceil) as ``(x, y, w, h)``."""
         geom = parse_wkt(wkt, "geometryRegion", self._param_error)
         scene = self._scene(product, "geometryRegion")
-        window = geometry_pixel_region(geom, product.crs, scene.transform, scene.shape,
-                                       name="geometryRegion", error=self._param_error)
-        if window is None:
-            raise self._param_error(f"geometryRegion does not intersect the product "
-                                    f"({wkt[:60]}{'...' if len(wkt) > 60 else ''})")
-        x0, y0, x1, y1 = window
+        x0, y0, x1, y1 = geometry_window(geom, product.crs, scene.transform, scene.shape, name="geometryRegion",
+                                         text=wkt, error=self._param_error)
         return x0, y0, x1 - x0, y1 - y0
 
     def _polygon_region(self, product: Product, text: str, pixel: bool, name: str):
         """``(polygon in scene pixels, extent)`` (ProductSubsetByPolygon)."""
-        geom = parse_wkt(text, name, self._param_error)
-        scene = self._scene(product, name, needs_geocoding=not pixel)
-        poly, (x, y, w, h) = polygon_pixel_region(geom, product.crs, scene.transform, scene.shape,
-                                                  pixel_coordinates=pixel, name=name, error=self._param_error)
+        poly, (x, y, w, h) = scene_polygon(product, text, pixel, name, self._param_error)
         if w <= 0 or h <= 0:
             # SNAP's PixelSubsetRegion refuses the empty extent of a polygon thinner than a pixel.
             raise self._param_error(f"{name} is thinner than a pixel (extent {x},{y},{w},{h}); SNAP refuses "

@@ -38,12 +38,12 @@ from affine import Affine
 
 from ..errors import ParameterError
 from ..io.subset_region import (
-    geometry_pixel_region,
+    geometry_window,
     mask_outside_polygon,
     parse_wkt,
-    polygon_pixel_region,
+    polygon_parameter,
     polygon_to_band,
-    read_vector_file,
+    scene_polygon,
     shift_polygon,
 )
 from ..operator import Operator, register
@@ -166,20 +166,11 @@ class SubsetOp(Operator):
 
     def _polygon(self, src: Product, ref: Band):
         """``(polygon in pixels of ref, extent x,y,w,h)`` from polygonRegion/vectorFile, or None."""
-        p = self.parameters
-        if p["polygonRegion"]:
-            text, pixel, name = p["polygonRegion"], False, "polygonRegion"
-        elif p["vectorFile"]:
-            text, pixel = read_vector_file(p["vectorFile"], self._param_error)
-            name = "vectorFile"
-        else:
+        found = polygon_parameter(self.parameters, self._param_error)
+        if found is None:
             return None
-        geom = parse_wkt(text, name, self._param_error)
+        poly, extent = scene_polygon(src, *found, self._param_error)
         scene = src.reference_band()  # SNAP loads the polygon on the scene raster
-        if not pixel and (src.crs is None or scene.transform is None):
-            raise self._param_error(f"{name} needs a georeferenced product; '{src.name}' has no CRS")
-        poly, extent = polygon_pixel_region(geom, src.crs, scene.transform, scene.shape, pixel_coordinates=pixel,
-                                            name=name, error=self._param_error)
         if ref is not scene and not (ref.shape == scene.shape and same_transform(ref.transform, scene.transform)):
             # SubsetOp with a referenceBand: the polygon and its extent in that band's pixels.
             poly = polygon_to_band(poly, scene.transform, ref.transform, same_grid=False)
@@ -212,14 +203,10 @@ class SubsetOp(Operator):
         return {name: band_window(src.bands[name], ref, window) for name in names}
 
     def _geo_window(self, geom, src: Product, band: Band, round_pixels: bool) -> Window:
-        window = geometry_pixel_region(geom, src.crs, band.transform, band.shape, round_pixels=round_pixels,
-                                       name="geoRegion", error=self._param_error)
-        if window is None:
-            text = self.parameters["geoRegion"]
-            raise self._param_error(f"geoRegion does not intersect "
-                                    f"{'the scene' if band is src.reference_band() else 'band ' + repr(band.name)} "
-                                    f"({text[:60]}{'...' if len(text) > 60 else ''})")
-        return window
+        where = "the scene" if band is src.reference_band() else f"band {band.name!r}"
+        return geometry_window(geom, src.crs, band.transform, band.shape, name="geoRegion",
+                               text=self.parameters["geoRegion"], where=where, round_pixels=round_pixels,
+                               error=self._param_error)
 
     def _geo_windows_multi_size(self, src: Product, names: list[str], geom) -> dict[str, Window]:
         """SubsetOp.computeRegionMap(geoRegion, ...): each band on its own grid, vertex positions rounded."""
@@ -272,10 +259,7 @@ def geo_region_window(wkt: str, crs, transform: Affine, shape: tuple[int, int], 
         ``(col0, row0, col1, row1)``, end-exclusive (see
         :func:`~snap_operators.io.subset_region.geometry_pixel_region`).
     """
-    window = geometry_pixel_region(wkt, crs, transform, shape, name="geoRegion", error=error)
-    if window is None:
-        raise error(f"geoRegion does not intersect the scene ({wkt[:60]}{'...' if len(wkt) > 60 else ''})")
-    return window
+    return geometry_window(wkt, crs, transform, shape, name="geoRegion", text=wkt, where="the scene", error=error)
 
 
 def band_window(band: Band, ref: Band, window: Window) -> Window:
