@@ -204,12 +204,16 @@ class Graph:
             :data:`~snap_operators.limits.MAX_GRAPH_DEPTH`.
         """
         for node in self.nodes.values():
+            seen: set[str] = set()
             for name, ref in node.sources:
                 if ref not in self.nodes:
-                    raise GraphError(
-                        f"node '{node.id}': source '{name}' refers to unknown node '{ref}'; "
-                        f"nodes: {', '.join(self.nodes)}"
-                    )
+                    hint = ("; gpt does not trim spaces around the ids of a <sourceProducts> list"
+                            if ref.strip() in self.nodes else f"; nodes: {', '.join(self.nodes)}")
+                    raise GraphError(f"node '{node.id}': source '{name}' refers to unknown node '{ref}'{hint}")
+                if ref in seen:  # SourceList.addSource
+                    raise GraphError(f"node '{node.id}': source '{name}' reads node '{ref}' a second time; "
+                                     "gpt refuses this (duplicated source node id)")
+                seen.add(ref)
         order: list[str] = []
         state: dict[str, int] = {}  # 1 = on the path being walked, 2 = done
         for start in self.nodes:
@@ -461,7 +465,14 @@ def _parse_sources(el: ET.Element | None, nid: str, name: str) -> list[tuple[str
             ref = (s.text or "").strip()
         if not ref:
             continue
-        if s.tag == "sourceProducts" and s.get("refid") is None:
+        if s.tag == "sourceProducts":
+            if s.get("refid") is not None:
+                # SourceList.Converter reads <sourceProducts> as a list in its text only: gpt drops this source
+                raise GraphError(
+                    f"{name}: node '{nid}': <sourceProducts refid=\"{ref}\"/> is ignored by gpt (it reads "
+                    f"<sourceProducts> as a comma-separated list of node ids in its text); write "
+                    f"<sourceProduct refid=\"{ref}\"/> or <sourceProducts>{ref}</sourceProducts>"
+                )
             # gpt accepts a comma-separated list of node ids here, split after the variables
             # are substituted (${sourceProducts} is the list of gpt's positional sources).
             if "$" in ref:
@@ -478,9 +489,13 @@ _DEFERRED_LIST = "sourceProducts[]"
 
 
 def _split_source_products(text: str) -> list[tuple[str, str]]:
-    """``sourceProduct``, ``sourceProduct.1``, ... from gpt's comma-separated list of node ids."""
-    refs = [x.strip() for x in text.split(",") if x.strip()]
-    return [("sourceProduct" + (f".{i}" if i else ""), r) for i, r in enumerate(refs)]
+    """``sourceProducts0``, ``sourceProducts1``, ... from gpt's comma-separated list of node ids.
+
+    As ``SourceList.Converter``: the text is trimmed, then split at commas
+    with ``StringTokenizer`` (empty items dropped, items *not* trimmed).
+    """
+    refs = [x for x in text.strip().split(",") if x]
+    return [(f"sourceProducts{i}", r) for i, r in enumerate(refs)]
 
 
 def _parse_params(el: ET.Element | None) -> dict[str, Any]:

@@ -82,6 +82,77 @@ class ClassInfo:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class StoredValues:
+    """A band's samples as stored, before scaling and no-data masking.
+
+    The engine's :attr:`Band.data` holds physical values with NaN at no-data
+    pixels; SNAP's band maths instead reads what is stored, scaled
+    (``BandMathsOp.fillSymbolWithData``), so ``B4 == -999`` or ``B4 + 1`` at a
+    no-data pixel give SNAP's values only from this view. Readers set it;
+    operators that only select pixels (Read and Subset regions, nearest
+    Resample) carry it along; any other change of a band's pixels detaches it
+    (:meth:`Band.replace`).
+
+    Parameters
+    ----------
+    data : dask.array.Array or None
+        Samples as stored in the file, same shape as the band, nothing
+        masked; None once detached.
+    dtype : numpy.dtype
+        Storage type (``uint16`` for Sentinel-2 counts).
+    scale, offset : float
+        Physical value = stored * scale + offset (SNAP's scaling factor and offset).
+    log10 : bool
+        SNAP's ``LOG10_SCALED``: physical value = 10 ** (stored * scale + offset).
+    no_data : float or int, optional
+        Stored value marking no-data pixels, when one is used.
+    """
+
+    data: da.Array | None
+    dtype: np.dtype
+    scale: float = 1.0
+    offset: float = 0.0
+    log10: bool = False
+    no_data: float | int | None = None
+
+    @property
+    def scaled(self) -> bool:
+        """SNAP's ``isScalingApplied``."""
+        return self.scale != 1.0 or self.offset != 0.0 or self.log10
+
+    def map(self, func) -> "StoredValues":
+        """The same view with ``func(data)`` as data: for pixel selections (slices, windows)."""
+        return self if self.data is None else dataclasses.replace(self, data=func(self.data))
+
+    def detached(self) -> "StoredValues":
+        """This view without its data: the band's pixels were changed by an operator."""
+        return dataclasses.replace(self, data=None)
+
+    def geophysical(self) -> da.Array:
+        """What ``BandMathsOp`` reads: stored samples, or float32 scaled values for a scaled band.
+
+        Nothing is masked: a no-data pixel reads as its stored value, scaled.
+        """
+        if self.data is None:
+            raise ValueError("stored values are detached")
+        if not self.scaled:
+            return self.data
+        return self.data.map_blocks(geophysical_values, self.scale, self.offset, self.log10, dtype=np.float32)
+
+
+def geophysical_values(stored: np.ndarray, scale: float, offset: float, log10: bool) -> np.ndarray:
+    """``TileImpl.getSampleFloat`` of a scaled band: ``(float) (stored * scale + offset)`` (10 ** that if `log10`).
+
+    >>> geophysical_values(np.array([0, 1234], np.uint16), 1e-4, -0.1, False)
+    array([-0.1   ,  0.0234], dtype=float32)
+    """
+    v = stored.astype(np.float32).astype(np.float64) * scale + offset  # the raster's float sample, then scale(double)
+    if log10:
+        v = np.power(10.0, v)
+    return v.astype(np.float32)
+
+
 @dataclass
 class Band:
     """A raster band: a lazy 2-D array on its own grid.
@@ -105,6 +176,13 @@ class Band:
     classes : list of ClassInfo, optional
         Categories of a class band; writers emit them as a color table and
         category names.
+    stored : StoredValues, optional
+        The samples as the file stores them (set by readers), for SNAP's
+        band maths; None for bands an operator computed, whose `data` is
+        what is stored.
+    valid_expression : str, optional
+        SNAP's valid-pixel expression property. Kept and written (BEAM-DIMAP
+        ``VALID_MASK_TERM``, a GeoTIFF band tag), never applied to `data`.
     """
 
     name: str
@@ -115,6 +193,8 @@ class Band:
     description: str | None = None
     wavelength: float | None = None
     classes: list[ClassInfo] | None = None
+    stored: StoredValues | None = None
+    valid_expression: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -140,8 +220,23 @@ class Band:
         return (abs(self.transform.a), abs(self.transform.e))
 
     def replace(self, **changes: Any) -> "Band":
-        """A copy with some fields replaced (the array is shared, not copied)."""
+        """A copy with some fields replaced (the array is shared, not copied).
+
+        New `data` without new `stored` detaches the stored view: the pixels
+        no longer are the file's.
+        """
+        if "data" in changes and "stored" not in changes and self.stored is not None:
+            changes["stored"] = self.stored.detached()
         return dataclasses.replace(self, **changes)
+
+    def select(self, func, **changes: Any) -> "Band":
+        """A copy whose data (and stored view) are ``func(array)``, for pixel selections.
+
+        `func` must only pick pixels (slices, windows, steps), never change
+        values, so the stored view stays the file's samples.
+        """
+        stored = None if self.stored is None else self.stored.map(func)
+        return dataclasses.replace(self, data=func(self.data), stored=stored, **changes)
 
     def valid_mask(self, block: np.ndarray) -> np.ndarray:
         """Boolean mask of valid pixels of a numpy `block` of this band."""

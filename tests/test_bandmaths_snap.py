@@ -15,9 +15,11 @@ tests/test_bandmaths_snap.py`` prints the current table.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import re
 import sys
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,21 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from test_dimap import make_dimap
 
+from snap_operators.engine import build
 from snap_operators.errors import ExpressionError, OperatorError, ParameterError
+from snap_operators.graph import parse_graph
+from snap_operators.io import open_product as read_product
+from snap_operators.io.dimap import read_dimap, write_dimap
+from snap_operators.io.geotiff_writer import write_geotiff
+from snap_operators.operator import ExecutionContext
 from snap_operators.ops.bandmaths import BandMathsOp
 from snap_operators.ops.bandmaths_expr import parse
-from snap_operators.product import Band, Product
+from snap_operators.product import Band, Product, StoredValues, geophysical_values
 
 CATEGORIES = ("arithmetic", "precedence", "logical", "conditional", "functions", "constants",
               "integer semantics", "NaN", "types", "multi-source", "names", "syntax", "storage")
@@ -473,20 +483,21 @@ def snap_case(category: str, source: str):
 
 
 def snap_test_product(w=4, h=4, pixel=0.1, name="p"):
-    """``BandMathsOpTest.createTestProduct``: band1 int32 = 1, band2 float32 = 2.5, band3 = raw 6 * 0.5.
+    """``BandMathsOpTest.createTestProduct``: band1 int32 = 1, band2 float32 = 2.5, band3 = int16 6, scaled 0.5.
 
-    This engine's readers deliver scaled bands as physical float values, so
-    band3 is float32 3.0 here. WGS84, pixel centre (0.5, 0.5) at (0, 0).
+    band3 is as a reader gives a scaled band: physical float32 3.0, stored
+    int16 6 with scaling factor 0.5. WGS84, pixel centre (0.5, 0.5) at (0, 0).
     """
     t = Affine(pixel, 0, -pixel / 2, 0, -pixel, pixel / 2)
 
-    def band(bname, values):
-        return Band(bname, da.from_array(values, chunks=(2, 2)), t, None if values.dtype.kind in "iu" else np.nan)
+    def band(bname, values, **kw):
+        return Band(bname, da.from_array(values, chunks=(2, 2)), t, None if values.dtype.kind in "iu" else np.nan, **kw)
 
+    stored = StoredValues(da.from_array(np.full((h, w), 6, np.int16), chunks=(2, 2)), np.dtype(np.int16), scale=0.5)
     bands = {
         "band1": band("band1", np.full((h, w), 1, np.int32)),
         "band2": band("band2", np.full((h, w), 2.5, np.float32)),
-        "band3": band("band3", np.full((h, w), 3.0, np.float32)),
+        "band3": band("band3", np.full((h, w), 3.0, np.float32), stored=stored),
     }
     return Product(name, "t", bands=bands, crs=CRS.from_epsg(4326),
                    start_time=dt.datetime(2011, 4, 1, 11, 22, 33), stop_time=dt.datetime(2011, 4, 2, 11, 22, 33))
@@ -556,21 +567,21 @@ def test_division_by_zero_is_no_data():
     assert np.isnan(values(out, "aBandName")).all()
 
 
-@snap_case("names", "BandMathsOpTest.testScaledInputBand (band3 is physical here)")
+@snap_case("names", "BandMathsOpTest.testScaledInputBand")
 def test_scaled_input_band():
-    out = run(snap_test_product(), [("aBandName", "float32", "band3")])
+    out = run(snap_test_product(), [("aBandName", "float32", "band3"), ("bBandName", "int32", "band3.raw & 64")])
     np.testing.assert_array_equal(values(out, "aBandName"), np.full((4, 4), 3.0, np.float32))
+    np.testing.assert_array_equal(values(out, "bBandName"), np.zeros((4, 4), np.int32))
 
 
-@snap_case("names", "BandMathsOpTest.testScaledInputBand: 'band3.raw & 64' (refused here, see docs)")
-def test_raw_of_a_scaled_band_is_refused_with_a_note():
-    # SNAP types band3.raw as int (raw int16) and computes 0; this engine only has band3's
-    # physical float values, so '&' on it is a type error, which says why.
-    with pytest.raises(ExpressionError) as info:
-        run(snap_test_product(), [("bBandName", "int32", "band3.raw & 64")])
-    msg = str(info.value)
-    assert "Integer operands expected for binary '&' operator." in msg
-    assert "Note: 'band3.raw' is double here" in msg and msg.endswith("(column 11)")
+@snap_case("types", "RasterDataSymbol.computeSymbolType: a scaled band is double, its '.raw' int")
+def test_raw_of_a_scaled_band_is_int_and_the_band_double():
+    with pytest.raises(ExpressionError, match=r"Integer operands expected for binary '&' operator.*\(column 7\)"):
+        run(snap_test_product(), [("b", "int32", "band3 & 64")])
+    # BandMathsOp.fillSymbolWithData fills '.raw' of a scaled band with the scaled floats: 3.0, not 6
+    out = run(snap_test_product(), [("r", "int32", "band3.raw == 3"), ("d", "float32", "band3.raw")])
+    np.testing.assert_array_equal(values(out, "r"), np.ones((4, 4), np.int32))
+    np.testing.assert_array_equal(values(out, "d"), np.full((4, 4), 3.0, np.float32))
 
 
 @snap_case("names", "RasterDataSymbolTest.testConstructor (raw of an int band is TYPE_I)")
@@ -789,6 +800,195 @@ def test_empty_expression():
     with pytest.raises(ExpressionError) as info:
         run(snap_test_product(), [("emptyBand", "float32", "", {"noDataValue": "0.0"})])
     assert str(info.value).endswith("Could not parse expression: 'null'. Empty expression.")
+
+
+
+# --- stored values: what fillSymbolWithData reads (scaled, never masked) ------------------------------
+
+FLOATS = np.array([[-999.0, 1.5, 2.0], [3.0, -999.0, np.nan]], np.float32)
+
+
+def float_tif(path, data=FLOATS, nodata=-999.0, transform=Affine(10, 0, 500000, 0, -10, 4000000)):
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+                       dtype=data.dtype, crs="EPSG:32633", transform=transform, nodata=nodata) as dst:
+        dst.write(data, 1)
+        dst.set_band_description(1, "b")
+    return path
+
+
+def float_dimap(tmp_path):
+    return make_dimap(tmp_path, FLOATS, dtype="float32", envi_type=4, factor=1.0, offset=0.0, nodata="-999.0")
+
+
+# --- readers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reader", ["geotiff", "dimap"])
+@snap_case("NaN", "BandMathsOp.fillSymbolWithData: raw samples, no-data not masked")
+def test_float_no_data_pixels_read_as_stored(tmp_path, reader):
+    path = float_tif(tmp_path / "f.tif") if reader == "geotiff" else float_dimap(tmp_path)
+    p = read_product(path)
+    # the engine's physical view masks them (the science operators' convention) ...
+    assert np.isnan(values(p, "b")[0, 0])
+    # ... gpt's band maths computes with -999 itself, and a NaN sample stays NaN
+    out = run(p, [("eq", "int8", "b == -999"), ("plus", "float32", "b + 1"), ("nan", "int8", "nan(b)")])
+    np.testing.assert_array_equal(values(out, "eq"), [[1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(values(out, "plus"), [[-998, 2.5, 3], [4, -998, np.nan]])
+    np.testing.assert_array_equal(values(out, "nan"), [[0, 0, 0], [0, 0, 1]])
+
+
+@snap_case("NaN", "BandMathsOp.fillSymbolWithData: getSampleFloat of a scaled band, for B and B.raw")
+def test_scaled_band_reads_scaled_no_data_and_raw_is_the_scaled_float_typed_int(tmp_path):
+    # int16 counts, scale 0.25, offset 1, no-data 0 (used)
+    raw = np.array([[0, 2, 4], [-6, 300, 1]], np.int16)
+    p = read_dimap(make_dimap(tmp_path, raw, factor=0.25, offset=1.0))
+    b = p.band("b")
+    assert b.stored.dtype == np.int16 and b.stored.no_data == 0 and np.isnan(values(p, "b")[0, 0])
+    physical = raw * 0.25 + 1.0  # 1.0 at the no-data pixel: getSampleFloat scales every sample
+    out = run(p, [("v", "float32", "b"), ("raw", "float32", "b.raw"), ("two", "int8", "b.raw == 2"),
+              ("zero", "int8", "b.raw == 0"), ("bits", "int32", "b.raw & 3")])
+    np.testing.assert_array_equal(values(out, "v"), physical.astype(np.float32))
+    # fillSymbolWithData fills 'b.raw' of a scaled band with the scaled floats too; evalD reads them ...
+    np.testing.assert_array_equal(values(out, "raw"), physical.astype(np.float32))
+    # ... and evalI (an int comparison, a bit operator) rounds them: ProductData.Float.getElemIntAt is
+    # Math.round, ties up, so 1.5 -> 2 and -0.5 -> 0
+    np.testing.assert_array_equal(values(out, "two"), [[0, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(values(out, "zero"), [[0, 0, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(values(out, "bits"), np.array([[1, 2, 2], [0, 76, 1]]) & 3)
+    with pytest.raises(ExpressionError, match=r"Integer operands expected for binary '&' operator"):
+        run(p, [("bits", "int32", "b & 3")])  # b itself is double: it is scaled
+
+
+@snap_case("types", "RasterDataSymbol.computeSymbolType (RAW of an unscaled int band), Term.Div.evalD")
+def test_unscaled_integer_band_raw_is_the_stored_counts(tmp_path):
+    raw = np.array([[1, 2], [3, 9]], np.uint16)
+    p = read_dimap(make_dimap(tmp_path, raw, dtype="uint16", envi_type=12, factor=1.0, offset=0.0, nodata="9.0"))
+    out = run(p, [("r", "int32", "b.raw * 2 + b"), ("h", "float32", "b / 2")])
+    np.testing.assert_array_equal(values(out, "r"), raw * 3)
+    # Div.evalD divides in double: 1 / 2 is 0.5 at the top, as in gpt (7 / 2 == 3 only inside int terms)
+    np.testing.assert_array_equal(values(out, "h"), raw / 2)
+
+
+def test_geophysical_values_round_once_as_snap():
+    counts = np.array([0, 1, 1234, 65535], np.uint16)
+    got = geophysical_values(counts, 1e-4, -0.1, False)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, (counts.astype(np.float64) * 1e-4 - 0.1).astype(np.float32))
+    np.testing.assert_allclose(geophysical_values(np.array([1, 2], np.uint8), 1.0, 0.0, True), [10, 100])
+
+
+@snap_case("NaN", "BandMathsOp.fillSymbolWithData: a scaled band's no-data value is scaled, not masked")
+def test_sentinel2_counts_read_scaled_where_the_scene_has_no_data(tmp_path):
+    # a Sentinel-2 band as SNAP's reader gives it: uint16 counts, 1/10000, offset -0.1 (baseline 04.00), no-data 0
+    counts = np.array([[0, 1000], [2345, 0]], np.uint16)
+    stored = StoredValues(da.from_array(counts), np.dtype(np.uint16), 1e-4, -0.1, no_data=0)
+    phys = np.where(counts == 0, np.nan, counts * 1e-4 - 0.1).astype(np.float32)
+    p = Product("S2", bands={"B4": Band("B4", da.from_array(phys), Affine.identity(), np.nan, stored=stored)})
+    out = run(p, [("v", "float32", "B4"), ("valid", "int8", "B4 > -0.1")])
+    np.testing.assert_allclose(values(out, "v"), [[-0.1, 0.0], [0.1345, -0.1]], rtol=1e-6)
+    np.testing.assert_array_equal(values(out, "valid"), [[0, 1], [1, 0]])
+
+
+# --- operators that only pick pixels keep the stored view ---------------------------------
+
+
+GRAPH = """<graph id="g"><version>1.0</version>
+  <node id="Read"><operator>Read</operator><parameters><file>{src}</file>{read}</parameters></node>
+  {middle}
+  <node id="BandMaths"><operator>BandMaths</operator><sources><sourceProduct refid="{last}"/></sources>
+    <parameters><targetBands><targetBand><name>eq</name><type>int8</type><expression>b == -999</expression>
+    </targetBand></targetBands></parameters></node>
+  <node id="Write"><operator>Write</operator><sources><sourceProduct refid="BandMaths"/></sources>
+    <parameters><file>{out}</file></parameters></node>
+</graph>"""
+
+
+def run_eq(tmp_path, read="", middle="", last="Read", src=None):
+    src = src or float_tif(tmp_path / "f.tif")
+    text = GRAPH.format(src=src, read=read, middle=middle, last=last, out=tmp_path / "o.dim")
+    ops = build(parse_graph("g.xml", text=text), ExecutionContext(tile_size=2))
+    return values(ops["BandMaths"].target, "eq")
+
+
+def test_read_pixel_region_keeps_stored_values(tmp_path):
+    got = run_eq(tmp_path, read="<pixelRegion>1,0,2,2</pixelRegion><useAdvancedOptions>true</useAdvancedOptions>")
+    np.testing.assert_array_equal(got, [[0, 0], [1, 0]])
+
+
+def test_subset_region_and_steps_keep_stored_values(tmp_path):
+    middle = """<node id="Subset"><operator>Subset</operator><sources><sourceProduct refid="Read"/></sources>
+      <parameters><region>0,0,3,2</region><subSamplingX>2</subSamplingX></parameters></node>"""
+    np.testing.assert_array_equal(run_eq(tmp_path, middle=middle, last="Subset"), [[1, 0], [0, 0]])
+
+
+def test_subset_polygon_fills_the_stored_no_data_outside(tmp_path):
+    from pyproj import Transformer
+
+    t = Affine(10, 0, 500000, 0, -10, 4000000)
+    data = np.full((6, 6), -5.0, np.float32)
+    # a triangle over the upper-left half: its lower-right pixels lie outside
+    to_lonlat = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+    corners = [to_lonlat.transform(*(t @ xy)) for xy in ((0, 0), (6, 0), (0, 6), (0, 0))]
+    wkt = "POLYGON((" + ", ".join(f"{x:.9f} {y:.9f}" for x, y in corners) + "))"
+    middle = f"""<node id="Subset"><operator>Subset</operator><sources><sourceProduct refid="Read"/></sources>
+      <parameters><polygonRegion>{wkt}</polygonRegion></parameters></node>"""
+    got = run_eq(tmp_path, middle=middle, last="Subset", src=float_tif(tmp_path / "six.tif", data=data, transform=t))
+    assert got.shape[0] >= 5 and got[0, 0] == 0 and got[-1, -1] == 1  # outside: the stored no-data value, -999
+
+
+def test_nearest_resample_keeps_stored_values_and_bilinear_warns(tmp_path, caplog):
+    coarse = float_tif(tmp_path / "c.tif")
+    text = """<node id="Resample"><operator>Resample</operator><sources><sourceProduct refid="Read"/></sources>
+      <parameters><targetResolution>5</targetResolution><upsampling>{up}</upsampling></parameters></node>"""
+    got = run_eq(tmp_path, middle=text.format(up="Nearest"), last="Resample", src=coarse)
+    np.testing.assert_array_equal(got, np.repeat(np.repeat([[1, 0, 0], [0, 1, 0]], 2, 0), 2, 1))
+    with caplog.at_level(logging.WARNING):
+        got = run_eq(tmp_path, middle=text.format(up="Bilinear"), last="Resample", src=coarse)
+    assert "band 'b' lost its stored values upstream" in caplog.text and "-999" in caplog.text
+    assert got[0, 0] == 0  # NaN here where gpt has -999: said, not silent
+
+
+# --- the valid-pixel expression is kept and written ------------------------------------
+
+
+@snap_case("names", "BandMathsOp.createBand: setValidPixelExpression; DimapHeaderWriter VALID_MASK_TERM")
+def test_valid_expression_round_trips_through_dimap_and_geotiff(tmp_path):
+    p = read_product(float_tif(tmp_path / "f.tif"))
+    raw = {"targetBands": [("targetBand", [("name", "v"), ("type", "float32"), ("expression", "b * 2"),
+                                           ("validExpression", "v > 0 && b != -999")])]}
+    out = BandMathsOp.create({"sourceProduct": p}, raw).initialize()
+    assert out.band("v").valid_expression == "v > 0 && b != -999"
+    dim = write_dimap(out, tmp_path / "o.dim")
+    term = ET.parse(dim).getroot().find("Image_Interpretation/Spectral_Band_Info/VALID_MASK_TERM")
+    assert term is not None and term.text == "v > 0 && b != -999"
+    assert read_dimap(dim).band("v").valid_expression == "v > 0 && b != -999"
+    tif = write_geotiff(out, tmp_path / "o.tif")
+    assert read_product(tif).band("v").valid_expression == "v > 0 && b != -999"
+    # never applied to the pixels, as in gpt
+    np.testing.assert_array_equal(read_product(tif).band("v").data.compute()[0], [-1998, 3, 4])
+
+
+# --- sources listed in <sourceProducts> ----------------------------------------------------
+
+
+@snap_case("multi-source", "SourceList.Converter: <sourceProducts> items are sourceProducts0, sourceProducts1, ...")
+def test_source_products_list_names_sources_as_gpt(tmp_path):
+    a = float_tif(tmp_path / "a.tif")
+    b = float_tif(tmp_path / "b.tif", data=FLOATS * 2, nodata=None)
+    text = f"""<graph id="g"><version>1.0</version>
+      <node id="A"><operator>Read</operator><parameters><file>{a}</file></parameters></node>
+      <node id="B"><operator>Read</operator><parameters><file>{b}</file></parameters></node>
+      <node id="BandMaths"><operator>BandMaths</operator><sources><sourceProducts>A,B</sourceProducts></sources>
+        <parameters><targetBands><targetBand><name>s</name><type>float32</type>
+        <expression>{{expr}}</expression></targetBand></targetBands></parameters></node>
+      <node id="Write"><operator>Write</operator><sources><sourceProduct refid="BandMaths"/></sources>
+        <parameters><file>{tmp_path / 'o.dim'}</file></parameters></node></graph>"""
+    # SourceList.Converter: sourceProducts0, sourceProducts1; $1 and $2 count the sources
+    expr = "$sourceProducts0.b + $sourceProducts1.b + $2.b"
+    ops = build(parse_graph("g.xml", text=text.replace("{expr}", expr)), ExecutionContext())
+    np.testing.assert_array_equal(values(ops["BandMaths"].target, "s")[0], [-999 - 4 * 999, 1.5 + 6, 2 + 8])
+    with pytest.raises(ExpressionError, match=r"Undefined symbol '\$sourceProduct\.1\.b'"):
+        build(parse_graph("g.xml", text=text.replace("{expr}", "$sourceProduct.1.b")), ExecutionContext())
 
 
 # --- the conformance table of docs/bandmaths.md ------------------------------------------------------

@@ -48,8 +48,40 @@ def test_source_as_text_and_source_products_list():
             <sourceProduct.1 refid="b"/></sources></node>"""
         ),
     )
-    assert g.nodes["m"].sources == [("sourceProduct", "a"), ("sourceProduct.1", "b")]
+    # SourceList.Converter names list items sourceProducts0, sourceProducts1, ...
+    assert g.nodes["m"].sources == [("sourceProducts0", "a"), ("sourceProducts1", "b")]
     assert g.nodes["n"].sources == [("sourceProduct", "a"), ("sourceProduct.1", "b")]
+
+
+def test_source_products_list_is_split_as_gpt_does():
+    nodes = """<node id="a"><operator>Read</operator></node><node id="b"><operator>Read</operator></node>
+               <node id="m"><operator>BandMerge</operator><sources><sourceProducts>%s</sourceProducts></sources></node>"""
+    # empty items dropped (StringTokenizer), the whole text trimmed
+    g = parse_graph("t.xml", text=_g(nodes % "  a,,b \n"))
+    assert g.nodes["m"].sources == [("sourceProducts0", "a"), ("sourceProducts1", "b")]
+    # items are not trimmed: ' b' is no node id in gpt either
+    g = parse_graph("t.xml", text=_g(nodes % "a, b"))
+    with pytest.raises(GraphError, match="unknown node ' b'; gpt does not trim spaces"):
+        g.check()
+
+
+def test_source_products_with_refid_is_refused():
+    # gpt's SourceList.Converter reads only the text of <sourceProducts>: refid alone adds no source
+    text = _g("""<node id="a"><operator>Read</operator></node>
+                 <node id="m"><operator>BandMerge</operator><sources><sourceProducts refid="a"/></sources></node>""")
+    with pytest.raises(GraphError, match=r"node 'm': <sourceProducts refid=\"a\"/> is ignored by gpt"):
+        parse_graph("t.xml", text=text)
+
+
+@pytest.mark.parametrize("sources", [
+    '<sourceProduct refid="a"/><sourceProduct.1 refid="a"/>',
+    "<sourceProducts>a,a</sourceProducts>",
+])
+def test_one_node_read_twice_by_a_node_is_refused(sources):
+    text = _g(f"""<node id="a"><operator>Read</operator></node>
+                  <node id="m"><operator>BandMerge</operator><sources>{sources}</sources></node>""")
+    with pytest.raises(GraphError, match="node 'm': source '.*' reads node 'a' a second time; gpt refuses"):
+        parse_graph("t.xml", text=text).check()
 
 
 def test_nested_parameters_keep_structure():
@@ -280,7 +312,7 @@ def test_source_products_list_is_split_after_substitution():
     g = parse_graph("t.xml", text=text)
     assert g.variables() == {"sourceProducts"}
     s = g.substitute({"sourceProducts": "ReadOp@sourceProduct,ReadOp@sourceProduct.2"})
-    assert s.nodes["m"].sources == [("sourceProduct", "ReadOp@sourceProduct"), ("sourceProduct.1", "ReadOp@sourceProduct.2")]
+    assert s.nodes["m"].sources == [("sourceProducts0", "ReadOp@sourceProduct"), ("sourceProducts1", "ReadOp@sourceProduct.2")]
     assert g.substitute({"sourceProducts": ""}).nodes["m"].sources == []
 
 

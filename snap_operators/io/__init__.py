@@ -200,8 +200,8 @@ def subset_product(product: Product, band_names=None, pixel_region=None, where: 
         band = product.bands[name]
         if windows is not None:
             win = windows[name]
-            band = band.replace(
-                data=band.data[win.toslices()],
+            band = band.select(
+                lambda a, win=win: a[win.toslices()],
                 transform=None if band.transform is None else window_transform(win, band.transform),
             )
         bands.append(band)

@@ -45,6 +45,7 @@ from ..product import (
     ClassInfo,
     MetadataElement,
     Product,
+    StoredValues,
     chunks_for,
 )
 from ..xmlsafe import parse_untrusted_xml
@@ -140,6 +141,7 @@ class DimapBandInfo:
     classes: list[ClassInfo] | None = None
     data_file: Path | None = None
     expression: str | None = None  # virtual bands only
+    valid_expression: str | None = None  # VALID_MASK_TERM
 
     @property
     def is_virtual(self) -> bool:
@@ -323,6 +325,7 @@ def _parse_band(sbi: ET.Element, width: int, height: int, path: Path) -> DimapBa
         no_data_used=_bool(sbi.findtext("NO_DATA_VALUE_USED")),
         no_data_value=_float(sbi.findtext("NO_DATA_VALUE"), 0.0),
         expression=expression,
+        valid_expression=(sbi.findtext("VALID_MASK_TERM") or "").strip() or None,
     )
 
 
@@ -537,11 +540,19 @@ def _lazy_band(info: DimapBandInfo, header: DimapHeader, tile_size: int) -> Band
         raise ProductReadError(f"{img}: {size} bytes, expected {need} for band '{info.name}' (truncated file?)")
     out_dtype = info.physical_dtype
     nodata = info.no_data_value if info.no_data_used else None
-    reader = _EnviWindowReader(str(img), (info.height, info.width), raw.str, offset, out_dtype.str,
-                               info.scaling_factor, info.scaling_offset, info.log10_scaled, nodata)
-    name = "dimap-" + tokenize(str(img), img.stat().st_mtime_ns, size, tile_size, out_dtype.str)
-    data = da.from_array(reader, chunks=chunks_for(reader.shape, tile_size), name=name, lock=False,
-                         asarray=False, fancy=False, meta=np.empty((0, 0), out_dtype))
+    shape = (info.height, info.width)
+
+    def lazy(out, factor=1.0, add=0.0, log10=False, masked=None):
+        reader = _EnviWindowReader(str(img), shape, raw.str, offset, out.str, factor, add, log10, masked)
+        name = "dimap-" + tokenize(str(img), img.stat().st_mtime_ns, size, tile_size, out.str, factor, add,
+                                   log10, masked)
+        return da.from_array(reader, chunks=chunks_for(shape, tile_size), name=name, lock=False,
+                             asarray=False, fancy=False, meta=np.empty((0, 0), out))
+
+    data = lazy(out_dtype, info.scaling_factor, info.scaling_offset, info.log10_scaled, nodata)
+    stored_dtype = raw.newbyteorder("=")
+    stored = StoredValues(lazy(stored_dtype), stored_dtype, info.scaling_factor, info.scaling_offset,
+                          info.log10_scaled, None if nodata is None else _stored_no_data(nodata, stored_dtype))
     if out_dtype.kind == "f":
         no_data = math.nan  # the project's float convention
     else:
@@ -555,7 +566,14 @@ def _lazy_band(info: DimapBandInfo, header: DimapHeader, tile_size: int) -> Band
         description=info.description or None,
         wavelength=info.wavelength,
         classes=info.classes,
+        stored=stored,
+        valid_expression=info.valid_expression,
     )
+
+
+def _stored_no_data(value: float, dtype: np.dtype) -> float | int:
+    """A header's (double) no-data value as a value of the storage type."""
+    return int(value) if dtype.kind in "iu" and float(value).is_integer() else float(value)
 
 
 def _virtual_band(info: DimapBandInfo, bands: dict[str, Band], path: Path) -> Band | None:
@@ -643,9 +661,11 @@ class _EnviWindowReader:
                 block[block == self.nodata] = np.nan
             return block
         invalid = (block == self.nodata) if self.nodata is not None else None
-        values = block.astype(out) * out.type(self.factor) + out.type(self.add)
+        # in double, rounded once to the output type (SNAP scales in double)
+        values = block.astype(np.float64) * self.factor + self.add
         if self.log10:
-            values = np.power(out.type(10), values)
+            values = np.power(10.0, values)
+        values = values.astype(out, copy=False)
         if invalid is not None:
             values[invalid] = np.nan
         return values
@@ -1061,6 +1081,8 @@ def dimap_header_xml(product: Product, name: str, dtypes: Sequence[np.dtype] | N
             nd = math.nan  # the project's float convention: NaN marks no data
         _sub(sbi, "NO_DATA_VALUE_USED", "true" if nd is not None else "false")
         _sub(sbi, "NO_DATA_VALUE", float(nd) if nd is not None else 0.0)
+        if band.valid_expression:
+            _sub(sbi, "VALID_MASK_TERM", band.valid_expression)
         if band.transform is not None and product.crs is not None:
             _sub(sbi, "IMAGE_TO_MODEL_TRANSFORM", _format_matrix(band.transform))
 

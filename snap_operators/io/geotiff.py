@@ -8,6 +8,8 @@ Conventions, matching what the ``Write`` operator emits:
 * dataset tags go into the metadata element ``TIFF_Metadata``; product times
   come from the tags ``PRODUCT_START_TIME``/``PRODUCT_STOP_TIME`` (ISO 8601),
   else ``ACQUISITION_DATE``, else ``TIFFTAG_DATETIME``;
+* the band tag ``VALID_PIXEL_EXPRESSION`` is SNAP's valid-pixel expression
+  (``Band.valid_expression``; SNAP itself keeps it in its own TIFF tag);
 * a band with a color table and a band tag ``CLASS_NAMES`` (a JSON object
   ``{"value": "name"}``) is a class band: ``Band.classes`` lists its
   categories with their colors.
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 #: Tags holding product times, in order of preference.
 START_TAGS = ("PRODUCT_START_TIME", "ACQUISITION_DATE", "TIFFTAG_DATETIME")
 STOP_TAGS = ("PRODUCT_STOP_TIME",)
+
+#: Band tag holding SNAP's valid-pixel expression of a band.
+VALID_EXPRESSION_TAG = "VALID_PIXEL_EXPRESSION"
 
 
 def open_raster(path: str | Path):
@@ -150,6 +155,7 @@ def band_sources(ds, path: str) -> list[BandSource]:
                 description=tags.get("DESCRIPTION") or None,
                 wavelength=_wavelength(ds, index),
                 classes=class_infos(ds, index),
+                valid_expression=tags.get(VALID_EXPRESSION_TAG) or None,
             )
         )
     return sources

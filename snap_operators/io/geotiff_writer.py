@@ -18,6 +18,8 @@ Conventions read back by :mod:`snap_operators.io.geotiff`:
   without one, the project's convention) goes into the ``GDAL_NODATA`` tag
   when all bands share it, else into a per-band ``<NoDataValue>`` of the PAM
   sidecar (GeoTIFF has one tag per file);
+* band tag ``VALID_PIXEL_EXPRESSION``: SNAP's valid-pixel expression of a
+  band (kept, never applied);
 * class bands: band tag ``CLASS_NAMES`` = JSON ``{"1": "Water", ...}``, a
   colour table (GeoTIFF stores one only for band 1) and a GDAL PAM sidecar
   ``<file>.aux.xml`` with ``<CategoryNames>`` so GDAL and QGIS show the names.
@@ -47,6 +49,7 @@ import numpy as np
 from ..errors import ProductWriteError
 from ..product import Band, Product
 from ..staging import StagedFiles
+from .geotiff import VALID_EXPRESSION_TAG
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +237,8 @@ class GeoTiffWriter:
                 ds.set_band_unit(k, band.unit)
             if band.wavelength:
                 ds.update_tags(k, ns="IMAGERY", CENTRAL_WAVELENGTH_UM=repr(band.wavelength / 1000.0))
+            if band.valid_expression:
+                ds.update_tags(k, **{VALID_EXPRESSION_TAG: band.valid_expression})
             if band.classes:
                 ds.update_tags(k, CLASS_NAMES=json.dumps({str(c.value): c.name for c in band.classes}))
                 if k == 1 and self.dtype in (np.uint8, np.uint16):

@@ -32,7 +32,7 @@ from rasterio.windows import Window
 
 from ..errors import ProductReadError
 from ..limits import MAX_BAND_PIXELS, MAX_COMPRESSION_RATIO, MIN_RATIO_FILE_BYTES
-from ..product import DEFAULT_TILE_SIZE, Band, ClassInfo, chunks_for
+from ..product import DEFAULT_TILE_SIZE, Band, ClassInfo, StoredValues, chunks_for
 
 #: Open datasets kept per thread; beyond this the least recently used closes.
 MAX_OPEN_PER_THREAD = 32
@@ -351,6 +351,7 @@ class BandSource:
     description: str | None = None
     wavelength: float | None = None
     classes: tuple[ClassInfo, ...] | None = None
+    valid_expression: str | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -533,10 +534,13 @@ def build_bands(
         transform = s.transform
         if transform is not None and (win.col_off or win.row_off):
             transform = window_transform(win, transform)
-        data = lazy_band_array(
-            s.path, s.index, (int(win.height), int(win.width)), s.file_dtype,
-            window_offset=(int(win.row_off), int(win.col_off)),
-            scale=s.scale, offset=s.offset, nodata=s.nodata, tile_size=tile_size,
+        shape, origin = (int(win.height), int(win.width)), (int(win.row_off), int(win.col_off))
+        data = lazy_band_array(s.path, s.index, shape, s.file_dtype, window_offset=origin,
+                               scale=s.scale, offset=s.offset, nodata=s.nodata, tile_size=tile_size)
+        file_dtype = np.dtype(s.file_dtype)
+        stored = StoredValues(
+            lazy_band_array(s.path, s.index, shape, file_dtype, window_offset=origin, tile_size=tile_size),
+            file_dtype, s.scale, s.offset, no_data=s.nodata if _representable(s.nodata, file_dtype) else None,
         )
         if np.issubdtype(data.dtype, np.floating):
             no_data = float("nan")
@@ -554,6 +558,8 @@ def build_bands(
                 description=s.description,
                 wavelength=s.wavelength,
                 classes=list(s.classes) if s.classes else None,
+                stored=stored,
+                valid_expression=s.valid_expression,
             )
         )
     return bands

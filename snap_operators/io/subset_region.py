@@ -433,31 +433,35 @@ def mask_outside_polygon(band: Band, poly) -> Band:
     project's convention) and 0 for integers (SNAP's default no-data value,
     which it does not mark as used).
     """
-    dtype = band.dtype
-    fill = band.no_data
-    if fill is None:
-        fill = math.nan if np.issubdtype(dtype, np.floating) else 0
     # WKB, not the geometry: each block prepares its own copy (prepared GEOS geometries are not
     # shared across threads) and bytes pickle to dask.distributed workers.
     wkb = shapely.to_wkb(poly)
 
-    def apply(block: np.ndarray, block_info=None) -> np.ndarray:
-        (r0, r1), (c0, c1) = block_info[0]["array-location"]
-        local = shapely.from_wkb(wkb)
-        points = shapely.box(c0, r0, c1 - 1, r1 - 1)  # the hull of the block's pixel corner points
-        if shapely.covers(local, points):
-            return block  # most blocks of a large polygon: nothing to test per pixel
-        if shapely.distance(local, points) > POLYGON_TOLERANCE:
-            return np.full_like(block, fill)
-        keep = polygon_keep_mask(local, np.arange(r0, r1), np.arange(c0, c1))
-        if keep.all():
-            return block
-        out = np.array(block, copy=True)
-        out[~keep] = fill
-        return out
+    def masked(array: da.Array, fill) -> da.Array:
+        dtype = array.dtype
+        if fill is None:
+            fill = math.nan if np.issubdtype(dtype, np.floating) else 0
 
-    data = da.map_blocks(apply, band.data, dtype=dtype, meta=np.empty((0, 0), dtype))
-    return band.replace(data=data)
+        def apply(block: np.ndarray, block_info=None) -> np.ndarray:
+            (r0, r1), (c0, c1) = block_info[0]["array-location"]
+            local = shapely.from_wkb(wkb)
+            points = shapely.box(c0, r0, c1 - 1, r1 - 1)  # the hull of the block's pixel corner points
+            if shapely.covers(local, points):
+                return block  # most blocks of a large polygon: nothing to test per pixel
+            if shapely.distance(local, points) > POLYGON_TOLERANCE:
+                return np.full_like(block, fill)
+            keep = polygon_keep_mask(local, np.arange(r0, r1), np.arange(c0, c1))
+            if keep.all():
+                return block
+            out = np.array(block, copy=True)
+            out[~keep] = fill
+            return out
+
+        return da.map_blocks(apply, array, dtype=dtype, meta=np.empty((0, 0), dtype))
+
+    # the stored samples outside get the stored no-data value, as the physical ones get the band's
+    stored = None if band.stored is None else band.stored.map(lambda a: masked(a, band.stored.no_data))
+    return band.replace(data=masked(band.data, band.no_data), stored=stored)
 
 
 def polygon_parameter(params, error: ErrorFactory = ParameterError) -> tuple[str, bool, str] | None:

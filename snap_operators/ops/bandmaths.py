@@ -25,9 +25,17 @@ the target's no-data value (``noDataValue`` when given; else NaN, which an
 integer type stores as 0). Results are stored as gpt's tiles store them:
 ``(float)`` for float32, Java's ``(int)`` cast (truncation, saturation at
 the int32 range) then the narrowing of the type (wrap-around) for integer
-types. ``validExpression`` only sets SNAP's valid-pixel expression property,
-which this engine's bands do not carry: it is checked for syntax and
-otherwise dropped (pixels are never changed by it, as in gpt).
+types. ``validExpression`` only sets SNAP's valid-pixel expression property:
+checked for syntax, kept on the band and written (BEAM-DIMAP
+``VALID_MASK_TERM``), never applied to pixels, as in gpt.
+
+Source values are what SNAP's ``fillSymbolWithData`` reads: the samples as
+the file stores them (:class:`~snap_operators.product.StoredValues`), scaled
+to float32 for a scaled band, so ``B4 == -999`` holds at the no-data pixels
+of a float band whose no-data value is -999 and a Sentinel-2 count band
+reads 0 * scale + offset there. SNAP fills ``B4.raw`` the same way: for a
+scaled band it holds the scaled floats, typed int (rounded with
+``Math.round`` where an int is needed), and so it does here.
 """
 
 from __future__ import annotations
@@ -282,10 +290,34 @@ class _Symbol:
     value: Any = None  # variable value; "X"/"Y"/"LAT"/"LON" for xy/geo
 
 
-def _band_type(band: Band) -> int:
-    """SNAP's ``RasterDataSymbol`` type: int for integer data, else double (float data)."""
+def _band_type(band: Band, raw: bool = False) -> int:
+    """SNAP's ``RasterDataSymbol`` type of a band (`raw`: of ``band.raw``).
+
+    From the stored type when the band has one: double for float storage or,
+    except for ``.raw``, a scaled band; else int. Bands an operator computed
+    are typed from their data.
+    """
+    if band.stored is not None:
+        floating = np.dtype(band.stored.dtype).kind == "f"
+        return TYPE_D if floating or (band.stored.scaled and not raw) else TYPE_I
     kind = np.dtype(band.dtype).kind
     return TYPE_I if kind in "iu" else TYPE_B if kind == "b" else TYPE_D
+
+
+def _symbol_data(band: Band) -> tuple[da.Array, bool]:
+    """What ``BandMathsOp.fillSymbolWithData`` reads of `band`, and whether it is SNAP's exactly.
+
+    The stored samples, scaled for a scaled band (float32), for both ``B4``
+    and ``B4.raw`` as SNAP fills both from the tile; nothing masked. A band
+    whose stored view an operator detached gives its physical data, with NaN
+    where SNAP reads the stored no-data value: not exact.
+    """
+    stored = band.stored
+    if stored is None:
+        return band.data, True
+    if stored.data is None:
+        return band.data, stored.no_data is None
+    return stored.geophysical(), True
 
 
 def _source_ids(sources: Mapping[str, Product]) -> tuple[list[Product], list[str]]:
@@ -322,8 +354,7 @@ def _namespace(products: list[Product], ids: list[str], variables: Mapping[str, 
             ns[prefix + t] = _Symbol("refused", f"'{prefix + t}' (pixel time, MJD) is not supported by this engine.")
         for band in products[i].bands.values():
             ns[prefix + band.name] = _Symbol("band", _band_type(band), i, band)
-            # '.raw' is typed from the data here: this engine's readers deliver scaled values only
-            ns[prefix + band.name + ".raw"] = _Symbol("band", _band_type(band), i, band)
+            ns[prefix + band.name + ".raw"] = _Symbol("band", _band_type(band, raw=True), i, band)
 
     extend(0, "")
     if len(products) > 1:  # SNAP registers prefixes only for several sources
@@ -584,29 +615,15 @@ class BandMathsOp(Operator):
         try:
             return parse(text, self._resolve, type_checking=True)
         except ExpressionError as exc:
-            note = self._raw_note(text) if "operand" in (exc.args[0] if exc.args else "") else ""  # type errors
-            raise _with_prefix(exc, prefix, note) from None
-
-    def _raw_note(self, text: str) -> str:
-        """Why a type error may involve '.raw' of a band this engine only has scaled."""
-        raws = [n for n in re.findall(r"[\w$.]+\.raw\b", text) if self._ns.get(n) and self._ns[n].type == TYPE_D]
-        if not raws:
-            return ""
-        return (f" Note: '{raws[0]}' is double here (the band's data is float); for a band stored as scaled "
-                "integers SNAP types '.raw' as int.")
+            raise _with_prefix(exc, prefix) from None
 
     def _target_band(self, desc: TargetBandDescriptor) -> Band:
         expr = self._parse(desc.expression, desc.name)
         if desc.valid_expression is not None:
             try:
-                parse(desc.valid_expression)  # syntax only: SNAP does not evaluate it here
+                parse(desc.valid_expression)  # syntax only: SNAP sets it as a property, evaluates nothing
             except ExpressionError as exc:
                 raise _with_prefix(exc, f"{self._prefix}: target band '{desc.name}': validExpression: ") from None
-            log.warning(
-                "%s: target band '%s': validExpression '%s' is SNAP's valid-pixel expression property (no pixel "
-                "changes); this engine's bands cannot carry it, so it is not kept", self._prefix, desc.name,
-                desc.valid_expression,
-            )
 
         # Referenced rasters in SNAP's order (depth-first, left to right) and how each name binds.
         bindings: dict[str, Any] = {}
@@ -645,7 +662,14 @@ class BandMathsOp(Operator):
         chunks = grid.data.chunks
         arrays = []
         for _, b in rasters:
-            a = b.data
+            a, exact = _symbol_data(b)
+            if not exact:
+                log.warning(
+                    "%s: target band '%s': band '%s' lost its stored values upstream (an operator changed its "
+                    "pixels), so its no-data pixels read as NaN here, while gpt computes with the stored no-data "
+                    "value %s; results at those pixels may differ from gpt's", self._prefix, desc.name, b.name,
+                    b.stored.no_data,
+                )
             arrays.append(a if a.chunks == chunks else a.rechunk(chunks))
         kernel = _Kernel(plan, tuple(keys), bindings, dict(self._constants), geos)
         token = tokenize(
@@ -668,6 +692,7 @@ class BandMathsOp(Operator):
             unit=desc.unit,
             description=desc.description,
             wavelength=desc.spectral_wavelength,
+            valid_expression=desc.valid_expression,
         )
 
     def _grid(self, band: str, rasters: list[tuple[str, Band]]) -> Band:

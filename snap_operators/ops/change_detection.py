@@ -1,7 +1,7 @@
 """``ChangeDetection``: land-cover change between two class maps of the same area.
 
-Sources ``before`` and ``after`` (or ``sourceProduct``, ``sourceProduct.1``
-in that order, as gpt names a list of ``sourceProducts``). The class band of
+Sources ``before`` and ``after`` (or any two other sources in graph order:
+``sourceProduct`` and ``sourceProduct.1``, or a ``<sourceProducts>`` list). The class band of
 ``after`` is collocated onto the grid of ``before`` by nearest neighbour
 when the grids differ (any CRS; pixels outside its footprint are no-data);
 maps that do not overlap at all, or whose legends differ, are refused.

@@ -108,9 +108,14 @@ class ResampleOp(Operator):
                 tile_size=self.context.tile_size,
             )
             no_data = band.no_data if band.no_data is not None else output_no_data(band.dtype, None)
-            bands.append(band.replace(
-                data=data, transform=None if band.transform is None else transform, no_data=no_data
-            ))
+            changes = dict(data=data, transform=None if band.transform is None else transform, no_data=no_data)
+            picks = band_up == "nearest" and (band_down in ("first", "nearest") or not _finer(t, transform))
+            if band.stored is not None and picks:
+                # only pixel selection: the stored samples go along, selected the same way
+                changes["stored"] = band.stored.map(lambda a, t=t, up=band_up, down=band_down: regrid(
+                    a, t, shape, transform, src_crs=src.crs, dst_crs=src.crs, upsampling=up, downsampling=down,
+                    no_data=band.stored.no_data, tile_size=self.context.tile_size))
+            bands.append(band.replace(**changes))
         return src.copy(name=f"{src.name}_resampled", bands=bands)
 
     # --- parameters -------------------------------------------------------------
@@ -239,3 +244,10 @@ def _s2_spelling(name: str, bands) -> str:
         if other in bands:
             return other
     return name
+
+
+def _finer(source: Affine | None, target: Affine) -> bool:
+    """Whether a source grid has smaller pixels than the target along some axis (so it is downsampled)."""
+    if source is None:
+        return True  # unknown: assume the worst
+    return abs(source.a) < abs(target.a) * (1 - 1e-9) or abs(source.e) < abs(target.e) * (1 - 1e-9)

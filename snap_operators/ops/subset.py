@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 
+import dask.array as da
 import numpy as np
 import shapely
 from affine import Affine
@@ -298,13 +299,16 @@ def subset_band(band: Band, window: Window, step_x: int = 1, step_y: int = 1, ti
     x0, y0, x1, y1 = window
     if (x0, y0, x1, y1) == (0, 0, band.width, band.height) and step_x == step_y == 1:
         return band
-    data = band.data[y0:y1:step_y, x0:x1:step_x]
-    if tile_size and (step_x > 1 or step_y > 1):
-        data = data.rechunk(chunks_for(data.shape, tile_size))
+    rechunk = bool(tile_size) and (step_x > 1 or step_y > 1)
+
+    def pick(a: da.Array) -> da.Array:
+        a = a[y0:y1:step_y, x0:x1:step_x]
+        return a.rechunk(chunks_for(a.shape, tile_size)) if rechunk else a
+
     transform = None
     if band.transform is not None:
         transform = band.transform @ Affine.translation(x0, y0) @ Affine.scale(step_x, step_y)
-    return band.replace(data=data, transform=transform)
+    return band.select(pick, transform=transform)
 
 
 def _snap(v: float) -> float:
