@@ -31,7 +31,7 @@ endif
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python -m snap_operators.demo --out $(DEMO) --size $(SIZE)
+	$(BIN)/python -m snap_operators.apps.demo --out $(DEMO) --size $(SIZE)
 
 test: setup
 	$(BIN)/python -m ruff check --select F,E9 --quiet snap_operators tests benchmarks models

@@ -179,7 +179,7 @@ def _raster_codes(path: Path, mapping: Mapping[int, int]) -> Callable[[Any], np.
     def read(product) -> np.ndarray:
         from rasterio.windows import Window
 
-        from snap_operators.reference import reference_reader
+        from snap_operators.io.reference import reference_reader
 
         band = next(iter(product.bands.values()))
         h, w = band.shape
@@ -310,7 +310,7 @@ def local_scenes(root: Path) -> list[Scene]:
 
 def graph_text(scene: Scene, workdir: Path, indices: Sequence[str], with_s1: bool) -> str:
     """The shipped graph up to SpectralIndices, computing `indices` (Write and the classifier dropped)."""
-    from snap_operators.graph import load_properties
+    from snap_operators.engine.graph import load_properties
 
     path = S1S2_GRAPH if with_s1 else S2_GRAPH
     text = path.read_text()
@@ -326,9 +326,9 @@ def graph_text(scene: Scene, workdir: Path, indices: Sequence[str], with_s1: boo
 
 def load_arrays(scene: Scene, workdir: Path, rules_bands: Sequence[str], with_s1: bool = False) -> dict[str, np.ndarray]:
     """Index bands, cloud mask and reference codes of `scene` on the classifier's grid (numpy)."""
-    from snap_operators.engine import build
-    from snap_operators.graph import parse_graph
-    from snap_operators.operator import ExecutionContext
+    from snap_operators.core.context import ExecutionContext
+    from snap_operators.engine.graph import parse_graph
+    from snap_operators.engine.runner import build
 
     wanted = list(dict.fromkeys([*rules_bands, *BASELINE_BANDS]))
     indices = [b for b in wanted if not b.startswith(("VV", "VH"))] + ([b for b in wanted if b.startswith(("VV", "VH"))]
@@ -344,14 +344,14 @@ def load_arrays(scene: Scene, workdir: Path, rules_bands: Sequence[str], with_s1
     return out
 
 
-def classify_arrays(arrays: Mapping[str, np.ndarray], rules, use_numba: bool | None = None) -> np.ndarray:
+def classify_arrays(arrays: Mapping[str, np.ndarray], rules, use_numba: bool = True) -> np.ndarray:
     """The class map ``ProgressiveClassifier`` makes of these bands with `rules` (one chunk).
 
     `use_numba` False classifies with the numpy reference (identical results, no kernel to compile:
     the fit tries many rule sets once each)."""
-    from snap_operators.classes import NO_DATA
+    from snap_operators.core.legend import NO_DATA
     from snap_operators.ops.progressive_classifier import classify_tile
-    from snap_operators.rules import resolve_rules, scene_sample
+    from snap_operators.science.adaptive import resolve_rules, scene_sample
 
     bands = {n: arrays[n] for n in rules.bands}
     resolved = resolve_rules(rules, bands, scene=scene_sample(bands, subsampling=4))
@@ -400,7 +400,7 @@ def scores(pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
 
 def baseline_maps(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The trivial one-line maps the issue names, on the same bands (0 where they say nothing)."""
-    from snap_operators.thresholds import otsu_threshold
+    from snap_operators.science.thresholds import otsu_threshold
 
     ndvi, mndwi, ndbi = arrays["NDVI"], arrays["MNDWI"], arrays["NDBI"]
     shape = ndvi.shape
@@ -435,7 +435,7 @@ FITTED: dict[tuple[str, str, str, str], tuple[float, ...]] = {
 
 def with_parameters(rules, values: Mapping[tuple[str, str, str, str], float]):
     """A copy of `rules` with fitted parameters set (an adaptive bound's option, or a fixed bound's value)."""
-    from snap_operators.rules import _f32
+    from snap_operators.science.rules import float32_value
 
     stages = []
     for s in rules.stages:
@@ -445,7 +445,7 @@ def with_parameters(rules, values: Mapping[tuple[str, str, str, str], float]):
                 for (stage, band, sd, opt), v in values.items():
                     if stage == s.name and band == c.band and sd == side:
                         if opt == "value":
-                            changes[side] = dataclasses.replace(b, value=_f32(v))
+                            changes[side] = dataclasses.replace(b, value=float32_value(v))
                         else:
                             opts = dict(b.options)
                             opts[opt] = float(v)
@@ -560,7 +560,7 @@ def confusion_rows(name: str, arrays, pred: np.ndarray) -> list[str]:
 
 
 def _class(k: int) -> str:
-    from snap_operators.classes import class_name
+    from snap_operators.core.legend import class_name
 
     try:
         return class_name(k)
@@ -586,7 +586,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "snap-pc-accuracy")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from snap_operators.rules import load_rules
+    from snap_operators.science.rules import load_rules
 
     args.work.mkdir(parents=True, exist_ok=True)
     scenes = [s for s in _scenes() if s.available()] + (local_scenes(args.local) if args.local else [])
@@ -693,8 +693,8 @@ def check_graph(scenes: Sequence[Scene], workdir: Path, fast: Mapping[str, np.nd
     """Run the whole shipped S2 graph per scene; its class map must equal the fast path's."""
     import rasterio
 
-    from snap_operators.engine import load_graph, run_graph
-    from snap_operators.operator import ExecutionContext
+    from snap_operators.core.context import ExecutionContext
+    from snap_operators.engine.runner import load_graph, run_graph
 
     for s in scenes:
         out = workdir / f"{s.name}_classes.tif"

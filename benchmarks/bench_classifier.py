@@ -87,7 +87,7 @@ def timed(fn, repeat: int, warmup: bool = True) -> tuple[float, object]:
 
 
 def blocked_numpy(bands, rules, rows: int = 256):
-    from snap_operators.classify import classify_numpy
+    from snap_operators.science.classify import classify_numpy
 
     h = next(iter(bands.values())).shape[0]
     out = np.empty(next(iter(bands.values())).shape, np.uint8)
@@ -100,7 +100,7 @@ def dask_tiles(bands, rules, tile: int = 1024):
     import dask
     import dask.array as da
 
-    from snap_operators.operator import map_tiles
+    from snap_operators.core.operator import map_tiles
     from snap_operators.ops.progressive_classifier import classify_tile
 
     # name=False: no hashing of the in-memory arrays (seconds at this size).
@@ -119,8 +119,8 @@ def main(argv=None) -> int:
 
     import numba
 
-    from snap_operators.classify import classify, classify_numpy
-    from snap_operators.rules import load_rules
+    from snap_operators.science.classify import classify, classify_numpy
+    from snap_operators.science.rules import load_rules
 
     rules = load_rules(args.rules)
     t0 = time.perf_counter()
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     if not rules.is_resolved:
         # Scene-adaptive thresholds: resolved once on these bands, as the operator's initialize()
         # does; the kernel is timed with the numbers.
-        from snap_operators.rules import resolve_rules
+        from snap_operators.science.adaptive import resolve_rules
 
         rules = resolve_rules(rules, bands)
     mpx = args.size * args.size / 1e6

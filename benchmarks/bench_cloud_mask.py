@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("/tmp/snap-pc-bench"))
     args = ap.parse_args(argv)
-    from snap_operators.cloudmask import s2cloudless_model_path
+    from snap_operators.science.cloudmask import s2cloudless_model_path
 
     src, small = scene(args.work, args.size), scene(args.work, 256)
     out = args.work / "cloudmask"

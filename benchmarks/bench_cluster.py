@@ -25,11 +25,11 @@ import rasterio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from snap_operators.cluster import connect  # noqa: E402
-from snap_operators.engine import load_graph, run_graph  # noqa: E402
-from snap_operators.errors import SnapPcError  # noqa: E402
-from snap_operators.operator import ExecutionContext  # noqa: E402
-from snap_operators.synth import write_synthetic_scene  # noqa: E402
+from snap_operators.apps.synth import write_synthetic_scene  # noqa: E402
+from snap_operators.core.cluster import connect  # noqa: E402
+from snap_operators.core.context import ExecutionContext
+from snap_operators.core.errors import SnapPcError  # noqa: E402
+from snap_operators.engine.runner import load_graph, run_graph  # noqa: E402
 
 GRAPH = ROOT / "graphs" / "progressive_classifier_s2.xml"
 DASK = Path(sys.executable).with_name("dask")

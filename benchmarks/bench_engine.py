@@ -30,8 +30,8 @@ GRAPH = HERE / "read_bandmaths_write.xml"
 
 CHILD = r"""
 import json, resource, sys, time
-from snap_operators.engine import load_graph, run_graph
-from snap_operators.operator import ExecutionContext
+from snap_operators.engine.runner import load_graph, run_graph
+from snap_operators.core.context import ExecutionContext
 graph, src, dst, tile, warm = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 # A first run on a small scene pays what every process pays once (thread pool,
 # GDAL drivers, lazy imports), so the timed run measures the per-pixel work.
@@ -44,7 +44,7 @@ print(json.dumps({"seconds": dt, "peak_rss_mib": resource.getrusage(resource.RUS
 
 
 def ensure_scene(work: Path, size: int) -> Path:
-    from snap_operators.synth import write_synthetic_scene
+    from snap_operators.apps.synth import write_synthetic_scene
 
     folder = work / f"scene_{size}"
     s2 = folder / "s2.tif"

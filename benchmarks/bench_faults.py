@@ -46,7 +46,7 @@ OUTPUTS = ("classes.tif", "labels.gpkg", "labels_areas.csv")
 
 
 def command(scene: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "snap_operators.cli", "run", str(GRAPH), f"-Pinput={scene}",
+    return [sys.executable, "-m", "snap_operators.apps.cli", "run", str(GRAPH), f"-Pinput={scene}",
             f"-Poutput={out / 'classes.tif'}", f"-Plabels={out / 'labels.gpkg'}", "--quiet"]
 
 
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    from snap_operators.synth import write_synthetic_scene
+    from snap_operators.apps.synth import write_synthetic_scene
 
     scene = write_synthetic_scene(args.work / "scene", args.size, seed=1)["s2"]
     inputs = {p: digest(p) for p in scene.parent.iterdir() if p.is_file()}

@@ -1,6 +1,6 @@
 """Time every hostile-input corpus case through ``snap-pc`` (issue 13).
 
-Builds the corpus of ``tests/test_hostile.py`` in a temporary folder, runs
+Builds the corpus of ``tests/engine/test_hostile.py`` in a temporary folder, runs
 each case in a subprocess limited to 2 GiB and 60 s, and prints a table:
 case, seconds, peak RSS of the child (MiB), exit code, the one-line message.
 Target: every case under 10 s and 1 GiB, exit 1 with one line.
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "engine"))
 sys.path.insert(0, str(ROOT))
 
 from test_hostile import TIME_LIMIT, _limit_memory, build_corpus, case_command  # noqa: E402

@@ -48,11 +48,16 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from snap_operators.engine import store  # noqa: E402
-from snap_operators.indices import DEFAULT_INDICES, compute_indices, required_roles  # noqa: E402
-from snap_operators.operator import ExecutionContext, map_tiles  # noqa: E402
+from snap_operators.core.context import ExecutionContext
+from snap_operators.core.operator import map_tiles
+from snap_operators.core.product import Band, Product  # noqa: E402
+from snap_operators.core.streaming import store  # noqa: E402
 from snap_operators.ops.spectral_indices import SpectralIndicesOp  # noqa: E402
-from snap_operators.product import Band, Product  # noqa: E402
+from snap_operators.science.indices import (  # noqa: E402
+    DEFAULT_INDICES,
+    compute_indices,
+    required_roles,
+)
 
 
 def cpu_model() -> str:

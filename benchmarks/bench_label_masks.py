@@ -35,7 +35,7 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from bench_label_masks import class_raster_product
-from snap_operators.operator import ExecutionContext
+from snap_operators.core.context import ExecutionContext
 from snap_operators.ops.label_mask_export import LabelMaskExport
 size, tile, min_area, tol, out = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 product = class_raster_product(size, tile)
@@ -66,8 +66,8 @@ def class_raster_product(size: int, tile: int = 1024, seed: int = 0):
     from affine import Affine
     from rasterio.crs import CRS
 
-    from snap_operators.classes import LAND_COVER, NO_DATA
-    from snap_operators.product import Band, Product
+    from snap_operators.core.legend import LAND_COVER, NO_DATA
+    from snap_operators.core.product import Band, Product
 
     rng = np.random.default_rng(seed)
     coarse = rng.random((size // 256 + 3, size // 256 + 3))

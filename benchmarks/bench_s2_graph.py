@@ -51,8 +51,8 @@ FLOOR = """<graph id="io_floor"><version>1.0</version>
 
 CHILD = r"""
 import json, resource, sys, time
-from snap_operators.engine import load_graph, run_graph
-from snap_operators.operator import ExecutionContext
+from snap_operators.engine.runner import load_graph, run_graph
+from snap_operators.core.context import ExecutionContext
 graph, variables, warm_variables = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 run_graph(load_graph(graph, warm_variables), ExecutionContext(overwrite=True))
 def cpu():
@@ -66,7 +66,7 @@ print(json.dumps({"seconds": dt, "cpu_seconds": dc, "peak_rss_mib": resource.get
 
 
 def scene(work: Path, size: int) -> Path:
-    from snap_operators.synth import write_synthetic_scene
+    from snap_operators.apps.synth import write_synthetic_scene
 
     s2 = work / f"scene_{size}" / "s2.tif"
     if not s2.exists():

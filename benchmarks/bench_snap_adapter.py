@@ -4,7 +4,7 @@ Inside SNAP every Python tile call of the process runs under one lock, so the
 time of the ``computeTile`` calls of one tile (one per band, the first
 computing all bands) bounds the throughput of our operators
 in SNAP, however many cores SNAP has. The adapters are driven here through
-the in-repo stand-in of SNAP's Java API (``tests/snap_standin``) on a
+the in-repo stand-in of SNAP's Java API (``tests/snap/snap_standin``) on a
 synthetic Sentinel-2 scene; each tile call is split into
 
 * Java side: the stand-in's ``getSourceTile``/``getSamplesFloat``/
@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "snap"))
 
 from snap_standin import jpy_api as J
 
+from snap_operators.apps.synth import S2_BANDS, synthetic_arrays
 from snap_operators.snap.adapter import make_operator_class
-from snap_operators.synth import S2_BANDS, synthetic_arrays
 
 EPSG = "EPSG:32638"
 TRANSFORM = (10.0, 0.0, 300000.0, 0.0, -10.0, 4030000.0)
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
 Time of the `computeTile` calls of one {tile} x {tile} tile (one per band; the first
 computes all bands) of each SNAP Python
 operator (`snap_operators/snap/adapter.py`), driven through the stand-in of SNAP's
-Java API (`tests/snap_standin`) on a {args.size} x {args.size} synthetic Sentinel-2
+Java API (`tests/snap/snap_standin`) on a {args.size} x {args.size} synthetic Sentinel-2
 scene ({(args.size // tile) ** 2} tiles; median over them). Reproduce with
 
     python benchmarks/bench_snap_adapter.py --size {args.size} --tile {tile}

@@ -30,7 +30,6 @@ HERE = Path(__file__).resolve().parent
 
 def bench(config: str, steps: int, n_bands: int = 10, n_classes: int = 5, warmup: int = 3) -> dict:
     import keras
-
     from snap_pc_models.attention_unet import build_attention_unet, get_config
     from snap_pc_models.train import _labelled_accuracy, _loss
 

@@ -53,8 +53,8 @@ BANDS = ("B2", "B3", "B4", "B8", "B11", "B12", "NDVI", "MNDWI", "NDBI", "BSI")
 # process would report the parent's peak.
 CHILD = r"""
 import json, re, sys, time
-from snap_operators.engine import load_graph, run_graph
-from snap_operators.operator import ExecutionContext
+from snap_operators.engine.runner import load_graph, run_graph
+from snap_operators.core.context import ExecutionContext
 graph, variables, warm = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 run_graph(load_graph(graph, warm), ExecutionContext(overwrite=True))
 t0 = time.perf_counter()
@@ -78,8 +78,8 @@ def export_models(work: Path, configs, seed: int = 0) -> dict:
     )
     from snap_pc_models.export import effective_halo, export_onnx
 
-    from snap_operators.classes import LAND_COVER
-    from snap_operators.onnx_model import ModelMetadata
+    from snap_operators.core.legend import LAND_COVER
+    from snap_operators.io.onnx_model import ModelMetadata
 
     out = {}
     for name in configs:
@@ -104,7 +104,7 @@ def windows(n: int, size: int, seed: int = 0) -> np.ndarray:
 def session(path: Path, optimization: str, threads: int, device: str):
     import onnxruntime as ort
 
-    from snap_operators.inference import select_providers, session_options
+    from snap_operators.science.inference import select_providers, session_options
 
     return ort.InferenceSession(str(path), session_options(threads, optimization), providers=list(select_providers(device)))
 
@@ -123,7 +123,7 @@ def run_all(s, x: np.ndarray, batch: int) -> None:
 
 def per_call(models: dict, tiles, batches, repeat: int, device: str, n: int) -> list[dict]:
     """Keras vs ONNX Runtime variants on the same windows, interleaved, best round each."""
-    from snap_operators.inference import padded_size
+    from snap_operators.science.inference import padded_size
 
     rows = []
     for name, m in models.items():
@@ -239,7 +239,7 @@ def int8_rows(models: dict, rows: list[dict], work: Path, repeat: int, force: bo
 
 
 def scene(work: Path, size: int) -> Path:
-    from snap_operators.synth import write_synthetic_scene
+    from snap_operators.apps.synth import write_synthetic_scene
 
     s2 = work / f"scene_{size}" / "s2.tif"
     if not s2.exists():
@@ -328,8 +328,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quantize", action="store_true", help="measure int8 even when fp32 reaches 1.5 x Keras")
     ap.add_argument("--work", type=Path, default=Path("/tmp/snap-pc-bench"))
     args = ap.parse_args(argv)
-    from snap_operators.errors import SnapPcError
-    from snap_operators.inference import select_providers
+    from snap_operators.core.errors import SnapPcError
+    from snap_operators.science.inference import select_providers
 
     try:
         select_providers(args.device)

@@ -8,6 +8,6 @@ Modules
 attention_unet  the Keras 3 model and its named configurations
 dataset         patches from a product and label masks, spatial-block splits, shards
 train           training loop, metrics, plots and model card (``snap-pc train``)
-export          ONNX export with the metadata contract of ``snap_operators.onnx_model``
+export          ONNX export with the metadata contract of ``snap_operators.io.onnx_model``
 cli             the ``snap-pc dataset`` and ``snap-pc train`` sub-commands
 """

@@ -31,8 +31,9 @@ from typing import Sequence
 
 import numpy as np
 
-from snap_operators.classes import LAND_COVER, MASKED, UNCLASSIFIED
-from snap_operators.errors import SnapPcError
+from snap_operators.core import staging
+from snap_operators.core.errors import SnapPcError
+from snap_operators.core.legend import LAND_COVER, MASKED, UNCLASSIFIED
 
 __all__ = [
     "DatasetError", "DEFAULT_S2_BANDS", "DEFAULT_S1_BANDS", "DEFAULT_INDICES", "SPLITS",
@@ -95,9 +96,9 @@ def build_input_product(image, image_s1=None, bands: Sequence[str] | None = None
     (Product, list of str)
         The product holding every band, and the channel order.
     """
-    from snap_operators.engine import build
-    from snap_operators.graph import parse_graph
-    from snap_operators.operator import ExecutionContext
+    from snap_operators.core.context import ExecutionContext
+    from snap_operators.engine.graph import parse_graph
+    from snap_operators.engine.runner import build
 
     bands = list(bands) if bands is not None else list(DEFAULT_S2_BANDS) + (list(DEFAULT_S1_BANDS) if image_s1 else [])
     indices = [i for i in indices if i]
@@ -270,8 +271,8 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
     row_cols: dict[int, list[int]] = {}
     for r, c in patch_origins((height, width), patch_size, stride):
         row_cols.setdefault(r, []).append(c)
-    tmp = out.with_name(f".{out.name}.part")
-    shutil.rmtree(tmp, ignore_errors=True)
+    staging.clean_stale([out.parent])  # folders left by killed runs
+    tmp = staging.staged_path(out, suffix="")
     tmp.mkdir(parents=True)
     writers = {name: _ShardWriter(tmp, name, len(order), patch_size, shard_size) for name in SPLITS}
     dropped = {"straddling": 0, "no_data": 0, "few_labels": 0}
@@ -349,11 +350,11 @@ def _is_raster(path: Path) -> bool:
 
 
 def _label_reader(path: Path, crs, transform, width, height, field):
-    from snap_operators.reference import ReferenceError, reference_reader
+    from snap_operators.io.reference import ReferenceDataError, reference_reader
 
     try:
         return reference_reader(path, crs, transform, width, height, field, require_overlap=True)
-    except ReferenceError as exc:
+    except ReferenceDataError as exc:
         raise DatasetError(str(exc)) from None
 
 

@@ -1,6 +1,6 @@
 """ONNX export of a trained Attention U-Net, with its metadata, verified against TensorFlow.
 
-The file follows the contract of :mod:`snap_operators.onnx_model`: input
+The file follows the contract of :mod:`snap_operators.io.onnx_model`: input
 ``bands`` ``(batch, bands, height, width)`` float32, normalized; output
 ``probabilities`` ``(batch, classes, height, width)``; height and width
 dynamic, multiples of ``2**depth``; ``metadata_props`` carry bands,
@@ -19,8 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from snap_operators.errors import SnapPcError
-from snap_operators.onnx_model import ModelMetadata, open_session
+from snap_operators.core.errors import SnapPcError
+from snap_operators.core.staging import staged_path
+from snap_operators.io.onnx_model import ModelMetadata, open_session
 
 __all__ = ["ExportError", "DEFAULT_OPSET", "TOLERANCE", "export_onnx", "effective_halo"]
 
@@ -126,7 +127,7 @@ def export_onnx(model, meta: ModelMetadata, path, *, check_inputs: Sequence[np.n
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
-    tmp = path.with_name(f".{path.name}.part")
+    tmp = staged_path(path)
     onnx.save(proto, str(tmp))
     try:
         session, _ = open_session(tmp)

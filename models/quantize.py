@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from snap_operators.errors import SnapPcError
-from snap_operators.onnx_model import open_session
+from snap_operators.core.errors import SnapPcError
+from snap_operators.core.staging import staged_path
+from snap_operators.io.onnx_model import open_session
 
 from .dataset import load_dataset_info, open_split
 
@@ -42,7 +43,12 @@ def quantize_file(src, dst, calibration: np.ndarray, metadata: dict[str, str]) -
     Raises :class:`QuantizeError` (and leaves no `dst`) when ONNX Runtime's tools fail.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -114,7 +120,7 @@ def quantize_model(model, dataset, out, *, calibration_patches: int = 32, check_
     calib, _ = _patches(dataset, info, "train", meta, calibration_patches, seed)
     check, labels = _patches(dataset, info, "test", meta, check_patches, seed + 1)
 
-    tmp = out.with_name(f".{out.name}.part")
+    tmp = staged_path(out)
     try:
         quantize_file(model, tmp, calib, {**meta.to_props(), "quantization": QUANTIZATION})
         int8, _ = open_session(tmp)

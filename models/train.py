@@ -30,10 +30,16 @@ from typing import Sequence
 
 import numpy as np
 
-from snap_operators.assess import Assessment, accuracy_metrics, confusion_matrix, plot_confusion
-from snap_operators.errors import SnapPcError
-from snap_operators.onnx_model import ModelMetadata
-from snap_operators.outputs import save_figure, write_text
+from snap_operators.apps.assess import (
+    Assessment,
+    accuracy_metrics,
+    confusion_matrix,
+    plot_confusion,
+)
+from snap_operators.core.errors import SnapPcError
+from snap_operators.core.outputs import save_figure, write_text
+from snap_operators.core.staging import staged_path
+from snap_operators.io.onnx_model import ModelMetadata
 
 from .attention_unet import build_attention_unet, get_config, receptive_field_radius
 from .dataset import SPLITS, load_dataset_info, open_split
@@ -174,7 +180,7 @@ def evaluate_split(model, xs, ys, mean, std, class_ids, batch_size: int = 8) -> 
 
 
 def _names_for(class_ids):
-    from snap_operators.classes import CLASS_NAMES
+    from snap_operators.core.legend import CLASS_NAMES
 
     return [CLASS_NAMES.get(int(c), str(c)) for c in class_ids]
 
@@ -258,7 +264,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     stem = out.with_suffix("")
     files = {k: Path(f"{stem}.{k}") for k in ("best.keras", "history.csv", "curves.png", "metrics.json",
                                                "confusion_val.png", "confusion_test.png", "card.md")}
-    ckpt_tmp = files["best.keras"].with_name(f".{files['best.keras'].stem}.part.keras")
+    ckpt_tmp = staged_path(files["best.keras"])  # keeps .keras: Keras picks the format by it
     started = time.perf_counter()
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),

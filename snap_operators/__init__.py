@@ -2,7 +2,9 @@
 engine that runs SNAP graph XML files on Dask without SNAP.
 
 The import is light: no TensorFlow, no esa_snappy. Operators register
-themselves when :func:`snap_operators.operator.operators` is first called.
+themselves when :func:`snap_operators.core.operator.operators` is first called.
+The layers are subpackages (``core``, ``engine``, ``grid``, ``io``, ``science``,
+``ops``, ``snap``, ``apps``); this module only holds the version.
 """
 
 __version__ = "0.1.0"
@@ -13,6 +15,3 @@ import os as _os
 # files being written, so peak memory would grow with the scene up to that
 # cap. A fixed cache keeps memory flat; users can still override it.
 _os.environ.setdefault("GDAL_CACHEMAX", "128")
-
-from .errors import SnapPcError  # noqa: F401
-from .product import Band, MetadataElement, Product  # noqa: F401

@@ -14,21 +14,20 @@ folder of ``*_B02.jp2`` / ``*_B8A.tif`` /          :mod:`.bandfolder`
 ``*_VV.tif`` files
 =================================================  ==========================
 
-Every reader returns a lazy :class:`~snap_operators.product.Product`: only
+Every reader returns a lazy :class:`~snap_operators.core.product.Product`: only
 headers are read; pixels are read chunk by chunk when computed.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import re
 import zipfile
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import ProductReadError, SnapPcError
-from ..product import DEFAULT_TILE_SIZE, Product
+from ..core.errors import ProductReadError, SnapPcError
+from ..core.product import DEFAULT_TILE_SIZE, Product
 
 log = logging.getLogger(__name__)
 
@@ -48,27 +47,6 @@ FORMAT_NAMES = {
 
 _SAFE_MTD = re.compile(r"^MTD_MSIL(1C|2A)\.xml$", re.IGNORECASE)
 _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
-
-
-def parse_datetime(text: str | None) -> _dt.datetime | None:
-    """A UTC datetime from ISO 8601, TIFF (``YYYY:MM:DD HH:MM:SS``) or date-only text.
-
-    Returns None (and logs) when `text` is empty or not a date.
-    """
-    if not text or not str(text).strip():
-        return None
-    s = str(text).strip()
-    m = re.match(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}:\d{2}:\d{2})$", s)
-    if m:  # TIFFTAG_DATETIME
-        s = f"{m[1]}-{m[2]}-{m[3]}T{m[4]}"
-    try:
-        value = _dt.datetime.fromisoformat(s)
-    except ValueError:
-        log.info("not a date/time: %r", s)
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=_dt.timezone.utc)
-    return value.astimezone(_dt.timezone.utc)
 
 
 def detect_format(path: str | Path) -> str:
@@ -174,7 +152,7 @@ def open_product(
         raise
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         # A reader let a library error through: still one line naming the input.
-        from .lazy import error_text
+        from .raster_bands import error_text
 
         raise ProductReadError(f"cannot read {p}: {error_text(exc)}") from None
 
@@ -185,11 +163,12 @@ def subset_product(product: Product, band_names=None, pixel_region=None, where: 
     Used for readers that cannot window natively; the bands' arrays are
     sliced (no pixel is read) and their transforms shifted.
     """
-    from .lazy import band_windows, parse_pixel_region, select_names, window_transform
+    from ..grid.region import parse_pixel_region
+    from .raster_bands import band_windows, select_names, window_transform
 
     where = where or product.name
     names = select_names(product.band_names, band_names, where)
-    region = parse_pixel_region(pixel_region)
+    region = parse_pixel_region(pixel_region, error=ProductReadError)
     if region is None and names == product.band_names:
         return product
     windows = None

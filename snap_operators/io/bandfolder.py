@@ -30,11 +30,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import ProductReadError
-from ..product import DEFAULT_TILE_SIZE, MetadataElement, Product
-from . import parse_datetime
+from ..core.errors import ProductReadError
+from ..core.product import DEFAULT_TILE_SIZE, MetadataElement, Product
 from .geotiff import georeferencing, open_raster
-from .lazy import BandSource, build_bands
+from .raster_bands import BandSource, build_bands
+from .times import parse_datetime
 
 #: Sentinel-2 band names in SNAP's order.
 S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")

@@ -5,7 +5,7 @@ Reading is lazy: :func:`read_dimap` parses the header and wraps every band
 file in a Dask array whose chunks each read only their window (big-endian
 samples, as SNAP writes them, are byte-swapped and scaled per chunk).
 :class:`DimapWriter` streams a product into the same layout under staged
-names (:mod:`snap_operators.staging`), checks it on
+names (:mod:`snap_operators.core.staging`), checks it on
 :meth:`DimapWriter.finish` and renames it into place on
 :meth:`DimapWriter.publish`, the ``.data`` folder first and the ``.dim``
 last, so a ``.dim`` never points at a half-written folder. Band files a
@@ -37,9 +37,8 @@ import numpy as np
 from affine import Affine
 from dask.base import tokenize
 
-from ..errors import ProductReadError, ProductWriteError
-from ..staging import staged_path
-from ..product import (
+from ..core.errors import ProductReadError, ProductWriteError
+from ..core.product import (
     DEFAULT_TILE_SIZE,
     Band,
     ClassInfo,
@@ -48,8 +47,9 @@ from ..product import (
     StoredValues,
     chunks_for,
 )
-from ..xmlsafe import parse_untrusted_xml
-from .lazy import check_transform
+from ..core.staging import staged_path
+from ..core.xmlsafe import parse_untrusted_xml
+from .raster_bands import check_transform
 
 log = logging.getLogger(__name__)
 
@@ -583,10 +583,10 @@ def _virtual_band(info: DimapBandInfo, bands: dict[str, Band], path: Path) -> Ba
     arrays here hold them. Expressions that read anything else (masks, flags,
     tie-point grids, later bands) are skipped with a log message.
     """
-    from ..errors import SnapPcError
+    from ..core.errors import SnapPcError
 
     try:
-        from ..ops.bandmaths_expr import parse
+        from ..core.expressions import parse
 
         expr = parse(info.expression or "")
     except (ImportError, SnapPcError) as exc:
@@ -924,7 +924,7 @@ def write_dimap(product: Product, path: str | os.PathLike, context=None) -> Path
 
     Returns the ``.dim`` path. Nothing is left behind on failure.
     """
-    from ..engine import stream_writer
+    from ..core.streaming import stream_writer
 
     return stream_writer(DimapWriter(product, path), context)
 

@@ -31,10 +31,10 @@ import rasterio
 import rasterio.errors
 from affine import Affine
 
-from ..errors import ProductReadError
-from ..product import DEFAULT_TILE_SIZE, ClassInfo, MetadataElement, Product
-from . import parse_datetime
-from .lazy import BandSource, build_bands, error_text
+from ..core.errors import ProductReadError
+from ..core.product import DEFAULT_TILE_SIZE, ClassInfo, MetadataElement, Product
+from .raster_bands import BandSource, build_bands, error_text
+from .times import parse_datetime
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def class_infos(ds, index: int) -> tuple[ClassInfo, ...] | None:
     try:
         cmap = ds.colormap(index)
     except ValueError:
-        from ..classes import LAND_COVER
+        from ..core.legend import LAND_COVER
 
         cmap = {c.value: c.color for c in LAND_COVER}
     try:

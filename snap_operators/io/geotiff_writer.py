@@ -25,7 +25,7 @@ Conventions read back by :mod:`snap_operators.io.geotiff`:
   ``<file>.aux.xml`` with ``<CategoryNames>`` so GDAL and QGIS show the names.
 
 Writes go to a hidden staged file in the target folder
-(:class:`~snap_operators.staging.StagedFiles`); :meth:`finish` closes it and
+(:class:`~snap_operators.core.staging.StagedFiles`); :meth:`finish` closes it and
 verifies it (GDAL may only *log* a write error, e.g. on a full disk, so the
 staged file is reopened and every tile checked to lie inside it),
 :meth:`publish` renames it into place, :meth:`abort` deletes it.
@@ -46,9 +46,9 @@ from typing import Sequence
 import dask.array as da
 import numpy as np
 
-from ..errors import ProductWriteError
-from ..product import Band, Product
-from ..staging import StagedFiles
+from ..core.errors import ProductWriteError
+from ..core.product import Band, Product
+from ..core.staging import StagedFiles
 from .geotiff import VALID_EXPRESSION_TAG
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ class GeoTiffWriter:
         verify_geotiff(src, self.path, len(self.bands), self.product.scene_shape)
         aux = pam_xml(self.bands, self.dtype, self.nodata, per_band_nodata=not self._shared_nodata[0])
         if aux is not None:
-            from ..outputs import stage_text
+            from ..core.outputs import stage_text
 
             stage_text(self._staged, f"{self.path}.aux.xml", aux.decode("utf-8"))
 
@@ -447,13 +447,3 @@ def _unlink(path: Path) -> None:
         pass
     except OSError:  # pragma: no cover - best effort cleanup
         log.warning("could not remove '%s'", path)
-
-
-def write_geotiff(product: Product, path: str | os.PathLike, format_name: str = "GeoTIFF", context=None) -> Path:
-    """Write `product` to `path`, streaming chunk by chunk; returns the file path.
-
-    Nothing is left behind on failure.
-    """
-    from ..engine import stream_writer
-
-    return stream_writer(GeoTiffWriter(product, path, format_name), context)

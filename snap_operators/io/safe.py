@@ -40,16 +40,40 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
-from ..errors import ProductReadError
-from ..limits import MAX_MEMBER_BYTES
-from ..product import DEFAULT_TILE_SIZE, MetadataElement, Product
-from ..xmlsafe import parse_untrusted_xml
-from . import parse_datetime
+from ..core.errors import ProductReadError
+from ..core.limits import MAX_MEMBER_BYTES
+from ..core.product import DEFAULT_TILE_SIZE, ClassInfo, MetadataElement, Product
+from ..core.xmlsafe import parse_untrusted_xml
 from .bandfolder import REFLECTANCE_UNIT, S2_BANDS, S2_RESOLUTIONS, snap_band_name
 from .geotiff import georeferencing, open_raster
-from .lazy import BandSource, build_bands
+from .raster_bands import BandSource, build_bands
+from .times import parse_datetime
 
 log = logging.getLogger(__name__)
+
+# --- Sentinel-2 L2A scene classification (SCL) ---------------------------------------------
+
+#: Name SNAP's Sentinel-2 reader gives the L2A scene classification (SCL) band.
+SCL_BAND = "quality_scene_classification"
+#: Band names taken as the SCL (GeoTIFFs exported from SAFE products say ``SCL``).
+SCL_NAMES = (SCL_BAND, "SCL")
+#: The SCL legend (ESA's Sentinel-2 L2A product definition: values, names, colors).
+SCL_CLASSES: tuple[ClassInfo, ...] = (
+    ClassInfo(0, "No data", (0, 0, 0), "SC_NODATA"),
+    ClassInfo(1, "Saturated or defective", (255, 0, 0), "SC_SATURATED_DEFECTIVE"),
+    ClassInfo(2, "Dark area pixels", (47, 47, 47), "SC_DARK_FEATURE_SHADOW"),
+    ClassInfo(3, "Cloud shadows", (100, 50, 0), "SC_CLOUD_SHADOW"),
+    ClassInfo(4, "Vegetation", (0, 160, 0), "SC_VEGETATION"),
+    ClassInfo(5, "Not vegetated", (255, 230, 90), "SC_NOT_VEGETATED"),
+    ClassInfo(6, "Water", (0, 0, 255), "SC_WATER"),
+    ClassInfo(7, "Unclassified", (128, 128, 128), "SC_UNCLASSIFIED"),
+    ClassInfo(8, "Cloud medium probability", (192, 192, 192), "SC_CLOUD_MEDIUM_PROBA"),
+    ClassInfo(9, "Cloud high probability", (255, 255, 255), "SC_CLOUD_HIGH_PROBA"),
+    ClassInfo(10, "Thin cirrus", (100, 200, 255), "SC_THIN_CIRRUS"),
+    ClassInfo(11, "Snow or ice", (255, 150, 255), "SC_SNOW_ICE"),
+)
+#: The SCL value of pixels without data.
+SCL_NO_DATA = 0
 
 _MTD_NAME = re.compile(r"^MTD_MSIL(1C|2A)\.xml$", re.IGNORECASE)
 _TL_NAME = re.compile(r"^(MTD_TL|.*MTD_L(1C|2A)_TL.*)\.xml$", re.IGNORECASE)
@@ -373,7 +397,7 @@ class _Safe:
         return sorted(f.name for f in d.iterdir() if f.is_file()) if d.is_dir() else []
 
     def read_bytes(self, rel: str) -> bytes:
-        """The bytes of a metadata file, at most :data:`~snap_operators.limits.MAX_MEMBER_BYTES`.
+        """The bytes of a metadata file, at most :data:`~snap_operators.core.limits.MAX_MEMBER_BYTES`.
 
         A zip member's declared size is checked before it is inflated and the
         read stops after the limit whatever it declared, so a compression
@@ -483,8 +507,6 @@ def scl_image(md: S2ProductMetadata) -> str | None:
 
 def _scl_source(safe: _Safe, md: S2ProductMetadata, tile: S2TileGeocoding | None, where: Path) -> BandSource | None:
     """The scene classification band of an L2A product, read as stored (uint8, no scaling)."""
-    from ..cloudmask import SCL_BAND, SCL_CLASSES, SCL_NO_DATA
-
     entry = scl_image(md)
     rel = safe.image(entry) if entry else None
     if rel is None:

@@ -30,7 +30,7 @@ checked for syntax, kept on the band and written (BEAM-DIMAP
 ``VALID_MASK_TERM``), never applied to pixels, as in gpt.
 
 Source values are what SNAP's ``fillSymbolWithData`` reads: the samples as
-the file stores them (:class:`~snap_operators.product.StoredValues`), scaled
+the file stores them (:class:`~snap_operators.core.product.StoredValues`), scaled
 to float32 for a scaled band, so ``B4 == -999`` holds at the no-data pixels
 of a float band whose no-data value is -999 and a Sentinel-2 count band
 reads 0 * scale + offset there. SNAP fills ``B4.raw`` the same way: for a
@@ -51,11 +51,11 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from ..errors import ExpressionError, ParameterError
-from ..operator import Operator, register
-from ..product import Band, Product
-from ..spec import OperatorSpec, Parameter, SourceSpec
-from .bandmaths_expr import TYPE_B, TYPE_D, TYPE_I, ComputedD, Expression, parse
+from ..core.errors import ExpressionError, ParameterError, node_label
+from ..core.expressions import TYPE_B, TYPE_D, TYPE_I, ComputedD, Expression, parse
+from ..core.operator import Operator, register
+from ..core.product import Band, Product
+from ..core.spec import OperatorSpec, Parameter, SourceSpec
 
 log = logging.getLogger(__name__)
 
@@ -589,8 +589,7 @@ class BandMathsOp(Operator):
     # --- helpers ---------------------------------------------------------
     @property
     def _prefix(self) -> str:
-        alias = self.spec.alias
-        return alias if self.node_id == alias else f"{alias} (node '{self.node_id}')"
+        return node_label(self.spec.alias, self.node_id)
 
     def _resolve(self, name: str):
         """The parser's resolver: a name's type, None (undefined) or a refusal message."""

@@ -18,10 +18,10 @@ import numpy as np
 import rasterio.crs
 import rasterio.warp
 
-from ..errors import ParameterError
-from ..operator import Operator, register
-from ..product import Product
-from ..spec import OperatorSpec, Parameter, SourceSpec
+from ..core.errors import ParameterError
+from ..core.operator import Operator, register
+from ..core.product import Product
+from ..core.spec import OperatorSpec, Parameter, SourceSpec
 
 
 @register

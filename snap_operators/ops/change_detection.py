@@ -7,7 +7,7 @@ when the grids differ (any CRS; pixels outside its footprint are no-data);
 maps that do not overlap at all, or whose legends differ, are refused.
 
 The target band ``change`` codes each pixel's transition (see
-:mod:`snap_operators.change`): ``from * 10 + to`` (uint8; ``from * 100 +
+:mod:`snap_operators.science.change`): ``from * 10 + to`` (uint8; ``from * 100 +
 to`` in uint16 for class ids above 9), 0 where the class did not change,
 255 (65535) where either date has no data or is masked (class 254: cloud,
 cloud shadow, snow; counted in the matrix's "Masked" row and column). It carries one category per
@@ -34,17 +34,17 @@ from typing import Callable
 
 import numpy as np
 
-from .. import change
-from ..areas import AreaAccumulator, counts_to_km2
-from ..classes import LAND_COVER
-from ..crs import is_geographic
-from ..errors import OperatorError, ProductWriteError, SnapPcError
-from ..operator import Operator, map_tiles, register
-from ..outputs import output_problem, stage_text
-from ..staging import StagedFiles
-from ..product import Band, MetadataElement, Product
-from ..regrid import output_no_data, regrid, same_transform
-from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+from ..core.errors import OperatorError, ProductWriteError, SnapPcError, in_node
+from ..core.legend import LAND_COVER
+from ..core.operator import Operator, TileKernel, map_tiles, register
+from ..core.outputs import output_problem, stage_text
+from ..core.product import Band, MetadataElement, Product
+from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+from ..core.staging import StagedFiles
+from ..grid.areas import AreaAccumulator, counts_to_km2
+from ..grid.crs import is_geographic
+from ..grid.regrid import output_no_data, regrid, same_transform
+from ..science import change
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,6 @@ class ChangeDetectionOp(Operator):
 
     #: Parameters naming what this node writes (all others that name files are read).
     output_parameters = ("matrixFile", "gainLossFile")
-    outputs: list[str]
 
     # --- GPF ------------------------------------------------------------------
     def initialize(self) -> Product:
@@ -110,17 +109,17 @@ class ChangeDetectionOp(Operator):
         try:
             self.base = change.code_base(values)
         except OperatorError as exc:
-            raise self.error(str(exc)) from None
+            raise in_node(exc, self.node_id, self.spec.alias) from None
         a_data, a_no_data, collocated = self._on_before_grid(before, b_band, after, a_band)
         self.code_no_data = change.no_data_code(self.base)
         dtype = change.code_dtype(self.base)
         func = functools.partial(change.change_tile, values=values, base=self.base,
                                  before_no_data=b_band.no_data, after_no_data=a_no_data)
         arrays = map_tiles(func, {"before": b_band.data, "after": a_data}, {"change": dtype, "pair": np.uint16})
-        # What a tile-by-tile host (the SNAP adapter) needs: the pure tile function,
-        # its inputs (tile key -> band of the before / after source) and the pair band.
-        self.tile_function = func
-        self.tile_inputs = {"before": b_band.name, "after": a_band.name}
+        # The tables count the from-to pairs of the very tiles the change band comes from.
+        self._kernel = TileKernel(func=func, inputs={"before": b_band.name, "after": a_band.name},
+                                  outputs={"change": dtype}, sources=dict(self.source_ids),
+                                  sink_output="pair")
         self.collocated = collocated
         self.pairs = arrays["pair"]
         band = Band(
@@ -147,6 +146,21 @@ class ChangeDetectionOp(Operator):
         target.metadata.elements.append(
             MetadataElement(self.spec.alias, {k: v for k, v in attributes.items() if v is not None}))
         return target
+
+    def tile_kernel(self) -> TileKernel:
+        """The change codes over tiles of the two class maps, which must share one grid; the
+        from-to pairs of each tile feed the tables.
+
+        Raises
+        ------
+        OperatorError
+            The maps are on different grids: a tile host reads source tiles as they are and
+            cannot collocate.
+        """
+        if self.collocated:
+            raise self.error("the two class maps are on different grids; in SNAP put a Collocate node before "
+                             "ChangeDetection")
+        return self._kernel
 
     def _before_after(self) -> tuple[Product, Product]:
         ids = {k: k for k in ("before", "after") if k in self.sources}
@@ -224,8 +238,8 @@ class ChangeDetectionOp(Operator):
                 raise self._fail(problem)
 
     def open(self):
-        """A :class:`~snap_operators.engine.SinkPlan` counting from-to pairs per chunk."""
-        from ..engine import SinkPlan
+        """A :class:`~snap_operators.core.streaming.SinkPlan` counting from-to pairs per chunk."""
+        from ..core.streaming import SinkPlan
 
         target = self.target if self.target is not None else self.initialize()
         band = target.band("change")
@@ -246,7 +260,7 @@ class ChangeDetectionOp(Operator):
                     stage_text(staged, path, texts[key]())
             except SnapPcError as exc:
                 staged.abort()
-                raise self._fail(str(exc)) from None
+                raise in_node(exc, self.node_id, self.spec.alias, ProductWriteError) from None
             report[:] = [format_change_report(pixels, km2, self.classes)]
 
         def publish() -> None:

@@ -21,12 +21,12 @@ The method (``method``):
   when its bands and the package are there, else ``spectral`` with a warning
   saying what is missing; ``none``: the source passes through unmasked.
 
-The science is :mod:`snap_operators.cloudmask`; ``docs/cloud_mask.md`` has
+The science is :mod:`snap_operators.science.cloudmask`; ``docs/cloud_mask.md`` has
 the tests, references, parameters and the evaluation on real scenes. The
 standalone engine computes the per-pixel codes chunk by chunk, the coarse
 block scores once per chunk and the neighbourhoods (buffer, shadow search,
 probability averaging) on the small coarse grid with a halo of blocks; the
-SNAP adapter calls :class:`~snap_operators.cloudmask.CloudMaskFunction` on
+SNAP adapter calls :class:`~snap_operators.science.cloudmask.CloudMaskFunction` on
 each tile with the source window it names. Both give the same bits.
 """
 
@@ -41,13 +41,13 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .. import cloudmask as cm
-from ..crs import is_geographic, metres_per_unit
-from ..errors import OperatorError, ParameterError
-from ..operator import Operator, register
-from ..product import Band, Product
-from ..regrid import grid_mismatch
-from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+from ..core.errors import OperatorError, ParameterError, in_node
+from ..core.operator import Operator, TileKernel, register
+from ..core.product import Band, Product
+from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+from ..grid.crs import is_geographic, metres_per_unit
+from ..grid.regrid import grid_mismatch
+from ..science import cloudmask as cm
 
 log = logging.getLogger(__name__)
 
@@ -127,17 +127,14 @@ class CloudMaskOp(Operator):
                                      "0 clear, 1 cloud, 2 cloud shadow, 3 snow/ice, 255 no-data."),),
     )
 
-    tile_function: cm.CloudMaskFunction | None
-    tile_inputs: dict[str, str]
-
     def initialize(self) -> Product:
         source = self.source_product()
         p = self.parameters
-        self.tile_function, self.tile_inputs = None, {}
         requested = p["method"] or "auto"
         method, inputs, reason = self._choose(source, requested)
         target_bands = list(source.bands.values()) if p["copySourceBands"] else []
-        if method == "none":
+        if method == "none":  # the source bands pass through, nothing is computed
+            self._kernel = TileKernel(func=_no_bands, inputs={}, outputs={})
             target = source.copy(name=f"{source.name}_cloudmask", bands=target_bands)
             target.metadata.add_element(self.spec.alias, method="none", methodRequested=requested)
             return target
@@ -172,9 +169,11 @@ class CloudMaskOp(Operator):
             scene=ref.shape,
             model_path=cm.s2cloudless_model_path() if method == "s2cloudless" else None,
         )
-        # Kept for the SNAP adapter, which calls this very function on SNAP's tiles.
-        self.tile_function = func
-        self.tile_inputs = {k: b.name for k, b in inputs.items()}
+        # The function needs whole blocks and a halo of blocks around each tile: it names the
+        # source window (clipped to the scene) and computes any tile from it, as mask_array's
+        # staged graph does chunk by chunk.
+        self._kernel = TileKernel(func=func, inputs={k: b.name for k, b in inputs.items()}, outputs=func.outputs(),
+                                  context=func.source_window)
         mask = mask_array(func, {k: b.data for k, b in inputs.items()})
         desc = {"scl": "L2A scene classification", "s2cloudless": "s2cloudless", "spectral": "spectral tests"}[method]
         band = Band(cm.CLOUD_MASK_BAND, mask, ref.transform, no_data=cm.MASK_NO_DATA, unit=None,
@@ -196,6 +195,11 @@ class CloudMaskOp(Operator):
         target.metadata.add_element(self.spec.alias, **attrs)
         log.info("%s: method %s on %s (blocks of %d px = %g m)", self.spec.alias, method, source.name, factor, block_m)
         return target
+
+    def tile_kernel(self) -> TileKernel:
+        """The mask function over tiles, each computed from the source window it names; with
+        method none, no band (the source bands pass through)."""
+        return self._kernel
 
     # --- method and bands ---------------------------------------------------------------
     def _choose(self, source: Product, requested: str) -> tuple[str, dict[str, Band], str]:
@@ -257,7 +261,7 @@ class CloudMaskOp(Operator):
             try:
                 b = find_s2_band(source, n)
             except OperatorError as exc:
-                raise self.error(str(exc)) from None
+                raise in_node(exc, self.node_id, self.spec.alias) from None
             if b is None:
                 missing.append(n)
             else:
@@ -276,6 +280,11 @@ class CloudMaskOp(Operator):
         if source.crs is not None and is_geographic(source.crs):
             return size * _METRES_PER_DEGREE
         return size * (metres_per_unit(source.crs) if source.crs is not None else 1.0)
+
+
+def _no_bands(tiles: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The tile function of method none: no band computed."""
+    return {}
 
 
 # --- the engine's lazy mask ------------------------------------------------------------------

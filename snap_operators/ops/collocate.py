@@ -5,7 +5,7 @@ older names), or any number of ``sourceProduct``, ``sourceProduct.1``, ...
 among which ``referenceProductName`` (or ``masterProductName``) names the
 reference; without a name the first single-size product is the reference, as
 in SNAP. Every secondary band is reprojected lazily onto the reference grid
-(any CRS) with :func:`snap_operators.regrid.regrid`; pixels outside a
+(any CRS) with :func:`snap_operators.grid.regrid.regrid`; pixels outside a
 secondary's footprint are NaN (no-data for integer bands). As in SNAP, each
 secondary adds an int8 band ``collocationFlags`` (``collocationFlags_S0``, ...
 when there are several) that is 1 where the secondary has data.
@@ -27,7 +27,7 @@ metadata tree, this Collocate also always adds an element ``Collocate`` with
 one child per secondary (named as the product) holding ``productName``,
 ``productType``, ``startTime``/``stopTime`` (when known) and ``bands`` (its
 band names in the target), so that ``SpectralIndices`` can compare the
-Sentinel-1 and Sentinel-2 dates (:func:`snap_operators.guards.band_times`).
+Sentinel-1 and Sentinel-2 dates (:func:`snap_operators.science.guards.band_times`).
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from ..errors import ParameterError
-from ..operator import Operator, register
-from ..product import Band, MetadataElement, Product, chunks_for
-from ..regrid import output_no_data, regrid
-from ..spec import OperatorSpec, Parameter, SourceSpec
+from ..core.errors import ParameterError
+from ..core.operator import Operator, register
+from ..core.product import Band, MetadataElement, Product, chunks_for
+from ..core.spec import OperatorSpec, Parameter, SourceSpec
+from ..grid.regrid import output_no_data, regrid
 
 ORIGINAL_NAME = "${ORIGINAL_NAME}"
 NUMBER_IDS = ("${SLAVE_NUMBER_ID}", "${SECONDARY_NUMBER_ID}")

@@ -1,7 +1,7 @@
 """The ``LabelMaskExport`` operator: vector label masks from a class band.
 
 A sink: it streams a class band (``class_id`` of the ProgressiveClassifier)
-chunk by chunk through :mod:`snap_operators.vectorize` and writes one polygon
+chunk by chunk through :mod:`snap_operators.science.vectorize` and writes one polygon
 feature per connected region, with its class and true area, to a GeoPackage,
 Shapefile, GeoJSON or FlatGeobuf file; beside it a QGIS style
 (``<stem>.qml``; for GeoPackage also inside the file) and a per-class area
@@ -13,7 +13,7 @@ features of their own, ``class_name`` "Masked: cloud, shadow, snow", unless
 Regions that end inside a chunk are written as soon as the chunk is
 computed; regions crossing chunk borders wait, as pieces, for their
 neighbouring chunks and are merged exactly. Everything is written under
-hidden staged names (:mod:`snap_operators.staging`), checked when the layer
+hidden staged names (:mod:`snap_operators.core.staging`), checked when the layer
 is closed (feature count; a GeoPackage's spatial index and integrity, which
 GDAL may fail to write on a full disk without raising) and renamed into
 place only when every output of the run is complete; on failure nothing is
@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import functools
 import glob
+import io
 import logging
 import math
 import os
@@ -35,16 +36,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import vectorize
-from ..classes import LAND_COVER, MASKED, MASKED_INFO, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
-from ..engine import SinkPlan
-from ..outputs import output_problem
-from ..errors import ProductWriteError, SnapPcError, describe
-from ..operator import Operator, register
-from ..product import Band, ClassInfo, Product
-from ..qgis_style import categorized_qml, store_gpkg_style, write_qml
-from ..spec import OperatorSpec, Parameter, SourceSpec
-from ..staging import StagedFiles, remove
+from ..core.errors import ProductWriteError, SnapPcError, describe
+from ..core.legend import (
+    LAND_COVER,
+    MASKED,
+    MASKED_INFO,
+    NO_DATA,
+    UNCLASSIFIED,
+    UNCLASSIFIED_INFO,
+)
+from ..core.operator import Operator, TileKernel, register
+from ..core.outputs import output_problem, stage_text
+from ..core.product import Band, ClassInfo, Product
+from ..core.spec import OperatorSpec, Parameter, SourceSpec
+from ..core.staging import StagedFiles, remove
+from ..core.streaming import SinkPlan
+from ..grid.areas import row_pixel_areas_m2
+from ..io.qgis_style import categorized_qml, store_gpkg_style
+from ..science import vectorize
 
 #: formatName -> (extensions accepted, extension added).
 FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -133,7 +142,6 @@ class LabelMaskExport(Operator):
 
     #: Parameters naming what this node writes (all others that name files are read).
     output_parameters = ("file",)
-    outputs: list[str]
 
     # --- GPF ------------------------------------------------------------------------
     def initialize(self) -> Product:
@@ -197,13 +205,27 @@ class LabelMaskExport(Operator):
             legend.setdefault(MASKED, MASKED_INFO)
         return legend
 
+    @property
+    def sieved(self) -> bool:
+        """Whether regions below ``minArea`` are merged first: the export then streams the
+        sieved class band, not the class band itself."""
+        return self.sieve_size()[0] > 1
+
+    def tile_kernel(self) -> TileKernel:
+        """The class band passed through tile by tile (the target is the source); its tiles are the
+        export's chunks unless sieved, when a host computes the sieved chunks from the band."""
+        band = self.class_band
+        name = band.name
+        return TileKernel(func=lambda tiles: {name: tiles[name]}, inputs={name: name}, outputs={name: band.dtype},
+                          sink_output=None if self.sieved else name)
+
     def sieve_size(self) -> tuple[int, int]:
         """``(pixels, hops)`` of the sieve: regions below `pixels` are merged."""
         min_area = float(self.parameters.get("minArea") or 0.0)
         if min_area <= 0:
             return 0, vectorize.SIEVE_HOPS
         band = self.class_band
-        pixel = vectorize.pixel_area_m2(band.transform, self.source_product().crs, band.height / 2, band.width / 2)
+        pixel = row_pixel_areas_m2(band.transform, self.source_product().crs, band.shape)[band.height // 2]
         size = max(1, math.ceil(min_area / pixel - 1e-9))
         if size <= 1:
             return 0, vectorize.SIEVE_HOPS
@@ -232,10 +254,9 @@ class LabelMaskExport(Operator):
 
     def open(self) -> SinkPlan:
         """Open the temporary outputs; the plan streams the (sieved) class band."""
-        band = self.class_band
-        size, hops = self.sieve_size()
-        classes = band.data
-        if size > 1:
+        classes = self.class_band.data
+        if self.sieved:
+            size, hops = self.sieve_size()
             classes = vectorize.sieve_dask(classes, size, self.connectivity, self.no_data, hops)
         export = _Export(self, classes.chunks)
         try:
@@ -254,7 +275,6 @@ class LabelMaskExport(Operator):
     def output_files(self) -> list[Path]:
         """Every path this node writes (see :meth:`final_paths`)."""
         return self.final_paths()
-
 
     @property
     def connectivity(self) -> int:
@@ -277,6 +297,7 @@ class _Export:
         band = op.class_band
         self.transform = band.transform
         self.crs = op.source_product().crs
+        self.row_areas = row_pixel_areas_m2(self.transform, self.crs, band.shape)
         self.no_data = op.no_data
         self.include0 = bool(op.parameters.get("includeUnclassified"))
         self.include_masked = bool(op.parameters.get("includeMasked", True))
@@ -339,7 +360,7 @@ class _Export:
             return
         values = np.array([v for v, _ in regions], dtype=np.int64)
         geoms_px = np.array([g for _, g in regions], dtype=object)
-        areas = vectorize.areas_m2(geoms_px, self.transform, self.crs)
+        areas = vectorize.areas_m2(geoms_px, self.row_areas)
         wkb = vectorize.multipolygon_wkb(geoms_px, self.transform)
         classes, index = np.unique(values, return_inverse=True)
         names = np.array([self._name(v) for v in classes.tolist()], dtype=object)
@@ -392,9 +413,9 @@ class _Export:
                 for ext in SHAPEFILE_PARTS:
                     if ext != ".shp" and self._tmp(ext).exists():
                         self.staged.attach(self._tmp(ext), self.path.with_suffix(ext))
-            write_qml(self.staged.add(self.path.with_suffix(".qml")), qml)
+            stage_text(self.staged, self.path.with_suffix(".qml"), qml)
             if self.op.parameters.get("areaTable", True):
-                self._write_area_table(self.staged.add(self.path.with_name(self.path.stem + "_areas.csv")), classes)
+                stage_text(self.staged, self.path.with_name(self.path.stem + "_areas.csv"), self._area_table(classes))
         except SnapPcError:
             self.abort()
             raise
@@ -441,15 +462,15 @@ class _Export:
         if n != self.features:
             raise self.op._fail(f"cannot write '{self.path}': {n} of {self.features} features written ({hint})")
 
-    def _write_area_table(self, path: Path, classes: list[ClassInfo]) -> None:
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["class_id", "class_name", "regions", "area_m2", "area_km2"])
-            for c in classes:
-                n, area = self.stats.get(int(c.value), (0, 0.0))
-                w.writerow([int(c.value), c.name, n, repr(float(area)), repr(float(area) / 1e6)])
-            f.flush()
-            os.fsync(f.fileno())
+    def _area_table(self, classes: list[ClassInfo]) -> str:
+        """CSV text: per class the regions exported and their summed area (m², km²)."""
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["class_id", "class_name", "regions", "area_m2", "area_km2"])
+        for c in classes:
+            n, area = self.stats.get(int(c.value), (0, 0.0))
+            w.writerow([int(c.value), c.name, n, repr(float(area)), repr(float(area) / 1e6)])
+        return buf.getvalue()
 
     def publish(self) -> None:
         """Rename the staged files into place; parts of a replaced Shapefile this one lacks go."""

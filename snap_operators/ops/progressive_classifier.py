@@ -1,6 +1,6 @@
 """``ProgressiveClassifier``: land cover from index bands by ordered threshold stages.
 
-Each stage of the rule set (:mod:`snap_operators.rules`) claims one class
+Each stage of the rule set (:mod:`snap_operators.science.rules`) claims one class
 from the pixels no earlier stage claimed. The target band ``class_id``
 (uint8; 0 = Unclassified, 255 = no-data) carries the rule set's classes
 (names and colors) so writers emit a color table; ``outputStage`` adds a
@@ -28,23 +28,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..areas import (
-    AreaAccumulator,
-    class_areas,
-    format_area_table,
-    area_csv_text,
-)
-from ..classes import MASKED, MASKED_INFO, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
-from ..classify import classify
-from ..crs import is_geographic
-from ..cloudmask import find_mask_band, masked_pixels
-from ..errors import OperatorError, ParameterError, ProductWriteError, SnapPcError
-from ..operator import Operator, map_tiles, register
-from ..outputs import output_problem, stage_text
-from ..staging import StagedFiles
-from ..product import Band, Product
-from ..regrid import grid_mismatch
-from ..rules import (
+from ..core.errors import OperatorError, ProductWriteError, SnapPcError, in_node
+from ..core.legend import MASKED, MASKED_INFO, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
+from ..core.operator import Operator, TileKernel, map_tiles, register
+from ..core.outputs import output_problem, stage_text
+from ..core.product import Band, Product
+from ..core.sample import DEFAULT_MAX_BLOCKS
+from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+from ..core.staging import StagedFiles
+from ..grid.areas import AreaAccumulator, area_csv_text, class_areas, format_area_table
+from ..grid.crs import is_geographic
+from ..grid.regrid import grid_mismatch
+from ..science.adaptive import resolve_rules, scene_sample, thresholds_metadata
+from ..science.classify import classify
+from ..science.cloudmask import find_mask_band, masked_pixels
+from ..science.rules import (
     PRESETS,
     RulesError,
     RuleSet,
@@ -53,27 +51,22 @@ from ..rules import (
     known_indices,
     load_rules,
     read_samples,
-    resolve_rules,
-    scene_sample,
-    thresholds_metadata,
 )
-from ..sample import DEFAULT_MAX_BLOCKS
-from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 
 log = logging.getLogger(__name__)
 
 
 def classify_tile(tiles: dict[str, np.ndarray], rules: RuleSet, with_stage: bool,
                   mask_band: str | None = None, mask_no_data: float | None = None,
-                  use_numba: bool | None = None) -> dict[str, np.ndarray]:
+                  use_numba: bool = True) -> dict[str, np.ndarray]:
     """The per-tile function: ``{band: tile}`` -> ``{'class_id': ..., 'stage': ...}``.
 
     Pure; the SNAP adapter calls it with SNAP's tiles. Runs the compiled
     kernel single-threaded: the scheduler already runs one tile per core.
     With `mask_band`, pixels where that tile is neither 0 nor `mask_no_data`
     are claimed only by the rule set's ``masked`` stages (Sentinel-1), else
-    they become :data:`~snap_operators.classes.MASKED` (stage 0); no-data
-    stays no-data. `use_numba` as in :func:`~snap_operators.classify.classify`
+    they become :data:`~snap_operators.core.legend.MASKED` (stage 0); no-data
+    stays no-data. `use_numba` as in :func:`~snap_operators.science.classify.classify`
     (False skips compiling a kernel, for one-off rule sets).
     """
     clear, under = _split(rules)
@@ -158,7 +151,8 @@ class ProgressiveClassifierOp(Operator):
 
     #: Parameters naming what this node writes (all others that name files are read).
     output_parameters = ("areaTableFile",)
-    outputs: list[str]
+    #: The cloud mask band applied (None: no mask), known after initialize().
+    mask_band: str | None = None
 
     # --- GPF ------------------------------------------------------------------
     def initialize(self) -> Product:
@@ -169,7 +163,7 @@ class ProgressiveClassifierOp(Operator):
             rules = load_rules(p["rules"])
             check_samples(rules, p["samplesFile"])
         except RulesError as exc:
-            raise ParameterError(str(self.error(str(exc)))) from None
+            raise in_node(exc, self.node_id, self.spec.alias) from None
         bands = self._input_bands(source, rules)
         for msg in check_index_parameters(rules, _index_parameters(source)):
             log.warning("%s: %s", self.spec.alias, msg)
@@ -195,7 +189,7 @@ class ProgressiveClassifierOp(Operator):
             resolved = resolve_rules(rules, arrays_in, samples=samples, subsampling=int(p["otsuSubsampling"] or 1),
                                      scene=scene)
         except RulesError as exc:
-            raise ParameterError(str(self.error(str(exc)))) from None
+            raise in_node(exc, self.node_id, self.spec.alias) from None
         self.rules = resolved
         for k, s in enumerate(resolved.stages, start=1):
             log.info("%s: stage %d '%s' -> %d %s where %s", self.spec.alias, k, s.name, s.class_id,
@@ -204,14 +198,17 @@ class ProgressiveClassifierOp(Operator):
             log.info("%s: %s", self.spec.alias, line)
 
         with_stage = bool(p["outputStage"])
-        outputs = {"class_id": "uint8"}
+        outputs = {"class_id": np.dtype(np.uint8)}
         if with_stage:
-            outputs["stage"] = "uint8"
+            outputs["stage"] = np.dtype(np.uint8)
         self.mask_band = mask.name if mask is not None else None
         func = functools.partial(classify_tile, rules=resolved, with_stage=with_stage, mask_band=self.mask_band,
                                  mask_no_data=mask.no_data if mask is not None else None)
         if mask is not None:
             arrays_in[mask.name] = mask.data
+        # The area table counts the class tiles themselves (sink_output): no second classification.
+        self._kernel = TileKernel(func=func, inputs={n: n for n in arrays_in}, outputs=outputs,
+                                  sink_output="class_id")
         arrays = map_tiles(func, arrays_in, outputs)
         classes = [UNCLASSIFIED_INFO, *resolved.classes] + ([MASKED_INFO] if mask is not None else [])
         target_bands = [
@@ -227,12 +224,17 @@ class ProgressiveClassifierOp(Operator):
         target.metadata.elements.append(thresholds_metadata(resolved))
         return target
 
+    def tile_kernel(self) -> TileKernel:
+        """The compiled rule set over tiles: the rule bands (and the mask band) in, ``class_id``
+        (and ``stage``) out; the class tiles feed the area table."""
+        return self._kernel
+
     def _mask_band(self, source: Product, ref: Band) -> Band | None:
         """The cloud mask band of the source, or None (with a warning when absent)."""
         try:
             return find_mask_band(source, self.parameters.get("maskBand"), ref, self.spec.alias)
         except OperatorError as exc:
-            raise self.error(str(exc)) from None
+            raise in_node(exc, self.node_id, self.spec.alias) from None
 
     def report_masked(self, counts: np.ndarray) -> float:
         """Warn when more than ``maskedShareWarning`` of the valid pixels is masked; the share.
@@ -272,7 +274,7 @@ class ProgressiveClassifierOp(Operator):
     def is_sink(self) -> bool:
         """True when ``areaTableFile`` is set or a mask is applied: the class pixels are counted in
         the engine's pass (for the table, and for the masked-share warning)."""
-        return bool(self.parameters.get("areaTableFile")) or getattr(self, "mask_band", None) is not None
+        return bool(self.parameters.get("areaTableFile")) or self.mask_band is not None
 
     @property
     def area_table_path(self) -> Path | None:
@@ -288,8 +290,8 @@ class ProgressiveClassifierOp(Operator):
             raise self._fail(problem)
 
     def open(self):
-        """A :class:`~snap_operators.engine.SinkPlan` counting class pixels per chunk."""
-        from ..engine import SinkPlan
+        """A :class:`~snap_operators.core.streaming.SinkPlan` counting class pixels per chunk."""
+        from ..core.streaming import SinkPlan
 
         target = self.target if self.target is not None else self.initialize()
         band = target.band("class_id")
@@ -308,7 +310,7 @@ class ProgressiveClassifierOp(Operator):
             try:
                 stage_text(staged, path, area_csv_text(rows))
             except SnapPcError as exc:
-                raise self._fail(str(exc)) from None
+                raise in_node(exc, self.node_id, self.spec.alias, ProductWriteError) from None
 
         def publish() -> None:
             if path is None:

@@ -17,7 +17,7 @@ while reading, so only the selected bands and window are ever read:
 * ``copyMetadata``: false drops the metadata tree.
 
 The geometry rules (CRS, rounding, clipping) are those of
-:mod:`snap_operators.io.subset_region`. As gpt's ``ReadOp``, all of these
+:mod:`snap_operators.grid.region`. As gpt's ``ReadOp``, all of these
 apply only when ``useAdvancedOptions`` is true (its default is false): without
 it the whole product is read, with a warning naming what was ignored, so a
 graph writes here what it writes in gpt. The engine has no masks:
@@ -31,21 +31,22 @@ from pathlib import Path
 
 from affine import Affine
 
-from ..errors import ParameterError, ProductReadError
-from ..io import input_paths, open_product
-from ..io.subset_region import (
+from ..core.errors import ParameterError, ProductReadError, in_node, node_label
+from ..core.operator import Operator, register
+from ..core.product import MetadataElement, Product
+from ..core.spec import OperatorSpec, Parameter
+from ..grid.region import (
     geometry_window,
     mask_outside_polygon,
+    parse_pixel_region,
     parse_wkt,
     polygon_parameter,
     polygon_to_band,
     scene_polygon,
     shift_polygon,
 )
-from ..operator import Operator, register
-from ..product import MetadataElement, Product
-from ..regrid import same_transform
-from ..spec import OperatorSpec, Parameter
+from ..grid.regrid import same_transform
+from ..io import input_paths, open_product
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,7 @@ class Read(Operator):
     )
 
     def _prefix(self) -> str:
-        alias = self.spec.alias
-        return alias if self.node_id == alias else f"{alias} (node '{self.node_id}')"
+        return node_label(self.spec.alias, self.node_id)
 
     def _param_error(self, message: str) -> ParameterError:
         return ParameterError(f"{self._prefix()}: {message}")
@@ -136,7 +136,7 @@ class Read(Operator):
 
         polygon = None
         if polygon_text is None and not geometry:
-            product = read(p.get("pixelRegion"))
+            product = read(parse_pixel_region(p.get("pixelRegion"), "pixelRegion", error=self._param_error))
         else:
             # Headers first, all bands: the region is in pixels of the scene (the finest band of the
             # file, whatever bands are selected); then reopen on just that window.
@@ -158,7 +158,7 @@ class Read(Operator):
             return open_product(path, tile_size=self.context.tile_size, band_names=names or None,
                                 pixel_region=pixel_region, format_name=self.parameters.get("formatName") or None)
         except ProductReadError as exc:
-            raise ProductReadError(f"{self._prefix()}: {exc}") from None
+            raise in_node(exc, self.node_id, self.spec.alias) from None
 
     # --- geometry subsets -------------------------------------------------------------
     def _scene(self, product: Product, name: str):

@@ -7,7 +7,7 @@ SNAP's rule: ``ceil(scene extent / resolution)`` pixels anchored at the
 upper-left corner, or at the upper-left pixel centre when all bands share
 that instead). Bands already on the target grid are passed through untouched
 (same lazy array); the others are regridded lazily with
-:func:`snap_operators.regrid.regrid`: ``upsampling`` where target pixels are
+:func:`snap_operators.grid.regrid.regrid`: ``upsampling`` where target pixels are
 smaller, ``downsampling`` where they are larger. Class bands always use
 Nearest / First so class values are never blended.
 
@@ -27,11 +27,11 @@ from pathlib import Path
 
 from affine import Affine
 
-from ..errors import ParameterError
-from ..operator import Operator, register
-from ..product import Product
-from ..regrid import output_no_data, regrid, same_transform
-from ..spec import OperatorSpec, Parameter, SourceSpec
+from ..core.errors import ParameterError
+from ..core.operator import Operator, register
+from ..core.product import Product
+from ..core.spec import OperatorSpec, Parameter, SourceSpec
+from ..grid.regrid import output_no_data, regrid, same_transform
 
 log = logging.getLogger(__name__)
 

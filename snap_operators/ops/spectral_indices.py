@@ -2,7 +2,7 @@
 
 One float32 band per requested index, named as the index (``NDVI``,
 ``MNDWI``, ``RVI``...), NaN where undefined; the formulas and citations are in
-:mod:`snap_operators.indices` and ``docs/indices.md``. Only the bands the
+:mod:`snap_operators.science.indices` and ``docs/indices.md``. Only the bands the
 requested indices need are read, all in one fused pass per tile.
 
 Source bands are found by name:
@@ -19,7 +19,7 @@ dB is never guessed: the name, the band unit and ``sarUnit`` must agree where
 they say anything, and at least one must say it.
 
 Before any index is computed, ``initialize()`` checks the input on a small
-sample of chunks (:mod:`snap_operators.guards`, ``docs/guards.md``):
+sample of chunks (:mod:`snap_operators.science.guards`, ``docs/guards.md``):
 reflectance that is digital numbers or still carries the +0.1 offset of
 processing baseline 04.00+, and Sentinel-1 covering less than half of the
 Sentinel-2 pixels, stop with a one-line error; Sentinel-1 and Sentinel-2
@@ -36,14 +36,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import guards
-from ..errors import OperatorError, ParameterError
-from ..indices import DEFAULT_INDICES, INDICES, S1_ROLES, S2_ROLES, IndexDef, compute_indices, lookup
-from ..operator import HaloTiles, Operator, map_tiles, register
-from ..product import Band, Product, valid_mask
-from ..regrid import same_transform
-from ..sample import sample_blocks
-from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+from ..core.errors import OperatorError, ParameterError, in_node
+from ..core.operator import HaloTiles, Operator, TileKernel, map_tiles, register
+from ..core.product import Band, Product, valid_mask
+from ..core.sample import sample_blocks
+from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+from ..grid.regrid import same_transform
+from ..science import guards
+from ..science.indices import (
+    DEFAULT_INDICES,
+    INDICES,
+    S1_ROLES,
+    S2_ROLES,
+    IndexDef,
+    compute_indices,
+    lookup,
+)
 
 log = logging.getLogger(__name__)
 
@@ -264,14 +272,14 @@ class SpectralIndicesOp(Operator):
         try:
             defs = lookup(list(p["indices"] or DEFAULT_INDICES))
         except ParameterError as exc:
-            raise ParameterError(str(self.error(str(exc)))) from None
+            raise in_node(exc, self.node_id, self.spec.alias) from None
         savi_l = float(p["saviL"])
         if not (math.isfinite(savi_l) and 0.0 <= savi_l <= 1.0):
             raise ParameterError(str(self.error(f"parameter 'saviL': {savi_l} is outside [0,1]")))
         try:
             resolved = resolve_bands(source, defs, p["sarUnit"])
         except OperatorError as exc:
-            raise self.error(str(exc)) from None
+            raise in_node(exc, self.node_id, self.spec.alias) from None
         self._check_grid(resolved)
         max_gap = float(p["maxDateGap"])
         if not (math.isfinite(max_gap) and max_gap >= 0):
@@ -290,12 +298,13 @@ class SpectralIndicesOp(Operator):
             halo=halo,
         )
         ref = next(iter(resolved.values())).band
-        # Kept for the SNAP adapter, which maps this very function over SNAP's tiles (with the
-        # context a neighbourhood index such as PANTEX needs).
-        self.tile_function = HaloTiles(func, halo, ref.shape) if halo else func
-        self.tile_inputs = {r: rb.name for r, rb in resolved.items()}
-        arrays = map_tiles(func, {r: rb.band.data for r, rb in resolved.items()}, {n: "float32" for n in names},
-                           halo=halo)
+        outputs = {n: np.dtype(np.float32) for n in names}
+        # A neighbourhood index (PANTEX) reads its tiles with context: HaloTiles does for any
+        # rectangle what map_tiles(..., halo) does for the chunks, so both give the same bits.
+        windowed = HaloTiles(func, halo, ref.shape) if halo else None
+        self._kernel = TileKernel(func=windowed or func, inputs={r: rb.name for r, rb in resolved.items()},
+                                  outputs=outputs, context=windowed.source_window if windowed else None)
+        arrays = map_tiles(func, {r: rb.band.data for r, rb in resolved.items()}, outputs, halo=halo)
         index_bands = [
             Band(
                 name=d.name,
@@ -321,7 +330,12 @@ class SpectralIndicesOp(Operator):
         )
         return target
 
-    # --- guards against silent wrong results (snap_operators.guards) ---------------------------
+    def tile_kernel(self) -> TileKernel:
+        """The fused index function over tiles: the resolved source bands in, one float32 band
+        per index out (a neighbourhood index reads its tiles with a halo)."""
+        return self._kernel
+
+    # --- guards against silent wrong results (snap_operators.science.guards) ---------------------------
     def _check_inputs(self, source: Product, resolved: dict[str, ResolvedBand], max_gap: float) -> None:
         """Run the input guards on a few sampled chunks: raise errors, log warnings."""
         s2 = {r: rb.band for r, rb in resolved.items() if r in S2_ROLES}

@@ -4,13 +4,13 @@ The pixel region comes, in this order of precedence (as ``SubsetOp.initialize``)
 
 * ``polygonRegion`` (WKT polygon in WGS84 longitude/latitude) or ``vectorFile``
   (a ``.wkt``/``.txt`` file holding one): the integer extent of the polygon in
-  pixels (:func:`~snap_operators.io.subset_region.polygon_pixel_region`);
+  pixels (:func:`~snap_operators.grid.region.polygon_pixel_region`);
   pixels of that rectangle farther than 0.75 pixel from the polygon become
   no-data, and ``subSamplingX``/``subSamplingY`` are reset to 1 (SNAP does
   both);
 * ``geoRegion`` (any WKT geometry in WGS84 longitude/latitude): every pixel
   the geometry touches, clipped to the scene
-  (:func:`~snap_operators.io.subset_region.geometry_pixel_region`); on a
+  (:func:`~snap_operators.grid.region.geometry_pixel_region`); on a
   multi-size product each band gets its own window with SNAP's rounding of
   vertex positions;
 * ``region`` (``x,y,width,height`` in pixels; a zero width or height, or an
@@ -37,20 +37,21 @@ import numpy as np
 import shapely
 from affine import Affine
 
-from ..errors import ParameterError
-from ..io.subset_region import (
+from ..core.errors import ParameterError
+from ..core.operator import Operator, register
+from ..core.product import Band, MetadataElement, Product, chunks_for
+from ..core.spec import OperatorSpec, Parameter, SourceSpec
+from ..grid.region import (
     geometry_window,
     mask_outside_polygon,
+    parse_pixel_region,
     parse_wkt,
     polygon_parameter,
     polygon_to_band,
     scene_polygon,
     shift_polygon,
 )
-from ..operator import Operator, register
-from ..product import Band, MetadataElement, Product, chunks_for
-from ..regrid import same_transform
-from ..spec import OperatorSpec, Parameter, SourceSpec
+from ..grid.regrid import same_transform
 
 log = logging.getLogger(__name__)
 
@@ -225,14 +226,10 @@ class SubsetOp(Operator):
 
     def _pixel_region(self, text: str, shape: tuple[int, int]) -> Window:
         h, w = shape
-        try:
-            x, y, rw, rh = (int(v) for v in text.split(","))
-        except ValueError:
-            raise self._param_error(f"region '{text}' must be four integers x,y,width,height") from None
-        if min(x, y, rw, rh) < 0:
-            raise self._param_error(f"region '{text}' has negative values")
-        if rw == 0 or rh == 0:
-            return 0, 0, w, h  # SNAP: an empty rectangle means the whole scene
+        region = parse_pixel_region(text, "region", empty="scene", error=self._param_error)
+        if region is None:
+            return 0, 0, w, h  # SubsetOp: an empty rectangle is no region, the whole scene
+        x, y, rw, rh = region
         if x >= w or y >= h:
             raise self._param_error(f"region '{text}' lies outside the scene ({w}x{h} pixels)")
         return x, y, min(x + rw, w), min(y + rh, h)
@@ -258,7 +255,7 @@ def geo_region_window(wkt: str, crs, transform: Affine, shape: tuple[int, int], 
     -------
     tuple of int
         ``(col0, row0, col1, row1)``, end-exclusive (see
-        :func:`~snap_operators.io.subset_region.geometry_pixel_region`).
+        :func:`~snap_operators.grid.region.geometry_pixel_region`).
     """
     return geometry_window(wkt, crs, transform, shape, name="geoRegion", text=wkt, where="the scene", error=error)
 

@@ -1,11 +1,11 @@
 """``AttentionUNetInference``: land cover from a trained ONNX network, tile by tile.
 
 The model file says which bands it reads (by name, in channel order), how to
-normalize them and which classes it predicts (:mod:`snap_operators.onnx_model`).
+normalize them and which classes it predicts (:mod:`snap_operators.io.onnx_model`).
 The operator picks those bands from its source product (the output of
 ``SpectralIndices`` with ``copySourceBands=true``), predicts tiles of
 ``tileSize`` pixels with ``halo`` pixels of context, blends them
-(:mod:`snap_operators.inference`) and writes
+(:mod:`snap_operators.science.inference`) and writes
 
 * ``class_id`` (uint8): the most probable class, with the model's ids, names
   and colors (the Progressive Classifier's legend); 255 where any input band
@@ -34,10 +34,15 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
-from ..classes import MASKED, MASKED_INFO, NO_DATA
-from ..cloudmask import find_mask_band, mask_classes
-from ..errors import OperatorError, ParameterError
-from ..inference import (
+from ..core.errors import OperatorError, ParameterError, in_node
+from ..core.legend import MASKED, MASKED_INFO, NO_DATA
+from ..core.operator import Operator, TileKernel, register
+from ..core.product import Band, Product
+from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
+from ..grid.regrid import grid_mismatch
+from ..io.onnx_model import ModelError
+from ..science.cloudmask import find_mask_band, mask_classes
+from ..science.inference import (
     BLENDS,
     DEVICES,
     InferenceError,
@@ -51,11 +56,6 @@ from ..inference import (
     session_key,
     tile_edges,
 )
-from ..onnx_model import ModelError
-from ..operator import Operator, register
-from ..product import Band, Product
-from ..regrid import grid_mismatch
-from ..spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class UNetTileFunction:
         return out
 
     def masked(self, class_id: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """`class_id` with :data:`~snap_operators.classes.MASKED` where the mask tile flags a pixel."""
+        """`class_id` with :data:`~snap_operators.core.legend.MASKED` where the mask tile flags a pixel."""
         return mask_classes(class_id, mask, self.mask_no_data, MASKED, NO_DATA)
 
     def source_window(self, rect: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -194,7 +194,7 @@ class AttentionUNetInferenceOp(Operator):
         ),
     )
 
-    tile_function: UNetTileFunction
+    #: Edge in pixels of the engine's chunks and of the target's preferred tiles: whole model tiles.
     block: int
 
     def initialize(self) -> Product:
@@ -210,27 +210,29 @@ class AttentionUNetInferenceOp(Operator):
             halo = meta.halo if p["halo"] is None else int(p["halo"])
             check_geometry(tile, halo, p["blend"], meta, input_size, int(p["batchSize"]))
         except (ModelError, InferenceError) as exc:
-            raise type(exc)(str(self.error(str(exc)))) from None
+            raise in_node(exc, self.node_id, self.spec.alias) from None
         bands = self._input_bands(source, meta.input_bands)
         ref = bands[0]
         scene = ref.shape
         try:
             mask = find_mask_band(source, p.get("maskBand"), ref, self.spec.alias)
         except OperatorError as exc:
-            raise self.error(str(exc)) from None
+            raise in_node(exc, self.node_id, self.spec.alias) from None
         # The model's band names never start with a space: the mask's key cannot shadow one.
         mask_key = f" mask {mask.name}" if mask is not None else None
         predictor = TiledPredictor(key, meta, tile, halo, p["blend"], int(p["batchSize"]), input_size)
         func = UNetTileFunction(predictor, meta.input_bands, tuple(b.no_data for b in bands), scene,
                                 bool(p["outputProbabilities"]), bool(p["outputConfidence"]), mask_key,
                                 mask.no_data if mask is not None else None)
-        # Kept for the SNAP adapter, which calls this very function on SNAP's tiles.
-        self.tile_function = func
-        self.tile_inputs = {n: b.name for n, b in zip(meta.input_bands, bands)}
-        if mask is not None:
-            self.tile_inputs[mask_key] = mask.name
         # Blocks of whole tiles, as near the engine's tile size as tiles allow.
         self.block = tile * max(1, round(self.context.tile_size / tile))
+        inputs = {n: b.name for n, b in zip(meta.input_bands, bands)}
+        if mask is not None:
+            inputs[mask_key] = mask.name
+        # The function predicts the engine's tile grid from any rectangle: it reads the window
+        # it names (tiles + halo, clipped to the scene) and mirrors it beyond the scene itself.
+        self._kernel = TileKernel(func=func, inputs=inputs, outputs=func.outputs(), context=func.source_window,
+                                  tile=(self.block, self.block))
         probs = predict_blocks([b.data for b in bands], func, self.block)
         arrays = split_blocks(probs, func)
         if mask is not None:
@@ -262,14 +264,19 @@ class AttentionUNetInferenceOp(Operator):
                  meta.model_name, scene[1], scene[0], tile, halo, p["blend"], self.block)
         return target
 
+    def tile_kernel(self) -> TileKernel:
+        """The network over tiles: each target tile predicted from the window it names (the
+        model's tiles around it, with their halo), in tiles of whole model tiles."""
+        return self._kernel
+
     def _input_bands(self, source: Product, names: tuple[str, ...]) -> list[Band]:
         try:
             found = {n: resolve_band(source, n) for n in names}
         except OperatorError as exc:
-            raise self.error(str(exc)) from None
+            raise in_node(exc, self.node_id, self.spec.alias) from None
         missing = [n for n, b in found.items() if b is None]
         if missing:
-            from ..indices import INDICES
+            from ..science.indices import INDICES
 
             indices = [n for n in missing if n in INDICES]
             radar = [n for n in missing if n not in INDICES and re.search(r"V[VH]", n)]

@@ -16,15 +16,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..engine import SinkPlan
-from ..outputs import output_problem
-from ..errors import ProductWriteError, SnapPcError
+from ..core.errors import ProductWriteError, SnapPcError, in_node
+from ..core.operator import Operator, register
+from ..core.outputs import output_problem
+from ..core.product import Product
+from ..core.spec import OperatorSpec, Parameter, SourceSpec
+from ..core.streaming import SinkPlan
 from ..io.dimap import DimapWriter, dimap_paths
 from ..io.geotiff_writer import FORMATS as GEOTIFF_FORMATS
 from ..io.geotiff_writer import GeoTiffWriter, geotiff_path
-from ..operator import Operator, register
-from ..product import Product
-from ..spec import OperatorSpec, Parameter, SourceSpec
 
 FORMAT_NAMES = ("BEAM-DIMAP", "GeoTIFF", "GeoTIFF-BigTIFF", "COG")
 
@@ -73,7 +73,6 @@ class Write(Operator):
 
     #: Parameters naming what this node writes (all others that name files are read).
     output_parameters = ("file",)
-    outputs: list[str]
 
     # --- GPF ------------------------------------------------------------------
     def initialize(self) -> Product:
@@ -129,19 +128,19 @@ class Write(Operator):
         try:
             targets = writer.open()
         except SnapPcError as exc:
-            raise self._fail(str(exc)) from None
+            raise in_node(exc, self.node_id, self.spec.alias, ProductWriteError) from None
 
         def finish() -> None:
             try:
                 writer.finish()
             except SnapPcError as exc:
-                raise self._fail(str(exc)) from None
+                raise in_node(exc, self.node_id, self.spec.alias, ProductWriteError) from None
 
         def publish() -> None:
             try:
                 writer.publish()
             except SnapPcError as exc:
-                raise self._fail(str(exc)) from None
+                raise in_node(exc, self.node_id, self.spec.alias, ProductWriteError) from None
             self.outputs = list(writer.outputs)
 
         return SinkPlan(writer.arrays, targets, finish, writer.abort, description=f"{self.format_name} {writer.path}",
@@ -161,7 +160,7 @@ class Write(Operator):
                 return DimapWriter(product, self.output_path)
             return GeoTiffWriter(product, self.output_path, self.format_name)
         except SnapPcError as exc:
-            raise self._fail(str(exc)) from None
+            raise in_node(exc, self.node_id, self.spec.alias, ProductWriteError) from None
 
     def _fail(self, message: str) -> ProductWriteError:
         return ProductWriteError(str(self.error(message)))

@@ -10,23 +10,28 @@ arguments and calls, holding one lock for all Python code of the process
 * ``dispose(context)`` at the end of a successful run (gpt's
   ``GraphProcessor`` skips it after a failure).
 
-:func:`make_operator_class` builds that class for one of our operators from
-its spec. ``initialize`` reads the parameters with ``context.getParameter``
+:func:`make_operator_class` builds that class for any operator listed in
+:data:`~snap_operators.snap.descriptors.PLUGIN_OPERATORS`, from what the
+operator declares and nothing else: its spec, its
+:class:`~snap_operators.core.operator.TileKernel`
+(:meth:`~snap_operators.core.operator.Operator.tile_kernel`) and, for sinks,
+its sink protocol. ``initialize`` reads the parameters with ``context.getParameter``
 and converts them with the spec, wraps the Java source products as lazy
-:class:`~snap_operators.product.Product` whose chunks are SNAP source tiles,
+:class:`~snap_operators.core.product.Product` whose chunks are SNAP source tiles,
 and initializes the standalone operator on them exactly as the graph engine
 does (Otsu/samples thresholds are resolved there, on the decimated read of
 those tiles). It then builds the Java target product. The first
-``computeTile`` of a rectangle reads its source tiles and calls the
+``computeTile`` of a rectangle reads the kernel's source tiles and calls the
 operator's own pure per-tile function on whole-tile numpy arrays, for all
 target bands at once: a handful of Java calls per tile, never one per pixel;
 the other bands' tiles wait in :class:`_TileResults` until SNAP asks for
 them. Why ``computeTile`` and not ``computeTileStack``: see
 :class:`SnapOperator`. An operator that needs context around a tile (the
 U-Net's halo) names the larger source rectangle to read for each target
-rectangle (:attr:`TileKernel.context`). Scene-wide outputs (the area table
-CSV, the label masks, the change tables) are fed tile by tile into the
-standalone sink code and finished when the last tile has arrived; a run
+rectangle (``TileKernel.context``). A sink's scene-wide outputs (the area
+table CSV, the label masks, the change tables) come from its own sink plan
+(``Operator.open``), fed tile by tile (:class:`_SinkFeed`) and committed when
+the last tile has arrived; a run
 that stops earlier leaves nothing behind: a failed tile of ours removes
 them at once, ``dispose`` does after a cancelled run, and when another node
 fails (gpt exits without ``dispose``) the next run into the folder removes
@@ -38,33 +43,20 @@ needed) inside SNAP, a stand-in in tests.
 
 from __future__ import annotations
 
-import datetime as _dt
 import collections
-import functools
+import datetime as _dt
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import errors
-from ..errors import OperatorError, SnapPcError
-from ..product import Band, ClassInfo, MetadataElement, Product, fill_value
+from ..core import errors
+from ..core.errors import OperatorError, SnapPcError
+from ..core.product import Band, ClassInfo, MetadataElement, Product, fill_value
 
 log = logging.getLogger(__name__)
-
-#: Our operators that run in SNAP -> the class name their plugin module defines.
-CLASS_NAMES = {
-    "SpectralIndices": "SpectralIndicesOp",
-    "CloudMask": "CloudMaskOp",
-    "ProgressiveClassifier": "ProgressiveClassifierOp",
-    "LabelMaskExport": "LabelMaskExportOp",
-    "AttentionUNetInference": "AttentionUNetInferenceOp",
-    "ChangeDetection": "ChangeDetectionOp",
-}
 
 #: Tile edge used when a source product has no preferred tile size (SNAP's usual default).
 DEFAULT_TILE = 512
@@ -317,7 +309,7 @@ def wrap_product(api: Any, types: _Types, context: Any, product: Any, tile: tupl
     operators are carried over (the rest stays in Java and is copied there)."""
     import dask.array as da
 
-    from ..operator import operators
+    from ..core.operator import operators
 
     name = str(product.getName())
     crs, transform = map_geocoding(api, product.getSceneGeoCoding(), name)
@@ -399,113 +391,6 @@ def java_element(types: _Types, element: MetadataElement) -> Any:
     return out
 
 
-# --- per-operator tile functions ---------------------------------------------------------------
-
-
-@dataclass
-class TileKernel:
-    """What one tile needs: source bands, the operator's pure tile function, target bands.
-
-    Attributes
-    ----------
-    inputs : dict
-        Key of the tile function's input -> source band name.
-    func : callable
-        ``func({key: tile}) -> {target band: tile}`` (the function the
-        standalone operator maps over its chunks).
-    outputs : dict
-        Target band computed per tile -> numpy dtype.
-    context : callable, optional
-        Source rectangle a target rectangle needs (operators with a halo).
-    tile : (int, int), optional
-        Preferred tile size of the target product.
-    """
-
-    inputs: dict[str, str]
-    func: Callable[..., Mapping[str, np.ndarray]]
-    outputs: dict[str, np.dtype]
-    #: For kernels that need source pixels around the tile (a halo): target
-    #: rectangle ``(x, y, w, h)`` -> source rectangle to read, inside the
-    #: scene; ``func`` is then called as ``func(tiles, source_rect, target_rect)``.
-    context: Callable[[tuple[int, int, int, int]], tuple[int, int, int, int]] | None = None
-    #: Preferred target tile ``(rows, cols)``; default the source product's.
-    tile: tuple[int, int] | None = None
-    #: Source id each input key reads from (operators with several sources);
-    #: default: every input from the first source.
-    sources: dict[str, str] | None = None
-
-
-def _indices_kernel(op) -> TileKernel:
-    # The very function the operator's initialize() maps over its chunks; neighbourhood
-    # indices (PANTEX) read their tiles with context (HaloTiles).
-    func = op.tile_function
-    halo = getattr(func, "source_window", None)
-    names = (func.func if halo else func).keywords["names"]
-    return TileKernel(dict(op.tile_inputs), func, {n: np.dtype(np.float32) for n in names}, context=halo)
-
-
-def _cloud_mask_kernel(op) -> TileKernel:
-    # CloudMaskFunction needs whole blocks and a halo of blocks around each tile: it names
-    # the source window (clipped to the scene) and computes the tile from it, as the
-    # standalone engine's staged graph does chunk by chunk.
-    func = op.tile_function
-    if func is None:  # method none: the source bands pass through, nothing is computed
-        return TileKernel({}, lambda tiles: {}, {})
-    return TileKernel(dict(op.tile_inputs), func, func.outputs(), context=func.source_window)
-
-
-def _classifier_kernel(op) -> TileKernel:
-    from ..ops.progressive_classifier import classify_tile
-
-    with_stage = bool(op.parameters["outputStage"])
-    outputs = {"class_id": np.dtype(np.uint8)}
-    if with_stage:
-        outputs["stage"] = np.dtype(np.uint8)
-    mask = op.mask_band
-    func = functools.partial(classify_tile, rules=op.rules, with_stage=with_stage, mask_band=mask,
-                             mask_no_data=op.source_product().band(mask).no_data if mask else None)
-    inputs = {n: n for n in op.rules.bands}
-    if mask:
-        inputs[mask] = mask
-    return TileKernel(inputs, func, outputs)
-
-
-def _export_kernel(op) -> TileKernel:
-    band = op.class_band
-    name = band.name
-    # The target is the source (as standalone); the class band passes through.
-    return TileKernel({name: name}, lambda tiles: {name: tiles[name]}, {name: band.dtype})
-
-
-def _unet_kernel(op) -> TileKernel:
-    # The operator's tile function predicts the standalone engine's tile grid from any
-    # rectangle: it reads the tiles' windows (tile + halo, clipped to the scene) and mirrors
-    # them beyond the scene itself. SNAP's getSourceTile(band, rect, BorderExtender) is not
-    # used: Tile.getSamplesFloat marks every pixel outside the raster invalid (NaN) for bands
-    # with a no-data value (RasterDataNode.isPixelValid finds no valid-mask tile there).
-    func = op.tile_function
-    return TileKernel(dict(op.tile_inputs), func, func.outputs(), context=func.source_window,
-                      tile=(op.block, op.block))
-
-
-def _change_kernel(op) -> TileKernel:
-    if op.collocated:
-        raise OperatorError("ChangeDetection: the two class maps are on different grids; in SNAP put a "
-                            "Collocate node before ChangeDetection")
-    outputs = {"change": op.target.band("change").dtype}
-    return TileKernel(dict(op.tile_inputs), op.tile_function, outputs, sources=dict(op.source_ids))
-
-
-_KERNELS: dict[str, Callable[[Any], TileKernel]] = {
-    "SpectralIndices": _indices_kernel,
-    "CloudMask": _cloud_mask_kernel,
-    "ProgressiveClassifier": _classifier_kernel,
-    "LabelMaskExport": _export_kernel,
-    "AttentionUNetInference": _unet_kernel,
-    "ChangeDetection": _change_kernel,
-}
-
-
 # --- scene-wide outputs ----------------------------------------------------------------------
 
 
@@ -557,39 +442,46 @@ class _Cells:
         return out
 
 
-def _open_plan(op) -> Any:
-    """`op`'s sink plan, opened as the engine opens it: first the staged leftovers of dead
-    runs in its output folders go (gpt calls no ``dispose`` after a failed run, so a killed
-    or failed gpt leaves its staged files for the next run to remove)."""
-    from .. import staging
+class _SinkFeed:
+    """A sink operator's own plan (:meth:`~snap_operators.core.operator.Operator.open`), fed tile by tile.
 
-    files = op.output_files() if hasattr(op, "output_files") else []
-    staging.clean_stale({Path(f).parent for f in files})
-    return op.open()
+    The plan is opened with the first tile: its staged files (the area table, the
+    label masks, the change tables) exist only while the run is on. Each cell of the
+    chunk grid of the plan's array goes to the plan's target once, as soon as the
+    tiles covering it are computed: the cell of the kernel's ``sink_output`` when it
+    declares one, else the chunk computed from the plan's own array (e.g. the sieved
+    class band, reading its halo through SNAP). The plan is committed after the last
+    cell, and aborted if the run ends before.
+    """
 
-
-class _CountedTable:
-    """A scene-wide table counted from one output of every tile, each chunk-grid cell once
-    (SNAP may compute a tile twice), into the operator's own sink plan; committed after
-    the last cell, aborted if the run ends before."""
-
-    #: The tile function's output that is counted.
-    key = ""
-
-    def __init__(self, run: _Run, chunks):
-        self.run = run
-        self.cells = _Cells(chunks)
+    def __init__(self, op: Any, output: str | None):
+        self.op = op
+        self.output = output
         self.plan = None
+        self.cells: _Cells | None = None
         self.finished = False
 
-    def add(self, y: int, x: int, out: Mapping[str, np.ndarray]) -> None:
+    def add(self, rect: tuple[int, int, int, int], out: Mapping[str, np.ndarray]) -> None:
+        """Take the outputs `out` of the target rectangle ``(x, y, w, h)``."""
+        import dask
+
         if self.finished:
             return
         if self.plan is None:
-            self.plan = _open_plan(self.run.op)  # its temporary files, created with the first tile
-        counts = self.plan.targets[0]
-        for _, region, block in self.cells.add(y, x, out[self.key]):
-            counts[region] = block
+            self.plan = _open_plan(self.op)
+            if len(self.plan.arrays) != 1:
+                raise OperatorError(f"{self.op.spec.alias}: a sink fed tile by tile streams one array, "
+                                    f"not {len(self.plan.arrays)}")
+            self.cells = _Cells(self.plan.arrays[0].chunks)
+        array, target = self.plan.arrays[0], self.plan.targets[0]
+        x, y, w, h = rect
+        # Without a sink output only the coverage counts: a read-only view, no copy.
+        tile = out[self.output] if self.output is not None else np.broadcast_to(False, (h, w))
+        for (i, j), region, block in self.cells.add(y, x, tile):
+            if self.output is None:
+                with dask.config.set(scheduler="synchronous"):  # every Java call on SNAP's calling thread
+                    block = array.blocks[i, j].compute()
+            target[region] = block
         if self.cells.complete:
             self.finished = True
             try:
@@ -599,72 +491,21 @@ class _CountedTable:
                 raise
 
     def close(self) -> None:
+        """Remove the staged outputs of a plan that was not committed."""
         if self.plan is not None and not self.finished:
             self.finished = True
             self.plan.abort()
 
 
-class _AreaTable(_CountedTable):
-    """The classifier's area table CSV (``areaTableFile``) and its masked-share warning.
+def _open_plan(op: Any) -> Any:
+    """`op`'s sink plan, opened as the engine opens it: first the staged leftovers of dead
+    runs in its output folders go (gpt calls no ``dispose`` after a failed run, so a killed
+    or failed gpt leaves its staged files for the next run to remove)."""
+    from ..core import staging
+    from ..core.outputs import sink_files
 
-    Not in the target's metadata: the table is complete only after the last tile, when
-    SNAP's writers have long written their header (GeoTIFF's tags, BEAM-DIMAP's ``.dim``),
-    so it would reach some products and not others.
-    """
-
-    key = "class_id"
-
-    def __init__(self, run: _Run):
-        super().__init__(run, run.op.target.band("class_id").data.chunks)
-
-
-class _LabelMasks:
-    """LabelMaskExport's vector file: chunks fed to the operator's own sink target as
-    SNAP delivers them; committed after the last one (renaming the temporary files)."""
-
-    def __init__(self, run: _Run):
-        self.run = run
-        self.band = run.op.class_band
-        self.cells = None
-        self.plan = None
-        self.finished = False
-
-    def add(self, y: int, x: int, out: Mapping[str, np.ndarray]) -> None:
-        import dask
-
-        if self.finished:
-            return
-        if self.plan is None:
-            self.plan = _open_plan(self.run.op)  # temporary outputs, created with the first tile
-            # The export's chunk grid: the band's, or the sieve's (which merges chunks smaller than its halo).
-            self.cells = _Cells(self.plan.arrays[0].chunks)
-        array, target = self.plan.arrays[0], self.plan.targets[0]
-        for (i, j), region, block in self.cells.add(y, x, out[self.band.name]):
-            if array is not self.band.data:
-                # Sieved (minArea): the chunk of the standalone graph, reading its halo through SNAP.
-                with dask.config.set(scheduler="synchronous"):
-                    block = array.blocks[i, j].compute()
-            target[region] = block
-        if self.cells.complete:
-            self.finished = True
-            self.plan.commit()  # aborts itself on failure
-
-    def close(self) -> None:
-        if self.plan is not None and not self.finished:
-            self.finished = True
-            self.plan.abort()
-
-
-class _ChangeTables(_CountedTable):
-    """ChangeDetection's matrix and gain/loss CSVs, counted from the from-to pairs of every tile."""
-
-    key = "pair"
-
-    def __init__(self, run: _Run):
-        super().__init__(run, run.op.pairs.chunks)
-
-
-_SINKS = {"ProgressiveClassifier": _AreaTable, "LabelMaskExport": _LabelMasks, "ChangeDetection": _ChangeTables}
+    staging.clean_stale({f.parent for f in sink_files(op)})
+    return op.open()
 
 
 # --- one run ---------------------------------------------------------------------------------
@@ -677,7 +518,8 @@ class _Run:
     def __init__(self, api: Any, context: Any, alias: str):
         import dask
 
-        from ..operator import ExecutionContext, get_operator
+        from ..core.context import ExecutionContext
+        from ..core.operator import get_operator
 
         self.api = api
         self.alias = alias
@@ -698,9 +540,12 @@ class _Run:
         with dask.config.set(scheduler="synchronous"):  # every Java call on SNAP's calling thread
             self.op = cls.create(sources, raw, context=exec_context)
             self.op.target = self.op.initialize()
-            if self.op.is_sink and hasattr(self.op, "prepare"):
+            if self.op.is_sink:
                 self.op.prepare()
-        self.kernel = _KERNELS[alias](self.op)
+        kernel = self.op.tile_kernel()
+        if kernel is None:
+            raise OperatorError(f"{alias}: declares no tile kernel, so it cannot run tile by tile in SNAP")
+        self.kernel = kernel
         source = self.op.source_product()
         self.inputs = {}
         for key, band_name in self.kernel.inputs.items():
@@ -712,8 +557,7 @@ class _Run:
         self.failed: str | None = None
         self.results = _TileResults(PENDING_TILE_BYTES)
         self.target, self.computed = self._target(len(source.metadata.elements))
-        sink = _SINKS.get(alias)
-        self.sink = sink(self) if sink is not None and self.op.is_sink else None
+        self.sink = _SinkFeed(self.op, kernel.sink_output) if self.op.is_sink else None
 
     # --- target ---
     def _target(self, inherited_elements: int) -> tuple[Any, dict[str, tuple[Any, np.dtype]]]:
@@ -816,18 +660,22 @@ class _Run:
         tile.setSamples(java_samples(out[name], self.computed[name][1]))
 
     def _compute_rect(self, context: Any, rect: Any) -> Mapping[str, np.ndarray]:
+        target = (int(rect.x), int(rect.y), int(rect.width), int(rect.height))
         if self.kernel.context is None:
             tiles = {key: read_tile(context, jband, rect, dtype, fill) for key, (jband, dtype, fill) in self.inputs.items()}
             out = self.kernel.func(tiles)
         else:
-            target = (int(rect.x), int(rect.y), int(rect.width), int(rect.height))
+            # The window is clipped to the scene; the kernel pads beyond it itself (NaN, or the
+            # U-Net's mirror). SNAP's getSourceTile(band, rect, BorderExtender) would not do:
+            # Tile.getSamplesFloat marks every pixel outside the raster invalid (NaN) for bands
+            # with a no-data value (RasterDataNode.isPixelValid finds no valid-mask tile there).
             source = self.kernel.context(target)
             window = self.api.Rectangle(*source)
             tiles = {key: read_tile(context, jband, window, dtype, fill)
                      for key, (jband, dtype, fill) in self.inputs.items()}
             out = self.kernel.func(tiles, source, target)
         if self.sink is not None:
-            self.sink.add(int(rect.y), int(rect.x), out)
+            self.sink.add(target, out)
         return out
 
     def fail(self, exc: BaseException) -> None:
@@ -945,9 +793,8 @@ def make_operator_class(alias: str, api: Any = None) -> type:
     Parameters
     ----------
     alias : str
-        One of :data:`CLASS_NAMES` (``SpectralIndices``, ``CloudMask``,
-        ``ProgressiveClassifier``, ``LabelMaskExport``,
-        ``AttentionUNetInference``, ``ChangeDetection``).
+        An operator of :data:`~snap_operators.snap.descriptors.PLUGIN_OPERATORS`
+        (``SpectralIndices``, ``CloudMask``, ``ProgressiveClassifier``...).
     api : module, optional
         SNAP's Java API as esa_snappy exposes it; default ``esa_snappy``,
         imported when SNAP first initializes the operator.
@@ -955,16 +802,19 @@ def make_operator_class(alias: str, api: Any = None) -> type:
     Returns
     -------
     type
-        A class named like ``SpectralIndicesOp`` with ``initialize``,
-        ``computeTile`` and ``dispose``, instantiated by SNAP without
-        arguments.
+        A class named as the descriptor says (``SpectralIndicesOp``) with
+        ``initialize``, ``computeTile`` and ``dispose``, instantiated by SNAP
+        without arguments.
     """
-    if alias not in CLASS_NAMES:
-        raise SnapPcError(f"no SNAP adapter for operator '{alias}'; adapters exist for {', '.join(CLASS_NAMES)}")
-    from ..operator import get_operator
+    from ..core.operator import get_operator
+    from .descriptors import PLUGIN_OPERATORS, plugin_operator
 
+    try:
+        name = plugin_operator(alias).class_name
+    except KeyError:
+        known = ", ".join(op.alias for op in PLUGIN_OPERATORS)
+        raise SnapPcError(f"no SNAP adapter for operator '{alias}'; adapters exist for {known}") from None
     spec = get_operator(alias).spec
-    name = CLASS_NAMES[alias]
     return type(name, (SnapOperator,), {
         "alias": alias,
         "api": api,

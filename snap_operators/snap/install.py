@@ -29,15 +29,15 @@ import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from .. import staging
-from ..errors import SnapPcError
+from ..core import staging
+from ..core.errors import SnapPcError
+from ..core.outputs import write_bytes
 from .descriptors import (
     PLUGIN_DIR,
     PLUGIN_OPERATORS,
@@ -291,7 +291,7 @@ def _remove_if_empty(folder: Path) -> None:
 def gpt_commands(graphs: list[Path], gpt: str = "gpt") -> list[str]:
     """One example ``gpt`` command per graph: its ``.properties`` with ``-p``,
     a ``-P`` for each variable the properties leave open."""
-    from ..graph import load_properties, parse_graph
+    from ..engine.graph import load_properties, parse_graph
 
     out = []
     for g in graphs:
@@ -458,7 +458,8 @@ def build_nbm(out: str | os.PathLike, version: str | None = None, plugin_dir: st
     Parameters
     ----------
     out : path
-        Output file; written under a temporary name and renamed.
+        Output file; written under a staged name and renamed
+        (:func:`~snap_operators.core.outputs.write_bytes`).
     version : str, optional
         Module specification version, digits and dots (default: the package version).
     """
@@ -469,19 +470,13 @@ def build_nbm(out: str | os.PathLike, version: str | None = None, plugin_dir: st
     if not out.parent.is_dir():
         raise SnapPcError(f"{out.parent}: folder does not exist")
     jar = module_jar(spec_version, CODENAME, plugin_dir)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr("Info/info.xml", info_xml(spec_version, CODENAME, out.name))
-            z.writestr("META-INF/MANIFEST.MF", _manifest([("Manifest-Version", "1.0")]))
-            z.writestr(f"netbeans/config/Modules/{_dashed(CODENAME)}.xml", module_status_xml(CODENAME))
-            z.writestr(f"netbeans/modules/{_dashed(CODENAME)}.jar", jar)
-        os.chmod(tmp, default_mode(0o666))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("Info/info.xml", info_xml(spec_version, CODENAME, out.name))
+        z.writestr("META-INF/MANIFEST.MF", _manifest([("Manifest-Version", "1.0")]))
+        z.writestr(f"netbeans/config/Modules/{_dashed(CODENAME)}.xml", module_status_xml(CODENAME))
+        z.writestr(f"netbeans/modules/{_dashed(CODENAME)}.jar", jar)
+    return write_bytes(out, buf.getvalue())
 
 
 # --- doctor ---------------------------------------------------------------------------

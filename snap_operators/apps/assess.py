@@ -1,0 +1,306 @@
+"""Accuracy assessment of a class map against a reference raster or vector file.
+
+The confusion matrix is accumulated window by window (memory bounded by the
+window, not the scene). Rows are reference classes, columns the classified
+ids (0 = Unclassified counts as a prediction, so unclassified reference
+pixels lower the producer's accuracy); no-data (255) and unlabelled reference
+pixels are left out. Masked pixels (254: cloud, cloud shadow or snow, not
+observed) are not scored either: their count is reported
+(``masked_pixels``).
+
+Example
+-------
+>>> import numpy as np
+>>> m = confusion_matrix(np.array([1, 1, 2, 2]), np.array([1, 2, 2, 2]), labels=[1, 2])
+>>> m.tolist()
+[[1, 1], [0, 2]]
+>>> round(accuracy_metrics(m, [1, 2])["overall_accuracy"], 2)
+0.75
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..core.errors import SnapPcError
+from ..core.legend import CLASS_NAMES, MASKED, NO_DATA, UNCLASSIFIED
+from ..core.outputs import save_figure, stage_figure, stage_text, staged_outputs
+from ..io.reference import reference_reader
+
+#: Rows of pixels per window when accumulating the matrix.
+WINDOW_ROWS = 1024
+
+
+def parse_mapping(text: str | None) -> dict[int, int]:
+    """``"5:3,8:4"`` -> ``{5: 3, 8: 4}`` (reference code -> class id)."""
+    if not text:
+        return {}
+    out: dict[int, int] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            a, b = item.split(":")
+            out[int(a)] = int(b)
+        except ValueError:
+            raise SnapPcError(f"--mapping: cannot read {item!r}; expected REF:CLASS pairs such as 5:1,2:3") from None
+    return out
+
+
+def confusion_matrix(reference: np.ndarray, classified: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """Counts ``m[i, j]`` of pixels with reference ``labels[i]`` classified as ``labels[j]``.
+
+    Pixels whose reference or class is not in `labels` are ignored.
+    """
+    labels = np.asarray(labels)
+    lut = np.full(256 if max(labels.max(), 0) < 256 else int(labels.max()) + 1, -1, dtype=np.int64)
+    lut[labels] = np.arange(len(labels))
+    ref = np.asarray(reference).ravel().astype(np.int64)
+    cls = np.asarray(classified).ravel().astype(np.int64)
+    ok = (ref >= 0) & (ref < lut.size) & (cls >= 0) & (cls < lut.size)
+    ri = lut[ref[ok]]
+    ci = lut[cls[ok]]
+    keep = (ri >= 0) & (ci >= 0)
+    n = len(labels)
+    return np.bincount(ri[keep] * n + ci[keep], minlength=n * n).reshape(n, n)
+
+
+def accuracy_metrics(matrix: np.ndarray, labels: Sequence[int], names: Mapping[int, str] | None = None) -> dict:
+    """Overall accuracy, Cohen's kappa and per-class PA, UA, F1, IoU.
+
+    Classes with no reference pixels get ``None`` for PA/F1/IoU.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    total = m.sum()
+    if total == 0:
+        raise SnapPcError("no pixel is labelled in both the class map and the reference (check extents, CRS and --mapping)")
+    diag = np.diag(m)
+    rows = m.sum(axis=1)
+    cols = m.sum(axis=0)
+    po = diag.sum() / total
+    pe = (rows * cols).sum() / total**2
+    kappa = (po - pe) / (1 - pe) if pe < 1 else 1.0
+    names = names or {}
+    per_class = []
+    for k, label in enumerate(labels):
+        tp = diag[k]
+        pa = tp / rows[k] if rows[k] else None
+        ua = tp / cols[k] if cols[k] else None
+        f1 = (2 * pa * ua / (pa + ua)) if pa and ua else (0.0 if rows[k] else None)
+        denom = rows[k] + cols[k] - tp
+        iou = tp / denom if rows[k] else None
+        per_class.append(
+            {
+                "class_id": int(label),
+                "class_name": names.get(int(label), str(label)),
+                "reference_pixels": int(rows[k]),
+                "classified_pixels": int(cols[k]),
+                "producers_accuracy": pa,
+                "users_accuracy": ua,
+                "f1": f1,
+                "iou": iou,
+            }
+        )
+    return {"overall_accuracy": po, "kappa": kappa, "pixels": int(total), "per_class": per_class}
+
+
+@dataclass
+class Assessment:
+    labels: list[int]
+    matrix: np.ndarray
+    metrics: dict
+
+
+def assess(classes_path: str | Path, reference_path: str | Path, *, field: str | None = None,
+           mapping: Mapping[int, int] | None = None, names: Mapping[int, str] | None = None) -> Assessment:
+    """Compare a class raster with a reference raster or vector file.
+
+    Parameters
+    ----------
+    classes_path : path
+        Single-band class raster (ids 0..253, 254 masked, 255 no-data).
+    reference_path : path
+        Reference raster (any grid/CRS: resampled onto the class grid by
+        nearest neighbour) or vector file (polygons or points, rasterized onto
+        the class grid with attribute `field`).
+    field : str, optional
+        Attribute of the vector reference holding the class code (required
+        for vectors).
+    mapping : dict, optional
+        Reference code -> class id; codes not mapped are left out. Without a
+        mapping reference codes are used as class ids.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    mapping = dict(mapping or {})
+    try:
+        cls_ds = rasterio.open(classes_path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise SnapPcError(f"cannot open class map {classes_path}: {exc}") from None
+    with cls_ds:
+        if cls_ds.crs is None:
+            raise SnapPcError(f"class map {classes_path} has no CRS")
+        ref_reader = reference_reader(reference_path, cls_ds.crs, cls_ds.transform, cls_ds.width, cls_ds.height, field)
+        class_names = dict(CLASS_NAMES)
+        tag = cls_ds.tags(1).get("CLASS_NAMES")
+        if tag:
+            try:
+                class_names.update({int(k): v for k, v in json.loads(tag).items()})
+            except (ValueError, AttributeError):
+                pass
+        class_names.update(names or {})
+        acc: dict[tuple[int, int], int] = {}
+        masked = 0
+        for row0 in range(0, cls_ds.height, WINDOW_ROWS):
+            win = Window(0, row0, cls_ds.width, min(WINDOW_ROWS, cls_ds.height - row0))
+            cls = cls_ds.read(1, window=win)
+            ref = ref_reader(win)
+            if mapping:
+                lut = np.full(max(max(mapping), int(ref.max(initial=0))) + 1, -1, dtype=np.int64)
+                for a, b in mapping.items():
+                    lut[a] = b
+                ref = np.where((ref >= 0) & (ref < lut.size), lut[np.clip(ref, 0, lut.size - 1)], -1)
+            valid = (ref > 0) & (cls != NO_DATA)
+            if cls_ds.nodata is not None:
+                valid &= cls != cls_ds.nodata
+            is_masked = valid & (cls == MASKED)
+            masked += int(is_masked.sum())
+            valid &= ~is_masked
+            pairs, counts = np.unique(np.stack([ref[valid], cls[valid].astype(np.int64)]), axis=1, return_counts=True)
+            for (r, c), n in zip(pairs.T, counts):
+                acc[(int(r), int(c))] = acc.get((int(r), int(c)), 0) + int(n)
+    ref_labels = sorted({r for r, _ in acc})
+    if not acc:
+        if masked:
+            raise SnapPcError(f"every reference pixel of the class map is masked (cloud, cloud shadow, snow: "
+                              f"{masked} pixels); nothing to assess")
+        raise SnapPcError("no pixel is labelled in both the class map and the reference (check extents, CRS and --mapping)")
+    labels = sorted(set(ref_labels) | {c for _, c in acc})
+    if UNCLASSIFIED in labels:
+        labels.remove(UNCLASSIFIED)
+        labels.append(UNCLASSIFIED)  # unclassified predictions last
+    idx = {v: i for i, v in enumerate(labels)}
+    m = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for (r, c), n in acc.items():
+        m[idx[r], idx[c]] += n
+    metrics = accuracy_metrics(m, labels, class_names)
+    metrics["per_class"] = [p for p in metrics["per_class"] if p["class_id"] in ref_labels or p["classified_pixels"]]
+    metrics["labels"] = labels
+    metrics["masked_pixels"] = masked
+    metrics["classes"] = str(classes_path)
+    metrics["reference"] = str(reference_path)
+    metrics["mapping"] = {str(k): v for k, v in mapping.items()}
+    return Assessment(labels, m, metrics)
+
+
+def write_report(result: Assessment, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``metrics.json``, ``confusion_matrix.csv`` and ``confusion_matrix.png``, all three or none."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = {p["class_id"]: p["class_name"] for p in result.metrics["per_class"]}
+    paths = {"json": out / "metrics.json", "csv": out / "confusion_matrix.csv", "png": out / "confusion_matrix.png"}
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["reference \\ classified"] + [f"{c} {names.get(c, CLASS_NAMES.get(c, 'Unclassified' if c == 0 else c))}" for c in result.labels])
+    for c, row in zip(result.labels, result.matrix):
+        w.writerow([f"{c} {names.get(c, CLASS_NAMES.get(c, c))}"] + [int(v) for v in row])
+    inputs = [result.metrics["classes"], result.metrics["reference"]]
+    with staged_outputs(paths.values(), inputs, who="assess") as staged:
+        stage_text(staged, paths["json"], json.dumps(result.metrics, indent=2, default=float))
+        stage_text(staged, paths["csv"], buf.getvalue())
+        stage_figure(staged, confusion_figure(result), paths["png"])
+    return paths
+
+
+def plot_confusion(result: Assessment, path: str | Path) -> None:
+    """Row-normalized confusion matrix heat map with counts, as PNG."""
+    save_figure(confusion_figure(result), path)
+
+
+def confusion_figure(result: Assessment):
+    """The figure of :func:`plot_confusion` (matplotlib ``Figure``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = result.matrix.astype(float)
+    rows = m.sum(axis=1, keepdims=True)
+    norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    labels = [_short_name(c) for c in result.labels]
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.2 * n + 3, 1.0 * n + 2.5), dpi=110)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(m[i, j])}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.6 else "black")
+    ax.set_xticks(range(n), labels, rotation=30, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("classified")
+    ax.set_ylabel("reference")
+    met = result.metrics
+    ax.set_title(f"OA {met['overall_accuracy']:.3f}   kappa {met['kappa']:.3f}   ({met['pixels']} px)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of reference row")
+    fig.tight_layout()
+    return fig
+
+
+def _short_name(c: int) -> str:
+    name = "Unclassified" if c == UNCLASSIFIED else CLASS_NAMES.get(c, str(c))
+    return f"{c} {name.split('/')[0]}"
+
+
+def format_report(result: Assessment) -> str:
+    """Plain-text summary: OA, kappa and a per-class table."""
+    met = result.metrics
+    lines = [f"Overall accuracy: {met['overall_accuracy']:.4f}", f"Cohen's kappa:    {met['kappa']:.4f}",
+             f"Pixels assessed:  {met['pixels']}"]
+    if met.get("masked_pixels"):
+        lines.append(f"Masked, not scored: {met['masked_pixels']} reference pixels (cloud, cloud shadow, snow)")
+    lines += ["", f"{'Class ID':>8} | {'Class Name':<38} | {'PA':>6} | {'UA':>6} | {'F1':>6} | {'IoU':>6}"]
+
+    def f(v):
+        return f"{v:6.3f}" if v is not None else "     -"
+
+    for p in met["per_class"]:
+        lines.append(f"{p['class_id']:>8} | {p['class_name'][:38]:<38} | {f(p['producers_accuracy'])} | "
+                     f"{f(p['users_accuracy'])} | {f(p['f1'])} | {f(p['iou'])}")
+    return "\n".join(lines)
+
+
+def add_command(sub) -> None:
+    """Register ``snap-pc assess``."""
+    p = sub.add_parser(
+        "assess",
+        help="accuracy of a class map against a reference raster or vector file",
+        description="Confusion matrix, overall accuracy, Cohen's kappa, producer's/user's accuracy, F1 and IoU "
+        "per class of a class map against a reference. Writes metrics.json, confusion_matrix.csv and "
+        "confusion_matrix.png into --out.",
+        epilog="example: snap-pc assess --classes classes.tif --reference LULC.tif --mapping 2:3,5:1,8:4 --out assess/",
+    )
+    p.add_argument("--classes", required=True, help="class map (GeoTIFF, class ids, 255 = no-data)")
+    p.add_argument("--reference", required=True, help="reference raster or vector file (GeoPackage, Shapefile, ...)")
+    p.add_argument("--field", help="class attribute of a vector reference")
+    p.add_argument("--mapping", help="reference code -> class id pairs, e.g. 5:1,2:3 (unmapped codes are left out)")
+    p.add_argument("--out", help="folder for metrics.json, confusion_matrix.csv/png")
+    p.set_defaults(handler=_cmd_assess)
+
+
+def _cmd_assess(args) -> int:
+    result = assess(args.classes, args.reference, field=args.field, mapping=parse_mapping(args.mapping))
+    print(format_report(result))
+    if args.out:
+        paths = write_report(result, args.out)
+        for p in paths.values():
+            print(f"wrote {p}")
+    return 0

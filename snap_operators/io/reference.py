@@ -1,0 +1,263 @@
+"""Class labels from a raster or vector file, read window by window on a target grid.
+
+The one reader that puts class-coded vectors on an image grid: ``snap-pc
+assess`` (reference data), ``snap-pc dataset`` (training labels) and the
+ProgressiveClassifier's training samples (``samplesFile``,
+:func:`snap_operators.science.rules.read_samples`) all go through
+:func:`read_vector_labels`. A raster is warped onto the grid by nearest
+neighbour; polygons or points are reprojected and rasterized with their class
+attribute.
+
+Example
+-------
+>>> read = reference_reader("LULC.tif", crs, transform, 100, 101)   # doctest: +SKIP
+>>> read(Window(0, 0, 100, 50)).shape                                # doctest: +SKIP
+(50, 100)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..core.errors import SnapPcError
+
+__all__ = ["ReferenceDataError", "VectorLabels", "read_vector_labels", "reference_reader"]
+
+log = logging.getLogger(__name__)
+
+
+class ReferenceDataError(SnapPcError):
+    """A reference/label file that cannot be used on the target grid."""
+
+
+def reference_reader(path, crs, transform, width: int, height: int, field: str | None = None,
+                     *, require_overlap: bool = False) -> Callable:
+    """A function ``read(window) -> int64 array`` of class codes on the grid.
+
+    Parameters
+    ----------
+    path : str or Path
+        Raster (any grid and CRS) or vector file (polygons or points).
+    crs : rasterio.crs.CRS
+        Target grid's CRS.
+    transform : affine.Affine
+        Target grid's pixel-corner transform.
+    width, height : int
+        Target grid size in pixels.
+    field : str, optional
+        Class attribute of a vector file (required for vectors; see
+        :func:`read_vector_labels`).
+    require_overlap : bool
+        Raise if the file's extent does not intersect the grid.
+
+    Returns
+    -------
+    callable
+        ``read(window)`` -> ``(window.height, window.width)`` int64 codes, 0
+        where the file says nothing.
+    """
+    import rasterio
+
+    path = Path(path)
+    if not path.exists():
+        raise ReferenceDataError(f"reference {path} does not exist")
+    try:
+        ref_ds = rasterio.open(path)
+    except rasterio.errors.RasterioIOError:
+        return _vector_reader(path, crs, transform, width, height, field, require_overlap)
+    return _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap)
+
+
+def _grid_bounds(transform, width, height):
+    from rasterio.transform import array_bounds
+
+    return array_bounds(height, width, transform)  # (west, south, east, north)
+
+
+def _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap):
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.warp import transform_bounds
+
+    if ref_ds.crs is None:
+        raise ReferenceDataError(f"reference raster {path} has no CRS")
+    if require_overlap:
+        b = transform_bounds(ref_ds.crs, crs, *ref_ds.bounds)
+        _check_overlap(path, b, _grid_bounds(transform, width, height))
+    vrt = WarpedVRT(ref_ds, crs=crs, transform=transform, width=width, height=height,
+                    resampling=Resampling.nearest, nodata=0)
+
+    def read(win):
+        return vrt.read(1, window=win).astype(np.int64)
+
+    return read
+
+
+def _check_overlap(path, b, grid):
+    if b[0] >= grid[2] or b[2] <= grid[0] or b[1] >= grid[3] or b[3] <= grid[1]:
+        raise ReferenceDataError(f"labels {path} do not overlap the image (labels {tuple(round(v) for v in b)}, "
+                             f"image {tuple(round(v) for v in grid)} in the image CRS)")
+
+
+class VectorLabels:
+    """The class-coded shapes of a vector file, in the image grid's CRS (:func:`read_vector_labels`).
+
+    Parameters
+    ----------
+    geoms : numpy.ndarray
+        ``(n,)`` shapely geometries (polygons, points...), in file order.
+    codes : numpy.ndarray
+        ``(n,)`` int64 class code of each geometry.
+    """
+
+    def __init__(self, geoms: np.ndarray, codes: np.ndarray):
+        import shapely
+
+        self.geoms = geoms
+        self.codes = codes
+        # Windows ask only for the shapes they touch, so a large label file costs
+        # per window what lies under it, not the whole file.
+        self._tree = shapely.STRtree(geoms)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(west, south, east, north)`` of all shapes, grid CRS."""
+        import shapely
+
+        return tuple(shapely.total_bounds(self.geoms))
+
+    def rasterize(self, transform: Any, height: int, width: int) -> np.ndarray:
+        """Class codes on a window of the grid.
+
+        Parameters
+        ----------
+        transform : affine.Affine
+            Pixel-corner transform of the window.
+        height, width : int
+            Window size, pixels.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64 ``(height, width)``: a pixel whose centre lies in a polygon,
+            or that holds a point, has the shape's code (the later shape in the
+            file where shapes overlap); 0 elsewhere.
+        """
+        import shapely
+        from rasterio import features
+
+        hits = self._tree.query(shapely.box(*_window_bounds(transform, height, width)), predicate="intersects")
+        if hits.size == 0:
+            return np.zeros((height, width), dtype=np.int64)
+        hits.sort()  # file order: later features win where they overlap, as in rasterize
+        return features.rasterize(zip(self.geoms[hits], self.codes[hits].tolist()), out_shape=(height, width),
+                                  transform=transform, fill=0, dtype="int32", all_touched=False).astype(np.int64)
+
+
+def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_option: str = "--field") -> VectorLabels:
+    """Read the class-coded shapes of a vector file and reproject them to `crs`.
+
+    Parameters
+    ----------
+    path : str or Path
+        Any vector file GDAL reads (GeoPackage, Shapefile, GeoJSON...), with a CRS.
+    field : str
+        Attribute holding each shape's class code: an integer (``3``,
+        ``3.0``, ``"3"``; not ``2.5``). Shapes without a geometry or a code
+        say nothing and are skipped (a warning counts those without a code).
+    crs : CRS-like
+        The image grid's CRS (rasterio CRS, WKT, ``"EPSG:32638"``).
+    role, field_option : str
+        How messages name the file (``reference``, ``samplesFile``) and the
+        option that names `field` (``--field``, ``samplesClassField``).
+
+    Returns
+    -------
+    VectorLabels
+
+    Raises
+    ------
+    ReferenceDataError
+        One line: unreadable file, no CRS, no attribute `field`, a code that
+        is not an integer, or no shape with a code.
+    """
+    import fiona
+    import fiona.errors
+    import shapely
+    from rasterio.warp import transform_geom
+
+    where = f"{role} {path}"
+    try:
+        src = fiona.open(str(path))
+    except Exception as exc:  # noqa: BLE001 - any driver error means an unreadable file
+        raise ReferenceDataError(f"{where}: cannot open ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+    with src:
+        attributes = list(src.schema.get("properties", {}))
+        if field not in attributes:
+            raise ReferenceDataError(f"{where}: no attribute '{field}' ({field_option}); attributes: "
+                                     f"{', '.join(attributes) or '(none)'}")
+        if not src.crs_wkt:
+            raise ReferenceDataError(f"{where}: the file has no CRS, so its shapes cannot be placed on the image")
+        shapes, codes, uncoded = [], [], 0
+        try:
+            for feat in src:
+                value = feat.properties.get(field)
+                if feat.geometry is None:
+                    continue
+                if value is None:
+                    uncoded += 1
+                    continue
+                codes.append(_class_code(value, where, field))
+                shapes.append(feat.geometry.__geo_interface__)
+        except (fiona.errors.FionaError, OSError) as exc:
+            raise ReferenceDataError(f"{where}: cannot read ({' '.join(str(exc).split()) or type(exc).__name__})") \
+                from None
+        src_crs = src.crs_wkt
+    if uncoded:
+        log.warning("%s: %d shapes without a '%s' value are left out", where, uncoded, field)
+    if not shapes:
+        raise ReferenceDataError(f"{where}: no shape has a '{field}' value")
+    dst_crs = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
+    try:
+        geoms = np.array([shapely.geometry.shape(g) for g in transform_geom(src_crs, dst_crs, shapes)], dtype=object)
+    except Exception as exc:  # noqa: BLE001 - GDAL's and shapely's errors alike: shapes that cannot be placed
+        raise ReferenceDataError(f"{where}: cannot reproject its shapes to the image CRS "
+                                 f"({' '.join(str(exc).split()) or type(exc).__name__})") from None
+    return VectorLabels(geoms, np.asarray(codes, dtype=np.int64))
+
+
+def _class_code(value, where: str, field: str) -> int:
+    """`value` as an integer class code, or the error naming it (``2.5`` is no code; ``"3"`` and ``3.0`` are)."""
+    try:
+        code = int(value)
+        if code != value and str(code) != str(value).strip():
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ReferenceDataError(f"{where}: {field} = {value!r} is not a class code") from None
+    return code
+
+
+def _window_bounds(t: Any, h: int, w: int) -> tuple[float, float, float, float]:
+    """``(xmin, ymin, xmax, ymax)`` of an ``h x w`` window with transform `t` (any rotation)."""
+    xs = [t.c, t.c + t.a * w + t.b * h, t.c + t.a * w, t.c + t.b * h]
+    ys = [t.f, t.f + t.d * w + t.e * h, t.f + t.d * w, t.f + t.e * h]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _vector_reader(path, crs, transform, width, height, field, require_overlap):
+    from rasterio import windows
+
+    if not field:
+        raise ReferenceDataError(f"reference {path} is a vector file: give the class attribute (--field)")
+    labels = read_vector_labels(path, field, crs)
+    if require_overlap:
+        _check_overlap(path, labels.bounds, _grid_bounds(transform, width, height))
+
+    def read(win):
+        return labels.rasterize(windows.transform(win, transform), int(win.height), int(win.width))
+
+    return read

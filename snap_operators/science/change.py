@@ -1,0 +1,398 @@
+"""Land-cover change between two class maps: change codes, transition matrix, gain/loss/net.
+
+Pure numpy functions over tiles, used by the ``ChangeDetection`` operator and
+by ``snap-pc timeseries``; see ``docs/change_detection.md``.
+
+**Change code.** A pixel whose class went from ``a`` to ``b`` (``a != b``)
+gets ``a * base + b``; ``base`` is 10 when every class id is at most 9 (the
+project's ids: 32 = Trees -> Bare Soil) and 100 when ids reach 99. An
+unchanged pixel gets :data:`NO_CHANGE` (0) whatever its class (``a * base +
+b`` is 0 only for ``a == b == 0``, so no code is ambiguous), and a pixel
+that is no-data on either date (or holds a value outside the legend) gets
+the no-data code: 255 for the uint8 codes of base 10, 65535 for the uint16
+codes of base 100. So does a pixel *masked* on either date (class 254:
+cloud, cloud shadow or snow, not observed): it is not compared, and the
+transition matrix counts it in a row and column of its own.
+
+**Transition matrix.** ``m[i, j]`` counts the pixels of legend class
+``values[i]`` before and ``values[j]`` after (the extended matrix adds rows
+and columns for no-data, values outside the legend and masked pixels); pixels are accumulated per
+image row when areas need it (geographic CRS) and turned into km² with the
+true area of each row's pixels (:func:`snap_operators.grid.areas.row_pixel_areas_km2`).
+
+Example
+-------
+>>> import numpy as np
+>>> before = np.array([[1, 1, 3, 255]], dtype=np.uint8)
+>>> after = np.array([[1, 2, 2, 3]], dtype=np.uint8)
+>>> change_codes(before, after, [1, 2, 3], before_no_data=255).tolist()
+[[0, 12, 32, 255]]
+>>> m = transition_matrix(before, after, [1, 2, 3], before_no_data=255)
+>>> m.tolist()
+[[1, 1, 0], [0, 0, 0], [0, 1, 0]]
+>>> {k: v.tolist() for k, v in gain_loss(m).items() if k in ("gain", "loss", "net")}
+{'gain': [0, 2, 0], 'loss': [1, 0, 1], 'net': [-1, 2, -1]}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..core.errors import OperatorError
+from ..core.legend import MASKED, NO_DATA, UNCLASSIFIED_INFO
+from ..core.product import Band, ClassInfo, Product
+
+#: Change code of a pixel whose class did not change.
+NO_CHANGE = 0
+#: Legend entry of :data:`NO_CHANGE`.
+NO_CHANGE_INFO = ClassInfo(NO_CHANGE, "No change", (225, 225, 225), "Same class on both dates")
+#: Name of the no-data row and column of a transition matrix.
+NO_DATA_NAME = "No data"
+#: Name of the row and column of values outside the legend.
+OUTSIDE_LEGEND_NAME = "Not in legend"
+#: Name of the row and column of masked pixels (class 254).
+MASKED_NAME = "Masked (not observed)"
+#: Rows (and columns) of the extended matrix after the legend classes: no-data, outside legend, masked.
+EXTRA_ROWS = 3
+#: Largest class id a change code can hold.
+MAX_CLASS_ID = 99
+#: Band used when no class band is named and the product has it.
+DEFAULT_CLASS_BAND = "class_id"
+
+
+def code_base(values: Sequence[int]) -> int:
+    """Multiplier of the from-class in a change code: 10 for ids up to 9, else 100.
+
+    Raises
+    ------
+    OperatorError
+        A class id is negative or above :data:`MAX_CLASS_ID`.
+
+    Examples
+    --------
+    >>> code_base([0, 1, 5]), code_base([1, 10])
+    (10, 100)
+    """
+    values = [int(v) for v in values]
+    bad = [v for v in values if v < 0 or v > MAX_CLASS_ID]
+    if bad:
+        raise OperatorError(f"class id {bad[0]} cannot be coded: change codes need class ids 0..{MAX_CLASS_ID}")
+    return 10 if max(values, default=0) <= 9 else 100
+
+
+def code_dtype(base: int) -> np.dtype:
+    """dtype of the change band: uint8 for base 10 (codes <= 98), uint16 for base 100."""
+    return np.dtype(np.uint8) if base == 10 else np.dtype(np.uint16)
+
+
+def no_data_code(base: int) -> int:
+    """Change code of pixels without data on either date: the dtype's maximum."""
+    return int(np.iinfo(code_dtype(base)).max)
+
+
+def change_code(from_id: int, to_id: int, base: int = 10) -> int:
+    """Code of one transition: ``from_id * base + to_id``, or 0 when the class is the same.
+
+    >>> change_code(3, 2), change_code(2, 2), change_code(0, 4)
+    (32, 0, 4)
+    """
+    return NO_CHANGE if from_id == to_id else int(from_id) * base + int(to_id)
+
+
+def class_index(block: np.ndarray, values: Sequence[int], no_data: float | int | None = None) -> np.ndarray:
+    """Position of each pixel's class in `values`.
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        Integer class ids, any shape.
+    values : sequence of int
+        The legend's class ids, ascending.
+    no_data : int, optional
+        The band's no-data value.
+
+    Returns
+    -------
+    numpy.ndarray
+        intp array of `block`'s shape: ``0 .. n-1`` for legend classes, ``n``
+        for no-data, ``n + 1`` for values outside the legend (``n = len(values)``).
+
+    Examples
+    --------
+    >>> class_index(np.array([3, 1, 255, 7]), [1, 3], no_data=255).tolist()
+    [1, 0, 2, 3]
+    """
+    v = np.asarray(values, dtype=np.int64)
+    n = v.size
+    b = np.asarray(block).astype(np.int64, copy=False)
+    pos = np.searchsorted(v, b)
+    clipped = np.minimum(pos, max(n - 1, 0))
+    known = (pos < n) & (v[clipped] == b) if n else np.zeros(b.shape, bool)
+    out = np.where(known, clipped, n + 1).astype(np.intp)
+    if no_data is not None and not (isinstance(no_data, float) and np.isnan(no_data)):
+        out[b == int(no_data)] = n
+    return out
+
+
+def change_codes(
+    before: np.ndarray,
+    after: np.ndarray,
+    values: Sequence[int],
+    *,
+    base: int | None = None,
+    before_no_data: float | int | None = None,
+    after_no_data: float | int | None = None,
+) -> np.ndarray:
+    """Change codes of two class tiles (see the module docstring).
+
+    Parameters
+    ----------
+    before, after : numpy.ndarray
+        Class ids of the same pixels on both dates, shape ``(rows, cols)``.
+    values : sequence of int
+        Legend class ids, ascending (both maps share the legend).
+    base : int, optional
+        10 or 100; default :func:`code_base` of `values`.
+    before_no_data, after_no_data : int, optional
+        No-data values of the two bands.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (base 10) or uint16 (base 100) codes, shape of `before`.
+    """
+    base = code_base(values) if base is None else base
+    n = len(values)
+    bi = class_index(before, values, before_no_data)
+    ai = class_index(after, values, after_no_data)
+    return _codes_from_index(bi, ai, np.asarray(values, dtype=np.int64), n, base)
+
+
+def _codes_from_index(bi: np.ndarray, ai: np.ndarray, values: np.ndarray, n: int, base: int) -> np.ndarray:
+    dtype = code_dtype(base)
+    valid = (bi < n) & (ai < n)
+    b = values[np.minimum(bi, n - 1)] if n else np.zeros(bi.shape, np.int64)
+    a = values[np.minimum(ai, n - 1)] if n else np.zeros(ai.shape, np.int64)
+    codes = np.where(b == a, NO_CHANGE, b * base + a)
+    return np.where(valid, codes, no_data_code(base)).astype(dtype)
+
+
+def change_tile(
+    tiles: dict[str, np.ndarray],
+    *,
+    values: Sequence[int],
+    base: int,
+    before_no_data: float | int | None,
+    after_no_data: float | int | None,
+) -> dict[str, np.ndarray]:
+    """The per-tile function of ``ChangeDetection``: ``{'before', 'after'}`` -> ``{'change', 'pair'}``.
+
+    ``pair`` is the flat index ``i * (n + 3) + j`` of the pixel's cell in the
+    extended transition matrix (:func:`pair_bins`), for the accumulator.
+    """
+    v = np.asarray(values, dtype=np.int64)
+    n = v.size
+    bi = _masked_index(tiles["before"], class_index(tiles["before"], v, before_no_data), v)
+    ai = _masked_index(tiles["after"], class_index(tiles["after"], v, after_no_data), v)
+    pair = (bi * (n + EXTRA_ROWS) + ai).astype(np.uint16)
+    return {"change": _codes_from_index(bi, ai, v, n, base), "pair": pair}
+
+
+def _masked_index(block: np.ndarray, idx: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`idx` with masked pixels (254, unless a legend class) moved to their own slot ``n + 2``."""
+    if MASKED in values:
+        return idx
+    idx[np.asarray(block) == MASKED] = values.size + 2
+    return idx
+
+
+def extended_size(n_classes: int) -> int:
+    """Rows of the extended matrix: legend classes, no-data, outside legend, masked."""
+    return n_classes + EXTRA_ROWS
+
+
+def pair_bins(n_classes: int) -> int:
+    """Cells of the extended matrix (:func:`extended_size` squared)."""
+    return extended_size(n_classes) ** 2
+
+
+def transition_matrix(
+    before: np.ndarray,
+    after: np.ndarray,
+    values: Sequence[int],
+    *,
+    before_no_data: float | int | None = None,
+    after_no_data: float | int | None = None,
+) -> np.ndarray:
+    """Transition matrix of two in-memory class arrays (pixel counts, legend classes only).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``(n, n)``: ``m[i, j]`` pixels of ``values[i]`` before and ``values[j]`` after.
+    """
+    n = len(values)
+    out = change_tile({"before": before, "after": after}, values=values, base=code_base(values),
+                      before_no_data=before_no_data, after_no_data=after_no_data)
+    counts = np.bincount(out["pair"].ravel(), minlength=pair_bins(n))
+    k = extended_size(n)
+    return counts.reshape(k, k)[:n, :n]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One cell of the transition matrix (``from_id``/``to_id`` None for no-data or outside legend)."""
+
+    from_id: int | None
+    from_name: str
+    to_id: int | None
+    to_name: str
+    code: int | None
+    pixels: int
+    area_km2: float
+
+
+def transitions(
+    pixels: np.ndarray, area_km2: np.ndarray, classes: Sequence[ClassInfo], base: int
+) -> list[Transition]:
+    """The cells of an extended matrix as rows: every legend pair, then the non-empty no-data, outside-legend
+    and masked cells.
+
+    Parameters
+    ----------
+    pixels, area_km2 : numpy.ndarray
+        ``(n+3, n+3)`` (or flat) extended matrices from :func:`snap_operators.grid.areas.counts_to_km2`.
+    classes : sequence of ClassInfo
+        The legend, ascending by value (length ``n``).
+    base : int
+        Change-code base.
+    """
+    n = len(classes)
+    k = extended_size(n)
+    pixels = np.asarray(pixels).reshape(k, k)
+    area_km2 = np.asarray(area_km2, dtype=np.float64).reshape(k, k)
+    labels = [(int(c.value), c.name) for c in classes] + [(None, NO_DATA_NAME), (None, OUTSIDE_LEGEND_NAME),
+                                                          (None, MASKED_NAME)]
+    rows = []
+    for i, (fv, fname) in enumerate(labels):
+        for j, (tv, tname) in enumerate(labels):
+            legend_pair = i < n and j < n
+            if not legend_pair and pixels[i, j] == 0:
+                continue
+            code = change_code(fv, tv, base) if legend_pair else None
+            rows.append(Transition(fv, fname, tv, tname, code, int(pixels[i, j]), float(area_km2[i, j])))
+    return rows
+
+
+def gain_loss(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class change of a transition matrix over the pixels valid on both dates.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        ``(n, n)`` pixels or km², rows = class before, columns = class after.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``(n,)`` each: ``before`` (row sums), ``after`` (column sums),
+        ``unchanged`` (diagonal), ``gain`` (after - unchanged), ``loss``
+        (before - unchanged), ``net`` (gain - loss = after - before) and
+        ``swap`` (2 min(gain, loss): change that moved without altering the
+        class's total, after Pontius et al. 2004).
+    """
+    m = np.asarray(matrix)
+    before, after, same = m.sum(axis=1), m.sum(axis=0), np.diag(m)
+    gain, loss = after - same, before - same
+    return {"before": before, "after": after, "unchanged": same, "gain": gain, "loss": loss,
+            "net": gain - loss, "swap": 2 * np.minimum(gain, loss)}
+
+
+def transition_legend(classes: Sequence[ClassInfo], base: int) -> list[ClassInfo]:
+    """Categories of the change band: "No change", then one per ordered pair of classes.
+
+    A transition takes the colour of the class the pixels became, so a
+    polygon export coloured by category shows what replaced what.
+
+    >>> from snap_operators.core.legend import LAND_COVER
+    >>> legend = transition_legend(LAND_COVER[:2], 10)
+    >>> [(c.value, c.name) for c in legend]
+    [(0, 'No change'), (12, 'Water -> Bare Soil'), (21, 'Bare Soil -> Water')]
+    """
+    out = [NO_CHANGE_INFO]
+    for a in classes:
+        for b in classes:
+            if a.value == b.value:
+                continue
+            out.append(ClassInfo(change_code(a.value, b.value, base), f"{a.name} -> {b.name}", tuple(b.color),
+                                 f"{a.name} ({a.value}) before, {b.name} ({b.value}) after"))
+    return sorted(out, key=lambda c: c.value)
+
+
+def legend_classes(classes: Sequence[ClassInfo] | None, fallback: Sequence[ClassInfo]) -> list[ClassInfo]:
+    """A band's classes without no-data (255) and masked (254), with Unclassified (0), ascending;
+    `fallback` when None."""
+    found = {int(c.value): c for c in (classes if classes else fallback) if int(c.value) not in (NO_DATA, MASKED)}
+    found.setdefault(UNCLASSIFIED_INFO.value, UNCLASSIFIED_INFO)
+    return [found[v] for v in sorted(found)]
+
+
+def legend_differences(a: Sequence[ClassInfo], b: Sequence[ClassInfo]) -> list[str]:
+    """How two legends differ (class ids and names; colours and descriptions are ignored).
+
+    Unclassified (0), masked (254) and no-data (255) are left out: a classifier's
+    map lists them (254 only when it was masked), a reference map often does not.
+
+    >>> from snap_operators.core.legend import LAND_COVER
+    >>> legend_differences(LAND_COVER, LAND_COVER[:4])
+    ["class 5 'Alluvium/Clay Silts sediments/roof' only in the first"]
+    """
+    skip = {UNCLASSIFIED_INFO.value, MASKED, NO_DATA}
+    na = {int(c.value): c.name for c in a if int(c.value) not in skip}
+    nb = {int(c.value): c.name for c in b if int(c.value) not in skip}
+    out = []
+    for v in sorted(set(na) | set(nb)):
+        if v not in nb:
+            out.append(f"class {v} '{na[v]}' only in the first")
+        elif v not in na:
+            out.append(f"class {v} '{nb[v]}' only in the second")
+        elif na[v].strip().casefold() != nb[v].strip().casefold():
+            out.append(f"class {v} is '{na[v]}' vs '{nb[v]}'")
+    return out
+
+
+def find_class_band(product: Product, name: str | None = None) -> Band:
+    """The class band of `product`: `name`, else ``class_id``, else its only band with classes.
+
+    A single-band integer product without classes (a plain land-cover
+    raster) also qualifies.
+
+    Raises
+    ------
+    OperatorError
+        No such band, no or several candidate bands, or a non-integer band.
+    """
+    if name:
+        if name not in product.bands:
+            raise OperatorError(f"product '{product.name}' has no class band '{name}'; "
+                                f"bands: {', '.join(product.bands) or '(none)'}")
+        band = product.bands[name]
+    elif DEFAULT_CLASS_BAND in product.bands:
+        band = product.bands[DEFAULT_CLASS_BAND]
+    else:
+        candidates = [b for b in product.bands.values() if b.classes]
+        if not candidates and len(product.bands) == 1:
+            candidates = list(product.bands.values())
+        if len(candidates) != 1:
+            what = "no band with classes" if not candidates else \
+                f"several bands with classes ({', '.join(b.name for b in candidates)})"
+            raise OperatorError(f"product '{product.name}' has no band '{DEFAULT_CLASS_BAND}' and {what}; "
+                                "name the class band")
+        band = candidates[0]
+    if band.dtype.kind not in "iu" or band.dtype.itemsize > 2:
+        raise OperatorError(f"band '{band.name}' of '{product.name}' is {band.dtype}, not an integer class band "
+                            "(uint8/int8/uint16/int16)")
+    return band

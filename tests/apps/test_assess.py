@@ -1,0 +1,153 @@
+"""`snap-pc assess`: confusion matrix and metrics against raster and vector references."""
+
+import json
+
+import fiona
+import numpy as np
+import pytest
+import shapely
+from pyproj import Transformer
+from rasterio.transform import from_origin
+from shapely.geometry import box, mapping
+
+from snap_operators.apps.assess import (
+    accuracy_metrics,
+    assess,
+    confusion_matrix,
+    parse_mapping,
+)
+from snap_operators.apps.cli import main
+from snap_operators.core.errors import SnapPcError
+
+T = from_origin(500000, 4000000, 10, 10)
+
+
+@pytest.fixture
+def write_raster(write_tif):
+    """``write_raster(path, arr, nodata=None)``: a one-band GeoTIFF on a 10 m UTM 38N grid."""
+
+    def write(path, arr, nodata=None):
+        return write_tif(path, [arr], crs="EPSG:32638", transform=T, nodata=nodata)
+
+    return write
+
+
+def test_metrics_by_hand():
+    # reference rows x classified cols, labels 1, 2, 3
+    m = np.array([[50, 5, 5], [10, 20, 10], [0, 0, 100]])
+    met = accuracy_metrics(m, [1, 2, 3])
+    n = 200
+    po = 170 / n
+    pe = (60 * 60 + 40 * 25 + 100 * 115) / n**2
+    assert met["overall_accuracy"] == pytest.approx(po)
+    assert met["kappa"] == pytest.approx((po - pe) / (1 - pe))
+    c2 = met["per_class"][1]
+    assert c2["producers_accuracy"] == pytest.approx(20 / 40)
+    assert c2["users_accuracy"] == pytest.approx(20 / 25)
+    assert c2["f1"] == pytest.approx(2 * 0.5 * 0.8 / 1.3)
+    assert c2["iou"] == pytest.approx(20 / (40 + 25 - 20))
+
+
+def test_confusion_matrix_ignores_unlisted_labels():
+    ref = np.array([1, 1, 2, 3, 9])
+    cls = np.array([1, 2, 2, 3, 1])
+    assert confusion_matrix(ref, cls, [1, 2]).tolist() == [[1, 1], [0, 1]]
+
+
+def test_parse_mapping():
+    assert parse_mapping("5:1, 2:3") == {5: 1, 2: 3}
+    with pytest.raises(SnapPcError, match="REF:CLASS"):
+        parse_mapping("5-1")
+
+
+def test_raster_reference_with_mapping_and_nodata(write_raster, tmp_path):
+    rng = np.random.default_rng(0)
+    cls = rng.integers(1, 4, (300, 200)).astype("uint8")
+    cls[:10] = 255  # no-data rows: left out
+    cls[10:20] = 0  # unclassified: counted as a prediction
+    ref_codes = np.where(rng.random(cls.shape) < 0.8, cls, rng.integers(1, 4, cls.shape)).astype("uint8")
+    ref_codes[10:20] = 1
+    # reference uses other codes: 11 -> 1, 12 -> 2, 13 -> 3; code 0 unlabelled
+    ref = np.where(ref_codes > 0, ref_codes + 10, 0).astype("uint8")
+    ref[:, :5] = 0
+    write_raster(tmp_path / "c.tif", cls)
+    write_raster(tmp_path / "r.tif", ref)
+    res = assess(tmp_path / "c.tif", tmp_path / "r.tif", mapping={11: 1, 12: 2, 13: 3})
+    valid = (cls != 255) & (ref > 0)
+    refm = ref_codes[valid].astype(int)
+    clsm = cls[valid].astype(int)
+    assert res.labels[-1] == 0
+    assert res.matrix.sum() == valid.sum()
+    oa = np.mean(refm == clsm)
+    assert res.metrics["overall_accuracy"] == pytest.approx(oa)
+    assert res.matrix[res.labels.index(1), res.labels.index(0)] == 10 * 195
+
+
+def test_vector_reference_in_other_crs_and_report_files(write_raster, tmp_path, capsys):
+    cls = np.zeros((100, 100), "uint8")
+    cls[:, :50] = 1
+    cls[:, 50:] = 3
+    write_raster(tmp_path / "c.tif", cls)
+    tr = Transformer.from_crs("EPSG:32638", "EPSG:4326", always_xy=True)
+
+    def shp_transform(_, geom):
+        return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+    to_ll = None
+    left = box(500000 + 10, 4000000 - 990, 500000 + 490, 4000000 - 10)  # inside the class-1 half
+    right = box(500000 + 410, 4000000 - 990, 500000 + 990, 4000000 - 10)  # straddles: 9 cols of class 1
+    schema = {"geometry": "Polygon", "properties": {"code": "int"}}
+    with fiona.open(tmp_path / "ref.gpkg", "w", driver="GPKG", crs="EPSG:4326", schema=schema) as dst:
+        dst.write({"geometry": mapping(shp_transform(to_ll, left)), "properties": {"code": 5}})
+        dst.write({"geometry": mapping(shp_transform(to_ll, right)), "properties": {"code": 2}})
+    code = main(["assess", "--classes", str(tmp_path / "c.tif"), "--reference", str(tmp_path / "ref.gpkg"),
+                 "--field", "code", "--mapping", "5:1,2:3", "--out", str(tmp_path / "acc")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Overall accuracy" in out and "Cohen's kappa" in out
+    met = json.loads((tmp_path / "acc" / "metrics.json").read_text())
+    per = {p["class_id"]: p for p in met["per_class"]}
+    # class 3 reference polygon covers cols ~41..98: the first ~9 columns are classified 1
+    assert 0.8 < per[3]["producers_accuracy"] < 0.9
+    assert per[1]["producers_accuracy"] > 0.99
+    assert (tmp_path / "acc" / "confusion_matrix.png").stat().st_size > 1000
+    assert (tmp_path / "acc" / "confusion_matrix.csv").read_text().startswith("reference")
+
+
+@pytest.mark.parametrize("case", ["no-field", "bad-field", "disjoint", "missing"])
+def test_bad_references(write_raster, tmp_path, capsys, case):
+    cls = np.ones((20, 20), "uint8")
+    write_raster(tmp_path / "c.tif", cls)
+    schema = {"geometry": "Polygon", "properties": {"code": "int"}}
+    far = box(0, 0, 10, 10) if case == "disjoint" else box(500000, 3999900, 500100, 4000000)
+    with fiona.open(tmp_path / "ref.gpkg", "w", driver="GPKG", crs="EPSG:32638", schema=schema) as dst:
+        dst.write({"geometry": mapping(far), "properties": {"code": 1}})
+    args = ["assess", "--classes", str(tmp_path / "c.tif"), "--reference", str(tmp_path / "ref.gpkg")]
+    if case == "bad-field":
+        args += ["--field", "klass"]
+    elif case in ("disjoint",):
+        args += ["--field", "code"]
+    elif case == "missing":
+        args = ["assess", "--classes", str(tmp_path / "c.tif"), "--reference", str(tmp_path / "nope.gpkg")]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+    expect = {"no-field": "--field", "bad-field": "klass", "disjoint": "no pixel is labelled", "missing": "does not exist"}[case]
+    assert expect in err
+
+
+def test_masked_pixels_are_not_scored_but_counted(write_raster, tmp_path):
+    cls = np.array([[1, 1, 254, 254], [2, 2, 2, 255]], np.uint8)
+    ref = np.array([[1, 2, 1, 0], [2, 2, 1, 2]], np.uint8)
+    write_raster(tmp_path / "c.tif", cls, nodata=255)
+    write_raster(tmp_path / "r.tif", ref)
+    res = assess(tmp_path / "c.tif", tmp_path / "r.tif")
+    assert res.metrics["masked_pixels"] == 1  # the other masked pixel has no reference
+    assert res.metrics["pixels"] == 5 and 254 not in res.labels
+    from snap_operators.apps.assess import format_report
+
+    assert "Masked, not scored: 1 reference pixels" in format_report(res)
+    write_raster(tmp_path / "all.tif", np.full((2, 4), 254, np.uint8), nodata=255)
+    with pytest.raises(SnapPcError, match="every reference pixel of the class map is masked"):
+        assess(tmp_path / "all.tif", tmp_path / "r.tif")

@@ -1,0 +1,121 @@
+"""One vector-to-raster reader (io.reference.read_vector_labels) for training samples and references.
+
+The ProgressiveClassifier's samples (science.rules.read_samples) and assess'
+(and dataset's) reference (io.reference.reference_reader) once rasterized
+vectors each their own way: references truncated a class code of 2.7 to 2,
+took a file without CRS to be in the image's CRS and skipped features
+without a code, where samples refused all three. Both now read alike.
+"""
+
+from __future__ import annotations
+
+import fiona
+import numpy as np
+import pytest
+from affine import Affine
+from pyproj import Transformer
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from snap_operators.io.reference import ReferenceDataError, read_vector_labels, reference_reader
+from snap_operators.science.rules import RulesError, read_samples
+
+UTM = CRS.from_epsg(32638)
+T = Affine(10.0, 0.0, 399960.0, 0.0, -10.0, 4000020.0)
+H, W = 60, 50
+TO_LL = Transformer.from_crs(UTM, "EPSG:4326", always_xy=True)
+
+
+def ring(col0, row0, col1, row1):
+    """A lon/lat ring around pixel corners (col0, row0)..(col1, row1) of the grid."""
+    corners = [T @ (col0, row0), T @ (col1, row0), T @ (col1, row1), T @ (col0, row1), T @ (col0, row0)]
+    return [TO_LL.transform(x, y) for x, y in corners]
+
+
+def write_labels(path, features, crs="EPSG:4326", driver="GPKG", kind="int"):
+    """A vector file with attribute `label` of `kind` ("int", "float", "str"; None stays null)."""
+    schema = {"geometry": "Unknown", "properties": {"label": kind}}
+    cast = {"int": int, "float": float, "str": str}[kind]
+    with fiona.open(path, "w", driver=driver, crs=crs, schema=schema) as dst:
+        for geometry, label in features:
+            dst.write({"geometry": geometry, "properties": {"label": None if label is None else cast(label)}})
+    return path
+
+
+def polygon(*box):
+    return {"type": "Polygon", "coordinates": [ring(*box)]}
+
+
+def point(col, row):
+    return {"type": "Point", "coordinates": TO_LL.transform(*(T @ (col + 0.5, row + 0.5)))}
+
+
+def samples_array(path, class_ids=(1, 2, 3), chunks=16):
+    rows = tuple(min(chunks, H - y) for y in range(0, H, chunks))
+    cols = tuple(min(chunks, W - x) for x in range(0, W, chunks))
+    s = read_samples(path, "label", UTM, T, (rows, cols), list(class_ids))
+    out = np.zeros((H, W), np.int64)
+    for (i, j), block in s.blocks.items():
+        y, x = sum(rows[:i]), sum(cols[:j])
+        out[y:y + block.shape[0], x:x + block.shape[1]] = block
+    return out, s.counts
+
+
+def reference_array(path):
+    return reference_reader(path, UTM, T, W, H, "label")(Window(0, 0, W, H))
+
+
+def test_samples_and_reference_rasterize_alike(tmp_path):
+    path = write_labels(tmp_path / "labels.gpkg", [
+        (polygon(5, 5, 30, 20), 3.0),
+        (polygon(20, 15, 45, 40), 1),  # overlaps the first: the later feature wins
+        (point(10, 50), 2),
+        (point(48, 58), 2),
+        (polygon(5, 30, 12, 40), None),  # no code: says nothing
+        (None, 1),  # no geometry
+    ], kind="float")  # 3.0 is class 3
+    samples, counts = samples_array(path)
+    reference = reference_array(path)
+    np.testing.assert_array_equal(samples, reference)
+    assert reference[10, 10] == 3 and reference[18, 25] == 1 and reference[50, 10] == 2 and reference[58, 48] == 2
+    assert reference[35, 8] == 0
+    assert counts == {c: int((reference == c).sum()) for c in (1, 2, 3)}
+
+
+@pytest.mark.parametrize("label, kind", [(2.7, "float"), ("2.5", "str"), ("water", "str")])
+def test_a_code_that_is_no_integer_is_refused_by_both(tmp_path, label, kind):
+    path = write_labels(tmp_path / "bad.gpkg", [(polygon(5, 5, 30, 20), 1), (polygon(0, 0, 4, 4), label)], kind=kind)
+    with pytest.raises(ReferenceDataError, match=r"^reference .*bad\.gpkg: label = .* is not a class code$"):
+        reference_array(path)
+    with pytest.raises(RulesError, match=r"^samplesFile .*bad\.gpkg: label = .* is not a class code$"):
+        samples_array(path)
+
+
+def test_a_file_without_crs_is_refused_by_both(tmp_path):
+    # In the image's own coordinates, but without a .prj nothing says so: the reference took it on trust.
+    x, y = T @ (5, 5)
+    square = {"type": "Polygon", "coordinates": [[(x, y), (x + 100, y), (x + 100, y - 100), (x, y - 100), (x, y)]]}
+    path = write_labels(tmp_path / "nocrs.shp", [(square, 1)], crs=None, driver="ESRI Shapefile")
+    with pytest.raises(ReferenceDataError, match="has no CRS"):
+        reference_array(path)
+    with pytest.raises(RulesError, match="has no CRS"):
+        samples_array(path)
+
+
+def test_messages_name_the_file_and_the_option(tmp_path):
+    path = write_labels(tmp_path / "l.gpkg", [(polygon(5, 5, 30, 20), 1)])
+    with pytest.raises(ReferenceDataError, match=r"reference .*l\.gpkg: no attribute 'class_id' \(--field\); "
+                                                 r"attributes: label$"):
+        read_vector_labels(path, "class_id", UTM)
+    with pytest.raises(RulesError, match=r"samplesFile .*l\.gpkg: no attribute 'class_id' \(samplesClassField\)"):
+        read_samples(path, "class_id", UTM, T, ((H,), (W,)), [1])
+    with pytest.raises(RulesError, match=r"label = 1 is not a class of the rule set \(2, 3\)"):
+        samples_array(path, class_ids=(2, 3))
+    empty = write_labels(tmp_path / "empty.gpkg", [(polygon(5, 5, 30, 20), None)])
+    with pytest.raises(ReferenceDataError, match="no shape has a 'label' value"):
+        read_vector_labels(empty, "label", UTM)
+
+
+def test_text_codes_are_integers_too(tmp_path):
+    path = write_labels(tmp_path / "t.gpkg", [(polygon(5, 5, 30, 20), " 3"), (point(10, 50), "2")], kind="str")
+    assert read_vector_labels(path, "label", UTM).codes.tolist() == [3, 2]

@@ -1,0 +1,176 @@
+"""`snap-pc dataset`: patches from a product and label masks, spatial-block splits, shards (no TensorFlow)."""
+
+from __future__ import annotations
+
+import fiona
+import numpy as np
+import pytest
+import rasterio
+from fiona.transform import transform_geom
+from shapely.affinity import translate
+from shapely.geometry import mapping, shape
+from snap_pc_models.dataset import (
+    DatasetError,
+    assign_blocks,
+    build_dataset,
+    load_dataset_info,
+    open_split,
+    patch_origins,
+)
+
+from snap_operators.apps.cli import main
+from snap_operators.apps.synth import write_synthetic_scene
+from snap_operators.core.context import ExecutionContext
+from snap_operators.engine.runner import load_graph, run_graph
+
+GRAPHS = __import__("pathlib").Path(__file__).resolve().parents[2] / "graphs"
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A 512² synthetic scene, its rule-based class map and label masks."""
+    out = tmp_path_factory.mktemp("unet-ds")
+    paths = write_synthetic_scene(out / "scene", 512, 3)
+    run_graph(load_graph(GRAPHS / "progressive_classifier_s2.xml",
+                         {"input": str(paths["s2"]), "output": str(out / "classes.tif"), "labels": str(out / "labels.gpkg"),
+                          "minArea": "0"}),
+              ExecutionContext(overwrite=True))
+    return {**paths, "classes": out / "classes.tif", "labels": out / "labels.gpkg", "dir": out}
+
+
+def _pixels(info, split):
+    covered = np.zeros((info["height"], info["width"]), bool)
+    p = info["patch_size"]
+    for shard in info["splits"][split]["shards"]:
+        for r, c in shard["origins"]:
+            covered[r:r + p, c:c + p] = True
+    return covered
+
+
+def test_splits_share_no_pixel_and_stats_come_from_train(scene, tmp_path):
+    info = build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", patch_size=32, stride=16, block_size=128,
+                         shard_size=10, seed=2)
+    assert info["bands"] == ["B2", "B3", "B4", "B8", "B11", "B12", "NDVI", "MNDWI", "NDBI", "BSI"]
+    masks = {s: _pixels(info, s) for s in ("train", "val", "test")}
+    assert all(m.any() for m in masks.values())
+    assert not (masks["train"] & masks["val"]).any()
+    assert not (masks["train"] & masks["test"]).any()
+    assert not (masks["val"] & masks["test"]).any()
+    # overlapping strides: patches straddling two splits were dropped, and counted
+    assert info["dropped"]["straddling"] > 0
+    # shards: several per split, of at most shard_size patches, memory-mappable
+    xs, ys = open_split(tmp_path / "ds", info, "train")
+    assert len(xs) > 1 and all(len(x) <= 10 for x in xs)
+    assert xs[0].shape[1:] == (32, 32, 10) and xs[0].dtype == np.float32 and ys[0].dtype == np.uint8
+    x_train = np.concatenate([np.asarray(x) for x in xs]).reshape(-1, 10).astype(np.float64)
+    np.testing.assert_allclose(info["norm_mean"], x_train.mean(axis=0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(info["norm_std"], x_train.std(axis=0), rtol=1e-4)
+    x_val = np.concatenate([np.asarray(x) for x in open_split(tmp_path / "ds", info, "val")[0]]).reshape(-1, 10)
+    assert not np.allclose(info["norm_mean"], x_val.mean(axis=0), rtol=1e-3)  # val pixels did not count
+
+
+def test_patches_hold_the_product_pixels_and_rasterized_labels(scene, tmp_path):
+    info = build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", patch_size=64, seed=0)
+    shard = info["splits"]["test"]["shards"][0]
+    x = np.load(tmp_path / "ds" / shard["x"])
+    y = np.load(tmp_path / "ds" / shard["y"])
+    r, c = shard["origins"][0]
+    with rasterio.open(scene["s2"]) as src:
+        names = list(src.descriptions)
+        b4 = src.read(names.index("B4") + 1, window=((r, r + 64), (c, c + 64)))
+    np.testing.assert_array_equal(x[0, :, :, 2], b4)
+    with rasterio.open(scene["classes"]) as src:
+        cls = src.read(1, window=((r, r + 64), (c, c + 64)))
+    # LabelMaskExport's polygons (minArea 0) rasterized back give the class map
+    assert (y[0] == np.where(cls == 255, 0, cls)).mean() > 0.999
+
+
+def test_class_raster_and_reprojected_vector_labels(scene, tmp_path):
+    a = build_dataset(scene["s2"], scene["classes"], tmp_path / "a", patch_size=64, seed=0)
+    # the same polygons in geographic coordinates land on the same pixels
+    with fiona.open(scene["labels"]) as src:
+        schema, crs = src.schema, src.crs_wkt
+        feats = [(transform_geom(crs, "EPSG:4326", dict(f.geometry.__geo_interface__)), dict(f.properties)) for f in src]
+    with fiona.open(tmp_path / "ll.gpkg", "w", driver="GPKG", crs="EPSG:4326", schema=schema) as dst:
+        for g, p in feats:
+            dst.write({"geometry": g, "properties": p})
+    b = build_dataset(scene["s2"], tmp_path / "ll.gpkg", tmp_path / "b", patch_size=64, seed=0)
+    assert a["splits"]["train"]["patches"] == b["splits"]["train"]["patches"]
+    ya = np.load(tmp_path / "a" / a["splits"]["train"]["shards"][0]["y"])
+    yb = np.load(tmp_path / "b" / b["splits"]["train"]["shards"][0]["y"])
+    assert (ya == yb).mean() > 0.98  # reprojection moves boundary pixels only
+
+
+def test_sentinel1_bands_and_band_choice(scene, tmp_path):
+    info = build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", image_s1=scene["s1"], patch_size=64,
+                         bands=["B4", "B8", "Sigma0_VV_db"], indices=["NDVI"])
+    assert info["bands"] == ["B4", "B8", "Sigma0_VV_db", "NDVI"]
+    assert load_dataset_info(tmp_path / "ds")["image_s1"] == str(scene["s1"])
+
+
+def test_assign_blocks_deals_every_split():
+    codes = assign_blocks((1000, 700), 100, seed=5)
+    assert codes.shape == (10, 7)
+    counts = np.bincount(codes.ravel(), minlength=3)
+    assert counts.tolist() == [50, 10, 10]
+    assert not np.array_equal(codes, assign_blocks((1000, 700), 100, seed=6))
+    with pytest.raises(DatasetError, match="at least 3"):
+        assign_blocks((100, 100), 100)
+
+
+def test_patch_origins_reach_the_border():
+    origins = patch_origins((100, 70), 32, 32)
+    assert max(r for r, _ in origins) == 100 - 32 and max(c for _, c in origins) == 70 - 32
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_labels_outside_the_image(scene, tmp_path):
+    with fiona.open(scene["labels"]) as src:
+        schema, crs = src.schema, src.crs_wkt
+        feat = next(iter(src))
+    g = mapping(translate(shape(feat.geometry.__geo_interface__), xoff=1e6))
+    with fiona.open(tmp_path / "far.gpkg", "w", driver="GPKG", crs=crs, schema=schema) as dst:
+        dst.write({"geometry": g, "properties": dict(feat.properties)})
+    with pytest.raises(DatasetError, match="do not overlap the image"):
+        build_dataset(scene["s2"], tmp_path / "far.gpkg", tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_missing_class_attribute(scene, tmp_path):
+    with pytest.raises(DatasetError, match="no attribute 'landcover'.*class_id"):
+        build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", field="landcover")
+
+
+def test_band_absent_from_the_image(scene, tmp_path):
+    with pytest.raises(DatasetError, match="bands B99 are not in the input"):
+        build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", bands=["B2", "B99"])
+
+
+def test_image_smaller_than_one_patch(scene, tmp_path):
+    with pytest.raises(DatasetError, match="smaller than one patch"):
+        build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", patch_size=1024)
+
+
+def test_existing_folder_is_never_replaced_by_accident(scene, tmp_path):
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "precious.txt").write_text("keep")
+    with pytest.raises(DatasetError, match="exists"):
+        build_dataset(scene["s2"], scene["labels"], tmp_path / "ds")
+    with pytest.raises(DatasetError, match="not a dataset folder"):
+        build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", overwrite=True)
+    assert (tmp_path / "ds" / "precious.txt").read_text() == "keep"
+
+
+def test_cli_dataset_and_one_line_errors(scene, tmp_path, capsys):
+    code = main(["dataset", "--image", str(scene["s2"]), "--labels", str(scene["labels"]), "--out",
+                 str(tmp_path / "ds"), "--patch-size", "64", "--indices", "NDVI,MNDWI"])
+    out = capsys.readouterr().out
+    assert code == 0 and "train" in out and "NDVI, MNDWI" in out
+    code = main(["dataset", "--image", str(scene["s2"]), "--labels", str(scene["labels"]), "--out",
+                 str(tmp_path / "ds2"), "--field", "nope"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("Error: ") and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):
+        main(["dataset", "--help"])
+    assert "spatial blocks" in capsys.readouterr().out

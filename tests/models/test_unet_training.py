@@ -1,0 +1,251 @@
+"""Attention U-Net: model, training on a synthetic scene, ONNX export with metadata, and the model loader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow", reason="TensorFlow (the 'train' extra) is not installed")
+keras = pytest.importorskip("keras", reason="Keras (the 'train' extra) is not installed")
+onnx = pytest.importorskip("onnx", reason="onnx (the 'train' extra) is not installed")
+pytest.importorskip("tf2onnx", reason="tf2onnx (the 'train' extra) is not installed")
+
+from snap_pc_models import export as export_mod  # noqa: E402
+from snap_pc_models.attention_unet import (  # noqa: E402
+    build_attention_unet,
+    get_config,
+    load_keras_model,
+    receptive_field_radius,
+)
+from snap_pc_models.dataset import build_dataset  # noqa: E402
+from snap_pc_models.export import ExportError, export_onnx  # noqa: E402
+from snap_pc_models.train import TrainError, class_weights, train  # noqa: E402
+
+from snap_operators.apps.cli import main  # noqa: E402
+from snap_operators.apps.synth import write_synthetic_scene  # noqa: E402
+from snap_operators.core.legend import LAND_COVER  # noqa: E402
+from snap_operators.core.context import ExecutionContext
+from snap_operators.engine.runner import load_graph, run_graph  # noqa: E402
+from snap_operators.io.onnx_model import (  # noqa: E402
+    REQUIRED_KEYS,
+    ModelError,
+    ModelMetadata,
+    open_session,
+)
+
+GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Synthetic 1024² scene -> Progressive Classifier label masks -> 64 px patches."""
+    out = tmp_path_factory.mktemp("unet-train")
+    paths = write_synthetic_scene(out / "scene", 1024, 1)
+    run_graph(load_graph(GRAPHS / "progressive_classifier_s2.xml",
+                         {"input": str(paths["s2"]), "output": str(out / "classes.tif"), "labels": str(out / "labels.gpkg")}),
+              ExecutionContext(overwrite=True))
+    build_dataset(paths["s2"], out / "labels.gpkg", out / "ds", patch_size=64, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(dataset):
+    return train(dataset / "ds", dataset / "model.onnx", config="small", epochs=12, seed=0, verbose=False)
+
+
+def test_architecture_has_gates_upconvs_and_named_configs():
+    for name, depth in (("small", 3), ("default", 4)):
+        cfg = get_config(name)
+        assert cfg.depth == depth and cfg.patch_size % cfg.size_multiple == 0
+        model = build_attention_unet(7, 5, name)
+        layers = {type(layer).__name__: 0 for layer in model.layers}
+        for layer in model.layers:
+            layers[type(layer).__name__] += 1
+        ups = [layer for layer in model.layers if type(layer).__name__ == "Conv2DTranspose" and layer.trainable]
+        assert len(ups) == depth and all(u.kernel_size == (2, 2) and u.strides == (2, 2) for u in ups)
+        assert layers["MaxPooling2D"] == depth
+        assert sum(1 for layer in model.layers if layer.name.endswith("_psi")) == depth  # a gate per skip
+        assert layers["BatchNormalization"] == 2 * (2 * depth + 1)
+        y = model(np.zeros((1, 2 * cfg.size_multiple, 3 * cfg.size_multiple, 7), "float32"), training=False)
+        assert tuple(y.shape) == (1, 2 * cfg.size_multiple, 3 * cfg.size_multiple, 5)
+        np.testing.assert_allclose(np.asarray(y).sum(axis=-1), 1.0, rtol=1e-5)  # softmax
+    assert build_attention_unet(7, 5, "small", depth=2, base_filters=4).count_params() < \
+        build_attention_unet(7, 5, "small").count_params()
+    with pytest.raises(ValueError, match="not a multiple"):
+        get_config("small", patch_size=60)
+    assert receptive_field_radius(4) > receptive_field_radius(3) > 0
+
+
+def test_class_weights_favour_rare_classes():
+    w = class_weights({"1": 1000, "2": 100000, "3": 10000}, [1, 2, 3, 4])
+    assert w[0] > w[2] > w[1]
+    counts = np.array([1000, 100000, 10000])
+    assert np.isclose((w[:3] * counts).sum() / counts.sum(), 1.0, rtol=0.2)
+    with pytest.raises(TrainError, match="no labelled pixel"):
+        class_weights({}, [1, 2])
+
+
+@pytest.mark.slow
+def test_small_model_beats_the_majority_baseline(trained, capsys):
+    m = trained["metrics"]
+    for split in ("val", "test"):
+        s, base = m[split], m[split]["baseline_majority"]
+        assert s["overall_accuracy"] > base["overall_accuracy"] + 0.25
+        assert s["mean_iou"] > 3 * base["mean_iou"]
+        assert s["kappa"] > 0.6
+        assert {"iou", "f1"} <= set(s["per_class"][0])
+    with capsys.disabled():
+        print(f"\n  small U-Net on the synthetic scene: test mean IoU {m['test']['mean_iou']:.3f} "
+              f"(majority class {m['test']['baseline_majority']['mean_iou']:.3f}), "
+              f"OA {m['test']['overall_accuracy']:.3f}")
+
+
+@pytest.mark.slow
+def test_outputs_beside_the_model(trained, dataset):
+    files = trained["files"]
+    for key in ("best.keras", "history.csv", "curves.png", "metrics.json", "confusion_val.png",
+                "confusion_test.png", "card.md"):
+        assert files[key].is_file() and files[key].stat().st_size > 0, key
+    metrics = json.loads(files["metrics.json"].read_text())
+    assert metrics["best_epoch"] == int(np.argmin(trained["history"]["val_loss"])) + 1
+    card = files["card.md"].read_text()
+    for section in ("## Data", "## Bands", "## Training", "## Metrics", "## Intended use", "## Limits"):
+        assert section in card
+    assert "NDVI" in card and f"{metrics['test']['mean_iou']:.3f}" in card
+    # the best checkpoint reloads and predicts as the exported model
+    best = load_keras_model(files["best.keras"])
+    assert best.count_params() > 0
+    assert not list(dataset.glob(".*part*"))  # no temporary left behind
+
+
+@pytest.mark.slow
+def test_onnx_metadata_complete_and_parity(trained, dataset):
+    session, meta = open_session(trained["onnx"])
+    info = json.loads((dataset / "ds" / "dataset.json").read_text())
+    assert list(meta.input_bands) == info["bands"]
+    np.testing.assert_allclose(meta.norm_mean, info["norm_mean"], rtol=1e-6)
+    np.testing.assert_allclose(meta.norm_std, info["norm_std"], rtol=1e-6)
+    assert meta.class_ids == tuple(c.value for c in LAND_COVER)
+    assert meta.class_names == tuple(c.name for c in LAND_COVER)
+    assert meta.class_colors == tuple(tuple(c.color) for c in LAND_COVER)
+    assert meta.size_multiple == 8 and 8 <= meta.halo <= receptive_field_radius(3) + 8 and meta.opset == 17
+    props = {p.key: p.value for p in onnx.load(str(trained["onnx"])).metadata_props}
+    assert set(REQUIRED_KEYS) <= set(props)
+    assert props["model_name"] == "attention_unet_small" and props["model_version"]
+    # dynamic height/width, NCHW: a real test patch of another size through ORT equals Keras
+    best = load_keras_model(trained["files"]["best.keras"])
+    x = np.load(dataset / "ds" / info["splits"]["test"]["shards"][0]["x"])[:2, :40, :56]
+    x = ((x - np.float32(meta.norm_mean)) / np.float32(meta.norm_std)).astype("float32")
+    got = session.run(None, {"bands": x.transpose(0, 3, 1, 2)})[0]
+    assert got.shape == (2, 5, 40, 56)
+    assert np.abs(got.transpose(0, 2, 3, 1) - np.asarray(best(x, training=False))).max() < 1e-4
+    assert trained["metrics"]["onnx"]["max_abs_diff_vs_tensorflow"] < 1e-4
+
+
+@pytest.mark.slow
+def test_training_is_reproducible(dataset, tmp_path):
+    runs = [train(dataset / "ds", tmp_path / f"m{i}.onnx", config="small", epochs=2, seed=7, verbose=False,
+                  base_filters=4) for i in range(2)]
+    assert runs[0]["history"]["loss"] == runs[1]["history"]["loss"]
+    x = np.random.default_rng(0).normal(size=(1, 10, 32, 48)).astype("float32")
+    a, b = (open_session(r["onnx"])[0].run(None, {"bands": x})[0] for r in runs)
+    np.testing.assert_array_equal(a, b)
+    assert runs[0]["metrics"]["test"]["overall_accuracy"] == runs[1]["metrics"]["test"]["overall_accuracy"]
+
+
+def _meta(n_bands=3, **changes):
+    base = dict(model_name="t", model_version="1", input_bands=tuple(f"B{i + 1}" for i in range(n_bands)),
+                norm_mean=(0.0,) * n_bands, norm_std=(1.0,) * n_bands, class_ids=(1, 2, 3, 4, 5),
+                class_names=tuple(c.name for c in LAND_COVER), class_colors=tuple(c.color for c in LAND_COVER),
+                size_multiple=4, halo=8, opset=17)
+    base.update(changes)
+    return ModelMetadata(**base)
+
+
+def test_export_refuses_a_model_onnx_does_not_reproduce(tmp_path, monkeypatch):
+    model = build_attention_unet(3, 5, "small", depth=2, base_filters=4)
+    monkeypatch.setattr(export_mod, "TOLERANCE", 0.0)
+    with pytest.raises(ExportError, match="disagree"):
+        export_onnx(model, _meta(), tmp_path / "m.onnx", tolerance=0.0)
+    assert not list(tmp_path.iterdir())  # nothing written, not even the temporary
+
+
+def test_loader_refuses_missing_or_wrong_metadata(tmp_path):
+    model = build_attention_unet(3, 5, "small", depth=2, base_filters=4)
+    export_onnx(model, _meta(), tmp_path / "ok.onnx")
+    assert open_session(tmp_path / "ok.onnx")[1].input_bands == ("B1", "B2", "B3")
+
+    def rewrite(name, edit):
+        proto = onnx.load(str(tmp_path / "ok.onnx"))
+        props = {p.key: p.value for p in proto.metadata_props}
+        edit(props)
+        del proto.metadata_props[:]
+        for k, v in props.items():
+            e = proto.metadata_props.add()
+            e.key, e.value = k, v
+        onnx.save(proto, str(tmp_path / name))
+        return tmp_path / name
+
+    cases = {
+        "missing metadata": (lambda p: p.clear(), "metadata missing"),
+        "no halo": (lambda p: p.pop("halo"), "missing halo"),
+        "zero std": (lambda p: p.update(norm_std="[1, 0, 1]"), "std > 0"),
+        "band count vs graph": (lambda p: p.update(input_bands='["B1", "B2"]', norm_mean="[0, 0]", norm_std="[1, 1]"),
+                                "3 channels but the metadata lists 2 bands"),
+        "class count vs graph": (lambda p: p.update(class_ids="[1, 2]", class_names='["a", "b"]',
+                                                    class_colors="[[0,0,0],[1,1,1]]"), "5 channels but"),
+        "bad JSON": (lambda p: p.update(input_bands="B1,B2,B3"), "not valid JSON"),
+        "reserved id": (lambda p: p.update(class_ids="[1, 2, 3, 4, 255]"), "reserved"),
+        "layout": (lambda p: p.update(layout="NHWC"), "layout"),
+    }
+    for name, (edit, message) in cases.items():
+        path = rewrite(name.replace(" ", "_") + ".onnx", edit)
+        with pytest.raises(ModelError, match=message):
+            open_session(path)
+    (tmp_path / "corrupt.onnx").write_bytes(b"\x08\x07not an onnx file")
+    with pytest.raises(ModelError, match="cannot load ONNX model"):
+        open_session(tmp_path / "corrupt.onnx")
+    with pytest.raises(ModelError, match="not found"):
+        open_session(tmp_path / "absent.onnx")
+
+
+@pytest.mark.slow
+def test_cli_train_from_image_and_labels(dataset, tmp_path, capsys):
+    code = main(["train", "--image", str(dataset / "scene" / "s2.tif"), "--labels", str(dataset / "labels.gpkg"),
+                 "--out", str(tmp_path / "cli.onnx"), "--epochs", "1", "--indices", "NDVI", "--bands", "B4,B8",
+                 "--patch-size", "40", "--block-size", "160"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "baseline" not in out and "majority class" in out and "wrote" in out
+    assert open_session(tmp_path / "cli.onnx")[1].input_bands == ("B4", "B8", "NDVI")
+    assert (tmp_path / "cli.dataset" / "dataset.json").is_file()
+    # bad input: one line, exit 1, no model
+    code = main(["train", str(tmp_path / "cli.dataset"), "--out", str(tmp_path / "x.onnx"), "--config", "default"])
+    err = capsys.readouterr().err
+    assert code == 1 and "not a multiple of 16" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()
+    code = main(["train", "--out", str(tmp_path / "y.onnx")])
+    assert code == 1 and "dataset folder or --image" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quantize_checks_int8_against_fp32(trained, dataset, tmp_path, capsys):
+    pytest.importorskip("onnxruntime.quantization", reason="onnxruntime.quantization is not available")
+    code = main(["quantize", str(trained["onnx"]), "--dataset", str(dataset / "ds"), "--out", str(tmp_path / "q.onnx")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "agree with fp32" in out
+    session, meta = open_session(tmp_path / "q.onnx")
+    assert meta == open_session(trained["onnx"])[1]  # the contract travels unchanged
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
+    assert props["quantization"].startswith("int8")
+    assert any(n.op_type == "QLinearConv" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
+    # an impossible agreement threshold: refused in one line, nothing written
+    code = main(["quantize", str(trained["onnx"]), "--dataset", str(dataset / "ds"), "--out",
+                 str(tmp_path / "q2.onnx"), "--min-agreement", "1.01"])
+    err = capsys.readouterr().err
+    assert code == 1 and "was not written" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]
