@@ -33,7 +33,7 @@ def test_demo_runs_both_graphs_and_reports_accuracy(tmp_path, capsys):
         assert ids == set(np.unique(classes)) - {0, 255}
         assert (out / f"classes_{tag}.png").stat().st_size > 10_000
         assert (out / f"areas_{tag}.png").stat().st_size > 5_000
-    if "skipped: training needs TensorFlow" not in text:
+    if "skipped: training did not run" not in text:  # e.g. TensorFlow missing: said on stderr
         from snap_operators.io.onnx_model import read_metadata
 
         assert "Attention U-Net (small)" in text and "mean IoU" in text
