@@ -69,6 +69,11 @@ def add_command(sub) -> None:
     t.add_argument("--learning-rate", type=float, help="Adam step size (default: the configuration's)")
     t.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling, augmentation and split (default 0)")
     t.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    t.add_argument("--reference", help="independent reference (raster or vector, as `snap-pc assess`): the network's "
+                   "class map of the image (MODEL.classes.tif) and the rules' label masks are both scored against it "
+                   "on the same pixels")
+    t.add_argument("--reference-field", help="class attribute of a vector --reference")
+    t.add_argument("--mapping", help="reference code -> class id pairs, e.g. 2:3,5:1,8:4 (as `snap-pc assess`)")
     t.set_defaults(handler=_cmd_train)
 
     q = sub.add_parser(
@@ -135,8 +140,12 @@ def _cmd_train(args) -> int:
         info = build_dataset(args.image, args.labels, folder, **{**_dataset_kwargs(args, get_config(args.config).patch_size),
                                                                  "overwrite": True})
         _report(info, folder)
+    from snap_operators.apps.assess import parse_mapping
+
+    mapping = parse_mapping(args.mapping)
     result = train(folder, args.out, config=args.config, epochs=args.epochs, seed=args.seed, patience=args.patience,
-                   batch_size=args.batch_size, learning_rate=args.learning_rate, overwrite=args.overwrite)
+                   batch_size=args.batch_size, learning_rate=args.learning_rate, overwrite=args.overwrite,
+                   reference=args.reference, reference_field=args.reference_field, mapping=mapping)
     m = result["metrics"]
     for split in ("val", "test"):
         s, b = m[split], m[split]["baseline_majority"]
@@ -144,8 +153,17 @@ def _cmd_train(args) -> int:
               f"   (majority class {b['class_id']}: OA {b['overall_accuracy']:.3f}, mean IoU {b['mean_iou']:.3f})")
     print(f"wrote {result['onnx']} (ONNX vs TensorFlow max abs diff "
           f"{m['onnx']['max_abs_diff_vs_tensorflow']:.1e}, halo {m['onnx']['halo']} px)")
+    if m.get("reference"):
+        from .evaluate import format_comparison
+
+        print("\n".join(format_comparison(m["reference"])))
     for path in result["files"].values():
         print(f"wrote {path}")
+    if m["vanished_classes"]:
+        from .train import failure_text
+
+        print(f"snap-pc: {failure_text(m['vanished_classes'])} (outputs kept for inspection)", file=sys.stderr)
+        return 1
     return 0
 
 

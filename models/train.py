@@ -198,9 +198,49 @@ def _majority_baseline(train_pixels: dict, result: Assessment) -> dict:
     return {"class_id": majority, "overall_accuracy": float(acc), "mean_iou": float(iou[present].mean())}
 
 
+def vanished_classes(class_ids: Sequence[int], train_pixels: dict, predicted_pixels: Sequence[int]) -> list[dict]:
+    """Classes of the training labels that the trained model never predicts: a failed training.
+
+    A network trained on imbalanced rule labels can settle on never
+    predicting a rare class (built-up at 0.5 % of the pixels), which its
+    overall accuracy hides.
+
+    Parameters
+    ----------
+    class_ids : sequence of int
+        The model's classes, in output order.
+    train_pixels : dict
+        Class id (int or str) -> labelled pixels of the training split.
+    predicted_pixels : sequence of int
+        Pixels predicted per class (in `class_ids` order) over every patch.
+
+    Returns
+    -------
+    list of dict
+        ``{"class_id", "class_name", "train_pixels"}`` per vanished class; empty when none.
+
+    Examples
+    --------
+    >>> vanished_classes([1, 4], {"1": 900, "4": 60}, [2000, 0])[0]["class_id"]
+    4
+    """
+    pixels = {int(k): int(v) for k, v in train_pixels.items()}
+    names = dict(zip(class_ids, _names_for(class_ids)))
+    return [{"class_id": int(c), "class_name": names[c], "train_pixels": pixels[int(c)]}
+            for c, n in zip(class_ids, predicted_pixels) if pixels.get(int(c), 0) > 0 and int(n) == 0]
+
+
+def failure_text(vanished: Sequence[dict]) -> str:
+    """One line saying which classes vanished (for the CLI, the log and the model card)."""
+    what = ", ".join(f"{v['class_id']} {v['class_name']} ({v['train_pixels']} training px)" for v in vanished)
+    return (f"training failed: the model never predicts class{'es' if len(vanished) > 1 else ''} {what}, present in "
+            "the training labels")
+
+
 def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 0, patience: int = 5,
           batch_size: int | None = None, learning_rate: float | None = None, dice_weight: float = 0.5,
           augment: bool = True, model_name: str | None = None, overwrite: bool = False, verbose: bool = True,
+          reference=None, reference_field: str | None = None, mapping: dict | None = None,
           **config_overrides) -> dict:
     """Train on a dataset folder and export ``out`` (ONNX) with its report files.
 
@@ -216,6 +256,13 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         Maximum epochs; epochs without validation-loss improvement before stopping.
     seed : int
         Seeds weights, shuffling and augmentation (deterministic on CPU).
+    reference : path, optional
+        Independent reference (raster or vector, as ``snap-pc assess`` reads it): the network's
+        class map of the whole image (``MODEL.classes.tif``) and the rules' label masks are both
+        scored against it on the same pixels (``metrics["reference"]``, see
+        :func:`snap_pc_models.evaluate.compare_with_reference`).
+    reference_field, mapping
+        Class attribute of a vector reference; reference code -> class id.
 
     Returns
     -------
@@ -264,6 +311,12 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     stem = out.with_suffix("")
     files = {k: Path(f"{stem}.{k}") for k in ("best.keras", "history.csv", "curves.png", "metrics.json",
                                                "confusion_val.png", "confusion_test.png", "card.md")}
+    if reference is not None:
+        if not Path(reference).exists():
+            raise TrainError(f"reference {reference} does not exist")
+        files["classes.tif"] = Path(f"{stem}.classes.tif")
+        if files["classes.tif"].exists() and not overwrite:
+            raise TrainError(f"{files['classes.tif']} exists (use --overwrite)")
     ckpt_tmp = staged_path(files["best.keras"])  # keeps .keras: Keras picks the format by it
     started = time.perf_counter()
     callbacks = [
@@ -291,6 +344,14 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         entry = dict(results[split].metrics)
         entry["baseline_majority"] = _majority_baseline(info["splits"]["train"]["class_pixels"], results[split])
         metrics[split] = entry
+    # every patch (training ones too): a class the model predicts nowhere has vanished
+    seen = evaluate_split(model, *data["train"], mean, std, class_ids).matrix.sum(axis=0)
+    for split in ("val", "test"):
+        seen = seen + results[split].matrix.sum(axis=0)
+    vanished = vanished_classes(class_ids, info["splits"]["train"]["class_pixels"], seen)
+    metrics["predicted_pixels"] = dict(zip(map(str, class_ids), map(int, seen)))
+    metrics["vanished_classes"] = vanished
+    metrics["status"] = "failed" if vanished else "ok"
 
     by_id = {c["id"]: c for c in info["classes"]}
     theoretical = receptive_field_radius(cfg.depth)
@@ -307,6 +368,12 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     metrics["onnx"] = {"max_abs_diff_vs_tensorflow": parity["max_abs_diff"], "checked_shapes": parity["checked"],
                        "halo": halo, "halo_theoretical": theoretical, **{k: v for k, v in meta.to_props().items()
                                                                           if k in ("size_multiple", "opset")}}
+    if reference is not None:
+        from .evaluate import compare_with_reference, predict_scene
+
+        predict_scene(out, info, files["classes.tif"], overwrite=overwrite)
+        metrics["reference"] = compare_with_reference(files["classes.tif"], info, reference, field=reference_field,
+                                                      mapping=mapping)
     if ckpt_tmp.exists():
         os.replace(ckpt_tmp, files["best.keras"])
     else:
@@ -383,6 +450,11 @@ def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: P
     lines = [
         f"# Model card: {meta.model_name} {meta.model_version}",
         "",
+    ]
+    if metrics.get("vanished_classes"):
+        lines += [f"**FAILED TRAINING**: {failure_text(metrics['vanished_classes'])}. Do not use this model; see "
+                  "docs/unet.md (rare classes).", ""]
+    lines += [
         f"Created {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} by snap-progressive-classifier "
         f"(`snap-pc train`). File: `{onnx_path.name}`.",
         "",
@@ -424,6 +496,11 @@ def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: P
     lines += ["", "| class | test IoU | test F1 | test reference px |", "|---|---|---|---|"]
     for p in metrics["test"]["per_class"]:
         lines.append(f"| {p['class_id']} {p['class_name']} | {fmt(p['iou'])} | {fmt(p['f1'])} | {p['reference_pixels']} |")
+    if metrics.get("reference"):
+        from .evaluate import format_comparison
+
+        lines += ["", "## Accuracy against the reference (the network and the rules, same pixels)", ""]
+        lines += format_comparison(metrics["reference"])
     lines += ["", "## Intended use",
               "Filling and refining the Progressive Classifier's land-cover map on Sentinel-2 (and Sentinel-1) "
               "scenes like the training scene, through the `AttentionUNetInference` operator "

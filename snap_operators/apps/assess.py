@@ -55,6 +55,20 @@ def parse_mapping(text: str | None) -> dict[int, int]:
     return out
 
 
+def apply_mapping(reference: np.ndarray, mapping: Mapping[int, int] | None) -> np.ndarray:
+    """Reference codes as class ids: mapped codes replaced, unmapped ones -1 (left out); no mapping: as they are.
+
+    >>> apply_mapping(np.array([5, 2, 0]), {5: 1})
+    array([ 1, -1, -1])
+    """
+    if not mapping:
+        return reference
+    lut = np.full(max(max(mapping), int(reference.max(initial=0))) + 1, -1, dtype=np.int64)
+    for a, b in mapping.items():
+        lut[a] = b
+    return np.where((reference >= 0) & (reference < lut.size), lut[np.clip(reference, 0, lut.size - 1)], -1)
+
+
 def confusion_matrix(reference: np.ndarray, classified: np.ndarray, labels: Sequence[int]) -> np.ndarray:
     """Counts ``m[i, j]`` of pixels with reference ``labels[i]`` classified as ``labels[j]``.
 
@@ -163,12 +177,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
         for row0 in range(0, cls_ds.height, WINDOW_ROWS):
             win = Window(0, row0, cls_ds.width, min(WINDOW_ROWS, cls_ds.height - row0))
             cls = cls_ds.read(1, window=win)
-            ref = ref_reader(win)
-            if mapping:
-                lut = np.full(max(max(mapping), int(ref.max(initial=0))) + 1, -1, dtype=np.int64)
-                for a, b in mapping.items():
-                    lut[a] = b
-                ref = np.where((ref >= 0) & (ref < lut.size), lut[np.clip(ref, 0, lut.size - 1)], -1)
+            ref = apply_mapping(ref_reader(win), mapping)
             valid = (ref > 0) & (cls != NO_DATA)
             if cls_ds.nodata is not None:
                 valid &= cls != cls_ds.nodata

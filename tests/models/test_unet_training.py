@@ -22,10 +22,11 @@ from snap_pc_models.attention_unet import (  # noqa: E402
 )
 from snap_pc_models.dataset import build_dataset  # noqa: E402
 from snap_pc_models.export import ExportError, export_onnx  # noqa: E402
-from snap_pc_models.train import TrainError, class_weights, train  # noqa: E402
+from snap_pc_models.train import TrainError, class_weights, failure_text, train, vanished_classes  # noqa: E402
 
 from snap_operators.apps.cli import main  # noqa: E402
 from snap_operators.apps.synth import write_synthetic_scene  # noqa: E402
+from snap_operators.core.errors import SnapPcError  # noqa: E402
 from snap_operators.core.legend import LAND_COVER  # noqa: E402
 from snap_operators.core.context import ExecutionContext
 from snap_operators.engine.runner import load_graph, run_graph  # noqa: E402
@@ -97,6 +98,9 @@ def test_small_model_beats_the_majority_baseline(trained, capsys):
         assert s["mean_iou"] > 3 * base["mean_iou"]
         assert s["kappa"] > 0.6
         assert {"iou", "f1"} <= set(s["per_class"][0])
+    # every class of the training labels is predicted somewhere: none vanished
+    assert m["status"] == "ok" and m["vanished_classes"] == []
+    assert all(m["predicted_pixels"][str(c)] > 0 for c in m["class_weights"])
     with capsys.disabled():
         print(f"\n  small U-Net on the synthetic scene: test mean IoU {m['test']['mean_iou']:.3f} "
               f"(majority class {m['test']['baseline_majority']['mean_iou']:.3f}), "
@@ -229,6 +233,73 @@ def test_cli_train_from_image_and_labels(dataset, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
     code = main(["train", "--out", str(tmp_path / "y.onnx")])
     assert code == 1 and "dataset folder or --image" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(trained, dataset, tmp_path):
+    from snap_pc_models.dataset import load_dataset_info
+    from snap_pc_models.evaluate import compare_with_reference, format_comparison, predict_scene
+
+    info = load_dataset_info(dataset / "ds")
+    classes = predict_scene(trained["onnx"], info, tmp_path / "classes.tif")
+    truth = dataset / "scene" / "truth.tif"  # the synthetic scene's known land cover: independent of both maps
+    got = compare_with_reference(classes, info, truth)
+    u, r = got["unet"], got["rules"]
+    assert got["pixels"] == u["pixels"] == r["pixels"] > 0.9 * info["width"] * info["height"]
+    # the rules are good on this scene; the network learnt them well (synthetic: easy)
+    assert r["overall_accuracy"] > 0.85 and u["overall_accuracy"] > 0.8
+    assert {p["class_id"] for p in u["per_class"]} == {p["class_id"] for p in r["per_class"]} == {1, 2, 3, 4, 5}
+    for cid, change in got["recall_change"].items():
+        pu = next(p for p in u["per_class"] if p["class_id"] == int(cid))
+        pr = next(p for p in r["per_class"] if p["class_id"] == int(cid))
+        assert change == pytest.approx(pu["producers_accuracy"] - pr["producers_accuracy"])
+    lines = format_comparison(got)
+    assert lines[0].startswith(f"against {truth}") and "rules" in lines[0] and len(lines) == 3 + 5
+    # a mapping that leaves every code out: nothing to score, one line
+    with pytest.raises(SnapPcError, match="no pixel of .* is labelled"):
+        compare_with_reference(classes, info, truth, mapping={9: 1})
+
+
+def test_cli_train_with_a_reference_reports_both_maps(dataset, tmp_path, capsys):
+    code = main(["train", "--image", str(dataset / "scene" / "s2.tif"), "--labels", str(dataset / "labels.gpkg"),
+                 "--out", str(tmp_path / "ref.onnx"), "--epochs", "1", "--indices", "NDVI", "--bands", "B4,B8",
+                 "--patch-size", "40", "--block-size", "160", "--reference", str(dataset / "scene" / "truth.tif")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "overall accuracy U-Net" in out and "| class | recall U-Net | recall rules | change |" in out
+    metrics = json.loads((tmp_path / "ref.metrics.json").read_text())
+    assert metrics["reference"]["pixels"] > 0 and (tmp_path / "ref.classes.tif").is_file()
+    assert "## Accuracy against the reference" in (tmp_path / "ref.card.md").read_text()
+    code = main(["train", str(tmp_path / "ref.dataset"), "--out", str(tmp_path / "x.onnx"),
+                 "--reference", str(tmp_path / "missing.tif")])
+    assert code == 1 and "reference" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
+def test_a_class_of_the_labels_never_predicted_is_a_failed_training():
+    class_ids = [1, 3, 4]
+    gone = vanished_classes(class_ids, {"1": 5000, "3": 4000, "4": 60}, [5400, 3660, 0])
+    assert gone == [{"class_id": 4, "class_name": "Urban Area/High Reflected sediments", "train_pixels": 60}]
+    # a class without training pixels cannot vanish; predicted classes never do
+    assert vanished_classes(class_ids, {"1": 5000, "3": 4000}, [5400, 3600, 0]) == []
+    assert vanished_classes(class_ids, {"1": 5000, "3": 4000, "4": 60}, [5400, 3600, 1]) == []
+    assert failure_text(gone).startswith("training failed: the model never predicts class 4 Urban")
+
+
+def test_cli_reports_a_failed_training_and_exits_1(tmp_path, monkeypatch, capsys):
+    import snap_pc_models.train as train_mod
+
+    split = {"overall_accuracy": 0.99, "kappa": 0.0, "mean_iou": 0.5,
+             "baseline_majority": {"class_id": 3, "overall_accuracy": 0.99, "mean_iou": 0.5}}
+    vanished = [{"class_id": 4, "class_name": "Urban Area/High Reflected sediments", "train_pixels": 60}]
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: {
+        "onnx": tmp_path / "m.onnx", "files": {},
+        "metrics": {"val": split, "test": split, "onnx": {"max_abs_diff_vs_tensorflow": 0.0, "halo": 8},
+                    "vanished_classes": vanished, "status": "failed"}})
+    (tmp_path / "ds").mkdir()
+    code = main(["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err
+    assert code == 1 and "training failed: the model never predicts class 4 Urban" in err
+    assert "outputs kept for inspection" in err
 
 
 @pytest.mark.slow
