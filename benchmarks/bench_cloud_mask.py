@@ -47,7 +47,7 @@ MASKED_FLOOR = """<graph id="masked_floor"><version>1.0</version>
     <parameters><method>{method}</method></parameters></node>
   <node id="BandMaths"><operator>BandMaths</operator><sources><sourceProduct refid="CloudMask"/></sources>
     <parameters><targetBands><targetBand><name>class_id</name><type>uint8</type>
-      <expression>cloud_mask != 0 &amp;&amp; cloud_mask != 255 ? 254 : (B2 + B3 + B4 + B8 + B11 &gt; 1)</expression>
+      <expression>cloud_mask != 0 &amp;&amp; cloud_mask != 255 ? 254 : (B2 + B3 + B4 + B8 + B11 &gt; 1 ? 1 : 0)</expression>
       <noDataValue>255</noDataValue></targetBand></targetBands></parameters></node>
   <node id="Write"><operator>Write</operator><sources><sourceProduct refid="BandMaths"/></sources>
     <parameters><file>${output}</file><formatName>GeoTIFF</formatName></parameters></node>

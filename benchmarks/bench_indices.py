@@ -55,6 +55,7 @@ from snap_operators.core.streaming import store  # noqa: E402
 from snap_operators.ops.spectral_indices import SpectralIndicesOp  # noqa: E402
 from snap_operators.science.indices import (  # noqa: E402
     DEFAULT_INDICES,
+    INDICES,
     compute_indices,
     required_roles,
 )
@@ -142,7 +143,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tile-size", type=int, default=1024)
     args = ap.parse_args(argv)
-    size, tile, names = args.size, args.tile_size, list(DEFAULT_INDICES)
+    # the per-pixel indices of the default set; PANTEX (a neighbourhood texture with a halo) has its own kernel
+    size, tile, names = args.size, args.tile_size, [n for n in DEFAULT_INDICES if INDICES[n].halo == 0]
+    print(f"indices: {', '.join(names)}", file=sys.stderr)
     mpx = size * size / 1e6
     load0 = os.getloadavg()
 

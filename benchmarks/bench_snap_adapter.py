@@ -24,6 +24,7 @@ a Markdown file given with ``--readme`` (figures are kept in ``benchmarks/README
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -79,7 +80,7 @@ def timed_run(op_class, context: J.Operator, tile: int) -> dict:
         finally:
             kernel_s[0] += time.perf_counter() - k0
 
-    run.kernel.func = timed_kernel
+    run.kernel = dataclasses.replace(run.kernel, func=timed_kernel)  # TileKernel is frozen
     target = context.getTargetProduct()
     computed = [b for b in target.getBands() if not b.isSourceImageSet()]
     for b in computed:
