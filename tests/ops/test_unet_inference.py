@@ -507,15 +507,7 @@ def test_errors_are_snap_pc_errors(unet, tmp_path):
 
 def _java_source(J, stack: np.ndarray, names) -> object:
     """The SpectralIndices output as SNAP hands it over: float bands, NaN no-data, CRS geocoding."""
-    _, h, w = stack.shape
-    p = J.Product("S2_indices", "S2_MSI_Level-2A", w, h)
-    for n, a in zip(names, stack):
-        b = p.addBand(n, J.ProductData.TYPE_FLOAT32)
-        b.setNoDataValue(float("nan"))
-        b.setNoDataValueUsed(True)
-        J.set_raster(b, a)
-    p.setSceneGeoCoding(J.crs_geocoding(EPSG, tuple(T)[:6], w, h))
-    return p
+    return J.float_product("S2_indices", dict(zip(names, stack)), EPSG, tuple(T)[:6])
 
 
 @pytest.fixture(scope="module")

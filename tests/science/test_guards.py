@@ -364,17 +364,9 @@ def test_guards_run_in_the_snap_adapter(jpy_api, buffalo):
     with rasterio.open(buffalo) as src:
         dn = src.read().astype(np.float32)
         names, transform = src.descriptions, src.transform
-    h, w = dn.shape[1:]
 
     def java(values):
-        p = J.Product("buffalo", "S2_MSI_Level-2A", w, h)
-        for name, a in zip(names, values):
-            b = p.addBand(name, J.ProductData.TYPE_FLOAT32)
-            b.setNoDataValue(float("nan"))
-            b.setNoDataValueUsed(True)
-            J.set_raster(b, a)
-        p.setSceneGeoCoding(J.crs_geocoding("EPSG:32617", tuple(transform)[:6], w, h))
-        return p
+        return J.float_product("buffalo", dict(zip(names, values)), "EPSG:32617", tuple(transform)[:6])
 
     spec = get_operator("SpectralIndices").spec
 

@@ -69,14 +69,9 @@ def scene() -> dict[str, np.ndarray]:
 
 def java_product(arrays: dict, name="S2_scene", tile=None) -> J.Product:
     """A Java source product as a SNAP reader gives it: float bands, CRS geocoding, times, metadata."""
-    p = J.Product(name, "S2_MSI_Level-2A", W, H)
-    for n, a in arrays.items():
-        b = p.addBand(n, J.ProductData.TYPE_FLOAT32)
-        b.setUnit("dB" if n.endswith("_db") else "dl")
-        b.setNoDataValue(float("nan"))
-        b.setNoDataValueUsed(True)
-        J.set_raster(b, a)
-    p.setSceneGeoCoding(J.crs_geocoding(EPSG, tuple(T)[:6], W, H))
+    p = J.float_product(name, arrays, EPSG, tuple(T)[:6])
+    for n in arrays:
+        p.getBand(n).setUnit("dB" if n.endswith("_db") else "dl")
     p.setStartTime(J.utc(START))
     p.setEndTime(J.utc(STOP))
     history = J.jpy.get_type("org.esa.snap.core.datamodel.MetadataElement")("Processing_Graph")

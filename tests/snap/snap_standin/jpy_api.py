@@ -126,7 +126,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -1542,6 +1542,22 @@ def crs_geocoding(crs: str, transform: Sequence[float], width: int, height: int)
     """A CrsGeoCoding as a reader builds it: ``crs`` like ``"EPSG:32638"``, ``transform`` GDAL order (a, b, c, d, e, f)."""
     a, b, c, d, e, f = transform
     return CrsGeoCoding(_GeoToolsCRS.decode(crs), Rectangle(0, 0, width, height), _AffineTransform(a, d, b, e, c, f))
+
+
+def float_product(name: str, bands: Mapping[str, np.ndarray], crs: str, transform: Sequence[float],
+                  product_type: str = "S2_MSI_Level-2A") -> Product:
+    """A source product as a reader gives a float scene: float32 bands with NaN as their (used) no-data
+    value, on a CrsGeoCoding (``crs`` like ``"EPSG:32633"``, ``transform`` in GDAL order)."""
+    first = np.asarray(next(iter(bands.values())))
+    h, w = first.shape
+    p = Product(name, product_type, w, h)
+    for n, a in bands.items():
+        b = p.addBand(n, ProductData.TYPE_FLOAT32)
+        b.setNoDataValue(float("nan"))
+        b.setNoDataValueUsed(True)
+        set_raster(b, a)
+    p.setSceneGeoCoding(crs_geocoding(crs, transform, w, h))
+    return p
 
 
 def utc(t: _dt.datetime) -> _UTC:
