@@ -15,8 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
-from snap_operators.apps.assess import accuracy_metrics, apply_mapping
-from snap_operators.core.legend import CLASS_NAMES, MASKED, NO_DATA, UNCLASSIFIED
+from snap_operators.apps.assess import accuracy_metrics, add_pairs, apply_mapping, pair_labels, pair_matrix
+from snap_operators.core.legend import CLASS_NAMES, MASKED, NO_DATA
 
 #: Rows of the class maps read at a time.
 WINDOW_ROWS = 512
@@ -101,24 +101,16 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
             ref = apply_mapping(read_ref(win), mapping)
             # pixels either map could not see (no data; cloud, shadow or snow) are left out of both
             valid = (ref > 0) & (unet != NO_DATA) & (unet != MASKED) & (rules != MASKED)
-            for name, cls in (("unet", unet), ("rules", rules)):
-                got, counts = np.unique(np.stack([ref[valid], cls[valid]]), axis=1, return_counts=True)
-                acc = pairs[name]
-                for (r, c), n in zip(got.T, counts):
-                    acc[(int(r), int(c))] = acc.get((int(r), int(c)), 0) + int(n)
+            add_pairs(pairs["unet"], ref[valid], unet[valid])
+            add_pairs(pairs["rules"], ref[valid], rules[valid])
     if not pairs["unet"]:
         raise SnapPcError(f"no pixel of {reference} is labelled inside the training image "
                           "(check extents, CRS, --reference-field and --mapping)")
-    labels = sorted({k for acc in pairs.values() for pair in acc for k in pair} - {UNCLASSIFIED})
-    labels.append(UNCLASSIFIED)  # pixels a map leaves unclassified count as errors, listed last
-    idx = {v: i for i, v in enumerate(labels)}
+    labels = pair_labels(*pairs.values())  # one label set: both matrices alike (unclassified pixels are errors)
     out: dict = {"reference": str(reference), "field": field,
                  "mapping": {str(k): v for k, v in (mapping or {}).items()}}
     for name, acc in pairs.items():
-        m = np.zeros((len(labels), len(labels)), dtype=np.int64)
-        for (r, c), n in acc.items():
-            m[idx[r], idx[c]] += n
-        metrics = accuracy_metrics(m, labels, CLASS_NAMES)
+        metrics = accuracy_metrics(pair_matrix(acc, labels), labels, CLASS_NAMES)
         ref_classes = {r for r, _ in acc}
         metrics["per_class"] = [p for p in metrics["per_class"] if p["class_id"] in ref_classes]
         out[name] = metrics

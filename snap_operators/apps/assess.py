@@ -55,6 +55,32 @@ def parse_mapping(text: str | None) -> dict[int, int]:
     return out
 
 
+def add_pairs(acc: dict[tuple[int, int], int], reference: np.ndarray, classified: np.ndarray) -> None:
+    """Count the ``(reference, class)`` pairs of matching pixels into `acc` (window by window)."""
+    pairs, counts = np.unique(np.stack([reference.astype(np.int64), classified.astype(np.int64)]), axis=1,
+                              return_counts=True)
+    for (r, c), n in zip(pairs.T, counts):
+        acc[(int(r), int(c))] = acc.get((int(r), int(c)), 0) + int(n)
+
+
+def pair_labels(*accs: dict[tuple[int, int], int]) -> list[int]:
+    """Every class of the pair counts `accs`, sorted, unclassified predictions last."""
+    labels = sorted({k for acc in accs for pair in acc for k in pair})
+    if UNCLASSIFIED in labels:
+        labels.remove(UNCLASSIFIED)
+        labels.append(UNCLASSIFIED)
+    return labels
+
+
+def pair_matrix(acc: dict[tuple[int, int], int], labels: Sequence[int]) -> np.ndarray:
+    """The confusion matrix ``m[i, j]`` (reference ``labels[i]``, class ``labels[j]``) of pair counts."""
+    idx = {v: i for i, v in enumerate(labels)}
+    m = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for (r, c), n in acc.items():
+        m[idx[r], idx[c]] += n
+    return m
+
+
 def apply_mapping(reference: np.ndarray, mapping: Mapping[int, int] | None) -> np.ndarray:
     """Reference codes as class ids: mapped codes replaced, unmapped ones -1 (left out); no mapping: as they are.
 
@@ -184,23 +210,15 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
             is_masked = valid & (cls == MASKED)
             masked += int(is_masked.sum())
             valid &= ~is_masked
-            pairs, counts = np.unique(np.stack([ref[valid], cls[valid].astype(np.int64)]), axis=1, return_counts=True)
-            for (r, c), n in zip(pairs.T, counts):
-                acc[(int(r), int(c))] = acc.get((int(r), int(c)), 0) + int(n)
+            add_pairs(acc, ref[valid], cls[valid])
     ref_labels = sorted({r for r, _ in acc})
     if not acc:
         if masked:
             raise SnapPcError(f"every reference pixel of the class map is masked (cloud, cloud shadow, snow: "
                               f"{masked} pixels); nothing to assess")
         raise SnapPcError("no pixel is labelled in both the class map and the reference (check extents, CRS and --mapping)")
-    labels = sorted(set(ref_labels) | {c for _, c in acc})
-    if UNCLASSIFIED in labels:
-        labels.remove(UNCLASSIFIED)
-        labels.append(UNCLASSIFIED)  # unclassified predictions last
-    idx = {v: i for i, v in enumerate(labels)}
-    m = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    for (r, c), n in acc.items():
-        m[idx[r], idx[c]] += n
+    labels = pair_labels(acc)
+    m = pair_matrix(acc, labels)
     metrics = accuracy_metrics(m, labels, class_names)
     metrics["per_class"] = [p for p in metrics["per_class"] if p["class_id"] in ref_labels or p["classified_pixels"]]
     metrics["labels"] = labels
