@@ -4,6 +4,7 @@ Writes the tables of ``docs/accuracy.md`` (between its ``<!-- accuracy:... -->``
 markers) and ``benchmarks/results/accuracy.json``. Usage::
 
     python benchmarks/bench_accuracy.py [--local DIR] [--no-loso] [--check-graph] [--no-docs]
+                                        [--scenes A,B] [--unet [--ship] [--finetune]] [--unet-levers]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
 references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
@@ -22,6 +23,13 @@ scenes that may not be redistributed, see ``LOCAL_SCENES``):
 4. **leave-one-scene-out**: the preset parameters named in ``FITTED`` are
    fitted on every other scene (grid search, :func:`fit`) and the scene is
    scored with those (the shipped values are the fit on all scenes).
+5. ``--unet``: the Attention U-Net beside the rules on the same pixels, trained
+   on the scene's own rule masks (the shipped S2 graph's label masks) and on
+   every other scene's (leave-one-scene-out, plus synthetic scenes), with the
+   ``CHOSEN`` levers (``docs/unet.md``); ``--ship`` trains the pretrained model
+   on all of them and copies it into ``snap_operators/io/pretrained``;
+   ``--finetune`` measures ``--init`` against training from scratch;
+   ``--unet-levers`` measures each of ``LEVERS`` alone.
 
 Reference codes (``R_*``): 1 water, 2 bare soil, 3 trees/woody vegetation,
 4 built-up (buildings, pavement, urban fabric), 6 grass/herbaceous, 7
@@ -56,6 +64,10 @@ SHARED = ROOT.parent / "shared" / "data"
 TESTDATA = ROOT / "tests" / "data"
 DOC = ROOT / "docs" / "accuracy.md"
 RESULTS = HERE / "results" / "accuracy.json"
+UNET_RESULTS = HERE / "results" / "unet_levers.json"
+UNET_DOC = ROOT / "docs" / "unet.md"
+PRETRAINED = ROOT / "snap_operators" / "io" / "pretrained"
+SHIPPED_NAME = "attention_unet_s2"
 S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s2.xml"
 S1S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s1s2.xml"
 
@@ -175,6 +187,10 @@ def clouded_copy(src: Path, dst: Path, rows: slice) -> Path:
     return dst
 
 
+#: SNAP's names of the 13 Sentinel-2 bands, in band order.
+S2_NAMES = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
+
+
 def _raster_codes(path: Path, mapping: Mapping[int, int]) -> Callable[[Any], np.ndarray]:
     def read(product) -> np.ndarray:
         from rasterio.windows import Window
@@ -249,7 +265,8 @@ def _scenes() -> list[Scene]:
             eo / "IMG_DATA", eo / "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"),
         _with_paths(Scene(
             "slovenia", "Slovenia, L1C 2015-07-11: dense LULC (forest, grass, shrub, artificial, cultivated)",
-            s2=lambda _w: slo / "S2L1C_2015-07-11.tif",
+            # renamed copy (B02 -> B2): the U-Net picks its bands by SNAP's names
+            s2=lambda w: scaled_copy(slo / "S2L1C_2015-07-11.tif", w / "slovenia_s2.tif", 1.0, S2_NAMES),
             reference=_raster_codes(slo / "LULC.tif", {1: R_CROP, 2: R_TREES, 3: R_GRASS, 4: R_TREES, 5: R_WATER,
                                                       8: R_BUILT, 9: R_BARE}),
             source="sentinel-hub/eo-learn (MIT), ../shared/data/eolearn_slovenia"), slo / "S2L1C_2015-07-11.tif"),
@@ -283,10 +300,9 @@ def local_scenes(root: Path) -> list[Scene]:
     out = []
     spain = root / "water" / "sen1floods11_spain"
     if spain.is_dir():
-        names = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
         out.append(_with_paths(Scene(
             "sen1floods11-spain", "Segura river flood, Spain, L1C 2019-09-18 + S1 2019-09-17: hand-labelled water",
-            s2=lambda w: scaled_copy(spain / "Spain_7370579_S2_L1C.tif", w / "spain_s2.tif", 1e-4, names),
+            s2=lambda w: scaled_copy(spain / "Spain_7370579_S2_L1C.tif", w / "spain_s2.tif", 1e-4, S2_NAMES),
             s1=lambda w: scaled_copy(spain / "Spain_7370579_S1_GRD_dB.tif", w / "spain_s1.tif", 1.0,
                                      ["Sigma0_VV_db", "Sigma0_VH_db"]),
             reference=_raster_codes(spain / "Spain_7370579_label.tif", {1: R_LAND, 2: R_WATER}),
@@ -528,6 +544,261 @@ def loso(rules, data: Mapping[str, tuple[Scene, Mapping[str, np.ndarray]]], grid
 
 
 # --------------------------------------------------------------------------------------------
+# the Attention U-Net beside the rules (--unet)
+# --------------------------------------------------------------------------------------------
+
+#: Channels of the U-Net column and of the shipped model: the bands every real scene has
+#: (Leipzig has no B12) and the default indices.
+UNET_BANDS = ("B2", "B3", "B4", "B8", "B11")
+UNET_INDICES = ("NDVI", "MNDWI", "NDBI", "BSI")
+#: Patch and block edges, px: scenes from 100 px (Slovenia) to 1536 px (eo-box) on one patch size,
+#: so that one model trains over all of them.
+UNET_PATCH, UNET_BLOCK, UNET_SMALL_BLOCK = 32, 64, 32
+#: Training of every U-Net of the benchmark (``snap-pc train`` defaults but the levers).
+UNET_TRAINING = {"config": "small", "epochs": 30, "patience": 5, "seed": 0}
+#: The levers of issue 17, each measured alone and the chosen combination (``--unet-levers``).
+LEVERS = {
+    "cross-entropy (no lever)": {},
+    "confident pixels (borders of 2 px left out)": {"ignore_border": 2},
+    "class-balanced patches": {"balance": True},
+    "generalized cross-entropy": {"loss": "gce"},
+    "symmetric cross-entropy": {"loss": "sce"},
+    "hard bootstrapping": {"loss": "bootstrap"},
+    "self-training (2 rounds, p >= 0.9)": {"self_training": 2},
+}
+#: The levers the benchmark's U-Net column and the shipped model train with (from the lever table).
+CHOSEN = {"balance": True}
+#: Synthetic scenes in every multi-scene training (truth as labels): (edge px, seed).
+SYNTHETIC = ((512, 11),)
+
+
+def _image_key(scene: Scene, work: Path) -> str:
+    return str(scene.s2(work))
+
+
+def unet_datasets(scenes: Sequence[Scene], work: Path) -> dict[str, Path]:
+    """One dataset per scene image (its own rule masks as labels: the shipped S2 graph's
+    LabelMaskExport), and one per synthetic scene (its truth), keyed by image."""
+    from snap_operators.apps.synth import write_synthetic_scene
+    from snap_operators.core.context import ExecutionContext
+    from snap_operators.engine.runner import load_graph, run_graph
+    from snap_pc_models.dataset import build_dataset
+
+    out = {}
+    for s in scenes:
+        key = _image_key(s, work)
+        if key in out:
+            continue
+        d = work / "unet" / s.name
+        d.mkdir(parents=True, exist_ok=True)
+        labels = d / "labels.gpkg"
+        if not labels.exists():
+            run_graph(load_graph(S2_GRAPH, {"input": key, "output": str(d / "classes.tif"), "labels": str(labels)}),
+                      ExecutionContext(overwrite=True))
+        out[key] = _dataset(build_dataset, key, labels, d / "dataset")
+    for size, seed in SYNTHETIC:
+        d = work / "unet" / f"synthetic-{size}-{seed}"
+        if not (d / "truth.tif").exists():
+            write_synthetic_scene(d, size, seed)
+        out[f"synthetic:{size}:{seed}"] = _dataset(build_dataset, d / "s2.tif", d / "truth.tif", d / "dataset")
+    return out
+
+
+def _dataset(build_dataset, image, labels, folder: Path) -> Path:
+    import rasterio
+
+    if not (folder / "dataset.json").exists():
+        first = next(iter(sorted(Path(image).glob("*B02*")))) if Path(image).is_dir() else image
+        with rasterio.open(first) as ds:
+            small = min(ds.shape) * ds.res[0] / 10.0 < 5 * UNET_BLOCK
+        build_dataset(image, labels, folder, bands=UNET_BANDS, indices=UNET_INDICES, patch_size=UNET_PATCH,
+                      block_size=UNET_SMALL_BLOCK if small else UNET_BLOCK, overwrite=True)
+    return folder
+
+
+def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, epochs: int | None = None,
+            **levers) -> tuple[dict, bool]:
+    """Train on `datasets` into `out` (``UNET_TRAINING``, `epochs` if given, and `levers`) unless an
+    earlier run did exactly that: ``(training metrics, whether it trained now)``."""
+    from snap_pc_models.train import train
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = Path(f"{out}.bench.json")
+    training = dict(UNET_TRAINING, **({"epochs": epochs} if epochs else {}))
+    asked = {"datasets": [str(d) for d in datasets], "training": training, "levers": dict(levers),
+             "model_name": model_name}
+    if out.exists() and record.exists() and json.loads(record.read_text()).get("asked") == asked:
+        return json.loads(record.read_text())["metrics"], False
+    result = train(list(datasets), out, overwrite=True, verbose=False, model_name=model_name, **training, **levers)
+    record.write_text(json.dumps({"asked": asked, "metrics": result["metrics"]}, default=float))
+    return result["metrics"], True
+
+
+def unet_map(datasets: Sequence[Path], image_dataset: Path, out: Path, **training) -> tuple[np.ndarray, dict]:
+    """Train on `datasets`, predict the image of `image_dataset`: ``(class map, training metrics)``."""
+    import rasterio
+
+    from snap_pc_models.dataset import load_dataset_info
+    from snap_pc_models.evaluate import predict_scene
+
+    classes = out.with_suffix(".classes.tif")
+    metrics, fresh = trained(datasets, out, **training)
+    if fresh:
+        classes.unlink(missing_ok=True)
+    if not classes.exists():
+        predict_scene(out, load_dataset_info(image_dataset), classes, overwrite=True)
+    with rasterio.open(classes) as ds:
+        return ds.read(1), metrics
+
+
+def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bool = True) -> dict[str, dict]:
+    """Per scene with a pixel reference: the U-Net trained on its own rule masks and, with `loso`,
+    the U-Net trained on every other scene (and the synthetic ones), with `levers`."""
+    scenes = [s for s, _ in data.values()]
+    sets = unet_datasets(scenes, work, )
+    fitted_images = {_image_key(s, work) for s in scenes if s.fitted_on}
+    out: dict[str, dict] = {}
+    for name, (scene, arrays) in data.items():
+        if scene.kind == "patch":
+            continue
+        key = _image_key(scene, work)
+        own = Path(sets[key])
+        t0 = time.perf_counter()
+        entry = {}
+        entry["own"], entry["own_metrics"] = unet_map([own], own, work / "unet" / tag / f"{Path(own).parent.name}.onnx",
+                                                      **levers)
+        if loso:
+            others = [p for k, p in sets.items() if k != key and (k in fitted_images or k.startswith("synthetic:"))]
+            entry["loso"], entry["loso_metrics"] = unet_map(
+                others, own, work / "unet" / tag / f"without-{Path(own).parent.name}.onnx", **levers)
+        if entry["own"].shape != arrays["reference"].shape:
+            raise SystemExit(f"{name}: the U-Net map {entry['own'].shape} is not on the reference grid "
+                             f"{arrays['reference'].shape}")
+        print(f"U-Net {tag} {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+        out[name] = entry
+    return out
+
+
+def train_shipped(data, work: Path) -> Path:
+    """The shipped pretrained model: trained on every scene fits may use and the synthetic ones,
+    with the CHOSEN levers; int8 copy calibrated on the eo-box scene (the largest). Written in
+    `work`; :func:`ship` copies it into the package with its model card."""
+    from snap_pc_models.quantize import quantize_model
+
+    scenes = [s for s, _ in data.values()]
+    sets = unet_datasets(scenes, work)
+    fitted = {_image_key(s, work) for s in scenes if s.fitted_on}
+    folders = [p for k, p in sets.items() if k in fitted or k.startswith("synthetic:")]
+    out = work / "unet" / "shipped" / f"{SHIPPED_NAME}.onnx"
+    _, fresh = trained(folders, out, model_name=SHIPPED_NAME, **CHOSEN)
+    int8 = out.with_suffix(".int8.onnx")
+    if fresh or not int8.exists():
+        largest = max(folders, key=lambda f: json.loads((Path(f) / "dataset.json").read_text())["splits"]["train"]["patches"])
+        quantize_model(out, largest, int8, overwrite=True)
+    return out
+
+
+def ship(model: Path, data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> None:
+    """Copy the trained model (fp32, int8, Keras weights) into the package with its model card,
+    extended by its accuracy on every real scene and leave-one-scene-out."""
+    import shutil
+
+    import rasterio
+
+    from snap_pc_models.dataset import load_dataset_info
+    from snap_pc_models.evaluate import predict_scene
+
+    sets = unet_datasets([s for s, _ in data.values()], work)
+    rows = ["| scene | reference px | rules OA | shipped model OA (scene in training) | "
+            "model trained without the scene OA | worst class recall change (without the scene) |",
+            "|---|---:|---|---|---|---|"]
+    for name, entry in unet.items():
+        scene, arrays = data[name]
+        own = Path(sets[_image_key(scene, work)])
+        classes = work / "unet" / "shipped" / f"{own.parent.name}.classes.tif"
+        if not classes.exists():
+            predict_scene(model, load_dataset_info(own), classes, overwrite=True)
+        with rasterio.open(classes) as ds:
+            mine = ds.read(1)
+        ref = arrays["reference"]
+        r, m = scores(shipped[name], ref), scores(mine, ref)
+        u = scores(entry["loso"], ref) if "loso" in entry else None
+        drop = min(u[f"recall_{c}"] - r[f"recall_{c}"] for c in CORE if f"n_{c}" in r) if u else math.nan
+        rows.append(f"| {name}{' (weak labels, not trained on)' if not scene.fitted_on else ''} | {r['pixels']} | "
+                    f"{_f(r['oa'])} | {_f(m['oa'])} | {_f(u['oa']) if u else ''} | {drop:+.3f} |")
+    card = Path(f"{model.with_suffix('')}.card.md").read_text()
+    card += ("\n## Accuracy on real scenes (independent references)\n"
+             "Overall accuracy over each reference's classes, `python benchmarks/bench_accuracy.py --unet --ship` "
+             f"({time.strftime('%Y-%m-%d')}); the rules are the shipped S2 graph on the same pixels. The "
+             "leave-one-scene-out column is a model trained exactly as this one but without that scene: what to "
+             "expect on a scene nobody trained on. docs/unet.md and docs/accuracy.md have every class.\n\n"
+             + "\n".join(rows) + "\n")
+    PRETRAINED.mkdir(exist_ok=True)
+    stem = model.with_suffix("")
+    for src, dst in ((model, f"{SHIPPED_NAME}.onnx"), (model.with_suffix(".int8.onnx"), f"{SHIPPED_NAME}.int8.onnx"),
+                     (Path(f"{stem}.best.keras"), f"{SHIPPED_NAME}.keras")):
+        shutil.copyfile(src, PRETRAINED / dst)
+    (PRETRAINED / f"{SHIPPED_NAME}.card.md").write_text(card)
+    print(f"shipped {model} into {PRETRAINED}", flush=True)
+
+
+#: Epochs of the fine-tuning runs (``--finetune``), against ``UNET_TRAINING``'s from scratch.
+FINETUNE_EPOCHS = (3, 10)
+
+
+def finetune_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> str:
+    """Fine-tuning on a scene's own rule masks from the model trained without it (``--init``), a few
+    epochs, against training from scratch: reference OA and training time, per scene."""
+    sets = unet_datasets([s for s, _ in data.values()], work)
+    rows = ["| scene | rules OA | model trained without the scene, as is | from scratch (epochs run, s) | "
+            + " | ".join(f"fine-tuned {e} epochs (s)" for e in FINETUNE_EPOCHS) + " |",
+            "|---|---|---|---|" + "---|" * len(FINETUNE_EPOCHS)]
+    for name, entry in unet.items():
+        if "loso" not in entry:
+            continue
+        scene, arrays = data[name]
+        own = Path(sets[_image_key(scene, work)])
+        ref = arrays["reference"]
+        init = work / "unet" / "chosen" / f"without-{own.parent.name}.onnx"
+        m = entry["own_metrics"]
+        cells = [name, _f(scores(shipped[name], ref)["oa"]), _f(scores(entry["loso"], ref)["oa"]),
+                 f"{_f(scores(entry['own'], ref)['oa'])} ({m['epochs_run']}, {m['train_seconds']:.0f})"]
+        for e in FINETUNE_EPOCHS:
+            pred, fm = unet_map([own], own, work / "unet" / "finetune" / f"{own.parent.name}-{e}.onnx", epochs=e,
+                                init=str(init), **CHOSEN)
+            cells.append(f"{_f(scores(pred, ref)['oa'])} ({fm['train_seconds']:.0f})")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def lever_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
+    """Each lever alone (and the chosen set), trained on each scene's own rule masks: OA and the
+    worst class recall change against the rules' map, per scene."""
+    names = [n for n, (s, _) in data.items() if s.kind != "patch" and s.fitted_on]
+    rows, result = [], {}
+    variants = dict(LEVERS)
+    variants["chosen: " + ", ".join(f"{k}={v}" for k, v in CHOSEN.items())] = CHOSEN
+    for label, levers in variants.items():
+        # the chosen set trains exactly as the --unet column does: one model for both
+        tag = "chosen" if levers is CHOSEN else "levers-" + re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+        cols = unet_columns({n: data[n] for n in names}, work, levers, tag, loso=False)
+        cells, result[label] = [], {}
+        for n in names:
+            ref = data[n][1]["reference"]
+            u, r = scores(cols[n]["own"], ref), scores(shipped[n], ref)
+            drop = min(u[f"recall_{c}"] - r[f"recall_{c}"] for c in CORE if f"n_{c}" in r)
+            vanished = bool(cols[n]["own_metrics"].get("vanished_classes"))
+            result[label][n] = {"oa": u["oa"], "oa_rules": r["oa"], "worst_recall_change": drop,
+                                "vanished": vanished}
+            cells.append(f"{u['oa'] - r['oa']:+.3f} / {drop:+.3f}" + (" (vanished)" if vanished else ""))
+        mean = float(np.mean([result[label][n]["oa"] - result[label][n]["oa_rules"] for n in names]))
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {mean:+.3f} |")
+    header = ("| lever (trained on each scene's own rule masks) | " + " | ".join(names) + " | mean OA change |\n"
+              "|---|" + "---|" * (len(names) + 1))
+    return header + "\n" + "\n".join(rows), result
+
+
+# --------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------
 
@@ -584,12 +855,24 @@ def main(argv=None) -> int:
                     "check its class map equals the fast path")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/accuracy.md")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "snap-pc-accuracy")
+    ap.add_argument("--scenes", help="comma-separated scene names to run (default: every available one)")
+    ap.add_argument("--unet", action="store_true", help="add the Attention U-Net columns: trained on each scene's "
+                    "rule masks and on the other scenes (leave-one-scene-out), with the CHOSEN levers (needs the "
+                    "'train' extra; minutes per scene)")
+    ap.add_argument("--ship", action="store_true", help="with --unet: train the pretrained model on every scene "
+                    "(and the synthetic ones) and copy it with its model card into snap_operators/io/pretrained")
+    ap.add_argument("--finetune", action="store_true", help="with --unet: fine-tune each scene's leave-one-scene-out "
+                    "model on its rule masks for a few epochs, against training from scratch")
+    ap.add_argument("--unet-levers", action="store_true", help="measure each LEVERS entry on each scene (the lever "
+                    "table of docs/unet.md)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from snap_operators.science.rules import load_rules
 
     args.work.mkdir(parents=True, exist_ok=True)
     scenes = [s for s in _scenes() if s.available()] + (local_scenes(args.local) if args.local else [])
+    if args.scenes:
+        scenes = [s for s in scenes if s.name in args.scenes.split(",")]
     s2_rules, s1s2_rules = load_rules("mosul-5class"), load_rules("mosul-5class-s1s2")
     t0 = time.perf_counter()
     data = {s.name: (s, load_arrays(s, args.work, s2_rules.bands)) for s in scenes}
@@ -619,6 +902,21 @@ def main(argv=None) -> int:
             s1_maps[s.name] = (a1, classify_arrays(a1, s1s2_rules), c2, classify_arrays(c2, s2_rules),
                                classify_arrays(c12, s1s2_rules))
 
+    unet = unet_columns(data, args.work, CHOSEN, "chosen", loso=not args.no_loso) if args.unet else {}
+    if args.ship:
+        if not args.unet or args.no_loso:
+            raise SystemExit("--ship needs --unet with leave-one-scene-out (its model card reports both)")
+        ship(train_shipped(data, args.work), data, shipped, unet, args.work)
+    finetune_md = finetune_table(data, shipped, unet, args.work) if args.finetune and unet else None
+    if finetune_md:
+        print("\n## U-Net fine-tuning\n" + finetune_md, flush=True)
+    levers_md = None
+    if args.unet_levers:
+        levers_md, levers_result = lever_table(data, shipped, args.work)
+        print("\n## U-Net levers\n" + levers_md, flush=True)
+        UNET_RESULTS.parent.mkdir(exist_ok=True)
+        UNET_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "levers": levers_result}, indent=2))
+
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "fitted_on_all": {"/".join(k): v for k, v in fitted_all["values"].items()},
               "scenes": {}}
@@ -639,6 +937,10 @@ def main(argv=None) -> int:
         if name in loso_maps:
             maps["S2 graph, parameters fitted without this scene"] = loso_maps[name]
             entry["loso_values"] = {"/".join(k): v for k, v in loso_fits[name]["values"].items()}
+        if name in unet:
+            maps["Attention U-Net trained on this scene's rule masks"] = unet[name]["own"]
+            if "loso" in unet[name]:
+                maps["Attention U-Net trained on the other scenes (leave-one-scene-out)"] = unet[name]["loso"]
         maps.update(baseline_maps(arrays))
         entry["scores"] = {label: {k: v for k, v in scores(p, arrays["reference"]).items() if k != "confusion"}
                            for label, p in maps.items()}
@@ -686,7 +988,36 @@ def main(argv=None) -> int:
         for key, body in blocks.items():
             text = replace_block(text, key, body)
         DOC.write_text(text)
+        if levers_md or unet or finetune_md:
+            text = UNET_DOC.read_text()
+            if levers_md:
+                text = replace_block(text, "unet-levers", levers_md)
+            if unet:
+                text = replace_block(text, "unet-scenes", unet_summary(data, shipped, unet))
+            if finetune_md:
+                text = replace_block(text, "unet-finetune", finetune_md)
+            UNET_DOC.write_text(text)
     return 0
+
+
+def unet_summary(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict]) -> str:
+    """The figures issue 17 asks for, per scene: OA of the rules, of the U-Net on its own rule
+    masks and leave-one-scene-out, the change, and the worst class recall change."""
+    rows = ["| scene | pixels | rules OA | U-Net (own rule masks) OA | change | worst recall change | "
+            "U-Net (other scenes) OA | change | worst recall change |", "|---|---:|---|---|---|---|---|---|---|"]
+    for name, entry in unet.items():
+        ref = data[name][1]["reference"]
+        r = scores(shipped[name], ref)
+        cells = [name, str(r["pixels"]), _f(r["oa"])]
+        for key in ("own", "loso"):
+            if key not in entry:
+                cells += ["", "", ""]
+                continue
+            u = scores(entry[key], ref)
+            drop = min(u[f"recall_{c}"] - r[f"recall_{c}"] for c in CORE if f"n_{c}" in r)
+            cells += [_f(u["oa"]), f"{u['oa'] - r['oa']:+.3f}", f"{drop:+.3f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def check_graph(scenes: Sequence[Scene], workdir: Path, fast: Mapping[str, np.ndarray]) -> None:

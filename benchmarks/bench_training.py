@@ -10,7 +10,7 @@ benchmarks/results/training.json.
 
 Usage::
 
-    python benchmarks/bench_training.py [--steps 20] [--configs small,default] [--device cpu|gpu]
+    python benchmarks/bench_training.py [--steps 20] [--configs small,default] [--device cpu|gpu] [--losses ce,sce]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
-def bench(config: str, steps: int, n_bands: int = 10, n_classes: int = 5, warmup: int = 3) -> dict:
+def bench(config: str, steps: int, n_bands: int = 10, n_classes: int = 5, warmup: int = 3, loss: str = "ce") -> dict:
     import keras
     from snap_pc_models.attention_unet import build_attention_unet, get_config
     from snap_pc_models.train import _labelled_accuracy, _loss
@@ -37,7 +37,7 @@ def bench(config: str, steps: int, n_bands: int = 10, n_classes: int = 5, warmup
     keras.utils.set_random_seed(0)
     model = build_attention_unet(n_bands, n_classes, cfg)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                  loss=_loss(np.ones(n_classes, "float32"), 0.5), metrics=[_labelled_accuracy])
+                  loss=_loss(np.ones(n_classes, "float32"), 0.5, loss), metrics=[_labelled_accuracy])
     rng = np.random.default_rng(0)
     shape = (cfg.batch_size, cfg.patch_size, cfg.patch_size)
     x = rng.normal(size=shape + (n_bands,)).astype("float32")
@@ -49,7 +49,7 @@ def bench(config: str, steps: int, n_bands: int = 10, n_classes: int = 5, warmup
     for _ in range(steps):
         model.train_on_batch(x, y)
     seconds = time.perf_counter() - t0
-    return {"config": config, "patch_size": cfg.patch_size, "batch_size": cfg.batch_size,
+    return {"config": config, "loss": loss, "patch_size": cfg.patch_size, "batch_size": cfg.batch_size,
             "parameters": int(model.count_params()), "steps": steps, "seconds": seconds,
             "patches_per_second": steps * cfg.batch_size / seconds,
             "mpx_per_second": steps * cfg.batch_size * cfg.patch_size**2 / seconds / 1e6}
@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--configs", default="small,default")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    ap.add_argument("--losses", default="ce", help="comma-separated losses of snap-pc train --loss to time")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.device == "cpu":
@@ -69,13 +70,13 @@ def main() -> None:
     gpus = tf.config.list_physical_devices("GPU")
     if args.device == "gpu" and not gpus:
         raise SystemExit("Error: --device gpu but TensorFlow sees no GPU")
-    rows = [bench(name, args.steps) for name in args.configs.split(",")]
+    rows = [bench(name, args.steps, loss=loss) for name in args.configs.split(",") for loss in args.losses.split(",")]
     device = gpus[0].name if args.device == "gpu" else f"CPU ({os.cpu_count()} cores)"
     print(f"\nAttention U-Net training throughput on {device}, TensorFlow {tf.__version__}\n")
-    print("| configuration | parameters | patch | batch | patches/s | Mpx/s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| configuration | loss | parameters | patch | batch | patches/s | Mpx/s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['config']} | {r['parameters']:,} | {r['patch_size']} | {r['batch_size']} | "
+        print(f"| {r['config']} | {r['loss']} | {r['parameters']:,} | {r['patch_size']} | {r['batch_size']} | "
               f"{r['patches_per_second']:.1f} | {r['mpx_per_second']:.2f} |")
     out = HERE / "results"
     out.mkdir(exist_ok=True)

@@ -12,6 +12,9 @@ _LABELS_HELP = ("label masks: LabelMaskExport's vector file (attribute class_id)
                 "class attribute (--field), or a class raster; codes 1-5 are classes, 0 and 255 unlabelled")
 
 
+_SHIPPED_HINT = "snap_operators/io/pretrained/attention_unet_s2.onnx (see docs/unet.md)"
+
+
 def _names(text: str | None):
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
@@ -58,7 +61,8 @@ def add_command(sub) -> None:
         "(.confusion_val.png, .confusion_test.png) and a model card (.card.md).",
         epilog="example: snap-pc train --image S2.tif --labels labels.gpkg --out model.onnx --config small --epochs 10",
     )
-    t.add_argument("dataset", nargs="?", help="dataset folder written by `snap-pc dataset`")
+    t.add_argument("dataset", nargs="*", help="dataset folder(s) written by `snap-pc dataset`; several train one "
+                   "model over all their scenes (same bands and patch size)")
     _add_data_arguments(t, required=False)
     t.add_argument("--out", required=True, help="ONNX model file to write")
     t.add_argument("--config", default="small", choices=("small", "default"),
@@ -74,6 +78,23 @@ def add_command(sub) -> None:
                    "on the same pixels")
     t.add_argument("--reference-field", help="class attribute of a vector --reference")
     t.add_argument("--mapping", help="reference code -> class id pairs, e.g. 2:3,5:1,8:4 (as `snap-pc assess`)")
+    g = t.add_argument_group("learning from noisy, imbalanced rule labels (docs/unet.md measures each)")
+    g.add_argument("--loss", default="ce", choices=("ce", "gce", "sce", "bootstrap"),
+                   help="ce: cross-entropy; gce: generalized CE; sce: symmetric CE; bootstrap: hard bootstrapping "
+                   "(the last three are robust to label noise); soft Dice is added (default %(default)s)")
+    g.add_argument("--balance", action="store_true", help="draw training patches class-balanced, so that a class "
+                   "with 0.5 %% of the pixels is seen")
+    g.add_argument("--ignore-border", type=int, default=0, metavar="PX",
+                   help="leave out labels within PX pixels of another class: train on the confident interior of "
+                   "each rule region (default %(default)s)")
+    g.add_argument("--self-training", type=int, default=0, metavar="ROUNDS",
+                   help="rounds of relabelling the training patches with the network's confident classes, then "
+                   "training on (default %(default)s)")
+    g.add_argument("--confidence", type=float, default=0.9,
+                   help="least class probability a self-training label needs (default %(default)s)")
+    g.add_argument("--init", metavar="MODEL.onnx",
+                   help="fine-tune from a trained model (its Keras weights beside it, its bands and normalization), "
+                   "e.g. the shipped one: " + _SHIPPED_HINT)
     t.set_defaults(handler=_cmd_train)
 
     q = sub.add_parser(
@@ -130,22 +151,27 @@ def _cmd_train(args) -> int:
     from .train import TrainError, train
 
     if bool(args.dataset) == bool(args.image or args.labels):
-        raise TrainError("give either a dataset folder or --image and --labels")
-    folder = args.dataset
-    if not folder:
+        raise TrainError("give either a dataset folder or --image and --labels (several dataset folders train one model)")
+    folders = args.dataset
+    if not folders:
         if not (args.image and args.labels):
             raise TrainError("--image and --labels go together")
         _check_fractions(args)
+        if args.init and args.bands is None:
+            _bands_of_model(args)
         folder = Path(args.out).with_suffix(".dataset")
         info = build_dataset(args.image, args.labels, folder, **{**_dataset_kwargs(args, get_config(args.config).patch_size),
                                                                  "overwrite": True})
         _report(info, folder)
+        folders = [folder]
     from snap_operators.apps.assess import parse_mapping
 
     mapping = parse_mapping(args.mapping)
-    result = train(folder, args.out, config=args.config, epochs=args.epochs, seed=args.seed, patience=args.patience,
+    result = train(folders, args.out, config=args.config, epochs=args.epochs, seed=args.seed, patience=args.patience,
                    batch_size=args.batch_size, learning_rate=args.learning_rate, overwrite=args.overwrite,
-                   reference=args.reference, reference_field=args.reference_field, mapping=mapping)
+                   reference=args.reference, reference_field=args.reference_field, mapping=mapping,
+                   loss=args.loss, balance=args.balance, ignore_border=args.ignore_border,
+                   self_training=args.self_training, confidence=args.confidence, init=args.init)
     m = result["metrics"]
     for split in ("val", "test"):
         s, b = m[split], m[split]["baseline_majority"]
@@ -165,6 +191,21 @@ def _cmd_train(args) -> int:
         print(f"snap-pc: {failure_text(m['vanished_classes'])} (outputs kept for inspection)", file=sys.stderr)
         return 1
     return 0
+
+
+def _bands_of_model(args) -> None:
+    """--bands and --indices from the --init model's input bands (a fine-tuning dataset needs its stack)."""
+    from snap_operators.io.onnx_model import ModelError, read_metadata
+    from snap_operators.science.indices import INDICES
+
+    from .train import TrainError
+
+    try:
+        names = read_metadata(args.init).input_bands
+    except ModelError as exc:
+        raise TrainError(f"--init: {exc}") from None
+    args.bands = ",".join(b for b in names if b not in INDICES)
+    args.indices = ",".join(b for b in names if b in INDICES)
 
 
 def _cmd_quantize(args) -> int:

@@ -37,7 +37,7 @@ from snap_operators.core.legend import LAND_COVER, MASKED, UNCLASSIFIED
 
 __all__ = [
     "DatasetError", "DEFAULT_S2_BANDS", "DEFAULT_S1_BANDS", "DEFAULT_INDICES", "SPLITS",
-    "build_input_product", "assign_blocks", "patch_origins", "build_dataset", "load_dataset_info", "open_split",
+    "build_input_product", "assign_blocks", "block_class_counts", "patch_origins", "build_dataset", "load_dataset_info", "open_split",
 ]
 
 DEFAULT_S2_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
@@ -119,11 +119,30 @@ def build_input_product(image, image_s1=None, bands: Sequence[str] | None = None
     return product, order
 
 
-def assign_blocks(shape: tuple[int, int], block_size: int, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> np.ndarray:
+def assign_blocks(shape: tuple[int, int], block_size: int, fractions=(0.7, 0.15, 0.15), seed: int = 0,
+                  class_counts: np.ndarray | None = None, tries: int = 256) -> np.ndarray:
     """Split code (0 train, 1 val, 2 test) of each spatial block, shape ``(rows, cols)``.
 
     Blocks are shuffled with `seed` and dealt out in the given fractions, at
-    least one block to each split.
+    least one block to each split. With `class_counts` the deal is
+    **stratified**: of `tries` shuffles, the one whose splits hold each
+    class's pixels nearest the fractions is kept, so a rare class (one lake,
+    one village) is not left entirely in the validation or test blocks, where
+    the network never learns it.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Scene rows and columns, px.
+    block_size : int
+        Block edge, px.
+    fractions : (float, float, float)
+        Train, validation and test shares of the blocks.
+    seed : int
+    class_counts : ndarray, shape (rows, cols, classes), optional
+        Labelled pixels of each class in each block.
+    tries : int
+        Shuffles compared when stratifying.
 
     Example
     -------
@@ -137,14 +156,50 @@ def assign_blocks(shape: tuple[int, int], block_size: int, fractions=(0.7, 0.15,
         raise DatasetError(f"the image ({shape[1]} x {shape[0]} px) holds {n} spatial block(s) of {block_size} px; "
                            "train/validation/test need at least 3: use a smaller --block-size")
     f = np.asarray(fractions, dtype=float)
-    n_val = max(1, int(round(n * f[1] / f.sum())))
-    n_test = max(1, int(round(n * f[2] / f.sum())))
+    f = f / f.sum()
+    n_val = max(1, int(round(n * f[1])))
+    n_test = max(1, int(round(n * f[2])))
     n_val, n_test = min(n_val, n - 2), min(n_test, n - 1 - min(n_val, n - 2))
-    codes = np.zeros(n, dtype=np.uint8)
-    perm = np.random.default_rng(seed).permutation(n)
-    codes[perm[:n_val]] = VAL
-    codes[perm[n_val:n_val + n_test]] = TEST
-    return codes.reshape(rows, cols)
+    rng = np.random.default_rng(seed)
+    counts = None
+    if class_counts is not None:
+        counts = np.asarray(class_counts, dtype=np.float64).reshape(n, -1)
+        counts = counts[:, counts.sum(axis=0) > 0]
+    best, best_cost = None, np.inf
+    for _ in range(tries if counts is not None and counts.size else 1):
+        codes = np.zeros(n, dtype=np.uint8)
+        perm = rng.permutation(n)
+        codes[perm[:n_val]] = VAL
+        codes[perm[n_val:n_val + n_test]] = TEST
+        if counts is None or not counts.size:
+            best = codes
+            break
+        shares = np.stack([counts[codes == k].sum(axis=0) for k in (TRAIN, VAL, TEST)]) / counts.sum(axis=0)
+        # each class's worst split, summed over the classes: every class learnt (train) and checked
+        cost = float(np.abs(shares - f[:, None]).max(axis=0).sum())
+        if cost < best_cost - 1e-12:
+            best, best_cost = codes, cost
+    return best.reshape(rows, cols)
+
+
+def block_class_counts(read_labels, shape: tuple[int, int], block_size: int) -> np.ndarray:
+    """Labelled pixels of each class (1..253) per spatial block: ``(rows, cols, 254)`` int64.
+
+    `read_labels(window)` gives the label codes of a rasterio window; the scene is read one
+    stripe of blocks at a time.
+    """
+    from rasterio.windows import Window
+
+    height, width = shape
+    rows, cols = -(-height // block_size), -(-width // block_size)
+    out = np.zeros((rows, cols, MASKED), dtype=np.int64)
+    for i in range(rows):
+        r0 = i * block_size
+        y = np.asarray(read_labels(Window(0, r0, width, min(block_size, height - r0))))
+        for j in range(cols):
+            part = y[:, j * block_size:(j + 1) * block_size]
+            out[i, j] = np.bincount(part[(part > 0) & (part < MASKED)].ravel(), minlength=MASKED)[:MASKED]
+    return out
 
 
 def patch_origins(shape: tuple[int, int], patch: int, stride: int) -> list[tuple[int, int]]:
@@ -267,7 +322,9 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
         field = "class_id"
     read_labels = _label_reader(labels_path, product.crs, ref_band.transform, width, height, field)
 
-    blocks = assign_blocks((height, width), block_size, fractions, seed)
+    # stratified split: each class's pixels dealt to the splits in about the fractions
+    counts = block_class_counts(read_labels, (height, width), block_size)
+    blocks = assign_blocks((height, width), block_size, fractions, seed, class_counts=counts)
     row_cols: dict[int, list[int]] = {}
     for r, c in patch_origins((height, width), patch_size, stride):
         row_cols.setdefault(r, []).append(c)

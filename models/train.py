@@ -83,34 +83,129 @@ def class_weights(class_pixels: dict, class_ids: Sequence[int], max_ratio: float
     return w.astype("float32")
 
 
+#: Least training batches per epoch: a scene of a few dozen patches would otherwise get a handful
+#: of gradient steps per epoch, and early stopping would end it before it learnt anything.
+MIN_BATCHES = 16
+#: Loss functions over the labelled pixels (``--loss``); the soft Dice term is added to each.
+LOSSES = ("ce", "gce", "sce", "bootstrap")
+#: Generalized cross-entropy exponent (Zhang & Sabuncu, 2018): 1 is MAE, 0 is CE.
+GCE_Q = 0.7
+#: Symmetric cross-entropy (Wang et al., 2019): weight of the reverse term and log of a zero probability.
+SCE_BETA, SCE_LOG_ZERO = 1.0, -4.0
+#: Hard bootstrapping (Reed et al., 2015): weight kept on the given label.
+BOOTSTRAP_BETA = 0.8
+
+
+def ignore_borders(y: np.ndarray, radius: int) -> np.ndarray:
+    """`y` with labelled pixels within `radius` px of another class set to -1 (unlabelled).
+
+    The rules' labels are least reliable at class borders (mixed pixels,
+    sieving, a threshold crossed by a few hundredths); training only on the
+    interior of each labelled region keeps the confident rule pixels.
+
+    Parameters
+    ----------
+    y : ndarray of int, shape (n, H, W)
+        Class indices, -1 unlabelled.
+    radius : int
+        Chebyshev distance in pixels.
+
+    Examples
+    --------
+    >>> y = np.zeros((1, 1, 6), int); y[..., 3:] = 1
+    >>> ignore_borders(y, 1)[0, 0].tolist()
+    [0, 0, -1, -1, 1, 1]
+    """
+    if radius <= 0:
+        return y
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    size = (1, 2 * radius + 1, 2 * radius + 1)
+    hi = maximum_filter(y, size=size, mode="nearest")
+    lo = minimum_filter(np.where(y >= 0, y, int(y.max()) + 1), size=size, mode="nearest")
+    return np.where((y >= 0) & (hi != lo), -1, y)
+
+
+def balanced_patch_weights(ys: Sequence[np.ndarray], class_ids: Sequence[int],
+                           scenes: Sequence[int] | None = None) -> np.ndarray:
+    """Sampling probability of each patch so that every class is drawn about equally often.
+
+    Each class gets an equal share of the draws, spread over the patches in
+    proportion to their pixels of it; half of the draws stay uniform so
+    that common scenery is still seen. A class with 0.5 % of the pixels is
+    then met in a fair share of the batches instead of almost never. With
+    several scenes that uniform half is shared equally by the scenes, so a
+    large scene does not drown the small ones.
+
+    Parameters
+    ----------
+    ys : sequence of ndarray of uint8, shape (n, H, W)
+        Label shards (class ids, 0 unlabelled).
+    class_ids : sequence of int
+    scenes : sequence of int, optional
+        Scene (dataset) index of each shard.
+
+    Returns
+    -------
+    ndarray of float64, shape (total patches,)
+        Probabilities summing to 1, in shard order.
+
+    Examples
+    --------
+    >>> y = np.zeros((4, 2, 2), np.uint8); y[:3] = 3; y[3, 0, 0] = 4
+    >>> balanced_patch_weights([y], [3, 4]).round(3).tolist()
+    [0.208, 0.208, 0.208, 0.375]
+    """
+    counts = np.concatenate([np.stack([(np.asarray(y) == c).sum(axis=(1, 2)) for c in class_ids], axis=1)
+                             for y in ys]).astype(np.float64)
+    n = len(counts)
+    totals = counts.sum(axis=0)
+    present = totals > 0
+    balanced = (counts[:, present] / totals[present]).sum(axis=1) / max(int(present.sum()), 1)
+    uniform = np.full(n, 1.0 / n)
+    if scenes is not None:
+        scene = np.repeat(np.asarray(scenes), [len(y) for y in ys])
+        sizes = np.bincount(scene)
+        uniform = 1.0 / (sizes[scene] * np.count_nonzero(sizes))
+    return 0.5 * balanced + 0.5 * uniform
+
+
 class _Batches:
-    """Normalized, augmented batches over memory-mapped shards (a keras PyDataset)."""
+    """Normalized, augmented batches over memory-mapped shards (a keras PyDataset).
+
+    ``weights`` (one probability per patch) draws each epoch's patches with
+    replacement instead of shuffling them; ``border`` drops labels that near
+    another class (:func:`ignore_borders`); ``ys`` may be replaced between
+    fits (self-training's relabelled patches).
+    """
 
     def __new__(cls, *args, **kwargs):
         import keras
 
         # Subclass keras.utils.PyDataset lazily: keras is imported only when training.
         class PatchBatches(keras.utils.PyDataset):
-            def __init__(self, xs, ys, mean, std, lut, batch_size, shuffle, augment, seed):
+            def __init__(self, xs, ys, mean, std, lut, batch_size, shuffle, augment, seed, weights=None, border=0,
+                         min_batches=1):
                 super().__init__(workers=1, use_multiprocessing=False)
                 self.xs, self.ys = xs, ys
                 self.mean, self.std, self.lut = mean, std, lut
                 self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+                self.weights, self.border = weights, border
                 self.index = np.array([(s, i) for s, x in enumerate(xs) for i in range(len(x))], dtype=np.int64)
+                self.n_batches = max(1, min_batches, -(-len(self.index) // batch_size))
                 self.rng = np.random.default_rng(seed)
                 self.order = np.arange(len(self.index))
-                if shuffle:
-                    self.rng.shuffle(self.order)
+                self.on_epoch_end()
 
             def __len__(self):
-                return max(1, -(-len(self.index) // self.batch_size))
+                return self.n_batches
 
             def __getitem__(self, k):
                 sel = self.index[self.order[k * self.batch_size:(k + 1) * self.batch_size]]
                 x = np.stack([self.xs[s][i] for s, i in sel]).astype("float32")
                 y = np.stack([self.ys[s][i] for s, i in sel])
                 x = (x - self.mean) / self.std
-                y = self.lut[y]
+                y = ignore_borders(self.lut[y], self.border)
                 if self.augment:
                     # Deterministic per (epoch order, batch): flips and quarter turns.
                     aug = np.random.default_rng([int(self.order[k * self.batch_size]), k])
@@ -121,27 +216,48 @@ class _Batches:
                 return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
             def on_epoch_end(self):
-                if self.shuffle:
-                    self.rng.shuffle(self.order)
+                n = len(self.index)
+                # a small scene repeats its patches (each in a new orientation) up to min_batches
+                size = max(n, self.n_batches * self.batch_size) if self.shuffle else n
+                if self.weights is not None:
+                    self.order = self.rng.choice(n, size=size, p=self.weights)
+                elif self.shuffle:
+                    self.order = np.concatenate([self.rng.permutation(n) for _ in range(-(-size // n))])[:size]
 
         return PatchBatches(*args, **kwargs)
 
 
-def _loss(weights: np.ndarray, dice_weight: float):
+def _loss(weights: np.ndarray, dice_weight: float, kind: str = "ce"):
+    """Masked, class-weighted loss over labelled pixels (`kind` in :data:`LOSSES`) plus soft Dice.
+
+    ``gce``, ``sce`` and ``bootstrap`` bound what a wrong label can pull:
+    the rules' labels are noisy, and cross-entropy lets the network fit
+    their errors as hard as their truths.
+    """
     from keras import ops
 
     n = len(weights)
     w_const = ops.convert_to_tensor(weights)
 
-    def masked_weighted_ce_dice(y_true, y_pred):
+    def masked_weighted_loss(y_true, y_pred):
         y = ops.cast(y_true, "int32")
         valid = ops.cast(y >= 0, "float32")
         yc = ops.where(y >= 0, y, 0)
         onehot = ops.one_hot(yc, n) * valid[..., None]
         p = ops.clip(y_pred, 1e-7, 1.0)
-        ce = -ops.sum(onehot * ops.log(p), axis=-1)
+        p_label = ops.sum(onehot * p, axis=-1)
+        if kind == "gce":
+            per_pixel = (1.0 - ops.power(ops.maximum(p_label, 1e-7), GCE_Q)) / GCE_Q * valid
+        elif kind == "bootstrap":
+            guess = ops.one_hot(ops.argmax(p, axis=-1), n) * valid[..., None]
+            target = BOOTSTRAP_BETA * onehot + (1.0 - BOOTSTRAP_BETA) * ops.stop_gradient(guess)
+            per_pixel = -ops.sum(target * ops.log(p), axis=-1)
+        else:
+            per_pixel = -ops.sum(onehot * ops.log(p), axis=-1)
+            if kind == "sce":
+                per_pixel = per_pixel + SCE_BETA * (-SCE_LOG_ZERO) * (1.0 - p_label) * valid
         w = ops.take(w_const, yc) * valid
-        loss = ops.sum(w * ce) / ops.maximum(ops.sum(w), 1e-6)
+        loss = ops.sum(w * per_pixel) / ops.maximum(ops.sum(w), 1e-6)
         if dice_weight:
             pv = p * valid[..., None]
             inter = ops.sum(onehot * pv, axis=(0, 1, 2))
@@ -151,7 +267,7 @@ def _loss(weights: np.ndarray, dice_weight: float):
             loss = loss + dice_weight * (1.0 - dice)
         return loss
 
-    return masked_weighted_ce_dice
+    return masked_weighted_loss
 
 
 def _labelled_accuracy(y_true, y_pred):
@@ -237,17 +353,131 @@ def failure_text(vanished: Sequence[dict]) -> str:
             "the training labels")
 
 
+def combine_datasets(folders: Sequence) -> tuple[dict, dict]:
+    """One training set from dataset folders of one band list: ``(info, {split: (xs, ys)})``.
+
+    Several scenes train one model (the shipped pretrained one, leave-one-scene-out
+    checks). Normalization is pooled over the training splits (each dataset's mean
+    and variance weighted by its training patches); class pixels are summed.
+
+    Parameters
+    ----------
+    folders : sequence of path
+        Dataset folders (:func:`snap_pc_models.dataset.build_dataset`) with the same
+        bands, patch size and classes.
+
+    Returns
+    -------
+    info : dict
+        The first dataset's description with ``datasets``, ``image`` and ``labels``
+        listing every dataset (one dataset: its own description unchanged), pooled
+        ``norm_mean``/``norm_std`` and summed split counts.
+    data : dict
+        Split name -> (x shards, y shards), memory-mapped.
+    """
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise TrainError("no dataset given")
+    infos = [load_dataset_info(f) for f in folders]
+    data = {s: ([], []) for s in SPLITS}
+    for f, i in zip(folders, infos):
+        for what in ("bands", "patch_size", "classes"):
+            if i[what] != infos[0][what]:
+                raise TrainError(f"datasets {folders[0]} and {f} differ in {what.replace('_', ' ')} "
+                                 f"({infos[0][what]} vs {i[what]}): build them with the same --bands, --indices and "
+                                 "--patch-size")
+        for s in SPLITS:
+            xs, ys = open_split(f, i, s)
+            data[s][0].extend(xs)
+            data[s][1].extend(ys)
+    if len(infos) == 1:
+        return infos[0], data
+    n = np.array([i["splits"]["train"]["patches"] for i in infos], dtype=np.float64)[:, None]
+    means = np.array([i["norm_mean"] for i in infos])
+    stds = np.array([i["norm_std"] for i in infos])
+    mean = (n * means).sum(axis=0) / n.sum()
+    var = (n * (stds**2 + means**2)).sum(axis=0) / n.sum() - mean**2
+    std = np.sqrt(np.maximum(var, 0.0))
+    info = dict(infos[0])
+    info.update(datasets=[str(f) for f in folders], image=[i["image"] for i in infos],
+                train_shard_scenes=[k for k, i in enumerate(infos) for _ in i["splits"]["train"]["shards"]],
+                labels=[i["labels"] for i in infos], norm_mean=mean.tolist(),
+                norm_std=np.where(std > 1e-6, std, 1.0).tolist())
+    info["splits"] = {}
+    for s in SPLITS:
+        pixels: dict[str, int] = {}
+        for i in infos:
+            for k, v in i["splits"][s]["class_pixels"].items():
+                pixels[k] = pixels.get(k, 0) + int(v)
+        info["splits"][s] = {"patches": int(sum(i["splits"][s]["patches"] for i in infos)), "class_pixels": pixels}
+    return info, data
+
+
+def pretrained_start(init, bands: Sequence[str], class_ids: Sequence[int]):
+    """The Keras model and metadata to fine-tune from: ``(model, ModelMetadata)``.
+
+    `init` is an ONNX model written by ``snap-pc train`` (or the shipped one):
+    its weights are read from the Keras checkpoint beside it (``STEM.keras`` or
+    ``STEM.best.keras``), its bands, classes and normalization from its
+    metadata. The dataset must have the model's bands and classes.
+    """
+    from snap_operators.io.onnx_model import ModelError, read_metadata
+
+    from .attention_unet import load_keras_model
+
+    init = Path(init)
+    try:
+        meta = read_metadata(init)
+    except ModelError as exc:
+        raise TrainError(f"--init: {exc}") from None
+    stem = init.with_suffix("")
+    weights = next((p for p in (Path(f"{stem}.keras"), Path(f"{stem}.best.keras")) if p.is_file()), None)
+    if weights is None:
+        raise TrainError(f"--init {init}: no Keras weights beside it ({stem.name}.keras or {stem.name}.best.keras)")
+    if tuple(meta.input_bands) != tuple(bands):
+        raise TrainError(f"--init {init} reads {','.join(meta.input_bands)}; the dataset has {','.join(bands)}: build "
+                         "it with --bands and --indices matching the model")
+    if tuple(meta.class_ids) != tuple(class_ids):
+        raise TrainError(f"--init {init} has classes {list(meta.class_ids)}; the dataset has {list(class_ids)}")
+    return load_keras_model(weights), meta
+
+
+def relabel_confident(model, xs, ys, mean, std, class_ids, threshold: float, batch_size: int = 16):
+    """Self-training labels: where the network is at least `threshold` sure, its class; elsewhere the given one.
+
+    Fills what the rules left unclassified and corrects the labels the network
+    confidently contradicts. Returns ``(new ys, filled pixels, changed pixels)``.
+    """
+    ids = np.asarray(class_ids, dtype=np.uint8)
+    out, filled, changed = [], 0, 0
+    for x_shard, y_shard in zip(xs, ys):
+        y_new = np.array(y_shard, dtype=np.uint8)
+        for i in range(0, len(x_shard), batch_size):
+            x = (np.asarray(x_shard[i:i + batch_size], dtype="float32") - mean) / std
+            p = np.asarray(model(x, training=False))
+            sure = p.max(axis=-1) >= threshold
+            pred = ids[p.argmax(axis=-1)]
+            y = y_new[i:i + batch_size]
+            filled += int((sure & (y == 0)).sum())
+            changed += int((sure & (y != 0) & (y != pred)).sum())
+            y[sure] = pred[sure]
+        out.append(y_new)
+    return out, filled, changed
+
+
 def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 0, patience: int = 5,
           batch_size: int | None = None, learning_rate: float | None = None, dice_weight: float = 0.5,
           augment: bool = True, model_name: str | None = None, overwrite: bool = False, verbose: bool = True,
           reference=None, reference_field: str | None = None, mapping: dict | None = None,
-          **config_overrides) -> dict:
-    """Train on a dataset folder and export ``out`` (ONNX) with its report files.
+          loss: str = "ce", balance: bool = False, ignore_border: int = 0, self_training: int = 0,
+          confidence: float = 0.9, init=None, **config_overrides) -> dict:
+    """Train on one or several dataset folders and export ``out`` (ONNX) with its report files.
 
     Parameters
     ----------
-    dataset : path
-        Folder written by :func:`snap_pc_models.dataset.build_dataset`.
+    dataset : path or sequence of path
+        Folder(s) written by :func:`snap_pc_models.dataset.build_dataset` (several: one
+        model over all their scenes, :func:`combine_datasets`).
     out : path
         ONNX file to write; report files get the same stem.
     config : str
@@ -260,9 +490,21 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         Independent reference (raster or vector, as ``snap-pc assess`` reads it): the network's
         class map of the whole image (``MODEL.classes.tif``) and the rules' label masks are both
         scored against it on the same pixels (``metrics["reference"]``, see
-        :func:`snap_pc_models.evaluate.compare_with_reference`).
+        :func:`snap_pc_models.evaluate.compare_with_reference`). One dataset only.
     reference_field, mapping
         Class attribute of a vector reference; reference code -> class id.
+    loss : {'ce', 'gce', 'sce', 'bootstrap'}
+        Cross-entropy, or a loss robust to label noise (:data:`LOSSES`); soft Dice is added.
+    balance : bool
+        Draw training patches class-balanced (:func:`balanced_patch_weights`).
+    ignore_border : int
+        Leave out of the loss labels within this many px of another class (:func:`ignore_borders`).
+    self_training : int
+        Rounds of relabelling the training patches with the network's confident classes
+        (:func:`relabel_confident`, at least `confidence`) and training on.
+    init : path, optional
+        ONNX model to fine-tune from (:func:`pretrained_start`): its weights, bands and
+        normalization.
 
     Returns
     -------
@@ -282,7 +524,15 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         raise TrainError(f"output folder {out.parent} does not exist")
     if epochs < 1:
         raise TrainError(f"epochs must be >= 1, got {epochs}")
-    info = load_dataset_info(dataset)
+    if loss not in LOSSES:
+        raise TrainError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
+    if ignore_border < 0 or self_training < 0 or not 0.5 <= confidence < 1:
+        raise TrainError(f"need ignore_border >= 0, self_training >= 0 and confidence in [0.5, 1) "
+                         f"(got {ignore_border}, {self_training}, {confidence})")
+    folders = [dataset] if isinstance(dataset, (str, os.PathLike)) else list(dataset)
+    info, data = combine_datasets(folders)
+    if reference is not None and len(folders) > 1:
+        raise TrainError("--reference scores the training image: give one dataset")
     try:
         cfg = get_config(config, batch_size=batch_size, learning_rate=learning_rate, **config_overrides)
     except ValueError as exc:
@@ -293,20 +543,28 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
                          f"(2**depth of configuration '{cfg.name}'): rebuild the dataset with --patch-size")
     class_ids = [c["id"] for c in info["classes"]]
     bands = info["bands"]
-    mean = np.asarray(info["norm_mean"], dtype="float32")
-    std = np.asarray(info["norm_std"], dtype="float32")
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    if init is not None:
+        model, init_meta = pretrained_start(init, bands, class_ids)
+        # the pretrained features expect the pretrained normalization
+        mean = np.asarray(init_meta.norm_mean, dtype="float32")
+        std = np.asarray(init_meta.norm_std, dtype="float32")
+    else:
+        model = build_attention_unet(len(bands), len(class_ids), cfg)
+        mean = np.asarray(info["norm_mean"], dtype="float32")
+        std = np.asarray(info["norm_std"], dtype="float32")
     lut = np.full(256, -1, dtype=np.int32)
     lut[class_ids] = np.arange(len(class_ids))
     weights = class_weights(info["splits"]["train"]["class_pixels"], class_ids)
 
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    data = {s: open_split(dataset, info, s) for s in SPLITS}
-    train_batches = _Batches(*data["train"], mean, std, lut, cfg.batch_size, True, augment, seed)
+    scenes = info.get("train_shard_scenes")
+    patch_weights = balanced_patch_weights(data["train"][1], class_ids, scenes) if balance else None
+    train_batches = _Batches(*data["train"], mean, std, lut, cfg.batch_size, True, augment, seed,
+                             patch_weights, ignore_border, MIN_BATCHES)
     val_batches = _Batches(*data["val"], mean, std, lut, cfg.batch_size, False, False, seed)
 
-    model = build_attention_unet(len(bands), len(class_ids), cfg)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=_loss(weights, dice_weight),
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=_loss(weights, dice_weight, loss),
                   metrics=[_labelled_accuracy])
     stem = out.with_suffix("")
     files = {k: Path(f"{stem}.{k}") for k in ("best.keras", "history.csv", "curves.png", "metrics.json",
@@ -319,25 +577,50 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
             raise TrainError(f"{files['classes.tif']} exists (use --overwrite)")
     ckpt_tmp = staged_path(files["best.keras"])  # keeps .keras: Keras picks the format by it
     started = time.perf_counter()
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(str(ckpt_tmp), monitor="val_loss", save_best_only=True),
-        _EpochLine(epochs) if verbose else keras.callbacks.Callback(),
-    ]
+    history: dict[str, list[float]] = {}
+    rounds = []
+
+    def fit(n_epochs: int) -> None:
+        callbacks = [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+            keras.callbacks.ModelCheckpoint(str(ckpt_tmp), monitor="val_loss", save_best_only=True),
+            _EpochLine(n_epochs) if verbose else keras.callbacks.Callback(),
+        ]
+        hist = model.fit(train_batches, validation_data=val_batches, epochs=n_epochs, callbacks=callbacks, verbose=0)
+        for k, vals in hist.history.items():
+            history.setdefault(k, []).extend(float(v) for v in vals)
+
     try:
-        hist = model.fit(train_batches, validation_data=val_batches, epochs=epochs, callbacks=callbacks, verbose=0)
+        fit(epochs)
+        for r in range(self_training):
+            ys, filled, changed = relabel_confident(model, data["train"][0], data["train"][1], mean, std, class_ids,
+                                                    confidence)
+            train_batches.ys = ys
+            if balance:
+                train_batches.weights = balanced_patch_weights(ys, class_ids, scenes)
+            rounds.append({"round": r + 1, "filled_pixels": filled, "changed_pixels": changed,
+                           "first_epoch": len(history["val_loss"]) + 1})
+            if verbose:
+                print(f"self-training round {r + 1}: {filled} unlabelled px filled, {changed} labels changed "
+                      f"(confidence >= {confidence})", flush=True)
+            fit(max(1, epochs // 2))
     except Exception:
         ckpt_tmp.unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - started
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    best_epoch = int(np.argmin(history["val_loss"])) + 1
-    n_train = info["splits"]["train"]["patches"]
+    # the model kept is the best epoch of the last fit (self-training rounds fit on after the first)
+    last_fit = rounds[-1]["first_epoch"] - 1 if rounds else 0
+    best_epoch = last_fit + int(np.argmin(history["val_loss"][last_fit:])) + 1
     trained_epochs = len(history["val_loss"])
 
     metrics = {"config": cfg.to_dict(), "seed": seed, "epochs_run": trained_epochs, "best_epoch": best_epoch,
-               "train_seconds": seconds, "train_patches_per_second": n_train * trained_epochs / seconds,
-               "class_weights": dict(zip(map(str, class_ids), map(float, weights)))}
+               "train_seconds": seconds,
+               "train_patches_per_second": len(train_batches) * cfg.batch_size * trained_epochs / seconds,
+               "class_weights": dict(zip(map(str, class_ids), map(float, weights))),
+               "levers": {"loss": loss, "balance": balance, "ignore_border": ignore_border,
+                          "self_training": rounds, "confidence": confidence if self_training else None,
+                          "init": str(init) if init is not None else None},
+               "datasets": [str(f) for f in folders]}
     results = {}
     for split in ("val", "test"):
         results[split] = evaluate_split(model, *data[split], mean, std, class_ids)
@@ -442,6 +725,40 @@ def _plot_curves(history: dict, best_epoch: int, path: Path, name: str) -> None:
     save_figure(fig, path)
 
 
+_LOSS_NAMES = {"ce": "weighted cross-entropy", "gce": f"weighted generalized cross-entropy (q {GCE_Q})",
+               "sce": f"weighted symmetric cross-entropy (beta {SCE_BETA})",
+               "bootstrap": f"weighted hard-bootstrapping cross-entropy (beta {BOOTSTRAP_BETA})"}
+
+
+def _lever_text(levers: dict) -> str:
+    """The loss and the noisy-label levers of a training, in words (model card)."""
+    parts = [_LOSS_NAMES[levers.get("loss", "ce")] + " + soft Dice"]
+    if levers.get("balance"):
+        parts.append("class-balanced patch sampling")
+    if levers.get("ignore_border"):
+        parts.append(f"labels within {levers['ignore_border']} px of another class left out")
+    if levers.get("self_training"):
+        parts.append(f"{len(levers['self_training'])} self-training round(s) at confidence {levers['confidence']}")
+    if levers.get("init"):
+        parts.append(f"fine-tuned from `{Path(levers['init']).name}`")
+    return ", ".join(parts)
+
+
+def _data_lines(info: dict) -> list[str]:
+    """The model card's data section: one scene, or every dataset of a multi-scene training."""
+    splits = ", ".join(str(info["splits"][s]["patches"]) for s in SPLITS)
+    if info.get("datasets"):
+        return ([f"- {len(info['datasets'])} scenes (datasets), {splits} train/validation/test patches of "
+                 f"{info['patch_size']} px, normalization pooled over their training splits:"]
+                + [f"  - image `{i}`, labels `{lab}`" for i, lab in zip(info["image"], info["labels"])])
+    return [
+        f"- image: `{info['image']}`" + (f"; Sentinel-1: `{info['image_s1']}`" if info.get("image_s1") else ""),
+        f"- labels: `{info['labels']}`" + (f" (attribute `{info['field']}`)" if info.get("field") else ""),
+        f"- scene {info['width']} x {info['height']} px; patches {info['patch_size']} px, stride {info['stride']}; "
+        f"spatial blocks of {info['block_size']} px split train/validation/test ({splits} patches)",
+    ]
+
+
 def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: Path) -> str:
     """The Markdown model card: data, bands, configuration, metrics, intended use, limits."""
     def fmt(v):
@@ -468,11 +785,7 @@ def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: P
         f"ONNX Runtime vs TensorFlow: max abs difference {metrics['onnx']['max_abs_diff_vs_tensorflow']:.1e}.",
         "",
         "## Data",
-        f"- image: `{info['image']}`" + (f"; Sentinel-1: `{info['image_s1']}`" if info.get("image_s1") else ""),
-        f"- labels: `{info['labels']}`" + (f" (attribute `{info['field']}`)" if info.get("field") else ""),
-        f"- scene {info['width']} x {info['height']} px; patches {info['patch_size']} px, stride {info['stride']}; "
-        f"spatial blocks of {info['block_size']} px split train/validation/test "
-        f"({', '.join(str(info['splits'][s]['patches']) for s in SPLITS)} patches)",
+        *_data_lines(info),
         "- class 0 (unclassified by the rules) is ignored by the loss",
         "",
         "## Bands (channel order) and normalization (training split)",
@@ -482,7 +795,7 @@ def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: P
     lines += [f"| {i} | {b} | {m:.5g} | {s:.5g} |" for i, (b, m, s) in
               enumerate(zip(meta.input_bands, meta.norm_mean, meta.norm_std))]
     lines += ["", "## Training",
-              f"Adam (lr {cfg.learning_rate}), batch {cfg.batch_size}, weighted cross-entropy + soft Dice, "
+              f"Adam (lr {cfg.learning_rate}), batch {cfg.batch_size}, {_lever_text(metrics.get('levers', {}))}, "
               f"seed {metrics['seed']}; {metrics['epochs_run']} epochs, best epoch {metrics['best_epoch']} "
               f"(early stopping on validation loss); {metrics['train_patches_per_second']:.1f} patches/s.",
               "", "## Metrics (labelled pixels of spatially held-out blocks)",
@@ -508,7 +821,8 @@ def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: P
               "", "## Limits",
               "- Labels are the rule-based classifier's masks, not field truth: the network learns the rules' "
               "errors too; the metrics above measure agreement with those labels on held-out blocks.",
-              "- Trained on one scene; other seasons, sensors' processing baselines or regions need new training "
+              ("- Trained on the scenes above; other" if info.get("datasets") else "- Trained on one scene; other")
+              + " seasons, sensors' processing baselines or regions need new training "
               "or at least a check against reference data (`snap-pc assess`).",
               "- Inputs must be the bands above, in the same units (reflectance 0-1, backscatter in dB), on a "
               "10 m grid; inference refuses a product that lacks any of them.",

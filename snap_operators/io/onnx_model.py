@@ -24,6 +24,10 @@ key                value (strings; lists and objects are JSON)
 
 This module needs only onnxruntime (a core dependency), never TensorFlow.
 
+A small pretrained Sentinel-2 model ships in the package
+(:data:`PRETRAINED_DIR`); :func:`pretrained_model` gives its file, which
+``AttentionUNetInference`` reads when no ``modelFile`` is given.
+
 Example
 -------
 >>> meta = ModelMetadata("m", "1", ("B2", "B3"), (0.1, 0.1), (0.05, 0.05),
@@ -53,8 +57,52 @@ REQUIRED_KEYS = (
 )
 
 
+#: Folder of the pretrained models shipped in the package (``snap_operators/io/pretrained``).
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+#: Precision -> file name of the shipped pretrained Sentinel-2 Attention U-Net in :data:`PRETRAINED_DIR`.
+PRETRAINED_FILES = {"fp32": "attention_unet_s2.onnx", "int8": "attention_unet_s2.int8.onnx"}
+
+
 class ModelError(SnapPcError):
     """An ONNX model file that cannot be used: unreadable, or metadata missing or wrong."""
+
+
+def pretrained_model(precision: str = "fp32") -> Path:
+    """The ONNX file of the pretrained Sentinel-2 Attention U-Net shipped in the package.
+
+    It reads B2, B3, B4, B8, B11 and the indices of ``graphs/unet_inference.properties``
+    (its metadata lists them) and predicts the five land-cover classes 1..5;
+    ``AttentionUNetInference`` uses the fp32 file when no ``modelFile`` is given.
+
+    Parameters
+    ----------
+    precision : {"fp32", "int8"}
+        ``"fp32"``: the exported network; ``"int8"``: its int8 copy made with
+        ``snap-pc quantize`` (``docs/unet.md`` compares their classes and accuracy).
+
+    Returns
+    -------
+    Path
+        The file, in :data:`PRETRAINED_DIR`.
+
+    Raises
+    ------
+    ModelError
+        Unknown `precision`, or the file is missing (a broken install).
+
+    Examples
+    --------
+    >>> pretrained_model().name, pretrained_model("int8").name
+    ('attention_unet_s2.onnx', 'attention_unet_s2.int8.onnx')
+    """
+    if precision not in PRETRAINED_FILES:
+        raise ModelError(f"pretrained model precision {precision!r} is not one of {', '.join(PRETRAINED_FILES)}")
+    path = PRETRAINED_DIR / PRETRAINED_FILES[precision]
+    if not path.is_file():
+        raise ModelError(f"the shipped pretrained model {path.name} is missing from {PRETRAINED_DIR} (a broken "
+                         "install?): reinstall snap-progressive-classifier, or give a model file (-Pmodel=FILE)")
+    return path
 
 
 @dataclass(frozen=True)

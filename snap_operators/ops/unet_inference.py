@@ -1,6 +1,8 @@
 """``AttentionUNetInference``: land cover from a trained ONNX network, tile by tile.
 
-The model file says which bands it reads (by name, in channel order), how to
+Without ``modelFile`` the pretrained Sentinel-2 model shipped in the package
+(:func:`snap_operators.io.onnx_model.pretrained_model`) is used. The model
+file says which bands it reads (by name, in channel order), how to
 normalize them and which classes it predicts (:mod:`snap_operators.io.onnx_model`).
 The operator picks those bands from its source product (the output of
 ``SpectralIndices`` with ``copySourceBands=true``), predicts tiles of
@@ -34,13 +36,13 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
-from ..core.errors import OperatorError, ParameterError, in_node
+from ..core.errors import OperatorError, in_node
 from ..core.legend import MASKED, MASKED_INFO, NO_DATA
 from ..core.operator import Operator, TileKernel, register
 from ..core.product import Band, Product
 from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 from ..grid.regrid import grid_mismatch
-from ..io.onnx_model import ModelError
+from ..io.onnx_model import ModelError, pretrained_model
 from ..science.cloudmask import find_mask_band, mask_classes
 from ..science.inference import (
     BLENDS,
@@ -161,9 +163,10 @@ class AttentionUNetInferenceOp(Operator):
         sources=(SourceSpec("sourceProduct", "Product with the model's input bands on one grid "
                             "(SpectralIndices with copySourceBands=true)."),),
         parameters=(
-            Parameter("modelFile", "File", required=True, label="Model file",
+            Parameter("modelFile", "File", label="Model file",
                       description="ONNX model written by 'snap-pc train' (its metadata lists bands, "
-                      "normalization, classes and halo)."),
+                      "normalization, classes and halo); empty: the pretrained Sentinel-2 model shipped with "
+                      "snap-pc (B2, B3, B4, B8, B11, NDVI, MNDWI, NDBI, BSI; classes 1-5)."),
             Parameter("device", "String", default="auto", value_set=DEVICES, label="Device",
                       description="auto: CUDA when onnxruntime-gpu sees a GPU, else CPU; cpu; cuda (error without GPU)."),
             Parameter("tileSize", "int", default=DEFAULT_TILE, interval="[8,8192]", unit="pixels", label="Tile size",
@@ -200,11 +203,16 @@ class AttentionUNetInferenceOp(Operator):
     def initialize(self) -> Product:
         source = self.source_product()
         p = self.parameters
-        if not p.get("modelFile"):
-            raise ParameterError(str(self.error("parameter 'modelFile' is required")))
+        model = p.get("modelFile")
+        shipped = not (model and str(model).strip())
         try:
-            key = session_key(p["modelFile"], p["device"] or "auto", int(p["threads"]))
+            if shipped:
+                model = pretrained_model()
+            key = session_key(model, p["device"] or "auto", int(p["threads"]))
             session, meta = get_session(key)
+            if shipped:
+                log.info("%s: no modelFile given: using the shipped pretrained model %s %s (%s)", self.spec.alias,
+                         meta.model_name, meta.model_version, key.path)
             input_size = fixed_input_size(session)
             tile = int(p["tileSize"])
             halo = meta.halo if p["halo"] is None else int(p["halo"])

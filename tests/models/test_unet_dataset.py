@@ -174,3 +174,44 @@ def test_cli_dataset_and_one_line_errors(scene, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["dataset", "--help"])
     assert "spatial blocks" in capsys.readouterr().out
+
+
+def test_blocks_are_dealt_stratified_so_a_rare_class_is_learnt():
+    """One lake in one block of 16: a plain shuffle sends it to validation or test 30 % of the time,
+    and the network never learns water; the stratified deal keeps every class in every split's share."""
+    from snap_pc_models.dataset import TRAIN, assign_blocks
+
+    counts = np.zeros((4, 4, 6), np.int64)
+    counts[..., 3] = 1000
+    counts[2, 1, 1] = 50  # the lake
+    counts[0, 3, 4] = counts[3, 0, 4] = counts[1, 1, 4] = 30  # three villages
+    plain_lost = sum(assign_blocks((400, 400), 100, seed=s)[2, 1] != TRAIN for s in range(40))
+    assert plain_lost >= 4  # the unstratified deal does lose it
+    for seed in range(10):
+        codes = assign_blocks((400, 400), 100, seed=seed, class_counts=counts)
+        assert codes[2, 1] == TRAIN
+        assert sorted(set(codes.ravel().tolist())) == [0, 1, 2]
+        villages = [codes[0, 3], codes[3, 0], codes[1, 1]]
+        assert TRAIN in villages and len(set(villages)) >= 2  # learnt and checked
+    # no labels: the plain deal, unchanged
+    np.testing.assert_array_equal(assign_blocks((400, 400), 100, seed=3, class_counts=np.zeros((4, 4, 6))),
+                                  assign_blocks((400, 400), 100, seed=3))
+
+
+def test_block_class_counts_sum_the_labelled_pixels_of_each_block():
+    from snap_pc_models.dataset import block_class_counts
+
+    labels = np.zeros((250, 130), np.uint8)
+    labels[:100, :64] = 3
+    labels[200:, 100:] = 1
+    labels[0, 0] = 254  # masked: not a class
+    labels[1, 1] = 255  # no-data
+
+    def read(window):
+        return labels[window.row_off:window.row_off + window.height, window.col_off:window.col_off + window.width]
+
+    got = block_class_counts(read, labels.shape, 64)
+    assert got.shape == (4, 3, 254)
+    assert got[0, 0, 3] == 64 * 64 - 2 and got[1, 0, 3] == 36 * 64 and got[1, 1, 3] == 0
+    assert got[3, 1, 1] == 50 * 28 and got[3, 2, 1] == 50 * 2 and got[3, 0, 1] == 0
+    assert got.sum() == labels[(labels > 0) & (labels < 254)].size

@@ -28,13 +28,15 @@ from snap_operators.core.legend import LAND_COVER, NO_DATA
 from snap_operators.core.operator import ExecutionContext, get_operator
 from snap_operators.core.product import Band, Product
 from snap_operators.engine.runner import load_graph, run_graph
-from snap_operators.io.onnx_model import ModelError, ModelMetadata
+from snap_operators.io import onnx_model
+from snap_operators.io.onnx_model import ModelError, ModelMetadata, pretrained_model, read_metadata
 from snap_operators.ops.unet_inference import block_chunks
 from snap_operators.science import inference as I
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
 GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
+TESTS_DATA = Path(__file__).resolve().parents[1] / "data"
 EPSG = "EPSG:32638"
 T = Affine(10.0, 0.0, 300000.0, 0.0, -10.0, 4030000.0)
 S2 = ("B2", "B3", "B4", "B8", "B11", "B12")
@@ -406,6 +408,53 @@ def test_one_class_model_fails_the_class_check(tmp_path, stack_product):
     assert_several_classes(compute(varied, "class_id")[0])
 
 
+# --- the shipped pretrained model ---------------------------------------------------------------------
+
+
+def test_no_model_file_uses_the_shipped_model(stack_product, caplog):
+    """modelFile absent or empty: the pretrained Sentinel-2 model in the package, said in one INFO line."""
+    meta = read_metadata(pretrained_model())
+    stack = np.random.default_rng(1).uniform(0.0, 0.4, (len(meta.input_bands), 48, 48)).astype(np.float32)
+    product = stack_product(stack, meta.input_bands)
+    absent = get_operator("AttentionUNetInference").create({"sourceProduct": product}, {"tileSize": "32"},
+                                                           context=ExecutionContext(tile_size=64))
+    absent.target = absent.initialize()
+    with caplog.at_level(logging.INFO, logger="snap_operators.ops.unet_inference"):
+        empty = run_op(product, "", tileSize=32)
+    for op in (absent, empty):
+        md = op.target.metadata.element("AttentionUNetInference").attributes
+        assert md["modelFile"] == str(pretrained_model()) and md["modelFile"].endswith("attention_unet_s2.onnx")
+        assert (md["modelName"], md["modelVersion"]) == (meta.model_name, meta.model_version)
+        assert md["inputBands"] == ",".join(meta.input_bands)
+        (cls,) = compute(op, "class_id")
+        assert cls.shape == (48, 48) and np.isin(cls, (1, 2, 3, 4, 5)).all()
+    said = [r.getMessage() for r in caplog.records if "shipped pretrained model" in r.getMessage()]
+    assert said == [f"AttentionUNetInference: no modelFile given: using the shipped pretrained model "
+                    f"{meta.model_name} {meta.model_version} ({pretrained_model()})"]
+    assert all(r.levelno == logging.INFO for r in caplog.records if "shipped" in r.getMessage())
+    # a model file given is used, and nothing is said about the shipped one
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="snap_operators.ops.unet_inference"):
+        given = run_op(product, pretrained_model("int8"), tileSize=32)
+    assert given.target.metadata.element("AttentionUNetInference").attributes["modelFile"] == \
+        str(pretrained_model("int8"))
+    assert not [r for r in caplog.records if "shipped" in r.getMessage()]
+
+
+def test_missing_shipped_model_is_a_one_line_error_of_the_node(stack_product, tmp_path, monkeypatch):
+    shipped = pretrained_model()
+    meta = read_metadata(shipped)
+    product = stack_product(np.zeros((len(meta.input_bands), 32, 32), np.float32), meta.input_bands)
+    monkeypatch.setattr(onnx_model, "PRETRAINED_DIR", tmp_path / "gone")  # a broken install
+    with pytest.raises(ModelError, match="AttentionUNetInference.*shipped pretrained model attention_unet_s2.onnx "
+                       "is missing from .*gone") as exc:
+        run_op(product, "")
+    assert "\n" not in str(exc.value)
+    # a model file given does not need the shipped one
+    op = run_op(product, shipped, tileSize=32)
+    assert op.target.band("class_id").shape == (32, 32)
+
+
 # --- graphs, cluster, real data ------------------------------------------------------------------------
 
 
@@ -457,6 +506,33 @@ def test_s1s2_graph_end_to_end(unet, tmp_path):
               ExecutionContext(tile_size=512))
     with rasterio.open(tmp_path / "varied" / "unet.tif") as src:
         assert_several_classes(src.read(1))
+
+
+@pytest.mark.real_data
+def test_s2_graph_without_model_runs_the_shipped_model_on_a_real_scene(tmp_path):
+    """graphs/unet_inference.xml without -Pmodel (model= in its properties) on the Aberystwyth scene (tests/data)."""
+    scene = TESTS_DATA / "aberystwyth"
+    if not (scene / "s2_20210527_sref.tif").is_file():
+        pytest.skip(f"{scene} not found")
+    graph = load_graph(GRAPHS / "unet_inference.xml", {"input": str(scene / "s2_20210527_sref.tif"),
+                                                        "output": str(tmp_path / "unet.tif"),
+                                                        "labels": str(tmp_path / "labels.gpkg")})
+    assert graph.nodes["AttentionUNetInference"].parameters["modelFile"] == ""  # ${model} is empty, not unset
+    result = run_graph(graph, ExecutionContext())
+    md = result.products["AttentionUNetInference"].metadata.element("AttentionUNetInference").attributes
+    assert md["modelFile"] == str(pretrained_model())
+    with rasterio.open(tmp_path / "unet.tif") as src, rasterio.open(scene / "labels.tif") as ref:
+        assert src.descriptions == ("class_id",) and src.shape == ref.shape == (390, 320)
+        cls, truth = src.read(1), ref.read(1)
+    found = set(np.unique(cls).tolist())
+    assert found <= {1, 2, 3, 4, 5} and len(found) >= 3, found
+    # the reference polygons (1 water, 2 forest, 3 grass, 4 urban) in the model's legend
+    # (measured with the provisional model: water 1.00, vegetation 1.00, urban 0.99)
+    assert (cls[truth == 1] == 1).mean() > 0.9  # Water
+    assert (cls[(truth == 2) | (truth == 3)] == 3).mean() > 0.8  # Trees/Shrubbery vegetation
+    assert (cls[truth == 4] == 4).mean() > 0.5  # Urban Area
+    with fiona.open(tmp_path / "labels.gpkg") as layer:
+        assert {f["properties"]["class_id"] for f in layer} <= found
 
 
 @pytest.mark.slow
