@@ -726,7 +726,9 @@ def ship(model: Path, data, shipped: Mapping[str, np.ndarray], unet: Mapping[str
         drop = min(u[f"recall_{c}"] - r[f"recall_{c}"] for c in CORE if f"n_{c}" in r) if u else math.nan
         rows.append(f"| {name}{' (weak labels, not trained on)' if not scene.fitted_on else ''} | {r['pixels']} | "
                     f"{_f(r['oa'])} | {_f(m['oa'])} | {_f(u['oa']) if u else ''} | {drop:+.3f} |")
-    card = Path(f"{model.with_suffix('')}.card.md").read_text()
+    # paths as a reader of the repository sees them, not as this machine had them
+    card = (Path(f"{model.with_suffix('')}.card.md").read_text().replace(str(work), "WORK")
+            .replace(str(ROOT) + "/", "").replace(str(SHARED.parent) + "/", "../shared/"))
     card += ("\n## Accuracy on real scenes (independent references)\n"
              "Overall accuracy over each reference's classes, `python benchmarks/bench_accuracy.py --unet --ship` "
              f"({time.strftime('%Y-%m-%d')}); the rules are the shipped S2 graph on the same pixels. The "
