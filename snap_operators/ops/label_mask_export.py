@@ -75,6 +75,8 @@ FIELDS = ("class_id", "class_name", "area_m2", "area_km2")
 
 #: Record batches waiting for the layer writer (each one chunk's regions).
 MAX_PENDING_BATCHES = 8
+#: GeoPackage version written (GDAL VERSION creation option): the one GDAL 3.6 reads without a warning.
+GPKG_VERSION = "1.2"
 
 log = logging.getLogger(__name__)
 
@@ -541,9 +543,13 @@ class _LayerWriter:
         self._queue: queue.Queue = queue.Queue(MAX_PENDING_BATCHES)
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        options = {"layer": layer}
+        options: dict = {"layer": layer}
         if driver == "ESRI Shapefile":
             options = {"encoding": "UTF-8"}  # also writes the .cpg
+        elif driver == "GPKG":
+            # GeoPackage 1.2: GDAL 3.6 (many QGIS LTR installs) warns that 1.4 "may only be
+            # partially supported", and nothing written here needs 1.3 or 1.4
+            options["dataset_options"] = {"VERSION": GPKG_VERSION}
         self._thread = threading.Thread(
             target=self._run, args=(driver, crs_wkt, options), name=f"write {path.name}", daemon=True,
         )

@@ -462,10 +462,14 @@ def test_qml_and_geopackage_style(class_product, tmp_path):
         kinds = dict(con.execute("SELECT table_name, data_type FROM gpkg_contents").fetchall())
         row = con.execute("SELECT f_table_name, f_geometry_column, useAsDefault, styleQML FROM layer_styles").fetchall()
         geom_col = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name='lc'").fetchone()[0]
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        application = con.execute("PRAGMA application_id").fetchone()[0]
     finally:
         con.close()
     assert kinds == {"lc": "features", "layer_styles": "attributes"}
     assert row == [("lc", geom_col, 1, qml)]
+    # GeoPackage 1.2 (GDAL 3.6, in many QGIS LTR installs, warns on 1.4), still after the style is added
+    assert version == 10200 and application == int.from_bytes(b"GPKG", "big")
 
 
 def test_legend_falls_back_to_land_cover_and_unknown_classes_are_named(class_product, tmp_path):
