@@ -452,7 +452,8 @@ def module_status_xml(codename: str = CODENAME) -> str:
             f'<module name="{codename}">\n{body}</module>\n')
 
 
-def build_nbm(out: str | os.PathLike, version: str | None = None, plugin_dir: str | os.PathLike = PLUGIN_DIR) -> Path:
+def build_nbm(out: str | os.PathLike, version: str | None = None, plugin_dir: str | os.PathLike = PLUGIN_DIR,
+              overwrite: bool = False) -> Path:
     """Write the NetBeans module file `out` (``.nbm``) for SNAP's plugin manager.
 
     Parameters
@@ -462,11 +463,15 @@ def build_nbm(out: str | os.PathLike, version: str | None = None, plugin_dir: st
         (:func:`~snap_operators.core.outputs.write_bytes`).
     version : str, optional
         Module specification version, digits and dots (default: the package version).
+    overwrite : bool
+        Replace an existing `out` (refused otherwise, as ``snap-pc run`` refuses).
     """
     out = Path(out)
     spec_version = nbm_version(version)
     if out.suffix.lower() != ".nbm":
         raise SnapPcError(f"{out}: the file name must end with .nbm")
+    if out.exists() and not overwrite:
+        raise SnapPcError(f"{out} exists (use --overwrite to replace it)")
     if not out.parent.is_dir():
         raise SnapPcError(f"{out.parent}: folder does not exist")
     jar = module_jar(spec_version, CODENAME, plugin_dir)
@@ -744,6 +749,7 @@ def add_command(sub) -> None:
                         "Add Plugins...; the operators appear in Raster > Progressive Classifier.")
     n.add_argument("out", metavar="OUT.nbm", help="output file")
     n.add_argument("--version", help=f"module version, digits and dots (default {nbm_version()})")
+    n.add_argument("--overwrite", action="store_true", help="replace an existing OUT.nbm")
     n.set_defaults(handler=_cmd_nbm)
 
     d = ssub.add_parser("doctor", help="check SNAP, esa_snappy, Python and the installed plugin",
@@ -777,7 +783,7 @@ def _cmd_uninstall(args) -> int:
 
 
 def _cmd_nbm(args) -> int:
-    path = build_nbm(args.out, args.version)
+    path = build_nbm(args.out, args.version, overwrite=args.overwrite)
     print(f"wrote {path}")
     print("install it in SNAP Desktop: Tools > Plugins > Downloaded > Add Plugins..., then restart SNAP")
     return 0

@@ -428,6 +428,19 @@ def test_nbm_rejects_bad_version_and_name(tmp_path, plugin_dir):
     assert list(tmp_path.iterdir()) == [plugin_dir]
 
 
+def test_nbm_never_replaces_a_file_unless_asked(tmp_path, plugin_dir, run_cli):
+    out = tmp_path / "snap_pc.nbm"
+    out.write_bytes(b"someone's module")
+    with pytest.raises(SnapPcError, match=r"snap_pc.nbm exists \(use --overwrite"):
+        I.build_nbm(out, "1.0", plugin_dir)
+    assert out.read_bytes() == b"someone's module"
+    code, _, err = run_cli("snap", "nbm", str(out), "--version", "1.0")
+    assert code == 1 and "exists (use --overwrite" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == b"someone's module"
+    I.build_nbm(out, "1.0", plugin_dir, overwrite=True)
+    assert zipfile.ZipFile(out).testzip() is None
+
+
 def test_manifest_wraps_long_values():
     text = I._manifest([("Key", "é" * 100)])
     attrs = _read_manifest(text)
