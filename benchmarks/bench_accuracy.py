@@ -66,8 +66,6 @@ DOC = ROOT / "docs" / "accuracy.md"
 RESULTS = HERE / "results" / "accuracy.json"
 UNET_RESULTS = HERE / "results" / "unet_levers.json"
 UNET_DOC = ROOT / "docs" / "unet.md"
-PRETRAINED = ROOT / "snap_operators" / "io" / "pretrained"
-SHIPPED_NAME = "attention_unet_s2"
 S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s2.xml"
 S1S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s1s2.xml"
 
@@ -572,6 +570,11 @@ CHOSEN = {"balance": True}
 SYNTHETIC = ((512, 11),)
 
 
+def worst_recall_change(unet: Mapping[str, Any], rules: Mapping[str, Any]) -> float:
+    """The largest recall loss (most negative change) of any reference class, from two :func:`scores`."""
+    return min(unet[f"recall_{c}"] - rules[f"recall_{c}"] for c in CORE if f"n_{c}" in rules)
+
+
 def _image_key(scene: Scene, work: Path) -> str:
     return str(scene.s2(work))
 
@@ -634,49 +637,67 @@ def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, 
     return result["metrics"], True
 
 
-def unet_map(datasets: Sequence[Path], image_dataset: Path, out: Path, **training) -> tuple[np.ndarray, dict]:
-    """Train on `datasets`, predict the image of `image_dataset`: ``(class map, training metrics)``."""
+def class_map(model: Path, image_dataset: Path, classes: Path) -> np.ndarray:
+    """The class map `model` makes of the image of `image_dataset`, kept in `classes` (reused if there)."""
     import rasterio
 
     from snap_pc_models.dataset import load_dataset_info
     from snap_pc_models.evaluate import predict_scene
 
+    if not classes.exists():
+        predict_scene(model, load_dataset_info(image_dataset), classes, overwrite=True)
+    with rasterio.open(classes) as ds:
+        return ds.read(1)
+
+
+def unet_map(datasets: Sequence[Path], image_dataset: Path, out: Path, **training) -> tuple[np.ndarray, dict]:
+    """Train on `datasets`, predict the image of `image_dataset`: ``(class map, training metrics)``."""
     classes = out.with_suffix(".classes.tif")
     metrics, fresh = trained(datasets, out, **training)
     if fresh:
         classes.unlink(missing_ok=True)
-    if not classes.exists():
-        predict_scene(out, load_dataset_info(image_dataset), classes, overwrite=True)
-    with rasterio.open(classes) as ds:
-        return ds.read(1), metrics
+    return class_map(out, image_dataset, classes), metrics
 
 
 def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bool = True) -> dict[str, dict]:
     """Per scene with a pixel reference: the U-Net trained on its own rule masks and, with `loso`,
     the U-Net trained on every other scene (and the synthetic ones), with `levers`."""
     scenes = [s for s, _ in data.values()]
-    sets = unet_datasets(scenes, work, )
-    fitted_images = {_image_key(s, work) for s in scenes if s.fitted_on}
+    sets = unet_datasets(scenes, work)
     out: dict[str, dict] = {}
     for name, (scene, arrays) in data.items():
         if scene.kind == "patch":
             continue
         key = _image_key(scene, work)
-        own = Path(sets[key])
+        own = sets[key]
         t0 = time.perf_counter()
         entry = {}
-        entry["own"], entry["own_metrics"] = unet_map([own], own, work / "unet" / tag / f"{Path(own).parent.name}.onnx",
+        entry["own"], entry["own_metrics"] = unet_map([own], own, work / "unet" / tag / f"{own.parent.name}.onnx",
                                                       **levers)
         if loso:
-            others = [p for k, p in sets.items() if k != key and (k in fitted_images or k.startswith("synthetic:"))]
-            entry["loso"], entry["loso_metrics"] = unet_map(
-                others, own, work / "unet" / tag / f"without-{Path(own).parent.name}.onnx", **levers)
+            entry["loso_model"] = work / "unet" / tag / f"without-{own.parent.name}.onnx"
+            entry["loso"], entry["loso_metrics"] = unet_map(multi_scene_sets(sets, scenes, work, without=key), own,
+                                                            entry["loso_model"], **levers)
         if entry["own"].shape != arrays["reference"].shape:
             raise SystemExit(f"{name}: the U-Net map {entry['own'].shape} is not on the reference grid "
                              f"{arrays['reference'].shape}")
         print(f"U-Net {tag} {name}: {time.perf_counter() - t0:.0f} s", flush=True)
         out[name] = entry
     return out
+
+
+def shipped_name() -> str:
+    """Stem of the shipped model's files (``snap_operators.io.onnx_model.PRETRAINED_FILES``)."""
+    from snap_operators.io.onnx_model import PRETRAINED_FILES
+
+    return Path(PRETRAINED_FILES["fp32"]).stem
+
+
+def multi_scene_sets(sets: Mapping[str, Path], scenes: Sequence[Scene], work: Path, without: str | None = None) -> list[Path]:
+    """Datasets a multi-scene model trains on: every scene fits may use and the synthetic ones,
+    but the image `without` (leave-one-scene-out)."""
+    fitted = {_image_key(s, work) for s in scenes if s.fitted_on}
+    return [p for k, p in sets.items() if k != without and (k in fitted or k.startswith("synthetic:"))]
 
 
 def train_shipped(data, work: Path) -> Path:
@@ -686,11 +707,9 @@ def train_shipped(data, work: Path) -> Path:
     from snap_pc_models.quantize import quantize_model
 
     scenes = [s for s, _ in data.values()]
-    sets = unet_datasets(scenes, work)
-    fitted = {_image_key(s, work) for s in scenes if s.fitted_on}
-    folders = [p for k, p in sets.items() if k in fitted or k.startswith("synthetic:")]
-    out = work / "unet" / "shipped" / f"{SHIPPED_NAME}.onnx"
-    _, fresh = trained(folders, out, model_name=SHIPPED_NAME, **CHOSEN)
+    folders = multi_scene_sets(unet_datasets(scenes, work), scenes, work)
+    out = work / "unet" / "shipped" / f"{shipped_name()}.onnx"
+    _, fresh = trained(folders, out, model_name=shipped_name(), **CHOSEN)
     int8 = out.with_suffix(".int8.onnx")
     if fresh or not int8.exists():
         largest = max(folders, key=lambda f: json.loads((Path(f) / "dataset.json").read_text())["splits"]["train"]["patches"])
@@ -703,10 +722,7 @@ def ship(model: Path, data, shipped: Mapping[str, np.ndarray], unet: Mapping[str
     extended by its accuracy on every real scene and leave-one-scene-out."""
     import shutil
 
-    import rasterio
-
-    from snap_pc_models.dataset import load_dataset_info
-    from snap_pc_models.evaluate import predict_scene
+    from snap_operators.io.onnx_model import PRETRAINED_DIR
 
     sets = unet_datasets([s for s, _ in data.values()], work)
     rows = ["| scene | reference px | rules OA | shipped model OA (scene in training) | "
@@ -714,16 +730,12 @@ def ship(model: Path, data, shipped: Mapping[str, np.ndarray], unet: Mapping[str
             "|---|---:|---|---|---|---|"]
     for name, entry in unet.items():
         scene, arrays = data[name]
-        own = Path(sets[_image_key(scene, work)])
-        classes = work / "unet" / "shipped" / f"{own.parent.name}.classes.tif"
-        if not classes.exists():
-            predict_scene(model, load_dataset_info(own), classes, overwrite=True)
-        with rasterio.open(classes) as ds:
-            mine = ds.read(1)
+        own = sets[_image_key(scene, work)]
+        mine = class_map(model, own, model.parent / f"{own.parent.name}.classes.tif")
         ref = arrays["reference"]
         r, m = scores(shipped[name], ref), scores(mine, ref)
         u = scores(entry["loso"], ref) if "loso" in entry else None
-        drop = min(u[f"recall_{c}"] - r[f"recall_{c}"] for c in CORE if f"n_{c}" in r) if u else math.nan
+        drop = worst_recall_change(u, r) if u else math.nan
         rows.append(f"| {name}{' (weak labels, not trained on)' if not scene.fitted_on else ''} | {r['pixels']} | "
                     f"{_f(r['oa'])} | {_f(m['oa'])} | {_f(u['oa']) if u else ''} | {drop:+.3f} |")
     # paths as a reader of the repository sees them, not as this machine had them
@@ -735,13 +747,14 @@ def ship(model: Path, data, shipped: Mapping[str, np.ndarray], unet: Mapping[str
              "leave-one-scene-out column is a model trained exactly as this one but without that scene: what to "
              "expect on a scene nobody trained on. docs/unet.md and docs/accuracy.md have every class.\n\n"
              + "\n".join(rows) + "\n")
-    PRETRAINED.mkdir(exist_ok=True)
-    stem = model.with_suffix("")
-    for src, dst in ((model, f"{SHIPPED_NAME}.onnx"), (model.with_suffix(".int8.onnx"), f"{SHIPPED_NAME}.int8.onnx"),
-                     (Path(f"{stem}.best.keras"), f"{SHIPPED_NAME}.keras")):
-        shutil.copyfile(src, PRETRAINED / dst)
-    (PRETRAINED / f"{SHIPPED_NAME}.card.md").write_text(card)
-    print(f"shipped {model} into {PRETRAINED}", flush=True)
+    PRETRAINED_DIR.mkdir(exist_ok=True)
+    name, stem = shipped_name(), model.with_suffix("")
+    # the names pretrained_model() and snap-pc train --init (STEM.keras beside STEM.onnx) look for
+    for src, dst in ((model, f"{name}.onnx"), (model.with_suffix(".int8.onnx"), f"{name}.int8.onnx"),
+                     (Path(f"{stem}.best.keras"), f"{name}.keras")):
+        shutil.copyfile(src, PRETRAINED_DIR / dst)
+    (PRETRAINED_DIR / f"{name}.card.md").write_text(card)
+    print(f"shipped {model} into {PRETRAINED_DIR}", flush=True)
 
 
 #: Epochs of the fine-tuning runs (``--finetune``), against ``UNET_TRAINING``'s from scratch.
@@ -759,15 +772,14 @@ def finetune_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, d
         if "loso" not in entry:
             continue
         scene, arrays = data[name]
-        own = Path(sets[_image_key(scene, work)])
+        own = sets[_image_key(scene, work)]
         ref = arrays["reference"]
-        init = work / "unet" / "chosen" / f"without-{own.parent.name}.onnx"
         m = entry["own_metrics"]
         cells = [name, _f(scores(shipped[name], ref)["oa"]), _f(scores(entry["loso"], ref)["oa"]),
                  f"{_f(scores(entry['own'], ref)['oa'])} ({m['epochs_run']}, {m['train_seconds']:.0f})"]
         for e in FINETUNE_EPOCHS:
             pred, fm = unet_map([own], own, work / "unet" / "finetune" / f"{own.parent.name}-{e}.onnx", epochs=e,
-                                init=str(init), **CHOSEN)
+                                init=str(entry["loso_model"]), **CHOSEN)
             cells.append(f"{_f(scores(pred, ref)['oa'])} ({fm['train_seconds']:.0f})")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -788,7 +800,7 @@ def lever_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
         for n in names:
             ref = data[n][1]["reference"]
             u, r = scores(cols[n]["own"], ref), scores(shipped[n], ref)
-            drop = min(u[f"recall_{c}"] - r[f"recall_{c}"] for c in CORE if f"n_{c}" in r)
+            drop = worst_recall_change(u, r)
             vanished = bool(cols[n]["own_metrics"].get("vanished_classes"))
             result[label][n] = {"oa": u["oa"], "oa_rules": r["oa"], "worst_recall_change": drop,
                                 "vanished": vanished}
@@ -1016,7 +1028,7 @@ def unet_summary(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dic
                 cells += ["", "", ""]
                 continue
             u = scores(entry[key], ref)
-            drop = min(u[f"recall_{c}"] - r[f"recall_{c}"] for c in CORE if f"n_{c}" in r)
+            drop = worst_recall_change(u, r)
             cells += [_f(u["oa"]), f"{u['oa'] - r['oa']:+.3f}", f"{drop:+.3f}"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

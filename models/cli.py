@@ -6,13 +6,13 @@ import os
 import sys
 from pathlib import Path
 
+from snap_operators.io.onnx_model import PRETRAINED_DIR, PRETRAINED_FILES
+
 from .dataset import DEFAULT_INDICES, build_dataset
+from .train import LOSSES
 
 _LABELS_HELP = ("label masks: LabelMaskExport's vector file (attribute class_id), any polygon/point file with a "
                 "class attribute (--field), or a class raster; codes 1-5 are classes, 0 and 255 unlabelled")
-
-
-_SHIPPED_HINT = "snap_operators/io/pretrained/attention_unet_s2.onnx (see docs/unet.md)"
 
 
 def _names(text: str | None):
@@ -80,7 +80,7 @@ def add_command(sub) -> None:
     t.add_argument("--reference-field", help="class attribute of a vector --reference")
     t.add_argument("--mapping", help="reference code -> class id pairs, e.g. 2:3,5:1,8:4 (as `snap-pc assess`)")
     g = t.add_argument_group("learning from noisy, imbalanced rule labels (docs/unet.md measures each)")
-    g.add_argument("--loss", default="ce", choices=("ce", "gce", "sce", "bootstrap"),
+    g.add_argument("--loss", default="ce", choices=LOSSES,
                    help="ce: cross-entropy; gce: generalized CE; sce: symmetric CE; bootstrap: hard bootstrapping "
                    "(the last three are robust to label noise); soft Dice is added (default %(default)s)")
     g.add_argument("--balance", action="store_true", help="draw training patches class-balanced (and, with several "
@@ -96,7 +96,7 @@ def add_command(sub) -> None:
                    help="least class probability a self-training label needs (default %(default)s)")
     g.add_argument("--init", metavar="MODEL.onnx",
                    help="fine-tune from a trained model (its Keras weights beside it, its bands and normalization), "
-                   "e.g. the shipped one: " + _SHIPPED_HINT)
+                   f"e.g. the shipped one: {PRETRAINED_DIR / PRETRAINED_FILES['fp32']} (docs/unet.md)")
     t.set_defaults(handler=_cmd_train)
 
     q = sub.add_parser(

@@ -161,19 +161,18 @@ def assign_blocks(shape: tuple[int, int], block_size: int, fractions=(0.7, 0.15,
     n_test = max(1, int(round(n * f[2])))
     n_val, n_test = min(n_val, n - 2), min(n_test, n - 1 - min(n_val, n - 2))
     rng = np.random.default_rng(seed)
-    counts = None
+    counts = np.zeros((n, 0))
     if class_counts is not None:
         counts = np.asarray(class_counts, dtype=np.float64).reshape(n, -1)
         counts = counts[:, counts.sum(axis=0) > 0]
     best, best_cost = None, np.inf
-    for _ in range(tries if counts is not None and counts.size else 1):
+    for _ in range(tries if counts.size else 1):  # no labelled class: the first shuffle
         codes = np.zeros(n, dtype=np.uint8)
         perm = rng.permutation(n)
         codes[perm[:n_val]] = VAL
         codes[perm[n_val:n_val + n_test]] = TEST
-        if counts is None or not counts.size:
-            best = codes
-            break
+        if not counts.size:
+            return codes.reshape(rows, cols)
         shares = np.stack([counts[codes == k].sum(axis=0) for k in (TRAIN, VAL, TEST)]) / counts.sum(axis=0)
         # each class's worst split, summed over the classes: every class learnt (train) and checked
         cost = float(np.abs(shares - f[:, None]).max(axis=0).sum())

@@ -279,15 +279,30 @@ def _labelled_accuracy(y_true, y_pred):
     return ops.sum(hit) / ops.maximum(ops.sum(valid), 1.0)
 
 
+def predicted_batches(model, x_shard, mean, std, batch_size: int):
+    """``(start, probabilities)`` of `model` over one shard's patches, `batch_size` at a time.
+
+    Parameters
+    ----------
+    x_shard : ndarray, shape (n, P, P, bands)
+        Physical values (memory-mapped); normalized here with `mean` and `std`.
+
+    Yields
+    ------
+    (int, ndarray of float32, shape (b, P, P, classes))
+    """
+    for i in range(0, len(x_shard), batch_size):
+        x = (np.asarray(x_shard[i:i + batch_size], dtype="float32") - mean) / std
+        yield i, np.asarray(model(x, training=False))
+
+
 def evaluate_split(model, xs, ys, mean, std, class_ids, batch_size: int = 8) -> Assessment:
     """Confusion matrix and metrics of `model` on labelled pixels of one split."""
     ids = np.asarray(class_ids)
     m = np.zeros((len(ids), len(ids)), dtype=np.int64)
     for x_shard, y_shard in zip(xs, ys):
-        for i in range(0, len(x_shard), batch_size):
-            x = (np.asarray(x_shard[i:i + batch_size], dtype="float32") - mean) / std
-            pred = ids[np.argmax(np.asarray(model(x, training=False)), axis=-1)]
-            m += confusion_matrix(np.asarray(y_shard[i:i + batch_size]), pred, ids)
+        for i, p in predicted_batches(model, x_shard, mean, std, batch_size):
+            m += confusion_matrix(np.asarray(y_shard[i:i + batch_size]), ids[np.argmax(p, axis=-1)], ids)
     names = dict(zip(class_ids, _names_for(class_ids)))
     metrics = accuracy_metrics(m, list(ids), names)
     ious = [p["iou"] for p in metrics["per_class"] if p["iou"] is not None]
@@ -452,9 +467,7 @@ def relabel_confident(model, xs, ys, mean, std, class_ids, threshold: float, bat
     out, filled, changed = [], 0, 0
     for x_shard, y_shard in zip(xs, ys):
         y_new = np.array(y_shard, dtype=np.uint8)
-        for i in range(0, len(x_shard), batch_size):
-            x = (np.asarray(x_shard[i:i + batch_size], dtype="float32") - mean) / std
-            p = np.asarray(model(x, training=False))
+        for i, p in predicted_batches(model, x_shard, mean, std, batch_size):
             sure = p.max(axis=-1) >= threshold
             pred = ids[p.argmax(axis=-1)]
             y = y_new[i:i + batch_size]
