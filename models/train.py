@@ -677,10 +677,16 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     _write_history(history, files["history.csv"])
     _plot_curves(history, best_epoch, files["curves.png"], cfg.name)
     for split in ("val", "test"):
-        plot_confusion(results[split], files[f"confusion_{split}.png"])
+        subject = _confusion_subject(model_name or cfg.name, split)
+        plot_confusion(results[split], files[f"confusion_{split}.png"], subject)
     write_text(files["metrics.json"], json.dumps(metrics, indent=2, default=float))
     write_text(files["card.md"], model_card(info, meta, cfg, metrics, out))
     return {"onnx": out, "metrics": metrics, "history": history, "files": files}
+
+
+def _confusion_subject(name: str, split: str) -> str:
+    """Title line of a split's confusion figure: ``"Attention U-Net small, validation split"``."""
+    return f"Attention U-Net {name}, {'validation' if split == 'val' else split} split"
 
 
 class _EpochLine:

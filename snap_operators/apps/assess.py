@@ -248,13 +248,32 @@ def write_report(result: Assessment, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-def plot_confusion(result: Assessment, path: str | Path) -> None:
-    """Row-normalized confusion matrix heat map with counts, as PNG."""
-    save_figure(confusion_figure(result), path)
+def plot_confusion(result: Assessment, path: str | Path, subject: str | None = None) -> None:
+    """Row-normalized confusion matrix heat map with counts, as PNG (:func:`confusion_figure`)."""
+    save_figure(confusion_figure(result, subject), path)
 
 
-def confusion_figure(result: Assessment):
-    """The figure of :func:`plot_confusion` (matplotlib ``Figure``)."""
+def confusion_subject(result: Assessment) -> str | None:
+    """``"classes.tif vs reference.gpkg"``: the files an :func:`assess` result compares; None for other results."""
+    met = result.metrics
+    if not met.get("classes") or not met.get("reference"):
+        return None
+    return f"{Path(met['classes']).name} vs {Path(met['reference']).name}"
+
+
+def confusion_figure(result: Assessment, subject: str | None = None):
+    """The figure of :func:`plot_confusion` (matplotlib ``Figure``).
+
+    Parameters
+    ----------
+    result : Assessment
+    subject : str, optional
+        What was assessed, the title's first line (e.g. ``"Attention U-Net
+        small, test split"``); default :func:`confusion_subject`. The
+        second line gives OA, kappa and the pixels scored.
+    """
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,7 +295,11 @@ def confusion_figure(result: Assessment):
     ax.set_xlabel("classified")
     ax.set_ylabel("reference")
     met = result.metrics
-    ax.set_title(f"OA {met['overall_accuracy']:.3f}   kappa {met['kappa']:.3f}   ({met['pixels']} px)")
+    title = f"OA {met['overall_accuracy']:.3f}   kappa {met['kappa']:.3f}   ({met['pixels']} px)"
+    subject = subject or confusion_subject(result)
+    if subject:  # wrapped to the figure: long file names must not run off its edges
+        title = textwrap.fill(subject, width=int(fig.get_figwidth() * 10)) + "\n" + title
+    ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of reference row")
     fig.tight_layout()
     return fig

@@ -29,7 +29,8 @@ What follows gpt (``snap-gpf``'s ``org.esa.snap.core.gpf.main``):
   ``snap-pc help OP``.
 
 Kept from snap-pc: existing outputs are replaced only with ``--overwrite``;
-``-q N`` is gpt's parallelism (``--workers N``); ``--quiet`` hides the progress bar.
+``-q N`` is gpt's parallelism (``--workers N``); ``--quiet`` hides the progress
+(a bar on a terminal; else, as gpt, ``....10%....20%`` on stdout).
 """
 
 from __future__ import annotations
@@ -77,12 +78,17 @@ examples:
 """
 
 
-def parse_assignments(items: list[str] | None, flag: str = "-P") -> dict[str, str]:
-    """``name=value`` items of `flag` (``-P``, ``-S``), as gpt's ``parseNameValuePair``: both sides trimmed."""
+def parse_assignments(items: list[str] | None, flag: str = "-P", loose: list[str] | None = None) -> dict[str, str]:
+    """``name=value`` items of `flag` (``-P``, ``-S``), as gpt's ``parseNameValuePair``: both sides trimmed.
+
+    `loose` are the command's free arguments (source files): ``-Pinput
+    scene.tif`` leaves ``scene.tif`` there, and the error says what was meant.
+    """
     out: dict[str, str] = {}
     for item in items or []:
         if "=" not in item:
-            raise SnapPcError(f"Missing '=' in '{flag}{item}' (expected {flag}name=value)")
+            hint = f"; did you mean {flag}{item.strip()}={loose[0]}?" if loose else ""
+            raise SnapPcError(f"Missing '=' in '{flag}{item}' (expected {flag}name=value, one word, no spaces){hint}")
         k, v = item.split("=", 1)
         if not k.strip():
             raise SnapPcError(f"Empty identifier in '{flag}{item}' (expected {flag}name=value)")
@@ -108,7 +114,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--workers", type=int, metavar="N",
                    help="threads for the local scheduler, as gpt's -q (default: all cores)")
     p.add_argument("--tile-size", type=int, default=1024, metavar="N", help="chunk edge in pixels (default 1024)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (a bar on a terminal, else gpt's '....10%%....20%%' lines on stdout)")
     p.add_argument("-e", "--debug", action="store_true", dest="debug_run", help="print the full traceback on errors")
 
 
@@ -179,6 +186,10 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("out_dir", help="output folder (created)")
     s.add_argument("--size", type=int, required=True, help="width and height in pixels (64 and more)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--haze", action="store_true",
+                   help="haze patches over about a third of the scene (lower contrast; not flagged as cloud)")
+    s.add_argument("--mixed-pixels", action="store_true",
+                   help="pixel spectra mix in their neighbours', as a sensor footprint does (class borders, streets)")
 
     _add_extra_commands(sub)
     return p
@@ -366,7 +377,9 @@ def graph_for_run(path: str, variables: dict[str, str] | None = None, properties
     read_params = _read_parameters(values)
     values.update(ids)
     values["sourceProducts"] = _source_products_variable(values)
-    graph = parse_graph(path).substitute(values)
+    parsed = parse_graph(path)
+    _warn_unused(parsed, variables or {}, values, sources)
+    graph = parsed.substitute(values)
     _check_sources(sources)
     last = list(graph.nodes)[-1]
     add_source_reads(graph, sources, ids, read_params)
@@ -377,9 +390,62 @@ def graph_for_run(path: str, variables: dict[str, str] | None = None, properties
     return graph
 
 
+def _warn_unused(graph, variables: dict[str, str], values: dict[str, str], sources: dict[str, str]) -> None:
+    """Warn for each ``-P`` name the graph never mentions: a misspelling would otherwise run with the default.
+
+    gpt hands ``pixelRegion``/``geometryRegion`` to the Read nodes of the
+    source files, so those two are used when there are sources.
+    """
+    used = graph.mentioned()
+    known = sorted(used | {k for k in values if k not in variables})
+    for name in variables:
+        if name in used or (sources and name in READ_PARAMETERS):
+            continue
+        hint = _did_you_mean(name, known) or (f"; it uses {', '.join(sorted(used))}" if used else "")
+        log.warning("-P%s is not used: graph '%s' has no variable '%s'%s", name, graph.id, name, hint)
+
+
+def describe_graph(path: str) -> str:
+    """What ``snap-pc run GRAPH.xml -h`` prints: the graph's own comment, its variables with their defaults
+    (from ``GRAPH.properties`` beside it) and its nodes, the way ``snap-pc OP -h`` describes an operator."""
+    from ..engine.graph import load_properties, parse_graph
+
+    graph = parse_graph(path)
+    sidecar = Path(path).with_suffix(".properties")
+    defaults = load_properties(sidecar) if sidecar.is_file() else {}
+    lines = [f"Graph '{graph.id}' ({path})"]
+    comment = re.search(r"<!--(.*?)-->", Path(path).read_text(encoding="utf-8", errors="replace"), re.S)
+    if comment:
+        first, _, rest = comment.group(1).strip().partition("\n")
+        lines += ["", f"  {first}", textwrap.indent(textwrap.dedent(rest).rstrip(), "  ")]
+    refs = {ref for node in graph.nodes.values() for _, ref in node.sources}
+    sources = {k for k in graph.variables() if f"${{{k}}}" in refs}
+    variables = sorted(graph.variables() - sources - {"sourceProducts"}, key=str.lower)
+    where = f"defaults from {sidecar.name}" if defaults else "no GRAPH.properties beside the graph: no defaults"
+    lines += ["", f"Variables (-Pname=value; {where}):"]
+    width = max((len(v) for v in variables), default=0) + 2
+    for name in variables:
+        value = defaults.get(name)
+        shown = "(required)" if value is None else ("'' (empty)" if value == "" else value)
+        lines.append(f"  {name.ljust(width)}{shown}")
+    if not variables:
+        lines.append("  (none)")
+    if sources:
+        lines += ["", "Sources (a file after the graph, or -Sname=FILE):"]
+        lines += [f"  {name}" for name in sorted(sources)]
+    lines += ["", "Nodes (id: operator <- sources):"]
+    width = max(len(n) for n in graph.nodes) + 2 if graph.nodes else 0
+    for node in graph.nodes.values():
+        feeds = ", ".join(ref for _, ref in node.sources)
+        lines.append(f"  {(node.id + ':').ljust(width)}{node.operator}{f' <- {feeds}' if feeds else ''}")
+    required = " ".join(f"-P{v}=..." for v in variables if v not in defaults)
+    lines += ["", f"Run: snap-pc run {path} {required}".rstrip() + " [options]   (snap-pc run --help: the options)"]
+    return "\n".join(lines)
+
+
 def _cmd_run(args) -> int:
     _check_run_options(args)
-    graph = graph_for_run(args.graph, parse_assignments(args.variables), args.properties, args.sources,
+    graph = graph_for_run(args.graph, parse_assignments(args.variables, loose=args.sources), args.properties, args.sources,
                           parse_assignments(args.named_sources, "-S"), args.target, args.format)
     return _execute(graph, args)
 
@@ -389,7 +455,9 @@ def _execute(graph, args) -> int:
     from ..core.context import ExecutionContext
     from ..engine.runner import run_graph
 
-    progress = not args.quiet and sys.stderr.isatty()
+    from ..core.progress import mode_for
+
+    progress = mode_for(args.quiet)
     client = None
     if args.scheduler:
         client = _connect(args.scheduler)
@@ -503,7 +571,7 @@ def _cmd_operator(args) -> int:
     raw: dict = {}
     if ns.properties:
         raw.update(load_parameters(ns.properties))
-    raw.update(parse_assignments(ns.variables))
+    raw.update(parse_assignments(ns.variables, loose=ns.sources))
     graph = graph_for_operator(alias, raw, ns.sources, parse_assignments(ns.named_sources, "-S"), ns.target,
                                ns.format)
     return _execute(graph, ns)
@@ -627,9 +695,17 @@ def _print(text: str) -> None:
         print(text, end="" if text.endswith("\n") else "\n")
         sys.stdout.flush()
     except BrokenPipeError:
+        _stdout_gone()
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null after its reader went away, so Python's flush at exit does not fail again."""
+    try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
+        os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (captured): nothing to redirect
+        pass
 
 
 def _cmd_ops(args) -> int:
@@ -653,7 +729,8 @@ def _cmd_help(args) -> int:
 def _cmd_synth(args) -> int:
     from .synth import write_synthetic_scene
 
-    paths = write_synthetic_scene(args.out_dir, args.size, args.seed, progress=sys.stderr.isatty())
+    paths = write_synthetic_scene(args.out_dir, args.size, args.seed, progress=sys.stderr.isatty(), haze=args.haze,
+                                  mixed_pixels=args.mixed_pixels)
     for name, path in paths.items():
         print(f"wrote {path}")
     return 0
@@ -688,6 +765,15 @@ def _operator_at(argv: list[str], commands: list[str]) -> int | None:
     return None
 
 
+def _graph_help_at(argv: list[str]) -> str | None:
+    """The graph of ``snap-pc run GRAPH.xml ... -h`` (the graph's own help), or None (argparse's help of run)."""
+    if "run" not in argv or not ({"-h", "--help"} & set(argv)):
+        return None
+    rest = argv[argv.index("run") + 1:]
+    words = [a for a in rest if not a.startswith("-")]
+    return words[0] if words and os.path.isfile(words[0]) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``snap-pc``; returns the exit status."""
     global _COMMAND_NAMES
@@ -695,6 +781,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     _COMMAND_NAMES = tuple(_subcommands(parser))
     at = _operator_at(argv, list(_COMMAND_NAMES))
+    graph_help = _graph_help_at(argv)
+    if graph_help is not None:
+        with interrupts_raise():
+            return _dispatch(lambda _: _print(describe_graph(graph_help)), argparse.Namespace(), "-e" in argv)
     if at is None:
         args, extra = parser.parse_known_args(argv)
         if extra:
@@ -733,6 +823,11 @@ def _dispatch(handler, args, debug: bool) -> int:
         done = "after every output was written" if getattr(exc, "published", False) else "staged outputs were removed"
         print(f"Error: interrupted ({signal.Signals(signum).name}); {done}", file=sys.stderr)
         return 128 + int(signum)
+    except BrokenPipeError:
+        # The reader of stdout went away (snap-pc run ... | head): end quietly, with the status of a tool
+        # SIGPIPE stopped; a run stopped before its outputs were published has removed them.
+        _stdout_gone()
+        return 128 + signal.SIGPIPE
     except Exception as exc:  # unexpected: still one line unless -e
         if debug:
             import traceback

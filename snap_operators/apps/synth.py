@@ -131,6 +131,14 @@ _SIGMA0_DB = np.array(
 #: before speckle: point scatterers make built-up areas the most variable.
 _TEXTURE_DB = np.array([1.0, 1.5, 1.0, 3.0, 2.0, 1.5], dtype=np.float32)
 
+# --- imperfections (opt-in: what the rules cannot classify) ----------------
+#: Reflectance of the haze layer per band (thin cloud and aerosol: bright, a little bluish, less in the SWIR).
+_HAZE_REFLECTANCE = np.array([0.32, 0.30, 0.29, 0.28, 0.28, 0.27, 0.27, 0.27, 0.22, 0.18], dtype=np.float32)
+#: Largest fraction of the ground signal the haze replaces.
+_HAZE_MAX = 0.35
+#: Feature size of the haze field (scene units) and the share of its values left clear.
+_HAZE_SPACING, _HAZE_CLEAR = 0.3, 0.55
+
 # --- noise model ----------------------------------------------------------
 _SPECTRAL_NOISE_REL = 0.02  # per-pixel, per-band relative noise (1 sigma)
 _SPECTRAL_NOISE_ABS = 0.0015  # per-pixel additive noise floor (reflectance)
@@ -446,7 +454,33 @@ def _check_changes(changes: Any) -> tuple[LandChange, ...]:
     return changes
 
 
-def synthetic_arrays(size: int, seed: int = 0, *, window: Any = None, changes: Sequence[LandChange] = ()) -> dict[str, np.ndarray]:
+def _haze(size: int, seed: int, rows: slice, cols: slice) -> np.ndarray:
+    """Fraction of the ground signal the haze replaces, float32 ``(h, w)`` in [0, :data:`_HAZE_MAX`].
+
+    A smooth field of a few patches covering about a third of the scene,
+    fading in over a few hundred metres, as haze and thin cloud do.
+    """
+    v = (np.arange(rows.start, rows.stop, dtype=np.float64) + 0.5) / size
+    u = (np.arange(cols.start, cols.stop, dtype=np.float64) + 0.5) / size
+    field = _value_noise(v, u, _HAZE_SPACING, _stream_key(seed, 50))
+    return (np.clip((field - _HAZE_CLEAR) / 0.2, 0.0, 1.0) * _HAZE_MAX).astype(np.float32)
+
+
+def _blur_121(x: np.ndarray, pad: tuple[int, int, int, int]) -> np.ndarray:
+    """The [1, 2, 1] / 4 filter along both axes (a pixel's footprint reaching into its neighbours).
+
+    `x` carries a one-pixel halo on each side except where `pad` (top,
+    bottom, left, right) is 1: there the scene ends and its edge is repeated.
+    Returns the filtered interior.
+    """
+    top, bottom, left, right = pad
+    x = np.pad(x, ((top, bottom), (left, right)), mode="edge")
+    x = (x[:-2] + 2 * x[1:-1] + x[2:]) * np.float32(0.25)
+    return (x[:, :-2] + 2 * x[:, 1:-1] + x[:, 2:]) * np.float32(0.25)
+
+
+def synthetic_arrays(size: int, seed: int = 0, *, window: Any = None, changes: Sequence[LandChange] = (),
+                     haze: bool = False, mixed_pixels: bool = False) -> dict[str, np.ndarray]:
     """Pixels of a window of the synthetic scene.
 
     Parameters
@@ -462,6 +496,15 @@ def synthetic_arrays(size: int, seed: int = 0, *, window: Any = None, changes: S
     changes : sequence of LandChange, optional
         Known changes painted over the scene (the same scene otherwise, noise
         included), e.g. the "after" scene of a change-detection test.
+    haze : bool
+        Haze patches over about a third of the scene: up to 35 % of each
+        pixel's reflectance replaced by a bright haze layer, which lowers
+        NDVI and the contrast between classes (the truth is the ground).
+    mixed_pixels : bool
+        Each pixel's spectrum mixes in its neighbours' ([1, 2, 1] / 4 along
+        both axes, as a sensor footprint does), so pixels at class borders,
+        streets and river banks are mixtures (the truth is the pixel's own
+        class).
 
     Returns
     -------
@@ -475,11 +518,25 @@ def synthetic_arrays(size: int, seed: int = 0, *, window: Any = None, changes: S
     rows, cols = _check_window(window, size)
     changes = _check_changes(changes)
 
-    material, brightness, sar_offset = _material_map(size, seed, rows, cols, changes)
+    # Mixed pixels need the neighbours' spectra: a one-pixel halo inside the scene, the edge repeated outside.
+    halo = int(mixed_pixels)
+    outer = (slice(max(0, rows.start - halo), min(size, rows.stop + halo)),
+             slice(max(0, cols.start - halo), min(size, cols.stop + halo)))
+    pad = (halo - (rows.start - outer[0].start), halo - (outer[0].stop - rows.stop),
+           halo - (cols.start - outer[1].start), halo - (outer[1].stop - cols.stop))
+    material, brightness, sar_offset = _material_map(size, seed, *outer, changes)
+    spectra_of = material, brightness
+    inner = (slice(rows.start - outer[0].start, rows.stop - outer[0].start),
+             slice(cols.start - outer[1].start, cols.stop - outer[1].start))
+    material, brightness, sar_offset = material[inner], brightness[inner], sar_offset[inner]
+    hazed = _haze(size, seed, rows, cols) if haze else None
     normal, speckle = _noise_tiles(seed, rows, cols)
     out: dict[str, np.ndarray] = {}
     for b, name in enumerate(S2_BANDS):
-        mean = _REFLECTANCE[:, b][material] * brightness
+        mean = _REFLECTANCE[:, b][spectra_of[0]] * spectra_of[1]
+        mean = _blur_121(mean, pad) if mixed_pixels else mean
+        if hazed is not None:
+            mean = mean * (1 - hazed) + hazed * _HAZE_REFLECTANCE[b]
         value = mean + (_SPECTRAL_NOISE_REL * mean + _SPECTRAL_NOISE_ABS) * normal[b]
         value = np.round(value * np.float32(1 / _REFLECTANCE_QUANTUM)) * np.float32(_REFLECTANCE_QUANTUM)
         out[name] = np.clip(value, np.float32(0.0), np.float32(1.0))
@@ -507,9 +564,11 @@ def _profiles(size: int, crs: CRS, transform: Affine) -> dict[str, dict[str, Any
     }
 
 
-def _describe(datasets: dict[str, Any], size: int, seed: int, changes: Sequence[LandChange] = ()) -> None:
+def _describe(datasets: dict[str, Any], size: int, seed: int, changes: Sequence[LandChange] = (),
+              effects: dict[str, bool] | None = None) -> None:
     """Band names, units, tags and the class color table."""
     provenance = dict(SYNTHETIC_SEED=str(seed), SYNTHETIC_SIZE=str(size), SYNTHETIC_GENERATOR="snap_operators.apps.synth")
+    provenance.update({f"SYNTHETIC_{k.upper()}": "true" for k in effects or {}})
     if changes:
         provenance["SYNTHETIC_CHANGES"] = json.dumps(
             [{"rows": list(c.rows), "cols": list(c.cols), "to_class": c.to_class, "from_class": c.from_class}
@@ -559,6 +618,8 @@ def write_synthetic_scene(
     origin: tuple[float, float] = (300000.0, 4030000.0),
     resolution: float = 10.0,
     changes: Sequence[LandChange] = (),
+    haze: bool = False,
+    mixed_pixels: bool = False,
 ) -> dict[str, Path]:
     """Write a synthetic scene as ``s2.tif``, ``s1.tif`` and ``truth.tif``.
 
@@ -590,6 +651,10 @@ def write_synthetic_scene(
     changes : sequence of LandChange, optional
         Known land-cover changes painted over the scene (recorded in the tag
         ``SYNTHETIC_CHANGES``); see :func:`synthetic_arrays`.
+    haze, mixed_pixels : bool
+        Haze patches and mixed pixels, which the rules cannot classify
+        (recorded in the tags ``SYNTHETIC_HAZE``, ``SYNTHETIC_MIXED_PIXELS``);
+        see :func:`synthetic_arrays`.
 
     Returns
     -------
@@ -635,8 +700,9 @@ def write_synthetic_scene(
         try:
             for k, profile in _profiles(size, crs, transform).items():
                 datasets[k] = rasterio.open(temps[k], "w", **profile)
-            _describe(datasets, size, seed, changes)
-            _stream(datasets, windows, size, seed, progress, changes)
+            effects = {k: True for k, on in (("haze", haze), ("mixed_pixels", mixed_pixels)) if on}
+            _describe(datasets, size, seed, changes, effects)
+            _stream(datasets, windows, size, seed, progress, changes, effects)
             for k in list(datasets):
                 datasets.pop(k).close()
         except (rasterio.errors.RasterioError, OSError) as exc:
@@ -651,7 +717,7 @@ def write_synthetic_scene(
 
 
 def _stream(datasets: dict[str, Any], windows: list, size: int, seed: int, progress: bool,
-            changes: tuple[LandChange, ...] = ()) -> None:
+            changes: tuple[LandChange, ...] = (), effects: dict[str, bool] | None = None) -> None:
     """Compute `windows` on a few threads and write them in order."""
     # One generator thread overlaps with GDAL's compression threads; more only
     # pay off with cores to spare (numpy's large allocations contend).
@@ -662,7 +728,7 @@ def _stream(datasets: dict[str, Any], windows: list, size: int, seed: int, progr
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synth") as pool:
         try:
             for win in windows:
-                pending.append((win, pool.submit(_compute, size, seed, win, changes)))
+                pending.append((win, pool.submit(_compute, size, seed, win, changes, effects)))
                 if len(pending) > workers:
                     _write(datasets, *_pop(pending))
                     bar.update()
@@ -675,11 +741,11 @@ def _stream(datasets: dict[str, Any], windows: list, size: int, seed: int, progr
             bar.close()
 
 
-def _compute(size: int, seed: int, win: tuple[slice, slice], changes: tuple[LandChange, ...] = ()) -> dict[str, np.ndarray]:
+def _compute(size: int, seed: int, win: tuple[slice, slice], changes: tuple[LandChange, ...] = (),
+             effects: dict[str, bool] | None = None) -> dict[str, np.ndarray]:
     # A module-level lookup, so that a spy replacing synthetic_arrays sees every call.
-    if changes:
-        return synthetic_arrays(size, seed, window=win, changes=changes)
-    return synthetic_arrays(size, seed, window=win)
+    extra = dict(effects or {}, **({"changes": changes} if changes else {}))
+    return synthetic_arrays(size, seed, window=win, **extra)
 
 
 def _pop(pending: deque) -> tuple[tuple[slice, slice], dict[str, np.ndarray]]:

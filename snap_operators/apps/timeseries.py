@@ -25,7 +25,14 @@ left empty, never zero.
 date (:func:`numpy.polyfit`; only degrees below ``n_dates - 1``), the degree
 chosen by leave-one-out cross-validation (smallest RMSE) or by adjusted R²;
 R² is reported. **Correlation**: Pearson's r between the classes' area
-change rates (km²/day between consecutive used dates).
+change rates (km²/day between consecutive used dates), with its two-sided
+p-value (Student's t, ``n - 2`` degrees of freedom for ``n`` intervals); not
+computed from fewer than ``MIN_CORRELATION_INTERVALS`` intervals.
+
+**Cloud check.** Raw products (``--graph``) get the blue-band test unless the
+map has a mask; class maps given directly are checked only through their own
+mask (class 254 in the legend, :func:`is_masked_map`): without one, a warning
+says their dates are not checked for clouds.
 """
 
 from __future__ import annotations
@@ -68,6 +75,13 @@ DEFAULT_MAX_INVALID = 0.5
 DEFAULT_CLOUD_THRESHOLD = 0.25
 #: Blue band names tried for the cloud test.
 BLUE_BANDS = ("B02", "B2")
+#: Fewest area change intervals (consecutive used dates) a correlation is computed from. With n
+#: intervals Pearson's r has n - 2 degrees of freedom: at n = 4 only |r| > 0.95 is significant at 5 %,
+#: and two classes that trade area with each other are at r = -1 whatever happened, so the plot
+#: read ±1.00 everywhere; at n = 5, |r| > 0.88 is (docs/change_detection.md).
+MIN_CORRELATION_INTERVALS = 5
+#: Significance level of the correlation plot: cells with a larger p-value are hatched.
+SIGNIFICANCE = 0.05
 #: Counter bins: class values 0..253, 255 no-data, 256 not observed (masked 254, or the blue cloud test),
 #: 257 outside legend.
 _CLOUD, _OUTSIDE, _BINS = 256, 257, 258
@@ -413,6 +427,62 @@ def pearson_matrix(samples: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
+def pearson_p_value(r: float, n: int) -> float:
+    """Two-sided p-value of Pearson's `r` from `n` pairs (null hypothesis: no correlation).
+
+    ``t = r sqrt((n - 2) / (1 - r²))`` follows Student's t with ``ν = n - 2``
+    degrees of freedom. For integer ν its two-sided tail is a finite series in
+    ``cos θ = sqrt(1 - r²)`` and ``sin θ = |r|`` (Abramowitz & Stegun 26.7.3,
+    26.7.4), so no scipy is needed (it is only in the ``train`` extra).
+
+    Parameters
+    ----------
+    r : float
+        Pearson's correlation coefficient.
+    n : int
+        Number of pairs it was computed from.
+
+    Returns
+    -------
+    float
+        The p-value; NaN when `r` is NaN or ``n < 3``.
+
+    Examples
+    --------
+    >>> round(pearson_p_value(0.8783, 5), 3)  # the 5 % critical value at 3 degrees of freedom
+    0.05
+    >>> pearson_p_value(-1.0, 4), pearson_p_value(0.5, 2)
+    (0.0, nan)
+    """
+    if n < 3 or not math.isfinite(r):
+        return float("nan")
+    nu = n - 2
+    s = min(abs(float(r)), 1.0)
+    c2 = 1.0 - s * s
+    total = 0.0
+    if nu % 2:  # odd: (2/π)[θ + sin θ (cos θ + 2/3 cos³θ + ... + cos^(ν-2)θ terms)]
+        term = math.sqrt(c2)
+        for k in range(1, (nu - 1) // 2 + 1):
+            total += term
+            term *= c2 * (2 * k) / (2 * k + 1)
+        inside = 2.0 / math.pi * (math.atan2(s, math.sqrt(c2)) + s * total)
+    else:  # even: sin θ [1 + 1/2 cos²θ + (1·3)/(2·4) cos⁴θ + ... + cos^(ν-2)θ term]
+        term = 1.0
+        for k in range(1, nu // 2 + 1):
+            total += term
+            term *= c2 * (2 * k - 1) / (2 * k)
+        inside = s * total
+    return max(0.0, 1.0 - inside)
+
+
+def pearson_p_values(r: np.ndarray, n: int) -> np.ndarray:
+    """:func:`pearson_p_value` of every cell of a correlation matrix; NaN on the diagonal (no test)."""
+    p = np.array([[pearson_p_value(v, n) for v in row] for row in np.asarray(r, dtype=np.float64)]).reshape(
+        np.shape(r))
+    np.fill_diagonal(p, np.nan)
+    return p
+
+
 # --- the whole series ---------------------------------------------------------------------------
 
 
@@ -423,13 +493,26 @@ class TimeSeries:
     dates: list[DateAreas]
     classes: list[ClassInfo]
     trends: list[Trend]
+    #: Pearson's r of the change rates of `correlation_classes`; NaN unless :attr:`correlated`.
     correlation: np.ndarray
+    #: Its two-sided p-values (:func:`pearson_p_values`).
+    correlation_p: np.ndarray
     correlation_classes: list[ClassInfo]
     outputs: list[Path]
 
     @property
     def used(self) -> list[DateAreas]:
         return [d for d in self.dates if d.excluded is None]
+
+    @property
+    def intervals(self) -> int:
+        """Area change intervals between consecutive used dates: the n of the correlation."""
+        return len(self.used) - 1
+
+    @property
+    def correlated(self) -> bool:
+        """Whether there are intervals enough for a correlation (``MIN_CORRELATION_INTERVALS``)."""
+        return self.intervals >= MIN_CORRELATION_INTERVALS
 
 
 def run_timeseries(
@@ -525,6 +608,7 @@ def run_timeseries(
     from tqdm.auto import tqdm
 
     measured: list[DateAreas] = []
+    unmasked: list[Path] = []  # class maps given as they are, without a cloud mask
     first_legend: tuple[Path, list[ClassInfo]] | None = None
     first_grid: tuple[Path, Product, Band] | None = None
     for i in tqdm(order, desc="dates", unit="date", disable=not progress):
@@ -553,9 +637,19 @@ def run_timeseries(
             first_grid = (path, product, cls_band)
         else:
             _check_same_area(first_grid, (path, product, cls_band))
+        if graph is None and not is_masked_map(cls_band):
+            unmasked.append(path)
         measured.append(measure(product, cls_band, path, d, src, raw=raw, raw_path=raw_path,
                                 cloud_threshold=cloud_threshold, context=context))
 
+    if unmasked:
+        # Without raw products there is no blue band to test, and a cloud the classifier did not
+        # mask is counted as the land cover it was classified as: say so once, not once per map.
+        which = ("" if len(unmasked) == len(inputs)
+                 else f" ({len(unmasked)} of {len(inputs)}: {', '.join(p.name for p in unmasked)})")
+        log.warning("class maps carry no cloud mask%s (no class %d in their legend): dates are not checked for "
+                    "clouds, and cloud counts as the class it was mapped as; use maps made with CloudMask "
+                    "(docs/cloud_mask.md) or the raw products with --graph", which, MASKED)
     t0 = measured[0].date
     for m in measured:
         m.days = (m.date - t0).total_seconds() / 86400.0
@@ -583,12 +677,14 @@ def run_timeseries(
                         class_name=c.name) for k, c in enumerate(classes)]
     present = [k for k in range(len(classes)) if np.any(areas[:, k] > 0)]
     corr_classes = [classes[k] for k in present]
-    if len(used) >= 4:
-        corr = pearson_matrix(change_rates(days, areas[:, present]))
+    undefined = np.full((len(present), len(present)), np.nan)
+    series = TimeSeries(measured, classes, trends, undefined, undefined.copy(), corr_classes, [])
+    if series.correlated:
+        series.correlation = pearson_matrix(change_rates(days, areas[:, present]))
+        series.correlation_p = pearson_p_values(series.correlation, series.intervals)
     else:
-        log.warning("correlations of area changes need at least 4 usable dates (3 changes); got %d", len(used))
-        corr = np.full((len(present), len(present)), np.nan)
-    series = TimeSeries(measured, classes, trends, corr, corr_classes, [])
+        log.warning("correlation not computed: too few dates (n=%d change intervals between %d used dates; "
+                    "it needs at least %d)", series.intervals, len(used), MIN_CORRELATION_INTERVALS)
     series.outputs = _write_outputs(series, final, overwrite)
     return series
 
@@ -757,11 +853,20 @@ def trends_csv_text(series: TimeSeries) -> str:
 
 
 def correlation_csv_text(series: TimeSeries) -> str:
-    """Pearson's r of the area change rates, class by class (empty where undefined)."""
+    """One row per pair of classes: change intervals n, Pearson's r of the area change rates, its p-value.
+
+    r and p are empty where undefined, with the reason in ``note``: too few
+    dates (fewer than ``MIN_CORRELATION_INTERVALS`` intervals) or a class whose
+    area never changes.
+    """
     names = [f"{c.value} {c.name}" for c in series.correlation_classes]
-    rows = [["class", *names]]
-    for name, row in zip(names, series.correlation):
-        rows.append([name, *(_num(v, 4) for v in row)])
+    rows = [("class_a", "class_b", "intervals", "r", "p_value", "note")]
+    too_few = (f"too few dates (n={series.intervals} intervals < {MIN_CORRELATION_INTERVALS})"
+               if not series.correlated else "")
+    for i, j in zip(*np.triu_indices(len(names), k=1)):
+        r = series.correlation[i, j]
+        note = too_few or ("" if math.isfinite(r) else "area constant: undefined")
+        rows.append((names[i], names[j], series.intervals, _num(r, 4), _num(series.correlation_p[i, j], 6), note))
     return _csv(rows)
 
 
@@ -809,6 +914,32 @@ def _colors(classes: Sequence[ClassInfo]) -> list[str]:
     return [hex_color(c.color) for c in classes]
 
 
+#: ``gid`` of the dotted lines marking left-out dates (the tests find them by it).
+LEFT_OUT_GID = "left out"
+
+
+def _mark_left_out(axes, series: TimeSeries) -> str:
+    """Draw a dotted vertical line at each left-out date on every axes of `axes`.
+
+    Parameters
+    ----------
+    axes : iterable of matplotlib.axes.Axes
+        Axes with dates on x.
+    series : TimeSeries
+        Its dates with ``excluded`` set are marked.
+
+    Returns
+    -------
+    str
+        The note for the figure's title (``" (dotted: left out <dates>)"``), empty without left-out dates.
+    """
+    left_out = [m for m in series.dates if m.excluded]
+    for ax in axes:
+        for m in left_out:
+            ax.axvline(m.date, color="grey", ls=":", lw=1, gid=LEFT_OUT_GID)
+    return f" (dotted: left out {', '.join(m.label for m in left_out)})" if left_out else ""
+
+
 def trends_figure(series: TimeSeries):
     """One panel per class present: areas of the used dates, the fitted trend, left-out dates marked.
 
@@ -826,6 +957,7 @@ def trends_figure(series: TimeSeries):
     rows = math.ceil(len(keep) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 2.8 * rows + 0.6), dpi=110, squeeze=False,
                              sharex=True)
+    note = _mark_left_out(axes.ravel()[: len(keep)], series)
     days = np.array([m.days for m in used])
     dense = np.linspace(days.min(), days.max(), 200)
     dense_dates = [t0 + _dt.timedelta(days=float(x)) for x in dense]
@@ -835,47 +967,76 @@ def trends_figure(series: TimeSeries):
         ax.plot([m.date for m in used], [m.area(c.value) for m in used], "o", color=color, mec="black")
         ax.plot(dense_dates, t(dense), "-", color=color,
                 label=f"degree {t.degree}, R² {'n/a' if math.isnan(t.r2) else f'{t.r2:.3f}'}")
-        for m in series.dates:
-            if m.excluded:
-                ax.axvline(m.date, color="grey", ls=":", lw=1)
         ax.set_title(f"{c.value} {c.name.split('/')[0]}", fontsize=10)
         ax.set_ylabel("area (km²)")
         ax.legend(fontsize=8, loc="best")
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(keep):]:
         ax.set_visible(False)
-    excluded = [m.label for m in series.dates if m.excluded]
-    fig.suptitle("Class areas and fitted trends" + (f" (dotted: left out {', '.join(excluded)})" if excluded else ""),
-                 fontsize=11)
+    fig.suptitle("Class areas and fitted trends" + note, fontsize=11)
     fig.autofmt_xdate()
     fig.tight_layout()
     return fig
 
 
+#: ``gid`` of the hatched patches over the correlation cells that are not significant.
+NOT_SIGNIFICANT_GID = "not significant"
+
+
+def _p_text(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
 def correlation_figure(series: TimeSeries):
-    """Heat map of Pearson's r between the classes' area change rates (a figure, as :func:`trends_figure`)."""
+    """Heat map of Pearson's r between the classes' area change rates (a figure, as :func:`trends_figure`).
+
+    Each cell reads ``r=…`` and ``p=…``; cells with ``p >= SIGNIFICANCE`` are
+    hatched and the title gives n (change intervals). With too few intervals
+    (``MIN_CORRELATION_INTERVALS``) the figure holds only that message.
+    """
+    from matplotlib.patches import Rectangle
+
     plt = _pyplot()
-    r = series.correlation
+    n = series.intervals
+    title = f"Pearson r of area change rates (km²/day), n = {n} intervals between {n + 1} used dates"
+    if not series.correlated:
+        fig, ax = plt.subplots(figsize=(7, 3), dpi=110)
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=10)
+        ax.text(0.5, 0.5, f"too few dates (n={n}) for a correlation:\nat least {MIN_CORRELATION_INTERVALS} "
+                f"change intervals ({MIN_CORRELATION_INTERVALS + 1} used dates) are needed", ha="center",
+                va="center", fontsize=11, transform=ax.transAxes)
+        return fig
+    r, p = series.correlation, series.correlation_p
     names = [f"{c.value} {c.name.split('/')[0]}" for c in series.correlation_classes]
-    n = max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(1.1 * n + 3, 1.0 * n + 2), dpi=110)
+    k = max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(1.3 * k + 3, 1.1 * k + 2), dpi=110)
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#dddddd")
     im = ax.imshow(np.ma.masked_invalid(r) if r.size else np.zeros((1, 1)), cmap=cmap, vmin=-1, vmax=1)
     for i in range(len(names)):
         for j in range(len(names)):
-            v = r[i, j]
-            ax.text(j, i, "n/a" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if not math.isnan(v) and abs(v) > 0.6 else "black")
+            v, pv = r[i, j], p[i, j]
+            if math.isnan(v):
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=8)
+                continue
+            weak = math.isfinite(pv) and pv >= SIGNIFICANCE
+            if weak:  # hatched and washed out: an r that n dates cannot tell from none
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="white", alpha=0.6, hatch="///",
+                                       edgecolor="grey", lw=0, gid=NOT_SIGNIFICANT_GID))
+            text = f"r={v:.2f}" + ("" if math.isnan(pv) else "\n" + _p_text(pv))
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if not weak and abs(v) > 0.6 else "black")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(names)), names)
-    ax.set_title("Pearson r of area change rates (km²/day)")
+    ax.set_title(f"{title}\nhatched: not significant (p ≥ {SIGNIFICANCE:g}); grey: area constant", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
 
 
 def stacked_figure(series: TimeSeries):
-    """Stacked area chart of the class areas over the used dates (a figure, as :func:`trends_figure`)."""
+    """Stacked area chart of the class areas over the used dates, left-out dates marked as in
+    :func:`trends_figure` (a figure, as that one)."""
     plt = _pyplot()
     used = series.used
     classes = [c for c in series.classes if any(m.area(c.value) > 0 for m in used)] or series.classes[:1]
@@ -884,7 +1045,7 @@ def stacked_figure(series: TimeSeries):
                  labels=[f"{c.value} {c.name.split('/')[0]}" for c in classes], colors=_colors(classes),
                  edgecolor="black", linewidth=0.3)
     ax.set_ylabel("area (km²)")
-    ax.set_title("Class areas over time")
+    ax.set_title("Class areas over time" + _mark_left_out([ax], series))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()

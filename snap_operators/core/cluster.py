@@ -41,6 +41,7 @@ import dask.array as da
 import numpy as np
 
 from .errors import SnapPcError, describe
+from .progress import progress as show_progress
 
 #: Seconds to open a connection to the scheduler and get its first answer.
 CONNECT_TIMEOUT = 10.0
@@ -189,7 +190,7 @@ async def _identity(address: str, timeout: float) -> dict:
 # --- storing ----------------------------------------------------------------
 
 
-def store(arrays: Sequence[da.Array], targets: Sequence[Any], client, progress: bool = False,
+def store(arrays: Sequence[da.Array], targets: Sequence[Any], client, progress: bool | str | None = False,
           no_workers_after: float | None = None) -> None:
     """Compute `arrays` on the cluster block by block and write each block to its target here.
 
@@ -207,8 +208,8 @@ def store(arrays: Sequence[da.Array], targets: Sequence[Any], client, progress: 
     targets : sequence
         One block target per array: ``target[(rows, cols)] = block``.
     client : distributed.Client
-    progress : bool
-        Show a progress bar over blocks.
+    progress : bool, str or None
+        Progress over blocks (:func:`snap_operators.core.progress.progress`'s mode).
     no_workers_after : float, optional
         Seconds the cluster may have no worker before the run fails; default
         :func:`no_worker_timeout`.
@@ -235,12 +236,7 @@ def store(arrays: Sequence[da.Array], targets: Sequence[Any], client, progress: 
             jobs.append((members, idx, region))
     window = max(2 * _threads(client, address), widest + 2)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(len(m) for m, _, _ in jobs), desc="writing", unit="block", dynamic_ncols=True,
-                   leave=False)
+    bar = show_progress(progress, sum(len(m) for m, _, _ in jobs), "writing", unit="block")
     done: queue.Queue = queue.Queue()
     live: dict[int, Any] = {}  # job number -> its futures, while on the cluster
     waiting: dict[int, int] = {}  # job number -> futures not yet finished

@@ -24,8 +24,10 @@ class ExecutionContext:
         Cluster client when running on ``dask.distributed``.
     num_workers : int or None
         Threads for the local scheduler.
-    progress : bool
-        Show progress bars.
+    progress : bool, str or None
+        Progress display (:mod:`snap_operators.core.progress`): ``"bar"`` (or
+        True) a bar on stderr, ``"lines"`` gpt's concise lines on stdout,
+        False or None nothing.
     """
 
     tile_size: int = DEFAULT_TILE_SIZE
@@ -33,4 +35,4 @@ class ExecutionContext:
     input_files: set[str] = field(default_factory=set)
     client: Any = None
     num_workers: int | None = None
-    progress: bool = False
+    progress: bool | str | None = False

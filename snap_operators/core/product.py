@@ -13,6 +13,8 @@ only when a sink (``Write``) computes the arrays chunk by chunk.
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import datetime as _dt
 from dataclasses import dataclass, field
@@ -291,8 +293,23 @@ class Product:
             return self.bands[name]
         except KeyError:
             raise OperatorError(
-                f"product '{self.name}' has no band '{name}'; bands: {', '.join(self.bands) or '(none)'}"
+                f"product '{self.name}' has no band '{name}'; bands: {self.bands_listed()}"
             ) from None
+
+    def bands_listed(self) -> str:
+        """The band names for an error message, with how to name them when the file gave none.
+
+        A GeoTIFF without band descriptions reads as ``band_1``, ``band_2``...;
+        an operator asking for ``B2`` would otherwise seem to blame the wrong
+        thing.
+        """
+        listed = ", ".join(self.bands) or "(none)"
+        if self.bands and all(re.fullmatch(r"band_[0-9]+", n) for n in self.bands):
+            where = self.file_location or self.name
+            listed += (f" (the bands of {where} have no names: a GeoTIFF without band descriptions, or one cut "
+                       "short; name them in band order, one call per band: "
+                       f"rio edit-info --bidx 1 --description B2 {where})")
+        return listed
 
     def has_band(self, name: str) -> bool:
         return name in self.bands

@@ -29,6 +29,7 @@ from . import staging
 from .context import ExecutionContext
 from .errors import ProductWriteError
 from .outputs import check_claims
+from .progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -169,20 +170,19 @@ class _Guarded:
         self._target[region] = block
 
 
-class _TqdmCallback(Callback):
-    """Progress bar over the tasks of a local Dask computation."""
+class _ProgressCallback(Callback):
+    """Progress (:mod:`.progress`: a bar or concise lines) over the tasks of a local Dask computation."""
 
-    def __init__(self, desc: str = "computing"):
+    def __init__(self, mode, desc: str = "computing"):
         super().__init__()
+        self._mode = mode
         self._desc = desc
         self._bar = None
         self._lock = threading.Lock()
 
     def _start_state(self, dsk, state):
-        from tqdm.auto import tqdm
-
         total = sum(len(state[k]) for k in ("ready", "waiting", "running")) + len(state.get("finished", ()))
-        self._bar = tqdm(total=total, desc=self._desc, unit="task", dynamic_ncols=True, leave=False)
+        self._bar = progress(self._mode, total, self._desc)
 
     def _posttask(self, key, result, dsk, state, worker_id):
         with self._lock:
@@ -207,7 +207,7 @@ def store(arrays: Sequence[da.Array], targets: Sequence[BlockTarget], context: E
 
         store_on_cluster(arrays, targets, context.client, context.progress)
         return
-    callbacks = [_TqdmCallback("writing")] if context.progress else []
+    callbacks = [_ProgressCallback(context.progress, "writing")] if context.progress else []
     wrapped = [_Target(t) for t in targets]
     with dask.config.set(scheduler="threads"):
         with _callbacks(callbacks):

@@ -122,6 +122,18 @@ class Graph:
             found.update(k for k in _BRACED.findall(text or "") if k)
         return found - RESERVED_PLACEHOLDERS
 
+    def mentioned(self) -> set[str]:
+        """Every variable name the nodes mention, as ``${name}`` or as a bare ``$name``.
+
+        What a ``-P`` may set to have any effect (a bare ``$a.b`` mentions
+        ``a.b``, the key gpt's reader looks up).
+        """
+        found: set[str] = set()
+        for _, _, text in self._texts():
+            _, braced, bare = _template(text or "", {})
+            found.update(key for _, key, _ in braced + bare if key)
+        return found - RESERVED_PLACEHOLDERS
+
     def _texts(self):
         """``(node id, where, text)`` of every value variables are substituted in."""
         for node in self.nodes.values():

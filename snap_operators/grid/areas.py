@@ -1,5 +1,11 @@
 """Area per class of a class band: pixel counting, areas in km², the table.
 
+The table counts every pixel of the class raster: its CSV column is
+``raster_area_km2``. ``LabelMaskExport``'s table (``<labels>_areas.csv``,
+columns ``vector_area_m2``/``vector_area_km2``) sums the polygons instead, after
+the minimum mapping unit (``minArea``) merged small regions into their
+neighbours, so its areas differ from these by what the sieve moved.
+
 The area of a pixel is :func:`row_pixel_areas_m2`, the one pixel area of the
 package: area tables count pixels per class with it, and label masks
 (:func:`snap_operators.science.vectorize.areas_m2`) weigh each row's share of
@@ -41,7 +47,10 @@ MASKED_ROW_NAME = f"{MASKED_INFO.name} (not observed)"
 
 #: Header of the printed table (layout fixed by the project).
 TABLE_HEADER = "Class ID | Class Name | Area (sq km)"
-CSV_FIELDS = ("class_id", "class_name", "pixels", "area_km2")
+#: Title printed above the table by the classifier: which of the two area tables it is.
+RASTER_TABLE_TITLE = "Raster class areas: every pixel of the class map, before any minimum mapping unit"
+#: Columns of the CSV: the area is the raster's (pixels x pixel area), not the label masks' polygons'.
+CSV_FIELDS = ("class_id", "class_name", "pixels", "raster_area_km2")
 
 
 @dataclass(frozen=True)
@@ -207,7 +216,7 @@ def format_area_table(rows: Sequence[AreaRow]) -> str:
 
 
 def area_csv_text(rows: Sequence[AreaRow]) -> str:
-    """CSV text with columns ``class_id, class_name, pixels, area_km2``."""
+    """CSV text with the columns :data:`CSV_FIELDS`: ``class_id, class_name, pixels, raster_area_km2``."""
     buf = io.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(CSV_FIELDS)

@@ -21,8 +21,11 @@ and SAFE readers, which know the data are Sentinel-2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -30,10 +33,11 @@ from typing import Any, Iterable
 import rasterio
 import rasterio.errors
 from affine import Affine
+from rasterio.windows import Window
 
 from ..core.errors import ProductReadError
 from ..core.product import DEFAULT_TILE_SIZE, ClassInfo, MetadataElement, Product
-from .raster_bands import BandSource, build_bands, error_text
+from .raster_bands import BandSource, build_bands, damage_hint, error_text
 from .times import parse_datetime
 
 log = logging.getLogger(__name__)
@@ -53,7 +57,62 @@ def open_raster(path: str | Path):
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             return rasterio.open(str(path))
     except (rasterio.errors.RasterioError, OSError) as exc:
-        raise ProductReadError(f"cannot open {path}: {error_text(exc)}") from None
+        text = error_text(exc)
+        raise ProductReadError(f"cannot open {path}: {text}{damage_hint(text)}") from None
+
+
+@contextlib.contextmanager
+def gdal_warnings():
+    """Collect (and hold back) the GDAL warnings rasterio logs meanwhile; yields the list of their messages.
+
+    A GeoTIFF cut short often still opens: GDAL only warns that it could not
+    read some tags ("IO error during reading of GDALMetadata; tag ignored")
+    and goes on without the band names and georeferencing. The caller decides
+    whether a warning means the file is damaged.
+    """
+    messages: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        messages.append(record.getMessage())
+        return False
+
+    logger = logging.getLogger("rasterio._env")
+    logger.addFilter(keep)
+    try:
+        yield messages
+    finally:
+        logger.removeFilter(keep)
+
+
+#: GDAL warnings of tags a file does not hold in full.
+_DAMAGED_TAGS = re.compile(r"IO error during reading|apparently corrupt", re.I)
+
+
+def check_complete(ds, path: str | Path, warned: Iterable[str] = ()) -> None:
+    """Refuse a GeoTIFF cut short (an interrupted copy or download) when it is opened.
+
+    Such a file often opens: its header and first blocks are there, while the
+    band descriptions GDAL wrote last may be gone, so the bands read as
+    ``band_1``... and the first error would blame a missing band. GDAL
+    writes the blocks in order, so reading the last block of the last band
+    (one block, a few milliseconds) finds the truncation.
+    """
+    damaged = [m for m in warned if _DAMAGED_TAGS.search(m)]
+    if damaged:
+        raise ProductReadError(f"{path} is truncated or damaged (GDAL: {' '.join(damaged[0].split())}): its band "
+                               "names and georeferencing cannot be read; copy or download it again")
+    if ds.driver != "GTiff" or not ds.count:
+        return
+    bh, bw = ds.block_shapes[-1]
+    row, col = (ds.height - 1) // bh * bh, (ds.width - 1) // bw * bw
+    window = Window(col, row, min(bw, ds.width - col), min(bh, ds.height - row))
+    try:
+        ds.read(ds.count, window=window)
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        size = os.path.getsize(path) if os.path.isfile(path) else None
+        raise ProductReadError(
+            f"{path} is truncated or damaged ({f'{size} bytes; ' if size is not None else ''}its last block cannot "
+            f"be read: {error_text(exc)}): copy or download it again") from None
 
 
 def georeferencing(ds) -> tuple[Any, Affine | None]:
@@ -201,17 +260,22 @@ def read_geotiff(
     Returns
     -------
     Product
-        Bands of physical values; no pixel is read.
+        Bands of physical values; no pixel is read but the last block, to
+        refuse a file cut short (:func:`check_complete`).
     """
     path = Path(path)
-    with open_raster(path) as ds:
+    with gdal_warnings() as warned, open_raster(path) as ds:
         crs, _ = georeferencing(ds)
         sources = band_sources(ds, str(path))
         tags = ds.tags()
         metadata = tiff_metadata(ds, [s.name for s in sources])
+        # build_bands refuses hostile headers first; only then is a block read
+        bands = build_bands(sources, tile_size=tile_size, band_names=band_names, pixel_region=pixel_region,
+                            where=str(path))
+        check_complete(ds, path, warned)
+    for message in warned:  # held back only to look at them first
+        log.warning("%s: %s", path, message)
     start, stop = product_times(tags)
-    bands = build_bands(sources, tile_size=tile_size, band_names=band_names, pixel_region=pixel_region,
-                        where=str(path))
     product = Product(
         name=path.stem,
         product_type=tags.get("PRODUCT_TYPE") or "GeoTIFF",

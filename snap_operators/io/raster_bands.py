@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -149,6 +150,16 @@ def _forget(path: str) -> None:
         hit[1].close()
 
 
+#: GDAL/libtiff messages of data the file does not hold: a file cut short (an interrupted copy or download).
+_TRUNCATED = re.compile(r"read error|got \d+ bytes, expected|TIFFFill|TIFFRead|unexpected end|short read|"
+                        r"premature end|failed to read directory", re.I)
+
+
+def damage_hint(text: str) -> str:
+    """``"; the file is truncated or damaged ..."`` when GDAL's message `text` says data is missing, else ``""``."""
+    return "; the file is truncated or damaged (copy or download it again)" if _TRUNCATED.search(text) else ""
+
+
 def error_text(exc: BaseException) -> str:
     """The most specific message of a (GDAL) exception chain, on one line."""
     messages = []
@@ -190,6 +201,8 @@ class LazyRasterBand:
         Physical value = raw * scale + offset.
     nodata : float or int, optional
         Raw value marking invalid pixels (NaN in float outputs).
+    name : str, optional
+        The band's name in the product (``B11``), for messages.
     """
 
     path: str
@@ -201,6 +214,7 @@ class LazyRasterBand:
     scale: float = 1.0
     offset: float = 0.0
     nodata: float | int | None = None
+    name: str | None = None
     dtype: np.dtype = field(init=False, compare=False)
 
     def __post_init__(self):
@@ -251,9 +265,11 @@ class LazyRasterBand:
             return ds.read(self.band, window=window)
         except (rasterio.errors.RasterioError, OSError, ValueError) as exc:
             _forget(self.path)
+            text = error_text(exc)
+            which = f"band {self.name} (band {self.band} of the file)" if self.name else f"band {self.band}"
             raise ProductReadError(
-                f"cannot read {self.path} (band {self.band}, rows {window.row_off}..{window.row_off + window.height}, "
-                f"cols {window.col_off}..{window.col_off + window.width}): {error_text(exc)}"
+                f"cannot read {which} of {self.path}, rows {window.row_off}..{window.row_off + window.height}, "
+                f"cols {window.col_off}..{window.col_off + window.width}: {text}{damage_hint(text)}"
             ) from None
 
     def __array__(self, dtype=None, copy=None):
@@ -272,6 +288,7 @@ def lazy_band_array(
     offset: float = 0.0,
     nodata=None,
     tile_size: int = DEFAULT_TILE_SIZE,
+    name: str | None = None,
 ) -> da.Array:
     """A Dask array of physical values whose chunks each read only their window.
 
@@ -293,6 +310,8 @@ def lazy_band_array(
         Raw no-data value; becomes NaN when the output is float.
     tile_size : int
         Chunk edge in pixels (chunks are ``tile_size`` squares).
+    name : str, optional
+        The band's name, which read errors give.
 
     Returns
     -------
@@ -304,7 +323,7 @@ def lazy_band_array(
         nodata = None
     reader = LazyRasterBand(
         str(path), int(band), int(window_offset[0]), int(window_offset[1]), tuple(shape), file_dtype.str,
-        float(scale), float(offset), nodata,
+        float(scale), float(offset), nodata, name,
     )
     token = tokenize(reader.path, _signature(reader.path), reader.band, reader.row_off, reader.col_off,
                      reader.shape, reader.file_dtype, reader.scale, reader.offset, reader.nodata, tile_size)
@@ -507,10 +526,11 @@ def build_bands(
             transform = window_transform(win, transform)
         shape, origin = (int(win.height), int(win.width)), (int(win.row_off), int(win.col_off))
         data = lazy_band_array(s.path, s.index, shape, s.file_dtype, window_offset=origin,
-                               scale=s.scale, offset=s.offset, nodata=s.nodata, tile_size=tile_size)
+                               scale=s.scale, offset=s.offset, nodata=s.nodata, tile_size=tile_size, name=name)
         file_dtype = np.dtype(s.file_dtype)
         stored = StoredValues(
-            lazy_band_array(s.path, s.index, shape, file_dtype, window_offset=origin, tile_size=tile_size),
+            lazy_band_array(s.path, s.index, shape, file_dtype, window_offset=origin, tile_size=tile_size,
+                            name=name),
             file_dtype, s.scale, s.offset, no_data=s.nodata if _representable(s.nodata, file_dtype) else None,
         )
         if np.issubdtype(data.dtype, np.floating):

@@ -442,6 +442,20 @@ class _Safe:
         return None
 
 
+def _refuse_missing_images(missing: list[tuple[str, str]], band_names, safe: "_Safe", path) -> None:
+    """A band whose image file the metadata lists but the product lacks (an incomplete download or copy) stops
+    the read when the band is wanted; otherwise the error would come later, as a band the product lacks."""
+    wanted = set(band_names) if band_names else None
+    needed = [(name, entry) for name, entry in missing if wanted is None or name in wanted]
+    if needed:
+        files = ", ".join(f"{entry} ({name})" for name, entry in needed)
+        raise ProductReadError(
+            f"{path}: {len(needed)} image file(s) listed in {safe.mtd} missing: {files}; the product is incomplete "
+            "(an interrupted download or copy): get it again, or read only the other bands (Read's bandNames)")
+    if missing:
+        log.info("%s: no image file for band(s) %s (not read)", path, ", ".join(name for name, _ in missing))
+
+
 def read_safe_metadata(path: str | Path) -> S2ProductMetadata:
     """Parse the product metadata of a SAFE folder, zip or ``MTD_MSIL*.xml`` file."""
     safe = _Safe(Path(path))
@@ -610,8 +624,15 @@ def read_safe(
     Product
         Reflectance bands (float32, NaN = no data) at native resolution; for
         L2A also ``quality_scene_classification`` (uint8, 20 m).
+
+    Raises
+    ------
+    ProductReadError
+        Unreadable metadata, or an image file the metadata lists for a
+        wanted band is missing (an incomplete product).
     """
     path = Path(path)
+    band_names = list(band_names) if band_names is not None else None
     safe = _Safe(path)
     md = parse_product_metadata(safe.read_bytes(safe.mtd), safe.display(safe.mtd))
     granules = _granule_dirs(md.image_files)
@@ -637,7 +658,7 @@ def read_safe(
     for name, entry in band_images(md).items():
         rel = safe.image(entry)
         if rel is None:
-            missing.append(name)
+            missing.append((name, entry))
             continue
         gdal_path = safe.gdal_path(rel)
         with open_raster(gdal_path) as ds:
@@ -663,8 +684,7 @@ def read_safe(
         raise ProductReadError(
             f"{path}: none of the {len(md.image_files)} image files listed in {safe.mtd} was found"
         )
-    if missing:
-        log.warning("%s: no image file for band(s) %s", path, ", ".join(missing))
+    _refuse_missing_images(missing, band_names, safe, path)
     scl = _scl_source(safe, md, tile, path) if md.level == "Level-2A" else None
     if scl is not None:
         sources.append(scl)

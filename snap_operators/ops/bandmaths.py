@@ -382,7 +382,7 @@ def _undefined_hint(name: str, products: list[Product], ids: list[str]) -> str:
     if base in products[0].bands:
         return (f"{msg} Band properties, flags and masks ('{base}.{prop}') are not supported by this engine; "
                 f"'{base}.raw' is.")
-    bands = ", ".join(products[0].bands) or "(none)"
+    bands = products[0].bands_listed()
     return f"{msg} Bands: {bands}."
 
 

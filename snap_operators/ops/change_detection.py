@@ -11,8 +11,12 @@ The target band ``change`` codes each pixel's transition (see
 to`` in uint16 for class ids above 9), 0 where the class did not change,
 255 (65535) where either date has no data or is masked (class 254: cloud,
 cloud shadow, snow; counted in the matrix's "Masked" row and column). It carries one category per
-transition ("Water -> Bare Soil"), so writers store a colour table and
-category names and ``LabelMaskExport`` polygonizes the changes (it skips 0).
+transition ("Water -> Bare Soil"), each in a colour of its own
+(:func:`~snap_operators.science.change.transition_colors`), so writers store a colour table and
+category names. The target's product type, ``CLASS_CHANGE``, marks the band as a change band
+(:func:`~snap_operators.science.change.change_coding`): ``LabelMaskExport`` then writes the change
+polygons (it skips 0) as layer ``change`` with the fields ``change_code``, ``from_class``, ``from_name``,
+``to_class``, ``to_name``, with no parameter to set.
 
 With ``matrixFile`` and/or ``gainLossFile`` the operator joins the engine's
 streaming pass: it counts the from-to pairs of the very chunks the Write
@@ -123,13 +127,13 @@ class ChangeDetectionOp(Operator):
         self.collocated = collocated
         self.pairs = arrays["pair"]
         band = Band(
-            "change", arrays["change"], b_band.transform, no_data=self.code_no_data, unit=None,
+            change.CHANGE_BAND, arrays["change"], b_band.transform, no_data=self.code_no_data, unit=None,
             description=f"Class change {before.name} -> {after.name}: from*{self.base}+to, "
             f"{change.NO_CHANGE} unchanged, {self.code_no_data} no-data",
             classes=change.transition_legend(self.classes, self.base),
         )
         target = before.copy(name=f"{before.name}_change", bands=[band])
-        target.product_type = "CLASS_CHANGE"
+        target.product_type = change.CHANGE_PRODUCT_TYPE  # what tells LabelMaskExport it polygonizes changes
         target.stop_time = after.stop_time or after.start_time or before.stop_time
         attributes = {
             "before": before.name,

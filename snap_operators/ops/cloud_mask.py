@@ -270,7 +270,7 @@ class CloudMaskOp(Operator):
 
     @staticmethod
     def _list(source: Product) -> str:
-        return ", ".join(source.bands) or "(none)"
+        return source.bands_listed()
 
     def _pixel_metres(self, source: Product, band: Band) -> float:
         if band.transform is None:

@@ -3,12 +3,21 @@
 A sink: it streams a class band (``class_id`` of the ProgressiveClassifier)
 chunk by chunk through :mod:`snap_operators.science.vectorize` and writes one polygon
 feature per connected region, with its class and true area, to a GeoPackage,
-Shapefile, GeoJSON or FlatGeobuf file; beside it a QGIS style
+Shapefile, GeoJSON or FlatGeobuf file, the format named by the file's
+extension unless ``formatName`` says otherwise; beside it a QGIS style
 (``<stem>.qml``; for GeoPackage also inside the file) and a per-class area
-table (``<stem>_areas.csv``). See ``docs/label_masks.md``. Masked regions
+table of the polygons (``<stem>_areas.csv``, columns ``vector_area_m2`` and
+``vector_area_km2``: after the ``minArea`` sieve, unlike the classifier's raster
+table). See ``docs/label_masks.md``. Masked regions
 (class 254: cloud, cloud shadow, snow; not land cover) are exported as
 features of their own, ``class_name`` "Masked: cloud, shadow, snow", unless
 ``includeMasked`` is false; training (``snap-pc dataset``) never learns them.
+
+The change band of ``ChangeDetection`` (:func:`snap_operators.science.change.change_coding`)
+is exported as change polygons: layer ``change``, fields ``change_code``
+(the code), ``from_class``, ``from_name``, ``to_class``, ``to_name``, and an area
+table with the same columns. An empty ``file`` exports nothing: the rest of
+the graph runs (``-Plabels=``).
 
 Regions that end inside a chunk are written as soon as the chunk is
 computed; regions crossing chunk borders wait, as pieces, for their
@@ -23,6 +32,7 @@ left.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import glob
 import io
@@ -32,11 +42,13 @@ import os
 import queue
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from ..core.errors import ProductWriteError, SnapPcError, describe
+from ..core.errors import ProductWriteError, SnapPcError, describe, node_label
 from ..core.legend import (
     LAND_COVER,
     MASKED,
@@ -53,7 +65,7 @@ from ..core.staging import StagedFiles, remove
 from ..core.streaming import SinkPlan
 from ..grid.areas import row_pixel_areas_m2
 from ..io.qgis_style import categorized_qml, store_gpkg_style
-from ..science import vectorize
+from ..science import change, vectorize
 
 #: formatName -> (extensions accepted, extension added).
 FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -62,6 +74,8 @@ FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
     "GeoJSON": ((".geojson", ".json"), ".geojson"),
     "FlatGeobuf": ((".fgb",), ".fgb"),
 }
+#: Format of a file named without an extension when no formatName is given.
+DEFAULT_FORMAT = "GPKG"
 
 #: Files a Shapefile consists of (written: .shp .shx .dbf .prj .cpg).
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
@@ -70,8 +84,12 @@ SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx
 #: for large minimum areas so the halo stays within it.
 MAX_SIEVE_DEPTH = 1024
 
-#: Attribute columns of a label mask feature (the geometry column is ``geom``).
-FIELDS = ("class_id", "class_name", "area_m2", "area_km2")
+#: Area columns of the area table ``<stem>_areas.csv``: areas of the exported polygons, after the
+#: sieve (``minArea``); the classifier's table has the raster's, ``raster_area_km2``.
+TABLE_AREAS = ("regions", "vector_area_m2", "vector_area_km2")
+#: Layer name of label masks, and of change polygons, when ``layerName`` is empty.
+LAYER = "label_masks"
+CHANGE_LAYER = "change"
 
 #: Record batches waiting for the layer writer (each one chunk's regions).
 MAX_PENDING_BATCHES = 8
@@ -85,12 +103,104 @@ _UNKNOWN_COLOR = (128, 128, 128)
 
 
 def output_path(file: str | os.PathLike, format_name: str) -> Path:
-    """`file` with the format's extension added unless it already ends with one."""
+    """`file` with the format's extension added unless it already ends with one (as SNAP's Write does)."""
     path = Path(os.path.expanduser(str(file))).absolute()
     accepted, added = FORMATS[format_name]
     if path.suffix.lower() in accepted:
         return path
     return path.with_name(path.name + added)
+
+
+def format_of(file: str | os.PathLike) -> str | None:
+    """The format whose extension `file` ends with; :data:`DEFAULT_FORMAT` without one; None for another.
+
+    >>> format_of("labels.shp"), format_of("labels.JSON"), format_of("labels"), format_of("labels.kml")
+    ('ESRI Shapefile', 'GeoJSON', 'GPKG', None)
+    """
+    suffix = Path(str(file)).suffix.lower()
+    if not suffix:
+        return DEFAULT_FORMAT
+    return next((name for name, (accepted, _) in FORMATS.items() if suffix in accepted), None)
+
+
+def supported_extensions() -> str:
+    """The extensions :func:`format_of` knows, for messages: ``.gpkg (GPKG), .shp (ESRI Shapefile), ...``."""
+    return ", ".join(f"{' or '.join(accepted)} ({name})" for name, (accepted, _) in FORMATS.items())
+
+
+@dataclass(frozen=True)
+class LayerSchema:
+    """What one exported band value becomes: a layer's fields and their values.
+
+    Attributes
+    ----------
+    layer : str
+        Layer name used when ``layerName`` is empty.
+    code : str
+        The integer field holding the band value (the QGIS style categorizes on it).
+    attributes : tuple of (str, str)
+        The fields describing a value, after `code`: ``(name, "int" | "str")``.
+    describe : callable
+        ``describe(value) -> tuple``: the values of `attributes` (None: null).
+    """
+
+    layer: str
+    code: str
+    attributes: tuple[tuple[str, str], ...]
+    describe: Callable[[int], tuple]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Attribute columns of a feature, in order (the geometry column ``geom`` comes last)."""
+        return (self.code, *(name for name, _ in self.attributes), "area_m2", "area_km2")
+
+    @property
+    def table_columns(self) -> tuple[str, ...]:
+        """Columns of the area table ``<stem>_areas.csv``."""
+        return (self.code, *(name for name, _ in self.attributes), *TABLE_AREAS)
+
+    def in_format(self, format_name: str) -> "LayerSchema":
+        """The fields as `format_name` stores them: a Shapefile's dBase table keeps 10 characters of a name
+        (``change_code`` becomes ``change_cod``, as GDAL would cut it, but said here and in the style)."""
+        if format_name != "ESRI Shapefile":
+            return self
+        return dataclasses.replace(self, code=self.code[:10],
+                                   attributes=tuple((name[:10], kind) for name, kind in self.attributes))
+
+
+def class_schema(legend: dict[int, ClassInfo]) -> LayerSchema:
+    """Label masks: ``class_id`` and ``class_name`` (the legend's, else ``class N``)."""
+
+    def describe(value: int) -> tuple:
+        c = legend.get(value)
+        return (c.name if c is not None else f"class {value}",)
+
+    return LayerSchema(LAYER, "class_id", (("class_name", "str"),), describe)
+
+
+def change_schema(coding: change.ChangeCoding) -> LayerSchema:
+    """Change polygons: ``change_code`` (the code of the change band and of the transition matrix), then
+    ``from_class``, ``from_name``, ``to_class``, ``to_name`` (in a Shapefile ``change_cod``: :meth:`LayerSchema.in_format`).
+
+    Regions of "No change" (code 0, exported only with ``includeUnclassified``) have null from/to fields:
+    their class is the same on both dates but not known from the change band.
+    """
+
+    def describe(code: int) -> tuple:
+        pair = coding.decode(code)
+        if pair is None:
+            return (None, None, None, None)
+        a, b = pair
+        return (a, coding.name(a), b, coding.name(b))
+
+    attributes = (("from_class", "int"), ("from_name", "str"), ("to_class", "int"), ("to_name", "str"))
+    return LayerSchema(CHANGE_LAYER, "change_code", attributes, describe)
+
+
+#: Attribute columns of a label mask feature (the geometry column is ``geom``).
+FIELDS = class_schema({}).fields
+#: Attribute columns of a change polygon (the change band of ChangeDetection).
+CHANGE_FIELDS = change_schema(change.ChangeCoding(10, {})).fields
 
 
 @register
@@ -103,10 +213,16 @@ class LabelMaskExport(Operator):
         category="Raster/Export",
         sources=(SourceSpec("sourceProduct", "The product holding the class band."),),
         parameters=(
-            Parameter("file", "File", required=True, description="The output vector file."),
             Parameter(
-                "formatName", "String", default="GPKG", value_set=tuple(FORMATS),
-                description="Vector format; its extension is added to 'file' when missing.",
+                "file", "File",
+                description="The output vector file; empty: nothing is exported (the rest of the graph runs).",
+            ),
+            Parameter(
+                "formatName", "String", value_set=tuple(FORMATS),
+                description="Vector format; empty: the one the extension of 'file' names (.gpkg GPKG, "
+                ".shp ESRI Shapefile, .geojson or .json GeoJSON, .fgb FlatGeobuf; no extension: GPKG). "
+                "A format given is written as SNAP's Write does: its extension is appended to 'file' "
+                "unless the name ends with it.",
             ),
             Parameter("sourceBand", "String", default="class_id", description="The class band to vectorize."),
             Parameter(
@@ -124,10 +240,14 @@ class LabelMaskExport(Operator):
                 description="Simplification tolerance; shared boundaries stay shared (no gaps or overlaps); "
                 "0 keeps the exact pixel outlines.",
             ),
-            Parameter("layerName", "String", default="label_masks", description="Layer name (GPKG, GeoJSON)."),
+            Parameter(
+                "layerName", "String",
+                description="Layer name (GPKG, GeoJSON, FlatGeobuf); empty: label_masks, or change for the "
+                "change band of ChangeDetection.",
+            ),
             Parameter(
                 "includeUnclassified", "boolean", default=False,
-                description="Also export regions of class 0 (unclassified).",
+                description="Also export regions of class 0 (unclassified; 'No change' of a change band).",
             ),
             Parameter(
                 "includeMasked", "boolean", default=True,
@@ -136,7 +256,8 @@ class LabelMaskExport(Operator):
             ),
             Parameter(
                 "areaTable", "boolean", default=True,
-                description="Write the per-class area table <stem>_areas.csv beside the output.",
+                description="Write the per-class area table <stem>_areas.csv beside the output: regions and "
+                "area of the exported polygons (vector_area_m2, vector_area_km2), after the minArea sieve.",
             ),
         ),
         sink=True,
@@ -147,8 +268,24 @@ class LabelMaskExport(Operator):
 
     # --- GPF ------------------------------------------------------------------------
     def initialize(self) -> Product:
-        """Check the class band and parameters; the target is the source itself."""
+        """Check the class band and parameters; the target is the source itself.
+
+        With an empty ``file`` nothing is checked and nothing will be written
+        (one log line says so): the node is no sink then (:attr:`is_sink`).
+        """
         source = self.source_product()
+        self.outputs = []
+        file = self.parameters.get("file")
+        label = node_label(self.spec.alias, self.node_id)
+        if not file:
+            log.warning("%s: parameter 'file' is empty: no vector export (the rest of the graph runs)", label)
+            return source
+        fmt = self.format_name  # refuses an extension no format has, before any work
+        named = format_of(file)
+        if named not in (None, fmt) and Path(str(file)).suffix:
+            log.warning("%s: formatName is %s but '%s' has the extension of %s: writing '%s' (the format's "
+                        "extension is appended, as SNAP's Write does); leave formatName empty to write what the "
+                        "name says", label, fmt, Path(str(file)).name, named, self.output_path.name)
         band = self.class_band
         if band.dtype.kind not in _INTEGER_KINDS or band.dtype.itemsize > 4 or band.dtype == np.uint32:
             raise self.error(f"band '{band.name}' is {band.dtype}, not an integer class band (uint8/16, int16/32)")
@@ -156,22 +293,54 @@ class LabelMaskExport(Operator):
             raise self.error(f"band '{band.name}' has no map geocoding; cannot place polygons")
         if source.crs is None:
             raise self.error(f"product '{source.name}' has no CRS; areas in m² need one")
-        if not self.parameters.get("layerName"):
-            raise self.error("parameter 'layerName' must not be empty")
-        self.outputs = []
         self.sieve_size()  # validates minArea against the halo limit
         return source
 
     @property
+    def is_sink(self) -> bool:
+        """True unless ``file`` is empty: then the node writes nothing and the graph runs without it."""
+        return bool(self.parameters.get("file"))
+
+    @property
     def format_name(self) -> str:
-        return self.parameters.get("formatName") or "GPKG"
+        """``formatName``, else the format the extension of ``file`` names (:func:`format_of`).
+
+        Raises
+        ------
+        OperatorError
+            ``formatName`` is empty and the extension is none of :data:`FORMATS`' (one line listing them).
+        """
+        given = self.parameters.get("formatName")
+        if given:
+            return given
+        raw = str(self.parameters.get("file") or "")
+        found = format_of(raw)
+        if found is None:
+            raise self.error(f"cannot tell the vector format of '{Path(raw).name}' from its extension "
+                             f"'{Path(raw).suffix}': supported are {supported_extensions()}")
+        return found
+
+    @property
+    def coding(self) -> change.ChangeCoding | None:
+        """How the band codes transitions when it is ChangeDetection's change band, else None."""
+        return change.change_coding(self.source_product(), self.class_band)
+
+    @property
+    def schema(self) -> LayerSchema:
+        """Fields of the features and the area table: a change band's (:func:`change_schema`) or a class band's."""
+        coding = self.coding
+        return change_schema(coding) if coding is not None else class_schema(self.legend())
+
+    @property
+    def layer_name(self) -> str:
+        return self.parameters.get("layerName") or self.schema.layer
 
     @property
     def class_band(self) -> Band:
         name = self.parameters.get("sourceBand") or "class_id"
         source = self.source_product()
         if not source.has_band(name):
-            raise self.error(f"product '{source.name}' has no band '{name}'; bands: {', '.join(source.bands) or '(none)'}")
+            raise self.error(f"product '{source.name}' has no band '{name}'; bands: {source.bands_listed()}")
         return source.band(name)
 
     @property
@@ -199,11 +368,17 @@ class LabelMaskExport(Operator):
         return files
 
     def legend(self) -> dict[int, ClassInfo]:
-        """Class id -> ClassInfo: the band's classes, else the project legend."""
-        classes = self.class_band.classes or LAND_COVER
-        legend = {int(c.value): c for c in classes}
+        """Value -> ClassInfo: the band's classes, else the project legend.
+
+        A change band's categories are its transitions, "No change" (0) included; masked pixels
+        are no-data there, so 254 is no category of it.
+        """
+        band = self.class_band
+        if self.coding is not None:
+            return {int(c.value): c for c in band.classes or ()}
+        legend = {int(c.value): c for c in band.classes or LAND_COVER}
         legend.setdefault(UNCLASSIFIED, UNCLASSIFIED_INFO)
-        if self.class_band.dtype.itemsize == 1:  # 254 is the masked class only in uint8 class maps
+        if band.dtype.itemsize == 1:  # 254 is the masked class only in uint8 class maps
             legend.setdefault(MASKED, MASKED_INFO)
         return legend
 
@@ -275,8 +450,15 @@ class LabelMaskExport(Operator):
                         description=f"{self.format_name} {self.output_path}", publish=publish)
 
     def output_files(self) -> list[Path]:
-        """Every path this node writes (see :meth:`final_paths`)."""
-        return self.final_paths()
+        """Every path this node writes (see :meth:`final_paths`); none with an empty ``file``."""
+        return self.final_paths() if self.is_sink else []
+
+    def execute(self, progress=None) -> None:
+        """Initialize, then export; with an empty ``file`` nothing (:meth:`initialize` logs it)."""
+        if self.target is None:
+            self.target = self.initialize()
+        if self.is_sink:
+            super().execute(progress)
 
     @property
     def connectivity(self) -> int:
@@ -303,6 +485,9 @@ class _Export:
         self.no_data = op.no_data
         self.include0 = bool(op.parameters.get("includeUnclassified"))
         self.include_masked = bool(op.parameters.get("includeMasked", True))
+        # A change band has no masked class (masked pixels are its no-data): its code 254, a transition
+        # of a base-100 legend, is exported like any other.
+        self.masked = MASKED if op.coding is None else None
         self.connectivity = op.connectivity
         tolerance = float(op.parameters.get("simplify") or 0.0)
         sx = math.hypot(self.transform.a, self.transform.d)
@@ -312,8 +497,9 @@ class _Export:
         self.exact = self.tolerance_px == 0
         self.merger = vectorize.RegionMerger(chunks[0], chunks[1], self.connectivity)
         self.legend = op.legend()
+        self.schema = op.schema
         self.format_name = op.format_name
-        self.layer = op.parameters.get("layerName") or "label_masks"
+        self.layer = op.layer_name
         self.final = op.final_paths()
         self.path = self.final[0]
         self.staged = StagedFiles()
@@ -334,7 +520,8 @@ class _Export:
 
     def open(self) -> None:
         self._sink = self._writer = _LayerWriter(
-            self.tmp_main, self.format_name, self.layer, self.crs.to_wkt(), self.op._fail,
+            self.tmp_main, self.format_name, self.layer, self.schema.in_format(self.format_name), self.crs.to_wkt(),
+            self.op._fail,
         )
 
     # --- streaming ---
@@ -344,8 +531,8 @@ class _Export:
         exported = block != self.no_data
         if not self.include0:
             exported &= block != UNCLASSIFIED
-        if not self.include_masked:
-            exported &= block != MASKED
+        if not self.include_masked and self.masked is not None:
+            exported &= block != self.masked
         index = self.merger.index(origin)
         part = vectorize.polygonize_chunk(
             block, origin, exported, self.merger.internal_sides(index), self.connectivity, self.tolerance_px,
@@ -365,28 +552,26 @@ class _Export:
         areas = vectorize.areas_m2(geoms_px, self.row_areas)
         wkb = vectorize.multipolygon_wkb(geoms_px, self.transform)
         classes, index = np.unique(values, return_inverse=True)
-        names = np.array([self._name(v) for v in classes.tolist()], dtype=object)
+        described = [self.schema.describe(v) for v in classes.tolist()]
+        attributes = [np.array([d[k] for d in described], dtype=object)[index]
+                      for k in range(len(self.schema.attributes))]
         counts = np.bincount(index, minlength=len(classes)).tolist()
         sums = np.bincount(index, weights=areas, minlength=len(classes)).tolist()
         with self._write_lock:
             if self._closed:
                 raise ProductWriteError(str(self.op.error("export already finished")))
-            self._sink.put(values, names[index], areas, wkb)
+            self._sink.put(values, attributes, areas, wkb)
             self.features += len(values)
             for v, n, a in zip(classes.tolist(), counts, sums):
                 s = self.stats.setdefault(v, [0, 0.0])
                 s[0] += n
                 s[1] += a
 
-    def _name(self, value: int) -> str:
-        c = self.legend.get(value)
-        return c.name if c is not None else f"class {value}"
-
     # --- end ---
     def classes(self) -> list[ClassInfo]:
         """Exported classes in legend order, then any others seen."""
         wanted = [c for v, c in sorted(self.legend.items()) if v != self.no_data and (v != UNCLASSIFIED or self.include0)
-                  and (v != MASKED or (self.include_masked and v in self.stats))]
+                  and (v != self.masked or (self.include_masked and v in self.stats))]
         known = {c.value for c in wanted}
         extra = [ClassInfo(v, f"class {v}", _UNKNOWN_COLOR) for v in sorted(self.stats) if v not in known]
         return wanted + extra
@@ -407,7 +592,7 @@ class _Export:
                 sink, self._sink = self._sink, None
             sink.close()
             classes = self.classes()
-            qml = categorized_qml(classes, "class_id", self.layer)
+            qml = categorized_qml(classes, self.schema.in_format(self.format_name).code, self.layer)
             if self.format_name == "GPKG":
                 store_gpkg_style(self.tmp_main, self.layer, qml, "geom", self.layer, "LabelMaskExport class style")
             self._verify()
@@ -465,13 +650,14 @@ class _Export:
             raise self.op._fail(f"cannot write '{self.path}': {n} of {self.features} features written ({hint})")
 
     def _area_table(self, classes: list[ClassInfo]) -> str:
-        """CSV text: per class the regions exported and their summed area (m², km²)."""
+        """CSV text: per class (or transition) the regions exported and their summed area (m², km²)."""
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["class_id", "class_name", "regions", "area_m2", "area_km2"])
+        w.writerow(self.schema.table_columns)
         for c in classes:
             n, area = self.stats.get(int(c.value), (0, 0.0))
-            w.writerow([int(c.value), c.name, n, repr(float(area)), repr(float(area) / 1e6)])
+            described = ["" if v is None else v for v in self.schema.describe(int(c.value))]
+            w.writerow([int(c.value), *described, n, repr(float(area)), repr(float(area) / 1e6)])
         return buf.getvalue()
 
     def publish(self) -> None:
@@ -507,8 +693,8 @@ class _Export:
 class _LayerWriter:
     """One vector layer written by GDAL from record batches, on its own thread.
 
-    ``pyogrio.write_arrow`` consumes a stream of Arrow record batches (WKB
-    geometry, the :data:`FIELDS`) fed through a bounded queue by
+    ``pyogrio.write_arrow`` consumes a stream of Arrow record batches (the
+    schema's fields, WKB geometry) fed through a bounded queue by
     :meth:`put`: the dataset stays open for the whole export, its features go
     through GDAL's Arrow batch path (no per-feature Python objects), and a
     GeoPackage's spatial index is built once, in bulk, when the layer closes
@@ -520,6 +706,8 @@ class _LayerWriter:
         The file to create.
     driver, layer : str
         OGR driver and layer name.
+    schema : LayerSchema
+        The attribute fields.
     crs_wkt : str
     fail : callable
         ``fail(message) -> Exception``: the error raised for a failed write.
@@ -527,15 +715,16 @@ class _LayerWriter:
 
     _END = object()
 
-    def __init__(self, path: Path, driver: str, layer: str, crs_wkt: str, fail):
+    def __init__(self, path: Path, driver: str, layer: str, schema: LayerSchema, crs_wkt: str, fail):
         import pyarrow as pa
 
         self.path = path
         self._fail = fail
         self._pa = pa
+        kinds = {"int": pa.int64(), "str": pa.string()}
         self._schema = pa.schema([
-            ("class_id", pa.int64()),
-            ("class_name", pa.string()),
+            (schema.code, pa.int64()),
+            *((name, kinds[kind]) for name, kind in schema.attributes),
             ("area_m2", pa.float64()),
             ("area_km2", pa.float64()),
             pa.field("geom", pa.binary(), metadata={"ARROW:extension:name": "geoarrow.wkb"}),
@@ -578,12 +767,14 @@ class _LayerWriter:
             self._error = exc
             self._stop.set()
 
-    def put(self, values: np.ndarray, names: np.ndarray, areas: np.ndarray, wkb: np.ndarray) -> None:
-        """Queue one batch of features; blocks while the writer is behind."""
+    def put(self, values: np.ndarray, attributes: list[np.ndarray], areas: np.ndarray, wkb: np.ndarray) -> None:
+        """Queue one batch of features (`attributes`: one column per schema attribute); blocks while the
+        writer is behind."""
         pa = self._pa
+        types = [f.type for f in self._schema][1:1 + len(attributes)]
         batch = pa.record_batch(
-            [pa.array(values, pa.int64()), pa.array(names, pa.string()), pa.array(areas, pa.float64()),
-             pa.array(areas / 1e6, pa.float64()), pa.array(wkb, pa.binary())],
+            [pa.array(values, pa.int64()), *(pa.array(a, t) for a, t in zip(attributes, types)),
+             pa.array(areas, pa.float64()), pa.array(areas / 1e6, pa.float64()), pa.array(wkb, pa.binary())],
             schema=self._schema,
         )
         while True:

@@ -36,7 +36,7 @@ from ..core.product import Band, Product
 from ..core.sample import DEFAULT_MAX_BLOCKS
 from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 from ..core.staging import StagedFiles
-from ..grid.areas import AreaAccumulator, area_csv_text, class_areas, format_area_table
+from ..grid.areas import RASTER_TABLE_TITLE, AreaAccumulator, area_csv_text, class_areas, format_area_table
 from ..grid.crs import is_geographic
 from ..grid.regrid import grid_mismatch
 from ..science.adaptive import resolve_rules, scene_sample, thresholds_metadata
@@ -130,7 +130,9 @@ class ProgressiveClassifierOp(Operator):
             Parameter("outputStage", "boolean", default=False, label="Output stage band",
                       description="Add a uint8 band 'stage': 1-based number of the stage that claimed the pixel, 0 none."),
             Parameter("areaTableFile", "File", label="Area table file",
-                      description="CSV written when the graph runs: area per class in km2 (also printed)."),
+                      description="CSV written when the graph runs: pixels and area per class of the class "
+                      "raster, every pixel counted (column raster_area_km2; also printed). LabelMaskExport's "
+                      "<stem>_areas.csv holds the areas of its polygons, after its minArea sieve."),
             Parameter("otsuSubsampling", "int", default=4, interval="[1,64]", label="Threshold subsampling",
                       description="Decimation step (rows and columns) inside the tiles read for the scene-adaptive "
                       "thresholds."),
@@ -261,7 +263,7 @@ class ProgressiveClassifierOp(Operator):
                 hint.append("set copySourceBands to true in SpectralIndices (or BandMerge the source bands)")
             raise self.error(
                 f"rule set '{rules.name}' reads band(s) {', '.join(missing)} that product '{source.name}' lacks "
-                f"(bands: {', '.join(source.bands) or '(none)'}); {' and '.join(hint)}"
+                f"(bands: {source.bands_listed()}); {' and '.join(hint)}"
             )
         bands = [source.bands[n] for n in rules.bands]
         sizes = grid_mismatch(bands)
@@ -318,7 +320,7 @@ class ProgressiveClassifierOp(Operator):
             staged.publish()
             nodata = int(acc.counts[..., NO_DATA].sum())
             log.info("%s: area table written to %s (%d no-data pixels not counted)", self.spec.alias, path, nodata)
-            print(format_area_table(rows), flush=True)
+            print(f"{RASTER_TABLE_TITLE} ({path.name})\n{format_area_table(rows)}", flush=True)
             self.outputs = [str(path)]
 
         return SinkPlan([band.data], [acc], finish, staged.abort,

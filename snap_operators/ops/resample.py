@@ -140,7 +140,7 @@ class ResampleOp(Operator):
             ref = _s2_spelling(ref, src.bands)
             if ref not in src.bands:
                 raise self._param_error(
-                    f"referenceBand '{ref}' is not in product '{src.name}'; bands: {', '.join(src.bands)}"
+                    f"referenceBand '{ref}' is not in product '{src.name}'; bands: {src.bands_listed()}"
                 )
             return src.bands[ref].shape, transforms[ref]
         scene_h, scene_w = src.scene_shape

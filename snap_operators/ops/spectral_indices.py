@@ -167,7 +167,7 @@ def resolve_bands(product: Product, defs: list[IndexDef], sar_unit: str = "auto"
         needs = " and ".join(f"index {d.name} needs {', '.join(d.bands)}" for d in wanting)
         looked = ", ".join(f"{r} (as {_accepted(r)})" for r in missing)
         raise OperatorError(
-            f"{needs}; missing: {looked}; bands in product: {', '.join(product.bands) or '(none)'}"
+            f"{needs}; missing: {looked}; bands in product: {product.bands_listed()}"
         )
     out: dict[str, ResolvedBand] = {}
     for group in (S2_ROLES, S1_ROLES):

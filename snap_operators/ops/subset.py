@@ -141,7 +141,7 @@ class SubsetOp(Operator):
         unknown = [n for n in wanted if n not in src.bands]
         if unknown:
             raise self._param_error(
-                f"sourceBands {', '.join(unknown)} not in product '{src.name}'; bands: {', '.join(src.bands)}"
+                f"sourceBands {', '.join(unknown)} not in product '{src.name}'; bands: {src.bands_listed()}"
             )
         grids = list(p["tiePointGrids"] or []) + list(p["tiePointGridNames"] or [])
         missing = [n for n in grids if n not in src.bands]
@@ -163,7 +163,7 @@ class SubsetOp(Operator):
         if not ref:
             return src.reference_band()
         if ref not in src.bands:
-            raise self._param_error(f"referenceBand '{ref}' not in product '{src.name}'; bands: {', '.join(src.bands)}")
+            raise self._param_error(f"referenceBand '{ref}' not in product '{src.name}'; bands: {src.bands_listed()}")
         return src.bands[ref]
 
     def _polygon(self, src: Product, ref: Band):

@@ -297,7 +297,7 @@ class AttentionUNetInferenceOp(Operator):
                 hint.append("set copySourceBands to true in SpectralIndices (or BandMerge the source bands)")
             raise self.error(
                 f"the model reads band(s) {', '.join(missing)} that product '{source.name}' lacks "
-                f"(bands: {', '.join(source.bands) or '(none)'}); {' and '.join(hint)}"
+                f"(bands: {source.bands_listed()}); {' and '.join(hint)}"
             )
         bands = [found[n] for n in names]
         renamed = [f"{n}={b.name}" for n, b in found.items() if b.name != n]

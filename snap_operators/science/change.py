@@ -36,8 +36,9 @@ Example
 
 from __future__ import annotations
 
+import colorsys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -61,6 +62,16 @@ EXTRA_ROWS = 3
 MAX_CLASS_ID = 99
 #: Band used when no class band is named and the product has it.
 DEFAULT_CLASS_BAND = "class_id"
+#: Name of the band ``ChangeDetection`` writes.
+CHANGE_BAND = "change"
+#: Product type of ``ChangeDetection``'s target; GeoTIFF (tag ``PRODUCT_TYPE``) and BEAM-DIMAP keep it,
+#: so a change map read back is still known as one (:func:`change_coding`).
+CHANGE_PRODUCT_TYPE = "CLASS_CHANGE"
+#: Separator of the from- and to-class names in a transition's category name.
+TRANSITION_SEPARATOR = " -> "
+#: Lightness (HLS) of the transitions from the first and from the last class of the legend;
+#: the ones between are spread evenly, so a to-class's transitions share its hue and differ in lightness.
+TRANSITION_LIGHTNESS = (0.25, 0.8)
 
 
 def code_base(values: Sequence[int]) -> int:
@@ -314,22 +325,176 @@ def gain_loss(matrix: np.ndarray) -> dict[str, np.ndarray]:
 def transition_legend(classes: Sequence[ClassInfo], base: int) -> list[ClassInfo]:
     """Categories of the change band: "No change", then one per ordered pair of classes.
 
-    A transition takes the colour of the class the pixels became, so a
-    polygon export coloured by category shows what replaced what.
+    Every transition has a colour of its own (:func:`transition_colors`):
+    the hue of the class the pixels became, so a map coloured by category
+    shows what replaced what, and a lightness that tells the class they were.
 
     >>> from snap_operators.core.legend import LAND_COVER
     >>> legend = transition_legend(LAND_COVER[:2], 10)
     >>> [(c.value, c.name) for c in legend]
     [(0, 'No change'), (12, 'Water -> Bare Soil'), (21, 'Bare Soil -> Water')]
     """
+    colors = transition_colors(classes, base)
     out = [NO_CHANGE_INFO]
     for a in classes:
         for b in classes:
             if a.value == b.value:
                 continue
-            out.append(ClassInfo(change_code(a.value, b.value, base), f"{a.name} -> {b.name}", tuple(b.color),
+            code = change_code(a.value, b.value, base)
+            out.append(ClassInfo(code, f"{a.name}{TRANSITION_SEPARATOR}{b.name}", colors[code],
                                  f"{a.name} ({a.value}) before, {b.name} ({b.value}) after"))
     return sorted(out, key=lambda c: c.value)
+
+
+def transition_colors(classes: Sequence[ClassInfo], base: int) -> dict[int, tuple[int, int, int]]:
+    """A distinct, deterministic RGB colour per transition of `classes`: change code -> colour.
+
+    A transition ``a -> b`` takes the hue and saturation of class ``b``'s colour
+    and a lightness set by ``a``'s place in the legend, spread over
+    :data:`TRANSITION_LIGHTNESS` from the first class to the last: all changes to
+    water are blues, the darker the lower the class they came from. Where two
+    transitions would still get the same colour (classes of similar colours,
+    a grey class), the later one, in legend order of to-class then
+    from-class, is moved to the nearest free lightness; no transition takes
+    the colour of "No change".
+
+    Examples
+    --------
+    >>> from snap_operators.core.legend import LAND_COVER
+    >>> colors = transition_colors(LAND_COVER, 10)
+    >>> len(colors), len(set(colors.values()))
+    (20, 20)
+    """
+    low, high = TRANSITION_LIGHTNESS
+    n = len(classes)
+    used = {tuple(NO_CHANGE_INFO.color)}
+    out: dict[int, tuple[int, int, int]] = {}
+    for b in classes:
+        hue, _, saturation = colorsys.rgb_to_hls(*(int(v) / 255.0 for v in b.color[:3]))
+        for i, a in enumerate(classes):
+            if a.value == b.value:
+                continue
+            lightness = low + (high - low) * (i / (n - 1) if n > 1 else 0.5)
+            color = _free_color(hue, lightness, saturation, used)
+            used.add(color)
+            out[change_code(a.value, b.value, base)] = color
+    return out
+
+
+def _free_color(hue: float, lightness: float, saturation: float, used: set) -> tuple[int, int, int]:
+    """The RGB colour of `hue`, `saturation` and the lightness nearest `lightness` that is not in `used`."""
+    step = 1.0 / 255.0
+    for k in range(1, 512):
+        delta = (k // 2) * step * (1 if k % 2 else -1)
+        light = min(1.0, max(0.0, lightness + delta))
+        color = tuple(int(round(255 * v)) for v in colorsys.hls_to_rgb(hue, light, saturation))
+        if color not in used:
+            return color  # type: ignore[return-value]
+    # Every lightness of this hue is taken (hundreds of classes of one colour): vary the hue.
+    return _free_color((hue + 0.05) % 1.0, lightness, max(saturation, 0.5), used)
+
+
+def base_of(dtype: np.dtype) -> int | None:
+    """The change-code base of a change band of `dtype` (inverse of :func:`code_dtype`): 10, 100 or None."""
+    dtype = np.dtype(dtype)
+    return 10 if dtype == np.uint8 else 100 if dtype == np.uint16 else None
+
+
+@dataclass(frozen=True)
+class ChangeCoding:
+    """How a change band codes transitions: what ``LabelMaskExport`` needs to name them.
+
+    Attributes
+    ----------
+    base : int
+        10 or 100 (:func:`code_base`).
+    names : dict of int to str
+        Class id -> class name of the legend compared.
+    """
+
+    base: int
+    names: Mapping[int, str]
+
+    def decode(self, code: int) -> tuple[int, int] | None:
+        """``(from, to)`` class ids of change code `code`; None for :data:`NO_CHANGE`.
+
+        >>> ChangeCoding(10, {}).decode(32), ChangeCoding(100, {}).decode(1240), ChangeCoding(10, {}).decode(0)
+        ((3, 2), (12, 40), None)
+        """
+        if int(code) == NO_CHANGE:
+            return None
+        return divmod(int(code), self.base)  # type: ignore[return-value]
+
+    def name(self, class_id: int) -> str:
+        """Name of class `class_id`; ``class N`` when the legend does not know it."""
+        return self.names.get(int(class_id), f"class {int(class_id)}")
+
+
+def change_coding(product: Product, band: Band) -> ChangeCoding | None:
+    """How `band` codes transitions when it is ``ChangeDetection``'s change band, else None.
+
+    The change band is the band :data:`CHANGE_BAND` of a product of type
+    :data:`CHANGE_PRODUCT_TYPE`, in the graph and read back from the
+    GeoTIFF or BEAM-DIMAP ``Write`` made of it (both keep the product type,
+    the band's dtype and its categories); its dtype gives the base
+    (:func:`base_of`) and its categories, ``"<from> -> <to>"``, the class names
+    (:func:`class_names`).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from snap_operators.core.legend import LAND_COVER
+    >>> classes = transition_legend(legend_classes(LAND_COVER, LAND_COVER), 10)
+    >>> band = Band(CHANGE_BAND, da.zeros((2, 2), dtype="uint8"), classes=classes)
+    >>> coding = change_coding(Product("c", CHANGE_PRODUCT_TYPE, {CHANGE_BAND: band}), band)
+    >>> coding.base, coding.name(3)
+    (10, 'Trees/Shrubbery vegetation')
+    >>> change_coding(Product("c", "GeoTIFF", {CHANGE_BAND: band}), band) is None
+    True
+    """
+    if product.product_type != CHANGE_PRODUCT_TYPE or band.name != CHANGE_BAND:
+        return None
+    base = base_of(band.dtype)
+    if base is None:
+        return None
+    return ChangeCoding(base, class_names(band.classes or (), base))
+
+
+def class_names(transitions: Sequence[ClassInfo], base: int) -> dict[int, str]:
+    """Class id -> name, recovered from the categories of a change band.
+
+    A category is named ``"<from> -> <to>"`` (:func:`transition_legend`);
+    class names may themselves hold the separator, so each name is taken
+    from a pair of opposite transitions, ``"A -> B"`` and ``"B -> A"``,
+    whose split is unambiguous.
+
+    >>> from snap_operators.core.legend import LAND_COVER
+    >>> class_names(transition_legend(LAND_COVER[:2], 10), 10)
+    {1: 'Water', 2: 'Bare Soil'}
+    """
+    by_code = {int(c.value): c.name for c in transitions}
+    out: dict[int, str] = {}
+    for code, name in sorted(by_code.items()):
+        a, b = divmod(code, base)
+        if a == b or (a in out and b in out) or b * base + a not in by_code:
+            continue
+        pair = _split_pair(name, by_code[b * base + a])
+        if pair is not None:
+            out.setdefault(a, pair[0])
+            out.setdefault(b, pair[1])
+    return dict(sorted(out.items()))
+
+
+def _split_pair(forward: str, backward: str) -> tuple[str, str] | None:
+    """``(A, B)`` with ``forward == "A -> B"`` and ``backward == "B -> A"``, or None."""
+    sep = TRANSITION_SEPARATOR
+    i = forward.find(sep)
+    while i >= 0:
+        a, b = forward[:i], forward[i + len(sep):]
+        if backward == f"{b}{sep}{a}":
+            return a, b
+        i = forward.find(sep, i + 1)
+    return None
 
 
 def legend_classes(classes: Sequence[ClassInfo] | None, fallback: Sequence[ClassInfo]) -> list[ClassInfo]:
@@ -378,7 +543,7 @@ def find_class_band(product: Product, name: str | None = None) -> Band:
     if name:
         if name not in product.bands:
             raise OperatorError(f"product '{product.name}' has no class band '{name}'; "
-                                f"bands: {', '.join(product.bands) or '(none)'}")
+                                f"bands: {product.bands_listed()}")
         band = product.bands[name]
     elif DEFAULT_CLASS_BAND in product.bands:
         band = product.bands[DEFAULT_CLASS_BAND]

@@ -100,7 +100,7 @@ def plugin_files(plugin_dir: str | os.PathLike = PLUGIN_DIR) -> dict[str, Path]:
 
 
 def default_graphs_dir() -> Path | None:
-    """The project's ``graphs/`` folder, when this is a source checkout."""
+    """The project's graphs: ``snap_operators/graphs`` when installed from a wheel, ``graphs/`` in a source checkout."""
     for cand in (Path(__file__).resolve().parents[1] / "graphs", _REPO_GRAPHS):
         if cand.is_dir() and any(cand.glob("*.xml")):
             return cand

@@ -151,3 +151,59 @@ def test_masked_pixels_are_not_scored_but_counted(write_raster, tmp_path):
     write_raster(tmp_path / "all.tif", np.full((2, 4), 254, np.uint8), nodata=255)
     with pytest.raises(SnapPcError, match="every reference pixel of the class map is masked"):
         assess(tmp_path / "all.tif", tmp_path / "r.tif")
+
+
+# --- confusion figure titles: which map, which split ----------------------------------------------
+
+
+@pytest.fixture
+def titles(monkeypatch):
+    """Titles of the confusion figures the assess module saves (the figures are saved as usual)."""
+    import snap_operators.apps.assess as assess_mod
+
+    seen = []
+    stage, save = assess_mod.stage_figure, assess_mod.save_figure
+
+    def stage_figure(staged, fig, path):
+        seen.append(fig.axes[0].get_title())
+        return stage(staged, fig, path)
+
+    def save_figure(fig, path):
+        seen.append(fig.axes[0].get_title())
+        return save(fig, path)
+
+    monkeypatch.setattr(assess_mod, "stage_figure", stage_figure)
+    monkeypatch.setattr(assess_mod, "save_figure", save_figure)
+    return seen
+
+
+def test_assess_confusion_title_names_map_and_reference(write_raster, tmp_path, capsys, titles):
+    cls = np.repeat(np.array([[1, 2]], "uint8"), 20, axis=0).repeat(10, axis=1)
+    write_raster(tmp_path / "classes.tif", cls)
+    write_raster(tmp_path / "reference.tif", np.ones_like(cls))
+    code = main(["assess", "--classes", str(tmp_path / "classes.tif"), "--reference", str(tmp_path / "reference.tif"),
+                 "--out", str(tmp_path / "acc")])
+    assert code == 0, capsys.readouterr().err
+    assert len(titles) == 1
+    subject, scores = titles[0].split("\n")
+    assert subject == "classes.tif vs reference.tif"
+    assert scores.startswith("OA 0.500   kappa ") and scores.endswith("(400 px)")
+
+
+def test_confusion_title_takes_a_subject(tmp_path, titles):
+    from snap_operators.apps.assess import Assessment, plot_confusion
+
+    m = np.array([[8, 2], [1, 9]])
+    result = Assessment([1, 2], m, accuracy_metrics(m, [1, 2]))  # no files: a training split's result
+    plot_confusion(result, tmp_path / "plain.png")
+    plot_confusion(result, tmp_path / "val.png", "Attention U-Net small, validation split")
+    assert titles[0].startswith("OA 0.850   kappa ") and "\n" not in titles[0]
+    assert titles[1].split("\n") == ["Attention U-Net small, validation split", titles[0]]
+    assert (tmp_path / "val.png").stat().st_size > 1000
+
+
+def test_training_confusion_subjects_name_model_and_split():
+    from snap_pc_models.train import _confusion_subject
+
+    assert _confusion_subject("small", "val") == "Attention U-Net small, validation split"
+    assert _confusion_subject("mosul_v2", "test") == "Attention U-Net mosul_v2, test split"

@@ -13,6 +13,8 @@ import rasterio
 from snap_operators.apps.cli import describe_operator
 from snap_operators.core.operator import operators
 
+from helpers import ROOT
+
 
 @pytest.fixture
 def scene(tmp_path, write_s2, ndvi_graph):
@@ -175,6 +177,65 @@ def test_top_level_help_answers():
         assert word in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "snap_operators.apps.cli", "run", "--help"], capture_output=True, text=True, timeout=60)
     assert "--scheduler" in proc.stdout and "-P" in proc.stdout and "properties" in proc.stdout
+
+
+def test_misspelled_variable_warns_with_did_you_mean(run_cli, scene, caplog):
+    tmp, src, graph, _ = scene
+    out = tmp / "ndvi.tif"
+    code, _, err = run_cli("run", graph, f"-Pinput={src}", f"-Poutput={out}", "-Pexpr=B8", "-Pexpt=B4", "-Pzzz=1",
+                           "--quiet")
+    assert code == 0, err
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("-Pexpt is not used" in w and "did you mean 'expr'?" in w for w in warned), warned
+    assert any("-Pzzz is not used" in w and "expr, input, output" in w for w in warned), warned
+    assert not any("-Pexpr " in w or "-Pinput " in w for w in warned)  # the names the graph uses stay quiet
+
+
+def test_variable_without_equals_hints_at_the_source_it_swallowed(run_cli, one_line_error, scene):
+    tmp, src, graph, _ = scene
+    code, _, err = run_cli("run", graph, "-Pinput", "scene.tif", f"-Poutput={tmp / 'x.tif'}")
+    assert code == 1
+    assert "Missing '=' in '-Pinput'" in one_line_error(err) and "did you mean -Pinput=scene.tif?" in err
+
+
+def test_progress_lines_when_not_on_a_terminal_quiet_silences(run_cli, scene):
+    tmp, src, graph, _ = scene
+    args = ("run", graph, f"-Pinput={src}", "-Pexpr=B8", "--overwrite", "--tile-size", 16)
+    code, out, err = run_cli(*args, f"-Poutput={tmp / 'a.tif'}")  # capsys: stdout and stderr are no terminals
+    assert code == 0, err
+    assert "writing\n....10%....20%" in out and "....100% done.\n" in out
+    assert out.index("done.") < out.index("wrote ")
+    code, out, err = run_cli(*args, f"-Poutput={tmp / 'b.tif'}", "--quiet")
+    assert code == 0, err
+    assert "%" not in out and "wrote " in out
+
+
+def test_graph_help_lists_variables_defaults_and_nodes(run_cli):
+    graph = ROOT / "graphs" / "progressive_classifier_s2.xml"
+    code, out, _ = run_cli("run", graph, "-h")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"Graph 'ProgressiveClassifier_S2' ({graph})"
+    assert "  minArea       500" in lines and "  input         (required)" in lines
+    assert "  areaTable     '' (empty)" in lines and "  rasterFormat  GeoTIFF" in lines
+    assert "  ProgressiveClassifier: ProgressiveClassifier <- SpectralIndices" in lines
+    assert "Sentinel-2 -> five-class land-cover map" in out  # the graph's own comment
+    code, out2, _ = run_cli("run", "--help", graph)  # either order
+    assert out2 == out  # (without a graph, run's own options: test_top_level_help_answers)
+
+
+def test_reader_gone_exits_quietly(scene):
+    """``snap-pc ... | head``: stdout's reader closes early; no error or traceback, a SIGPIPE status for runs."""
+    tmp, src, graph, _ = scene
+    cases = [(["help", "BandMaths"], 0),
+             (["run", graph, f"-Pinput={src}", f"-Poutput={tmp / 'p.tif'}", "-Pexpr=B8"], 128 + signal.SIGPIPE)]
+    for args, status in cases:
+        proc = subprocess.Popen([sys.executable, "-m", "snap_operators.apps.cli", *map(str, args)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.stdout.close()  # before the command prints anything
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == status, err
+        assert "Error" not in err and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

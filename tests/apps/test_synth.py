@@ -286,3 +286,42 @@ def test_project_reader_restores_names_classes_and_times(written):
     assert [(c.value, c.name, tuple(c.color)) for c in classes] == [
         (c.value, c.name, c.color) for c in TRUTH_CLASSES
     ]
+
+
+def test_haze_and_mixed_pixels_change_the_spectra_not_the_truth():
+    from snap_operators.apps.synth import _haze
+
+    clear = synthetic_arrays(256, 5)
+    both = synthetic_arrays(256, 5, haze=True, mixed_pixels=True)
+    np.testing.assert_array_equal(both[TRUTH_BAND], clear[TRUTH_BAND])
+    hazy = _haze(256, 5, slice(0, 256), slice(0, 256)) > 0.2
+    assert 0.05 < hazy.mean() < 0.6  # patches, not the whole scene
+    ndvi = lambda a: (a["B8"] - a["B4"]) / (a["B8"] + a["B4"])  # noqa: E731
+    trees = (clear[TRUTH_BAND] == 3) & hazy
+    assert trees.sum() > 100
+    assert np.median(ndvi(both)[trees]) < np.median(ndvi(clear)[trees]) - 0.1  # haze lowers the contrast
+    assert np.median(both["B2"][hazy]) > np.median(clear["B2"][hazy]) + 0.05  # and brightens the blue
+
+
+def test_mixed_pixels_mix_at_borders_only_and_any_window_gives_the_same_pixels():
+    clear = synthetic_arrays(200, 2)
+    mixed = synthetic_arrays(200, 2, mixed_pixels=True)
+    truth = clear[TRUTH_BAND]
+    interior = np.ones_like(truth, dtype=bool)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            interior &= np.roll(np.roll(truth, dr, 0), dc, 1) == truth
+    diff = np.abs(mixed["B8"] - clear["B8"])
+    border = ~interior
+    border[[0, -1], :] = border[:, [0, -1]] = False
+    assert np.median(diff[border]) > 3 * np.median(diff[interior])  # a border pixel is a mixture
+    part = synthetic_arrays(200, 2, mixed_pixels=True, haze=True, window=(slice(0, 77), slice(123, 200)))
+    whole = synthetic_arrays(200, 2, mixed_pixels=True, haze=True)
+    for band in ("B2", "B8", "B12", TRUTH_BAND):  # the scene edge and window edges: no seams
+        np.testing.assert_array_equal(part[band], whole[band][:77, 123:])
+
+
+def test_haze_and_mixed_pixels_are_recorded_in_the_files(tmp_path):
+    paths = write_synthetic_scene(tmp_path, 64, 1, haze=True)
+    with rasterio.open(paths["s2"]) as ds:
+        assert ds.tags()["SYNTHETIC_HAZE"] == "true" and "SYNTHETIC_MIXED_PIXELS" not in ds.tags()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreference
 UTC = dt.timezone.utc
 T10 = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0)
 PX_KM2 = 1e-4  # one 10 m pixel
-WATER, SOIL, TREES = 1, 2, 3
+WATER, SOIL, TREES, URBAN = 1, 2, 3, 4
+#: Rows of water and of urban area on 2020-01-01..07 (then 20 rows of bare soil, trees the rest). Over
+#: the 6 change intervals (scipy.stats.pearsonr of the rates): water-urban r -0.910465, p 0.011666;
+#: water-trees r 0.769666, p 0.073471 (not significant); urban-trees r -0.964806, p 0.001836.
+WATER_ROWS = (10, 12, 15, 16, 20, 21, 25)
+URBAN_ROWS = (5, 8, 5, 9, 6, 8, 5)
 
 # --- helpers -------------------------------------------------------------------------
 
@@ -58,6 +64,18 @@ def quadratic_series(write_map, folder, with_cloudy=True):
         a = np.full((100, 100), TREES, np.uint8)
         a[:70] = 255
         paths.append(write_map(folder / "map_2020-01-06.tif", a))
+    return paths
+
+
+def seven_dates(write_map, folder):
+    """Maps of 2020-01-01..07 with WATER_ROWS of water, URBAN_ROWS of urban, 20 rows of soil, trees."""
+    paths = []
+    for day, (w, u) in enumerate(zip(WATER_ROWS, URBAN_ROWS)):
+        a = np.full((100, 100), TREES, np.uint8)
+        a[:w] = WATER
+        a[w:w + u] = URBAN
+        a[-20:] = SOIL
+        paths.append(write_map(folder / f"map_2020-01-0{day + 1}.tif", a))
     return paths
 
 
@@ -162,6 +180,28 @@ def test_pearson_of_change_rates():
     np.testing.assert_allclose(rates, [[0.1, -0.1], [0.2, 0.0]])
 
 
+def test_pearson_p_value_is_students_t():
+    # two-sided 5 % critical values of r at n - 2 = 1, 2, 3, 4 and 8 degrees of freedom (tables)
+    for n, critical in ((3, 0.996917), (4, 0.950000), (5, 0.878339), (6, 0.811401), (10, 0.631897)):
+        assert ts.pearson_p_value(critical, n) == pytest.approx(0.05, abs=1e-5)
+        assert ts.pearson_p_value(-critical, n) == ts.pearson_p_value(critical, n)
+    assert ts.pearson_p_value(0.0, 7) == pytest.approx(1.0) and ts.pearson_p_value(1.0, 7) == 0.0
+    assert np.isnan(ts.pearson_p_value(float("nan"), 7)) and np.isnan(ts.pearson_p_value(0.5, 2))
+
+
+def test_pearson_p_values_match_scipy():
+    stats = pytest.importorskip("scipy.stats")  # only in the train extra: the module does without it
+    rng = np.random.default_rng(2)
+    for n in range(3, 16):
+        x = rng.normal(size=(n, 3))
+        x[:, 1] += rng.uniform(-2, 2) * x[:, 0]
+        p = ts.pearson_p_values(ts.pearson_matrix(x), n)
+        assert np.isnan(np.diag(p)).all()
+        for i, j in ((0, 1), (0, 2), (1, 2)):
+            expected = stats.pearsonr(x[:, i], x[:, j]).pvalue
+            assert p[i, j] == pytest.approx(expected, rel=1e-6, abs=1e-12) and p[j, i] == p[i, j]
+
+
 # --- whole series on class maps -----------------------------------------------------------------
 
 
@@ -189,11 +229,10 @@ def test_quadratic_series_areas_trends_correlation_and_the_no_data_date(write_ma
     assert int(trends[TREES]["degree"]) == 2 and float(trends[TREES]["c2_km2_per_day2"]) == pytest.approx(-0.02)
     assert trends[SOIL]["r2"] == "" and int(trends[SOIL]["degree"]) == 1  # constant: R2 undefined
 
-    corr = {r["class"]: r for r in read_csv(out / "correlation.csv")}
-    water, trees, soil = (next(k for k in corr if k.startswith(f"{v} ")) for v in (WATER, TREES, SOIL))
-    assert float(corr[water][trees]) == pytest.approx(-1.0)
-    assert float(corr[water][water]) == pytest.approx(1.0)
-    assert corr[soil][water] == ""  # constant area: no correlation
+    # 5 used dates are 4 change intervals: too few for a correlation (test_correlation_*)
+    corr = read_csv(out / "correlation.csv")
+    assert len(corr) == 3 and {r["intervals"] for r in corr} == {"4"}
+    assert all(r["r"] == "" and r["p_value"] == "" and r["note"].startswith("too few dates (n=4") for r in corr)
 
     day3 = read_csv(out / "areas_2020-01-04.csv")
     assert list(day3[0]) == ["Class ID", "Class Name", "Area (sq km)"]
@@ -203,6 +242,113 @@ def test_quadratic_series_areas_trends_correlation_and_the_no_data_date(write_ma
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert sorted(series.outputs) == sorted(out.iterdir())  # every file written is listed, and only those
+
+
+def test_correlation_shows_n_and_p_and_hatches_what_is_not_significant(write_map, tmp_path):
+    import matplotlib.pyplot as plt
+
+    out = tmp_path / "out"
+    series = ts.run_timeseries(seven_dates(write_map, tmp_path), out)
+    assert series.intervals == 6 and series.correlated
+    at = {c.value: k for k, c in enumerate(series.correlation_classes)}
+    assert set(at) == {WATER, SOIL, TREES, URBAN}
+    expected = {(WATER, URBAN): (-0.910465, 0.011666), (WATER, TREES): (0.769666, 0.073471),
+                (URBAN, TREES): (-0.964806, 0.001836)}  # WATER_ROWS
+    for (a, b), (r, p) in expected.items():
+        assert series.correlation[at[a], at[b]] == pytest.approx(r, abs=1e-6)
+        assert series.correlation_p[at[a], at[b]] == pytest.approx(p, rel=1e-4)
+
+    fig = ts.correlation_figure(series)
+    try:
+        ax = fig.axes[0]
+        assert "n = 6 intervals between 7 used dates" in ax.get_title()
+        texts = [t.get_text() for t in ax.texts]
+        for text in ("r=-0.91\np=0.012", "r=0.77\np=0.073", "r=-0.96\np=0.0018"):
+            assert texts.count(text) == 2  # both halves of the matrix
+        assert texts.count("n/a") == 7  # bare soil never changes: its row and column
+        hatched = {(round(pt.get_y() + 0.5), round(pt.get_x() + 0.5)) for pt in ax.patches
+                   if pt.get_gid() == ts.NOT_SIGNIFICANT_GID}
+        assert hatched == {(at[WATER], at[TREES]), (at[TREES], at[WATER])}  # p 0.073 only
+    finally:
+        plt.close(fig)
+
+    rows = {(r["class_a"].split()[0], r["class_b"].split()[0]): r for r in read_csv(out / "correlation.csv")}
+    assert len(rows) == 6 and {r["intervals"] for r in rows.values()} == {"6"}
+    assert float(rows["1", "3"]["r"]) == pytest.approx(0.7697, abs=1e-4)
+    assert float(rows["1", "3"]["p_value"]) == pytest.approx(0.073471, abs=1e-6)
+    assert rows["1", "2"]["r"] == "" and rows["1", "2"]["note"] == "area constant: undefined"
+
+
+@pytest.mark.parametrize("n_dates", [5, 6])
+def test_too_few_dates_for_a_correlation_are_said_and_drawn_as_such(write_map, tmp_path, caplog, n_dates):
+    import matplotlib.pyplot as plt
+
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="snap_operators"):
+        series = ts.run_timeseries(seven_dates(write_map, tmp_path)[:n_dates], out)
+    notes = [r.getMessage() for r in caplog.records if "correlation" in r.getMessage()]
+    fig = ts.correlation_figure(series)
+    try:
+        texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+        if n_dates == 6:  # 5 intervals: MIN_CORRELATION_INTERVALS, just enough
+            assert series.correlated and not notes and fig.axes[0].images and "p=" in texts
+            return
+        assert series.intervals == 4 and not series.correlated and np.isnan(series.correlation).all()
+        assert notes == ["correlation not computed: too few dates (n=4 change intervals between 5 used dates; "
+                         "it needs at least 5)"]
+        assert "too few dates (n=4)" in texts and "r=" not in texts and not fig.axes[0].images
+    finally:
+        plt.close(fig)
+    assert out / "correlation.png" in series.outputs and sorted(series.outputs) == sorted(out.iterdir())
+
+
+def test_stacked_plot_marks_left_out_dates_as_the_trend_plot_does(write_map, tmp_path):
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    series = ts.run_timeseries(quadratic_series(write_map, tmp_path), tmp_path / "out")
+    assert [m.label for m in series.dates if m.excluded] == ["2020-01-06"]
+    left_out = mdates.date2num(dt.datetime(2020, 1, 6, tzinfo=UTC))
+    for build in (ts.trends_figure, ts.stacked_figure):
+        fig = build(series)
+        try:
+            axes = [ax for ax in fig.axes if ax.get_visible()]
+            assert axes
+            for ax in axes:
+                marks = [ln for ln in ax.get_lines() if ln.get_gid() == ts.LEFT_OUT_GID]
+                assert [mdates.date2num(x) for ln in marks for x in ln.get_xdata()] == [left_out, left_out]
+                assert marks[0].get_linestyle() == ":"
+            titles = [fig.get_suptitle(), *(ax.get_title() for ax in axes)]
+            assert any("dotted: left out 2020-01-06" in t for t in titles)
+        finally:
+            plt.close(fig)
+
+
+def test_class_maps_without_a_cloud_mask_say_clouds_are_not_checked(write_map, tmp_path, caplog):
+    from snap_operators.core.legend import MASKED_INFO
+
+    def notes():
+        return [r.getMessage() for r in caplog.records if "no cloud mask" in r.getMessage()]
+
+    plain = quadratic_series(write_map, tmp_path, with_cloudy=False)
+    (tmp_path / "masked").mkdir()
+    names = {str(c.value): c.name for c in [*LAND_COVER, MASKED_INFO]}  # as CloudMask'ed maps list 254
+    masked = []
+    for p in plain:
+        with rasterio.open(p) as ds:
+            masked.append(write_map(tmp_path / "masked" / p.name, ds.read(1), names=names))
+    with caplog.at_level(logging.WARNING, logger="snap_operators"):
+        ts.run_timeseries(plain, tmp_path / "plain")
+        (note,) = notes()
+        assert note.startswith("class maps carry no cloud mask (no class 254 in their legend): dates are not "
+                               "checked for clouds") and "\n" not in note
+        caplog.clear()
+        ts.run_timeseries(masked, tmp_path / "masked_out")
+        assert notes() == []
+        ts.run_timeseries(masked[:3] + plain[3:], tmp_path / "mixed")
+        (note,) = notes()
+        assert note.startswith("class maps carry no cloud mask (2 of 5: map_2020-01-04.tif, map_2020-01-05.tif)")
 
 
 def test_selection_by_adjusted_r2_and_dates_from_a_csv(write_map, tmp_path):
@@ -305,6 +451,7 @@ def test_slovenia_five_dates_end_to_end_and_the_cloudy_date_is_flagged(shared_da
                                                                                   if k.startswith("3 "))] == ""
     assert "cloud 89" in {r["date"]: r["status"] for r in read_csv(out / "dates.csv")}["2015-08-20"]
     assert len(series.trends) == 6 and all(t.n == 4 and t.degree <= 2 for t in series.trends)
+    assert series.intervals == 3 and not series.correlated  # too few for a correlation
     for name in ("areas_trends.png", "correlation.png", "stacked_areas.png", "trends.csv", "correlation.csv"):
         assert (out / name).stat().st_size > 0
 

@@ -130,7 +130,7 @@ def test_label_mask_style_and_area_table_are_staged(tmp_path, renames):
     assert_staged(renames, tmp_path, {"m.gpkg", "m.qml", "m_areas.csv"})
     with open(tmp_path / "m_areas.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["class_id"], r["regions"], r["area_m2"]) for r in rows if r["regions"] != "0"] == \
+    assert [(r["class_id"], r["regions"], r["vector_area_m2"]) for r in rows if r["regions"] != "0"] == \
         [("1", "1", "20000.0"), ("2", "1", "20000.0")]
 
 

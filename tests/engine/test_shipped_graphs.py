@@ -6,7 +6,7 @@ import pytest
 
 from snap_operators.core.errors import GraphError
 from snap_operators.core.operator import SNAP_ONLY_OPERATORS, operators
-from snap_operators.engine.graph import parse_graph
+from snap_operators.engine.graph import load_properties, parse_graph
 from snap_operators.engine.runner import build, load_graph
 
 GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
@@ -51,3 +51,20 @@ def test_classifier_graph_rules_override(tmp_path):
     g = load_graph(GRAPHS / "progressive_classifier_s2.xml", {"input": "a.tif", "output": "b.tif", "labels": "c.gpkg"})
     assert g.nodes["ProgressiveClassifier"].parameters["rules"] == "mosul-5class"
     assert not g.nodes["ProgressiveClassifier"].parameters["areaTableFile"]  # empty: no table
+
+
+EXPORTING = [p for p in ALL if "LabelMaskExport" in p.read_text()]
+
+
+@pytest.mark.parametrize("path", EXPORTING, ids=lambda p: p.name)
+def test_output_formats_are_variables_with_defaults(path):
+    """rasterFormat (Write) and vectorFormat (LabelMaskExport) are graph variables; vectorFormat's default,
+    empty, lets the labels file's extension name the format."""
+    g = parse_graph(path)
+    assert g.nodes["Write"].parameters["formatName"] == "${rasterFormat}"
+    assert g.nodes["LabelMaskExport"].parameters["formatName"] == "${vectorFormat}"
+    defaults = load_properties(path.with_suffix(".properties"))
+    assert defaults["rasterFormat"] == "GeoTIFF" and defaults["vectorFormat"] == ""
+    assert defaults["minArea"] == "500"  # one minimum mapping unit for label masks and change polygons
+    text = path.read_text()
+    assert "rasterFormat" in text.split("<node")[0] and "vectorFormat" in text.split("<node")[0]  # documented

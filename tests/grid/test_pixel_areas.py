@@ -108,7 +108,7 @@ def export_areas(classes, transform, crs, path):
         for f in src:
             features[f.properties["class_id"]] = features.get(f.properties["class_id"], 0.0) + f.properties["area_km2"]
     with open(path.with_name(path.stem + "_areas.csv"), newline="") as f:
-        table = {int(r["class_id"]): float(r["area_km2"]) for r in csv.DictReader(f)}
+        table = {int(r["class_id"]): float(r["vector_area_km2"]) for r in csv.DictReader(f)}
     return features, table
 
 

@@ -279,3 +279,15 @@ def test_scl_band_selected_by_name_and_absent_in_l1c(make_safe, tmp_path):
     assert prod.band_names == ["quality_scene_classification", "B4"]
     make_safe(L1C_0301, tmp_path / "b")
     assert "quality_scene_classification" not in open_product(tmp_path / "b" / L1C_0301).bands
+
+
+def test_missing_band_image_is_named_unless_the_band_is_not_read(make_safe, tmp_path):
+    make_safe(L1C_0301, tmp_path)
+    safe = tmp_path / L1C_0301
+    b11 = next(safe.rglob("*_B11.jp2"))
+    b11.unlink()  # an interrupted download
+    with pytest.raises(ProductReadError, match=r"1 image file\(s\) listed in .*MTD_MSIL1C.xml missing: "
+                                              r"GRANULE/.*_B11 \(B11\); the product is incomplete"):
+        open_product(safe, tile_size=16)
+    prod = open_product(safe, tile_size=16, band_names=["B4", "B8"])  # the bands that are there still read
+    assert prod.band_names == ["B4", "B8"]

@@ -161,8 +161,40 @@ def test_transition_legend_names_every_ordered_pair():
     by_code = {c.value: c for c in legend}
     assert by_code[0].name == "No change"
     assert by_code[32].name == "Trees/Shrubbery vegetation -> Bare Soil"
-    assert by_code[32].color == LAND_COVER[1].color  # the class the pixels became
     assert by_code[4].name == "Unclassified -> Urban Area/High Reflected sediments"
+
+
+def hue(rgb):
+    import colorsys
+
+    return colorsys.rgb_to_hls(*(v / 255 for v in rgb))[0]
+
+
+def test_every_transition_has_a_colour_of_its_own_in_the_hue_of_its_to_class():
+    classes = change.legend_classes(LAND_COVER, LAND_COVER)
+    legend = change.transition_legend(classes, 10)
+    colors = [tuple(c.color) for c in legend]
+    assert len(set(colors)) == len(colors) == 31  # "No change" included
+    assert change.transition_legend(classes, 10) == legend  # deterministic
+    by_code = {c.value: c for c in legend}
+    for a in range(1, 6):  # changes to water are blues, to trees greens ... (saturated class colours)
+        for b in range(1, 6):
+            if a != b:
+                assert hue(by_code[10 * a + b].color) == pytest.approx(hue(LAND_COVER[b - 1].color), abs=0.02)
+    # the earlier the from-class in the legend, the darker
+    waters = [sum(by_code[10 * a + 1].color) for a in (0, 2, 3, 4, 5)]
+    assert waters == sorted(waters)
+    # classes of one colour still give distinct transitions
+    same = [ClassInfo(1, "A", (90, 90, 90)), ClassInfo(2, "B", (90, 90, 90)), ClassInfo(3, "C", (90, 90, 90))]
+    twins = change.transition_legend(change.legend_classes(same, same), 10)
+    assert len({tuple(c.color) for c in twins}) == len(twins)
+
+
+def test_class_names_are_recovered_from_the_transitions():
+    legend = [ClassInfo(1, "Water -> lakes", (0, 0, 255)), ClassInfo(2, "Bare", (200, 180, 20)),
+              ClassInfo(12, "Forest", (0, 128, 0))]
+    transitions = change.transition_legend(change.legend_classes(legend, legend), 100)
+    assert change.class_names(transitions, 100) == {0: "Unclassified", 1: "Water -> lakes", 2: "Bare", 12: "Forest"}
 
 
 # --- the operator on in-memory products ---------------------------------------------------
@@ -367,15 +399,24 @@ def test_known_change_of_two_synthetic_scenes_gives_the_expected_matrix(scenes, 
         assert ds.dtypes[0] == "uint8" and ds.nodata == 255
         names = json.loads(ds.tags(1)["CLASS_NAMES"])
         assert names["32"] == "Trees/Shrubbery vegetation -> Bare Soil" and names["0"] == "No change"
-        assert ds.colormap(1)[21][:3] == LAND_COVER[0].color
+        colormap = ds.colormap(1)
+    present = set(np.unique(codes).tolist()) - {0, 255}
+    assert len(present) >= 4 and len({colormap[v] for v in present}) == len(present)  # a colour per transition
+    assert hue(colormap[21][:3]) == pytest.approx(hue(LAND_COVER[0].color), abs=0.02)  # to water: blue
     assert np.all(codes[~in_flood & ~in_clearing] == 0)
     assert np.all(codes[in_clearing & (truth == 3)] == 32)
 
-    with fiona.open(tmp_path / "change.gpkg") as src:
+    with fiona.open(tmp_path / "change.gpkg", layer="change") as src:
         feats = list(src)
-    assert {f.properties["class_name"].split(" -> ")[1] for f in feats} == {"Bare Soil", "Water"}
+    assert {f.properties["to_name"] for f in feats} == {"Bare Soil", "Water"}
+    assert all(f.properties["change_code"] == 10 * f.properties["from_class"] + f.properties["to_class"]
+               for f in feats)
+    # minArea 500 m2 (the default): changed regions under 5 pixels joined their neighbours
     changed = expected.sum() - np.trace(expected)
-    assert sum(f.properties["area_km2"] for f in feats) == pytest.approx(changed * 1e-4, rel=1e-9)
+    exported = sum(f.properties["area_km2"] for f in feats)
+    assert changed * 1e-4 * 0.99 < exported <= changed * 1e-4 + 1e-12
+    qml_colors = (tmp_path / "change.qml").read_text()
+    assert all(f"{r},{g},{b},255" in qml_colors for r, g, b, _ in (colormap[v] for v in present))
 
 
 def test_classified_synthetic_scenes_change_only_inside_the_painted_rectangles(classifier_graph, scenes, tmp_path):
@@ -428,7 +469,15 @@ def test_graph_layout_variables_and_defaults():
     assert {n.get("id") for n in pres.findall("node") if n.find("displayPosition") is not None} == set(g.nodes)
     assert g.nodes["LabelMaskExport"].parameters["sourceBand"] == "change"
     io_vars = {"before", "after", "output", "labels"}
-    assert load_graph(GRAPH, {v: f"/tmp/{v}" for v in io_vars}).variables() == set()  # the rest has defaults
+    defaults = load_graph(GRAPH, {v: f"/tmp/{v}" for v in io_vars})
+    assert defaults.variables() == set()  # the rest has defaults
+    classifier = load_graph(REPO / "graphs" / "progressive_classifier_s2.xml", {v: "x" for v in ("input", "output",
+                                                                                                 "labels")})
+    # the change polygons' minimum mapping unit is the label masks' (5 pixels at 10 m)
+    assert defaults.nodes["LabelMaskExport"].parameters["minArea"] == "500" == \
+        classifier.nodes["LabelMaskExport"].parameters["minArea"]
+    assert defaults.nodes["Write"].parameters["formatName"] == "GeoTIFF"
+    assert not defaults.nodes["LabelMaskExport"].parameters["formatName"]  # from the labels file's extension
     with pytest.raises(GraphError, match=r"unresolved graph variable\(s\): \$\{after\}"):
         load_graph(GRAPH, {v: "x" for v in io_vars - {"after"}})
     g = load_graph(GRAPH, {"before": "a.tif", "after": "b.tif", "output": "/o/change", "labels": "c.gpkg"})
@@ -472,3 +521,20 @@ def test_masked_pixels_are_not_compared_and_counted_apart(product, tmp_path, cap
     trees_to_soil = next(r for r in rows if r["change_code"] == "32")
     assert int(trees_to_soil["pixels"]) == 28 * 20 - 4 * 10
     assert "masked (cloud, cloud shadow, snow) on one date or both are not compared" in capsys.readouterr().out
+
+
+def test_graph_with_empty_labels_writes_the_change_map_and_tables_only(write_tif, tmp_path, capsys):
+    """-Plabels= skips the change polygons; the rest of the shipped graph runs."""
+    rng = np.random.default_rng(5)
+    before = rng.integers(1, 6, (48, 48)).astype(np.uint8)
+    after = np.where(rng.random(before.shape) < 0.3, 1, before).astype(np.uint8)
+    maps = {}
+    for name, a in (("before", before), ("after", after)):
+        maps[name] = str(write_tif(tmp_path / f"{name}.tif", {"class_id": a}, nodata=255, crs=UTM, transform=T10))
+    out = tmp_path / "out"
+    out.mkdir()
+    g = load_graph(GRAPH, {**maps, "output": str(out / "change"), "labels": ""})
+    result = run_graph(g, ExecutionContext(tile_size=32))
+    assert sorted(Path(p).name for p in result.outputs) == ["change.gain_loss.csv", "change.matrix.csv", "change.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["change.gain_loss.csv", "change.matrix.csv", "change.tif",
+                                                     "change.tif.aux.xml"]

@@ -412,7 +412,7 @@ def test_graph_run_writes_classes_and_area_table_in_one_pass(write_tif, tmp_path
     ref, _ = classify_numpy(bands, rules)
     np.testing.assert_array_equal(written, ref)
     csv = (tmp_path / "areas.csv").read_text().splitlines()
-    assert csv[0] == "class_id,class_name,pixels,area_km2"
+    assert csv[0] == "class_id,class_name,pixels,raster_area_km2"  # the raster's, not the label masks' areas
     counts = np.bincount(ref.ravel(), minlength=256)
     for line in csv[1:7]:
         cid, name, pixels, area = line.split(",")
@@ -421,6 +421,8 @@ def test_graph_run_writes_classes_and_area_table_in_one_pass(write_tif, tmp_path
     assert csv[-1].startswith(",Total,") and int(csv[-1].split(",")[2]) == counts[:6].sum()
     out = capsys.readouterr().out
     assert "Class ID | Class Name | Area (sq km)" in out and "5 | Alluvium/Clay Silts sediments/roof |" in out
+    assert "Raster class areas: every pixel of the class map, before any minimum mapping unit (areas.csv)\n" \
+        "Class ID | Class Name | Area (sq km)" in out
     assert not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(ProductWriteError, match="already exists"):
         _run(write_tif, tmp_path, bands, rules=path)

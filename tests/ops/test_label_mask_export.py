@@ -17,6 +17,7 @@ import pytest
 import shapely
 from affine import Affine
 from defusedxml import ElementTree as DET
+from helpers import ROOT
 from rasterio.crs import CRS
 from rasterio.features import rasterize, shapes
 from rasterio.features import sieve as gdal_sieve
@@ -355,8 +356,8 @@ def test_export_rasterizes_back_to_the_sieved_class_band(class_product, tmp_path
     for cid, r in rows.items():
         mine = [p["area_m2"] for p, _ in feats if p["class_id"] == cid]
         assert int(r["regions"]) == len(mine)
-        assert float(r["area_m2"]) == pytest.approx(sum(mine))
-        assert float(r["area_km2"]) == pytest.approx(sum(mine) / 1e6)
+        assert float(r["vector_area_m2"]) == pytest.approx(sum(mine))
+        assert float(r["vector_area_km2"]) == pytest.approx(sum(mine) / 1e6)
 
 
 def test_threaded_export_equals_whole_raster_polygons(class_product, tmp_path):
@@ -506,7 +507,7 @@ def test_all_no_data_scene_gives_an_empty_valid_layer(class_product, tmp_path):
         with open(op.outputs[-1], newline="") as f:
             rows = list(csv.DictReader(f))
         assert [int(r["class_id"]) for r in rows] == [1, 2, 3]
-        assert all(int(r["regions"]) == 0 and float(r["area_m2"]) == 0.0 for r in rows)
+        assert all(int(r["regions"]) == 0 and float(r["vector_area_m2"]) == 0.0 for r in rows)
 
 
 def test_absent_class_has_a_zero_row(class_product, tmp_path):
@@ -514,7 +515,7 @@ def test_absent_class_has_a_zero_row(class_product, tmp_path):
     a[8:, :] = 3
     export(class_product(a, chunks=8), tmp_path / "z.gpkg")
     with open(tmp_path / "z_areas.csv", newline="") as f:
-        rows = {int(r["class_id"]): (int(r["regions"]), float(r["area_m2"])) for r in csv.DictReader(f)}
+        rows = {int(r["class_id"]): (int(r["regions"]), float(r["vector_area_m2"])) for r in csv.DictReader(f)}
     assert rows == {1: (1, 12800.0), 2: (0, 0.0), 3: (1, 12800.0)}
 
 
@@ -755,3 +756,224 @@ def test_geopackage_without_its_spatial_index_is_not_published(class_product, tm
     with pytest.raises(ProductWriteError, match="index entries of"):
         export(class_product(classes), tmp_path / "labels.gpkg")
     assert os.listdir(tmp_path) == []
+
+
+# --- the format from the file name, an empty file ---------------------------------------------------
+
+
+def read_back(path, layer=None):
+    """``(features, field names, CRS)`` of a vector file as pyogrio reads it."""
+    import pyogrio
+
+    info = pyogrio.read_info(str(path), layer=layer, force_feature_count=True)
+    return info["features"], list(info["fields"]), CRS.from_user_input(info["crs"])
+
+
+@pytest.mark.parametrize("name,driver", [("l.gpkg", "GPKG"), ("l.shp", "ESRI Shapefile"), ("l.geojson", "GeoJSON"),
+                                         ("l.json", "GeoJSON"), ("l.FGB", "FlatGeobuf")])
+def test_the_extension_names_the_format_when_format_name_is_empty(class_product, tmp_path, name, driver):
+    """-Plabels=labels.shp writes a Shapefile (not labels.shp.gpkg), and so on; QML and area table follow the stem."""
+    import pyogrio
+
+    a = blobs(40, 48, 5)
+    op = export(class_product(a, chunks=16), tmp_path / name)  # formatName left empty, as the shipped graphs do
+    assert op.format_name == driver
+    assert op.outputs[0] == str(tmp_path / name)
+    layer = "label_masks" if driver == "GPKG" else None
+    assert pyogrio.read_info(str(tmp_path / name), layer=layer)["driver"] == driver
+    count, fields, crs = read_back(tmp_path / name, layer)
+    assert count == len(vectorize.polygonize(a, None, 4, exported_view(a) != 255)) and count > 10
+    assert fields == ["class_id", "class_name", "area_m2", "area_km2"] and crs == UTM
+    stem = name.rsplit(".", 1)[0]
+    assert (tmp_path / f"{stem}.qml").is_file() and (tmp_path / f"{stem}_areas.csv").is_file()
+    assert not [p for p in tmp_path.iterdir() if ".gpkg" in p.name and driver != "GPKG"]
+
+
+@pytest.mark.parametrize("name", ["labels.kml", "labels.csv", "labels.v1"])
+def test_an_extension_no_format_has_is_refused_at_initialize(class_product, tmp_path, name):
+    op = LabelMaskExport.create({"sourceProduct": class_product(blobs(16, 16, 1))}, {"file": str(tmp_path / name)},
+                                node_id="lm")
+    with pytest.raises(OperatorError) as e:
+        op.initialize()
+    msg = str(e.value)
+    assert "\n" not in msg and "node 'lm'" in msg and f"'{name}'" in msg
+    for ext in (".gpkg", ".shp", ".geojson", ".json", ".fgb"):
+        assert ext in msg
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_format_name_given_appends_its_extension_as_write_does(class_product, tmp_path, caplog):
+    """SNAP's habit, which Write follows for rasters (out.dim + GeoTIFF -> out.dim.tif): the format named wins
+    and its extension is appended; a warning says so when the name ends with another format's extension."""
+    from snap_operators.ops.write import Write
+
+    write = Write.create({}, {"file": str(tmp_path / "out.dim"), "formatName": "GeoTIFF"})
+    assert write.output_path.name == "out.dim.tif"
+    with caplog.at_level("WARNING", logger="snap_operators.ops.label_mask_export"):
+        op = export(class_product(blobs(20, 20, 2), chunks=8), tmp_path / "x.shp", formatName="GPKG")
+    assert op.outputs[0] == str(tmp_path / "x.shp.gpkg")
+    assert read_back(tmp_path / "x.shp.gpkg", "label_masks")[0] > 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "formatName is GPKG but 'x.shp' has the extension of ESRI Shapefile" in warned[0]
+    assert "x.shp.gpkg" in warned[0]
+
+
+def test_field_names_fit_a_shapefile_and_survive_it(class_product, tmp_path):
+    from snap_operators.ops.label_mask_export import CHANGE_FIELDS, FIELDS
+
+    assert all(len(f) <= 10 for f in (*FIELDS, *CHANGE_FIELDS))  # dBase field names: at most 10 characters
+    export(class_product(blobs(20, 20, 3), chunks=8), tmp_path / "s.shp")
+    assert read_back(tmp_path / "s.shp")[1] == list(FIELDS)
+
+
+#: The shipped graphs that export label masks or change polygons.
+SHIPPED = [p for p in sorted((ROOT / "graphs").glob("*.xml")) if "LabelMaskExport" in p.read_text()]
+
+
+@pytest.mark.parametrize("graph", SHIPPED, ids=lambda p: p.name)
+def test_shipped_graphs_take_the_vector_format_from_the_labels_name(class_product, graph, tmp_path):
+    """The shipped graphs' defaults (vectorFormat empty, rasterFormat GeoTIFF) give the format the names ask for."""
+    from snap_operators.engine.runner import load_graph
+
+    io_vars = {"input": "a.tif", "inputS1": "b.tif", "before": "a.tif", "after": "b.tif", "model": "m.onnx",
+               "output": str(tmp_path / "classes"), "labels": str(tmp_path / "labels.shp")}
+    g = load_graph(graph, io_vars)
+    write, masks = g.nodes["Write"].parameters, g.nodes["LabelMaskExport"].parameters
+    assert write["formatName"] == "GeoTIFF" and not masks["formatName"]
+    params = {k: v for k, v in masks.items() if k not in ("sourceBand", "minArea")}
+    op = LabelMaskExport.create({"sourceProduct": class_product(blobs(20, 20, 4), chunks=8)}, params)
+    op.execute()
+    assert op.outputs[0] == str(tmp_path / "labels.shp") and (tmp_path / "labels.dbf").is_file()
+    g = load_graph(graph, {**io_vars, "vectorFormat": "FlatGeobuf", "rasterFormat": "COG"})
+    assert g.nodes["LabelMaskExport"].parameters["formatName"] == "FlatGeobuf"
+    assert g.nodes["Write"].parameters["formatName"] == "COG"
+
+
+def test_an_empty_file_exports_nothing_and_the_graph_runs(write_class_tiff, tmp_path, caplog, run_cli):
+    """-Plabels= skips the label masks: the Write node still writes, one warning says why nothing else is."""
+    graph = tmp_path / "g.xml"
+    graph.write_text("""<graph id="g"><version>1.0</version>
+  <node id="Read"><operator>Read</operator><parameters><file>${input}</file></parameters></node>
+  <node id="Write"><operator>Write</operator><sources><sourceProduct refid="Read"/></sources>
+    <parameters><file>${output}</file><formatName>GeoTIFF</formatName></parameters></node>
+  <node id="Masks"><operator>LabelMaskExport</operator><sources><sourceProduct refid="Read"/></sources>
+    <parameters><file>${labels}</file><formatName/><minArea>500</minArea></parameters></node>
+</graph>""")
+    src = write_class_tiff(tmp_path / "classes.tif", blobs(40, 40, 2, k=3))
+    out = tmp_path / "out"
+    out.mkdir()
+    with caplog.at_level("WARNING", logger="snap_operators.ops.label_mask_export"):
+        code, stdout, stderr = run_cli("run", graph, f"-Pinput={src}", f"-Poutput={out / 'c.tif'}", "-Plabels=")
+    assert code == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["c.tif", "c.tif.aux.xml"]  # the class map and its names
+    said = [r.getMessage() for r in caplog.records if r.name == "snap_operators.ops.label_mask_export"]
+    assert len(said) == 1 and "node 'Masks'" in said[0] and "'file' is empty: no vector export" in said[0]
+    # Alone, too: nothing to write is no error.
+    op = LabelMaskExport.create({"sourceProduct": Product("p", bands={})}, {"file": ""})
+    op.execute()
+    assert not op.is_sink and op.outputs == [] and op.output_files() == []
+
+
+# --- change polygons -------------------------------------------------------------------------------
+
+
+def change_product(before, after, chunks=16):
+    """ChangeDetection of two class maps (LAND_COVER) on T_UTM: its target product."""
+    from snap_operators.ops.change_detection import ChangeDetectionOp
+
+    def classes(name, a):
+        band = Band("class_id", da.from_array(a, chunks=chunks), T_UTM, no_data=255, classes=list(LAND_COVER))
+        return Product(name, bands={"class_id": band}, crs=UTM)
+
+    op = ChangeDetectionOp({"before": classes("t0", before), "after": classes("t1", after)}, {})
+    return op.initialize()
+
+
+def two_dates():
+    """Before: blobs of classes 1..5; after: three painted changes (trees cut, a flood, a new town)."""
+    before = blobs(60, 64, 11)
+    after = before.copy()
+    after[5:25, 5:30] = 2
+    after[40:55, 10:60] = 1
+    after[30:38, 40:52] = 4
+    return before, after
+
+
+@pytest.mark.parametrize("name", ["change.gpkg", "change.shp"])
+def test_change_band_exports_change_polygons_named_for_changes(tmp_path, name):
+    from snap_operators.ops.label_mask_export import CHANGE_FIELDS
+    from snap_operators.science import change
+
+    before, after = two_dates()
+    codes = change.change_codes(before, after, [0, 1, 2, 3, 4, 5])
+    op = export(change_product(before, after), tmp_path / name, sourceBand="change")
+    layer = "change" if name.endswith(".gpkg") else None
+    feats, crs, schema = features(tmp_path / name, layer)
+    code = "change_code" if layer else "change_cod"  # a Shapefile keeps 10 characters of a field name
+    assert list(schema) == [code if f == "change_code" else f for f in CHANGE_FIELDS]
+    assert CHANGE_FIELDS[0] == "change_code" and CRS.from_user_input(crs) == UTM
+    if layer:
+        import pyogrio
+
+        assert [lyr for lyr, _ in pyogrio.list_layers(str(tmp_path / name))][:1] == ["change"]
+    names = {c.value: c.name for c in LAND_COVER}
+    for p, _ in feats:
+        assert p[code] == p["from_class"] * 10 + p["to_class"] and p["from_class"] != p["to_class"]
+        assert p["from_name"] == names[p["from_class"]] and p["to_name"] == names[p["to_class"]]
+    assert {p[code] for p, _ in feats} == set(np.unique(codes).tolist()) - {0}  # no "No change" polygons
+    np.testing.assert_array_equal(burn([({"class_id": p[code]}, g) for p, g in feats], codes.shape, T_UTM),
+                                  np.where(codes == 0, 255, codes))
+    with open(tmp_path / name.replace(name[name.index("."):], "_areas.csv"), newline="") as f:
+        reader = csv.DictReader(f)
+        rows = {int(r["change_code"]): r for r in reader}
+        assert reader.fieldnames == ["change_code", "from_class", "from_name", "to_class", "to_name", "regions",
+                                     "vector_area_m2", "vector_area_km2"]
+    assert len(rows) == 6 * 5  # every transition of the legend, absent ones with zeros
+    for code, r in rows.items():
+        assert (int(r["from_class"]), int(r["to_class"])) == divmod(code, 10)
+        assert float(r["vector_area_m2"]) == pytest.approx(100.0 * (codes == code).sum())
+    assert op.layer_name == "change"
+
+
+def test_change_polygons_have_a_distinct_colour_per_transition(tmp_path):
+    before, after = two_dates()
+    after[0:3, :] = 0  # some to Unclassified: a grey family
+    product = change_product(before, after)
+    export(product, tmp_path / "c.gpkg", sourceBand="change")
+    renderer = DET.parse(tmp_path / "c.qml").getroot().find("renderer-v2")
+    assert renderer.get("attr") == "change_code"
+    colors = {s.get("name"): s.find("layer/Option/Option[@name='color']").get("value") for s in renderer.find("symbols")}
+    by_code = {int(c.get("value")): colors[c.get("symbol")] for c in renderer.find("categories")}
+    present = {p["change_code"] for p, _ in features(tmp_path / "c.gpkg", "change")[0]}
+    assert len(present) >= 8 and present <= set(by_code)
+    assert len({by_code[v] for v in present}) == len(present)
+    assert len(set(by_code.values())) == len(by_code) == 30  # every transition of the legend, too
+    legend = {c.value: c.color for c in product.band("change").classes}
+    assert all(by_code[v] == ",".join(map(str, legend[v])) + ",255" for v in by_code)  # the raster's colours
+
+
+def test_a_change_map_read_back_from_geotiff_is_still_exported_as_changes(tmp_path):
+    """The change band is known by the product type GeoTIFF keeps, not by a graph parameter."""
+    from snap_operators.io import open_product
+    from snap_operators.ops.write import Write
+
+    before, after = two_dates()
+    Write({"sourceProduct": change_product(before, after)}, {"file": str(tmp_path / "c.tif"),
+                                                             "formatName": "GeoTIFF"}).execute()
+    export(open_product(tmp_path / "c.tif"), tmp_path / "read.fgb", sourceBand="change")
+    export(change_product(before, after), tmp_path / "graph.fgb", sourceBand="change")
+
+    def rows(path):
+        feats, _, schema = features(path)
+        assert list(schema)[:5] == ["change_code", "from_class", "from_name", "to_class", "to_name"]
+        return sorted((*(p[k] for k in list(schema)[:5]), round(p["area_m2"], 6)) for p, _ in feats)
+
+    assert rows(tmp_path / "read.fgb") == rows(tmp_path / "graph.fgb") and len(rows(tmp_path / "graph.fgb")) > 5
+
+
+def test_no_change_regions_on_request_have_null_from_and_to(tmp_path):
+    before, after = two_dates()
+    export(change_product(before, after), tmp_path / "n.gpkg", sourceBand="change", includeUnclassified=True)
+    feats, _, _ = features(tmp_path / "n.gpkg", "change")
+    same = [p for p, _ in feats if p["change_code"] == 0]
+    assert same and all(p["from_class"] is None and p["to_name"] is None for p in same)

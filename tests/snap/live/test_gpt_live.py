@@ -45,7 +45,7 @@ from shapely.ops import unary_union
 from snap_operators.apps.synth import LandChange, write_synthetic_scene
 from snap_operators.core.legend import LAND_COVER
 from snap_operators.core.context import ExecutionContext
-from snap_operators.engine.graph import Graph, load_properties, parse_graph
+from snap_operators.engine.graph import Graph, load_properties, parse_graph, template
 from snap_operators.engine.runner import build, load_graph, run_graph
 from snap_operators.io import open_product
 from snap_operators.io.dimap import write_dimap
@@ -229,12 +229,14 @@ def graph_inputs(graph: Path, scene: dict[str, str], class_maps: Callable[[], di
 _EXTENSIONS = {"GeoTIFF": ".tif", "GeoTIFF-BigTIFF": ".tif", "BEAM-DIMAP": ".dim"}
 
 
-def _output_variables(graph: Graph, out: Path) -> dict[str, str]:
-    """``output`` (the Write node's file, in its format) and ``labels`` under `out`."""
+def _output_variables(graph: Graph, out: Path, defaults: dict[str, str]) -> dict[str, str]:
+    """``output`` (the Write node's file, in its format: ``${rasterFormat}`` from `defaults`) and ``labels``
+    under `out`."""
     variables = {}
     for node in graph.nodes.values():
         if node.operator == "Write" and "${output}" in str(node.parameters.get("file")):
-            variables["output"] = str(out / ("out" + _EXTENSIONS[node.parameters.get("formatName") or "BEAM-DIMAP"]))
+            fmt = template(node.parameters.get("formatName") or "BEAM-DIMAP", defaults)
+            variables["output"] = str(out / ("out" + _EXTENSIONS[fmt]))
     if "labels" in graph.variables():
         variables["labels"] = str(out / "labels.gpkg")
     return variables
@@ -250,7 +252,7 @@ def graph_variables(graph: Path, inputs: dict[str, str], out: Path) -> dict[str,
     parsed = parse_graph(graph)
     props = graph.with_suffix(".properties")
     defaults = load_properties(props) if props.is_file() else {}
-    variables = {**inputs, **_output_variables(parsed, out)}
+    variables = {**inputs, **_output_variables(parsed, out, defaults)}
     missing = sorted(parsed.variables() - variables.keys() - defaults.keys())
     assert not missing, (f"{graph.name}: no value for {', '.join('${' + m + '}' for m in missing)}; "
                          "give one in test_gpt_live.py")
