@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= train,snap,cloud,dev
+EXTRAS ?= train,snap,cloud,xarray,dev
 DEMO   ?= demo-output
 SIZE   ?= 1024
 

@@ -1,6 +1,6 @@
 """The package's layers, as the folders show them: each imports only the layers below it.
 
-``core`` < ``engine`` < ``grid`` < ``io`` < ``science`` < ``ops`` < ``snap`` < ``apps``;
+``core`` < ``engine`` < ``grid`` < ``io`` < ``science`` < ``ops`` < ``snap`` < ``apps`` < ``api``;
 a module may import its own layer and those below, never one above, and no
 module imports the training package (``snap_pc_models``, reached only
 through the command registry). Imports inside functions count too. No two
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "snap_operators"
-LAYERS = ("core", "engine", "grid", "io", "science", "ops", "snap", "apps")
+LAYERS = ("core", "engine", "grid", "io", "science", "ops", "snap", "apps", "api")
 
 
 def _module_name(path: Path) -> str:

@@ -3,6 +3,9 @@
 Inputs are class maps (one per date) or, with ``--graph``, raw products the
 graph classifies first. Each map is streamed once, chunk by chunk, to count
 its pixels per class (per image row in a geographic CRS, for exact km²).
+With ``--graph``, a STAC ItemCollection (``.json``, e.g. a saved
+``pystac_client`` search) stands for its items, one date each, written as
+item files to ``OUT/items/`` for the graph runs (``docs/stac.md``).
 
 **Dates.** ``--dates`` (a list or a CSV) wins; otherwise the product's
 sensing time (``PRODUCT_START_TIME`` / ``ACQUISITION_DATE`` tags, SAFE or
@@ -536,9 +539,11 @@ def run_timeseries(
 
     Parameters
     ----------
-    inputs : sequence of path
+    inputs : sequence of path or pystac.ItemCollection
         Class maps, one per date; with `graph`, raw products the graph
-        classifies first (into ``out_dir/classes/classes_<date>.tif``).
+        classifies first (into ``out_dir/classes/classes_<date>.tif``); a STAC
+        ItemCollection (``.json`` or object) stands for its items, one date
+        each (:func:`stac_dates`).
     out_dir : path
         Output folder (created).
     dates : str or sequence, optional
@@ -563,7 +568,10 @@ def run_timeseries(
     """
     from ..core.context import ExecutionContext
 
-    inputs = [Path(p) for p in inputs]
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TimeSeriesError(f"output folder {out} is a file")
+    inputs = [Path(p) for p in stac_dates(inputs, out, graph)]
     if len(inputs) < 3:
         raise TimeSeriesError(f"a time series needs class maps of at least 3 dates (trend fits need 3); "
                               f"got {len(inputs)}")
@@ -576,9 +584,6 @@ def run_timeseries(
         raise TimeSeriesError(f"--max-degree must be 1..{MAX_DEGREE}, got {max_degree}")
     if selection not in SELECTIONS:
         raise TimeSeriesError(f"unknown trend selection {selection!r}; use {' or '.join(SELECTIONS)}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TimeSeriesError(f"output folder {out} is a file")
     context = ExecutionContext(tile_size=tile_size, overwrite=overwrite)
 
     from ..io import open_product
@@ -687,6 +692,47 @@ def run_timeseries(
                     "it needs at least %d)", series.intervals, len(used), MIN_CORRELATION_INTERVALS)
     series.outputs = _write_outputs(series, final, overwrite)
     return series
+
+
+def stac_dates(inputs: Sequence, out: Path, graph) -> list:
+    """`inputs` with each STAC ItemCollection replaced by its items, one input (date) each.
+
+    A graph's ``Read`` opens a file, so the items are written as item files
+    ``out/items/<id>.json`` (asset hrefs made absolute), which the graph
+    runs read; other inputs are kept as they are.
+
+    Parameters
+    ----------
+    inputs : sequence of path or pystac.ItemCollection
+    out : Path
+        The output folder.
+    graph : path or None
+        Items are raw scenes: they need the graph that classifies them.
+
+    Raises
+    ------
+    TimeSeriesError
+        An ItemCollection without `graph`.
+    """
+    import pystac
+
+    from ..io.stac import stac_type, write_items
+
+    expanded: list = []
+    for p in inputs:
+        collection = isinstance(p, pystac.ItemCollection) or (
+            Path(p).suffix.lower() == ".json" and Path(p).is_file() and stac_type(Path(p)) == "FeatureCollection")
+        if not collection:
+            expanded.append(p)
+            continue
+        name = "ItemCollection" if isinstance(p, pystac.ItemCollection) else Path(p).name
+        if graph is None:
+            raise TimeSeriesError(f"{name}: a STAC ItemCollection holds raw scenes, not class maps; give --graph "
+                                  "to classify each item (e.g. graphs/progressive_classifier_s2.xml)")
+        items = write_items(p, out / "items")
+        log.info("%s: %d items, one date each (written to %s)", name, len(items), out / "items")
+        expanded.extend(items)
+    return expanded
 
 
 def _check_outputs(final: dict[str, Path], overwrite: bool) -> None:
@@ -1083,9 +1129,12 @@ def add_command(sub) -> None:
         epilog="examples:\n"
         "  snap-pc timeseries classes_*.tif --out series/\n"
         "  snap-pc timeseries a.tif b.tif c.tif d.tif --dates 2020-05-01,2020-06-01,2020-07-01,2020-08-01 --out s/\n"
-        "  snap-pc timeseries S2*.SAFE --graph graphs/progressive_classifier_s2.xml --out series/",
+        "  snap-pc timeseries S2*.SAFE --graph graphs/progressive_classifier_s2.xml --out series/\n"
+        "  snap-pc timeseries search.json --graph graphs/progressive_classifier_s2.xml --out series/  "
+        "(a STAC ItemCollection)",
     )
-    p.add_argument("inputs", nargs="+", help="class maps (or raw products with --graph), one per date")
+    p.add_argument("inputs", nargs="+", help="class maps (or raw products with --graph), one per date; with "
+                   "--graph, a STAC ItemCollection .json stands for its items, one date each")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--dates", help="one date per input: YYYY-MM-DD,... or a CSV with 'date' (and 'file') columns "
                    "(default: product metadata, else the date in the file name)")

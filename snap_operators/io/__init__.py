@@ -12,6 +12,9 @@ input                                              reader
 ``MTD_MSIL1C.xml`` / ``MTD_MSIL2A.xml``            L1C / L2A)
 folder of ``*_B02.jp2`` / ``*_B8A.tif`` /          :mod:`.bandfolder`
 ``*_VV.tif`` files
+STAC Item ``*.json``, its http(s) URL, a           :mod:`.stac` (Sentinel-2
+:class:`pystac.Item` (or an ItemCollection of      assets, COGs read in place)
+one item)
 =================================================  ==========================
 
 Every reader returns a lazy :class:`~snap_operators.core.product.Product`: only
@@ -21,6 +24,7 @@ headers are read; pixels are read chunk by chunk when computed.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -43,6 +47,7 @@ FORMAT_NAMES = {
     "SENTINEL-2-MSI": "safe",
     "SAFE": "safe",
     "BANDFOLDER": "bandfolder",
+    "STAC": "stac",
 }
 
 _SAFE_MTD = re.compile(r"^MTD_MSIL(1C|2A)\.xml$", re.IGNORECASE)
@@ -50,13 +55,20 @@ _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
 
 
 def detect_format(path: str | Path) -> str:
-    """The reader for `path`: ``geotiff``, ``dimap``, ``safe`` or ``bandfolder``.
+    """The reader for `path`: ``geotiff``, ``dimap``, ``safe``, ``bandfolder`` or ``stac``.
+
+    An http(s) URL is a STAC item (the only product read from a URL); a
+    ``.json`` file is one when it holds a STAC Item or ItemCollection.
 
     Raises
     ------
     ProductReadError
         If `path` does not exist or is not a known product.
     """
+    from .stac import is_url, stac_type
+
+    if is_url(path):
+        return "stac"
     p = Path(path)
     if not p.exists():
         raise ProductReadError(f"file not found: {p}")
@@ -71,9 +83,14 @@ def detect_format(path: str | Path) -> str:
         return "dimap"
     if suffix == ".zip" or _SAFE_MTD.match(p.name):
         return "safe"
+    if suffix == ".json":
+        if stac_type(p):
+            return "stac"
+        raise ProductReadError(f"{p}: unknown product format (a .json file, but not a STAC Item or ItemCollection: "
+                               "no \"type\": \"Feature\" with a \"stac_version\")")
     raise ProductReadError(
         f"{p}: unknown product format (expected .tif/.tiff, .dim, a Sentinel-2 .SAFE folder, .zip or "
-        "MTD_MSIL1C.xml/MTD_MSIL2A.xml, or a folder of *_B02.jp2/*_B02.tif band files)"
+        "MTD_MSIL1C.xml/MTD_MSIL2A.xml, a folder of *_B02.jp2/*_B02.tif band files, or a STAC item .json)"
     )
 
 
@@ -83,12 +100,13 @@ def _format_reader(format_name: str) -> str:
         return FORMAT_NAMES[key]
     if key.startswith("SENTINEL-2-MSI") or key.startswith("S2_MSI"):
         return "safe"
-    known = sorted({"GeoTIFF", "GeoTIFF-BigTIFF", "COG", "BEAM-DIMAP", "SENTINEL-2-MSI-MultiRes", "BandFolder"})
+    known = sorted({"GeoTIFF", "GeoTIFF-BigTIFF", "COG", "BEAM-DIMAP", "SENTINEL-2-MSI-MultiRes", "BandFolder",
+                    "STAC"})
     raise ProductReadError(f"unknown format name '{format_name}'; known: {', '.join(known)}")
 
 
 def open_product(
-    path: str | Path,
+    path,
     *,
     tile_size: int = DEFAULT_TILE_SIZE,
     band_names: Iterable[str] | None = None,
@@ -99,9 +117,11 @@ def open_product(
 
     Parameters
     ----------
-    path : str or Path
+    path : str, Path, pystac.Item or pystac.ItemCollection
         GeoTIFF/COG, BEAM-DIMAP ``.dim``, Sentinel-2 ``.SAFE`` folder / ``.zip``
-        / ``MTD_MSIL*.xml``, or a folder of per-band files.
+        / ``MTD_MSIL*.xml``, a folder of per-band files, or a STAC Item: its
+        ``.json`` file, http(s) URL or pystac object (an ItemCollection of
+        one item; :mod:`.stac`).
     tile_size : int
         Chunk edge in pixels.
     band_names : list of str, optional
@@ -111,7 +131,7 @@ def open_product(
         coarser bands of a multi-size product get the window that covers it.
     format_name : str, optional
         SNAP format name forcing a reader (``GeoTIFF``, ``BEAM-DIMAP``,
-        ``SENTINEL-2-MSI-MultiRes``...).
+        ``SENTINEL-2-MSI-MultiRes``, ``STAC``...).
 
     Returns
     -------
@@ -124,12 +144,26 @@ def open_product(
         Missing, unknown or corrupt input, or an unknown band name; the
         message is one line and names the path.
     """
-    p = Path(path).expanduser()
-    kind = _format_reader(format_name) if format_name else detect_format(p)
-    if not p.exists():
-        raise ProductReadError(f"file not found: {p}")
+    from .stac import is_url
+
+    if is_url(path) or not isinstance(path, (str, os.PathLike)):
+        # A STAC item URL or pystac object: nothing on disk to look at.
+        p = path.strip() if isinstance(path, str) else path
+        kind = "stac"
+        if format_name and _format_reader(format_name) != "stac":
+            raise ProductReadError(f"{p}: formatName '{format_name}' reads files; a URL or pystac object is read as "
+                                   "a STAC item (formatName STAC)")
+    else:
+        p = Path(path).expanduser()
+        kind = _format_reader(format_name) if format_name else detect_format(p)
+        if not p.exists():
+            raise ProductReadError(f"file not found: {p}")
     kwargs = dict(tile_size=tile_size, band_names=band_names, pixel_region=pixel_region)
     try:
+        if kind == "stac":
+            from .stac import read_stac
+
+            return read_stac(p, **kwargs)
         if kind == "geotiff":
             from .geotiff import read_geotiff
 
@@ -189,14 +223,24 @@ def subset_product(product: Product, band_names=None, pixel_region=None, where: 
     return out
 
 
-def input_paths(path: str | Path) -> set[str]:
+def input_paths(path) -> set[str]:
     """Resolved paths a product at `path` reads (to keep writers off them).
 
     The path itself, and for folders (``.SAFE``, band folders) and
-    BEAM-DIMAP products every file they contain.
+    BEAM-DIMAP products every file they contain, for a STAC item file or
+    pystac object the local files of its band assets; none for a URL (its
+    JSON is not fetched again).
     """
+    from .stac import is_url, local_asset_files
+
+    if is_url(path):
+        return set()
+    if not isinstance(path, (str, os.PathLike)):
+        return local_asset_files(path)
     p = Path(path).expanduser().resolve()
     found = {str(p)}
+    if p.suffix.lower() == ".json" and p.is_file():
+        found.update(local_asset_files(p))
     roots = [p] if p.is_dir() else []
     if p.suffix.lower() == ".dim":
         roots.append(p.with_suffix(".data"))

@@ -47,6 +47,7 @@ from ..grid.region import (
 )
 from ..grid.regrid import same_transform
 from ..io import input_paths, open_product
+from ..io.stac import is_url
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,11 @@ class Read(Operator):
         sources=(),
         parameters=(
             Parameter("file", "File", required=True,
-                      description="The file from which the data product is read."),
+                      description="The file from which the data product is read (also a STAC item .json or "
+                                  "its http(s) URL)."),
             Parameter("formatName", "String",
-                      description="An (optional) format name (GeoTIFF, BEAM-DIMAP, SENTINEL-2-MSI-MultiRes...)."),
+                      description="An (optional) format name (GeoTIFF, BEAM-DIMAP, SENTINEL-2-MSI-MultiRes, "
+                                  "STAC...)."),
             Parameter("bandNames", "String[]", description="The list of source bands."),
             Parameter("sourceBands", "String[]", description="Alias of bandNames."),
             Parameter("maskNames", "String[]",
@@ -105,9 +108,12 @@ class Read(Operator):
         file = p.get("file")
         if file is None or not str(file).strip():
             raise self.error("parameter 'file' is required")
-        path = Path(str(file).strip()).expanduser()
-        if not path.exists():
-            raise ProductReadError(f"{self._prefix()}: file not found: {path}")
+        if is_url(str(file)):
+            path = str(file).strip()  # a STAC item served over http(s): Path would fold its '//'
+        else:
+            path = Path(str(file).strip()).expanduser()
+            if not path.exists():
+                raise ProductReadError(f"{self._prefix()}: file not found: {path}")
         if p.get("pixelRegion") and p.get("geometryRegion"):
             # ReadOp.initialize refuses this before anything else, useAdvancedOptions or not.
             raise self._param_error("both pixelRegion and geometryRegion are given; at most one may be set")
@@ -153,7 +159,7 @@ class Read(Operator):
         self.context.input_files.update(input_paths(path))
         return product
 
-    def _read(self, path: Path, pixel_region, names) -> Product:
+    def _read(self, path: Path | str, pixel_region, names) -> Product:
         try:
             return open_product(path, tile_size=self.context.tile_size, band_names=names or None,
                                 pixel_region=pixel_region, format_name=self.parameters.get("formatName") or None)

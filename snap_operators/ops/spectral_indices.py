@@ -5,6 +5,14 @@ One float32 band per requested index, named as the index (``NDVI``,
 :mod:`snap_operators.science.indices` and ``docs/indices.md``. Only the bands the
 requested indices need are read, all in one fused pass per tile.
 
+Any other index of the Awesome Spectral Indices catalogue (``EVI``,
+``kNDVI``, ``NBR``...; ``ASI:BI`` for the catalogue's definition of a name
+this project also uses) is computed from the catalogue's formula
+(:mod:`snap_operators.science.catalogue`): its band symbols map to Sentinel-2
+bands by the catalogue's own table (N -> B8, RE1 -> B5, N2 -> B8A...), VV/VH
+to the Sentinel-1 bands as linear intensity, and its constants take the
+catalogue's defaults unless ``constants`` (``L=0.5,g=2.5``) says otherwise.
+
 Source bands are found by name:
 
 * Sentinel-2: SNAP's names (``B2``, ``B8A``), zero-padded (``B02``) and lower
@@ -42,15 +50,16 @@ from ..core.product import Band, Product, valid_mask
 from ..core.sample import sample_blocks
 from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 from ..grid.regrid import same_transform
-from ..science import guards
+from ..science import catalogue, guards
 from ..science.indices import (
+    ALL_S2_ROLES,
     DEFAULT_INDICES,
     INDICES,
     S1_ROLES,
-    S2_ROLES,
     IndexDef,
     compute_indices,
     lookup,
+    request_name,
 )
 
 log = logging.getLogger(__name__)
@@ -133,8 +142,15 @@ def _matches(product: Product, roles: tuple[str, ...]) -> dict[str, list[_Match]
 def _accepted(role: str) -> str:
     if role in S1_ROLES:
         return f"Sigma0_{role}[_db], Gamma0_{role}[_db], Beta0_{role}[_db] or {role}[_db]"
-    padded = f"B{int(role[1:]):02d}"
+    padded = f"B{int(role[1:].rstrip('A')):02d}{'A' if role.endswith('A') else ''}"
     return role if padded == role else f"{role} or {padded}"
+
+
+def _needs(d: IndexDef) -> str:
+    """``NDVI needs B8, B4``; a catalogue index names its symbols: ``EVI needs N=B8, R=B4, B=B2``."""
+    if d.symbols:
+        return f"index {d.name} needs {', '.join(f'{s}={r}' for s, r in d.symbols)}"
+    return f"index {d.name} needs {', '.join(d.bands)}"
 
 
 def resolve_bands(product: Product, defs: list[IndexDef], sar_unit: str = "auto") -> dict[str, ResolvedBand]:
@@ -159,18 +175,18 @@ def resolve_bands(product: Product, defs: list[IndexDef], sar_unit: str = "auto"
         One line: bands missing (naming the indices that need them and the
         bands there are), ambiguous, or of unknown or contradictory unit.
     """
-    roles = tuple(r for r in S2_ROLES + S1_ROLES if any(r in d.bands for d in defs))
+    roles = tuple(r for r in ALL_S2_ROLES + S1_ROLES if any(r in d.bands for d in defs))
     found = _matches(product, roles)
     missing = [r for r in roles if not found[r]]
     if missing:
         wanting = [d for d in defs if set(d.bands) & set(missing)]
-        needs = " and ".join(f"index {d.name} needs {', '.join(d.bands)}" for d in wanting)
+        needs = " and ".join(_needs(d) for d in wanting)
         looked = ", ".join(f"{r} (as {_accepted(r)})" for r in missing)
         raise OperatorError(
             f"{needs}; missing: {looked}; bands in product: {product.bands_listed()}"
         )
     out: dict[str, ResolvedBand] = {}
-    for group in (S2_ROLES, S1_ROLES):
+    for group in (ALL_S2_ROLES, S1_ROLES):
         needed = [r for r in roles if r in group]
         if not needed:
             continue
@@ -241,12 +257,23 @@ class SpectralIndicesOp(Operator):
         alias="SpectralIndices",
         category="Optical/Thematic Land Processing",
         description="Sentinel-2 spectral indices (NDVI, MNDWI, NDBI, BSI...) and Sentinel-1 backscatter "
-        "indices (RVI, VH/VV ratio, dB/linear), one float32 band per index.",
+        "indices (RVI, VH/VV ratio, dB/linear), and any Sentinel-1/2 index of the Awesome Spectral Indices "
+        "catalogue (EVI, kNDVI, NBR...), one float32 band per index.",
         sources=(SourceSpec("sourceProduct", "Single-size product with the bands the indices need."),),
         parameters=(
             Parameter("indices", "String[]", default=DEFAULT_INDICES, label="Indices",
-                      value_set=tuple(INDICES),
-                      description="Indices to compute, comma-separated (formulas: docs/indices.md)."),
+                      description="Indices to compute, comma-separated, any case: this project's ("
+                      + ", ".join(INDICES) + ") or any Sentinel-1/2 index of the Awesome Spectral Indices "
+                      "catalogue by its short name (EVI, kNDVI, NBR...; ASI:name for the catalogue's definition "
+                      "of a name listed before). Formulas: docs/indices.md."),
+            Parameter("constants", "String[]", label="Catalogue constants",
+                      description="Constants of the catalogue's indices as name=value, comma-separated (e.g. "
+                      "L=0.5,g=2.5; names as the catalogue spells them); the others keep the catalogue's "
+                      "defaults. sigma=mean: the RBF length-scale is the mean of the kernel's two bands. "
+                      "This project's SAVI reads saviL instead."),
+            Parameter("kernel", "String", default="RBF", value_set=catalogue.KERNELS, label="Kernel",
+                      description="Kernel k(a, b) of the catalogue's kernel indices (kNDVI, kEVI...): RBF "
+                      "(constant sigma), linear or poly (constants c, p)."),
             Parameter("saviL", "double", default=0.5, interval="[0,1]", label="SAVI L",
                       description="Soil brightness correction factor L of SAVI."),
             Parameter("sarUnit", "String", default="auto", value_set=("auto", LINEAR, DB), label="SAR unit",
@@ -270,7 +297,8 @@ class SpectralIndicesOp(Operator):
         source = self.source_product()
         p = self.parameters
         try:
-            defs = lookup(list(p["indices"] or DEFAULT_INDICES))
+            constants = catalogue.parse_constants(p["constants"])
+            defs = lookup(list(p["indices"] or DEFAULT_INDICES), constants=constants, kernel=p["kernel"])
         except ParameterError as exc:
             raise in_node(exc, self.node_id, self.spec.alias) from None
         savi_l = float(p["saviL"])
@@ -291,11 +319,13 @@ class SpectralIndicesOp(Operator):
         halo = max(d.halo for d in defs)
         func = functools.partial(
             compute_indices,
-            names=names,
+            names=tuple(request_name(d) for d in defs),  # ASI:BI stays the catalogue's BI
             savi_l=savi_l,
             sar_db={r: rb.unit == DB for r, rb in resolved.items() if r in S1_ROLES},
             no_data={r: _no_data(rb.band) for r, rb in resolved.items()},
             halo=halo,
+            constants=constants,
+            kernel=p["kernel"],
         )
         ref = next(iter(resolved.values())).band
         outputs = {n: np.dtype(np.float32) for n in names}
@@ -321,12 +351,18 @@ class SpectralIndicesOp(Operator):
         if clash:
             raise self.error(f"source already has band(s) {', '.join(clash)}; set copySourceBands to false")
         target = source.copy(name=f"{source.name}_indices", bands=bands + index_bands)
+        listed = [d.bound for d in defs if d.bound is not None]
+        used = {k: v for b in listed for k, v in b.constants}
+        extra = {"constants": ",".join(f"{k}={catalogue.format_constant(v)}" for k, v in used.items())} if used else {}
+        if any(b.kernel for b in listed):
+            extra["kernel"] = p["kernel"]
         target.metadata.add_element(
             "SpectralIndices",
             indices=",".join(names),
             saviL=savi_l,
             sarUnit=p["sarUnit"],
             inputs=",".join(f"{r}={rb.name}" + (f" ({rb.unit})" if rb.unit else "") for r, rb in resolved.items()),
+            **extra,
         )
         return target
 
@@ -338,7 +374,7 @@ class SpectralIndicesOp(Operator):
     # --- guards against silent wrong results (snap_operators.science.guards) ---------------------------
     def _check_inputs(self, source: Product, resolved: dict[str, ResolvedBand], max_gap: float) -> None:
         """Run the input guards on a few sampled chunks: raise errors, log warnings."""
-        s2 = {r: rb.band for r, rb in resolved.items() if r in S2_ROLES}
+        s2 = {r: rb.band for r, rb in resolved.items() if r in ALL_S2_ROLES}
         s1 = {r: rb.band for r, rb in resolved.items() if r in S1_ROLES}
         grid = list(s2.values())
         if s1 and not s2:
@@ -405,6 +441,15 @@ def _no_data(band: Band) -> float | None:
 
 
 def _description(d: IndexDef, resolved: dict[str, ResolvedBand]) -> str:
+    if d.bound is not None:
+        b = d.bound
+        used = ", ".join(f"{s}={resolved[r].name}" + (" (linear)" if r in S1_ROLES else "") for s, r in d.symbols)
+        text = f"{b.index.long_name} ({d.name}, Awesome Spectral Indices): {b.index.formula} with {used}"
+        if b.constants:
+            text += f"; {b.values_text()}"
+        if b.kernel:
+            text += f"; {b.kernel} kernel"
+        return f"{text}; {b.index.reference}; NaN where undefined"
     renamed = [f"{r}={resolved[r].name}" for r in d.bands if resolved[r].name != r]
     where = f" with {', '.join(renamed)}" if renamed else ""
     return f"{d.name} = {d.formula}{where}; NaN where undefined"

@@ -254,7 +254,7 @@ class AttentionUNetInferenceOp(Operator):
                              + (f"{MASKED} masked (cloud, shadow, snow), " if mask is not None else "")
                              + f"{NO_DATA} no-data", classes=classes)]
         if func.probabilities:
-            for c in classes:
+            for c in meta.classes:  # the network's classes: masked (254) is no class it gives a probability of
                 name = probability_band(c.value)
                 target_bands.append(Band(name, arrays[name], ref.transform, no_data=float("nan"), unit="1",
                                          description=f"Probability of class {c.value} {c.name}"))

@@ -13,14 +13,24 @@ polarisation (``VV``, ``VH``; backscatter intensity, linear or dB as stated
 by ``sar_db``). Matching product bands to roles is the operator's business
 (:mod:`snap_operators.ops.spectral_indices`).
 
+Any other name of the Awesome Spectral Indices catalogue (``EVI``, ``kNDVI``,
+``NBR``...; ``ASI:BI`` for the catalogue's own ``BI``) is computed from the
+catalogue's formula (:mod:`snap_operators.science.catalogue`), with the
+catalogue's constants unless `constants` overrides them, on any Sentinel-2
+band (:data:`ALL_S2_ROLES`) and VV/VH as linear intensity; this project's own
+names keep their fused implementation.
+
 Example
 -------
 >>> import numpy as np
 >>> from snap_operators.science.indices import compute_indices
 >>> b4 = np.array([[0.1, 0.2]], np.float32)
 >>> b8 = np.array([[0.5, 0.2]], np.float32)
->>> compute_indices({"B4": b4, "B8": b8}, ["NDVI"])["NDVI"].round(3).tolist()
-[[0.667, 0.0]]
+>>> [round(float(v), 3) for v in compute_indices({"B4": b4, "B8": b8}, ["NDVI"])["NDVI"][0]]
+[0.667, 0.0]
+>>> b2 = np.array([[0.05, 0.1]], np.float32)
+>>> [round(float(v), 3) for v in compute_indices({"B2": b2, "B4": b4, "B8": b8}, ["EVI"])["EVI"][0]]
+[0.58, 0.0]
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..core.errors import ParameterError
+from . import catalogue
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +70,12 @@ _PANTEX_UNITS = np.float32(1.0e3)
 _PANTEX_CAP = np.float32(500.0)
 S1_ROLES = ("VV", "VH")
 ROLES = S2_ROLES + S1_ROLES
+#: Every Sentinel-2 band an index may read (the catalogue's indices read B1, B5 ... B9 and B8A too), band order.
+ALL_S2_ROLES = catalogue.S2_BANDS
+#: Every input role, Sentinel-2 then Sentinel-1.
+ALL_ROLES = ALL_S2_ROLES + S1_ROLES
+#: :attr:`IndexDef.code` of an index computed from the Awesome Spectral Indices catalogue's formula.
+CATALOGUE_CODE = -2
 
 
 # --- numpy reference ------------------------------------------------------
@@ -279,9 +296,13 @@ class IndexDef:
     citation : str
     code : int
         Branch of the fused kernel that computes it (-1: a neighbourhood
-        index, computed apart from the per-pixel kernel).
+        index, computed apart from the per-pixel kernel; :data:`CATALOGUE_CODE`:
+        the catalogue's formula, evaluated with numpy).
     halo : int
         Pixels of context the index needs around each pixel (0: per pixel).
+    bound : catalogue.BoundIndex or None
+        For a catalogue index: the parsed formula with its constants (also
+        `reference`).
     """
 
     name: str
@@ -294,11 +315,17 @@ class IndexDef:
     citation: str
     code: int
     halo: int = 0
+    bound: catalogue.BoundIndex | None = None
 
     @property
     def sensor(self) -> str:
         """``"S1"`` or ``"S2"``."""
         return "S1" if set(self.bands) <= set(S1_ROLES) else "S2"
+
+    @property
+    def symbols(self) -> tuple[tuple[str, str], ...]:
+        """``(catalogue symbol, role)`` of a catalogue index's bands (``("N", "B8")``); empty for this project's."""
+        return self.bound.index.bands if self.bound is not None else ()
 
 
 _INF = math.inf
@@ -394,31 +421,74 @@ INDICES: dict[str, IndexDef] = {
 DEFAULT_INDICES: tuple[str, ...] = ("NDVI", "MNDWI", "BI2", "NDBI", "NGBDI", "PANTEX", "BSI")
 
 
-def lookup(names: Sequence[str]) -> list[IndexDef]:
+def lookup(
+    names: Sequence[str],
+    *,
+    constants: Mapping[str, float | str] | None = None,
+    kernel: str = "RBF",
+) -> list[IndexDef]:
     """Index definitions for `names` (case-insensitive, duplicates dropped, order kept).
+
+    A name is this project's index (:data:`INDICES`) if it is one, else the
+    Awesome Spectral Indices catalogue's index of that name
+    (:mod:`~snap_operators.science.catalogue`; ``ASI:name`` always the
+    catalogue's), with `constants` (name -> value) over the catalogue's
+    defaults and `kernel` for the kernel indices.
 
     Raises
     ------
     ParameterError
-        If a name is unknown; the message lists the known indices.
+        One line: an unknown name (with a did-you-mean over both lists), a
+        catalogue index Sentinel-1/2 cannot give, a missing constant, or two
+        names that give one band name.
     """
     by_lower = {n.lower(): d for n, d in INDICES.items()}
     out: list[IndexDef] = []
     for name in names:
-        d = by_lower.get(str(name).strip().lower())
+        text = str(name).strip()
+        d = None if _qualified(text) else by_lower.get(text.lower())
         if d is None:
-            raise ParameterError(f"unknown index '{name}'; known indices: {', '.join(INDICES)}")
-        if d not in out:
-            out.append(d)
+            d = _catalogue_def(text, constants, kernel)
+        if d in out:
+            continue
+        twin = next((o for o in out if o.name == d.name), None)
+        if twin is not None:
+            raise ParameterError(f"two requested indices would both be band {d.name}: this project's and the "
+                                 f"Awesome Spectral Indices catalogue's; request one")
+        out.append(d)
     if not out:
         raise ParameterError(f"no index requested; known indices: {', '.join(INDICES)}")
     return out
 
 
-def required_roles(names: Sequence[str]) -> tuple[str, ...]:
-    """Input roles needed by the indices `names`, in :data:`ROLES` order."""
-    needed = {r for d in lookup(names) for r in d.bands}
-    return tuple(r for r in ROLES if r in needed)
+def _qualified(text: str) -> bool:
+    return text[: len(catalogue.PREFIX)].upper() == catalogue.PREFIX
+
+
+def _catalogue_def(text: str, constants, kernel: str) -> IndexDef:
+    """The catalogue index `text` (``ASI:`` prefix allowed) as an :class:`IndexDef`."""
+    name = text[len(catalogue.PREFIX):].strip() if _qualified(text) else text
+    if not _qualified(text) and catalogue.find(name) is None:
+        # Neither list has it: suggest from both.
+        known = list(INDICES) + catalogue.names()
+        raise ParameterError(
+            f"unknown index '{text}': not one of this project's indices ({', '.join(INDICES)}) nor of the "
+            f"Awesome Spectral Indices catalogue{catalogue.did_you_mean(text, known)}"
+        )
+    b = catalogue.bound(name, constants, kernel)
+    formula = b.index.formula + " with " + ", ".join(f"{s}={r}" for s, r in b.index.bands)
+    if b.constants:
+        formula += "; " + b.values_text()
+    if b.kernel:
+        formula += f"; k = {b.kernel} kernel"
+    citation = f"{b.index.long_name}: {b.index.reference}. {catalogue.CITATION}"
+    return IndexDef(b.name, formula, b.roles, b.args, b, "1", (-_INF, _INF), citation, CATALOGUE_CODE, 0, b)
+
+
+def required_roles(names: Sequence[str], **options) -> tuple[str, ...]:
+    """Input roles needed by the indices `names` (`options`: :func:`lookup`'s), in :data:`ALL_ROLES` order."""
+    needed = {r for d in lookup(names, **options) for r in d.bands}
+    return tuple(r for r in ALL_ROLES if r in needed)
 
 
 # --- tile computation ------------------------------------------------------
@@ -435,6 +505,8 @@ def compute_indices(
     parallel: bool = False,
     out: np.ndarray | None = None,
     halo: int = 0,
+    constants: Mapping[str, float | str] | None = None,
+    kernel: str = "RBF",
 ) -> dict[str, np.ndarray]:
     """Compute indices `names` from same-shape 2-D tiles, in one pass.
 
@@ -444,7 +516,8 @@ def compute_indices(
         Role (``B4``, ``VV``...) -> 2-D tile, shape ``(rows, cols)``;
         reflectance for ``B*``, backscatter intensity for ``VV``/``VH``.
     names : sequence of str
-        Index names (see :data:`INDICES`).
+        Index names: this project's (:data:`INDICES`) or the Awesome Spectral
+        Indices catalogue's (see :func:`lookup`).
     savi_l : float
         SAVI soil-brightness factor L.
     sar_db : dict of str to bool, optional
@@ -466,6 +539,11 @@ def compute_indices(
         Pixels of context around the tile in every input (NaN beyond the
         scene); at least :func:`halo_of` `names`. The results are the inner
         ``(rows - 2 halo, cols - 2 halo)`` part.
+    constants : dict of str to float, optional
+        Catalogue constants (``{"L": 0.5}``) over the catalogue's defaults;
+        only the catalogue's indices read them (SAVI here reads `savi_l`).
+    kernel : {"RBF", "linear", "poly"}
+        Kernel of the catalogue's kernel indices (kNDVI...).
 
     Returns
     -------
@@ -473,7 +551,7 @@ def compute_indices(
         Index name -> float32 array of the tiles' shape (views of `out`
         when given).
     """
-    defs = lookup(names)
+    defs = lookup(names, constants=constants, kernel=kernel)
     halo = int(halo)
     need = max(d.halo for d in defs)
     if halo < need:
@@ -481,8 +559,8 @@ def compute_indices(
     if halo:
         inner = {r: np.asarray(t)[halo:-halo, halo:-halo] for r, t in tiles.items()}
         pixel = [d for d in defs if d.halo == 0]
-        result = compute_indices(inner, [d.name for d in pixel], savi_l=savi_l, sar_db=sar_db, no_data=no_data,
-                                 method=method, parallel=parallel) if pixel else {}
+        result = compute_indices(inner, [request_name(d) for d in pixel], savi_l=savi_l, sar_db=sar_db, no_data=no_data,
+                                 method=method, parallel=parallel, constants=constants, kernel=kernel) if pixel else {}
         for d in defs:
             if d.halo:
                 result[d.name] = _neighbourhood(d, tiles, no_data, halo, method)
@@ -494,7 +572,7 @@ def compute_indices(
         return ordered
     if need:
         raise ValueError("neighbourhood indices need halo > 0")
-    roles = [r for r in ROLES if any(r in d.bands for d in defs)]
+    roles = [r for r in ALL_ROLES if any(r in d.bands for d in defs)]
     missing = [r for r in roles if r not in tiles]
     if missing:
         raise ParameterError(f"missing input tiles: {', '.join(missing)}")
@@ -511,11 +589,22 @@ def compute_indices(
     shape = (len(defs),) + tuple(next(iter(shapes)))
     if out is not None and (out.shape != shape or out.dtype != _F32 or not out.flags.c_contiguous):
         raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
-    kernels = None if method == "numpy" else _numba_kernels()
-    if kernels is None:
+    own = [d for d in defs if d.code != CATALOGUE_CODE]
+    kernels = None if method == "numpy" or not own else _numba_kernels()
+    if kernels is not None and len(own) < len(defs):
+        # The catalogue's indices are numpy expressions; this project's stay in the fused kernel.
+        listed = [d for d in defs if d.code == CATALOGUE_CODE]
+        result = _compute_numpy(tiles, listed, [r for r in roles if any(r in d.bands for d in listed)],
+                                savi_l, sar_db, no_data)
+        fused_roles = [r for r in roles if any(r in d.bands for d in own)]
+        fused = np.empty((len(own),) + shape[1:], dtype=_F32)
+        result.update(_compute_numba(kernels, tiles, own, fused_roles, savi_l, sar_db, no_data, parallel, fused))
+        kernels = None
+    elif kernels is None:
         result = _compute_numpy(tiles, defs, roles, savi_l, sar_db, no_data)
+    if kernels is None:
         if out is None:
-            return result
+            return {d.name: result[d.name] for d in defs}
         for k, d in enumerate(defs):
             out[k] = result[d.name]
         return {d.name: out[k] for k, d in enumerate(defs)}
@@ -524,9 +613,14 @@ def compute_indices(
     return _compute_numba(kernels, tiles, defs, roles, savi_l, sar_db, no_data, parallel, out)
 
 
-def halo_of(names: Sequence[str]) -> int:
-    """Pixels of context the indices `names` need around a tile (0: all per pixel)."""
-    return max(d.halo for d in lookup(names))
+def request_name(d: IndexDef) -> str:
+    """The name that asks :func:`lookup` for `d` again (``ASI:BI`` for the catalogue's BI)."""
+    return catalogue.PREFIX + d.name if d.code == CATALOGUE_CODE else d.name
+
+
+def halo_of(names: Sequence[str], **options) -> int:
+    """Pixels of context the indices `names` (`options`: :func:`lookup`'s) need around a tile (0: all per pixel)."""
+    return max(d.halo for d in lookup(names, **options))
 
 
 def _neighbourhood(d: IndexDef, tiles, no_data, halo: int, method: str) -> np.ndarray:
@@ -554,7 +648,10 @@ def _neighbourhood(d: IndexDef, tiles, no_data, halo: int, method: str) -> np.nd
 def _compute_numpy(tiles, defs, roles, savi_l, sar_db, no_data) -> dict[str, np.ndarray]:
     args: dict[str, np.ndarray] = {}
     for r in roles:
-        x = np.array(tiles[r], dtype=_F32)  # a copy: no-data is overwritten below
+        # A copy where no-data or negative intensity is overwritten below; else read as given
+        # (the reference functions and catalogue formulas never write their inputs).
+        x = np.array(tiles[r], dtype=_F32) if r in no_data or (r in S1_ROLES and not sar_db[r]) else \
+            np.asarray(tiles[r], dtype=_F32)
         if r in no_data:
             x[x == _F32(no_data[r])] = _NAN
         key = r.lower()
@@ -572,9 +669,12 @@ def _compute_numpy(tiles, defs, roles, savi_l, sar_db, no_data) -> dict[str, np.
     out = {}
     for d in defs:
         kw = {a: args[a] for a in d.args}
-        if d.name == "SAVI":
+        if d is INDICES["SAVI"]:
             kw["savi_l"] = savi_l
-        out[d.name] = np.asarray(d.reference(**kw), dtype=_F32)
+        res = np.asarray(d.reference(**kw), dtype=_F32)
+        if any(np.may_share_memory(res, a) for a in kw.values() if isinstance(a, np.ndarray)):
+            res = res.copy()  # VV_db of a dB tile is the tile: an output never aliases an input
+        out[d.name] = res
     return out
 
 

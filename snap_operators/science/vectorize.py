@@ -384,9 +384,14 @@ def sieve_dask(
     if no_data is None:
         raise ValueError("sieve_dask needs a no-data value to pad the scene with")
     depth = sieve_depth(size, hops)
+    # An axis shorter than the halo fits in one chunk: that chunk sees the whole extent, so one pixel of
+    # no-data beyond the scene is all the halo it needs (map_overlap refuses a depth beyond the array).
+    short = [axis for axis in (0, 1) if depth >= classes.shape[axis]]
+    if short:
+        classes = classes.rechunk({axis: -1 for axis in short})
     return classes.map_overlap(
         sieve_block,
-        depth=depth,
+        depth={axis: 1 if axis in short else depth for axis in (0, 1)},
         boundary=no_data,
         trim=True,
         dtype=classes.dtype,

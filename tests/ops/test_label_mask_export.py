@@ -252,6 +252,18 @@ def test_sieve_chunked_equals_whole(connectivity, size):
         np.testing.assert_array_equal(tiled.compute(scheduler="sync"), whole)
 
 
+@pytest.mark.parametrize("shape", [(30, 200), (200, 30), (20, 40)])
+def test_sieve_of_a_raster_smaller_than_its_halo_equals_whole(shape):
+    """A minimum area whose halo exceeds the raster (a large minArea on a small scene) sieves it whole."""
+    a = blobs(*shape, 6, smooth=1, speckle=0.1)
+    size = 12
+    assert vectorize.sieve_depth(size) > min(shape)
+    whole = vectorize.sieve(a, size, 4, 255)
+    assert (whole != a).any()
+    tiled = vectorize.sieve_dask(da.from_array(a, chunks=8), size, 4, 255)
+    np.testing.assert_array_equal(tiled.compute(scheduler="sync"), whole)
+
+
 @pytest.mark.parametrize("connectivity", [4, 8])
 def test_sieve_gdal_rule_is_rasterio_sieve(connectivity):
     """With true sizes and unlimited chains the same code is exactly GDAL's filter."""

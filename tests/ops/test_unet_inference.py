@@ -658,6 +658,13 @@ def test_cloud_mask_band_makes_masked_pixels_not_observed_in_both_runtimes(unet,
     np.testing.assert_array_equal(masked[~flagged], plain[~flagged])  # elsewhere the network's class
     op = run_op(with_mask, unet.s2, tile_size=128, tileSize=96)
     assert MASKED in [c.value for c in op.target.band("class_id").classes]
+    # Probabilities with a mask: one band per class of the network, none for the masked class.
+    probs = run_op(with_mask, unet.s2, tile_size=128, tileSize=96, outputProbabilities=True)
+    names = [n for n in probs.target.bands if n.startswith("probability_")]
+    assert names == [f"probability_{i}" for i in unet.meta.class_ids]
+    p, cls = compute(probs, names[0], "class_id")
+    np.testing.assert_array_equal(cls, masked)
+    assert np.isfinite(p[flagged]).all()  # the network's probability stays where the class is masked
     # No mask band: a warning, the network's classes everywhere; maskBand empty: no warning.
     with caplog.at_level("WARNING"):
         run_op(stack_product(snap_scene, source_names, chunk=128), unet.s2, tileSize=96)
