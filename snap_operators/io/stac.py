@@ -63,6 +63,7 @@ import logging
 import re
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -98,6 +99,8 @@ BASELINE_ADD_OFFSET = -1000.0
 BASELINE_04_START = _dt.datetime(2022, 1, 25, tzinfo=_dt.timezone.utc)
 #: Seconds to wait for a STAC item served over http(s).
 URL_TIMEOUT_S = 60
+#: Remote asset headers opened at once (each open is an HTTP round trip or more).
+REMOTE_OPENS = 8
 #: Media types of raster files (GeoTIFF and COG, JPEG 2000); parameters such as ``; profile=...`` follow.
 RASTER_MEDIA_TYPES = ("image/tiff", "image/vnd.stac.geotiff", "image/jp2")
 #: File name endings of raster files, for assets without a media type.
@@ -565,6 +568,23 @@ def _band_source(band: str, key: str, asset: dict, path: str, item, md: S2Produc
         wavelength=wavelength), crs
 
 
+def _headers(present: list[tuple[str, str, dict, str]], item, md: S2ProductMetadata, where: str) -> list:
+    """:func:`_band_source` of each ``(band, key, asset, path)``, in order.
+
+    A remote item's assets are opened on a few threads at once: each open is
+    an HTTP round trip or more (about 13 for an L2A item), which would
+    otherwise add up one after the other. Local files are opened in turn.
+    """
+    def one(entry):
+        band, key, asset, path = entry
+        return _band_source(band, key, asset, path, item, md, where)
+
+    if not any(path.startswith("/vsi") for *_, path in present):
+        return [one(entry) for entry in present]
+    with ThreadPoolExecutor(max_workers=min(REMOTE_OPENS, len(present)), thread_name_prefix="stac") as pool:
+        return list(pool.map(one, present))  # the first failure, in band order, is raised
+
+
 def _attribute(value: Any):
     """A STAC property as a metadata attribute: numbers and text as they are, the rest as JSON text."""
     if isinstance(value, (str, int, float)):
@@ -645,13 +665,14 @@ def read_stac(
                                "reads Sentinel-2 band assets (B02 ... B12, B8A, SCL, or blue, red, nir ... with "
                                "eo:bands)")
     md = s2_radiometry(item)
-    sources, missing, crs = [], [], None
+    sources, missing, present, crs = [], [], [], None
     for band, (key, asset, href) in chosen.items():
         path = gdal_path(href)
         if not path.startswith("/vsi") and not Path(path).is_file():
             missing.append((band, key, path))
             continue
-        source_, band_crs = _band_source(band, key, asset.to_dict(), path, item, md, where)
+        present.append((band, key, asset.to_dict(), path))
+    for (band, key, _, _), (source_, band_crs) in zip(present, _headers(present, item, md, where)):
         if crs is None:
             crs = band_crs
         elif band_crs is not None and band_crs != crs:

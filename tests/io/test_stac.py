@@ -354,6 +354,33 @@ def test_read_takes_an_item_url(patch, tmp_path, monkeypatch):
         open_product(url, format_name="GeoTIFF")
 
 
+def test_remote_asset_headers_are_opened_at_once(patch, tmp_path, monkeypatch):
+    """An item's remote assets are opened on several threads: each open is an HTTP round trip or more."""
+    import threading
+    import time
+
+    from snap_operators.io import stac
+
+    dns = write_cogs(patch, tmp_path)
+    item = earth_search_item(dns, prefix="https://example.com/tiles/")
+    real, lock, running, peak = stac._band_source, threading.Lock(), [0], [0]
+
+    def remote(band, key, asset, path, item_, md, where):
+        assert path.startswith("/vsicurl/https://example.com/tiles/")
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)  # the round trip
+        with lock:
+            running[0] -= 1
+        return real(band, key, asset, str(tmp_path / path.rsplit("/", 1)[1]), item_, md, where)
+
+    monkeypatch.setattr(stac, "_band_source", remote)
+    prod = open_product(item)
+    assert peak[0] > 1
+    assert prod.band_names[:3] == ["B1", "B2", "B3"] and len(prod.band_names) == len(dns)  # band order kept
+
+
 # --- a graph -------------------------------------------------------------------------------------------
 
 
