@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import os
 import sys
 from pathlib import Path
@@ -59,8 +61,7 @@ def add_command(sub) -> None:
         "first, in OUT.dataset/). Writes the ONNX model with its metadata and, beside it: best checkpoint "
         "(.best.keras), training curves (.curves.png), metrics JSON (.metrics.json), confusion matrices "
         "(.confusion_val.png, .confusion_test.png) and a model card (.card.md).",
-        epilog="example: snap-pc train --image S2.tif --labels labels.gpkg --out model.onnx --config small --epochs 30 "
-        "--balance",
+        epilog="example: snap-pc train --image S2.tif --labels labels.gpkg --out model.onnx --config small --epochs 30",
     )
     t.add_argument("dataset", nargs="*", help="dataset folder(s) written by `snap-pc dataset`; several train one "
                    "model over all their scenes (same bands and patch size)")
@@ -83,9 +84,10 @@ def add_command(sub) -> None:
     g.add_argument("--loss", default="ce", choices=LOSSES,
                    help="ce: cross-entropy; gce: generalized CE; sce: symmetric CE; bootstrap: hard bootstrapping "
                    "(the last three are robust to label noise); soft Dice is added (default %(default)s)")
-    g.add_argument("--balance", action="store_true", help="draw training patches class-balanced (and, with several "
-                   "datasets, scene-balanced), so that a class with 0.5 %% of the pixels is seen; recommended: the "
-                   "only lever that never lost a class on the real scenes (docs/unet.md)")
+    g.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
+                   help="draw training patches class-balanced (and, with several datasets, scene-balanced), so that "
+                   "a class with 0.5 %% of the pixels is seen (default on: the only lever that never lost a class on "
+                   "the real scenes, docs/unet.md; --no-balance draws patches uniformly)")
     g.add_argument("--ignore-border", type=int, default=0, metavar="PX",
                    help="leave out labels within PX pixels of another class: train on the confident interior of "
                    "each rule region (default %(default)s)")

@@ -205,3 +205,16 @@ def test_fine_tuning_refuses_a_model_of_other_bands_in_one_line(scenes, tmp_path
     assert json.loads((tmp_path / "ft.dataset" / "dataset.json").read_text())["bands"] == [
         "B2", "B4", "B8", "B11", "NDVI"]
     assert open_session(tmp_path / "ft.onnx")[1].input_bands == ("B2", "B4", "B8", "B11", "NDVI")
+
+
+def test_class_balanced_patches_are_the_default_of_snap_pc_train():
+    """The one lever that never lost a class on the real scenes is on unless turned off (docs/unet.md)."""
+    import inspect
+
+    from snap_operators.apps.cli import _build_parser
+    from snap_pc_models.train import train
+
+    parser = _build_parser()
+    assert parser.parse_args(["train", "ds", "--out", "m.onnx"]).balance is True
+    assert parser.parse_args(["train", "ds", "--out", "m.onnx", "--no-balance"]).balance is False
+    assert inspect.signature(train).parameters["balance"].default is True
