@@ -44,6 +44,7 @@ import numpy as np
 from ..core.errors import ProductWriteError, SnapPcError
 from ..core.legend import CLASS_NAMES, LAND_COVER, NO_DATA, UNCLASSIFIED, hex_color
 from ..core.outputs import check_claims, output_problem, save_figure
+from ..grid.crs import geod
 
 #: Longest edge of the rendered map, pixels.
 MAX_EDGE = 1200
@@ -53,9 +54,6 @@ MAX_CLASSES = 32
 MAX_LEGEND = 256
 #: Percentiles the colour ramp of a continuous band spans.
 STRETCH = (2.0, 98.0)
-#: WGS 84 semi-major axis (m) and first eccentricity squared: the length of a degree of a geographic CRS.
-WGS84_A = 6378137.0
-WGS84_E2 = 6.69437999014e-3
 #: Longest side of the map on the figure, inches.
 MAP_INCHES = 7.0
 
@@ -221,18 +219,26 @@ def crs_name(crs) -> str:
         return "custom CRS"
 
 
-def metres_per_degree(lat: float) -> tuple[float, float]:
-    """Metres per degree of longitude and of latitude at latitude `lat` (degrees), on the WGS 84 ellipsoid.
+def metres_per_degree(lat: float, ellipsoid=None) -> tuple[float, float]:
+    """Metres per degree of longitude and of latitude at latitude `lat` (degrees).
+
+    `ellipsoid` is a :class:`pyproj.Geod` (:func:`snap_operators.grid.crs.geod`
+    of a geographic CRS); default WGS 84.
 
     Example
     -------
     >>> [round(m) for m in metres_per_degree(0.0)]
     [111319, 110574]
     """
+    if ellipsoid is None:
+        import pyproj
+
+        ellipsoid = pyproj.Geod(ellps="WGS84")
+    a, es = ellipsoid.a, ellipsoid.es
     phi = math.radians(lat)
-    w = 1.0 - WGS84_E2 * math.sin(phi) ** 2
-    per_lon = math.pi / 180 * WGS84_A * math.cos(phi) / math.sqrt(w)
-    per_lat = math.pi / 180 * WGS84_A * (1.0 - WGS84_E2) / w ** 1.5
+    w = 1.0 - es * math.sin(phi) ** 2
+    per_lon = math.pi / 180 * a * math.cos(phi) / math.sqrt(w)
+    per_lat = math.pi / 180 * a * (1.0 - es) / w ** 1.5
     return per_lon, per_lat
 
 
@@ -245,7 +251,7 @@ def ground_scale(crs, bounds: tuple[float, float, float, float]) -> tuple[float,
     if crs is None:
         return None
     if crs.is_geographic:
-        return metres_per_degree((bounds[1] + bounds[3]) / 2)
+        return metres_per_degree((bounds[1] + bounds[3]) / 2, geod(crs))  # the CRS's own ellipsoid
     try:
         factor = float(crs.linear_units_factor[1])
     except Exception:  # no linear unit known to PROJ

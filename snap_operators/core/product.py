@@ -13,10 +13,9 @@ only when a sink (``Write``) computes the arrays chunk by chunk.
 
 from __future__ import annotations
 
-import re
-
 import dataclasses
 import datetime as _dt
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 

@@ -14,6 +14,7 @@ handle and therefore pickles to ``dask.distributed`` workers.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -35,6 +36,8 @@ from ..core.errors import ProductReadError
 from ..core.limits import MAX_BAND_PIXELS, MAX_COMPRESSION_RATIO, MIN_RATIO_FILE_BYTES
 from ..core.product import DEFAULT_TILE_SIZE, Band, ClassInfo, StoredValues, chunks_for
 from ..grid.region import parse_pixel_region
+
+log = logging.getLogger(__name__)
 
 #: Open datasets kept per thread; beyond this the least recently used closes.
 MAX_OPEN_PER_THREAD = 32
@@ -422,6 +425,41 @@ def band_windows(
 def window_transform(window: Window, transform: Affine) -> Affine:
     """Geotransform of `window`'s upper-left pixel corner on a grid `transform`."""
     return transform @ Affine.translation(window.col_off, window.row_off)
+
+
+def refuse_missing_files(missing: Sequence[tuple[str, str]], band_names: Iterable[str] | None, where: str,
+                         listed: str, fix: str) -> None:
+    """Stop a read when a file the product's description lists for a wanted band is not there.
+
+    An incomplete product (an interrupted download or copy) would otherwise
+    fail later, as a band the product lacks. Bands not wanted (not in
+    `band_names`) are only logged.
+
+    Parameters
+    ----------
+    missing : sequence of (str, str)
+        ``(band name, the file as the message names it)`` of each missing file.
+    band_names : iterable of str, optional
+        The bands the read keeps (all when None or empty).
+    where : str
+        The product, as messages name it.
+    listed : str
+        What the files are, e.g. ``"image file(s) listed in MTD_MSIL2A.xml"``.
+    fix : str
+        What to do, before ``", or read only the other bands (Read's bandNames)"``.
+
+    Raises
+    ------
+    ProductReadError
+        A wanted band's file is missing (one line naming every such file).
+    """
+    wanted = set(band_names) if band_names else None
+    needed = [file for band, file in missing if wanted is None or band in wanted]
+    if needed:
+        raise ProductReadError(f"{where}: {len(needed)} {listed} missing: {', '.join(needed)}; {fix}, or read only "
+                               "the other bands (Read's bandNames)")
+    if missing:
+        log.info("%s: no file for band(s) %s (not read)", where, ", ".join(band for band, _ in missing))
 
 
 def select_names(available: Sequence[str], band_names: Iterable[str] | None, where: str) -> list[str]:

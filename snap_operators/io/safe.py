@@ -46,10 +46,13 @@ from ..core.product import DEFAULT_TILE_SIZE, ClassInfo, MetadataElement, Produc
 from ..core.xmlsafe import parse_untrusted_xml
 from .bandfolder import REFLECTANCE_UNIT, S2_BANDS, S2_RESOLUTIONS, snap_band_name
 from .geotiff import georeferencing, open_raster
-from .raster_bands import BandSource, build_bands
+from .raster_bands import BandSource, build_bands, refuse_missing_files
 from .times import parse_datetime
 
 log = logging.getLogger(__name__)
+
+#: Processing baseline from which Sentinel-2 digital numbers carry an additive offset.
+OFFSET_BASELINE = (4, 0)
 
 # --- Sentinel-2 L2A scene classification (SCL) ---------------------------------------------
 
@@ -272,7 +275,7 @@ def parse_product_metadata(data: bytes, where: str = "MTD_MSIL1C.xml") -> S2Prod
         band_id = int(e.get("band_id", e.get("bandId", "-1")))
         if band_id in by_id:
             md.offsets[by_id[band_id]] = _float((e.text or "").strip(), md.offset_tag, where)
-    if not md.offsets and md.baseline >= (4, 0):
+    if not md.offsets and md.baseline >= OFFSET_BASELINE:
         log.warning("%s: baseline %s but no %s list; using offset 0", where, md.processing_baseline, md.offset_tag)
 
     for e in _find_all(root, "SOLAR_IRRADIANCE"):
@@ -440,20 +443,6 @@ class _Safe:
             if self.exists(rel + ext):
                 return rel + ext
         return None
-
-
-def _refuse_missing_images(missing: list[tuple[str, str]], band_names, safe: "_Safe", path) -> None:
-    """A band whose image file the metadata lists but the product lacks (an incomplete download or copy) stops
-    the read when the band is wanted; otherwise the error would come later, as a band the product lacks."""
-    wanted = set(band_names) if band_names else None
-    needed = [(name, entry) for name, entry in missing if wanted is None or name in wanted]
-    if needed:
-        files = ", ".join(f"{entry} ({name})" for name, entry in needed)
-        raise ProductReadError(
-            f"{path}: {len(needed)} image file(s) listed in {safe.mtd} missing: {files}; the product is incomplete "
-            "(an interrupted download or copy): get it again, or read only the other bands (Read's bandNames)")
-    if missing:
-        log.info("%s: no image file for band(s) %s (not read)", path, ", ".join(name for name, _ in missing))
 
 
 def read_safe_metadata(path: str | Path) -> S2ProductMetadata:
@@ -658,7 +647,7 @@ def read_safe(
     for name, entry in band_images(md).items():
         rel = safe.image(entry)
         if rel is None:
-            missing.append((name, entry))
+            missing.append((name, f"{entry} ({name})"))
             continue
         gdal_path = safe.gdal_path(rel)
         with open_raster(gdal_path) as ds:
@@ -684,7 +673,8 @@ def read_safe(
         raise ProductReadError(
             f"{path}: none of the {len(md.image_files)} image files listed in {safe.mtd} was found"
         )
-    _refuse_missing_images(missing, band_names, safe, path)
+    refuse_missing_files(missing, band_names, str(path), f"image file(s) listed in {safe.mtd}",
+                         "the product is incomplete (an interrupted download or copy): get it again")
     scl = _scl_source(safe, md, tile, path) if md.level == "Level-2A" else None
     if scl is not None:
         sources.append(scl)

@@ -86,13 +86,11 @@ from .bandfolder import (
     snap_band_name,
 )
 from .geotiff import georeferencing, open_raster
-from .raster_bands import BandSource, build_bands, error_text
-from .safe import SCL_BAND, SCL_CLASSES, SCL_NO_DATA, SCL_RESOLUTION, S2ProductMetadata
+from .raster_bands import BandSource, build_bands, error_text, refuse_missing_files
+from .safe import OFFSET_BASELINE, SCL_BAND, SCL_CLASSES, SCL_NO_DATA, SCL_RESOLUTION, S2ProductMetadata
 
 log = logging.getLogger(__name__)
 
-#: Processing baseline from which Sentinel-2 digital numbers carry an additive offset.
-OFFSET_BASELINE = (4, 0)
 #: That offset (DN): -1000 in every band of every product since baseline 04.00 (a SAFE lists it per band).
 BASELINE_ADD_OFFSET = -1000.0
 #: When ESA's ground segment switched to baseline 04.00 (for items that do not say their baseline).
@@ -608,18 +606,6 @@ def _metadata_tree(item, where: str, chosen: dict, sources: list[BandSource], md
     return MetadataElement("metadata", elements=[stac, radiometric])
 
 
-def _refuse_missing(missing: list[tuple[str, str, str]], band_names, where: str) -> None:
-    """Local asset files that are not there stop the read when their band is wanted (as the SAFE reader)."""
-    wanted = set(band_names) if band_names else None
-    needed = [m for m in missing if wanted is None or m[0] in wanted]
-    if needed:
-        files = ", ".join(f"asset '{key}' ({band}): {path}" for band, key, path in needed)
-        raise ProductReadError(f"{where}: {len(needed)} asset file(s) missing: {files}; download them again, or "
-                               "read only the other bands (Read's bandNames)")
-    if missing:
-        log.info("%s: no file for band(s) %s (not read)", where, ", ".join(m[0] for m in missing))
-
-
 def read_stac(
     source,
     *,
@@ -669,7 +655,7 @@ def read_stac(
     for band, (key, asset, href) in chosen.items():
         path = gdal_path(href)
         if not path.startswith("/vsi") and not Path(path).is_file():
-            missing.append((band, key, path))
+            missing.append((band, f"asset '{key}' ({band}): {path}"))
             continue
         present.append((band, key, asset.to_dict(), path))
     for (band, key, _, _), (source_, band_crs) in zip(present, _headers(present, item, md, where)):
@@ -678,7 +664,7 @@ def read_stac(
         elif band_crs is not None and band_crs != crs:
             raise ProductReadError(f"{where}: asset '{key}' ({band}) is in {band_crs}, the other bands in {crs}")
         sources.append(source_)
-    _refuse_missing(missing, band_names, where)
+    refuse_missing_files(missing, band_names, where, "asset file(s)", "download them again")
     if not sources:
         raise ProductReadError(f"{where}: none of the {len(chosen)} band asset files was found")
     start, stop = _times(item)
