@@ -4,7 +4,7 @@ Writes the tables of ``docs/accuracy.md`` (between its ``<!-- accuracy:... -->``
 markers) and ``benchmarks/results/accuracy.json``. Usage::
 
     python benchmarks/bench_accuracy.py [--local DIR] [--no-loso] [--check-graph] [--no-docs]
-                                        [--scenes A,B] [--unet [--ship] [--finetune]] [--unet-levers]
+                                        [--scenes A,B] [--unet [--ship] [--finetune]] [--unet-levers] [--unet-seeds]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
 references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
@@ -29,7 +29,8 @@ scenes that may not be redistributed, see ``LOCAL_SCENES``):
    ``CHOSEN`` levers (``docs/unet.md``); ``--ship`` trains the pretrained model
    on all of them and copies it into ``snap_operators/io/pretrained``;
    ``--finetune`` measures ``--init`` against training from scratch;
-   ``--unet-levers`` measures each of ``LEVERS`` alone.
+   ``--unet-levers`` measures each of ``LEVERS`` alone; ``--unet-seeds`` trains the
+   ``SEED_RUNS`` levers with each of ``SEEDS``.
 
 Reference codes (``R_*``): 1 water, 2 bare soil, 3 trees/woody vegetation,
 4 built-up (buildings, pavement, urban fabric), 6 grass/herbaceous, 7
@@ -65,6 +66,7 @@ TESTDATA = ROOT / "tests" / "data"
 DOC = ROOT / "docs" / "accuracy.md"
 RESULTS = HERE / "results" / "accuracy.json"
 UNET_RESULTS = HERE / "results" / "unet_levers.json"
+SEED_RESULTS = HERE / "results" / "unet_seeds.json"
 UNET_DOC = ROOT / "docs" / "unet.md"
 S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s2.xml"
 S1S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s1s2.xml"
@@ -563,7 +565,16 @@ LEVERS = {  # each alone: balancing (the default of `snap-pc train` since it was
     "symmetric cross-entropy": {"loss": "sce", "balance": False},
     "hard bootstrapping": {"loss": "bootstrap", "balance": False},
     "self-training (2 rounds, p >= 0.9)": {"self_training": 2, "balance": False},
+    "confident pixels (rule margin >= 0.2)": {"min_margin": 0.2, "balance": False},
+    "class-balanced patches + rule margin >= 0.2": {"min_margin": 0.2, "balance": True},
 }
+#: Levers trained with every seed of ``SEEDS`` (``--unet-seeds``): how much of a lever's effect is
+#: the seed's. Short keys name the models' folders.
+SEED_RUNS = {
+    "class-balanced patches": ("bal", {"balance": True}),
+    "class-balanced patches + rule margin >= 0.2": ("bal+m0.2", {"balance": True, "min_margin": 0.2}),
+}
+SEEDS = (0, 1, 2)
 #: The levers the benchmark's U-Net column and the shipped model train with (from the lever table).
 CHOSEN = {"balance": True}
 #: Synthetic scenes in every multi-scene training (truth as labels): (edge px, seed).
@@ -579,9 +590,10 @@ def _image_key(scene: Scene, work: Path) -> str:
     return str(scene.s2(work))
 
 
-def unet_datasets(scenes: Sequence[Scene], work: Path) -> dict[str, Path]:
+def unet_datasets(scenes: Sequence[Scene], work: Path, min_margin: float | None = None) -> dict[str, Path]:
     """One dataset per scene image (its own rule masks as labels: the shipped S2 graph's
-    LabelMaskExport), and one per synthetic scene (its truth), keyed by image."""
+    LabelMaskExport; with `min_margin`, only where the graph's rule margin reaches it), and one
+    per synthetic scene (its truth), keyed by image."""
     from snap_operators.apps.synth import write_synthetic_scene
     from snap_operators.core.context import ExecutionContext
     from snap_operators.engine.runner import load_graph, run_graph
@@ -594,11 +606,15 @@ def unet_datasets(scenes: Sequence[Scene], work: Path) -> dict[str, Path]:
             continue
         d = work / "unet" / s.name
         d.mkdir(parents=True, exist_ok=True)
-        labels = d / "labels.gpkg"
-        if not labels.exists():
-            run_graph(load_graph(S2_GRAPH, {"input": key, "output": str(d / "classes.tif"), "labels": str(labels)}),
-                      ExecutionContext(overwrite=True))
-        out[key] = _dataset(build_dataset, key, labels, d / "dataset")
+        labels, margin = d / "labels.gpkg", d / "classes_margin.tif"
+        if not (labels.exists() and margin.exists()):
+            run_graph(load_graph(S2_GRAPH, {"input": key, "output": str(margin), "labels": str(labels),
+                                            "outputMargin": "true"}), ExecutionContext(overwrite=True))
+        if min_margin is None:
+            out[key] = _dataset(build_dataset, key, labels, d / "dataset")
+        else:
+            out[key] = _dataset(build_dataset, key, labels, d / f"dataset-margin-{min_margin:g}", margin=margin,
+                                min_margin=min_margin)
     for size, seed in SYNTHETIC:
         d = work / "unet" / f"synthetic-{size}-{seed}"
         if not (d / "truth.tif").exists():
@@ -607,7 +623,7 @@ def unet_datasets(scenes: Sequence[Scene], work: Path) -> dict[str, Path]:
     return out
 
 
-def _dataset(build_dataset, image, labels, folder: Path) -> Path:
+def _dataset(build_dataset, image, labels, folder: Path, **options) -> Path:
     import rasterio
 
     if not (folder / "dataset.json").exists():
@@ -615,19 +631,19 @@ def _dataset(build_dataset, image, labels, folder: Path) -> Path:
         with rasterio.open(first) as ds:
             small = min(ds.shape) * ds.res[0] / 10.0 < 5 * UNET_BLOCK
         build_dataset(image, labels, folder, bands=UNET_BANDS, indices=UNET_INDICES, patch_size=UNET_PATCH,
-                      block_size=UNET_SMALL_BLOCK if small else UNET_BLOCK, overwrite=True)
+                      block_size=UNET_SMALL_BLOCK if small else UNET_BLOCK, overwrite=True, **options)
     return folder
 
 
 def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, epochs: int | None = None,
-            **levers) -> tuple[dict, bool]:
-    """Train on `datasets` into `out` (``UNET_TRAINING``, `epochs` if given, and `levers`) unless an
-    earlier run did exactly that: ``(training metrics, whether it trained now)``."""
+            seed: int | None = None, **levers) -> tuple[dict, bool]:
+    """Train on `datasets` into `out` (``UNET_TRAINING``, `epochs` and `seed` if given, and `levers`)
+    unless an earlier run did exactly that: ``(training metrics, whether it trained now)``."""
     from snap_pc_models.train import train
 
     out.parent.mkdir(parents=True, exist_ok=True)
     record = Path(f"{out}.bench.json")
-    training = dict(UNET_TRAINING, **({"epochs": epochs} if epochs else {}))
+    training = dict(UNET_TRAINING, **({"epochs": epochs} if epochs else {}), **({"seed": seed} if seed is not None else {}))
     asked = {"datasets": [str(d) for d in datasets], "training": training, "levers": dict(levers),
              "model_name": model_name}
     if out.exists() and record.exists() and json.loads(record.read_text()).get("asked") == asked:
@@ -663,7 +679,8 @@ def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bo
     """Per scene with a pixel reference: the U-Net trained on its own rule masks and, with `loso`,
     the U-Net trained on every other scene (and the synthetic ones), with `levers`."""
     scenes = [s for s, _ in data.values()]
-    sets = unet_datasets(scenes, work)
+    levers = dict(levers)
+    sets = unet_datasets(scenes, work, min_margin=levers.pop("min_margin", None))
     out: dict[str, dict] = {}
     for name, (scene, arrays) in data.items():
         if scene.kind == "patch":
@@ -812,6 +829,31 @@ def lever_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
     return header + "\n" + "\n".join(rows), result
 
 
+def seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
+    """Each of ``SEED_RUNS`` trained with each of ``SEEDS`` on each scene's own rule masks: the OA
+    change against the rules' map per seed, its mean, and the failed trainings (a class vanished)."""
+    names = [n for n, (s, _) in data.items() if s.kind != "patch" and s.fitted_on]
+    rows, result = [], {}
+    for label, (key, levers) in SEED_RUNS.items():
+        per = {n: [] for n in names}
+        failed = {n: 0 for n in names}
+        for seed in SEEDS:
+            cols = unet_columns({n: data[n] for n in names}, work, dict(levers, seed=seed), f"seed{seed}-{key}",
+                                loso=False)
+            for n in names:
+                ref = data[n][1]["reference"]
+                per[n].append(scores(cols[n]["own"], ref)["oa"] - scores(shipped[n], ref)["oa"])
+                failed[n] += bool(cols[n]["own_metrics"].get("vanished_classes"))
+        result[label] = {n: {"oa_change": per[n], "failed": failed[n]} for n in names}
+        cells = [" ".join(f"{v:+.3f}" for v in per[n]) + f" (mean {np.mean(per[n]):+.3f}"
+                 + (f", {failed[n]} failed" if failed[n] else "") + ")" for n in names]
+        mean = float(np.mean([np.mean(per[n]) for n in names]))
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {mean:+.3f} | {sum(failed.values())} |")
+    header = ("| lever (own rule masks), OA change per seed " + ", ".join(map(str, SEEDS)) + " | "
+              + " | ".join(names) + " | mean | failed trainings |\n|---|" + "---|" * (len(names) + 2))
+    return header + "\n" + "\n".join(rows), result
+
+
 # --------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------
@@ -877,6 +919,8 @@ def main(argv=None) -> int:
                     "(and the synthetic ones) and copy it with its model card into snap_operators/io/pretrained")
     ap.add_argument("--finetune", action="store_true", help="with --unet: fine-tune each scene's leave-one-scene-out "
                     "model on its rule masks for a few epochs, against training from scratch")
+    ap.add_argument("--unet-seeds", action="store_true", help="train each SEED_RUNS entry with each of SEEDS on "
+                    "each scene (the seed table of docs/unet.md)")
     ap.add_argument("--unet-levers", action="store_true", help="measure each LEVERS entry on each scene (the lever "
                     "table of docs/unet.md)")
     args = ap.parse_args(argv)
@@ -930,6 +974,14 @@ def main(argv=None) -> int:
         print("\n## U-Net levers\n" + levers_md, flush=True)
         UNET_RESULTS.parent.mkdir(exist_ok=True)
         UNET_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "levers": levers_result}, indent=2))
+
+    seeds_md = None
+    if args.unet_seeds:
+        seeds_md, seeds_result = seed_table(data, shipped, args.work)
+        print("\n## U-Net seeds\n" + seeds_md, flush=True)
+        SEED_RESULTS.parent.mkdir(exist_ok=True)
+        SEED_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "seeds": list(SEEDS),
+                                            "levers": seeds_result}, indent=2))
 
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "fitted_on_all": {"/".join(k): v for k, v in fitted_all["values"].items()},
@@ -1002,10 +1054,12 @@ def main(argv=None) -> int:
         for key, body in blocks.items():
             text = replace_block(text, key, body)
         DOC.write_text(text)
-        if levers_md or unet or finetune_md:
+        if levers_md or unet or finetune_md or seeds_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
+            if seeds_md:
+                text = replace_block(text, "unet-seeds", seeds_md)
             if unet:
                 text = replace_block(text, "unet-scenes", unet_summary(data, shipped, unet))
             if finetune_md:

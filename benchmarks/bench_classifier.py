@@ -9,6 +9,7 @@ scattered NaN and a no-data corner. Then classifies it with
 * the compiled numba kernel, all cores (``classify(..., parallel=True)``),
 * the same kernel on one core (what each Dask task runs),
 * the operator path: ``map_tiles`` over 1024-pixel chunks on Dask's threads,
+  and the same with ``outputMargin``'s margin band,
 * cache-blocked numpy (the reference applied to 256-row blocks),
 * the plain numpy reference (``classify_numpy``) once,
 
@@ -96,7 +97,9 @@ def blocked_numpy(bands, rules, rows: int = 256):
     return out
 
 
-def dask_tiles(bands, rules, tile: int = 1024):
+def dask_tiles(bands, rules, tile: int = 1024, margin_scales=None):
+    """The operator's tile function over Dask chunks: the class map (and with `margin_scales`,
+    ``outputMargin``'s margin band too, computed and dropped)."""
     import dask
     import dask.array as da
 
@@ -105,9 +108,13 @@ def dask_tiles(bands, rules, tile: int = 1024):
 
     # name=False: no hashing of the in-memory arrays (seconds at this size).
     arrays = {k: da.from_array(v, chunks=tile, name=False) for k, v in bands.items()}
-    out = map_tiles(lambda t: classify_tile(t, rules, False), arrays, {"class_id": "uint8"})["class_id"]
+    outputs = {"class_id": "uint8"} if margin_scales is None else {"class_id": "uint8", "margin": "float32"}
+    out = map_tiles(lambda t: classify_tile(t, rules, False, margin_scales=margin_scales), arrays, outputs)
     with dask.config.set(scheduler="threads"):
-        return out.compute()
+        if margin_scales is None:
+            return out["class_id"].compute()
+        classes, margin = dask.compute(out["class_id"], out["margin"])
+        return classes
 
 
 def main(argv=None) -> int:
@@ -152,6 +159,12 @@ def main(argv=None) -> int:
     t, got = timed(lambda: dask_tiles(bands, rules), max(1, args.repeat // 2))
     assert np.array_equal(got, ref), "map_tiles path differs from the reference"
     results["map_tiles, 1024 chunks, Dask threads"] = t
+    from snap_operators.science.margin import band_scales
+
+    scales = band_scales({k: v[::16, ::16] for k, v in bands.items()})
+    t, got = timed(lambda: dask_tiles(bands, rules, margin_scales=scales), max(1, args.repeat // 2))
+    assert np.array_equal(got, ref), "map_tiles path with the margin band differs from the reference"
+    results["map_tiles with the margin band (outputMargin)"] = t
     t, got = timed(lambda: blocked_numpy(bands, rules), 1, warmup=False)
     assert np.array_equal(got, ref), "blocked numpy differs from the reference"
     results["numpy, 256-row blocks"] = t

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from snap_operators.io.onnx_model import PRETRAINED_DIR, PRETRAINED_FILES
 
-from .dataset import DEFAULT_INDICES, build_dataset
+from .dataset import DEFAULT_INDICES, DEFAULT_MIN_MARGIN, build_dataset
 from .train import LOSSES
 
 _LABELS_HELP = ("label masks: LabelMaskExport's vector file (attribute class_id), any polygon/point file with a "
@@ -36,6 +36,13 @@ def _add_data_arguments(p, required: bool) -> None:
                    "(default 4 patches)")
     p.add_argument("--min-labelled", type=float, default=0.05,
                    help="drop patches with a smaller labelled fraction (default %(default)s)")
+    p.add_argument("--margin", metavar="RASTER",
+                   help="the rules' margin on the image's grid (ProgressiveClassifier outputMargin=true: band "
+                   "'margin'): labels under --min-margin are left out, so the network learns from the pixels the "
+                   "thresholds are sure of (docs/unet.md)")
+    p.add_argument("--min-margin", type=float, default=DEFAULT_MIN_MARGIN,
+                   help="least margin a label keeps with --margin, in scene interquartile ranges of the deciding "
+                   "index (default %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of blocks for validation (default %(default)s)")
     p.add_argument("--test-fraction", type=float, default=0.15, help="share of blocks for test (default %(default)s)")
 
@@ -122,7 +129,8 @@ def _dataset_kwargs(args, patch_size: int) -> dict:
                 indices=_names(args.indices) or [], patch_size=args.patch_size or patch_size, stride=args.stride,
                 block_size=args.block_size, min_labelled=args.min_labelled,
                 fractions=(1 - args.val_fraction - args.test_fraction, args.val_fraction, args.test_fraction),
-                seed=args.seed, overwrite=args.overwrite, progress=sys.stderr.isatty())
+                seed=args.seed, overwrite=args.overwrite, progress=sys.stderr.isatty(),
+                margin=args.margin, min_margin=args.min_margin)
 
 
 def _report(info: dict, folder) -> None:
@@ -156,6 +164,9 @@ def _cmd_train(args) -> int:
 
     if bool(args.dataset) == bool(args.image or args.labels):
         raise TrainError("give either a dataset folder or --image and --labels (several dataset folders train one model)")
+    if args.dataset and args.margin:
+        raise TrainError("--margin filters the labels while a dataset is built: give it with --image/--labels "
+                         "(or to `snap-pc dataset`)")
     folders = args.dataset
     if not folders:
         if not (args.image and args.labels):

@@ -36,13 +36,15 @@ from snap_operators.core.errors import SnapPcError
 from snap_operators.core.legend import LAND_COVER, MASKED, UNCLASSIFIED
 
 __all__ = [
-    "DatasetError", "DEFAULT_S2_BANDS", "DEFAULT_S1_BANDS", "DEFAULT_INDICES", "SPLITS",
+    "DatasetError", "DEFAULT_S2_BANDS", "DEFAULT_S1_BANDS", "DEFAULT_INDICES", "DEFAULT_MIN_MARGIN", "SPLITS",
     "build_input_product", "assign_blocks", "block_class_counts", "patch_origins", "build_dataset", "load_dataset_info", "open_split",
 ]
 
 DEFAULT_S2_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
 DEFAULT_S1_BANDS = ("Sigma0_VV_db", "Sigma0_VH_db")
 DEFAULT_INDICES = ("NDVI", "MNDWI", "NDBI", "BSI")
+#: Least rule margin a label keeps with ``margin`` (scene interquartile ranges; docs/unet.md).
+DEFAULT_MIN_MARGIN = 0.2
 SPLITS = ("train", "val", "test")
 INFO_FILE = "dataset.json"
 #: Split codes in the block map: 0 train, 1 validation, 2 test.
@@ -260,7 +262,8 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
                   bands: Sequence[str] | None = None, indices: Sequence[str] = DEFAULT_INDICES,
                   patch_size: int = 64, stride: int | None = None, block_size: int | None = None,
                   min_labelled: float = 0.05, fractions=(0.7, 0.15, 0.15), shard_size: int = 256,
-                  seed: int = 0, overwrite: bool = False, progress: bool = False) -> dict:
+                  seed: int = 0, overwrite: bool = False, progress: bool = False,
+                  margin=None, min_margin: float = DEFAULT_MIN_MARGIN) -> dict:
     """Build a patch dataset on disk and return its ``dataset.json`` content.
 
     Parameters
@@ -285,6 +288,14 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
         Patches with a smaller fraction of labelled pixels are dropped.
     fractions : (float, float, float)
         Train, validation and test shares of the blocks.
+    margin : path, optional
+        Raster on the image's grid with the rules' margin (ProgressiveClassifier
+        ``outputMargin``: its band ``margin``, or its only band). Labels with a
+        margin under `min_margin` (or NaN) are left unlabelled: the network
+        learns from the pixels the thresholds are sure of
+        (:mod:`snap_operators.science.margin`).
+    min_margin : float
+        Least margin a label keeps, in scene interquartile ranges.
 
     Returns
     -------
@@ -320,6 +331,11 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
     if field is None and not _is_raster(labels_path):
         field = "class_id"
     read_labels = _label_reader(labels_path, product.crs, ref_band.transform, width, height, field)
+    if not min_margin >= 0:
+        raise DatasetError(f"min margin must be >= 0, got {min_margin}")
+    if margin is not None:
+        read_labels = _confident_labels(read_labels, Path(margin), product.crs, ref_band.transform, width, height,
+                                        min_margin)
 
     # stratified split: each class's pixels dealt to the splits in about the fractions
     counts = block_class_counts(read_labels, (height, width), block_size)
@@ -377,6 +393,8 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
             "width": width, "height": height,
             "patch_size": patch_size, "stride": stride, "block_size": block_size,
             "min_labelled": min_labelled, "fractions": list(fractions), "seed": seed,
+            "margin": str(margin) if margin is not None else None,
+            "min_margin": float(min_margin) if margin is not None else None,
             "classes": [{"id": c.value, "name": c.name, "color": list(c.color)} for c in LAND_COVER],
             "norm_mean": mean.tolist(), "norm_std": std.tolist(),
             "dropped": dropped,
@@ -403,6 +421,41 @@ def _is_raster(path: Path) -> bool:
             return True
     except rasterio.errors.RasterioIOError:
         return False
+
+
+def _confident_labels(read_labels, path: Path, crs, transform, width, height, min_margin: float):
+    """`read_labels` with labels whose margin in raster `path` is under `min_margin` (or NaN) set to 0."""
+    import rasterio
+    from rasterio.windows import Window
+
+    try:
+        ds = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise DatasetError(f"cannot read the margin raster {path}: {exc}") from None
+    with ds:
+        names = list(ds.descriptions)
+        if "margin" in names:
+            band = names.index("margin") + 1
+        elif ds.count == 1:
+            band = 1
+        else:
+            raise DatasetError(f"{path} has {ds.count} bands and none named 'margin' (bands: "
+                               f"{', '.join(n or '?' for n in names)}); write the classifier's margin band "
+                               "(ProgressiveClassifier outputMargin=true)")
+        same_crs = ds.crs is not None and crs is not None and rasterio.crs.CRS.from_user_input(crs) == ds.crs
+        if ds.width != width or ds.height != height or not same_crs or not ds.transform.almost_equals(transform):
+            raise DatasetError(f"the margin raster {path} ({ds.width} x {ds.height} px) is not on the image's grid "
+                               f"({width} x {height} px, same CRS and origin): write it from the same image")
+
+    def read_margin(window: Window) -> np.ndarray:
+        with rasterio.open(path) as src:  # one stripe of rows per call
+            return src.read(band, window=window, boundless=True, fill_value=np.nan).astype(np.float32)
+
+    def read(window: Window) -> np.ndarray:
+        y = read_labels(window)
+        return np.where(read_margin(window) >= min_margin, y, 0).astype(y.dtype)
+
+    return read
 
 
 def _label_reader(path: Path, crs, transform, width, height, field):

@@ -773,7 +773,9 @@ def _data_lines(info: dict) -> list[str]:
                 + [f"  - image `{i}`, labels `{lab}`" for i, lab in zip(info["image"], info["labels"])])
     return [
         f"- image: `{info['image']}`" + (f"; Sentinel-1: `{info['image_s1']}`" if info.get("image_s1") else ""),
-        f"- labels: `{info['labels']}`" + (f" (attribute `{info['field']}`)" if info.get("field") else ""),
+        f"- labels: `{info['labels']}`" + (f" (attribute `{info['field']}`)" if info.get("field") else "")
+        + (f"; only where the rules' margin (`{info['margin']}`) is at least {info['min_margin']:g}"
+           if info.get("margin") else ""),
         f"- scene {info['width']} x {info['height']} px; patches {info['patch_size']} px, stride {info['stride']}; "
         f"spatial blocks of {info['block_size']} px split train/validation/test ({splits} patches)",
     ]

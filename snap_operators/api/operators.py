@@ -171,7 +171,7 @@ def progressive_classify(data, rules: str | os.PathLike = "mosul-5class", **para
         or a YAML/JSON rule file (``docs/rules.md``).
     **params
         ``samplesFile``, ``samplesClassField``, ``outputStage``,
-        ``otsuSubsampling``, ``sampleTiles``, ``maskBand``. The area table is
+        ``outputMargin``, ``otsuSubsampling``, ``sampleTiles``, ``maskBand``. The area table is
         :func:`area_table`, not ``areaTableFile``.
 
     Returns
@@ -179,7 +179,9 @@ def progressive_classify(data, rules: str | os.PathLike = "mosul-5class", **para
     xarray.Dataset or Product
         ``class_id`` (uint8 ``(rows, cols)``: 0 unclassified, class ids, 254
         masked, 255 no-data; the legend in its attributes) and, with
-        ``outputStage``, ``stage``.
+        ``outputStage``, ``stage``; with ``outputMargin``, ``margin`` (float32,
+        how far from a threshold that would change the class, in scene
+        interquartile ranges: :mod:`snap_operators.science.margin`).
 
     Notes
     -----

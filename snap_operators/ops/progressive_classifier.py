@@ -4,7 +4,9 @@ Each stage of the rule set (:mod:`snap_operators.science.rules`) claims one clas
 from the pixels no earlier stage claimed. The target band ``class_id``
 (uint8; 0 = Unclassified, 255 = no-data) carries the rule set's classes
 (names and colors) so writers emit a color table; ``outputStage`` adds a
-``stage`` band (1-based number of the claiming stage, 0 none).
+``stage`` band (1-based number of the claiming stage, 0 none) and
+``outputMargin`` a ``margin`` band (float32: how sure the thresholds are,
+:mod:`snap_operators.science.margin`).
 
 Thresholds given as ``adaptive``, ``otsu`` or ``samples`` are resolved in
 ``initialize()`` from the scene (stage by stage, each over the pixels the
@@ -42,6 +44,7 @@ from ..grid.regrid import grid_mismatch
 from ..science.adaptive import resolve_rules, scene_sample, thresholds_metadata
 from ..science.classify import classify
 from ..science.cloudmask import find_mask_band, masked_pixels
+from ..science.margin import band_scales, margin_of_classes, rule_margin
 from ..science.rules import (
     PRESETS,
     RulesError,
@@ -58,8 +61,8 @@ log = logging.getLogger(__name__)
 
 def classify_tile(tiles: dict[str, np.ndarray], rules: RuleSet, with_stage: bool,
                   mask_band: str | None = None, mask_no_data: float | None = None,
-                  use_numba: bool = True) -> dict[str, np.ndarray]:
-    """The per-tile function: ``{band: tile}`` -> ``{'class_id': ..., 'stage': ...}``.
+                  use_numba: bool = True, margin_scales: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """The per-tile function: ``{band: tile}`` -> ``{'class_id': ..., 'stage': ..., 'margin': ...}``.
 
     Pure; the SNAP adapter calls it with SNAP's tiles. Runs the compiled
     kernel single-threaded: the scheduler already runs one tile per core.
@@ -67,10 +70,16 @@ def classify_tile(tiles: dict[str, np.ndarray], rules: RuleSet, with_stage: bool
     are claimed only by the rule set's ``masked`` stages (Sentinel-1), else
     they become :data:`~snap_operators.core.legend.MASKED` (stage 0); no-data
     stays no-data. `use_numba` as in :func:`~snap_operators.science.classify.classify`
-    (False skips compiling a kernel, for one-off rule sets).
+    (False skips compiling a kernel, for one-off rule sets). With `margin_scales`
+    (:func:`~snap_operators.science.margin.band_scales`) the output has a float32
+    ``margin`` (:mod:`snap_operators.science.margin`): each pixel scored against
+    the stages that apply to it (the clear-sky stages, or under the mask the
+    ``masked`` ones), NaN where no-data or masked and unclaimed.
     """
     clear, under = _split(rules)
-    cls, stage = classify(tiles, clear, with_stage=with_stage, parallel=False, use_numba=use_numba)
+    with_margin = margin_scales is not None
+    cls, stage = classify(tiles, clear, with_stage=with_stage or with_margin, parallel=False, use_numba=use_numba)
+    margin = margin_of_classes(tiles, clear, cls, stage, margin_scales) if with_margin else None
     if with_stage and under is not None:
         numbers = np.array([0] + [k for k, s in enumerate(rules.stages, start=1) if not s.masked], np.uint8)
         stage = numbers[stage]
@@ -79,16 +88,22 @@ def classify_tile(tiles: dict[str, np.ndarray], rules: RuleSet, with_stage: bool
         cls[m] = MASKED
         if with_stage:
             stage[m] = 0
+        if with_margin:
+            margin[m] = np.nan
         if under is not None and m.any():
             got, got_stage = classify(tiles, under, with_stage=True, parallel=False, use_numba=use_numba)
             claimed = m & (got != UNCLASSIFIED) & (got != NO_DATA)
             cls[claimed] = got[claimed]
+            if with_margin:
+                margin[claimed] = rule_margin(tiles, under, got_stage, margin_scales)[claimed]
             if with_stage:
                 numbers = np.array([0] + [k for k, s in enumerate(rules.stages, start=1) if s.masked], np.uint8)
                 stage[claimed] = numbers[got_stage[claimed]]
     out = {"class_id": cls}
     if with_stage:
         out["stage"] = stage
+    if with_margin:
+        out["margin"] = margin
     return out
 
 
@@ -129,6 +144,11 @@ class ProgressiveClassifierOp(Operator):
                       description="Attribute of the samples file that holds the class id."),
             Parameter("outputStage", "boolean", default=False, label="Output stage band",
                       description="Add a uint8 band 'stage': 1-based number of the stage that claimed the pixel, 0 none."),
+            Parameter("outputMargin", "boolean", default=False, label="Output margin band",
+                      description="Add a float32 band 'margin': how far the pixel's indices are from the nearest "
+                      "threshold that would change its class, in units of each index's interquartile range in the "
+                      "scene (0 = on a threshold; NaN no-data or masked). A confidence for the rule labels: "
+                      "snap-pc train --margin keeps the labels above a margin."),
             Parameter("areaTableFile", "File", label="Area table file",
                       description="CSV written when the graph runs: pixels and area per class of the class "
                       "raster, every pixel counted (column raster_area_km2; also printed). LabelMaskExport's "
@@ -148,6 +168,8 @@ class ProgressiveClassifierOp(Operator):
         target_bands=(
             TargetBandSpec("class_id", "uint8", None, "Class id: 0 unclassified, 255 no-data."),
             TargetBandSpec("stage", "uint8", None, "Claiming stage (with outputStage)."),
+            TargetBandSpec("margin", "float32", None, "Distance to the nearest deciding threshold, in scene "
+                           "interquartile ranges (with outputMargin)."),
         ),
     )
 
@@ -180,8 +202,9 @@ class ProgressiveClassifierOp(Operator):
                     ref.data.chunks, [c.value for c in rules.classes],
                 )
             scene = None
-            if any(b.mode in ("adaptive", "otsu") for s in rules.stages for c in s.all_conditions()
-                   for _, b in c.bounds()):
+            with_margin = bool(p["outputMargin"])
+            if with_margin or any(b.mode in ("adaptive", "otsu") for s in rules.stages for c in s.all_conditions()
+                                  for _, b in c.bounds()):
                 # The mask band stays out of the sample: a cloud mask needs neighbourhoods (buffers,
                 # shadow search) that would read most of the scene; clouds are bright and fall
                 # outside the stages' histograms (water's BI2 < 0.2, vegetation's NDVI), and the
@@ -203,9 +226,15 @@ class ProgressiveClassifierOp(Operator):
         outputs = {"class_id": np.dtype(np.uint8)}
         if with_stage:
             outputs["stage"] = np.dtype(np.uint8)
+        scales = None
+        if with_margin:
+            outputs["margin"] = np.dtype(np.float32)
+            scales = band_scales(scene.blocks)
+            log.info("%s: margin scales (interquartile ranges): %s", self.spec.alias,
+                     ", ".join(f"{n} {v:.4g}" for n, v in scales.items()))
         self.mask_band = mask.name if mask is not None else None
         func = functools.partial(classify_tile, rules=resolved, with_stage=with_stage, mask_band=self.mask_band,
-                                 mask_no_data=mask.no_data if mask is not None else None)
+                                 mask_no_data=mask.no_data if mask is not None else None, margin_scales=scales)
         if mask is not None:
             arrays_in[mask.name] = mask.data
         # The area table counts the class tiles themselves (sink_output): no second classification.
@@ -222,8 +251,12 @@ class ProgressiveClassifierOp(Operator):
         if with_stage:
             target_bands.append(Band("stage", arrays["stage"], ref.transform, no_data=None, unit=None,
                                      description="1-based number of the stage that claimed the pixel; 0 none"))
+        if with_margin:
+            target_bands.append(Band("margin", arrays["margin"], ref.transform, no_data=float("nan"), unit=None,
+                                     description="Distance to the nearest threshold that would change the class, "
+                                     "in scene interquartile ranges of the deciding index; NaN no-data or masked"))
         target = source.copy(name=f"{source.name}_classified", bands=target_bands)
-        target.metadata.elements.append(thresholds_metadata(resolved))
+        target.metadata.elements.append(thresholds_metadata(resolved, scales))
         return target
 
     def tile_kernel(self) -> TileKernel:

@@ -284,12 +284,15 @@ def _samples_value(band: str, class_id: int, percentile: float, array: Any, samp
     return float(np.percentile(values, percentile))
 
 
-def thresholds_metadata(rules: RuleSet):
-    """A ``ProgressiveClassifier`` MetadataElement with the resolved thresholds per stage."""
+def thresholds_metadata(rules: RuleSet, margin_scales: Mapping[str, float] | None = None):
+    """A ``ProgressiveClassifier`` MetadataElement with the resolved thresholds per stage
+    (and the band scales of the ``margin`` band, when given)."""
     root = MetadataElement(
         "ProgressiveClassifier",
         {"rules": rules.name, "source": rules.source, "schema": SCHEMA, "stages": len(rules.stages)},
     )
+    if margin_scales:
+        root.add_element("margin_scales", **{n: float(v) for n, v in margin_scales.items()})
     for k, s in enumerate(rules.stages, start=1):
         el = MetadataElement(f"stage_{k}", {"name": s.name, "class_id": s.class_id,
                                             "class_name": rules.class_info(s.class_id).name, "expression": s.describe()})

@@ -29,7 +29,7 @@ S2_NODES = {
     "CloudMask": dict(method="auto", copySourceBands=True),
     "SpectralIndices": dict(indices=["NDVI", "MNDWI", "BI2", "NDBI", "NGBDI", "PANTEX", "BSI"], saviL=0.5,
                             copySourceBands=True),
-    "ProgressiveClassifier": dict(rules="mosul-5class", outputStage=False),
+    "ProgressiveClassifier": dict(rules="mosul-5class", outputStage=False, outputMargin=False),
     "LabelMaskExport": dict(sourceBand="class_id", minArea=500),
 }
 

@@ -215,3 +215,63 @@ def test_block_class_counts_sum_the_labelled_pixels_of_each_block():
     assert got[0, 0, 3] == 64 * 64 - 2 and got[1, 0, 3] == 36 * 64 and got[1, 1, 3] == 0
     assert got[3, 1, 1] == 50 * 28 and got[3, 2, 1] == 50 * 2 and got[3, 0, 1] == 0
     assert got.sum() == labels[(labels > 0) & (labels < 254)].size
+
+
+@pytest.fixture(scope="module")
+def margin_raster(scene):
+    """The same graph run with outputMargin=true: class_id and margin, float32."""
+    out = scene["dir"] / "classes_margin.tif"
+    run_graph(load_graph(GRAPHS / "progressive_classifier_s2.xml",
+                         {"input": str(scene["s2"]), "output": str(out), "labels": str(scene["dir"] / "labels_m.gpkg"),
+                          "minArea": "0", "outputMargin": "true"}),
+              ExecutionContext(overwrite=True))
+    return out
+
+
+def test_labels_under_the_rule_margin_are_left_out(scene, margin_raster, tmp_path):
+    with rasterio.open(margin_raster) as src:
+        assert list(src.descriptions) == ["class_id", "margin"]
+        margin = src.read(2)
+    plain = build_dataset(scene["s2"], scene["labels"], tmp_path / "a", patch_size=64, seed=0)
+    sure = build_dataset(scene["s2"], scene["labels"], tmp_path / "b", patch_size=64, seed=0, margin=margin_raster,
+                         min_margin=0.3)
+    assert sure["margin"] == str(margin_raster) and sure["min_margin"] == 0.3 and plain["margin"] is None
+    kept = sum(sum(s["class_pixels"].get(str(c), 0) for c in range(1, 6)) for s in sure["splits"].values())
+    total = sum(sum(s["class_pixels"].get(str(c), 0) for c in range(1, 6)) for s in plain["splits"].values())
+    assert 0.2 * total < kept < 0.95 * total
+    with rasterio.open(scene["classes"]) as src:
+        cls = src.read(1)
+    for split in ("train", "val", "test"):
+        shard = sure["splits"][split]["shards"][0]
+        y = np.load(tmp_path / "b" / shard["y"])
+        for k, (r, c) in enumerate(shard["origins"]):
+            m = margin[r:r + 64, c:c + 64]
+            assert not y[k][~(m >= 0.3)].any()  # nothing under the margin, nor where it is NaN
+            expected = np.where((m >= 0.3) & (cls[r:r + 64, c:c + 64] != 255), cls[r:r + 64, c:c + 64], 0)
+            assert (y[k] == expected).mean() > 0.999  # the rest as the rules labelled it
+
+
+def test_margin_raster_must_be_on_the_image_grid(scene, margin_raster, tmp_path):
+    with rasterio.open(margin_raster) as src:
+        prof, data = src.profile, src.read(window=((0, 500), (0, 500)))
+    prof.update(width=500, height=500)
+    with rasterio.open(tmp_path / "small.tif", "w", **prof) as dst:
+        dst.write(data)
+        dst.descriptions = ("class_id", "margin")
+    with pytest.raises(DatasetError, match="not on the image's grid"):
+        build_dataset(scene["s2"], scene["labels"], tmp_path / "x", patch_size=64, margin=tmp_path / "small.tif")
+    with pytest.raises(DatasetError, match="none named 'margin'"):
+        build_dataset(scene["s2"], scene["labels"], tmp_path / "y", patch_size=64, margin=scene["s2"])
+    with pytest.raises(DatasetError, match="cannot read the margin raster"):
+        build_dataset(scene["s2"], scene["labels"], tmp_path / "z", patch_size=64, margin=tmp_path / "absent.tif")
+    with pytest.raises(DatasetError, match="min margin"):
+        build_dataset(scene["s2"], scene["labels"], tmp_path / "w", patch_size=64, margin=margin_raster,
+                      min_margin=-1)
+    assert not any((tmp_path / n).exists() for n in "xyzw")
+
+
+def test_cli_dataset_margin(scene, margin_raster, tmp_path, capsys):
+    code = main(["dataset", "--image", str(scene["s2"]), "--labels", str(scene["labels"]), "--out",
+                 str(tmp_path / "ds"), "--patch-size", "64", "--margin", str(margin_raster), "--min-margin", "0.5"])
+    assert code == 0, capsys.readouterr().err
+    assert load_dataset_info(tmp_path / "ds")["min_margin"] == 0.5

@@ -218,3 +218,32 @@ def test_class_balanced_patches_are_the_default_of_snap_pc_train():
     assert parser.parse_args(["train", "ds", "--out", "m.onnx"]).balance is True
     assert parser.parse_args(["train", "ds", "--out", "m.onnx", "--no-balance"]).balance is False
     assert inspect.signature(train).parameters["balance"].default is True
+
+
+def test_train_on_labels_above_the_rule_margin(scenes, tmp_path, capsys):
+    """snap-pc train --margin: the dataset keeps the labels the thresholds are sure of, and the model
+    card says so; with a dataset folder (already built) --margin is refused in one line."""
+    from pathlib import Path
+
+    from snap_operators.core.context import ExecutionContext
+    from snap_operators.engine.runner import load_graph, run_graph
+
+    graph = Path(__file__).resolve().parents[2] / "graphs" / "progressive_classifier_s2.xml"
+    image = scenes / "scene3" / "s2.tif"
+    run_graph(load_graph(graph, {"input": str(image), "output": str(tmp_path / "classes.tif"),
+                                 "labels": str(tmp_path / "labels.gpkg"), "outputMargin": "true"}),
+              ExecutionContext(overwrite=True))
+    code = main(["train", "--image", str(image), "--labels", str(tmp_path / "labels.gpkg"), "--margin",
+                 str(tmp_path / "classes.tif"), "--min-margin", "0.1", "--out", str(tmp_path / "m.onnx"),
+                 "--epochs", "1", "--patch-size", "32", "--block-size", "64", "--bands", "B2,B4,B8,B11",
+                 "--indices", "NDVI"])
+    err = capsys.readouterr().err
+    assert code == 0 or "training failed" in err, err
+    info = json.loads((tmp_path / "m.dataset" / "dataset.json").read_text())
+    assert info["margin"] == str(tmp_path / "classes.tif") and info["min_margin"] == 0.1
+    assert "only where the rules' margin" in (tmp_path / "m.card.md").read_text()
+    code = main(["train", str(tmp_path / "m.dataset"), "--margin", str(tmp_path / "classes.tif"),
+                 "--out", str(tmp_path / "x.onnx")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--margin filters the labels while a dataset is built" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.onnx").exists()

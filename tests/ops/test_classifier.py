@@ -242,6 +242,32 @@ def test_operator_target_band_classes_metadata_and_stage(product, tmp_path):
     assert not op.is_sink  # no area table, no mask band: nothing to count
 
 
+def test_operator_margin_band(product, tmp_path):
+    """outputMargin: a float32 'margin' band, the rule margin in the scales recorded in the metadata
+    (the scene's interquartile ranges), NaN at no-data; the class band is unchanged."""
+    from snap_operators.science.margin import margin_of_classes
+
+    path, rules = fixed_preset(tmp_path)
+    bands = random_bands(rules.bands, shape=(150, 130), seed=4)
+    op = run_op(product(bands), outputMargin=True, rules=path)
+    target = op.target
+    assert target.band_names == ["class_id", "margin"]
+    band = target.band("margin")
+    assert band.dtype == np.float32 and math.isnan(band.no_data)
+    scales = target.metadata.element("ProgressiveClassifier").element("margin_scales").attributes
+    assert sorted(scales) == sorted(rules.bands)
+    finite = {n: a[np.isfinite(a)] for n, a in bands.items()}
+    for n, v in scales.items():  # each the band's interquartile range (a spread sample: 1 % off at most)
+        q1, q3 = np.percentile(finite[n], [25, 75])
+        assert v == pytest.approx(q3 - q1, rel=0.05), n
+    cls, stage = classify_numpy(bands, rules, with_stage=True)
+    got = band.data.compute()
+    np.testing.assert_array_equal(target.band("class_id").data.compute(), cls)
+    np.testing.assert_allclose(got, margin_of_classes(bands, rules, cls, stage, scales), rtol=1e-6)
+    assert np.isnan(got[cls == 255]).all() and (got[cls != 255] >= 0).all()
+    assert run_op(product(bands), rules=path).target.band_names == ["class_id"]
+
+
 def test_operator_otsu_thresholds_in_metadata(product, bimodal_scene, otsu_rules, tmp_path):
     x, y, group = bimodal_scene(256)
     path = tmp_path / "otsu.yaml"

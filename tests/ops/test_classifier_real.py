@@ -50,8 +50,10 @@ S1S2_GRAPH = """<graph id="g"><version>1.0</version>
 def classify(classifier_indices):
     """``classify(s2, rules="mosul-5class", ref="B2", s1=None)``: (class ids, classifier target product) of one scene."""
 
-    def run(s2, rules="mosul-5class", ref="B2", s1=None):
+    def run(s2, rules="mosul-5class", ref="B2", s1=None, margin=False):
         text = (S1S2_GRAPH if s1 else S2_GRAPH).format(s2=s2, s1=s1, ref=ref, indices=classifier_indices, rules=rules)
+        if margin:
+            text = text.replace("</rules>", "</rules><outputMargin>true</outputMargin>")
         ops = build(parse_graph("g.xml", text=text), ExecutionContext(tile_size=512))
         target = ops["ProgressiveClassifier"].target
         return target.band("class_id").data.compute(), target
@@ -229,7 +231,7 @@ def test_radar_maps_water_under_a_cloud_the_optics_cannot_see(classify, ben_patc
     under = np.zeros(lake.shape, bool)
     under[cloud] = True
     optical, _ = classify(cloudy)
-    both, target = classify(cloudy, "mosul-5class-s1s2", s1=s1)
+    both, target = classify(cloudy, "mosul-5class-s1s2", s1=s1, margin=True)
     assert (lake & under).sum() > 300
     assert share(optical, 254, under) > 0.9  # the optics see the cloud only
     assert share(optical, 1, lake & under) < 0.05
@@ -238,3 +240,9 @@ def test_radar_maps_water_under_a_cloud_the_optics_cannot_see(classify, ben_patc
     assert share(both, 254, ~lake & under) > 0.9  # measured 0.99: the rest stays not observed
     stage = target.metadata.element("ProgressiveClassifier").element("stage_1").attributes
     assert stage["name"] == "water under clouds (radar)"
+    # the margin: under the cloud only the radar stage's thresholds count; not observed is NaN
+    margin = target.band("margin").data.compute()
+    radar_water = under & (both == 1)
+    assert np.isfinite(margin[radar_water]).all() and np.isnan(margin[both == 254]).all()
+    observed = (both != 254) & (both != 255)
+    assert np.isfinite(margin[observed]).all() and (margin[observed] >= 0).all()
