@@ -573,6 +573,7 @@ LEVERS = {  # each alone: balancing (the default of `snap-pc train` since it was
 SEED_RUNS = {
     "class-balanced patches": ("bal", {"balance": True}),
     "class-balanced patches + rule margin >= 0.2": ("bal+m0.2", {"balance": True, "min_margin": 0.2}),
+    "class-balanced patches + weight average (EMA 0.99)": ("bal+ema", {"balance": True, "weight_average": 0.99}),
 }
 SEEDS = (0, 1, 2)
 #: The levers the benchmark's U-Net column and the shipped model train with (from the lever table).

@@ -483,7 +483,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
           augment: bool = True, model_name: str | None = None, overwrite: bool = False, verbose: bool = True,
           reference=None, reference_field: str | None = None, mapping: dict | None = None,
           loss: str = "ce", balance: bool = True, ignore_border: int = 0, self_training: int = 0,
-          confidence: float = 0.9, init=None, **config_overrides) -> dict:
+          confidence: float = 0.9, init=None, weight_average: float = 0.0, **config_overrides) -> dict:
     """Train on one or several dataset folders and export ``out`` (ONNX) with its report files.
 
     Parameters
@@ -513,6 +513,10 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         lever that never lost a class on the real scenes (docs/unet.md). False: uniform draws.
     ignore_border : int
         Leave out of the loss labels within this many px of another class (:func:`ignore_borders`).
+    weight_average : float
+        Momentum of an exponential moving average of the weights (Polyak
+        averaging; 0: off), which validation, early stopping and the exported
+        model use (:class:`_WeightAverage`).
     self_training : int
         Rounds of relabelling the training patches with the network's confident classes
         (:func:`relabel_confident`, at least `confidence`) and training on.
@@ -540,6 +544,8 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         raise TrainError(f"epochs must be >= 1, got {epochs}")
     if loss not in LOSSES:
         raise TrainError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
+    if not 0 <= weight_average < 1:
+        raise TrainError(f"weight average momentum must be in [0, 1), got {weight_average}")
     if ignore_border < 0 or self_training < 0 or not 0.5 <= confidence < 1:
         raise TrainError(f"need ignore_border >= 0, self_training >= 0 and confidence in [0.5, 1) "
                          f"(got {ignore_border}, {self_training}, {confidence})")
@@ -595,7 +601,9 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     rounds = []
 
     def fit(n_epochs: int) -> None:
-        callbacks = [
+        # The average goes first: validation, early stopping and the checkpoint all see it.
+        callbacks = [_WeightAverage(weight_average)] if weight_average else []
+        callbacks += [
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
             keras.callbacks.ModelCheckpoint(str(ckpt_tmp), monitor="val_loss", save_best_only=True),
             _EpochLine(n_epochs) if verbose else keras.callbacks.Callback(),
@@ -633,7 +641,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
                "class_weights": dict(zip(map(str, class_ids), map(float, weights))),
                "levers": {"loss": loss, "balance": balance, "ignore_border": ignore_border,
                           "self_training": rounds, "confidence": confidence if self_training else None,
-                          "init": str(init) if init is not None else None},
+                          "init": str(init) if init is not None else None, "weight_average": weight_average},
                "datasets": [str(f) for f in folders]}
     results = {}
     for split in ("val", "test"):
@@ -688,6 +696,52 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
 def _confusion_subject(name: str, split: str) -> str:
     """Title line of a split's confusion figure: ``"Attention U-Net small, validation split"``."""
     return f"Attention U-Net {name}, {'validation' if split == 'val' else split} split"
+
+
+class _WeightAverage:
+    """Polyak averaging: an exponential moving average of the trainable weights, updated after
+    every batch, swapped in for validation and at each epoch's end (so early stopping keeps and
+    restores the best *average*), swapped out again while training goes on. The average is less
+    noisy than the last step's weights, which on a small scene drift with the last batches."""
+
+    def __new__(cls, momentum: float):
+        import keras
+
+        class WeightAverage(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.avg = [np.array(w.numpy()) for w in self.model.trainable_weights]
+                self.raw = None
+
+            def on_train_batch_end(self, batch, logs=None):
+                for a, w in zip(self.avg, self.model.trainable_weights):
+                    a *= momentum
+                    a += (1.0 - momentum) * w.numpy()
+
+            def _swap_in(self):
+                self.raw = [w.numpy() for w in self.model.trainable_weights]
+                for a, w in zip(self.avg, self.model.trainable_weights):
+                    w.assign(a)
+
+            def _swap_out(self):
+                if self.raw is not None:
+                    for r, w in zip(self.raw, self.model.trainable_weights):
+                        w.assign(r)
+                    self.raw = None
+
+            def on_test_begin(self, logs=None):
+                if self.raw is None:
+                    self._swap_in()
+
+            def on_test_end(self, logs=None):
+                self._swap_out()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self._swap_in()
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._swap_out()
+
+        return WeightAverage()
 
 
 class _EpochLine:
@@ -759,6 +813,8 @@ def _lever_text(levers: dict) -> str:
         parts.append(f"labels within {levers['ignore_border']} px of another class left out")
     if levers.get("self_training"):
         parts.append(f"{len(levers['self_training'])} self-training round(s) at confidence {levers['confidence']}")
+    if levers.get("weight_average"):
+        parts.append(f"weights averaged (exponential moving average, momentum {levers['weight_average']:g})")
     if levers.get("init"):
         parts.append(f"fine-tuned from `{Path(levers['init']).name}`")
     return ", ".join(parts)

@@ -18,6 +18,7 @@ from snap_pc_models.train import (  # noqa: E402
     TrainError,
     _Batches,
     _loss,
+    _WeightAverage,
     balanced_patch_weights,
     combine_datasets,
     ignore_borders,
@@ -162,14 +163,16 @@ def test_self_training_keeps_confident_predictions_only(scenes):
 @pytest.mark.slow
 def test_every_lever_trains_and_is_recorded_then_fine_tuning_starts_ahead(scenes, tmp_path):
     first = train([scenes / "ds3", scenes / "ds4"], tmp_path / "all.onnx", config="small", epochs=3, seed=0,
-                  verbose=False, loss="gce", balance=True, ignore_border=1, self_training=1)
+                  verbose=False, loss="gce", balance=True, ignore_border=1, self_training=1, weight_average=0.9)
     m = first["metrics"]
     levers = m["levers"]
     assert levers["loss"] == "gce" and levers["balance"] and levers["ignore_border"] == 1
+    assert levers["weight_average"] == 0.9
     assert len(levers["self_training"]) == 1 and levers["self_training"][0]["first_epoch"] == 4
     assert m["epochs_run"] > 3 and len(m["datasets"]) == 2
     card = (tmp_path / "all.card.md").read_text()
     assert "generalized cross-entropy" in card and "class-balanced" in card and "2 scenes" in card
+    assert "weights averaged" in card
     meta = open_session(first["onnx"])[1]
     assert meta.norm_mean == pytest.approx(combine_datasets([scenes / "ds3", scenes / "ds4"])[0]["norm_mean"])
 
@@ -247,3 +250,26 @@ def test_train_on_labels_above_the_rule_margin(scenes, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "--margin filters the labels while a dataset is built" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.onnx").exists()
+
+
+def test_weight_average_is_what_validation_and_early_stopping_see():
+    """Polyak averaging: the average moves by (1 - momentum) of each step; validation and the
+    epoch's end see the average, training goes on from the raw weights."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    cb = _WeightAverage(0.5)
+    cb.set_model(model)
+    w = model.trainable_weights[0]
+    w.assign(np.zeros((2, 1), "float32"))
+    cb.on_train_begin()
+    w.assign(np.full((2, 1), 4.0, "float32"))  # one training step
+    cb.on_train_batch_end(0)
+    cb.on_test_begin()
+    np.testing.assert_allclose(w.numpy(), 2.0)  # validated with the average
+    cb.on_test_end()
+    np.testing.assert_allclose(w.numpy(), 4.0)
+    cb.on_epoch_end(0)
+    np.testing.assert_allclose(w.numpy(), 2.0)  # early stopping and the checkpoint keep the average
+    cb.on_epoch_begin(1)
+    np.testing.assert_allclose(w.numpy(), 4.0)  # training goes on from the raw weights
+    with pytest.raises(TrainError, match="momentum"):
+        train("unused", "unused.onnx", weight_average=1.0)
