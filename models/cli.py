@@ -93,7 +93,7 @@ def add_command(sub) -> None:
                    "(the last three are robust to label noise); soft Dice is added (default %(default)s)")
     g.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
                    help="draw training patches class-balanced (and, with several datasets, scene-balanced), so that "
-                   "a class with 0.5 %% of the pixels is seen (default on: the only lever that never lost a class on "
+                   "a class with 0.5 %% of the pixels is seen (default on: the lever that lost a class least often on "
                    "the real scenes, docs/unet.md; --no-balance draws patches uniformly)")
     g.add_argument("--ignore-border", type=int, default=0, metavar="PX",
                    help="leave out labels within PX pixels of another class: train on the confident interior of "

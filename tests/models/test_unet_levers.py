@@ -211,7 +211,7 @@ def test_fine_tuning_refuses_a_model_of_other_bands_in_one_line(scenes, tmp_path
 
 
 def test_class_balanced_patches_are_the_default_of_snap_pc_train():
-    """The one lever that never lost a class on the real scenes is on unless turned off (docs/unet.md)."""
+    """The lever that lost a class least often on the real scenes is on unless turned off (docs/unet.md)."""
     import inspect
 
     from snap_operators.apps.cli import _build_parser
