@@ -111,10 +111,7 @@ def dask_tiles(bands, rules, tile: int = 1024, margin_scales=None):
     outputs = {"class_id": "uint8"} if margin_scales is None else {"class_id": "uint8", "margin": "float32"}
     out = map_tiles(lambda t: classify_tile(t, rules, False, margin_scales=margin_scales), arrays, outputs)
     with dask.config.set(scheduler="threads"):
-        if margin_scales is None:
-            return out["class_id"].compute()
-        classes, margin = dask.compute(out["class_id"], out["margin"])
-        return classes
+        return dask.compute(*out.values())[0]  # the margin, when asked for, is computed in the same pass
 
 
 def main(argv=None) -> int:

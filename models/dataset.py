@@ -319,6 +319,8 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
                            f"(got {patch_size}, {stride}, {block_size})")
     if not 0 <= min_labelled <= 1:
         raise DatasetError(f"min labelled fraction must be in [0, 1], got {min_labelled}")
+    if not min_margin >= 0:
+        raise DatasetError(f"min margin must be >= 0, got {min_margin}")
     product, order = build_input_product(image, image_s1, bands, indices)
     height, width = product.scene_shape
     if height < patch_size or width < patch_size:
@@ -331,8 +333,6 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
     if field is None and not _is_raster(labels_path):
         field = "class_id"
     read_labels = _label_reader(labels_path, product.crs, ref_band.transform, width, height, field)
-    if not min_margin >= 0:
-        raise DatasetError(f"min margin must be >= 0, got {min_margin}")
     if margin is not None:
         read_labels = _confident_labels(read_labels, Path(margin), product.crs, ref_band.transform, width, height,
                                         min_margin)
@@ -428,6 +428,8 @@ def _confident_labels(read_labels, path: Path, crs, transform, width, height, mi
     import rasterio
     from rasterio.windows import Window
 
+    from snap_operators.grid.regrid import same_transform
+
     try:
         ds = rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
@@ -443,7 +445,7 @@ def _confident_labels(read_labels, path: Path, crs, transform, width, height, mi
                                f"{', '.join(n or '?' for n in names)}); write the classifier's margin band "
                                "(ProgressiveClassifier outputMargin=true)")
         same_crs = ds.crs is not None and crs is not None and rasterio.crs.CRS.from_user_input(crs) == ds.crs
-        if ds.width != width or ds.height != height or not same_crs or not ds.transform.almost_equals(transform):
+        if ds.width != width or ds.height != height or not same_crs or not same_transform(ds.transform, transform):
             raise DatasetError(f"the margin raster {path} ({ds.width} x {ds.height} px) is not on the image's grid "
                                f"({width} x {height} px, same CRS and origin): write it from the same image")
 

@@ -509,8 +509,8 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     loss : {'ce', 'gce', 'sce', 'bootstrap'}
         Cross-entropy, or a loss robust to label noise (:data:`LOSSES`); soft Dice is added.
     balance : bool
-        Draw training patches class-balanced (:func:`balanced_patch_weights`); the default, as the only
-        lever that never lost a class on the real scenes (docs/unet.md). False: uniform draws.
+        Draw training patches class-balanced (:func:`balanced_patch_weights`); the default, as the
+        lever that lost a class least often on the real scenes (docs/unet.md). False: uniform draws.
     ignore_border : int
         Leave out of the loss labels within this many px of another class (:func:`ignore_borders`).
     weight_average : float

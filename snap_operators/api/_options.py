@@ -9,14 +9,13 @@ validation included.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import re
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ..core.errors import ParameterError, SnapPcError
+from ..core.errors import ParameterError, SnapPcError, closest
 from ..core.spec import OperatorSpec, format_value
 
 
@@ -79,8 +78,8 @@ def raw_parameters(spec: OperatorSpec, given: Mapping[str, Any]) -> dict[str, st
     for key, value in given.items():
         name = names.get(key)
         if name is None:
-            close = difflib.get_close_matches(key, list(names), n=1)
-            hint = f"; did you mean '{names[close[0]]}'?" if close else ""
+            close = closest(key, names)
+            hint = f"; did you mean '{names[close]}'?" if close else ""
             known = ", ".join(p.name for p in spec.parameters)
             raise ParameterError(f"{spec.alias}: unknown parameter '{key}'{hint} (parameters: {known})")
         if name in out:

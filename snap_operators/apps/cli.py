@@ -36,7 +36,6 @@ Kept from snap-pc: existing outputs are replaced only with ``--overwrite``;
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 import re
@@ -47,7 +46,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..core.errors import SnapPcError, one_line
+from ..core.errors import SnapPcError, closest, one_line
 from ..core.spec import format_value
 from ..core.staging import interrupts_raise
 
@@ -581,9 +580,8 @@ def _cmd_operator(args) -> int:
 
 
 def _did_you_mean(name: str, candidates: list[str]) -> str:
-    lower = {c.lower(): c for c in candidates}
-    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.6)
-    return f"; did you mean '{lower[close[0]]}'?" if close else ""
+    close = closest(name, candidates)
+    return f"; did you mean '{close}'?" if close else ""
 
 
 def find_operator(name: str, exact: bool = False, commands=()):

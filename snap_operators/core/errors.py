@@ -6,7 +6,9 @@ line; the CLI prints it as ``Error: <message>`` and exits non-zero.
 
 from __future__ import annotations
 
+import difflib
 import re
+from typing import Iterable
 
 from .limits import MAX_ERROR_CHARS
 
@@ -36,6 +38,18 @@ def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
         return text
     tail = limit // 3
     return text[: limit - tail - 3] + "..." + text[-tail:]
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate spelled most like `name`, ignoring case (:mod:`difflib`, cutoff 0.6), or None:
+    what a one-line error's "did you mean" offers.
+
+    >>> closest("minarae", ["minArea", "rules"]), closest("xyz", ["minArea"])
+    ('minArea', None)
+    """
+    lower = {c.lower(): c for c in candidates}
+    hit = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.6)
+    return lower[hit[0]] if hit else None
 
 
 def describe(exc: BaseException) -> str:

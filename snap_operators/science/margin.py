@@ -74,9 +74,7 @@ def _condition_score(c: Condition, a: np.ndarray, scale: float) -> np.ndarray:
     # float32 throughout: a margin needs no more, and half the memory traffic of float64
     a = np.asarray(a, dtype=np.float32)
     r = None
-    for side, bound in (("min", c.min), ("max", c.max)):
-        if bound is None:
-            continue
+    for side, bound in c.bounds():
         t = np.float32(bound.value)
         d = (a - t) if side == "min" else (t - a)
         d *= np.float32(1.0 / scale)
