@@ -574,12 +574,22 @@ SEED_RUNS = {
     "class-balanced patches": ("bal", {"balance": True}),
     "class-balanced patches + rule margin >= 0.2": ("bal+m0.2", {"balance": True, "min_margin": 0.2}),
     "class-balanced patches + weight average (EMA 0.99)": ("bal+ema", {"balance": True, "weight_average": 0.99}),
+    "class-balanced patches + threshold moving": ("bal+tm", {"balance": True, "threshold_moving": True}),
+    "class-balanced patches + rule margin >= 0.2 + threshold moving": (
+        "bal+m0.2+tm", {"balance": True, "min_margin": 0.2, "threshold_moving": True}),
 }
+#: The SEED_RUNS entry whose seed-0 models are also trained leave-one-scene-out (``--unet-seeds``
+#: with ``--unet``): threshold moving to pooled class shares, on scenes left out.
+TM_LOSO = "class-balanced patches + threshold moving"
 SEEDS = (0, 1, 2)
 #: The levers the benchmark's U-Net column and the shipped model train with (from the lever table).
 CHOSEN = {"balance": True}
 #: Synthetic scenes in every multi-scene training (truth as labels): (edge px, seed).
 SYNTHETIC = ((512, 11),)
+
+
+#: Largest recall a reference class may lose to the rules (issue 17's figure).
+MAX_RECALL_LOSS = 0.05
 
 
 def worst_recall_change(unet: Mapping[str, Any], rules: Mapping[str, Any]) -> float:
@@ -832,27 +842,54 @@ def lever_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
 
 def seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
     """Each of ``SEED_RUNS`` trained with each of ``SEEDS`` on each scene's own rule masks: the OA
-    change against the rules' map per seed, its mean, and the failed trainings (a class vanished)."""
+    change against the rules' map per seed, its mean, the failed trainings (a class vanished) and
+    the trainings where a reference class lost more than ``MAX_RECALL_LOSS`` recall to the rules."""
     names = [n for n, (s, _) in data.items() if s.kind != "patch" and s.fitted_on]
     rows, result = [], {}
     for label, (key, levers) in SEED_RUNS.items():
         per = {n: [] for n in names}
+        worst = {n: [] for n in names}
         failed = {n: 0 for n in names}
         for seed in SEEDS:
             cols = unet_columns({n: data[n] for n in names}, work, dict(levers, seed=seed), f"seed{seed}-{key}",
                                 loso=False)
             for n in names:
                 ref = data[n][1]["reference"]
-                per[n].append(scores(cols[n]["own"], ref)["oa"] - scores(shipped[n], ref)["oa"])
+                u, r = scores(cols[n]["own"], ref), scores(shipped[n], ref)
+                per[n].append(u["oa"] - r["oa"])
+                worst[n].append(worst_recall_change(u, r))
                 failed[n] += bool(cols[n]["own_metrics"].get("vanished_classes"))
-        result[label] = {n: {"oa_change": per[n], "failed": failed[n]} for n in names}
+        result[label] = {n: {"oa_change": per[n], "worst_recall_change": worst[n], "failed": failed[n]}
+                         for n in names}
         cells = [" ".join(f"{v:+.3f}" for v in per[n]) + f" (mean {np.mean(per[n]):+.3f}"
                  + (f", {failed[n]} failed" if failed[n] else "") + ")" for n in names]
         mean = float(np.mean([np.mean(per[n]) for n in names]))
-        rows.append(f"| {label} | " + " | ".join(cells) + f" | {mean:+.3f} | {sum(failed.values())} |")
+        losses = sum(v < -MAX_RECALL_LOSS for n in names for v in worst[n])
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {mean:+.3f} | {sum(failed.values())} | {losses} |")
     header = ("| lever (own rule masks), OA change per seed " + ", ".join(map(str, SEEDS)) + " | "
-              + " | ".join(names) + " | mean | failed trainings |\n|---|" + "---|" * (len(names) + 2))
+              + " | ".join(names) + f" | mean | failed trainings | recall losses > {MAX_RECALL_LOSS:g} |\n|---|"
+              + "---|" * (len(names) + 3))
     return header + "\n" + "\n".join(rows), result
+
+
+def threshold_loso_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> str:
+    """``TM_LOSO``'s seed-0 levers trained on every other scene (leave-one-scene-out), against the
+    chosen training's leave-one-scene-out model (`unet`): OA and worst recall change against the
+    rules' map, per scene. The thresholds then go to the other scenes' pooled class shares."""
+    key, levers = SEED_RUNS[TM_LOSO]
+    names = [n for n in unet if "loso" in unet[n]]
+    cols = unet_columns({n: data[n] for n in names}, work, dict(levers, seed=0), f"seed0-{key}", loso=True)
+    rows = []
+    for label, maps in (("chosen (no threshold moving)", {n: unet[n]["loso"] for n in names}),
+                        ("+ threshold moving (pooled shares)", {n: cols[n]["loso"] for n in names})):
+        cells = []
+        for n in names:
+            ref = data[n][1]["reference"]
+            u, r = scores(maps[n], ref), scores(shipped[n], ref)
+            cells.append(f"{u['oa'] - r['oa']:+.3f} / {worst_recall_change(u, r):+.3f}")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return ("| leave-one-scene-out model, OA / worst recall change | " + " | ".join(names) + " |\n|---|"
+            + "---|" * len(names) + "\n" + "\n".join(rows))
 
 
 # --------------------------------------------------------------------------------------------
@@ -983,6 +1020,10 @@ def main(argv=None) -> int:
         SEED_RESULTS.parent.mkdir(exist_ok=True)
         SEED_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "seeds": list(SEEDS),
                                             "levers": seeds_result}, indent=2))
+    tm_loso_md = threshold_loso_table(data, shipped, unet, args.work) if args.unet_seeds and unet and not args.no_loso \
+        else None
+    if tm_loso_md:
+        print("\n## U-Net threshold moving, leave-one-scene-out\n" + tm_loso_md, flush=True)
 
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "fitted_on_all": {"/".join(k): v for k, v in fitted_all["values"].items()},
@@ -1055,12 +1096,14 @@ def main(argv=None) -> int:
         for key, body in blocks.items():
             text = replace_block(text, key, body)
         DOC.write_text(text)
-        if levers_md or unet or finetune_md or seeds_md:
+        if levers_md or unet or finetune_md or seeds_md or tm_loso_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
             if seeds_md:
                 text = replace_block(text, "unet-seeds", seeds_md)
+            if tm_loso_md:
+                text = replace_block(text, "unet-tm-loso", tm_loso_md)
             if unet:
                 text = replace_block(text, "unet-scenes", unet_summary(data, shipped, unet))
             if finetune_md:

@@ -100,6 +100,11 @@ def add_command(sub) -> None:
     g.add_argument("--weight-average", type=float, default=0.0, metavar="MOMENTUM",
                    help="validate, stop and export with an exponential moving average of the weights (Polyak "
                    "averaging), e.g. 0.99; 0 off (default %(default)s)")
+    g.add_argument("--threshold-moving", action="store_true",
+                   help="after training, move each class's decision threshold so the model predicts every class on "
+                   "its share of the training labels: undoes the over-prediction class balancing teaches and brings "
+                   "back a class predicted nowhere, at no inference cost. For a model of the scene it learned; with "
+                   "several datasets the shares are pooled (docs/unet.md)")
     g.add_argument("--self-training", type=int, default=0, metavar="ROUNDS",
                    help="rounds of relabelling the training patches with the network's confident classes, then "
                    "training on (default %(default)s)")
@@ -188,7 +193,7 @@ def _cmd_train(args) -> int:
                    batch_size=args.batch_size, learning_rate=args.learning_rate, overwrite=args.overwrite,
                    reference=args.reference, reference_field=args.reference_field, mapping=mapping,
                    loss=args.loss, balance=args.balance, ignore_border=args.ignore_border,
-                   weight_average=args.weight_average,
+                   weight_average=args.weight_average, threshold_moving=args.threshold_moving,
                    self_training=args.self_training, confidence=args.confidence, init=args.init)
     m = result["metrics"]
     for split in ("val", "test"):

@@ -23,6 +23,7 @@ import csv
 import datetime as _dt
 import io
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -44,6 +45,8 @@ from snap_operators.io.onnx_model import ModelMetadata
 from .attention_unet import build_attention_unet, get_config, receptive_field_radius
 from .dataset import SPLITS, load_dataset_info, open_split
 from .export import DEFAULT_OPSET, effective_halo, export_onnx
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TrainError", "MODEL_VERSION", "class_weights", "train", "evaluate_split"]
 
@@ -94,6 +97,8 @@ GCE_Q = 0.7
 SCE_BETA, SCE_LOG_ZERO = 1.0, -4.0
 #: Hard bootstrapping (Reed et al., 2015): weight kept on the given label.
 BOOTSTRAP_BETA = 0.8
+#: Labelled training pixels threshold moving draws at most (memory: 4 bytes x classes each).
+MAX_THRESHOLD_PIXELS = 500_000
 
 
 def ignore_borders(y: np.ndarray, radius: int) -> np.ndarray:
@@ -457,6 +462,55 @@ def pretrained_start(init, bands: Sequence[str], class_ids: Sequence[int]):
     return load_keras_model(weights), meta
 
 
+def move_thresholds(model, xs, ys, mean, std, class_ids, seed: int = 0, max_pixels: int = MAX_THRESHOLD_PIXELS,
+                    batch_size: int = 16) -> dict:
+    """Add to `model`'s logits the bias that makes it predict each class on its training-label share.
+
+    The log-probabilities of (at most `max_pixels`, drawn with `seed`) labelled training pixels
+    give the bias (:func:`snap_pc_models.thresholds.class_share_bias`); it is added to the bias of
+    the layer ``logits``, so the exported model carries it.
+
+    Returns
+    -------
+    dict
+        ``{"bias", "label_share", "share_before", "share_after"}``, each class id (str) -> value;
+        shares over the sampled pixels.
+    """
+    from .thresholds import class_share_bias
+
+    ids = np.asarray(class_ids)
+    lut = np.full(256, -1, dtype=np.int64)
+    lut[ids] = np.arange(len(ids))
+    labelled = sum(int((lut[np.asarray(y)] >= 0).sum()) for y in ys)
+    keep = min(1.0, max_pixels / max(labelled, 1))
+    rng = np.random.default_rng(seed)
+    logs, labels = [], []
+    for x_shard, y_shard in zip(xs, ys):
+        for i, p in predicted_batches(model, x_shard, mean, std, batch_size):
+            y = lut[np.asarray(y_shard[i:i + batch_size])]
+            pick = (y >= 0) & (rng.random(y.shape) < keep)
+            logs.append(np.log(np.maximum(p[pick], 1e-7)))
+            labels.append(y[pick])
+    log_probs, labels = np.concatenate(logs), np.concatenate(labels)
+    bias = class_share_bias(log_probs, labels)
+    layer = model.get_layer("logits")
+    kernel, old = layer.get_weights()
+    layer.set_weights([kernel, old + bias.astype(old.dtype)])
+
+    def shares(v):
+        return dict(zip(map(str, class_ids), map(float, np.bincount(v, minlength=len(ids)) / max(len(v), 1))))
+
+    return {"bias": dict(zip(map(str, class_ids), map(float, bias))), "label_share": shares(labels),
+            "share_before": shares(np.argmax(log_probs, axis=1)), "share_after": shares(np.argmax(log_probs + bias, axis=1))}
+
+
+def thresholds_text(moved: dict) -> str:
+    """One line: each class's bias and predicted share before and after, against its label share."""
+    parts = [f"{c} {b:+.2f} ({100 * moved['share_before'][c]:.1f} -> {100 * moved['share_after'][c]:.1f} %, "
+             f"labels {100 * moved['label_share'][c]:.1f} %)" for c, b in moved["bias"].items()]
+    return "thresholds moved to the training labels' class shares: " + ", ".join(parts)
+
+
 def relabel_confident(model, xs, ys, mean, std, class_ids, threshold: float, batch_size: int = 16):
     """Self-training labels: where the network is at least `threshold` sure, its class; elsewhere the given one.
 
@@ -483,7 +537,8 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
           augment: bool = True, model_name: str | None = None, overwrite: bool = False, verbose: bool = True,
           reference=None, reference_field: str | None = None, mapping: dict | None = None,
           loss: str = "ce", balance: bool = True, ignore_border: int = 0, self_training: int = 0,
-          confidence: float = 0.9, init=None, weight_average: float = 0.0, **config_overrides) -> dict:
+          confidence: float = 0.9, init=None, weight_average: float = 0.0, threshold_moving: bool = False,
+          **config_overrides) -> dict:
     """Train on one or several dataset folders and export ``out`` (ONNX) with its report files.
 
     Parameters
@@ -517,6 +572,13 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         Momentum of an exponential moving average of the weights (Polyak
         averaging; 0: off), which validation, early stopping and the exported
         model use (:class:`_WeightAverage`).
+    threshold_moving : bool
+        After training, move each class's decision threshold (a bias on the last layer) so the
+        model predicts every class on its share of the training labels
+        (:func:`snap_pc_models.thresholds.class_share_bias`, :func:`move_thresholds`): undoes the
+        over-prediction class balancing teaches, and brings back a class predicted nowhere. Right
+        for a model that maps the scene it learned; with several datasets the shares are pooled,
+        which a new scene need not have (docs/unet.md measures both).
     self_training : int
         Rounds of relabelling the training patches with the network's confident classes
         (:func:`relabel_confident`, at least `confidence`) and training on.
@@ -553,6 +615,9 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     info, data = combine_datasets(folders)
     if reference is not None and len(folders) > 1:
         raise TrainError("--reference scores the training image: give one dataset")
+    if threshold_moving and len(folders) > 1:
+        log.warning("threshold moving with %d datasets: the thresholds go to their pooled class shares, which a new "
+                    "scene need not have (on scenes left out it cost accuracy: docs/unet.md)", len(folders))
     try:
         cfg = get_config(config, batch_size=batch_size, learning_rate=learning_rate, **config_overrides)
     except ValueError as exc:
@@ -629,6 +694,9 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     except Exception:
         ckpt_tmp.unlink(missing_ok=True)
         raise
+    thresholds = move_thresholds(model, *data["train"], mean, std, class_ids, seed) if threshold_moving else None
+    if thresholds and verbose:
+        print(thresholds_text(thresholds), flush=True)
     seconds = time.perf_counter() - started
     # the model kept is the best epoch of the last fit (self-training rounds fit on after the first)
     last_fit = rounds[-1]["first_epoch"] - 1 if rounds else 0
@@ -641,7 +709,8 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
                "class_weights": dict(zip(map(str, class_ids), map(float, weights))),
                "levers": {"loss": loss, "balance": balance, "ignore_border": ignore_border,
                           "self_training": rounds, "confidence": confidence if self_training else None,
-                          "init": str(init) if init is not None else None, "weight_average": weight_average},
+                          "init": str(init) if init is not None else None, "weight_average": weight_average,
+                          "threshold_moving": thresholds},
                "datasets": [str(f) for f in folders]}
     results = {}
     for split in ("val", "test"):
@@ -679,9 +748,10 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         predict_scene(out, info, files["classes.tif"], overwrite=overwrite)
         metrics["reference"] = compare_with_reference(files["classes.tif"], info, reference, field=reference_field,
                                                       mapping=mapping)
-    if ckpt_tmp.exists():
+    if ckpt_tmp.exists() and not thresholds:
         os.replace(ckpt_tmp, files["best.keras"])
-    else:
+    else:  # the moved thresholds are in the weights: the Keras file stays the exported model
+        ckpt_tmp.unlink(missing_ok=True)
         model.save(files["best.keras"])
     _write_history(history, files["history.csv"])
     _plot_curves(history, best_epoch, files["curves.png"], cfg.name)
@@ -815,6 +885,8 @@ def _lever_text(levers: dict) -> str:
         parts.append(f"{len(levers['self_training'])} self-training round(s) at confidence {levers['confidence']}")
     if levers.get("weight_average"):
         parts.append(f"weights averaged (exponential moving average, momentum {levers['weight_average']:g})")
+    if levers.get("threshold_moving"):
+        parts.append("decision thresholds moved to the training labels' class shares")
     if levers.get("init"):
         parts.append(f"fine-tuned from `{Path(levers['init']).name}`")
     return ", ".join(parts)

@@ -273,3 +273,48 @@ def test_weight_average_is_what_validation_and_early_stopping_see():
     np.testing.assert_allclose(w.numpy(), 4.0)  # training goes on from the raw weights
     with pytest.raises(TrainError, match="momentum"):
         train("unused", "unused.onnx", weight_average=1.0)
+
+
+def test_threshold_moving_is_in_the_exported_model(scenes, tmp_path, caplog):
+    """--threshold-moving: the predicted class shares move to the training labels' and the ONNX
+    model (and the Keras file beside it) carries the bias; several datasets get a warning."""
+    from snap_operators.apps.cli import _build_parser
+
+    result = train(scenes / "ds3", tmp_path / "tm.onnx", config="small", epochs=1, seed=0, verbose=False,
+                   base_filters=4, threshold_moving=True)
+    moved = result["metrics"]["levers"]["threshold_moving"]
+    assert set(moved) == {"bias", "label_share", "share_before", "share_after"}
+
+    def gap(share):
+        return sum(abs(share[c] - moved["label_share"][c]) for c in share)
+
+    assert gap(moved["share_after"]) <= gap(moved["share_before"])
+    # the exported model predicts the training pixels with the moved thresholds
+    info, data = combine_datasets([scenes / "ds3"])
+    session, meta = open_session(result["onnx"])
+    ids = np.asarray(meta.class_ids)
+    counts = np.zeros(len(ids))
+    for xs, ys in zip(*data["train"]):
+        x = (np.asarray(xs, "float32") - np.asarray(meta.norm_mean, "float32")) / np.asarray(meta.norm_std, "float32")
+        # the ONNX contract is channels first: (n, bands, H, W) in, (n, classes, H, W) out
+        pred = ids[np.argmax(session.run(None, {session.get_inputs()[0].name: x.transpose(0, 3, 1, 2)})[0], axis=1)]
+        y = np.asarray(ys)
+        counts += [((pred == c) & np.isin(y, ids)).sum() for c in ids]
+    onnx_share = counts / counts.sum()
+    np.testing.assert_allclose(onnx_share, [moved["share_after"][str(c)] for c in ids], atol=0.01)
+    from snap_pc_models.attention_unet import load_keras_model
+
+    keras_file = load_keras_model(tmp_path / "tm.best.keras")
+    x0 = (np.asarray(data["test"][0][0][:2], "float32") - np.asarray(meta.norm_mean, "float32")) / np.asarray(
+        meta.norm_std, "float32")
+    np.testing.assert_allclose(np.asarray(keras_file(x0)).transpose(0, 3, 1, 2),
+                               session.run(None, {session.get_inputs()[0].name: x0.transpose(0, 3, 1, 2)})[0], atol=1e-4)
+    assert "decision thresholds moved" in (tmp_path / "tm.card.md").read_text()
+
+    with caplog.at_level("WARNING"):
+        train([scenes / "ds3", scenes / "ds4"], tmp_path / "two.onnx", config="small", epochs=1, seed=0,
+              verbose=False, base_filters=2, threshold_moving=True)
+    assert "pooled class shares" in caplog.text
+    parser = _build_parser()
+    assert parser.parse_args(["train", "ds", "--out", "m.onnx"]).threshold_moving is False
+    assert parser.parse_args(["train", "ds", "--out", "m.onnx", "--threshold-moving"]).threshold_moving is True

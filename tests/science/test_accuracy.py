@@ -110,9 +110,32 @@ def test_seed_table_trains_every_lever_with_every_seed_and_averages(monkeypatch,
     md, result = bench.seed_table(data, {"a": rules_map, "b": rules_map}, tmp_path)
     assert [c[0] for c in calls] == ["seed0-k", "seed1-k", "seed2-k"]
     assert all(c[1] == {"balance": True, "min_margin": 0.2, "seed": i} and c[2] is False for i, c in enumerate(calls))
-    assert result["x"]["a"] == {"oa_change": [0.25, -0.25, -0.25], "failed": 1}
-    assert "+0.250 -0.250 -0.250 (mean -0.083, 1 failed)" in md and md.rstrip().endswith("| -0.083 | 2 |")
+    # seeds 1 and 2 lose all of class 3 (recall 0 against the rules' 0.5) in both scenes
+    assert result["x"]["a"] == {"oa_change": [0.25, -0.25, -0.25], "worst_recall_change": [0.0, -0.5, -0.5],
+                                "failed": 1}
+    assert "+0.250 -0.250 -0.250 (mean -0.083, 1 failed)" in md and md.rstrip().endswith("| -0.083 | 2 | 4 |")
+    assert "recall losses > 0.05" in md.splitlines()[0]
 
+
+
+def test_threshold_moving_is_also_scored_on_scenes_left_out(monkeypatch, tmp_path):
+    ref = np.array([[1, 1, 3, 3]])
+    data = {n: (_Scene(n), {"reference": ref}) for n in ("a", "b")}
+    rules_map = np.array([[1, 1, 3, 1]])  # OA 0.75, recall of class 3 0.5
+    calls = []
+
+    def columns(d, work, levers, tag, loso=True):
+        calls.append((tag, dict(levers), loso))
+        return {n: {"loso": np.array([[1, 1, 1, 1]])} for n in d}  # class 3 lost
+
+    monkeypatch.setattr(bench, "unet_columns", columns)
+    unet = {n: {"loso": ref} for n in data}  # the chosen model, all right
+    md = bench.threshold_loso_table(data, {"a": rules_map, "b": rules_map}, unet, tmp_path)
+    key, levers = bench.SEED_RUNS[bench.TM_LOSO]
+    assert levers["threshold_moving"] and calls == [(f"seed0-{key}", dict(levers, seed=0), True)]
+    rows = md.splitlines()
+    assert rows[2] == "| chosen (no threshold moving) | +0.250 / +0.000 | +0.250 / +0.000 |"
+    assert rows[3] == "| + threshold moving (pooled shares) | -0.250 / -0.500 | -0.250 / -0.500 |"
 
 # --- the default graph on real scenes ------------------------------------------------------------------
 
