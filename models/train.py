@@ -101,6 +101,17 @@ BOOTSTRAP_BETA = 0.8
 MAX_THRESHOLD_PIXELS = 500_000
 
 
+def class_index(class_ids: Sequence[int]) -> np.ndarray:
+    """Lookup table label code (uint8) -> the class's output index; -1 for codes that are no class.
+
+    >>> class_index([1, 4])[[0, 1, 4]].tolist()
+    [-1, 0, 1]
+    """
+    lut = np.full(256, -1, dtype=np.int32)
+    lut[list(class_ids)] = np.arange(len(class_ids))
+    return lut
+
+
 def ignore_borders(y: np.ndarray, radius: int) -> np.ndarray:
     """`y` with labelled pixels within `radius` px of another class set to -1 (unlabelled).
 
@@ -479,8 +490,7 @@ def move_thresholds(model, xs, ys, mean, std, class_ids, seed: int = 0, max_pixe
     from .thresholds import class_share_bias
 
     ids = np.asarray(class_ids)
-    lut = np.full(256, -1, dtype=np.int64)
-    lut[ids] = np.arange(len(ids))
+    lut = class_index(class_ids)
     labelled = sum(int((lut[np.asarray(y)] >= 0).sum()) for y in ys)
     keep = min(1.0, max_pixels / max(labelled, 1))
     rng = np.random.default_rng(seed)
@@ -639,8 +649,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         model = build_attention_unet(len(bands), len(class_ids), cfg)
         mean = np.asarray(info["norm_mean"], dtype="float32")
         std = np.asarray(info["norm_std"], dtype="float32")
-    lut = np.full(256, -1, dtype=np.int32)
-    lut[class_ids] = np.arange(len(class_ids))
+    lut = class_index(class_ids)
     weights = class_weights(info["splits"]["train"]["class_pixels"], class_ids)
 
     scenes = info.get("train_shard_scenes")
