@@ -557,21 +557,25 @@ UNET_PATCH, UNET_BLOCK, UNET_SMALL_BLOCK = 32, 64, 32
 #: Training of every U-Net of the benchmark (``snap-pc train`` defaults but the levers).
 UNET_TRAINING = {"config": "small", "epochs": 30, "patience": 5, "seed": 0}
 #: The levers of issue 17, each measured alone and the chosen combination (``--unet-levers``).
-LEVERS = {  # each alone: balancing (the default of `snap-pc train` since it was chosen) is off in the others
-    "cross-entropy (no lever)": {"balance": False},
-    "confident pixels (borders of 2 px left out)": {"ignore_border": 2, "balance": False},
-    "class-balanced patches": {"balance": True},
-    "generalized cross-entropy": {"loss": "gce", "balance": False},
-    "symmetric cross-entropy": {"loss": "sce", "balance": False},
-    "hard bootstrapping": {"loss": "bootstrap", "balance": False},
-    "self-training (2 rounds, p >= 0.9)": {"self_training": 2, "balance": False},
-    "confident pixels (rule margin >= 0.2)": {"min_margin": 0.2, "balance": False},
-    "class-balanced patches + rule margin >= 0.2": {"min_margin": 0.2, "balance": True},
+LEVERS = {  # each alone: balancing (the default of `snap-pc train` since it was chosen) is off in the others,
+    # and so is the default's rescue by threshold moving, so that a lever that loses a class shows it
+    name: dict(levers, threshold_moving=False) for name, levers in {
+        "cross-entropy (no lever)": {"balance": False},
+        "confident pixels (borders of 2 px left out)": {"ignore_border": 2, "balance": False},
+        "class-balanced patches": {"balance": True},
+        "generalized cross-entropy": {"loss": "gce", "balance": False},
+        "symmetric cross-entropy": {"loss": "sce", "balance": False},
+        "hard bootstrapping": {"loss": "bootstrap", "balance": False},
+        "self-training (2 rounds, p >= 0.9)": {"self_training": 2, "balance": False},
+        "confident pixels (rule margin >= 0.2)": {"min_margin": 0.2, "balance": False},
+        "class-balanced patches + rule margin >= 0.2": {"min_margin": 0.2, "balance": True},
+    }.items()
 }
 #: Levers trained with every seed of ``SEEDS`` (``--unet-seeds``): how much of a lever's effect is
-#: the seed's. Short keys name the models' folders.
+#: the seed's. Short keys name the models' folders. The rows without threshold moving train with
+#: `snap-pc train`'s default: thresholds moved only to rescue a class predicted nowhere.
 SEED_RUNS = {
-    "class-balanced patches": ("bal", {"balance": True}),
+    "class-balanced patches (default)": ("bal", {"balance": True}),
     "class-balanced patches + rule margin >= 0.2": ("bal+m0.2", {"balance": True, "min_margin": 0.2}),
     "class-balanced patches + weight average (EMA 0.99)": ("bal+ema", {"balance": True, "weight_average": 0.99}),
     "class-balanced patches + threshold moving": ("bal+tm", {"balance": True, "threshold_moving": True}),
@@ -646,6 +650,26 @@ def _dataset(build_dataset, image, labels, folder: Path, **options) -> Path:
     return folder
 
 
+def _reusable(record: Mapping[str, Any], asked: Mapping[str, Any]) -> bool:
+    """Whether the cached training `record` is the one `asked` gives now."""
+    old = record.get("asked")
+    if old == asked:
+        return True
+    if old is None or "threshold_moving" in old["levers"]:
+        return False
+    # recorded before threshold moving became a rescue by default: trained with it off, which
+    # is also what the default (None) gives when no class vanished
+    legacy = dict(old, levers=dict(old["levers"], threshold_moving=False))
+    return legacy == asked or (asked["levers"]["threshold_moving"] is None
+                               and not record["metrics"].get("vanished_classes")
+                               and legacy == dict(asked, levers=dict(asked["levers"], threshold_moving=False)))
+
+
+def rescued(metrics: Mapping[str, Any]) -> bool:
+    """Whether a training's thresholds were moved to bring back a class it predicted nowhere."""
+    return bool((metrics.get("levers", {}).get("threshold_moving") or {}).get("rescued"))
+
+
 def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, epochs: int | None = None,
             seed: int | None = None, **levers) -> tuple[dict, bool]:
     """Train on `datasets` into `out` (``UNET_TRAINING``, `epochs` and `seed` if given, and `levers`)
@@ -655,9 +679,9 @@ def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, 
     out.parent.mkdir(parents=True, exist_ok=True)
     record = Path(f"{out}.bench.json")
     training = dict(UNET_TRAINING, **({"epochs": epochs} if epochs else {}), **({"seed": seed} if seed is not None else {}))
-    asked = {"datasets": [str(d) for d in datasets], "training": training, "levers": dict(levers),
-             "model_name": model_name}
-    if out.exists() and record.exists() and json.loads(record.read_text()).get("asked") == asked:
+    asked = {"datasets": [str(d) for d in datasets], "training": training,
+             "levers": {"threshold_moving": None, **levers}, "model_name": model_name}
+    if out.exists() and record.exists() and _reusable(json.loads(record.read_text()), asked):
         return json.loads(record.read_text())["metrics"], False
     result = train(list(datasets), out, overwrite=True, verbose=False, model_name=model_name, **training, **levers)
     record.write_text(json.dumps({"asked": asked, "metrics": result["metrics"]}, default=float))
@@ -830,9 +854,11 @@ def lever_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
             u, r = scores(cols[n]["own"], ref), scores(shipped[n], ref)
             drop = worst_recall_change(u, r)
             vanished = bool(cols[n]["own_metrics"].get("vanished_classes"))
+            saved = rescued(cols[n]["own_metrics"])
             result[label][n] = {"oa": u["oa"], "oa_rules": r["oa"], "worst_recall_change": drop,
-                                "vanished": vanished}
-            cells.append(f"{u['oa'] - r['oa']:+.3f} / {drop:+.3f}" + (" (vanished)" if vanished else ""))
+                                "vanished": vanished, "rescued": saved}
+            cells.append(f"{u['oa'] - r['oa']:+.3f} / {drop:+.3f}" + (" (vanished)" if vanished else "")
+                         + (" (rescued)" if saved else ""))
         mean = float(np.mean([result[label][n]["oa"] - result[label][n]["oa_rules"] for n in names]))
         rows.append(f"| {label} | " + " | ".join(cells) + f" | {mean:+.3f} |")
     header = ("| lever (trained on each scene's own rule masks) | " + " | ".join(names) + " | mean OA change |\n"
@@ -850,6 +876,7 @@ def seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str
         per = {n: [] for n in names}
         worst = {n: [] for n in names}
         failed = {n: 0 for n in names}
+        saved = {n: 0 for n in names}
         for seed in SEEDS:
             cols = unet_columns({n: data[n] for n in names}, work, dict(levers, seed=seed), f"seed{seed}-{key}",
                                 loso=False)
@@ -859,15 +886,18 @@ def seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str
                 per[n].append(u["oa"] - r["oa"])
                 worst[n].append(worst_recall_change(u, r))
                 failed[n] += bool(cols[n]["own_metrics"].get("vanished_classes"))
-        result[label] = {n: {"oa_change": per[n], "worst_recall_change": worst[n], "failed": failed[n]}
-                         for n in names}
+                saved[n] += rescued(cols[n]["own_metrics"])
+        result[label] = {n: {"oa_change": per[n], "worst_recall_change": worst[n], "failed": failed[n],
+                             "rescued": saved[n]} for n in names}
         cells = [" ".join(f"{v:+.3f}" for v in per[n]) + f" (mean {np.mean(per[n]):+.3f}"
-                 + (f", {failed[n]} failed" if failed[n] else "") + ")" for n in names]
+                 + (f", {failed[n]} failed" if failed[n] else "") + (f", {saved[n]} rescued" if saved[n] else "")
+                 + ")" for n in names]
         mean = float(np.mean([np.mean(per[n]) for n in names]))
         losses = sum(v < -MAX_RECALL_LOSS for n in names for v in worst[n])
-        rows.append(f"| {label} | " + " | ".join(cells) + f" | {mean:+.3f} | {sum(failed.values())} | {losses} |")
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {mean:+.3f} | {sum(failed.values())} "
+                    f"({sum(saved.values())}) | {losses} |")
     header = ("| lever (own rule masks), OA change per seed " + ", ".join(map(str, SEEDS)) + " | "
-              + " | ".join(names) + f" | mean | failed trainings | recall losses > {MAX_RECALL_LOSS:g} |\n|---|"
+              + " | ".join(names) + f" | mean | failed trainings (rescued) | recall losses > {MAX_RECALL_LOSS:g} |\n|---|"
               + "---|" * (len(names) + 3))
     return header + "\n" + "\n".join(rows), result
 
@@ -880,7 +910,7 @@ def threshold_loso_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[
     names = [n for n in unet if "loso" in unet[n]]
     cols = unet_columns({n: data[n] for n in names}, work, dict(levers, seed=0), f"seed0-{key}", loso=True)
     rows = []
-    for label, maps in (("chosen (no threshold moving)", {n: unet[n]["loso"] for n in names}),
+    for label, maps in (("chosen (default: thresholds moved only as a rescue)", {n: unet[n]["loso"] for n in names}),
                         ("+ threshold moving (pooled shares)", {n: cols[n]["loso"] for n in names})):
         cells = []
         for n in names:

@@ -100,11 +100,12 @@ def add_command(sub) -> None:
     g.add_argument("--weight-average", type=float, default=0.0, metavar="MOMENTUM",
                    help="validate, stop and export with an exponential moving average of the weights (Polyak "
                    "averaging), e.g. 0.99; 0 off (default %(default)s)")
-    g.add_argument("--threshold-moving", action="store_true",
+    g.add_argument("--threshold-moving", action=argparse.BooleanOptionalAction, default=None,
                    help="after training, move each class's decision threshold so the model predicts every class on "
                    "its share of the training labels: undoes the over-prediction class balancing teaches and brings "
                    "back a class predicted nowhere, at no inference cost. For a model of the scene it learned; with "
-                   "several datasets the shares are pooled (docs/unet.md)")
+                   "several datasets the shares are pooled (docs/unet.md). Default: only to rescue a training in "
+                   "which a class of the labels is predicted nowhere; --no-threshold-moving: never")
     g.add_argument("--self-training", type=int, default=0, metavar="ROUNDS",
                    help="rounds of relabelling the training patches with the network's confident classes, then "
                    "training on (default %(default)s)")

@@ -477,9 +477,9 @@ def move_thresholds(model, xs, ys, mean, std, class_ids, seed: int = 0, max_pixe
                     batch_size: int = 16) -> dict:
     """Add to `model`'s logits the bias that makes it predict each class on its training-label share.
 
-    The log-probabilities of (at most `max_pixels`, drawn with `seed`) labelled training pixels
-    give the bias (:func:`snap_pc_models.thresholds.class_share_bias`); it is added to the bias of
-    the layer ``logits``, so the exported model carries it.
+    The logits of (at most `max_pixels`, drawn with `seed`) labelled training pixels give the bias
+    (:func:`snap_pc_models.thresholds.class_share_bias`); it is added to the bias of the layer
+    ``logits``, so the exported model carries it.
 
     Returns
     -------
@@ -487,8 +487,13 @@ def move_thresholds(model, xs, ys, mean, std, class_ids, seed: int = 0, max_pixe
         ``{"bias", "label_share", "share_before", "share_after"}``, each class id (str) -> value;
         shares over the sampled pixels.
     """
+    import keras
+
     from .thresholds import class_share_bias
 
+    # logits, not log(probabilities): a vanished class's probabilities underflow any floor put
+    # under them, and a bias fitted above the floor then falls short of bringing it back
+    logit_model = keras.Model(model.inputs[0], model.get_layer("logits").output)
     ids = np.asarray(class_ids)
     lut = class_index(class_ids)
     labelled = sum(int((lut[np.asarray(y)] >= 0).sum()) for y in ys)
@@ -496,13 +501,13 @@ def move_thresholds(model, xs, ys, mean, std, class_ids, seed: int = 0, max_pixe
     rng = np.random.default_rng(seed)
     logs, labels = [], []
     for x_shard, y_shard in zip(xs, ys):
-        for i, p in predicted_batches(model, x_shard, mean, std, batch_size):
+        for i, z in predicted_batches(logit_model, x_shard, mean, std, batch_size):
             y = lut[np.asarray(y_shard[i:i + batch_size])]
             pick = (y >= 0) & (rng.random(y.shape) < keep)
-            logs.append(np.log(np.maximum(p[pick], 1e-7)))
+            logs.append(z[pick])
             labels.append(y[pick])
-    log_probs, labels = np.concatenate(logs), np.concatenate(labels)
-    bias = class_share_bias(log_probs, labels)
+    logits, labels = np.concatenate(logs), np.concatenate(labels)
+    bias = class_share_bias(logits, labels)
     layer = model.get_layer("logits")
     kernel, old = layer.get_weights()
     layer.set_weights([kernel, old + bias.astype(old.dtype)])
@@ -511,7 +516,7 @@ def move_thresholds(model, xs, ys, mean, std, class_ids, seed: int = 0, max_pixe
         return dict(zip(map(str, class_ids), map(float, np.bincount(v, minlength=len(ids)) / max(len(v), 1))))
 
     return {"bias": dict(zip(map(str, class_ids), map(float, bias))), "label_share": shares(labels),
-            "share_before": shares(np.argmax(log_probs, axis=1)), "share_after": shares(np.argmax(log_probs + bias, axis=1))}
+            "share_before": shares(np.argmax(logits, axis=1)), "share_after": shares(np.argmax(logits + bias, axis=1))}
 
 
 def thresholds_text(moved: dict) -> str:
@@ -547,7 +552,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
           augment: bool = True, model_name: str | None = None, overwrite: bool = False, verbose: bool = True,
           reference=None, reference_field: str | None = None, mapping: dict | None = None,
           loss: str = "ce", balance: bool = True, ignore_border: int = 0, self_training: int = 0,
-          confidence: float = 0.9, init=None, weight_average: float = 0.0, threshold_moving: bool = False,
+          confidence: float = 0.9, init=None, weight_average: float = 0.0, threshold_moving: bool | None = None,
           **config_overrides) -> dict:
     """Train on one or several dataset folders and export ``out`` (ONNX) with its report files.
 
@@ -582,13 +587,15 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         Momentum of an exponential moving average of the weights (Polyak
         averaging; 0: off), which validation, early stopping and the exported
         model use (:class:`_WeightAverage`).
-    threshold_moving : bool
-        After training, move each class's decision threshold (a bias on the last layer) so the
-        model predicts every class on its share of the training labels
+    threshold_moving : bool or None
+        True: after training, move each class's decision threshold (a bias on the last layer) so
+        the model predicts every class on its share of the training labels
         (:func:`snap_pc_models.thresholds.class_share_bias`, :func:`move_thresholds`): undoes the
         over-prediction class balancing teaches, and brings back a class predicted nowhere. Right
         for a model that maps the scene it learned; with several datasets the shares are pooled,
-        which a new scene need not have (docs/unet.md measures both).
+        which a new scene need not have (docs/unet.md measures both). None (the default): only as
+        a rescue, when a class of the training labels is predicted nowhere (a failed training
+        otherwise); a model that lost no class is left as trained. False: never.
     self_training : int
         Rounds of relabelling the training patches with the network's confident classes
         (:func:`relabel_confident`, at least `confidence`) and training on.
@@ -703,10 +710,30 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     except Exception:
         ckpt_tmp.unlink(missing_ok=True)
         raise
-    thresholds = move_thresholds(model, *data["train"], mean, std, class_ids, seed) if threshold_moving else None
+    seconds = time.perf_counter() - started
+
+    def scored():
+        res = {split: evaluate_split(model, *data[split], mean, std, class_ids) for split in ("val", "test")}
+        # every patch (training ones too): a class the model predicts nowhere has vanished
+        seen = evaluate_split(model, *data["train"], mean, std, class_ids).matrix.sum(axis=0)
+        seen = seen + sum(r.matrix.sum(axis=0) for r in res.values())
+        return res, seen, vanished_classes(class_ids, info["splits"]["train"]["class_pixels"], seen)
+
+    thresholds = None
+    if threshold_moving:
+        thresholds = dict(move_thresholds(model, *data["train"], mean, std, class_ids, seed), rescued=[])
+    results, seen, vanished = scored()
+    if threshold_moving is None and vanished:
+        # the rescue: without it this is a failed training, and moving the thresholds is the one
+        # lever that brought every vanished class back on the real scenes (docs/unet.md)
+        if verbose:
+            print(f"{failure_text(vanished).removeprefix('training failed: ')}: moving the decision thresholds "
+                  "to bring it back (--no-threshold-moving keeps the model as trained)", flush=True)
+        thresholds = dict(move_thresholds(model, *data["train"], mean, std, class_ids, seed),
+                          rescued=[v["class_id"] for v in vanished])
+        results, seen, vanished = scored()
     if thresholds and verbose:
         print(thresholds_text(thresholds), flush=True)
-    seconds = time.perf_counter() - started
     # the model kept is the best epoch of the last fit (self-training rounds fit on after the first)
     last_fit = rounds[-1]["first_epoch"] - 1 if rounds else 0
     best_epoch = last_fit + int(np.argmin(history["val_loss"][last_fit:])) + 1
@@ -721,17 +748,10 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
                           "init": str(init) if init is not None else None, "weight_average": weight_average,
                           "threshold_moving": thresholds},
                "datasets": [str(f) for f in folders]}
-    results = {}
     for split in ("val", "test"):
-        results[split] = evaluate_split(model, *data[split], mean, std, class_ids)
         entry = dict(results[split].metrics)
         entry["baseline_majority"] = _majority_baseline(info["splits"]["train"]["class_pixels"], results[split])
         metrics[split] = entry
-    # every patch (training ones too): a class the model predicts nowhere has vanished
-    seen = evaluate_split(model, *data["train"], mean, std, class_ids).matrix.sum(axis=0)
-    for split in ("val", "test"):
-        seen = seen + results[split].matrix.sum(axis=0)
-    vanished = vanished_classes(class_ids, info["splits"]["train"]["class_pixels"], seen)
     metrics["predicted_pixels"] = dict(zip(map(str, class_ids), map(int, seen)))
     metrics["vanished_classes"] = vanished
     metrics["status"] = "failed" if vanished else "ok"
@@ -894,8 +914,11 @@ def _lever_text(levers: dict) -> str:
         parts.append(f"{len(levers['self_training'])} self-training round(s) at confidence {levers['confidence']}")
     if levers.get("weight_average"):
         parts.append(f"weights averaged (exponential moving average, momentum {levers['weight_average']:g})")
-    if levers.get("threshold_moving"):
-        parts.append("decision thresholds moved to the training labels' class shares")
+    moved = levers.get("threshold_moving")
+    if moved:
+        parts.append("decision thresholds moved to the training labels' class shares"
+                     + (f" to bring back class(es) {', '.join(map(str, moved['rescued']))}, predicted nowhere as trained"
+                        if moved.get("rescued") else ""))
     if levers.get("init"):
         parts.append(f"fine-tuned from `{Path(levers['init']).name}`")
     return ", ".join(parts)

@@ -283,7 +283,7 @@ def test_threshold_moving_is_in_the_exported_model(scenes, tmp_path, caplog):
     result = train(scenes / "ds3", tmp_path / "tm.onnx", config="small", epochs=1, seed=0, verbose=False,
                    base_filters=4, threshold_moving=True)
     moved = result["metrics"]["levers"]["threshold_moving"]
-    assert set(moved) == {"bias", "label_share", "share_before", "share_after"}
+    assert set(moved) == {"bias", "label_share", "share_before", "share_after", "rescued"} and moved["rescued"] == []
 
     def gap(share):
         return sum(abs(share[c] - moved["label_share"][c]) for c in share)
@@ -316,5 +316,45 @@ def test_threshold_moving_is_in_the_exported_model(scenes, tmp_path, caplog):
               verbose=False, base_filters=2, threshold_moving=True)
     assert "pooled class shares" in caplog.text
     parser = _build_parser()
-    assert parser.parse_args(["train", "ds", "--out", "m.onnx"]).threshold_moving is False
+    # default: the rescue only (None); asked: always; --no-threshold-moving: never
+    assert parser.parse_args(["train", "ds", "--out", "m.onnx"]).threshold_moving is None
     assert parser.parse_args(["train", "ds", "--out", "m.onnx", "--threshold-moving"]).threshold_moving is True
+    assert parser.parse_args(["train", "ds", "--out", "m.onnx", "--no-threshold-moving"]).threshold_moving is False
+
+
+def _network_that_never_predicts(monkeypatch, class_index: int):
+    """Make train() build networks whose logits bias rules one class out (-20 on its logit): a
+    training at a negligible learning rate then ends with that class predicted nowhere."""
+    import snap_pc_models.train as train_mod
+
+    build = train_mod.build_attention_unet
+
+    def biased(*args, **kwargs):
+        model = build(*args, **kwargs)
+        layer = model.get_layer("logits")
+        kernel, bias = layer.get_weights()
+        bias[class_index] = -20.0
+        layer.set_weights([kernel, bias])
+        return model
+
+    monkeypatch.setattr(train_mod, "build_attention_unet", biased)
+
+
+def test_a_vanished_class_is_rescued_by_default_and_reported_when_not(scenes, tmp_path, monkeypatch, capsys):
+    """The default moves the thresholds only when a class of the labels vanished; then the class
+    is predicted again and the training does not fail. --no-threshold-moving leaves the failure."""
+    _network_that_never_predicts(monkeypatch, 0)
+    common = dict(config="small", epochs=1, seed=0, base_filters=2, learning_rate=1e-12)
+    kept = train(scenes / "ds3", tmp_path / "off.onnx", verbose=False, threshold_moving=False, **common)["metrics"]
+    first = kept["vanished_classes"]
+    # the class of output 0 (the first of predicted_pixels) is ruled out; an untrained 2-filter network may lose more
+    assert kept["status"] == "failed" and int(next(iter(kept["predicted_pixels"]))) in [v["class_id"] for v in first]
+    assert kept["levers"]["threshold_moving"] is None
+    rescued = train(scenes / "ds3", tmp_path / "auto.onnx", verbose=True, **common)["metrics"]
+    out = capsys.readouterr().out
+    moved = rescued["levers"]["threshold_moving"]
+    assert moved["rescued"] == [v["class_id"] for v in first]
+    assert rescued["status"] == "ok" and rescued["vanished_classes"] == []
+    assert all(rescued["predicted_pixels"][str(v["class_id"])] > 0 for v in first)
+    assert "moving the decision thresholds to bring it back" in out and "thresholds moved" in out
+    assert "to bring back class(es)" in (tmp_path / "auto.card.md").read_text()

@@ -102,7 +102,10 @@ def test_seed_table_trains_every_lever_with_every_seed_and_averages(monkeypatch,
         seed = levers["seed"]
         right = 4 if seed == 0 else 2  # seed 0 all right (+0.25), others half right (-0.25)
         pred = np.where(np.arange(4) < right, ref, 4)
-        return {n: {"own": pred, "own_metrics": {"vanished_classes": [{"id": 4}] if seed == 2 else []}} for n in d}
+        # seed 2 loses a class; seed 1 lost one too, but the rescue brought it back
+        moved = {"rescued": [4]} if seed == 1 else None
+        return {n: {"own": pred, "own_metrics": {"vanished_classes": [{"id": 4}] if seed == 2 else [],
+                                                 "levers": {"threshold_moving": moved}}} for n in d}
 
     monkeypatch.setattr(bench, "unet_columns", columns)
     monkeypatch.setattr(bench, "SEEDS", (0, 1, 2))
@@ -112,9 +115,28 @@ def test_seed_table_trains_every_lever_with_every_seed_and_averages(monkeypatch,
     assert all(c[1] == {"balance": True, "min_margin": 0.2, "seed": i} and c[2] is False for i, c in enumerate(calls))
     # seeds 1 and 2 lose all of class 3 (recall 0 against the rules' 0.5) in both scenes
     assert result["x"]["a"] == {"oa_change": [0.25, -0.25, -0.25], "worst_recall_change": [0.0, -0.5, -0.5],
-                                "failed": 1}
-    assert "+0.250 -0.250 -0.250 (mean -0.083, 1 failed)" in md and md.rstrip().endswith("| -0.083 | 2 | 4 |")
-    assert "recall losses > 0.05" in md.splitlines()[0]
+                                "failed": 1, "rescued": 1}
+    assert "+0.250 -0.250 -0.250 (mean -0.083, 1 failed, 1 rescued)" in md
+    assert md.rstrip().endswith("| -0.083 | 2 (2) | 4 |")
+    assert "recall losses > 0.05" in md.splitlines()[0] and "failed trainings (rescued)" in md.splitlines()[0]
+
+
+def test_a_cached_training_is_reused_only_when_it_is_what_is_asked(tmp_path):
+    """Records from before the rescue default (no threshold_moving) were trained with it off: they
+    stand for an explicit off, and for the default unless a class vanished (the rescue would fire)."""
+    def asked(tm, **more):
+        return {"datasets": ["d"], "training": {"seed": 0}, "levers": {"threshold_moving": tm, "balance": True, **more},
+                "model_name": None}
+
+    legacy = {"asked": dict(asked(False), levers={"balance": True}), "metrics": {"vanished_classes": []}}
+    assert bench._reusable(legacy, asked(False)) and bench._reusable(legacy, asked(None))
+    assert not bench._reusable(legacy, asked(True)) and not bench._reusable(legacy, asked(None, loss="gce"))
+    failed = dict(legacy, metrics={"vanished_classes": [{"class_id": 2}]})
+    assert bench._reusable(failed, asked(False)) and not bench._reusable(failed, asked(None))
+    new = {"asked": asked(None), "metrics": {"vanished_classes": []}}
+    assert bench._reusable(new, asked(None)) and not bench._reusable(new, asked(False))
+    assert bench.rescued({"levers": {"threshold_moving": {"rescued": [2]}}})
+    assert not bench.rescued({"levers": {"threshold_moving": {"rescued": []}}}) and not bench.rescued({})
 
 
 
@@ -134,7 +156,7 @@ def test_threshold_moving_is_also_scored_on_scenes_left_out(monkeypatch, tmp_pat
     key, levers = bench.SEED_RUNS[bench.TM_LOSO]
     assert levers["threshold_moving"] and calls == [(f"seed0-{key}", dict(levers, seed=0), True)]
     rows = md.splitlines()
-    assert rows[2] == "| chosen (no threshold moving) | +0.250 / +0.000 | +0.250 / +0.000 |"
+    assert rows[2] == "| chosen (default: thresholds moved only as a rescue) | +0.250 / +0.000 | +0.250 / +0.000 |"
     assert rows[3] == "| + threshold moving (pooled shares) | -0.250 / -0.500 | -0.250 / -0.500 |"
 
 # --- the default graph on real scenes ------------------------------------------------------------------
