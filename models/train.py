@@ -728,7 +728,8 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         # lever that brought every vanished class back on the real scenes (docs/unet.md)
         if verbose:
             print(f"{failure_text(vanished).removeprefix('training failed: ')}: moving the decision thresholds "
-                  "to bring it back (--no-threshold-moving keeps the model as trained)", flush=True)
+                  f"to bring {'them' if len(vanished) > 1 else 'it'} back (--no-threshold-moving keeps the model as "
+                  "trained)", flush=True)
         thresholds = dict(move_thresholds(model, *data["train"], mean, std, class_ids, seed),
                           rescued=[v["class_id"] for v in vanished])
         results, seen, vanished = scored()
