@@ -71,18 +71,23 @@ def band_scales(samples: Mapping[str, np.ndarray] | list[Mapping[str, np.ndarray
 
 
 def _condition_score(c: Condition, a: np.ndarray, scale: float) -> np.ndarray:
-    # float32 throughout: a margin needs no more, and half the memory traffic of float64
-    a = np.asarray(a, dtype=np.float32)
+    # float32 bands (every product's) stay float32: a margin needs no more, and half the memory
+    # traffic of float64. Float64 bands are classified in float64, so their distances are taken
+    # in float64 too (rounded to float32 once, at the end): a value within a float32 step of a
+    # threshold would otherwise get a margin larger than its real distance.
+    a = np.asarray(a)
+    dt = np.float64 if a.dtype == np.float64 else np.float32
+    a = a.astype(dt, copy=False)
     r = None
     for side, bound in c.bounds():
-        t = np.float32(bound.value)
+        t = dt(bound.value)
         d = (a - t) if side == "min" else (t - a)
-        d *= np.float32(1.0 / scale)
+        d *= dt(1.0 / scale)
         r = d if r is None else np.minimum(r, d, out=r)
     if r is None:
         return np.full(a.shape, np.inf, np.float32)
     r[np.isnan(r)] = -np.inf  # NaN value or NaN threshold: the condition never holds
-    return r
+    return r.astype(np.float32, copy=False)
 
 
 def _all_of(conditions, bands, scales, shape) -> np.ndarray:

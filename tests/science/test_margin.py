@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from snap_operators.science.adaptive import resolve_rules, scene_sample
@@ -90,6 +90,9 @@ def test_margin_needs_a_scale_per_band():
 @pytest.mark.parametrize("name", PRESETS)
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
+# a float64 BI2 8e-8 under water's float32 threshold: its margin was once taken in float32, larger
+# than the real distance, and a move within it changed the class
+@example(seed=1149999252)
 def test_moving_a_pixel_by_less_than_its_margin_keeps_its_class(name, seed):
     """The defining property, on every preset: each band moved by up to 0.95 of the margin (in its
     scale), in random directions, classifies the same; moved by 1.05 of the margin toward the
