@@ -720,13 +720,12 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         return res, seen, vanished_classes(class_ids, info["splits"]["train"]["class_pixels"], seen)
 
     thresholds = None
-    if threshold_moving:
-        thresholds = dict(move_thresholds(model, *data["train"], mean, std, class_ids, seed), rescued=[])
-    results, seen, vanished = scored()
-    if threshold_moving is None and vanished:
-        # the rescue: without it this is a failed training, and moving the thresholds is the one
-        # lever that brought every vanished class back on the real scenes (docs/unet.md)
-        if verbose:
+    # scored as trained, unless the thresholds move anyway; by default they move only to rescue a vanished class
+    results, seen, vanished = scored() if not threshold_moving else (None, None, [])
+    if threshold_moving or (threshold_moving is None and vanished):
+        if vanished and verbose:
+            # the rescue: without it this is a failed training, and moving the thresholds is the one
+            # lever that brought every vanished class back on the real scenes (docs/unet.md)
             print(f"{failure_text(vanished).removeprefix('training failed: ')}: moving the decision thresholds "
                   f"to bring {'them' if len(vanished) > 1 else 'it'} back (--no-threshold-moving keeps the model as "
                   "trained)", flush=True)
