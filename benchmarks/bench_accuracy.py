@@ -30,7 +30,8 @@ scenes that may not be redistributed, see ``LOCAL_SCENES``):
    on all of them and copies it into ``snap_operators/io/pretrained``;
    ``--finetune`` measures ``--init`` against training from scratch;
    ``--unet-levers`` measures each of ``LEVERS`` alone; ``--unet-seeds`` trains the
-   ``SEED_RUNS`` levers with each of ``SEEDS``.
+   ``SEED_RUNS`` levers with each of ``SEEDS``, and (with ``--unet``) the
+   leave-one-scene-out models with and without the atmospheric augmentation.
 
 Reference codes (``R_*``): 1 water, 2 bare soil, 3 trees/woody vegetation,
 4 built-up (buildings, pavement, urban fabric), 6 grass/herbaceous, 7
@@ -44,6 +45,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import hashlib
 import itertools
 import json
 import math
@@ -67,6 +69,7 @@ DOC = ROOT / "docs" / "accuracy.md"
 RESULTS = HERE / "results" / "accuracy.json"
 UNET_RESULTS = HERE / "results" / "unet_levers.json"
 SEED_RESULTS = HERE / "results" / "unet_seeds.json"
+ATMOSPHERE_RESULTS = HERE / "results" / "unet_atmospheres.json"
 UNET_DOC = ROOT / "docs" / "unet.md"
 S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s2.xml"
 S1S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s1s2.xml"
@@ -569,6 +572,8 @@ LEVERS = {  # each alone: balancing (the default of `snap-pc train` since it was
         "self-training (2 rounds, p >= 0.9)": {"self_training": 2, "balance": False},
         "confident pixels (rule margin >= 0.2)": {"min_margin": 0.2, "balance": False},
         "class-balanced patches + rule margin >= 0.2": {"min_margin": 0.2, "balance": True},
+        # the multi-scene default (MULTI_SCENE_ATMOSPHERE), here on a model of the scene it learns
+        "class-balanced patches + other atmospheres (+/-0.08)": {"atmosphere": 0.08, "balance": True},
     }.items()
 }
 #: Levers trained with every seed of ``SEEDS`` (``--unet-seeds``): how much of a lever's effect is
@@ -653,6 +658,9 @@ def _dataset(build_dataset, image, labels, folder: Path, **options) -> Path:
 def _reusable(record: Mapping[str, Any], asked: Mapping[str, Any]) -> bool:
     """Whether the cached training `record` is the one `asked` gives now."""
     old = record.get("asked")
+    if old is not None and "atmosphere" not in old["levers"]:
+        # recorded before the atmospheric augmentation: trained without it
+        old = dict(old, levers=dict(old["levers"], atmosphere=0.0))
     if old == asked:
         return True
     if old is None or "threshold_moving" in old["levers"]:
@@ -674,13 +682,17 @@ def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, 
             seed: int | None = None, **levers) -> tuple[dict, bool]:
     """Train on `datasets` into `out` (``UNET_TRAINING``, `epochs` and `seed` if given, and `levers`)
     unless an earlier run did exactly that: ``(training metrics, whether it trained now)``."""
-    from snap_pc_models.train import train
+    from snap_pc_models.train import MULTI_SCENE_ATMOSPHERE, train
 
     out.parent.mkdir(parents=True, exist_ok=True)
     record = Path(f"{out}.bench.json")
     training = dict(UNET_TRAINING, **({"epochs": epochs} if epochs else {}), **({"seed": seed} if seed is not None else {}))
+    if levers.get("atmosphere") is None:  # train()'s default, made explicit in the record
+        levers["atmosphere"] = MULTI_SCENE_ATMOSPHERE if len(datasets) > 1 else 0.0
     asked = {"datasets": [str(d) for d in datasets], "training": training,
              "levers": {"threshold_moving": None, **levers}, "model_name": model_name}
+    if levers.get("init"):  # a model retrained under the same path is another start
+        asked["init_sha256"] = hashlib.sha256(Path(levers["init"]).read_bytes()).hexdigest()
     if out.exists() and record.exists() and _reusable(json.loads(record.read_text()), asked):
         return json.loads(record.read_text())["metrics"], False
     result = train(list(datasets), out, overwrite=True, verbose=False, model_name=model_name, **training, **levers)
@@ -689,13 +701,14 @@ def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, 
 
 
 def class_map(model: Path, image_dataset: Path, classes: Path) -> np.ndarray:
-    """The class map `model` makes of the image of `image_dataset`, kept in `classes` (reused if there)."""
+    """The class map `model` makes of the image of `image_dataset`, kept in `classes` (reused if
+    there and newer than `model`: a model retrained under the same name maps again)."""
     import rasterio
 
     from snap_pc_models.dataset import load_dataset_info
     from snap_pc_models.evaluate import predict_scene
 
-    if not classes.exists():
+    if not classes.exists() or classes.stat().st_mtime < Path(model).stat().st_mtime:
         predict_scene(model, load_dataset_info(image_dataset), classes, overwrite=True)
     with rasterio.open(classes) as ds:
         return ds.read(1)
@@ -767,6 +780,28 @@ def train_shipped(data, work: Path) -> Path:
         largest = max(folders, key=lambda f: json.loads((Path(f) / "dataset.json").read_text())["splits"]["train"]["patches"])
         quantize_model(out, largest, int8, overwrite=True)
     return out
+
+
+def shipped_seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> str:
+    """The shipped model's training with each of ``SEEDS`` (the shipped one is ``UNET_TRAINING``'s
+    seed): OA and its change against the rules' map on every scene, all of them in its training."""
+    scenes = [s for s, _ in data.values()]
+    sets = unet_datasets(scenes, work)
+    folders = multi_scene_sets(sets, scenes, work)
+    names = [n for n, (s, _) in data.items() if s.kind != "patch"]
+    rows = []
+    for seed in SEEDS:
+        folder = "shipped" if seed == UNET_TRAINING["seed"] else f"shipped-s{seed}"
+        out = work / "unet" / folder / f"{shipped_name()}.onnx"
+        trained(folders, out, model_name=shipped_name(), seed=seed, **CHOSEN)
+        cells = []
+        for n in names:
+            scene, arrays = data[n]
+            own = sets[_image_key(scene, work)]
+            u = scores(class_map(out, own, out.parent / f"{own.parent.name}.classes.tif"), arrays["reference"])
+            cells.append(f"{_f(u['oa'])} ({u['oa'] - scores(shipped[n], arrays['reference'])['oa']:+.3f})")
+        rows.append(f"| {seed}{' (shipped)' if folder == 'shipped' else ''} | " + " | ".join(cells) + " |")
+    return ("| seed | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n" + "\n".join(rows))
 
 
 def ship(model: Path, data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> None:
@@ -902,6 +937,44 @@ def seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str
     return header + "\n" + "\n".join(rows), result
 
 
+def atmosphere_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
+    """The leave-one-scene-out model (``CHOSEN``) trained without and with the atmospheric
+    augmentation (``snap-pc train``'s multi-scene default), with each of ``SEEDS``: per scene the OA
+    change and the worst class recall change against the rules' map per seed; per row the mean, the
+    models under the rules' OA and those where a class loses more than ``MAX_RECALL_LOSS`` recall."""
+    from snap_pc_models.train import MULTI_SCENE_ATMOSPHERE
+
+    scenes = [s for s, _ in data.values()]
+    names = [n for n, (s, _) in data.items() if s.kind != "patch" and s.fitted_on]
+    sets = unet_datasets(scenes, work)
+    rows, result = [], {}
+    for amplitude in (0.0, MULTI_SCENE_ATMOSPHERE):
+        label = (f"other atmospheres, path reflectance up to +/-{amplitude:g} (default)" if amplitude
+                 else "one atmosphere (--atmosphere 0)")
+        per = {n: {"oa_change": [], "worst_recall_change": []} for n in names}
+        for seed in SEEDS:
+            for n in names:
+                key = _image_key(data[n][0], work)
+                out = work / "unet" / f"atm{amplitude:g}-s{seed}" / f"without-{sets[key].parent.name}.onnx"
+                pred, _ = unet_map(multi_scene_sets(sets, scenes, work, without=key), sets[key], out, seed=seed,
+                                   atmosphere=amplitude, **CHOSEN)
+                ref = data[n][1]["reference"]
+                u, r = scores(pred, ref), scores(shipped[n], ref)
+                per[n]["oa_change"].append(u["oa"] - r["oa"])
+                per[n]["worst_recall_change"].append(worst_recall_change(u, r))
+        result[label] = per
+        changes = [v for n in names for v in per[n]["oa_change"]]
+        losses = sum(v < -MAX_RECALL_LOSS for n in names for v in per[n]["worst_recall_change"])
+        cells = [" ".join(f"{v:+.3f}" for v in per[n]["oa_change"]) + " (worst recall "
+                 + " ".join(f"{v:+.3f}" for v in per[n]["worst_recall_change"]) + ")" for n in names]
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {np.mean(changes):+.3f} | "
+                    f"{sum(v < 0 for v in changes)} | {losses} |")
+    header = (f"| leave-one-scene-out model, OA change per seed {', '.join(map(str, SEEDS))} | " + " | ".join(names)
+              + f" | mean | under the rules' OA | recall losses > {MAX_RECALL_LOSS:g} |\n|---|"
+              + "---|" * (len(names) + 3))
+    return header + "\n" + "\n".join(rows), result
+
+
 def threshold_loso_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> str:
     """``TM_LOSO``'s seed-0 levers trained on every other scene (leave-one-scene-out), against the
     chosen training's leave-one-scene-out model (`unet`): OA and worst recall change against the
@@ -1033,6 +1106,9 @@ def main(argv=None) -> int:
         if not args.unet or args.no_loso:
             raise SystemExit("--ship needs --unet with leave-one-scene-out (its model card reports both)")
         ship(train_shipped(data, args.work), data, shipped, unet, args.work)
+    shipped_seeds_md = shipped_seed_table(data, shipped, args.work) if args.ship and args.unet_seeds else None
+    if shipped_seeds_md:
+        print("\n## Shipped model, seeds\n" + shipped_seeds_md, flush=True)
     finetune_md = finetune_table(data, shipped, unet, args.work) if args.finetune and unet else None
     if finetune_md:
         print("\n## U-Net fine-tuning\n" + finetune_md, flush=True)
@@ -1052,6 +1128,13 @@ def main(argv=None) -> int:
                                             "levers": seeds_result}, indent=2))
     tm_loso_md = threshold_loso_table(data, shipped, unet, args.work) if args.unet_seeds and unet and not args.no_loso \
         else None
+    atmosphere_md = None
+    if args.unet_seeds and unet and not args.no_loso:
+        atmosphere_md, atmosphere_result = atmosphere_table(data, shipped, args.work)
+        print("\n## U-Net atmospheres, leave-one-scene-out\n" + atmosphere_md, flush=True)
+        ATMOSPHERE_RESULTS.parent.mkdir(exist_ok=True)
+        ATMOSPHERE_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "seeds": list(SEEDS),
+                                                  "atmospheres": atmosphere_result}, indent=2))
     if tm_loso_md:
         print("\n## U-Net threshold moving, leave-one-scene-out\n" + tm_loso_md, flush=True)
 
@@ -1126,7 +1209,7 @@ def main(argv=None) -> int:
         for key, body in blocks.items():
             text = replace_block(text, key, body)
         DOC.write_text(text)
-        if levers_md or unet or finetune_md or seeds_md or tm_loso_md:
+        if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
@@ -1134,6 +1217,10 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-seeds", seeds_md)
             if tm_loso_md:
                 text = replace_block(text, "unet-tm-loso", tm_loso_md)
+            if atmosphere_md:
+                text = replace_block(text, "unet-atmosphere", atmosphere_md)
+            if shipped_seeds_md:
+                text = replace_block(text, "unet-shipped-seeds", shipped_seeds_md)
             if unet:
                 text = replace_block(text, "unet-scenes", unet_summary(data, shipped, unet))
             if finetune_md:

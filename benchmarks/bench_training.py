@@ -5,12 +5,16 @@ on batches of the configuration's patch size and batch size, with the loss and
 data path ``snap-pc train`` uses, after warm-up steps that build and compile the
 step function. Speed does not depend on the values, so the patches are random
 normalized bands (10 channels: the default S2 bands and indices); labels are
-random classes with 20 % unlabelled pixels. Results also go to
+random classes with 20 % unlabelled pixels. ``--atmospheres`` also times the
+data path that feeds those steps (``snap-pc train``'s batches: normalization,
+flips and turns, and the atmospheric augmentation of a multi-scene training) on
+the shipped model's nine channels, per batch. Results also go to
 benchmarks/results/training.json.
 
 Usage::
 
     python benchmarks/bench_training.py [--steps 20] [--configs small,default] [--device cpu|gpu] [--losses ce,sce]
+                                        [--atmospheres 0,0.08]
 """
 
 from __future__ import annotations
@@ -55,12 +59,41 @@ def bench(config: str, steps: int, n_bands: int = 10, n_classes: int = 5, warmup
             "mpx_per_second": steps * cfg.batch_size * cfg.patch_size**2 / seconds / 1e6}
 
 
+#: Channels of the data-path timing: the shipped model's bands and indices.
+CHANNELS = ("B2", "B3", "B4", "B8", "B11", "NDVI", "MNDWI", "NDBI", "BSI")
+
+
+def bench_batches(config: str, atmosphere: float, batches: int = 50) -> dict:
+    """Seconds per training batch of the data path (``snap-pc train``'s batches) with `atmosphere`."""
+    from snap_pc_models.attention_unet import get_config
+    from snap_pc_models.train import _Batches
+
+    cfg = get_config(config)
+    rng = np.random.default_rng(0)
+    n = cfg.batch_size * batches
+    x = rng.uniform(0.01, 0.4, (n, cfg.patch_size, cfg.patch_size, len(CHANNELS))).astype("float32")
+    y = rng.integers(1, 6, (n, cfg.patch_size, cfg.patch_size)).astype("uint8")
+    lut = np.full(256, -1, np.int32)
+    lut[1:6] = np.arange(5)
+    data = _Batches([x], [y], np.zeros(len(CHANNELS), "float32"), np.ones(len(CHANNELS), "float32"), lut,
+                    cfg.batch_size, True, True, 0, None, 0, 1, list(CHANNELS), atmosphere)
+    data[0]
+    t0 = time.perf_counter()
+    for k in range(len(data)):
+        data[k]
+    seconds = (time.perf_counter() - t0) / len(data)
+    return {"config": config, "atmosphere": atmosphere, "batch_size": cfg.batch_size, "patch_size": cfg.patch_size,
+            "seconds_per_batch": seconds}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--configs", default="small,default")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     ap.add_argument("--losses", default="ce", help="comma-separated losses of snap-pc train --loss to time")
+    ap.add_argument("--atmospheres", default="", help="comma-separated snap-pc train --atmosphere values whose data "
+                    "path to time per batch (e.g. 0,0.08)")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.device == "cpu":
@@ -78,11 +111,19 @@ def main() -> None:
     for r in rows:
         print(f"| {r['config']} | {r['loss']} | {r['parameters']:,} | {r['patch_size']} | {r['batch_size']} | "
               f"{r['patches_per_second']:.1f} | {r['mpx_per_second']:.2f} |")
+    paths = [bench_batches(name, float(a)) for name in args.configs.split(",") for a in args.atmospheres.split(",")
+             if a]
+    if paths:
+        step = {r["config"]: r["batch_size"] / r["patches_per_second"] for r in rows}
+        print("\n| configuration | --atmosphere | data path ms/batch | share of a training step |\n|---|---:|---:|---:|")
+        for r in paths:
+            print(f"| {r['config']} | {r['atmosphere']:g} | {1e3 * r['seconds_per_batch']:.2f} | "
+                  f"{r['seconds_per_batch'] / step[r['config']]:.1%} |")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"training_{args.device}.json").write_text(json.dumps(
-        {"date": dt.date.today().isoformat(), "machine": platform.platform(), "device": device, "results": rows},
-        indent=2))
+        {"date": dt.date.today().isoformat(), "machine": platform.platform(), "device": device, "results": rows,
+         "data_path": paths}, indent=2))
 
 
 if __name__ == "__main__":

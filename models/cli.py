@@ -10,7 +10,7 @@ from pathlib import Path
 from snap_operators.io.onnx_model import PRETRAINED_DIR, PRETRAINED_FILES
 
 from .dataset import DEFAULT_INDICES, DEFAULT_MIN_MARGIN, build_dataset
-from .train import LOSSES
+from .train import LOSSES, MULTI_SCENE_ATMOSPHERE
 
 _LABELS_HELP = ("label masks: LabelMaskExport's vector file (attribute class_id), any polygon/point file with a "
                 "class attribute (--field), or a class raster; codes 1-5 are classes, 0 and 255 unlabelled")
@@ -106,6 +106,12 @@ def add_command(sub) -> None:
                    "back a class predicted nowhere, at no inference cost. For a model of the scene it learned; with "
                    "several datasets the shares are pooled (docs/unet.md). Default: only to rescue a training in "
                    "which a class of the labels is predicted nowhere; --no-threshold-moving: never")
+    g.add_argument("--atmosphere", type=float, default=None, metavar="REFLECTANCE",
+                   help="add to or take from each training patch a random path reflectance up to this at B2 (falling "
+                   "with wavelength) and recompute its indices: the scenes seen through other atmospheres, so the "
+                   "model holds on top-of-atmosphere (L1C) and surface-reflectance (L2A) scenes alike. Default: "
+                   f"{MULTI_SCENE_ATMOSPHERE:g} with several datasets (a model for other scenes), 0 with one (a "
+                   "model of the scene it learns); 0 off")
     g.add_argument("--self-training", type=int, default=0, metavar="ROUNDS",
                    help="rounds of relabelling the training patches with the network's confident classes, then "
                    "training on (default %(default)s)")
@@ -195,7 +201,8 @@ def _cmd_train(args) -> int:
                    reference=args.reference, reference_field=args.reference_field, mapping=mapping,
                    loss=args.loss, balance=args.balance, ignore_border=args.ignore_border,
                    weight_average=args.weight_average, threshold_moving=args.threshold_moving,
-                   self_training=args.self_training, confidence=args.confidence, init=args.init)
+                   self_training=args.self_training, confidence=args.confidence, init=args.init,
+                   atmosphere=args.atmosphere)
     m = result["metrics"]
     for split in ("val", "test"):
         s, b = m[split], m[split]["baseline_majority"]

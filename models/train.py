@@ -43,6 +43,7 @@ from snap_operators.core.staging import staged_path
 from snap_operators.io.onnx_model import ModelMetadata
 
 from .attention_unet import build_attention_unet, get_config, receptive_field_radius
+from .augment import AugmentError, atmospheric_offset, check_channels, random_atmospheres
 from .dataset import SPLITS, load_dataset_info, open_split
 from .export import DEFAULT_OPSET, effective_halo, export_onnx
 
@@ -97,6 +98,10 @@ GCE_Q = 0.7
 SCE_BETA, SCE_LOG_ZERO = 1.0, -4.0
 #: Hard bootstrapping (Reed et al., 2015): weight kept on the given label.
 BOOTSTRAP_BETA = 0.8
+#: Largest path reflectance (at B2) of the atmospheric augmentation when several datasets train one
+#: model (``atmosphere=None``): on the scenes left out it brought Buffalo's surface-reflectance pond
+#: back (water recall 0.22 -> 0.97) where 0.04 did not (docs/unet.md).
+MULTI_SCENE_ATMOSPHERE = 0.08
 #: Labelled training pixels threshold moving draws at most (memory: 4 bytes x classes each).
 MAX_THRESHOLD_PIXELS = 500_000
 
@@ -201,12 +206,13 @@ class _Batches:
         # Subclass keras.utils.PyDataset lazily: keras is imported only when training.
         class PatchBatches(keras.utils.PyDataset):
             def __init__(self, xs, ys, mean, std, lut, batch_size, shuffle, augment, seed, weights=None, border=0,
-                         min_batches=1):
+                         min_batches=1, channels=None, atmosphere=0.0):
                 super().__init__(workers=1, use_multiprocessing=False)
                 self.xs, self.ys = xs, ys
                 self.mean, self.std, self.lut = mean, std, lut
                 self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
                 self.weights, self.border = weights, border
+                self.channels, self.atmosphere = channels, atmosphere
                 self.index = np.array([(s, i) for s, x in enumerate(xs) for i in range(len(x))], dtype=np.int64)
                 self.n_batches = max(1, min_batches, -(-len(self.index) // batch_size))
                 self.rng = np.random.default_rng(seed)
@@ -220,11 +226,16 @@ class _Batches:
                 sel = self.index[self.order[k * self.batch_size:(k + 1) * self.batch_size]]
                 x = np.stack([self.xs[s][i] for s, i in sel]).astype("float32")
                 y = np.stack([self.ys[s][i] for s, i in sel])
+                # Deterministic per (epoch order, batch), each from its own stream so that the
+                # atmospheres leave the flips and turns as they are without them.
+                first = int(self.order[k * self.batch_size])
+                if self.augment and self.atmosphere:
+                    air = random_atmospheres(np.random.default_rng([first, k, 1]), len(x), self.atmosphere)
+                    x = atmospheric_offset(x, self.channels, *air)
                 x = (x - self.mean) / self.std
                 y = ignore_borders(self.lut[y], self.border)
                 if self.augment:
-                    # Deterministic per (epoch order, batch): flips and quarter turns.
-                    aug = np.random.default_rng([int(self.order[k * self.batch_size]), k])
+                    aug = np.random.default_rng([first, k])
                     turns, flip = int(aug.integers(4)), bool(aug.integers(2))
                     x, y = np.rot90(x, turns, axes=(1, 2)), np.rot90(y, turns, axes=(1, 2))
                     if flip:
@@ -553,7 +564,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
           reference=None, reference_field: str | None = None, mapping: dict | None = None,
           loss: str = "ce", balance: bool = True, ignore_border: int = 0, self_training: int = 0,
           confidence: float = 0.9, init=None, weight_average: float = 0.0, threshold_moving: bool | None = None,
-          **config_overrides) -> dict:
+          atmosphere: float | None = None, **config_overrides) -> dict:
     """Train on one or several dataset folders and export ``out`` (ONNX) with its report files.
 
     Parameters
@@ -596,6 +607,14 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         which a new scene need not have (docs/unet.md measures both). None (the default): only as
         a rescue, when a class of the training labels is predicted nowhere (a failed training
         otherwise); a model that lost no class is left as trained. False: never.
+    atmosphere : float or None
+        Largest path reflectance (at B2; 0: off) added to or taken from each training patch, the
+        index channels recomputed (:func:`snap_pc_models.augment.atmospheric_offset`): the scenes
+        seen through other atmospheres, so a model trained on top-of-atmosphere scenes still
+        finds water on surface-reflectance ones and the reverse (docs/unet.md). None (the
+        default): :data:`MULTI_SCENE_ATMOSPHERE` with several datasets (a model for other scenes),
+        where the channels allow it; 0 with one (a model of the scene it learns, where it cost
+        accuracy).
     self_training : int
         Rounds of relabelling the training patches with the network's confident classes
         (:func:`relabel_confident`, at least `confidence`) and training on.
@@ -625,6 +644,8 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         raise TrainError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
     if not 0 <= weight_average < 1:
         raise TrainError(f"weight average momentum must be in [0, 1), got {weight_average}")
+    if atmosphere is not None and not 0 <= atmosphere < 0.5:
+        raise TrainError(f"atmosphere (largest path reflectance) must be in [0, 0.5), got {atmosphere}")
     if ignore_border < 0 or self_training < 0 or not 0.5 <= confidence < 1:
         raise TrainError(f"need ignore_border >= 0, self_training >= 0 and confidence in [0.5, 1) "
                          f"(got {ignore_border}, {self_training}, {confidence})")
@@ -645,6 +666,10 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
                          f"(2**depth of configuration '{cfg.name}'): rebuild the dataset with --patch-size")
     class_ids = [c["id"] for c in info["classes"]]
     bands = info["bands"]
+    asked_atmosphere, atmosphere = atmosphere, _atmosphere(atmosphere, len(folders), bands) if augment else 0.0
+    if verbose and atmosphere and asked_atmosphere is None:
+        print(f"{len(folders)} datasets: training patches seen through other atmospheres (path reflectance up to "
+              f"+/-{atmosphere:g} at B2; --atmosphere 0 turns it off)", flush=True)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     if init is not None:
@@ -662,7 +687,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     scenes = info.get("train_shard_scenes")
     patch_weights = balanced_patch_weights(data["train"][1], class_ids, scenes) if balance else None
     train_batches = _Batches(*data["train"], mean, std, lut, cfg.batch_size, True, augment, seed,
-                             patch_weights, ignore_border, MIN_BATCHES)
+                             patch_weights, ignore_border, MIN_BATCHES, bands, atmosphere)
     val_batches = _Batches(*data["val"], mean, std, lut, cfg.batch_size, False, False, seed)
 
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=_loss(weights, dice_weight, loss),
@@ -746,7 +771,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
                "levers": {"loss": loss, "balance": balance, "ignore_border": ignore_border,
                           "self_training": rounds, "confidence": confidence if self_training else None,
                           "init": str(init) if init is not None else None, "weight_average": weight_average,
-                          "threshold_moving": thresholds},
+                          "threshold_moving": thresholds, "atmosphere": atmosphere},
                "datasets": [str(f) for f in folders]}
     for split in ("val", "test"):
         entry = dict(results[split].metrics)
@@ -790,6 +815,26 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     write_text(files["metrics.json"], json.dumps(metrics, indent=2, default=float))
     write_text(files["card.md"], model_card(info, meta, cfg, metrics, out))
     return {"onnx": out, "metrics": metrics, "history": history, "files": files}
+
+
+def _atmosphere(asked: float | None, n_datasets: int, channels: Sequence[str]) -> float:
+    """The atmospheric augmentation a training uses: `asked`, or by default
+    :data:`MULTI_SCENE_ATMOSPHERE` with several datasets where the channels allow it, else 0."""
+    if asked is None:
+        if n_datasets < 2:
+            return 0.0
+        try:
+            check_channels(channels)
+        except AugmentError as exc:
+            log.warning("several datasets, but no atmospheric augmentation: %s", exc)
+            return 0.0
+        return MULTI_SCENE_ATMOSPHERE
+    if asked:
+        try:
+            check_channels(channels)
+        except AugmentError as exc:
+            raise TrainError(f"--atmosphere: {exc}") from None
+    return float(asked)
 
 
 def _confusion_subject(name: str, split: str) -> str:
@@ -919,6 +964,9 @@ def _lever_text(levers: dict) -> str:
         parts.append("decision thresholds moved to the training labels' class shares"
                      + (f" to bring back class(es) {', '.join(map(str, moved['rescued']))}, predicted nowhere as trained"
                         if moved.get("rescued") else ""))
+    if levers.get("atmosphere"):
+        parts.append(f"patches seen through other atmospheres (path reflectance up to +/-{levers['atmosphere']:g} "
+                     "at B2, indices recomputed)")
     if levers.get("init"):
         parts.append(f"fine-tuned from `{Path(levers['init']).name}`")
     return ", ".join(parts)

@@ -88,6 +88,31 @@ def test_a_small_scene_still_gets_enough_steps_per_epoch():
     assert len(_Batches(xs, ys, 0.0, 1.0, lut, 16, False, False, 0)) == 1
 
 
+def test_training_batches_are_seen_through_other_atmospheres_and_validation_is_not():
+    rng = np.random.default_rng(0)
+    channels = ["B4", "B8", "NDVI"]
+    x = rng.uniform(0.05, 0.3, (40, 8, 8, 3)).astype("float32")  # above any offset: no floor
+    x[..., 2] = (x[..., 1] - x[..., 0]) / (x[..., 1] + x[..., 0])
+    xs, ys = [x], [np.ones((40, 8, 8), np.uint8)]
+    lut = np.full(256, -1, np.int32)
+    lut[1] = 0
+    plain = _Batches(xs, ys, 0.0, 1.0, lut, 8, True, True, 0, None, 0, 1)
+    shifted = _Batches(xs, ys, 0.0, 1.0, lut, 8, True, True, 0, None, 0, 1, channels, 0.04)
+    a, b = plain[0][0], shifted[0][0]
+    assert a.shape == b.shape and not np.allclose(a, b)
+    # the same patches in the same orientation, each under its own offset: bands moved by at most
+    # 0.04 (B4 less than B2 would), the NDVI channel is the NDVI of the moved bands
+    assert np.abs(b[..., :2] - a[..., :2]).max() <= 0.04
+    np.testing.assert_allclose(b[..., 2], (b[..., 1] - b[..., 0]) / (b[..., 1] + b[..., 0]), atol=1e-5)
+    offsets = (b[..., 0] - a[..., 0]).reshape(8, -1)
+    assert (offsets.max(axis=1) - offsets.min(axis=1) < 1e-6).all() and len(np.unique(offsets[:, 0].round(6))) == 8
+    # validation (no augmentation) is never shifted
+    val = _Batches(xs, ys, 0.0, 1.0, lut, 8, False, False, 0, None, 0, 1, channels, 0.04)
+    np.testing.assert_array_equal(val[0][0], x[:8])
+    with pytest.raises(TrainError, match="atmosphere"):
+        train("unused", "unused.onnx", atmosphere=-0.1)
+
+
 @pytest.mark.parametrize("kind", ["ce", "gce", "sce", "bootstrap"])
 def test_losses_are_masked_and_rank_right_above_wrong(kind):
     weights = np.ones(3, "float32")
@@ -133,11 +158,15 @@ def test_several_datasets_pool_their_normalization(scenes):
     assert combine_datasets([scenes / "ds3"])[0] == one
 
 
-def test_datasets_of_different_bands_are_refused(scenes, tmp_path):
+def test_datasets_of_different_bands_and_atmospheres_without_an_index_band_are_refused(scenes, tmp_path):
     build_dataset(scenes / "scene3" / "s2.tif", scenes / "scene3" / "truth.tif", tmp_path / "other",
                   bands=["B2", "B4"], indices=[], patch_size=32, block_size=64)
     with pytest.raises(TrainError, match="differ in bands"):
         combine_datasets([scenes / "ds3", tmp_path / "other"])
+    build_dataset(scenes / "scene3" / "s2.tif", scenes / "scene3" / "truth.tif", tmp_path / "no-red",
+                  bands=["B2", "B8"], indices=["NDVI"], patch_size=32, block_size=64)
+    with pytest.raises(TrainError, match="--atmosphere: index channel NDVI needs band.s. B4"):
+        train(tmp_path / "no-red", tmp_path / "m.onnx", atmosphere=0.04)
 
 
 def test_self_training_keeps_confident_predictions_only(scenes):
@@ -163,16 +192,17 @@ def test_self_training_keeps_confident_predictions_only(scenes):
 @pytest.mark.slow
 def test_every_lever_trains_and_is_recorded_then_fine_tuning_starts_ahead(scenes, tmp_path):
     first = train([scenes / "ds3", scenes / "ds4"], tmp_path / "all.onnx", config="small", epochs=3, seed=0,
-                  verbose=False, loss="gce", balance=True, ignore_border=1, self_training=1, weight_average=0.9)
+                  verbose=False, loss="gce", balance=True, ignore_border=1, self_training=1, weight_average=0.9,
+                  atmosphere=0.03)
     m = first["metrics"]
     levers = m["levers"]
     assert levers["loss"] == "gce" and levers["balance"] and levers["ignore_border"] == 1
-    assert levers["weight_average"] == 0.9
+    assert levers["weight_average"] == 0.9 and levers["atmosphere"] == 0.03
     assert len(levers["self_training"]) == 1 and levers["self_training"][0]["first_epoch"] == 4
     assert m["epochs_run"] > 3 and len(m["datasets"]) == 2
     card = (tmp_path / "all.card.md").read_text()
     assert "generalized cross-entropy" in card and "class-balanced" in card and "2 scenes" in card
-    assert "weights averaged" in card
+    assert "weights averaged" in card and "other atmospheres (path reflectance up to +/-0.03" in card
     meta = open_session(first["onnx"])[1]
     assert meta.norm_mean == pytest.approx(combine_datasets([scenes / "ds3", scenes / "ds4"])[0]["norm_mean"])
 
@@ -273,6 +303,27 @@ def test_weight_average_is_what_validation_and_early_stopping_see():
     np.testing.assert_allclose(w.numpy(), 4.0)  # training goes on from the raw weights
     with pytest.raises(TrainError, match="momentum"):
         train("unused", "unused.onnx", weight_average=1.0)
+
+
+def test_atmospheres_are_the_default_of_a_model_for_other_scenes_only(scenes, tmp_path, capsys):
+    """Several datasets train a model for scenes it never saw: other atmospheres by default. One
+    dataset trains a model of its own scene: none unless asked."""
+    from snap_operators.apps.cli import _build_parser
+    from snap_pc_models.train import MULTI_SCENE_ATMOSPHERE
+
+    two = train([scenes / "ds3", scenes / "ds4"], tmp_path / "two.onnx", config="small", epochs=1, seed=0,
+                base_filters=2)["metrics"]
+    assert two["levers"]["atmosphere"] == MULTI_SCENE_ATMOSPHERE > 0
+    assert f"other atmospheres (path reflectance up to +/-{MULTI_SCENE_ATMOSPHERE:g}" in capsys.readouterr().out
+    assert "other atmospheres" in (tmp_path / "two.card.md").read_text()
+    one = train(scenes / "ds3", tmp_path / "one.onnx", config="small", epochs=1, seed=0, base_filters=2)["metrics"]
+    assert one["levers"]["atmosphere"] == 0 and "atmospheres" not in capsys.readouterr().out
+    off = train([scenes / "ds3", scenes / "ds4"], tmp_path / "off.onnx", config="small", epochs=1, seed=0,
+                verbose=False, base_filters=2, atmosphere=0)["metrics"]
+    assert off["levers"]["atmosphere"] == 0
+    parser = _build_parser()
+    assert parser.parse_args(["train", "ds", "--out", "m.onnx"]).atmosphere is None
+    assert parser.parse_args(["train", "ds", "--out", "m.onnx", "--atmosphere", "0"]).atmosphere == 0
 
 
 def test_threshold_moving_is_in_the_exported_model(scenes, tmp_path, caplog):

@@ -7,6 +7,7 @@ S2 graph against the trivial baseline map on the scenes CI has: the committed
 subsets in tests/data and the shared data beside the checkout.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -125,8 +126,8 @@ def test_a_cached_training_is_reused_only_when_it_is_what_is_asked(tmp_path):
     """Records from before the rescue default (no threshold_moving) were trained with it off: they
     stand for an explicit off, and for the default unless a class vanished (the rescue would fire)."""
     def asked(tm, **more):
-        return {"datasets": ["d"], "training": {"seed": 0}, "levers": {"threshold_moving": tm, "balance": True, **more},
-                "model_name": None}
+        return {"datasets": ["d"], "training": {"seed": 0},
+                "levers": {"threshold_moving": tm, "balance": True, "atmosphere": 0.0, **more}, "model_name": None}
 
     legacy = {"asked": dict(asked(False), levers={"balance": True}), "metrics": {"vanished_classes": []}}
     assert bench._reusable(legacy, asked(False)) and bench._reusable(legacy, asked(None))
@@ -135,9 +136,121 @@ def test_a_cached_training_is_reused_only_when_it_is_what_is_asked(tmp_path):
     assert bench._reusable(failed, asked(False)) and not bench._reusable(failed, asked(None))
     new = {"asked": asked(None), "metrics": {"vanished_classes": []}}
     assert bench._reusable(new, asked(None)) and not bench._reusable(new, asked(False))
+    # records from before the atmospheric augmentation were trained without it
+    assert not bench._reusable(legacy, asked(False, atmosphere=0.08))
+    multi = {"asked": asked(None, atmosphere=0.08), "metrics": {"vanished_classes": []}}
+    assert bench._reusable(multi, asked(None, atmosphere=0.08)) and not bench._reusable(multi, asked(None))
     assert bench.rescued({"levers": {"threshold_moving": {"rescued": [2]}}})
     assert not bench.rescued({"levers": {"threshold_moving": {"rescued": []}}}) and not bench.rescued({})
 
+
+
+def test_trained_records_the_default_atmosphere_and_the_start_it_fine_tuned_from(monkeypatch, tmp_path):
+    import snap_pc_models.train as train_module
+
+    calls = []
+
+    def fake_train(datasets, out, **kwargs):
+        calls.append(kwargs)
+        Path(out).write_bytes(b"onnx")
+        return {"metrics": {"vanished_classes": []}}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    bench.trained(["a", "b"], tmp_path / "two.onnx", balance=True)
+    bench.trained(["a"], tmp_path / "one.onnx", balance=True)
+    assert [c["atmosphere"] for c in calls] == [train_module.MULTI_SCENE_ATMOSPHERE, 0.0]
+    assert json.loads((tmp_path / "two.onnx.bench.json").read_text())["asked"]["levers"]["atmosphere"] == \
+        train_module.MULTI_SCENE_ATMOSPHERE
+    assert bench.trained(["a", "b"], tmp_path / "two.onnx", balance=True)[1] is False and len(calls) == 2
+    start = tmp_path / "start.onnx"
+    start.write_bytes(b"first")
+    assert bench.trained(["a"], tmp_path / "ft.onnx", init=str(start))[1]
+    assert not bench.trained(["a"], tmp_path / "ft.onnx", init=str(start))[1]
+    start.write_bytes(b"retrained")  # same path, another model: fine-tuned again
+    assert bench.trained(["a"], tmp_path / "ft.onnx", init=str(start))[1] and len(calls) == 4
+
+
+def test_a_class_map_is_made_again_when_its_model_was_retrained(monkeypatch, tmp_path):
+    import os
+
+    import rasterio
+    import snap_pc_models.dataset as dataset_module
+    import snap_pc_models.evaluate as evaluate_module
+
+    made = []
+
+    def predict_scene(model, info, out, overwrite=False):
+        made.append(model)
+        with rasterio.open(out, "w", driver="GTiff", width=2, height=1, count=1, dtype="uint8", crs="EPSG:32633",
+                           transform=rasterio.transform.from_origin(0, 10, 10, 10)) as ds:
+            ds.write(np.full((1, 1, 2), len(made), np.uint8))
+
+    monkeypatch.setattr(evaluate_module, "predict_scene", predict_scene)
+    monkeypatch.setattr(dataset_module, "load_dataset_info", lambda folder: {})
+    model, classes = tmp_path / "m.onnx", tmp_path / "m.classes.tif"
+    model.write_bytes(b"first")
+    os.utime(model, (1_000_000, 1_000_000))
+    assert bench.class_map(model, tmp_path, classes).tolist() == [[1, 1]]
+    assert bench.class_map(model, tmp_path, classes).tolist() == [[1, 1]] and len(made) == 1
+    model.write_bytes(b"retrained")  # newer than the map
+    assert bench.class_map(model, tmp_path, classes).tolist() == [[2, 2]]
+
+
+def test_atmospheres_are_scored_on_scenes_left_out_with_every_seed(monkeypatch, tmp_path):
+    from snap_pc_models.train import MULTI_SCENE_ATMOSPHERE
+
+    ref = np.array([[1, 1, 3, 3]])
+    data = {n: (_Scene(n), {"reference": ref}) for n in ("a", "b")}
+    rules_map = np.array([[1, 1, 3, 1]])  # OA 0.75, recall of class 3 0.5
+    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work: {n: tmp_path / n / "dataset" for n in data})
+    monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
+    calls = []
+
+    def unet_map(datasets, image_dataset, out, **levers):
+        calls.append((list(datasets), out, dict(levers)))
+        # without the augmentation the model left out of "b" loses class 3 with seed 2
+        lost = not levers["atmosphere"] and levers["seed"] == 2 and image_dataset.parent.name == "b"
+        return (np.array([[1, 1, 1, 1]]) if lost else ref), {}
+
+    monkeypatch.setattr(bench, "unet_map", unet_map)
+    md, result = bench.atmosphere_table(data, {"a": rules_map, "b": rules_map}, tmp_path)
+    assert len(calls) == 2 * len(bench.SEEDS) * 2
+    # leave-one-scene-out: each model trains on the other scene only, under its own folder
+    assert all(d == [tmp_path / ("b" if out.name == "without-a.onnx" else "a") / "dataset"] for d, out, _ in calls)
+    assert {c[2]["atmosphere"] for c in calls} == {0.0, MULTI_SCENE_ATMOSPHERE}
+    assert all(c[2]["balance"] is True for c in calls)
+    assert calls[-1][1] == tmp_path / "unet" / f"atm{MULTI_SCENE_ATMOSPHERE:g}-s2" / "without-b.onnx"
+    rows = md.splitlines()
+    assert rows[2].startswith("| one atmosphere (--atmosphere 0) | +0.250 +0.250 +0.250 (worst recall +0.000 "
+                              "+0.000 +0.000) | +0.250 +0.250 -0.250 (worst recall +0.000 +0.000 -0.500) | +0.167 | 1 | 1 |")
+    assert rows[3].endswith("| +0.250 | 0 | 0 |") and "(default)" in rows[3]
+    assert result["one atmosphere (--atmosphere 0)"]["b"]["oa_change"] == [0.25, 0.25, -0.25]
+    # the lever table's own-scene row is the multi-scene default
+    row = next(v for k, v in bench.LEVERS.items() if "atmospheres" in k)
+    assert row["atmosphere"] == MULTI_SCENE_ATMOSPHERE and f"+/-{MULTI_SCENE_ATMOSPHERE:g}" in \
+        next(k for k in bench.LEVERS if "atmospheres" in k)
+
+
+def test_the_shipped_training_is_scored_with_every_seed(monkeypatch, tmp_path):
+    ref = np.array([[1, 1, 3, 3]])
+    data = {n: (_Scene(n), {"reference": ref}) for n in ("a", "b")}
+    rules_map = np.array([[1, 1, 3, 1]])  # OA 0.75
+    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work: {n: tmp_path / n / "dataset" for n in data})
+    monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
+    monkeypatch.setattr(bench, "shipped_name", lambda: "m")
+    trainings = []
+    monkeypatch.setattr(bench, "trained", lambda folders, out, **kw: trainings.append((list(folders), out, kw)))
+    # seed 1 maps everything as water
+    monkeypatch.setattr(bench, "class_map", lambda model, own, classes: np.ones_like(ref) if "-s1" in str(model)
+                        else ref)
+    md = bench.shipped_seed_table(data, {"a": rules_map, "b": rules_map}, tmp_path)
+    assert [t[1] for t in trainings] == [tmp_path / "unet" / f for f in ("shipped/m.onnx", "shipped-s1/m.onnx",
+                                                                        "shipped-s2/m.onnx")]
+    assert all(t[0] == [tmp_path / "a" / "dataset", tmp_path / "b" / "dataset"] and t[2]["balance"] for t in trainings)
+    rows = md.splitlines()
+    assert rows[0] == "| seed | a | b |"
+    assert rows[2] == "| 0 (shipped) | 1.000 (+0.250) | 1.000 (+0.250) |"
+    assert rows[3] == "| 1 | 0.500 (-0.250) | 0.500 (-0.250) |"
 
 
 def test_threshold_moving_is_also_scored_on_scenes_left_out(monkeypatch, tmp_path):
