@@ -682,13 +682,13 @@ def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, 
             seed: int | None = None, **levers) -> tuple[dict, bool]:
     """Train on `datasets` into `out` (``UNET_TRAINING``, `epochs` and `seed` if given, and `levers`)
     unless an earlier run did exactly that: ``(training metrics, whether it trained now)``."""
-    from snap_pc_models.train import MULTI_SCENE_ATMOSPHERE, train
+    from snap_pc_models.train import default_atmosphere, train
 
     out.parent.mkdir(parents=True, exist_ok=True)
     record = Path(f"{out}.bench.json")
     training = dict(UNET_TRAINING, **({"epochs": epochs} if epochs else {}), **({"seed": seed} if seed is not None else {}))
     if levers.get("atmosphere") is None:  # train()'s default, made explicit in the record
-        levers["atmosphere"] = MULTI_SCENE_ATMOSPHERE if len(datasets) > 1 else 0.0
+        levers["atmosphere"] = default_atmosphere(len(datasets))
     asked = {"datasets": [str(d) for d in datasets], "training": training,
              "levers": {"threshold_moving": None, **levers}, "model_name": model_name}
     if levers.get("init"):  # a model retrained under the same path is another start
@@ -751,6 +751,12 @@ def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bo
     return out
 
 
+def shipped_path(work: Path, seed: int = UNET_TRAINING["seed"]) -> Path:
+    """Where the shipped model's training with `seed` is made (the shipped seed: ``shipped/``)."""
+    folder = "shipped" if seed == UNET_TRAINING["seed"] else f"shipped-s{seed}"
+    return work / "unet" / folder / f"{shipped_name()}.onnx"
+
+
 def shipped_name() -> str:
     """Stem of the shipped model's files (``snap_operators.io.onnx_model.PRETRAINED_FILES``)."""
     from snap_operators.io.onnx_model import PRETRAINED_FILES
@@ -773,7 +779,7 @@ def train_shipped(data, work: Path) -> Path:
 
     scenes = [s for s, _ in data.values()]
     folders = multi_scene_sets(unet_datasets(scenes, work), scenes, work)
-    out = work / "unet" / "shipped" / f"{shipped_name()}.onnx"
+    out = shipped_path(work)
     _, fresh = trained(folders, out, model_name=shipped_name(), **CHOSEN)
     int8 = out.with_suffix(".int8.onnx")
     if fresh or not int8.exists():
@@ -791,8 +797,7 @@ def shipped_seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> s
     names = [n for n, (s, _) in data.items() if s.kind != "patch"]
     rows = []
     for seed in SEEDS:
-        folder = "shipped" if seed == UNET_TRAINING["seed"] else f"shipped-s{seed}"
-        out = work / "unet" / folder / f"{shipped_name()}.onnx"
+        out = shipped_path(work, seed)
         trained(folders, out, model_name=shipped_name(), seed=seed, **CHOSEN)
         cells = []
         for n in names:
@@ -800,7 +805,7 @@ def shipped_seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> s
             own = sets[_image_key(scene, work)]
             u = scores(class_map(out, own, out.parent / f"{own.parent.name}.classes.tif"), arrays["reference"])
             cells.append(f"{_f(u['oa'])} ({u['oa'] - scores(shipped[n], arrays['reference'])['oa']:+.3f})")
-        rows.append(f"| {seed}{' (shipped)' if folder == 'shipped' else ''} | " + " | ".join(cells) + " |")
+        rows.append(f"| {seed}{' (shipped)' if seed == UNET_TRAINING['seed'] else ''} | " + " | ".join(cells) + " |")
     return ("| seed | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n" + "\n".join(rows))
 
 

@@ -24,12 +24,14 @@ Example
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
+from snap_operators.core.errors import ParameterError
 from snap_operators.io.bandfolder import S2A_WAVELENGTHS
-from snap_operators.science.indices import INDICES
+from snap_operators.science.indices import compute_indices, lookup, request_name
 
 __all__ = ["PATH_EXPONENTS", "REFERENCE_BAND", "FLOOR", "AugmentError", "check_channels", "path_reflectance",
            "atmospheric_offset", "random_atmospheres"]
@@ -51,6 +53,10 @@ class AugmentError(ValueError):
 def check_channels(channels: Sequence[str]) -> tuple[list[int], list[tuple[int, object]]]:
     """Which channels the offset shifts and which index channels it recomputes.
 
+    Index channels are named as SpectralIndices names its bands: this
+    project's indices and the Awesome Spectral Indices catalogue's alike
+    (:func:`snap_operators.science.indices.lookup`).
+
     Returns
     -------
     (list of int, list of (int, IndexDef))
@@ -65,13 +71,24 @@ def check_channels(channels: Sequence[str]) -> tuple[list[int], list[tuple[int, 
         If an optical index needs a band that is not a channel: shifted bands
         beside an unshifted index would teach the network an impossible pixel.
     """
+    return _channel_plan(tuple(channels))
+
+
+@lru_cache(maxsize=32)
+def _channel_plan(channels: tuple[str, ...]) -> tuple[list[int], list[tuple[int, object]]]:
+    # once per band list, not per batch: a catalogue name is looked up in the catalogue
     bands = [i for i, c in enumerate(channels) if c in S2A_WAVELENGTHS]
     if not bands:
         raise AugmentError(f"no Sentinel-2 band among the channels ({', '.join(channels)}) to shift")
     indices = []
     for i, c in enumerate(channels):
-        d = INDICES.get(c)
-        if d is None or d.sensor != "S2" or d.halo:
+        if c in S2A_WAVELENGTHS:
+            continue
+        try:
+            (d,) = lookup([c])
+        except ParameterError:  # not an index: a radar band or another channel
+            continue
+        if d.sensor != "S2" or d.halo:
             continue
         missing = [b for b in d.bands if b not in channels]
         if missing:
@@ -122,10 +139,12 @@ def atmospheric_offset(x: np.ndarray, channels: Sequence[str], amplitude: np.nda
     out = np.array(x, dtype="float32", copy=True)
     shift = path_reflectance([channels[i] for i in band_pos], amplitude, exponent)
     out[..., band_pos] = np.maximum(out[..., band_pos] + shift[:, None, None, :], FLOOR)
-    named = {channels[i].lower(): out[..., i] for i in band_pos}
-    with np.errstate(divide="ignore", invalid="ignore"):
+    if index_defs:
+        # the patches as one 2-D tile per band; the reference formulas (numpy), as SpectralIndices defines them
+        tiles = {channels[i]: out[..., i].reshape(-1, out.shape[2]) for i in band_pos}
+        values = compute_indices(tiles, [request_name(d) for _, d in index_defs], method="numpy")
         for i, d in index_defs:
-            out[..., i] = d.reference(*(named[a] for a in d.args))
+            out[..., i] = values[d.name].reshape(out.shape[:3])
     return out
 
 

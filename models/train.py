@@ -817,24 +817,25 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     return {"onnx": out, "metrics": metrics, "history": history, "files": files}
 
 
+def default_atmosphere(n_datasets: int) -> float:
+    """``atmosphere=None``'s value: :data:`MULTI_SCENE_ATMOSPHERE` for a model of several datasets
+    (for other scenes), 0 for a model of one (of the scene it learns)."""
+    return MULTI_SCENE_ATMOSPHERE if n_datasets > 1 else 0.0
+
+
 def _atmosphere(asked: float | None, n_datasets: int, channels: Sequence[str]) -> float:
-    """The atmospheric augmentation a training uses: `asked`, or by default
-    :data:`MULTI_SCENE_ATMOSPHERE` with several datasets where the channels allow it, else 0."""
-    if asked is None:
-        if n_datasets < 2:
-            return 0.0
+    """The atmospheric augmentation a training uses: `asked`, or :func:`default_atmosphere` where
+    the channels allow it (else 0, with a warning)."""
+    value = default_atmosphere(n_datasets) if asked is None else float(asked)
+    if value:
         try:
             check_channels(channels)
         except AugmentError as exc:
+            if asked is not None:
+                raise TrainError(f"--atmosphere: {exc}") from None
             log.warning("several datasets, but no atmospheric augmentation: %s", exc)
             return 0.0
-        return MULTI_SCENE_ATMOSPHERE
-    if asked:
-        try:
-            check_channels(channels)
-        except AugmentError as exc:
-            raise TrainError(f"--atmosphere: {exc}") from None
-    return float(asked)
+    return value
 
 
 def _confusion_subject(name: str, split: str) -> str:

@@ -54,6 +54,20 @@ def test_bands_shift_and_indices_follow_them_radar_and_texture_stay():
     assert y is not x and np.array_equal(x, _patches(np.random.default_rng(0)))  # input left alone
 
 
+def test_a_catalogue_index_channel_follows_the_bands_too():
+    """SpectralIndices also writes the Awesome Spectral Indices catalogue's indices (GNDVI); left
+    as they were beside shifted bands they would describe another pixel."""
+    x = np.zeros((2, 3, 3, 3), "float32")
+    x[..., 0], x[..., 1] = 0.05, 0.3  # B3, B8
+    x[..., 2] = (0.3 - 0.05) / (0.3 + 0.05)
+    y = atmospheric_offset(x, ["B3", "B8", "GNDVI"], np.array([0.04, -0.02]), np.array([1.0, 2.0]))
+    np.testing.assert_allclose(y[..., 2], (y[..., 1] - y[..., 0]) / (y[..., 1] + y[..., 0]), atol=1e-6)
+    assert not np.allclose(y[..., 2], x[..., 2])
+    assert [i for i, _ in check_channels(["B3", "B8", "GNDVI", "VV"])[1]] == [2]  # VV: not an index, left alone
+    with pytest.raises(AugmentError, match="GNDVI needs band.*B3"):
+        check_channels(["B8", "GNDVI"])
+
+
 def test_a_negative_offset_stops_at_the_floor():
     x = np.full((1, 2, 2, 3), 0.005, "float32")
     y = atmospheric_offset(x, ["B4", "B8", "NDVI"], np.array([-0.05]), np.array([1.0]))
