@@ -300,6 +300,18 @@ def _scenes() -> list[Scene]:
 #: under DIR, with their PROVENANCE.md). They are never fitted on: their figures are
 #: held out from every fit.
 def local_scenes(root: Path) -> list[Scene]:
+    """The local scenes staged under `root`. Staging, from the public repositories:
+
+    - ``water/sen1floods11_spain/``: cloudtostreet/Sen1Floods11 ``sample/S2/Spain_7370579_S2Hand.tif``
+      as ``Spain_7370579_S2_L1C.tif`` and ``sample/S1/Spain_7370579_S1Hand.tif`` as
+      ``Spain_7370579_S1_GRD_dB.tif`` (copies); ``sample/Labels/Spain_7370579_LabelHand.tif``
+      (-1 no data, 0 not water, 1 water) plus one, uint8, as ``Spain_7370579_label.tif``.
+    - ``urban/wroclaw_s2_urbanatlas/``: stolarinhoo/Sentinel-2-Satellite-Images-Semantic-Segmentation-
+      with-U-NET_Deep-Learning-approach ``data/images/000000000699.tif`` as
+      ``s2_l2a_20180607_wroclaw_tile699.tif`` with its twelve band descriptions set (B1 B2 B3 B4 B5
+      B6 B7 B8 B8A B9 B11 B12: the file has none), ``data/labels/000000000699.tif`` as
+      ``labels_original.tif``.
+    """
     out = []
     spain = root / "water" / "sen1floods11_spain"
     if spain.is_dir():
