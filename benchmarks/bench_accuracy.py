@@ -728,11 +728,8 @@ def class_map(model: Path, image_dataset: Path, classes: Path) -> np.ndarray:
 
 def unet_map(datasets: Sequence[Path], image_dataset: Path, out: Path, **training) -> tuple[np.ndarray, dict]:
     """Train on `datasets`, predict the image of `image_dataset`: ``(class map, training metrics)``."""
-    classes = out.with_suffix(".classes.tif")
-    metrics, fresh = trained(datasets, out, **training)
-    if fresh:
-        classes.unlink(missing_ok=True)
-    return class_map(out, image_dataset, classes), metrics
+    metrics, _ = trained(datasets, out, **training)
+    return class_map(out, image_dataset, out.with_suffix(".classes.tif")), metrics
 
 
 def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bool = True) -> dict[str, dict]:
