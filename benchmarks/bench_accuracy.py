@@ -31,7 +31,8 @@ scenes that may not be redistributed, see ``LOCAL_SCENES``):
    ``--finetune`` measures ``--init`` against training from scratch;
    ``--unet-levers`` measures each of ``LEVERS`` alone; ``--unet-seeds`` trains the
    ``SEED_RUNS`` levers with each of ``SEEDS``, and (with ``--unet``) the
-   leave-one-scene-out models with and without the atmospheric augmentation.
+   leave-one-scene-out models with and without the atmospheric augmentation, and
+   with it but without the BigEarthNet patches (what more scenes are worth).
 
 Reference codes (``R_*``): 1 water, 2 bare soil, 3 trees/woody vegetation,
 4 built-up (buildings, pavement, urban fabric), 6 grass/herbaceous, 7
@@ -773,10 +774,12 @@ def shipped_name() -> str:
     return Path(PRETRAINED_FILES["fp32"]).stem
 
 
-def multi_scene_sets(sets: Mapping[str, Path], scenes: Sequence[Scene], work: Path, without: str | None = None) -> list[Path]:
+def multi_scene_sets(sets: Mapping[str, Path], scenes: Sequence[Scene], work: Path, without: str | None = None,
+                     patches: bool = True) -> list[Path]:
     """Datasets a multi-scene model trains on: every scene fits may use and the synthetic ones,
-    but the image `without` (leave-one-scene-out)."""
-    fitted = {_image_key(s, work) for s in scenes if s.fitted_on}
+    but the image `without` (leave-one-scene-out) and, unless `patches`, the BigEarthNet-like
+    patches (``kind='patch'``)."""
+    fitted = {_image_key(s, work) for s in scenes if s.fitted_on and (patches or s.kind != "patch")}
     return [p for k, p in sets.items() if k != without and (k in fitted or k.startswith("synthetic:"))]
 
 
@@ -953,25 +956,31 @@ def seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str
 
 def atmosphere_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
     """The leave-one-scene-out model (``CHOSEN``) trained without and with the atmospheric
-    augmentation (``snap-pc train``'s multi-scene default), with each of ``SEEDS``: per scene the OA
-    change and the worst class recall change against the rules' map per seed; per row the mean, the
+    augmentation (``snap-pc train``'s multi-scene default), and with it but without the patches
+    (fewer scenes: what their diversity is worth), with each of ``SEEDS``: per scene the OA change
+    and the worst class recall change against the rules' map per seed; per row the mean, the
     models under the rules' OA and those where a class loses more than ``MAX_RECALL_LOSS`` recall."""
     from snap_pc_models.train import MULTI_SCENE_ATMOSPHERE
 
     scenes = [s for s, _ in data.values()]
     names = [n for n, (s, _) in data.items() if s.kind != "patch" and s.fitted_on]
+    n_patches = sum(s.kind == "patch" and s.fitted_on for s in scenes)
     sets = unet_datasets(scenes, work)
     rows, result = [], {}
-    for amplitude in (0.0, MULTI_SCENE_ATMOSPHERE):
-        label = (f"other atmospheres, path reflectance up to +/-{amplitude:g} (default)" if amplitude
-                 else "one atmosphere (--atmosphere 0)")
+    variants = [("one atmosphere (--atmosphere 0)", 0.0, True, "atm0"),
+                (f"other atmospheres, path reflectance up to +/-{MULTI_SCENE_ATMOSPHERE:g} (default)",
+                 MULTI_SCENE_ATMOSPHERE, True, f"atm{MULTI_SCENE_ATMOSPHERE:g}")]
+    if n_patches:
+        variants.append((f"the default without the {n_patches} BigEarthNet patches (fewer scenes)",
+                         MULTI_SCENE_ATMOSPHERE, False, f"atm{MULTI_SCENE_ATMOSPHERE:g}-nopatch"))
+    for label, amplitude, patches, folder in variants:
         per = {n: {"oa_change": [], "worst_recall_change": []} for n in names}
         for seed in SEEDS:
             for n in names:
                 key = _image_key(data[n][0], work)
-                out = work / "unet" / f"atm{amplitude:g}-s{seed}" / f"without-{sets[key].parent.name}.onnx"
-                pred, _ = unet_map(multi_scene_sets(sets, scenes, work, without=key), sets[key], out, seed=seed,
-                                   atmosphere=amplitude, **CHOSEN)
+                out = work / "unet" / f"{folder}-s{seed}" / f"without-{sets[key].parent.name}.onnx"
+                pred, _ = unet_map(multi_scene_sets(sets, scenes, work, without=key, patches=patches), sets[key],
+                                   out, seed=seed, atmosphere=amplitude, **CHOSEN)
                 ref = data[n][1]["reference"]
                 u, r = scores(pred, ref), scores(shipped[n], ref)
                 per[n]["oa_change"].append(u["oa"] - r["oa"])

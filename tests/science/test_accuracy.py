@@ -360,3 +360,32 @@ def test_rule_margin_ranks_the_rule_labels_by_reliability(runs, name):
     # measured 0.963 vs 0.616 (Buffalo), 0.998 vs 0.930 (Aberystwyth), 0.948 vs 0.579 (Leipzig)
     assert 1 - sure["oa"] <= (1 - unsure["oa"]) / 2, (sure["oa"], unsure["oa"])  # half the errors or fewer
     assert sure["pixels"] > unsure["pixels"]  # most reference pixels are sure ones
+
+
+def test_the_atmosphere_table_measures_the_patches_worth_by_leaving_them_out(monkeypatch, tmp_path):
+    """With patch scenes (BigEarthNet) among the data, a third row trains the default without them:
+    what the extra scenes' diversity is worth, on the same scenes left out."""
+    ref = np.array([[1, 1, 3, 3]])
+    data = {n: (_Scene(n), {"reference": ref}) for n in ("a", "b")}
+    patch = _Scene("p")
+    patch.kind = "patch"
+    data["p"] = (patch, {"reference": ref})
+    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work: {n: tmp_path / n / "dataset" for n in data})
+    monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
+    calls = []
+
+    def unet_map(datasets, image_dataset, out, **levers):
+        calls.append((list(datasets), out))
+        with_patch = tmp_path / "p" / "dataset" in datasets
+        return (ref if with_patch else np.array([[1, 1, 1, 1]])), {}
+
+    monkeypatch.setattr(bench, "unet_map", unet_map)
+    md, result = bench.atmosphere_table(data, {n: np.array([[1, 1, 3, 1]]) for n in data}, tmp_path)
+    rows = md.splitlines()
+    assert len(rows) == 5 and rows[4].startswith("| the default without the 1 BigEarthNet patches (fewer scenes) |")
+    assert rows[4].endswith("| -0.250 | 6 | 6 |")  # every model without the patch loses class 3 here
+    fewer = [(d, out) for d, out in calls if "nopatch" in out.parent.name]
+    assert len(fewer) == 2 * len(bench.SEEDS)
+    assert all(tmp_path / "p" / "dataset" not in d and len(d) == 1 for d, _ in fewer)
+    assert all(tmp_path / "p" / "dataset" in d for d, out in calls if "nopatch" not in out.parent.name)
+    assert "p" not in result[next(iter(result))]  # patches are trained on, never scored here
