@@ -967,13 +967,14 @@ def atmosphere_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tup
     n_patches = sum(s.kind == "patch" and s.fitted_on for s in scenes)
     sets = unet_datasets(scenes, work)
     rows, result = [], {}
-    variants = [("one atmosphere (--atmosphere 0)", 0.0, True, "atm0"),
+    variants = [("one atmosphere (--atmosphere 0)", 0.0, True),
                 (f"other atmospheres, path reflectance up to +/-{MULTI_SCENE_ATMOSPHERE:g} (default)",
-                 MULTI_SCENE_ATMOSPHERE, True, f"atm{MULTI_SCENE_ATMOSPHERE:g}")]
+                 MULTI_SCENE_ATMOSPHERE, True)]
     if n_patches:
         variants.append((f"the default without the {n_patches} BigEarthNet patches (fewer scenes)",
-                         MULTI_SCENE_ATMOSPHERE, False, f"atm{MULTI_SCENE_ATMOSPHERE:g}-nopatch"))
-    for label, amplitude, patches, folder in variants:
+                         MULTI_SCENE_ATMOSPHERE, False))
+    for label, amplitude, patches in variants:
+        folder = f"atm{amplitude:g}" + ("" if patches else "-nopatch")
         per = {n: {"oa_change": [], "worst_recall_change": []} for n in names}
         for seed in SEEDS:
             for n in names:
