@@ -104,9 +104,11 @@ class Scene:
     reference : callable
         ``reference(product) -> uint8 codes`` on the grid of the classifier's
         source product (0 unlabelled).
-    kind : {'dense', 'sparse', 'patch'}
+    kind : {'dense', 'sparse', 'patch', 'image'}
         Wall-to-wall or polygon labels; sample points; patch-level labels
-        (CORINE classes of a whole patch: only absence of built-up is scored).
+        (CORINE classes of a whole patch: only absence of built-up is scored);
+        no labels at all (a real place the U-Net trains on through its rule
+        masks, never scored).
     s1 : callable, optional
         ``s1(workdir) -> path`` of Sentinel-1 sigma0 in dB, for the S1+S2 graph.
     source : str
@@ -126,6 +128,11 @@ class Scene:
     source: str = ""
     local: bool = False
     weak: bool = False
+
+    @property
+    def scored(self) -> bool:
+        """Whether the scene has a pixel reference (dense or sparse) to score maps against."""
+        return self.kind in ("dense", "sparse")
 
     @property
     def fitted_on(self) -> bool:
@@ -231,8 +238,8 @@ def _vector_codes(path: Path, field_name: str, mapping: Mapping[Any, int]) -> Ca
     return read
 
 
-def _patch(_product) -> np.ndarray:
-    raise NotImplementedError  # patch scenes have no pixel reference
+def _no_reference(_product) -> np.ndarray:
+    raise NotImplementedError  # patch and image scenes have no pixel reference
 
 
 def _ben(tile: str) -> Scene:
@@ -243,7 +250,7 @@ def _ben(tile: str) -> Scene:
         meta = glob.glob(s2[0] + "/*_labels_metadata.json")
         labels = json.loads(Path(meta[0]).read_text())["labels"] if meta else []
     scene = Scene(f"bigearthnet-{tile}", f"BigEarthNet patch {tile}: {'; '.join(labels)}",
-                  s2=lambda _w: Path(s2[0]), reference=_patch, kind="patch",
+                  s2=lambda _w: Path(s2[0]), reference=_no_reference, kind="patch",
                   s1=(lambda _w: Path(s1[0])) if s1 else None,
                   source="kai-tub/bigearthnet_common (Apache-2.0), ../shared/data/bigearthnet; CORINE labels per patch")
     return _with_paths(scene, *(s2[:1] or [SHARED / "bigearthnet" / f"missing_{tile}"]))
@@ -292,6 +299,23 @@ def _scenes() -> list[Scene]:
             s2=lambda _w: TESTDATA / "leipzig" / "s2_2021.tif", kind="sparse",
             reference=_raster_codes(TESTDATA / "leipzig" / "labels.tif", {1: R_TREES, 2: R_GRASS, 3: R_BUILT, 4: R_WATER}),
             source="mlr-org/mlr3spatial (LGPL-3), tests/data/leipzig"), TESTDATA / "leipzig" / "s2_2021.tif"),
+        _with_paths(Scene(
+            "trombetas", "Porto Trombetas, Para, BR, L2A (date not given): company town, rainforest, river, "
+                         "dried-out sediment; hand-drawn polygons",
+            s2=lambda _w: TESTDATA / "trombetas" / "s2_l2a_sen2.tif",
+            reference=_raster_codes(TESTDATA / "trombetas" / "labels.tif", {1: R_BARE, 2: R_TREES, 3: R_BUILT, 4: R_WATER}),
+            source="bleutner/RStoolbox (GPL-3), tests/data/trombetas"), TESTDATA / "trombetas" / "s2_l2a_sen2.tif"),
+        # Unlabelled real places: the U-Net trains on their rule masks, nothing scores them.
+        _with_paths(Scene(
+            "accra", "Accra, GH, L2A 2024-04-07: tropical city, Korle lagoon, turbid coastal sea, some cumulus",
+            s2=lambda _w: TESTDATA / "accra" / "s2_l2a_20240407.tif", reference=_no_reference, kind="image",
+            source="danieltyukov/marine-debris-ml-model (MIT), tests/data/accra"),
+            TESTDATA / "accra" / "s2_l2a_20240407.tif"),
+        _with_paths(Scene(
+            "akrotiri", "Akrotiri, CY, L2A 2024-08-05: dry salt lake, salt pans, airfield, arid town, clear sea",
+            s2=lambda _w: TESTDATA / "akrotiri" / "s2_l2a_20240805.tif", reference=_no_reference, kind="image",
+            source="danieltyukov/marine-debris-ml-model (MIT), tests/data/akrotiri"),
+            TESTDATA / "akrotiri" / "s2_l2a_20240805.tif"),
     ]
     out += [_ben(t) for t in ("87_48", "36_85", "4_55", "56_35", "69_24")]
     return out
@@ -312,6 +336,10 @@ def local_scenes(root: Path) -> list[Scene]:
       ``s2_l2a_20180607_wroclaw_tile699.tif`` with its twelve band descriptions set (B1 B2 B3 B4 B5
       B6 B7 B8 B8A B9 B11 B12: the file has none), ``data/labels/000000000699.tif`` as
       ``labels_original.tif``.
+    - ``water/sen1floods11_india/``: shirokawakita/demo_prithvi_eo_2_300m_sen1floods
+      ``data/India_900498_S2Hand.tif`` (a Sen1Floods11 chip) as ``India_900498_S2_L1C.tif`` (copy);
+      hardikkamboj/sen1floods11-segmentation ``app/sample_data/Labels/India_900498_LabelHand.tif``
+      (-1 no data, 0 not water, 1 water) plus one, uint8, as ``India_900498_label.tif``.
     """
     out = []
     spain = root / "water" / "sen1floods11_spain"
@@ -324,6 +352,15 @@ def local_scenes(root: Path) -> list[Scene]:
             reference=_raster_codes(spain / "Spain_7370579_label.tif", {1: R_LAND, 2: R_WATER}),
             source="cloudtostreet/Sen1Floods11 sample chip (no licence file in the repository): local only",
             local=True), spain / "Spain_7370579_S2_L1C.tif"))
+    india = root / "water" / "sen1floods11_india"
+    if india.is_dir():
+        out.append(_with_paths(Scene(
+            "sen1floods11-india", "Brahmaputra flood, Assam, IN, L1C 2016-08-12: hand-labelled water (sediment-laden)",
+            s2=lambda w: scaled_copy(india / "India_900498_S2_L1C.tif", w / "india_s2.tif", 1e-4, S2_NAMES),
+            reference=_raster_codes(india / "India_900498_label.tif", {1: R_LAND, 2: R_WATER}),
+            source="Sen1Floods11 chip via shirokawakita/demo_prithvi_eo_2_300m_sen1floods and "
+                   "hardikkamboj/sen1floods11-segmentation (no licence files): local only", local=True),
+            india / "India_900498_S2_L1C.tif"))
     wro = root / "urban" / "wroclaw_s2_urbanatlas"
     if wro.is_dir():
         out.append(_with_paths(Scene(
@@ -371,7 +408,7 @@ def load_arrays(scene: Scene, workdir: Path, rules_bands: Sequence[str], with_s1
     out = {n: np.asarray(product.band(n).data.compute()) for n in indices}
     if "cloud_mask" in product.bands:
         out["cloud_mask"] = np.asarray(product.band("cloud_mask").data.compute())
-    if scene.kind != "patch":
+    if scene.scored:
         out["reference"] = scene.reference(product)
     return out
 
@@ -492,9 +529,12 @@ def with_parameters(rules, values: Mapping[tuple[str, str, str, str], float]):
 
 
 def scene_objective(pred: np.ndarray, arrays: Mapping[str, np.ndarray], kind: str) -> float:
-    """One scene's figure of merit: the mean IoU of its reference classes (1 - built-up share for patches)."""
+    """One scene's figure of merit: the mean IoU of its reference classes (1 - built-up share for
+    patches; NaN for unlabelled images, which fits then ignore)."""
     if kind == "patch":
         return 1.0 - float((pred == 4).mean())
+    if kind == "image":
+        return math.nan
     s = scores(pred, arrays["reference"])
     ious = [s[f"iou_{c}"] for c in CORE if f"iou_{c}" in s]
     return float(np.mean(ious)) if ious else math.nan
@@ -514,14 +554,19 @@ def objective_table(rules, data: Mapping[str, tuple[Scene, Mapping[str, np.ndarr
     return combos, table
 
 
+#: Mean objectives (mean IoU) closer than this to the best are ties: a few pixels of one small scene.
+FIT_TIE = 1e-3
+
+
 def best(combos, table: Mapping[str, Sequence[float]], train: Sequence[str], prior=None) -> dict:
     """The combination with the highest mean objective over the scenes `train`.
 
-    Ties (the scenes cannot tell the candidates apart) go to the combination nearest `prior`
-    (the preset's own values, from physics and the literature): data that say nothing move nothing.
+    Ties (within ``FIT_TIE`` of the best: the scenes cannot tell the candidates apart) go to the
+    combination nearest `prior` (the preset's own values, from physics and the literature): data
+    that say nothing move nothing.
     """
     means = np.array([float(np.nanmean([table[n][i] for n in train])) for i in range(len(combos))])
-    top = np.flatnonzero(means >= means.max() - 1e-9)
+    top = np.flatnonzero(means >= means.max() - FIT_TIE)
     if prior:
         top = sorted(top, key=lambda i: sum(abs(combos[i][k] - prior[k]) / (max(FITTED.get(k, (1,))) or 1)
                                              for k in combos[i] if k in prior))
@@ -741,7 +786,7 @@ def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bo
     sets = unet_datasets(scenes, work, min_margin=levers.pop("min_margin", None))
     out: dict[str, dict] = {}
     for name, (scene, arrays) in data.items():
-        if scene.kind == "patch":
+        if not scene.scored:
             continue
         key = _image_key(scene, work)
         own = sets[key]
@@ -806,7 +851,7 @@ def shipped_seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> s
     scenes = [s for s, _ in data.values()]
     sets = unet_datasets(scenes, work)
     folders = multi_scene_sets(sets, scenes, work)
-    names = [n for n, (s, _) in data.items() if s.kind != "patch"]
+    names = [n for n, (s, _) in data.items() if s.scored and not s.local]
     rows = []
     for seed in SEEDS:
         out = shipped_path(work, seed)
@@ -840,7 +885,8 @@ def ship(model: Path, data, shipped: Mapping[str, np.ndarray], unet: Mapping[str
         r, m = scores(shipped[name], ref), scores(mine, ref)
         u = scores(entry["loso"], ref) if "loso" in entry else None
         drop = worst_recall_change(u, r) if u else math.nan
-        rows.append(f"| {name}{' (weak labels, not trained on)' if not scene.fitted_on else ''} | {r['pixels']} | "
+        unseen = " (local, never trained on)" if scene.local else " (weak labels, not trained on)"
+        rows.append(f"| {name}{unseen if not scene.fitted_on else ''} | {r['pixels']} | "
                     f"{_f(r['oa'])} | {_f(m['oa'])} | {_f(u['oa']) if u else ''} | {drop:+.3f} |")
     # paths as a reader of the repository sees them, not as this machine had them
     card = (Path(f"{model.with_suffix('')}.card.md").read_text().replace(str(work), "WORK")
@@ -892,7 +938,7 @@ def finetune_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, d
 def lever_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
     """Each lever alone (and the chosen set), trained on each scene's own rule masks: OA and the
     worst class recall change against the rules' map, per scene."""
-    names = [n for n, (s, _) in data.items() if s.kind != "patch" and s.fitted_on]
+    names = [n for n, (s, _) in data.items() if s.scored and s.fitted_on]
     rows, result = [], {}
     variants = dict(LEVERS)
     variants["chosen: " + ", ".join(f"{k}={v}" for k, v in CHOSEN.items())] = CHOSEN
@@ -922,7 +968,7 @@ def seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str
     """Each of ``SEED_RUNS`` trained with each of ``SEEDS`` on each scene's own rule masks: the OA
     change against the rules' map per seed, its mean, the failed trainings (a class vanished) and
     the trainings where a reference class lost more than ``MAX_RECALL_LOSS`` recall to the rules."""
-    names = [n for n, (s, _) in data.items() if s.kind != "patch" and s.fitted_on]
+    names = [n for n, (s, _) in data.items() if s.scored and s.fitted_on]
     rows, result = [], {}
     for label, (key, levers) in SEED_RUNS.items():
         per = {n: [] for n in names}
@@ -963,7 +1009,7 @@ def atmosphere_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tup
     from snap_pc_models.train import MULTI_SCENE_ATMOSPHERE
 
     scenes = [s for s, _ in data.values()]
-    names = [n for n, (s, _) in data.items() if s.kind != "patch" and s.fitted_on]
+    names = [n for n, (s, _) in data.items() if s.scored and s.fitted_on]
     n_patches = sum(s.kind == "patch" and s.fitted_on for s in scenes)
     sets = unet_datasets(scenes, work)
     rows, result = [], {}
@@ -1113,7 +1159,7 @@ def main(argv=None) -> int:
 
     s1_maps = {}
     for s in scenes:
-        if s.s1 is not None and s.kind != "patch":
+        if s.s1 is not None and s.scored:
             a1 = load_arrays(s, args.work, s1s2_rules.bands, with_s1=True)
             # The same scene with a thick cloud painted over its middle third: where the optics
             # see nothing, the radar still does.
@@ -1176,6 +1222,10 @@ def main(argv=None) -> int:
             patches.append(f"| {name} | {scene.title.split(': ', 1)[1]} | {100 * entry['shipped'][4]:.1f} | "
                            f"{100 * entry['baseline'][4]:.1f} | {100 * entry['shipped'][1]:.1f} | "
                            f"{100 * entry['shipped'][3]:.1f} | {100 * entry['shipped'][254]:.1f} |")
+            result["scenes"][name] = entry
+            continue
+        if not scene.scored:
+            entry["shipped"] = {c: float((shipped[name] == c).mean()) for c in (1, 2, 3, 4, 5, 254)}
             result["scenes"][name] = entry
             continue
         maps = {"**default S2 graph**": shipped[name]}

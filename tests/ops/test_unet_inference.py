@@ -508,17 +508,22 @@ def test_s1s2_graph_end_to_end(unet, tmp_path):
         assert_several_classes(src.read(1))
 
 
+def _default_unet_graph(image, tmp_path):
+    """graphs/unet_inference.xml with its defaults (the shipped model) on `image`: (graph, result);
+    writes unet.tif and labels.gpkg in `tmp_path`."""
+    if not image.is_file():
+        pytest.skip(f"{image} not found")
+    graph = load_graph(GRAPHS / "unet_inference.xml", {"input": str(image), "output": str(tmp_path / "unet.tif"),
+                                                        "labels": str(tmp_path / "labels.gpkg")})
+    return graph, run_graph(graph, ExecutionContext())
+
+
 @pytest.mark.real_data
 def test_s2_graph_without_model_runs_the_shipped_model_on_a_real_scene(tmp_path):
     """graphs/unet_inference.xml without -Pmodel (model= in its properties) on the Aberystwyth scene (tests/data)."""
     scene = TESTS_DATA / "aberystwyth"
-    if not (scene / "s2_20210527_sref.tif").is_file():
-        pytest.skip(f"{scene} not found")
-    graph = load_graph(GRAPHS / "unet_inference.xml", {"input": str(scene / "s2_20210527_sref.tif"),
-                                                        "output": str(tmp_path / "unet.tif"),
-                                                        "labels": str(tmp_path / "labels.gpkg")})
+    graph, result = _default_unet_graph(scene / "s2_20210527_sref.tif", tmp_path)
     assert graph.nodes["AttentionUNetInference"].parameters["modelFile"] == ""  # ${model} is empty, not unset
-    result = run_graph(graph, ExecutionContext())
     md = result.products["AttentionUNetInference"].metadata.element("AttentionUNetInference").attributes
     assert md["modelFile"] == str(pretrained_model())
     with rasterio.open(tmp_path / "unet.tif") as src, rasterio.open(scene / "labels.tif") as ref:
@@ -683,3 +688,19 @@ def test_cloud_mask_band_makes_masked_pixels_not_observed_in_both_runtimes(unet,
     context = J.Operator.from_descriptor(spec.alias, {"sourceProduct": java}, params)
     target = J.run_operator(op_class(), context, rects=J.random_partition(300, 257, seed=5, min_size=48))
     np.testing.assert_array_equal(J.raster(target.getBand("class_id")), masked)
+
+
+@pytest.mark.real_data
+def test_s2_graph_runs_the_shipped_model_on_a_geographic_l2a_scene(tmp_path):
+    """The Trombetas scene (tests/data): L2A with the baseline-04.00 offset as the GeoTIFF's band
+    offset, on a WGS84 lon/lat grid. The graph reads reflectance and the map stays on that grid."""
+    scene = TESTS_DATA / "trombetas"
+    _default_unet_graph(scene / "s2_l2a_sen2.tif", tmp_path)
+    with rasterio.open(tmp_path / "unet.tif") as src, rasterio.open(scene / "labels.tif") as ref:
+        assert src.crs == ref.crs and src.crs.is_geographic and src.transform == ref.transform
+        cls, truth = src.read(1), ref.read(1)
+    # polygons: 1 dried-out sediment, 2 forest, 3 village, 4 water. The shipped model of 2026-12-05
+    # (Trombetas in its training): water 1.00, forest 1.00, village 0.995
+    assert (cls[truth == 4] == 1).mean() > 0.9  # Water
+    assert (cls[truth == 2] == 3).mean() > 0.9  # Trees/Shrubbery vegetation
+    assert (cls[truth == 3] == 4).mean() > 0.8  # Urban Area
