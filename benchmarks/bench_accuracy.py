@@ -1214,18 +1214,14 @@ def main(argv=None) -> int:
     table, confusion, patches, s1rows = [], [], [], []
     for name, (scene, arrays) in data.items():
         entry: dict[str, Any] = {"title": scene.title, "kind": scene.kind, "local": scene.local, "source": scene.source}
-        if scene.kind == "patch":
-            pred = shipped[name]
-            entry["shipped"] = {c: float((pred == c).mean()) for c in (1, 2, 3, 4, 5, 254)}
-            base = baseline_maps(arrays)["baseline map"]
-            entry["baseline"] = {c: float((base == c).mean()) for c in (1, 3, 4)}
-            patches.append(f"| {name} | {scene.title.split(': ', 1)[1]} | {100 * entry['shipped'][4]:.1f} | "
-                           f"{100 * entry['baseline'][4]:.1f} | {100 * entry['shipped'][1]:.1f} | "
-                           f"{100 * entry['shipped'][3]:.1f} | {100 * entry['shipped'][254]:.1f} |")
-            result["scenes"][name] = entry
-            continue
-        if not scene.scored:
+        if not scene.scored:  # no pixel reference: the class shares only (and the patches' table)
             entry["shipped"] = {c: float((shipped[name] == c).mean()) for c in (1, 2, 3, 4, 5, 254)}
+            if scene.kind == "patch":
+                base = baseline_maps(arrays)["baseline map"]
+                entry["baseline"] = {c: float((base == c).mean()) for c in (1, 3, 4)}
+                patches.append(f"| {name} | {scene.title.split(': ', 1)[1]} | {100 * entry['shipped'][4]:.1f} | "
+                               f"{100 * entry['baseline'][4]:.1f} | {100 * entry['shipped'][1]:.1f} | "
+                               f"{100 * entry['shipped'][3]:.1f} | {100 * entry['shipped'][254]:.1f} |")
             result["scenes"][name] = entry
             continue
         maps = {"**default S2 graph**": shipped[name]}

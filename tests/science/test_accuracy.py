@@ -54,9 +54,7 @@ class _Scene:
         self.name, self.local, self.kind = name, local, "dense"
         self.fitted_on = not local
 
-    @property
-    def scored(self):
-        return self.kind in ("dense", "sparse")
+    scored = bench.Scene.scored  # the real rule, over this stub's kind
 
 
 def test_leave_one_scene_out_never_fits_on_the_scored_scene():
