@@ -27,7 +27,10 @@ scenes that may not be redistributed, see ``LOCAL_SCENES``):
    on the scene's own rule masks (the shipped S2 graph's label masks) and on
    every other scene's (leave-one-scene-out, plus synthetic scenes), with the
    ``CHOSEN`` levers (``docs/unet.md``); ``--ship`` trains the pretrained model
-   on all of them and copies it into ``snap_operators/io/pretrained``;
+   on all of them with each of ``SHIP_SEEDS``, keeps the one that beats the
+   rules most against those scenes' references (the leave-one-scene-out model
+   is chosen the same way, without its scene) and copies it into
+   ``snap_operators/io/pretrained``;
    ``--finetune`` measures ``--init`` against training from scratch;
    ``--unet-levers`` measures each of ``LEVERS`` alone; ``--unet-seeds`` trains the
    ``SEED_RUNS`` levers with each of ``SEEDS``, and (with ``--unet``) the
@@ -546,12 +549,15 @@ def objective_table(rules, data: Mapping[str, tuple[Scene, Mapping[str, np.ndarr
     grid = FITTED if grid is None else grid
     keys = list(grid)
     combos = [dict(zip(keys, c)) for c in itertools.product(*(grid[k] for k in keys))]
-    table = {name: [] for name in data}
+    # Unlabelled images have no objective: their NaN rows cost no classification.
+    table = {name: [math.nan] * len(combos) for name, (s, _) in data.items() if s.kind == "image"}
+    scored = {name: v for name, v in data.items() if name not in table}
+    table.update({name: [] for name in scored})
     for values in combos:
         r = with_parameters(rules, values)
-        for name, (s, a) in data.items():
+        for name, (s, a) in scored.items():
             table[name].append(scene_objective(classify_arrays(a, r, use_numba=False), a, s.kind))
-    return combos, table
+    return combos, {name: table[name] for name in data}
 
 
 #: Mean objectives (mean IoU) closer than this to the best are ties: a few pixels of one small scene.
@@ -778,12 +784,17 @@ def unet_map(datasets: Sequence[Path], image_dataset: Path, out: Path, **trainin
     return class_map(out, image_dataset, out.with_suffix(".classes.tif")), metrics
 
 
-def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bool = True) -> dict[str, dict]:
+def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bool = True,
+                 rules_maps: Mapping[str, np.ndarray] | None = None) -> dict[str, dict]:
     """Per scene with a pixel reference: the U-Net trained on its own rule masks and, with `loso`,
-    the U-Net trained on every other scene (and the synthetic ones), with `levers`."""
+    the U-Net trained on every other scene (and the synthetic ones), with `levers`. With
+    `rules_maps` (the rules' class map per scene), the leave-one-scene-out model is chosen among
+    ``SHIP_SEEDS`` as the shipped one is (:func:`seed_chosen_model`), judged on the other scenes;
+    a scene no model trains on (local, weak labels) gets the shipped model itself."""
     scenes = [s for s, _ in data.values()]
     levers = dict(levers)
     sets = unet_datasets(scenes, work, min_margin=levers.pop("min_margin", None))
+    fitted = {_image_key(s, work) for s in scenes if s.fitted_on}
     out: dict[str, dict] = {}
     for name, (scene, arrays) in data.items():
         if not scene.scored:
@@ -794,10 +805,25 @@ def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bo
         entry = {}
         entry["own"], entry["own_metrics"] = unet_map([own], own, work / "unet" / tag / f"{own.parent.name}.onnx",
                                                       **levers)
-        if loso:
+        if loso and rules_maps is not None:
+            if key in fitted:
+                folders = multi_scene_sets(sets, scenes, work, without=key)
+                paths = {s: work / "unet" / (tag if s == UNET_TRAINING["seed"] else f"{tag}-s{s}")
+                         / f"without-{own.parent.name}.onnx" for s in SHIP_SEEDS}
+                named = {}
+            else:  # not in any training: the shipped training is the one without it
+                folders = multi_scene_sets(sets, scenes, work)
+                paths, named = {s: shipped_path(work, s) for s in SHIP_SEEDS}, {"model_name": shipped_name()}
+            judges = [n for n, (s, _) in data.items() if s.scored and s.fitted_on and n != name]
+            entry["loso_model"], entry["loso_choice"] = seed_chosen_model(folders, paths, judges, data, sets, work,
+                                                                          rules_maps, **named, **levers)
+            entry["loso"], entry["loso_seed0"] = (
+                class_map(m, own, m.parent / f"{m.stem}-{own.parent.name}.classes.tif")
+                for m in (entry["loso_model"], paths[UNET_TRAINING["seed"]]))
+        elif loso:
             entry["loso_model"] = work / "unet" / tag / f"without-{own.parent.name}.onnx"
-            entry["loso"], entry["loso_metrics"] = unet_map(multi_scene_sets(sets, scenes, work, without=key), own,
-                                                            entry["loso_model"], **levers)
+            entry["loso"], _ = unet_map(multi_scene_sets(sets, scenes, work, without=key), own, entry["loso_model"],
+                                        **levers)
         if entry["own"].shape != arrays["reference"].shape:
             raise SystemExit(f"{name}: the U-Net map {entry['own'].shape} is not on the reference grid "
                              f"{arrays['reference'].shape}")
@@ -807,7 +833,8 @@ def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bo
 
 
 def shipped_path(work: Path, seed: int = UNET_TRAINING["seed"]) -> Path:
-    """Where the shipped model's training with `seed` is made (the shipped seed: ``shipped/``)."""
+    """Where the shipped model's training with `seed` is made (seed 0 in ``shipped/``, seed N in
+    ``shipped-sN/``; :func:`train_shipped` chooses which of them ships)."""
     folder = "shipped" if seed == UNET_TRAINING["seed"] else f"shipped-s{seed}"
     return work / "unet" / folder / f"{shipped_name()}.onnx"
 
@@ -828,47 +855,79 @@ def multi_scene_sets(sets: Mapping[str, Path], scenes: Sequence[Scene], work: Pa
     return [p for k, p in sets.items() if k != without and (k in fitted or k.startswith("synthetic:"))]
 
 
-def train_shipped(data, work: Path) -> Path:
+#: Seeds the shipped training runs with; the model that beats the rules most on its training
+#: scenes' references ships (:func:`seed_chosen_model`). The seed moves a model's accuracy on a
+#: new scene more than any lever (docs/unet.md), and those references never enter a training.
+SHIP_SEEDS = (0, 1, 2)
+
+
+def chosen_seed(changes: Mapping[int, Sequence[float]]) -> int:
+    """The seed whose model has the highest mean OA change against the rules' map over its
+    judges (ties: the lowest seed).
+
+    >>> chosen_seed({0: [0.01, 0.03], 1: [0.04, 0.02], 2: [0.05, -0.1]})
+    1
+    """
+    return max(sorted(changes), key=lambda s: (float(np.mean(changes[s])), -s))
+
+
+def seed_chosen_model(datasets: Sequence[Path], paths: Mapping[int, Path], judges: Sequence[str], data,
+                      sets: Mapping[str, Path], work: Path, rules_maps: Mapping[str, np.ndarray],
+                      **training) -> tuple[Path, dict]:
+    """Train on `datasets` once per seed (seed s into ``paths[s]``) and keep the model whose class
+    maps of the scenes `judges` (scenes in its training, never the one it will be scored on) gain
+    most over the rules' maps against their references, which no training sees:
+    ``(model, {"seed": chosen, "changes": {seed: OA change per judge}})``."""
+    changes = {}
+    for seed, out in paths.items():
+        trained(datasets, out, seed=seed, **training)
+        changes[seed] = []
+        for n in judges:
+            scene, arrays = data[n]
+            own = sets[_image_key(scene, work)]
+            pred = class_map(out, own, out.parent / f"{out.stem}-{own.parent.name}.classes.tif")
+            changes[seed].append(scores(pred, arrays["reference"])["oa"]
+                                 - scores(rules_maps[n], arrays["reference"])["oa"])
+    seed = chosen_seed(changes)
+    return paths[seed], {"seed": seed, "judges": list(judges), "changes": changes}
+
+
+def train_shipped(data, work: Path, rules_maps: Mapping[str, np.ndarray]) -> tuple[Path, dict]:
     """The shipped pretrained model: trained on every scene fits may use and the synthetic ones,
-    with the CHOSEN levers; int8 copy calibrated on the eo-box scene (the largest). Written in
-    `work`; :func:`ship` copies it into the package with its model card."""
+    with the CHOSEN levers, once per ``SHIP_SEEDS``, the seed chosen on those scenes' references
+    (:func:`seed_chosen_model`); int8 copy calibrated on the eo-box scene (the largest). Written in
+    `work`; :func:`ship` copies it into the package with its model card. ``(model, choice)``."""
     from snap_pc_models.quantize import quantize_model
 
     scenes = [s for s, _ in data.values()]
-    folders = multi_scene_sets(unet_datasets(scenes, work), scenes, work)
-    out = shipped_path(work)
-    _, fresh = trained(folders, out, model_name=shipped_name(), **CHOSEN)
-    int8 = out.with_suffix(".int8.onnx")
-    if fresh or not int8.exists():
-        largest = max(folders, key=lambda f: json.loads((Path(f) / "dataset.json").read_text())["splits"]["train"]["patches"])
-        quantize_model(out, largest, int8, overwrite=True)
-    return out
-
-
-def shipped_seed_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> str:
-    """The shipped model's training with each of ``SEEDS`` (the shipped one is ``UNET_TRAINING``'s
-    seed): OA and its change against the rules' map on every scene, all of them in its training."""
-    scenes = [s for s, _ in data.values()]
     sets = unet_datasets(scenes, work)
     folders = multi_scene_sets(sets, scenes, work)
-    names = [n for n, (s, _) in data.items() if s.scored and not s.local]
-    rows = []
-    for seed in SEEDS:
-        out = shipped_path(work, seed)
-        trained(folders, out, model_name=shipped_name(), seed=seed, **CHOSEN)
-        cells = []
-        for n in names:
-            scene, arrays = data[n]
-            own = sets[_image_key(scene, work)]
-            u = scores(class_map(out, own, out.parent / f"{own.parent.name}.classes.tif"), arrays["reference"])
-            cells.append(f"{_f(u['oa'])} ({u['oa'] - scores(shipped[n], arrays['reference'])['oa']:+.3f})")
-        rows.append(f"| {seed}{' (shipped)' if seed == UNET_TRAINING['seed'] else ''} | " + " | ".join(cells) + " |")
-    return ("| seed | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n" + "\n".join(rows))
+    judges = [n for n, (s, _) in data.items() if s.scored and s.fitted_on]
+    out, choice = seed_chosen_model(folders, {s: shipped_path(work, s) for s in SHIP_SEEDS}, judges, data, sets,
+                                    work, rules_maps, model_name=shipped_name(), **CHOSEN)
+    int8 = out.with_suffix(".int8.onnx")
+    if not int8.exists() or int8.stat().st_mtime < out.stat().st_mtime:
+        largest = max(folders, key=lambda f: json.loads((Path(f) / "dataset.json").read_text())["splits"]["train"]["patches"])
+        quantize_model(out, largest, int8, overwrite=True)
+    return out, choice
 
 
-def ship(model: Path, data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> None:
+def shipped_seed_table(choice: Mapping[str, Any]) -> str:
+    """The shipped training's seeds as :func:`train_shipped` judged them: OA change against the
+    rules' map on each scene of its training (against their references), the mean, and the seed
+    that ships."""
+    judges = choice["judges"]
+    rows = [f"| {seed}{' (shipped)' if seed == choice['seed'] else ''} | " + " | ".join(f"{v:+.3f}" for v in ch)
+            + f" | {np.mean(ch):+.3f} |" for seed, ch in choice["changes"].items()]
+    return ("| seed | " + " | ".join(judges) + " | mean |\n|---|" + "---|" * (len(judges) + 1) + "\n"
+            + "\n".join(rows))
+
+
+def ship(model: Path, choice: Mapping[str, Any], data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict],
+         work: Path) -> None:
     """Copy the trained model (fp32, int8, Keras weights) into the package with its model card,
-    extended by its accuracy on every real scene and leave-one-scene-out."""
+    extended by how its seed was chosen (`choice`, :func:`train_shipped`) and its accuracy on
+    every real scene and leave-one-scene-out."""
     import shutil
 
     from snap_operators.io.onnx_model import PRETRAINED_DIR
@@ -895,8 +954,11 @@ def ship(model: Path, data, shipped: Mapping[str, np.ndarray], unet: Mapping[str
              "Overall accuracy over each reference's classes, `python benchmarks/bench_accuracy.py --unet --ship` "
              f"({time.strftime('%Y-%m-%d')}); the rules are the shipped S2 graph on the same pixels. The "
              "leave-one-scene-out column is a model trained exactly as this one but without that scene: what to "
-             "expect on a scene nobody trained on. docs/unet.md and docs/accuracy.md have every class.\n\n"
-             + "\n".join(rows) + "\n")
+             "expect on a scene nobody trained on (chosen among the same seeds on the other scenes' references). "
+             "docs/unet.md and docs/accuracy.md have every class.\n\n" + "\n".join(rows) + "\n"
+             f"\n## Seed\nTrained with seeds {', '.join(map(str, choice['changes']))}; seed {choice['seed']} ships: "
+             "the highest mean OA change against the rules' map on the scenes of its training, against their "
+             "references (which no training sees):\n\n" + shipped_seed_table(choice) + "\n")
     PRETRAINED_DIR.mkdir(exist_ok=True)
     name, stem = shipped_name(), model.with_suffix("")
     # the names pretrained_model() and snap-pc train --init (STEM.keras beside STEM.onnx) look for
@@ -1053,7 +1115,9 @@ def threshold_loso_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[
     names = [n for n in unet if "loso" in unet[n]]
     cols = unet_columns({n: data[n] for n in names}, work, dict(levers, seed=0), f"seed0-{key}", loso=True)
     rows = []
-    for label, maps in (("chosen (default: thresholds moved only as a rescue)", {n: unet[n]["loso"] for n in names}),
+    # seed 0 against seed 0: the chosen training's own seed choice would favour it
+    for label, maps in (("chosen (default: thresholds moved only as a rescue)",
+                         {n: unet[n].get("loso_seed0", unet[n]["loso"]) for n in names}),
                         ("+ threshold moving (pooled shares)", {n: cols[n]["loso"] for n in names})):
         cells = []
         for n in names:
@@ -1127,7 +1191,8 @@ def main(argv=None) -> int:
                     "rule masks and on the other scenes (leave-one-scene-out), with the CHOSEN levers (needs the "
                     "'train' extra; minutes per scene)")
     ap.add_argument("--ship", action="store_true", help="with --unet: train the pretrained model on every scene "
-                    "(and the synthetic ones) and copy it with its model card into snap_operators/io/pretrained")
+                    "(and the synthetic ones) with each of SHIP_SEEDS, keep the one that beats the rules most against "
+                    "those scenes' references, and copy it with its model card into snap_operators/io/pretrained")
     ap.add_argument("--finetune", action="store_true", help="with --unet: fine-tune each scene's leave-one-scene-out "
                     "model on its rule masks for a few epochs, against training from scratch")
     ap.add_argument("--unet-seeds", action="store_true", help="train each SEED_RUNS entry with each of SEEDS on "
@@ -1171,12 +1236,15 @@ def main(argv=None) -> int:
             s1_maps[s.name] = (a1, classify_arrays(a1, s1s2_rules), c2, classify_arrays(c2, s2_rules),
                                classify_arrays(c12, s1s2_rules))
 
-    unet = unet_columns(data, args.work, CHOSEN, "chosen", loso=not args.no_loso) if args.unet else {}
+    unet = unet_columns(data, args.work, CHOSEN, "chosen", loso=not args.no_loso, rules_maps=shipped) \
+        if args.unet else {}
+    choice = None
     if args.ship:
         if not args.unet or args.no_loso:
             raise SystemExit("--ship needs --unet with leave-one-scene-out (its model card reports both)")
-        ship(train_shipped(data, args.work), data, shipped, unet, args.work)
-    shipped_seeds_md = shipped_seed_table(data, shipped, args.work) if args.ship and args.unet_seeds else None
+        model, choice = train_shipped(data, args.work, shipped)
+        ship(model, choice, data, shipped, unet, args.work)
+    shipped_seeds_md = shipped_seed_table(choice) if choice else None
     if shipped_seeds_md:
         print("\n## Shipped model, seeds\n" + shipped_seeds_md, flush=True)
     finetune_md = finetune_table(data, shipped, unet, args.work) if args.finetune and unet else None
@@ -1303,7 +1371,8 @@ def unet_summary(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dic
     """The figures issue 17 asks for, per scene: OA of the rules, of the U-Net on its own rule
     masks and leave-one-scene-out, the change, and the worst class recall change."""
     rows = ["| scene | pixels | rules OA | U-Net (own rule masks) OA | change | worst recall change | "
-            "U-Net (other scenes) OA | change | worst recall change |", "|---|---:|---|---|---|---|---|---|---|"]
+            "U-Net (other scenes) OA | change | worst recall change | its seed |",
+            "|---|---:|---|---|---|---|---|---|---|---|"]
     for name, entry in unet.items():
         ref = data[name][1]["reference"]
         r = scores(shipped[name], ref)
@@ -1315,6 +1384,7 @@ def unet_summary(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dic
             u = scores(entry[key], ref)
             drop = worst_recall_change(u, r)
             cells += [_f(u["oa"]), f"{u['oa'] - r['oa']:+.3f}", f"{drop:+.3f}"]
+        cells.append(str(entry["loso_choice"]["seed"]) if "loso_choice" in entry else "")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

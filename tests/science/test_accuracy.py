@@ -234,26 +234,41 @@ def test_atmospheres_are_scored_on_scenes_left_out_with_every_seed(monkeypatch, 
         next(k for k in bench.LEVERS if "atmospheres" in k)
 
 
-def test_the_shipped_training_is_scored_with_every_seed(monkeypatch, tmp_path):
+def test_the_shipped_training_runs_every_seed_and_ships_the_best_on_its_scenes(monkeypatch, tmp_path):
+    quantize = pytest.importorskip("snap_pc_models.quantize")
     ref = np.array([[1, 1, 3, 3]])
     data = {n: (_Scene(n), {"reference": ref}) for n in ("a", "b")}
     rules_map = np.array([[1, 1, 3, 1]])  # OA 0.75
-    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work: {n: tmp_path / n / "dataset" for n in data})
+    sets = {n: tmp_path / n / "dataset" for n in data}
+    for n, folder in sets.items():
+        folder.mkdir(parents=True)
+        (folder / "dataset.json").write_text(json.dumps({"splits": {"train": {"patches": 5 if n == "b" else 1}}}))
+    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work: sets)
     monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
     monkeypatch.setattr(bench, "shipped_name", lambda: "m")
     trainings = []
-    monkeypatch.setattr(bench, "trained", lambda folders, out, **kw: trainings.append((list(folders), out, kw)))
-    # seed 1 maps everything as water
-    monkeypatch.setattr(bench, "class_map", lambda model, own, classes: np.ones_like(ref) if "-s1" in str(model)
-                        else ref)
-    md = bench.shipped_seed_table(data, {"a": rules_map, "b": rules_map}, tmp_path)
+
+    def trained(folders, out, **kw):
+        trainings.append((list(folders), out, kw))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(b"model")
+        return {}, True
+
+    monkeypatch.setattr(bench, "trained", trained)
+    # seed 1 is right everywhere; seeds 0 and 2 map everything as water
+    monkeypatch.setattr(bench, "class_map", lambda model, own, classes: ref if "-s1" in str(model)
+                        else np.ones_like(ref))
+    quantized = []
+    monkeypatch.setattr(quantize, "quantize_model", lambda model, calibration, out, overwrite:
+                        quantized.append((model, calibration, out)))
+    model, choice = bench.train_shipped(data, tmp_path, {"a": rules_map, "b": rules_map})
     assert [t[1] for t in trainings] == [tmp_path / "unet" / f for f in ("shipped/m.onnx", "shipped-s1/m.onnx",
                                                                         "shipped-s2/m.onnx")]
-    assert all(t[0] == [tmp_path / "a" / "dataset", tmp_path / "b" / "dataset"] and t[2]["balance"] for t in trainings)
-    rows = md.splitlines()
-    assert rows[0] == "| seed | a | b |"
-    assert rows[2] == "| 0 (shipped) | 1.000 (+0.250) | 1.000 (+0.250) |"
-    assert rows[3] == "| 1 | 0.500 (-0.250) | 0.500 (-0.250) |"
+    assert all(t[0] == [sets["a"], sets["b"]] and t[2]["balance"] and t[2]["model_name"] == "m" for t in trainings)
+    assert [t[2]["seed"] for t in trainings] == [0, 1, 2]
+    assert model == tmp_path / "unet" / "shipped-s1" / "m.onnx" and choice["seed"] == 1
+    assert choice["judges"] == ["a", "b"] and choice["changes"][0] == [-0.25, -0.25]
+    assert quantized == [(model, sets["b"], model.with_suffix(".int8.onnx"))]  # calibrated on the largest
 
 
 def test_threshold_moving_is_also_scored_on_scenes_left_out(monkeypatch, tmp_path):
@@ -430,3 +445,61 @@ def test_unlabelled_images_are_trained_on_and_never_scored(monkeypatch, tmp_path
     assert math.isnan(bench.scene_objective(ref, {}, "image"))
     combos = [{"k": 0}, {"k": 1}]
     assert bench.best(combos, {"a": [0.2, 0.9], "img": [math.nan, math.nan]}, ["a", "img"])["values"] == {"k": 1}
+    # ... and the fit classifies it for no candidate: its row is NaN without a classification.
+    classified = []
+
+    def classify(arrays, r, use_numba=None):
+        classified.append(arrays is data["a"][1])
+        return ref
+
+    monkeypatch.setattr(bench, "classify_arrays", classify)
+    key = ("water", "MNDWI", "min", "default")
+    combos, table = bench.objective_table(load_rules("mosul-5class"), data, {key: (0.0, 0.05)})
+    assert classified == [True, True] and list(table) == ["a", "img"]
+    assert np.isnan(table["img"]).all() and table["a"] == [1.0, 1.0]
+
+
+def test_the_shipped_seed_is_chosen_on_its_training_scenes_references(monkeypatch, tmp_path):
+    ref = np.array([[1, 1, 3, 3]])
+    rules_map = np.array([[1, 1, 3, 1]])  # OA 0.75
+    data = {n: (_Scene(n), {"reference": ref}) for n in ("a", "b", "held")}
+    sets = {n: tmp_path / n / "dataset" for n in data}
+    monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
+    seeds = []
+    monkeypatch.setattr(bench, "trained", lambda datasets, out, seed=None, **kw: seeds.append(seed) or ({}, True))
+    # seed 1 is right on both judges; seed 2 only on the scene it will be scored on, which never judges
+    right = {(0, "a"), (1, "a"), (1, "b"), (2, "held")}
+    monkeypatch.setattr(bench, "class_map", lambda model, image, classes:
+                        ref if (int(model.stem[-1]), image.parent.name) in right else rules_map)
+    paths = {s: tmp_path / f"m{s}.onnx" for s in (0, 1, 2)}
+    model, choice = bench.seed_chosen_model([], paths, ["a", "b"], data, sets, tmp_path, {n: rules_map for n in data})
+    assert seeds == [0, 1, 2] and model == paths[1] and choice["seed"] == 1
+    assert choice["changes"] == {0: [0.25, 0.0], 1: [0.25, 0.25], 2: [0.0, 0.0]}
+    assert bench.chosen_seed({0: [0.1], 1: [0.1]}) == 0  # ties: the lowest seed
+    table = bench.shipped_seed_table(choice)
+    assert "| 1 (shipped) | +0.250 | +0.250 | +0.250 |" in table and "| 2 | +0.000 | +0.000 | +0.000 |" in table
+
+
+def test_leave_one_scene_out_models_choose_their_seed_without_their_scene(monkeypatch, tmp_path):
+    ref = np.array([[1, 1, 3, 3]])
+    data = {n: (_Scene(n, local=n == "loc"), {"reference": ref}) for n in ("a", "b", "loc")}
+    sets = {n: tmp_path / n / "dataset" for n in data}
+    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work, min_margin=None: sets)
+    monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
+    monkeypatch.setattr(bench, "unet_map", lambda datasets, image, out, **kw: (ref, {}))
+    monkeypatch.setattr(bench, "class_map", lambda model, image, classes: ref)
+    calls = []
+
+    def chosen(datasets, paths, judges, *args, **kw):
+        calls.append((list(datasets), paths, list(judges), kw.get("model_name")))
+        return paths[1], {"seed": 1}
+
+    monkeypatch.setattr(bench, "seed_chosen_model", chosen)
+    cols = bench.unet_columns(data, tmp_path, {}, "t", rules_maps={n: ref for n in data})
+    assert [c[2] for c in calls] == [["b"], ["a"], ["a", "b"]]  # judges: never the scene scored
+    assert sets["a"] not in calls[0][0] and sets["b"] in calls[0][0]
+    assert calls[0][1][0].parent.name == "t" and calls[0][1][2].parent.name == "t-s2"
+    # a scene no model trains on gets the shipped training's seeds, not a copy of them
+    assert list(calls[2][1].values()) == [bench.shipped_path(tmp_path, s) for s in bench.SHIP_SEEDS]
+    assert calls[2][3] == bench.shipped_name()
+    assert cols["a"]["loso_choice"]["seed"] == 1 and cols["loc"]["loso_model"] == bench.shipped_path(tmp_path, 1)

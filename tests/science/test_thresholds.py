@@ -187,3 +187,22 @@ def test_unimodal_away_takes_the_end_of_the_clip_range_away_from_the_single_mode
     assert got[0].note["fallback"] and got[0].note["mode"] < 0
     with pytest.raises(RulesError, match="'away' needs a clip range"):
         rules("  - {class: 1, conditions: [{index: MNDWI, min: {adaptive: {default: 0.1, unimodal: away}}}]}\n")
+
+
+@pytest.mark.parametrize("preset", ["mosul-5class", "mosul-5class-s1s2", "coastal-4class"])
+def test_preset_water_split_keeps_a_floods_turbid_water(preset):
+    # A flood over a floodplain (the Brahmaputra chip of docs/accuracy.md, in shape): land at
+    # MNDWI -0.2, sediment-laden water around 0.2 and clear channels at 0.85. Otsu splits the
+    # two waters (above 0.3); the preset's ceiling keeps the split just above land's tail.
+    from snap_operators.science.rules import load_rules
+
+    rules = load_rules(preset)
+    water = next(s for s in rules.stages if s.name == "water")
+    rng = np.random.default_rng(12)
+    land, turbid, clear = rng.normal(-0.2, 0.05, 4000), rng.normal(0.2, 0.04, 2500), rng.normal(0.85, 0.03, 3500)
+    mndwi = np.concatenate([land, turbid, clear]).reshape(100, 100).astype(np.float32)
+    bands = {"MNDWI": mndwi, "NDVI": np.full_like(mndwi, 0.05), "BI2": np.full_like(mndwi, 0.1)}
+    b = next(c.min for c in resolve_rules(rules.replace(stages=(water,)), bands, subsampling=1).stages[0]
+             .all_conditions() if c.band == "MNDWI")
+    assert b.note["split"] > 0.3 and b.note["clipped"]
+    assert (turbid >= b.value).mean() > 0.8 and (land >= b.value).mean() < 0.01
