@@ -549,15 +549,14 @@ def objective_table(rules, data: Mapping[str, tuple[Scene, Mapping[str, np.ndarr
     grid = FITTED if grid is None else grid
     keys = list(grid)
     combos = [dict(zip(keys, c)) for c in itertools.product(*(grid[k] for k in keys))]
-    # Unlabelled images have no objective: their NaN rows cost no classification.
-    table = {name: [math.nan] * len(combos) for name, (s, _) in data.items() if s.kind == "image"}
-    scored = {name: v for name, v in data.items() if name not in table}
-    table.update({name: [] for name in scored})
+    table = {name: [] for name in data}
     for values in combos:
         r = with_parameters(rules, values)
-        for name, (s, a) in scored.items():
-            table[name].append(scene_objective(classify_arrays(a, r, use_numba=False), a, s.kind))
-    return combos, {name: table[name] for name in data}
+        for name, (s, a) in data.items():
+            # an unlabelled image's objective is NaN whatever the map: no classification for it
+            table[name].append(math.nan if s.kind == "image" else
+                               scene_objective(classify_arrays(a, r, use_numba=False), a, s.kind))
+    return combos, table
 
 
 #: Mean objectives (mean IoU) closer than this to the best are ties: a few pixels of one small scene.
@@ -878,6 +877,7 @@ def seed_chosen_model(datasets: Sequence[Path], paths: Mapping[int, Path], judge
     maps of the scenes `judges` (scenes in its training, never the one it will be scored on) gain
     most over the rules' maps against their references, which no training sees:
     ``(model, {"seed": chosen, "changes": {seed: OA change per judge}})``."""
+    rules_oa = {n: scores(rules_maps[n], data[n][1]["reference"])["oa"] for n in judges}
     changes = {}
     for seed, out in paths.items():
         trained(datasets, out, seed=seed, **training)
@@ -886,8 +886,7 @@ def seed_chosen_model(datasets: Sequence[Path], paths: Mapping[int, Path], judge
             scene, arrays = data[n]
             own = sets[_image_key(scene, work)]
             pred = class_map(out, own, out.parent / f"{out.stem}-{own.parent.name}.classes.tif")
-            changes[seed].append(scores(pred, arrays["reference"])["oa"]
-                                 - scores(rules_maps[n], arrays["reference"])["oa"])
+            changes[seed].append(scores(pred, arrays["reference"])["oa"] - rules_oa[n])
     seed = chosen_seed(changes)
     return paths[seed], {"seed": seed, "judges": list(judges), "changes": changes}
 
