@@ -532,7 +532,8 @@ def test_s2_graph_without_model_runs_the_shipped_model_on_a_real_scene(tmp_path)
     found = set(np.unique(cls).tolist())
     assert found <= {1, 2, 3, 4, 5} and len(found) >= 3, found
     # the reference polygons (1 water, 2 forest, 3 grass, 4 urban) in the model's legend
-    # (the shipped model, 2026-12-04: water 1.00, vegetation 1.00, urban 0.98; Aberystwyth is in its training)
+    # (the shipped model of 2026-12-05, seed 1: water 1.00, vegetation 1.00, urban 0.95; Aberystwyth is in
+    # its training)
     assert (cls[truth == 1] == 1).mean() > 0.9  # Water
     assert (cls[(truth == 2) | (truth == 3)] == 3).mean() > 0.8  # Trees/Shrubbery vegetation
     assert (cls[truth == 4] == 4).mean() > 0.5  # Urban Area
@@ -699,8 +700,8 @@ def test_s2_graph_runs_the_shipped_model_on_a_geographic_l2a_scene(tmp_path):
     with rasterio.open(tmp_path / "unet.tif") as src, rasterio.open(scene / "labels.tif") as ref:
         assert src.crs == ref.crs and src.crs.is_geographic and src.transform == ref.transform
         cls, truth = src.read(1), ref.read(1)
-    # polygons: 1 dried-out sediment, 2 forest, 3 village, 4 water. The shipped model of 2026-12-05
-    # (Trombetas in its training): water 1.00, forest 1.00, village 0.995
+    # polygons: 1 dried-out sediment, 2 forest, 3 village, 4 water. The shipped model (seed 1 on the
+    # masks of the 0.15 water ceiling; Trombetas in its training): water 1.00, forest 1.00, village 0.972
     assert (cls[truth == 4] == 1).mean() > 0.9  # Water
     assert (cls[truth == 2] == 3).mean() > 0.9  # Trees/Shrubbery vegetation
     assert (cls[truth == 3] == 4).mean() > 0.8  # Urban Area
