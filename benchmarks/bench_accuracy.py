@@ -4,7 +4,8 @@ Writes the tables of ``docs/accuracy.md`` (between its ``<!-- accuracy:... -->``
 markers) and ``benchmarks/results/accuracy.json``. Usage::
 
     python benchmarks/bench_accuracy.py [--local DIR] [--no-loso] [--check-graph] [--no-docs]
-                                        [--scenes A,B] [--unet [--ship] [--finetune]] [--unet-levers] [--unet-seeds]
+                                        [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta]] [--unet-levers]
+                                        [--unet-seeds]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
 references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
@@ -32,6 +33,7 @@ scenes that may not be redistributed, see ``LOCAL_SCENES``):
    is chosen the same way, without its scene) and copies it into
    ``snap_operators/io/pretrained``;
    ``--finetune`` measures ``--init`` against training from scratch;
+   ``--unet-tta`` reads the same models with each test-time augmentation;
    ``--unet-levers`` measures each of ``LEVERS`` alone; ``--unet-seeds`` trains the
    ``SEED_RUNS`` levers with each of ``SEEDS``, and (with ``--unet``) the
    leave-one-scene-out models with and without the atmospheric augmentation, and
@@ -74,6 +76,7 @@ RESULTS = HERE / "results" / "accuracy.json"
 UNET_RESULTS = HERE / "results" / "unet_levers.json"
 SEED_RESULTS = HERE / "results" / "unet_seeds.json"
 ATMOSPHERE_RESULTS = HERE / "results" / "unet_atmospheres.json"
+TTA_RESULTS = HERE / "results" / "unet_tta.json"
 UNET_DOC = ROOT / "docs" / "unet.md"
 S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s2.xml"
 S1S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s1s2.xml"
@@ -763,16 +766,19 @@ def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, 
     return result["metrics"], True
 
 
-def class_map(model: Path, image_dataset: Path, classes: Path) -> np.ndarray:
+def class_map(model: Path, image_dataset: Path, classes: Path, augmentation: str = "none") -> np.ndarray:
     """The class map `model` makes of the image of `image_dataset`, kept in `classes` (reused if
-    there and newer than `model`: a model retrained under the same name maps again)."""
+    there and newer than `model`: a model retrained under the same name maps again); with a
+    test-time `augmentation` (``AttentionUNetInference``'s), kept in ``<name>.<augmentation>.classes.tif``."""
     import rasterio
 
     from snap_pc_models.dataset import load_dataset_info
     from snap_pc_models.evaluate import predict_scene
 
+    if augmentation != "none":
+        classes = classes.with_name(classes.name.removesuffix(".classes.tif") + f".{augmentation}.classes.tif")
     if not classes.exists() or classes.stat().st_mtime < Path(model).stat().st_mtime:
-        predict_scene(model, load_dataset_info(image_dataset), classes, overwrite=True)
+        predict_scene(model, load_dataset_info(image_dataset), classes, overwrite=True, augmentation=augmentation)
     with rasterio.open(classes) as ds:
         return ds.read(1)
 
@@ -801,9 +807,8 @@ def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bo
         key = _image_key(scene, work)
         own = sets[key]
         t0 = time.perf_counter()
-        entry = {}
-        entry["own"], entry["own_metrics"] = unet_map([own], own, work / "unet" / tag / f"{own.parent.name}.onnx",
-                                                      **levers)
+        entry = {"own_model": work / "unet" / tag / f"{own.parent.name}.onnx"}
+        entry["own"], entry["own_metrics"] = unet_map([own], own, entry["own_model"], **levers)
         if loso and rules_maps is not None:
             if key in fitted:
                 folders = multi_scene_sets(sets, scenes, work, without=key)
@@ -816,6 +821,7 @@ def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bo
             judges = [n for n, (s, _) in data.items() if s.scored and s.fitted_on and n != name]
             entry["loso_model"], entry["loso_choice"] = seed_chosen_model(folders, paths, judges, data, sets, work,
                                                                           rules_maps, **named, **levers)
+            entry["loso_paths"] = paths
             entry["loso"], entry["loso_seed0"] = (
                 class_map(m, own, m.parent / f"{m.stem}-{own.parent.name}.classes.tif")
                 for m in (entry["loso_model"], paths[UNET_TRAINING["seed"]]))
@@ -994,6 +1000,56 @@ def finetune_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, d
             cells.append(f"{_f(scores(pred, ref)['oa'])} ({fm['train_seconds']:.0f})")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def tta_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> tuple[str, dict]:
+    """The chosen training's models (`unet`) read with each test-time augmentation of
+    ``AttentionUNetInference`` (the same models, no training): per scene the OA change against the
+    rules' map of the model trained on its own rule masks (seed 0) and of the left-out model
+    (the seed chosen without augmentation, as it ships); then the means over the scenes with
+    strong labels, over every seed's left-out model how many gain and lose against ``none``, and
+    the class recall losses over ``MAX_RECALL_LOSS`` of the two models per scene."""
+    from snap_operators.science.inference import AUGMENTATIONS
+
+    sets = unet_datasets([s for s, _ in data.values()], work)
+    names = [n for n in unet if "loso_paths" in unet[n]]
+    counted = [n for n in names if not data[n][0].weak]
+    changes: dict[str, dict] = {}
+    for aug in AUGMENTATIONS:
+        changes[aug] = {}
+        for n in names:
+            scene, arrays = data[n]
+            own = sets[_image_key(scene, work)]
+            ref = arrays["reference"]
+            rules = scores(shipped[n], ref)
+            paths = unet[n]["loso_paths"]
+            own_model = unet[n]["own_model"]
+            got = {"own": scores(class_map(own_model, own, own_model.with_suffix(".classes.tif"), aug), ref)}
+            for seed, m in paths.items():
+                got[seed] = scores(class_map(m, own, m.parent / f"{m.stem}-{own.parent.name}.classes.tif", aug), ref)
+            chosen = got[unet[n]["loso_choice"]["seed"]]
+            changes[aug][n] = {"own": got["own"]["oa"] - rules["oa"],
+                               "loso_seeds": {s: got[s]["oa"] - rules["oa"] for s in paths},
+                               "loso": chosen["oa"] - rules["oa"],
+                               "worst_recall_change": {"own": worst_recall_change(got["own"], rules),
+                                                       "loso": worst_recall_change(chosen, rules)}}
+    rows = []
+    for aug, per in changes.items():
+        seeds = [(n, s) for n in counted for s in per[n]["loso_seeds"]]
+        diffs = [per[n]["loso_seeds"][s] - changes["none"][n]["loso_seeds"][s] for n, s in seeds]
+        vs_none = "" if aug == "none" else (f"{sum(d > 0 for d in diffs)} / {sum(d < 0 for d in diffs)} of "
+                                            f"{len(diffs)} (worst {min(diffs):+.3f})")
+        cells = [f"{per[n]['own']:+.3f} / {per[n]['loso']:+.3f}" for n in names]
+        losses = sum(v < -MAX_RECALL_LOSS for n in counted for v in per[n]["worst_recall_change"].values())
+        rows.append(f"| {aug} ({len(AUGMENTATIONS[aug])}) | " + " | ".join(cells)
+                    + f" | {np.mean([per[n]['own'] for n in counted]):+.3f} | "
+                    f"{np.mean([per[n]['loso'] for n in counted]):+.3f} | "
+                    f"{np.mean([per[n]['loso_seeds'][s] for n, s in seeds]):+.3f} | {vs_none} | {losses} |")
+    header = ("| test-time augmentation (passes): OA change, own rule masks / left out | " + " | ".join(names)
+              + " | own masks, mean | left out, mean | left out, every seed, mean | "
+              f"left-out models up / down against none | recall losses > {MAX_RECALL_LOSS:g} (own, left out) |\n|---|"
+              + "---|" * (len(names) + 5))
+    return header + "\n" + "\n".join(rows), changes
 
 
 def lever_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
@@ -1194,6 +1250,8 @@ def main(argv=None) -> int:
                     "those scenes' references, and copy it with its model card into snap_operators/io/pretrained")
     ap.add_argument("--finetune", action="store_true", help="with --unet: fine-tune each scene's leave-one-scene-out "
                     "model on its rule masks for a few epochs, against training from scratch")
+    ap.add_argument("--unet-tta", action="store_true", help="with --unet: read the chosen training's models with "
+                    "each test-time augmentation of AttentionUNetInference (none, flips, dihedral; no training)")
     ap.add_argument("--unet-seeds", action="store_true", help="train each SEED_RUNS entry with each of SEEDS on "
                     "each scene (the seed table of docs/unet.md)")
     ap.add_argument("--unet-levers", action="store_true", help="measure each LEVERS entry on each scene (the lever "
@@ -1249,6 +1307,12 @@ def main(argv=None) -> int:
     finetune_md = finetune_table(data, shipped, unet, args.work) if args.finetune and unet else None
     if finetune_md:
         print("\n## U-Net fine-tuning\n" + finetune_md, flush=True)
+    tta_md = None
+    if args.unet_tta and unet and not args.no_loso:
+        tta_md, tta_result = tta_table(data, shipped, unet, args.work)
+        print("\n## U-Net test-time augmentation\n" + tta_md, flush=True)
+        TTA_RESULTS.parent.mkdir(exist_ok=True)
+        TTA_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "oa_change": tta_result}, indent=2))
     levers_md = None
     if args.unet_levers:
         levers_md, levers_result = lever_table(data, shipped, args.work)
@@ -1346,7 +1410,7 @@ def main(argv=None) -> int:
         for key, body in blocks.items():
             text = replace_block(text, key, body)
         DOC.write_text(text)
-        if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md:
+        if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
@@ -1362,6 +1426,8 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-scenes", unet_summary(data, shipped, unet))
             if finetune_md:
                 text = replace_block(text, "unet-finetune", finetune_md)
+            if tta_md:
+                text = replace_block(text, "unet-tta", tta_md)
             UNET_DOC.write_text(text)
     return 0
 

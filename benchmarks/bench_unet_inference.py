@@ -17,13 +17,15 @@
    node (Read -> Resample -> SpectralIndices -> AttentionUNetInference ->
    Write) on synthetic scenes (``snap-pc synth``, cached in ``--work``), one
    fresh process per run after a warm-up on 256 px: seconds, Mpx/s, peak RSS
-   (``ru_maxrss``), for several tile sizes and ``threads``.
+   (``ru_maxrss``), for several tile sizes and ``threads`` (and ``--augmentations``:
+   the operator's ``testTimeAugmentation``).
 4. ``--device cuda``: the per-call and engine runs with the CUDA provider.
 
 Usage::
 
     python benchmarks/bench_unet_inference.py [--configs small default] [--tiles 256 512] [--batches 1 2 4]
-        [--repeat 5] [--engine-size 2048] [--rss-size 10980] [--device cpu|cuda] [--quantize]
+        [--repeat 5] [--engine-size 2048] [--augmentations none flips dihedral] [--rss-size 10980]
+        [--device cpu|cuda] [--quantize]
         [--work /tmp/snap-pc-bench]
 """
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import platform
@@ -271,21 +274,21 @@ def engine_run(graph: Path, model: Path, s2: Path, warm: Path, out: Path, **para
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def engine_rows(models: dict, work: Path, sizes_configs: list[tuple[int, str]], tiles, threads, device: str) -> list[dict]:
+def engine_rows(models: dict, work: Path, sizes_configs: list[tuple[int, str]], tiles, threads, device: str,
+                augmentations=("none",)) -> list[dict]:
     graph = raster_graph(work)
     warm = scene(work, 256)
     rows = []
     for size, name in sizes_configs:
         s2 = scene(work, size)
-        for tile in tiles:
-            for t in threads:
-                r = engine_run(graph, models[name]["path"], s2, warm, graph.parent, tileSize=tile, threads=t,
-                               device=device, batchSize=DEFAULT_BATCH)
-                r.update(config=name, size=size, tile=tile, threads=t, device=device,
-                         mpx_s=size * size / 1e6 / r["seconds"])
-                rows.append(r)
-                print(f"  engine {name} {size}² tile {tile} threads {t} ({device}): {r['seconds']:.1f} s, "
-                      f"{r['mpx_s']:.2f} Mpx/s, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+        for tile, t, aug in itertools.product(tiles, threads, augmentations):
+            r = engine_run(graph, models[name]["path"], s2, warm, graph.parent, tileSize=tile, threads=t,
+                           device=device, batchSize=DEFAULT_BATCH, testTimeAugmentation=aug)
+            r.update(config=name, size=size, tile=tile, threads=t, device=device, augmentation=aug,
+                     mpx_s=size * size / 1e6 / r["seconds"])
+            rows.append(r)
+            print(f"  engine {name} {size}² tile {tile} threads {t} augmentation {aug} ({device}): "
+                  f"{r['seconds']:.1f} s, {r['mpx_s']:.2f} Mpx/s, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
     return rows
 
 
@@ -321,6 +324,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="rounds per per-call measurement (best counts)")
     ap.add_argument("--engine-size", type=int, default=2048, help="scene edge of the engine speed runs (0: none)")
     ap.add_argument("--engine-threads", type=int, nargs="+", default=[1, 0])
+    ap.add_argument("--augmentations", nargs="+", default=["none"], choices=["none", "flips", "dihedral"],
+                    help="AttentionUNetInference testTimeAugmentation values of the engine speed runs")
     ap.add_argument("--rss-size", type=int, default=10980, help="scene edge of the peak-RSS run (0: none)")
     ap.add_argument("--rss-configs", nargs="+", default=["small"])
     ap.add_argument("--rss-tile", type=int, default=DEFAULT_TILE, help="tileSize of the peak-RSS run (the default)")
@@ -346,7 +351,7 @@ def main(argv=None) -> int:
     if args.engine_size:
         print("engine:", flush=True)
         runs += engine_rows(models, args.work, [(args.engine_size, c) for c in args.configs], args.tiles,
-                            args.engine_threads, args.device)
+                            args.engine_threads, args.device, args.augmentations)
     if args.rss_size:
         runs += engine_rows(models, args.work, [(args.rss_size, c) for c in args.rss_configs], [args.rss_tile], [1],
                             args.device)
@@ -376,11 +381,12 @@ def main(argv=None) -> int:
             print(f"| {q['config']} | {q['tile']} | {q['fp32_mpx_s']:.2f} | {q['int8_mpx_s']:.2f} | "
                   f"{q['int8_x_keras']:.2f} | {q['int8_x_fp32']:.2f} | {q['class_agreement_vs_fp32']:.2%} |")
     if runs:
-        print("\n| config | scene | tile | threads | device | time (s) | Mpx/s | peak RSS (MiB) |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("\n| config | scene | tile | threads | test-time augmentation | device | time (s) | Mpx/s | "
+              "peak RSS (MiB) |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in runs:
-            print(f"| {r['config']} | {r['size']}² | {r['tile']} | {r['threads']} | {r['device']} | {r['seconds']:.1f} | "
-                  f"{r['mpx_s']:.2f} | {r['peak_rss_mib']:.0f} |")
+            print(f"| {r['config']} | {r['size']}² | {r['tile']} | {r['threads']} | {r['augmentation']} | {r['device']} | "
+                  f"{r['seconds']:.1f} | {r['mpx_s']:.2f} | {r['peak_rss_mib']:.0f} |")
     return 0
 
 

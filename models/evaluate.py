@@ -22,7 +22,8 @@ from snap_operators.core.legend import CLASS_NAMES, MASKED, NO_DATA
 WINDOW_ROWS = 512
 
 
-def predict_scene(model: str | Path, info: dict, out: str | Path, *, overwrite: bool = False) -> Path:
+def predict_scene(model: str | Path, info: dict, out: str | Path, *, overwrite: bool = False,
+                  augmentation: str = "none") -> Path:
     """The network's class map of the dataset's whole image, written to the GeoTIFF `out`.
 
     Parameters
@@ -33,6 +34,8 @@ def predict_scene(model: str | Path, info: dict, out: str | Path, *, overwrite: 
         The dataset's ``dataset.json`` (image, bands, indices).
     out : path
         GeoTIFF to write: the ``class_id`` band (uint8, the legend's colours).
+    augmentation : str
+        ``AttentionUNetInference``'s ``testTimeAugmentation``: none, flips or dihedral.
 
     Returns
     -------
@@ -52,7 +55,8 @@ def predict_scene(model: str | Path, info: dict, out: str | Path, *, overwrite: 
     context = ExecutionContext(overwrite=overwrite)
     # no cloud mask: the network saw the training image's every pixel (build_input_product has none)
     op = get_operator("AttentionUNetInference").create({"sourceProduct": product},
-                                                       {"modelFile": str(model), "maskBand": ""}, context=context)
+                                                       {"modelFile": str(model), "maskBand": "",
+                                                        "testTimeAugmentation": augmentation}, context=context)
     target = op.initialize()
     return Path(stream_writer(GeoTiffWriter(target.copy(bands=[target.band("class_id")]), out), context))
 

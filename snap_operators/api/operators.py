@@ -218,8 +218,8 @@ def unet_predict(data, model: str | os.PathLike | None = None, **params: Any):
         TensorFlow is never imported.
     **params
         ``device`` (auto, cpu, cuda), ``tileSize``, ``halo``, ``blend``,
-        ``batchSize``, ``threads``, ``outputProbabilities``,
-        ``outputConfidence``, ``maskBand``.
+        ``testTimeAugmentation`` (none, flips, dihedral), ``batchSize``,
+        ``threads``, ``outputProbabilities``, ``outputConfidence``, ``maskBand``.
 
     Returns
     -------

@@ -21,7 +21,9 @@ Blends:
 
 A window is normalized with the model's mean and standard deviation (no-data
 set to 0, the band mean, so it does not spread through the convolutions),
-mirrored up to the model's size multiple, and predicted in batches.
+mirrored up to the model's size multiple, and predicted in batches; with a
+test-time augmentation (:data:`AUGMENTATIONS`) each batch is also predicted
+mirrored and turned, and the probabilities, turned back, are averaged.
 Windows whose kept pixels are all no-data are skipped: the model never
 runs on them. One ONNX Runtime session serves each process (a module-level
 cache keyed by model file, modification time, providers, threads and
@@ -52,6 +54,15 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 BLENDS = ("center", "cosine")
+#: Test-time augmentations: the orientations ``(quarter turns, mirrored left-right)`` each window
+#: is predicted in, the class probabilities turned back and averaged. ``flips`` is the group of
+#: mirrors (as is, left-right, half turn, top-bottom), ``dihedral`` adds the quarter turns: the
+#: eight orientations training draws from (random quarter turns and flips).
+AUGMENTATIONS = {
+    "none": ((0, False),),
+    "flips": ((0, False), (0, True), (2, False), (2, True)),
+    "dihedral": tuple((turns, mirrored) for turns in range(4) for mirrored in (False, True)),
+}
 #: ONNX Runtime graph optimization levels by name. ``all`` adds layout
 #: optimizations (NCHWc convolutions) that ``extended`` lacks: measurably
 #: faster for the U-Net on CPU (benchmarks/bench_unet_inference.py).
@@ -356,6 +367,8 @@ class TiledPredictor:
         Windows per ``session.run``.
     input_size : (int or None, int or None) or None
         Fixed network input (rows, cols) when the model has one.
+    augmentation : str
+        Test-time augmentation, a key of :data:`AUGMENTATIONS`.
     """
 
     key: SessionKey
@@ -365,9 +378,11 @@ class TiledPredictor:
     blend: str = "center"
     batch_size: int = 1
     input_size: tuple[int | None, int | None] | None = None
+    augmentation: str = "none"
 
     def __dask_tokenize__(self):
-        return ("TiledPredictor", self.key, self.tile, self.halo, self.blend, self.batch_size, self.input_size)
+        return ("TiledPredictor", self.key, self.tile, self.halo, self.blend, self.batch_size, self.input_size,
+                self.augmentation)
 
     @property
     def n_classes(self) -> int:
@@ -380,9 +395,14 @@ class TiledPredictor:
 
     # --- network ---
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities ``(n, classes, h, w)`` of a normalized batch ``(n, bands, h, w)``."""
+        """Probabilities ``(n, classes, h, w)`` of a normalized batch ``(n, bands, h, w)``, averaged
+        over the orientations of the predictor's test-time augmentation."""
         session, _ = get_session(self.key)
-        return session.run(None, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+        def once(batch: np.ndarray) -> np.ndarray:
+            return session.run(None, {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+        return augmented(once, x, self.augmentation)
 
     def predict_tile(self, stack: np.ndarray) -> np.ndarray:
         """Probabilities of one window of physical values, in one pass.
@@ -546,6 +566,60 @@ def overlap_add(extended: np.ndarray, halo: int) -> np.ndarray:
     return out
 
 
+def orient(x: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
+    """`x` (``(..., rows, cols)``) turned `turns` quarter turns counter-clockwise, then mirrored
+    left-right if `mirrored` (a view).
+
+    >>> orient(np.array([[1, 2], [3, 4]]), 1, True)
+    array([[4, 2],
+           [3, 1]])
+    """
+    out = np.rot90(x, turns, axes=(-2, -1))
+    return out[..., ::-1] if mirrored else out
+
+
+def unorient(y: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
+    """The inverse of :func:`orient`: ``unorient(orient(x, t, m), t, m)`` is `x`."""
+    return np.rot90(y[..., ::-1] if mirrored else y, -turns, axes=(-2, -1))
+
+
+def augmented(predict, x: np.ndarray, augmentation: str = "none") -> np.ndarray:
+    """Test-time augmentation: the mean of `predict` over the orientations of `augmentation`.
+
+    Parameters
+    ----------
+    predict : callable
+        ``(n, bands, h, w)`` -> ``(n, classes, h, w)`` float32 probabilities; a fully convolutional
+        network (``dihedral`` gives it windows of ``w`` x ``h``).
+    x : ndarray, shape (n, bands, h, w)
+    augmentation : str
+        A key of :data:`AUGMENTATIONS`; ``none`` is one call of `predict`, unchanged.
+
+    Returns
+    -------
+    ndarray of float32, shape (n, classes, h, w)
+        Each orientation's probabilities turned back onto `x`'s pixels, averaged.
+
+    Examples
+    --------
+    A "network" that only sees the column index is made symmetric by the mirrors:
+
+    >>> x = np.zeros((1, 1, 2, 3), np.float32)
+    >>> column = lambda b: np.broadcast_to(np.arange(b.shape[-1], dtype=np.float32), b.shape).copy()
+    >>> augmented(column, x, "flips")[0, 0]
+    array([[1., 1., 1.],
+           [1., 1., 1.]], dtype=float32)
+    """
+    orientations = AUGMENTATIONS[augmentation]
+    if len(orientations) == 1:
+        return predict(x)
+    total = None
+    for turns, mirrored in orientations:
+        probs = unorient(predict(np.ascontiguousarray(orient(x, turns, mirrored))), turns, mirrored)
+        total = probs.astype(np.float64) if total is None else total + probs
+    return (total / len(orientations)).astype(np.float32)
+
+
 def class_ids(probs: np.ndarray, ids: Sequence[int], no_data: int = 255) -> np.ndarray:
     """uint8 class id of the most probable class; `no_data` where probabilities are NaN."""
     lookup = np.asarray(ids, np.uint8)
@@ -578,8 +652,10 @@ def check_input(session, meta: ModelMetadata, where: str) -> None:
 
 
 def check_geometry(tile: int, halo: int, blend: str, meta: ModelMetadata,
-                   input_size: tuple[int | None, int | None] | None = None, batch_size: int = 1) -> None:
-    """Refuse tile, halo, blend and batch combinations the model, the blend or memory cannot work with.
+                   input_size: tuple[int | None, int | None] | None = None, batch_size: int = 1,
+                   augmentation: str = "none") -> None:
+    """Refuse tile, halo, blend, batch and augmentation combinations the model, the blend or memory
+    cannot work with.
 
     The halo may come from the model's metadata: it is bounded here
     (:data:`~snap_operators.core.limits.MAX_HALO`), as is the memory of one batch
@@ -588,6 +664,12 @@ def check_geometry(tile: int, halo: int, blend: str, meta: ModelMetadata,
     """
     if blend not in BLENDS:
         raise InferenceError(f"blend {blend!r} is not one of {', '.join(BLENDS)}")
+    if augmentation not in AUGMENTATIONS:
+        raise InferenceError(f"testTimeAugmentation {augmentation!r} is not one of {', '.join(AUGMENTATIONS)}")
+    if augmentation == "dihedral" and input_size and input_size[0] != input_size[1]:
+        shown = " x ".join("any" if v is None else str(v) for v in input_size)
+        raise InferenceError(f"testTimeAugmentation 'dihedral' turns each window a quarter turn, but the model's "
+                             f"input is fixed at {shown} px (rows x cols); use 'flips'")
     if tile < meta.size_multiple:
         raise InferenceError(f"tileSize {tile} is smaller than the model's size multiple {meta.size_multiple}")
     if halo < 0:

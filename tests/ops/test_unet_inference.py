@@ -408,6 +408,100 @@ def test_one_class_model_fails_the_class_check(tmp_path, stack_product):
     assert_several_classes(compute(varied, "class_id")[0])
 
 
+# --- test-time augmentation ----------------------------------------------------------------------------
+
+
+def test_orientations_are_the_eight_symmetries_and_undo_exactly():
+    x = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
+    seen = set()
+    for turns, mirrored in I.AUGMENTATIONS["dihedral"]:
+        y = I.orient(x, turns, mirrored)
+        assert y.shape[-2:] == ((5, 3) if turns % 2 else (3, 5))
+        seen.add(y.tobytes() + bytes(y.shape))
+        np.testing.assert_array_equal(I.unorient(y, turns, mirrored), x)
+    assert len(seen) == 8  # no two orientations alike
+    assert set(I.AUGMENTATIONS["flips"]) < set(I.AUGMENTATIONS["dihedral"])
+    assert all(t % 2 == 0 for t, _ in I.AUGMENTATIONS["flips"])  # shape-preserving: fixed-size models can run them
+
+
+def test_augmented_averages_the_predictions_turned_back():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 8, 16)).astype(np.float32)
+    w = rng.normal(size=(4, 3)).astype(np.float32)
+    calls = []
+
+    def pointwise(b):  # a 1x1 convolution + softmax: equivariant, every orientation agrees
+        calls.append(b.shape)
+        z = np.einsum("kc,nchw->nkhw", w, b)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    plain = I.augmented(pointwise, x, "none")
+    assert calls == [x.shape]
+    np.testing.assert_array_equal(plain, pointwise(x))  # one call, bit for bit what it was before
+    for name, n in (("flips", 4), ("dihedral", 8)):
+        calls.clear()
+        got = I.augmented(pointwise, x, name)
+        assert len(calls) == n and got.dtype == np.float32 and got.shape == (2, 4, 8, 16)
+        assert (calls.count((2, 3, 16, 8)) == 4) is (name == "dihedral")  # quarter turns swap rows and columns
+        np.testing.assert_allclose(got, plain, atol=1e-6)
+
+    def left_heavy(b):  # not equivariant: the class of the left half of what it is shown
+        out = np.zeros((b.shape[0], 2) + b.shape[2:], np.float32)
+        out[:, 0, :, : b.shape[-1] // 2] = 1.0
+        out[:, 1, :, b.shape[-1] // 2:] = 1.0
+        return out
+
+    flips = I.augmented(left_heavy, x, "flips")
+    # as is and half turn disagree with the two mirrors everywhere: half and half
+    np.testing.assert_allclose(flips, 0.5)
+    dihedral = I.augmented(left_heavy, x, "dihedral")
+    np.testing.assert_allclose(dihedral.sum(axis=1), 1.0, atol=1e-6)
+    manual = np.mean([I.unorient(left_heavy(np.ascontiguousarray(I.orient(x, t, m))), t, m)
+                      for t, m in I.AUGMENTATIONS["dihedral"]], axis=0)
+    np.testing.assert_allclose(dihedral, manual, atol=1e-6)
+
+
+def test_test_time_augmentation_is_checked_when_the_model_is_loaded(stack_product, tmp_path):
+    names = S2 + INDICES
+    product = stack_product(np.zeros((len(names), 32, 32), np.float32), names)
+    props = _meta(names, 8).to_props()
+    with pytest.raises(OperatorError, match="'rotations' is not one of none, flips, dihedral"):
+        run_op(product, _onnx_model(tmp_path / "ok.onnx", props), testTimeAugmentation="rotations")
+    oblong = _onnx_model(tmp_path / "oblong.onnx", props, size=(64, "width"))
+    with pytest.raises(I.InferenceError, match="'dihedral' turns each window a quarter turn, but the model's input "
+                       "is fixed at 64 x any px \\(rows x cols\\); use 'flips'") as exc:
+        run_op(product, oblong, tileSize=48, testTimeAugmentation="dihedral")
+    assert "\n" not in str(exc.value) and "AttentionUNetInference" in str(exc.value)
+    op = run_op(product, oblong, tileSize=48, testTimeAugmentation="flips")
+    assert np.isin(compute(op, "class_id")[0], LEGEND["class_ids"]).all()
+
+
+@pytest.mark.slow
+def test_test_time_augmentation_through_the_network(stack_product, unet):
+    """A trained U-Net read in eight orientations: the one-pass probabilities are the mean of the
+    network's on the turned scene, turned back; tiled equals one pass; the map moves a little."""
+    stack, order = unet.stack, unet.order  # 384 px: a multiple of the size multiple, no padding
+    plain = run_op(stack_product(stack, order, chunk=192), unet.s2, tile_size=192, tileSize=96,
+                   outputProbabilities=True)
+    aug = run_op(stack_product(stack, order, chunk=192), unet.s2, tile_size=192, tileSize=96,
+                 outputProbabilities=True, testTimeAugmentation="dihedral")
+    one_pass = full_pass(aug, stack)
+    manual = np.mean([I.unorient(full_pass(plain, np.ascontiguousarray(I.orient(stack, t, m))), t, m)
+                      for t, m in I.AUGMENTATIONS["dihedral"]], axis=0)
+    np.testing.assert_allclose(one_pass, manual, atol=1e-5)
+    names = ["class_id"] + [f"probability_{c.value}" for c in LAND_COVER]
+    cls, *probs = compute(aug, *names)
+    np.testing.assert_allclose(np.sum(probs, axis=0), 1.0, atol=1e-4)
+    assert (cls == I.class_ids(one_pass, unet.meta.class_ids)).mean() >= 0.995
+    assert_several_classes(cls, 5)
+    (cls_plain,) = compute(plain, "class_id")
+    changed = (cls != cls_plain).mean()
+    assert 0 < changed < 0.1, f"dihedral augmentation changed {changed:.2%} of the classes"
+    assert (cls == unet.truth).mean() >= (cls_plain == unet.truth).mean() - 0.01
+    assert aug.target.metadata.element("AttentionUNetInference").attributes["testTimeAugmentation"] == "dihedral"
+
+
 # --- the shipped pretrained model ---------------------------------------------------------------------
 
 
@@ -610,13 +704,15 @@ def test_snap_adapter_equals_the_engine(unet, snap_scene, jpy_api, stack_product
 
     op_class = make_operator_class("AttentionUNetInference", api=J)
     spec = get_operator("AttentionUNetInference").spec
+    augmentation = "flips" if blend == "cosine" else "none"  # the mirrors read the same in both runtimes too
     params = {"modelFile": J.File(str(unet.s2)), "device": "cpu", "tileSize": 96, "blend": blend, "batchSize": 2,
-              "threads": 0, "outputProbabilities": True, "outputConfidence": True}
+              "threads": 0, "outputProbabilities": True, "outputConfidence": True,
+              "testTimeAugmentation": augmentation}
     names = ["class_id", *(f"probability_{c.value}" for c in LAND_COVER), "confidence"]
     # Sentinel-2 bands as some readers name them: B02 for the model's B2
     source_names = [f"B{int(b[1:]):02d}" if b in S2 else b for b in unet.order]
     engine = run_op(stack_product(snap_scene, source_names, chunk=128), unet.s2, tile_size=128, tileSize=96,
-                    blend=blend, outputProbabilities=True, outputConfidence=True)
+                    blend=blend, outputProbabilities=True, outputConfidence=True, testTimeAugmentation=augmentation)
     want = dict(zip(names, compute(engine, *names)))
     assert (want["class_id"] == NO_DATA).any() and (want["class_id"] != NO_DATA).mean() > 0.8
     assert_several_classes(want["class_id"], 5)
@@ -641,6 +737,7 @@ def test_snap_adapter_equals_the_engine(unet, snap_scene, jpy_api, stack_product
     assert list(band.getIndexCoding().getIndexNames()) == [c.name for c in LAND_COVER]
     element = target.getMetadataRoot().getElement("AttentionUNetInference")
     assert element.getAttributeString("blend") == blend and element.getAttributeInt("halo") == unet.meta.halo
+    assert element.getAttributeString("testTimeAugmentation") == augmentation
 
 
 @pytest.mark.slow

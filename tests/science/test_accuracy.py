@@ -50,8 +50,8 @@ def test_baseline_map_is_the_issues_one_line_rule():
 
 
 class _Scene:
-    def __init__(self, name, local=False):
-        self.name, self.local, self.kind = name, local, "dense"
+    def __init__(self, name, local=False, weak=False):
+        self.name, self.local, self.kind, self.weak = name, local, "dense", weak
         self.fitted_on = not local
 
     scored = bench.Scene.scored  # the real rule, over this stub's kind
@@ -182,8 +182,8 @@ def test_a_class_map_is_made_again_when_its_model_was_retrained(monkeypatch, tmp
 
     made = []
 
-    def predict_scene(model, info, out, overwrite=False):
-        made.append(model)
+    def predict_scene(model, info, out, overwrite=False, augmentation="none"):
+        made.append((model, augmentation, Path(out).name))
         with rasterio.open(out, "w", driver="GTiff", width=2, height=1, count=1, dtype="uint8", crs="EPSG:32633",
                            transform=rasterio.transform.from_origin(0, 10, 10, 10)) as ds:
             ds.write(np.full((1, 1, 2), len(made), np.uint8))
@@ -197,6 +197,11 @@ def test_a_class_map_is_made_again_when_its_model_was_retrained(monkeypatch, tmp
     assert bench.class_map(model, tmp_path, classes).tolist() == [[1, 1]] and len(made) == 1
     model.write_bytes(b"retrained")  # newer than the map
     assert bench.class_map(model, tmp_path, classes).tolist() == [[2, 2]]
+    # a test-time augmentation's map is another file, made once, beside the plain one
+    assert bench.class_map(model, tmp_path, classes, "dihedral").tolist() == [[3, 3]]
+    assert bench.class_map(model, tmp_path, classes, "dihedral").tolist() == [[3, 3]]
+    assert bench.class_map(model, tmp_path, classes).tolist() == [[2, 2]]
+    assert made[-1] == (model, "dihedral", "m.dihedral.classes.tif") and len(made) == 3
 
 
 def test_atmospheres_are_scored_on_scenes_left_out_with_every_seed(monkeypatch, tmp_path):
@@ -289,6 +294,41 @@ def test_threshold_moving_is_also_scored_on_scenes_left_out(monkeypatch, tmp_pat
     rows = md.splitlines()
     assert rows[2] == "| chosen (default: thresholds moved only as a rescue) | +0.250 / +0.000 | +0.250 / +0.000 |"
     assert rows[3] == "| + threshold moving (pooled shares) | -0.250 / -0.500 | -0.250 / -0.500 |"
+
+def test_test_time_augmentation_reads_the_same_models_and_keeps_the_shipped_seed(monkeypatch, tmp_path):
+    ref = np.array([[1, 1, 3, 3]])
+    rules_map = np.array([[1, 1, 3, 1]])  # OA 0.75, class 3 recall 0.5
+    data = {n: (_Scene(n, weak=n == "osm"), {"reference": ref}) for n in ("a", "osm")}
+    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work, min_margin=None: {
+        n: tmp_path / n / "dataset" for n in data})
+    monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
+    # seed 1 is right everywhere and the augmentation changes nothing there; seed 0 loses class 3
+    # as is and finds it with "dihedral"; "flips" costs the own-mask model a pixel
+    maps = {("own", "none"): ref, ("own", "flips"): np.array([[1, 1, 3, 1]]), ("own", "dihedral"): ref,
+            ("0", "none"): np.array([[1, 1, 1, 1]]), ("0", "flips"): np.array([[1, 1, 1, 1]]),
+            ("0", "dihedral"): ref}
+    calls = []
+
+    def class_map(model, image, classes, augmentation="none"):
+        calls.append((model.parent.name, model.stem, augmentation))
+        return maps.get((model.stem, augmentation), ref)
+
+    monkeypatch.setattr(bench, "class_map", class_map)
+    unet = {n: {"own_model": tmp_path / "chosen" / "own.onnx", "loso_choice": {"seed": 0},
+                "loso_paths": {s: tmp_path / f"s{s}" / f"{s}.onnx" for s in (0, 1)}} for n in data}
+    md, result = bench.tta_table(data, {n: rules_map for n in data}, unet, tmp_path)
+    assert len(calls) == 3 * 2 * 3  # every model of every scene, once per augmentation: no training
+    rows = md.splitlines()
+    assert rows[0].count("|") == 2 + 2 + 5 and "osm" in rows[0]
+    # own / chosen left out (seed 0, chosen as is even where another seed reads better)
+    assert rows[2] == "| none (1) | +0.250 / -0.250 | +0.250 / -0.250 | +0.250 | -0.250 | +0.000 |  | 1 |"
+    assert rows[3] == ("| flips (4) | +0.000 / -0.250 | +0.000 / -0.250 | +0.000 | -0.250 | +0.000 | "
+                       "0 / 0 of 2 (worst +0.000) | 1 |")
+    assert rows[4] == ("| dihedral (8) | +0.250 / +0.250 | +0.250 / +0.250 | +0.250 | +0.250 | +0.250 | "
+                       "1 / 0 of 2 (worst +0.000) | 0 |")
+    assert result["dihedral"]["a"]["loso_seeds"] == {0: 0.25, 1: 0.25}
+    assert result["none"]["a"]["worst_recall_change"] == {"own": 0.0, "loso": -0.5}  # class 3 lost left out
+
 
 # --- the default graph on real scenes ------------------------------------------------------------------
 
