@@ -783,6 +783,13 @@ def class_map(model: Path, image_dataset: Path, classes: Path, augmentation: str
         return ds.read(1)
 
 
+def scene_map(model: Path, image_dataset: Path, augmentation: str = "none") -> np.ndarray:
+    """:func:`class_map` of a multi-scene `model` on one scene's image, kept beside the model as
+    ``<model>-<scene>.classes.tif`` (one model maps several scenes)."""
+    return class_map(model, image_dataset, model.parent / f"{model.stem}-{image_dataset.parent.name}.classes.tif",
+                     augmentation=augmentation)
+
+
 def unet_map(datasets: Sequence[Path], image_dataset: Path, out: Path, **training) -> tuple[np.ndarray, dict]:
     """Train on `datasets`, predict the image of `image_dataset`: ``(class map, training metrics)``."""
     metrics, _ = trained(datasets, out, **training)
@@ -822,9 +829,8 @@ def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bo
             entry["loso_model"], entry["loso_choice"] = seed_chosen_model(folders, paths, judges, data, sets, work,
                                                                           rules_maps, **named, **levers)
             entry["loso_paths"] = paths
-            entry["loso"], entry["loso_seed0"] = (
-                class_map(m, own, m.parent / f"{m.stem}-{own.parent.name}.classes.tif")
-                for m in (entry["loso_model"], paths[UNET_TRAINING["seed"]]))
+            entry["loso"], entry["loso_seed0"] = (scene_map(m, own)
+                                                  for m in (entry["loso_model"], paths[UNET_TRAINING["seed"]]))
         elif loso:
             entry["loso_model"] = work / "unet" / tag / f"without-{own.parent.name}.onnx"
             entry["loso"], _ = unet_map(multi_scene_sets(sets, scenes, work, without=key), own, entry["loso_model"],
@@ -891,7 +897,7 @@ def seed_chosen_model(datasets: Sequence[Path], paths: Mapping[int, Path], judge
         for n in judges:
             scene, arrays = data[n]
             own = sets[_image_key(scene, work)]
-            pred = class_map(out, own, out.parent / f"{out.stem}-{own.parent.name}.classes.tif")
+            pred = scene_map(out, own)
             changes[seed].append(scores(pred, arrays["reference"])["oa"] - rules_oa[n])
     seed = chosen_seed(changes)
     return paths[seed], {"seed": seed, "judges": list(judges), "changes": changes}
@@ -1026,7 +1032,7 @@ def tta_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict],
             own_model = unet[n]["own_model"]
             got = {"own": scores(class_map(own_model, own, own_model.with_suffix(".classes.tif"), aug), ref)}
             for seed, m in paths.items():
-                got[seed] = scores(class_map(m, own, m.parent / f"{m.stem}-{own.parent.name}.classes.tif", aug), ref)
+                got[seed] = scores(scene_map(m, own, aug), ref)
             chosen = got[unet[n]["loso_choice"]["seed"]]
             changes[aug][n] = {"own": got["own"]["oa"] - rules["oa"],
                                "loso_seeds": {s: got[s]["oa"] - rules["oa"] for s in paths},

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from snap_operators.ops.unet_inference import DEFAULT_BATCH, DEFAULT_TILE
+from snap_operators.science.inference import AUGMENTATIONS
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -324,7 +325,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="rounds per per-call measurement (best counts)")
     ap.add_argument("--engine-size", type=int, default=2048, help="scene edge of the engine speed runs (0: none)")
     ap.add_argument("--engine-threads", type=int, nargs="+", default=[1, 0])
-    ap.add_argument("--augmentations", nargs="+", default=["none"], choices=["none", "flips", "dihedral"],
+    ap.add_argument("--augmentations", nargs="+", default=["none"], choices=list(AUGMENTATIONS),
                     help="AttentionUNetInference testTimeAugmentation values of the engine speed runs")
     ap.add_argument("--rss-size", type=int, default=10980, help="scene edge of the peak-RSS run (0: none)")
     ap.add_argument("--rss-configs", nargs="+", default=["small"])

@@ -223,7 +223,7 @@ class AttentionUNetInferenceOp(Operator):
             input_size = fixed_input_size(session)
             tile = int(p["tileSize"])
             halo = meta.halo if p["halo"] is None else int(p["halo"])
-            augmentation = p["testTimeAugmentation"] or "none"
+            augmentation = p["testTimeAugmentation"]
             check_geometry(tile, halo, p["blend"], meta, input_size, int(p["batchSize"]), augmentation)
         except (ModelError, InferenceError) as exc:
             raise in_node(exc, self.node_id, self.spec.alias) from None

@@ -261,8 +261,8 @@ def test_the_shipped_training_runs_every_seed_and_ships_the_best_on_its_scenes(m
 
     monkeypatch.setattr(bench, "trained", trained)
     # seed 1 is right everywhere; seeds 0 and 2 map everything as water
-    monkeypatch.setattr(bench, "class_map", lambda model, own, classes: ref if "-s1" in str(model)
-                        else np.ones_like(ref))
+    monkeypatch.setattr(bench, "class_map", lambda model, own, classes, augmentation="none":
+                        ref if "-s1" in str(model) else np.ones_like(ref))
     quantized = []
     monkeypatch.setattr(quantize, "quantize_model", lambda model, calibration, out, overwrite:
                         quantized.append((model, calibration, out)))
@@ -509,7 +509,7 @@ def test_the_shipped_seed_is_chosen_on_its_training_scenes_references(monkeypatc
     monkeypatch.setattr(bench, "trained", lambda datasets, out, seed=None, **kw: seeds.append(seed) or ({}, True))
     # seed 1 is right on both judges; seed 2 only on the scene it will be scored on, which never judges
     right = {(0, "a"), (1, "a"), (1, "b"), (2, "held")}
-    monkeypatch.setattr(bench, "class_map", lambda model, image, classes:
+    monkeypatch.setattr(bench, "class_map", lambda model, image, classes, augmentation="none":
                         ref if (int(model.stem[-1]), image.parent.name) in right else rules_map)
     paths = {s: tmp_path / f"m{s}.onnx" for s in (0, 1, 2)}
     model, choice = bench.seed_chosen_model([], paths, ["a", "b"], data, sets, tmp_path, {n: rules_map for n in data})
@@ -527,7 +527,7 @@ def test_leave_one_scene_out_models_choose_their_seed_without_their_scene(monkey
     monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work, min_margin=None: sets)
     monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
     monkeypatch.setattr(bench, "unet_map", lambda datasets, image, out, **kw: (ref, {}))
-    monkeypatch.setattr(bench, "class_map", lambda model, image, classes: ref)
+    monkeypatch.setattr(bench, "class_map", lambda model, image, classes, augmentation="none": ref)
     calls = []
 
     def chosen(datasets, paths, judges, *args, **kw):
