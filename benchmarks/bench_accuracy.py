@@ -4,8 +4,8 @@ Writes the tables of ``docs/accuracy.md`` (between its ``<!-- accuracy:... -->``
 markers) and ``benchmarks/results/accuracy.json``. Usage::
 
     python benchmarks/bench_accuracy.py [--local DIR] [--no-loso] [--check-graph] [--no-docs]
-                                        [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta]] [--unet-levers]
-                                        [--unet-seeds]
+                                        [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta] [--unet-ensemble]]
+                                        [--unet-levers] [--unet-seeds]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
 references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
@@ -34,6 +34,7 @@ scenes that may not be redistributed, see ``LOCAL_SCENES``):
    ``snap_operators/io/pretrained``;
    ``--finetune`` measures ``--init`` against training from scratch;
    ``--unet-tta`` reads the same models with each test-time augmentation;
+   ``--unet-ensemble`` averages the probabilities of each scene's models of every seed;
    ``--unet-levers`` measures each of ``LEVERS`` alone; ``--unet-seeds`` trains the
    ``SEED_RUNS`` levers with each of ``SEEDS``, and (with ``--unet``) the
    leave-one-scene-out models with and without the atmospheric augmentation, and
@@ -77,6 +78,7 @@ UNET_RESULTS = HERE / "results" / "unet_levers.json"
 SEED_RESULTS = HERE / "results" / "unet_seeds.json"
 ATMOSPHERE_RESULTS = HERE / "results" / "unet_atmospheres.json"
 TTA_RESULTS = HERE / "results" / "unet_tta.json"
+ENSEMBLE_RESULTS = HERE / "results" / "unet_ensemble.json"
 UNET_DOC = ROOT / "docs" / "unet.md"
 S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s2.xml"
 S1S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s1s2.xml"
@@ -1058,6 +1060,93 @@ def tta_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict],
     return header + "\n" + "\n".join(rows), changes
 
 
+#: Test-time augmentations the ensemble table reads each model with (``--unet-ensemble``).
+ENSEMBLE_AUGMENTATIONS = ("none", "dihedral")
+
+
+def probability_map(model: Path, image_dataset: Path, augmentation: str = "none") -> tuple[list[int], np.ndarray]:
+    """``(class ids, probabilities (classes, rows, cols))`` of `model` on the image of
+    `image_dataset` (:func:`snap_pc_models.evaluate.predict_probabilities`), kept beside the model
+    as ``<model>-<scene>.<augmentation>.probabilities.npz`` (made again when the model is newer)."""
+    from snap_pc_models.dataset import load_dataset_info
+    from snap_pc_models.evaluate import predict_probabilities
+
+    kept = model.parent / f"{model.stem}-{image_dataset.parent.name}.{augmentation}.probabilities.npz"
+    if not kept.exists() or kept.stat().st_mtime < Path(model).stat().st_mtime:
+        ids, probs = predict_probabilities(model, load_dataset_info(image_dataset), augmentation=augmentation)
+        np.savez(kept, ids=np.asarray(ids), probabilities=probs)
+    with np.load(kept) as f:
+        return [int(i) for i in f["ids"]], f["probabilities"]
+
+
+def ensemble_map(models: Sequence[Path], image_dataset: Path, augmentation: str = "none") -> np.ndarray:
+    """Class map of the mean of `models`' class probabilities on the image of `image_dataset`
+    (a seed ensemble: the models must share their classes)."""
+    from snap_operators.science.inference import class_ids
+
+    got = [probability_map(m, image_dataset, augmentation) for m in models]
+    ids = got[0][0]
+    if any(i != ids for i, _ in got):
+        raise SystemExit(f"ensemble of {', '.join(map(str, models))}: the models' classes differ")
+    return class_ids(np.mean([p for _, p in got], axis=0), ids)
+
+
+def ensemble_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> tuple[str, dict]:
+    """One model against the mean of the class probabilities of ``SEEDS``' models (no training
+    beyond the seed table's and the left-out models'), read with each of ``ENSEMBLE_AUGMENTATIONS``:
+    per scene the OA change against the rules' map on its own rule masks (one model: seed 0) and
+    left out (one model: the seed chosen as it ships, `unet`'s ``loso_choice``); the means over the
+    benchmark's scenes and over the local ones, the left-out models at least at the rules' OA, and
+    the class recall losses over ``MAX_RECALL_LOSS``."""
+    key = next(k for k, levers in SEED_RUNS.values() if levers == CHOSEN)  # the chosen levers' seed-table folders
+    fitted = {n: data[n] for n in unet if data[n][0].fitted_on}
+    own_models = {}
+    for seed in SEEDS:
+        for n, entry in unet_columns(fitted, work, dict(CHOSEN, seed=seed), f"seed{seed}-{key}", loso=False).items():
+            own_models.setdefault(n, {})[seed] = entry["own_model"]
+    sets = unet_datasets([s for s, _ in data.values()], work)
+    names = [n for n in unet if "loso_paths" in unet[n]]
+    counted = [n for n in names if not data[n][0].weak]
+    result: dict[str, dict] = {}
+    for aug in ENSEMBLE_AUGMENTATIONS:
+        for reading in ("one model", "mean of seeds"):
+            per = result.setdefault(f"{reading}, {aug}", {})
+            for n in names:
+                scene, arrays = data[n]
+                image, ref = sets[_image_key(scene, work)], arrays["reference"]
+                rules = scores(shipped[n], ref)
+                groups = {"loso": unet[n]["loso_paths"]}
+                if n in own_models:
+                    groups["own"] = own_models[n]
+                one = {"loso": unet[n]["loso_choice"]["seed"], "own": UNET_TRAINING["seed"]}
+                per[n] = {}
+                for g, models in groups.items():
+                    pred = (ensemble_map([models[s] for s in SEEDS], image, aug) if reading == "mean of seeds"
+                            else ensemble_map([models[one[g]]], image, aug))
+                    got = scores(pred, ref)
+                    per[n][g] = {"oa_change": got["oa"] - rules["oa"],
+                                 "worst_recall_change": worst_recall_change(got, rules)}
+    bench = [n for n in counted if not data[n][0].local]
+    local = [n for n in counted if data[n][0].local]
+    rows = []
+    for label, per in result.items():
+        cells = [" / ".join(f"{per[n][g]['oa_change']:+.3f}" if g in per[n] else "-" for g in ("own", "loso"))
+                 for n in names]
+        own = [per[n]["own"]["oa_change"] for n in counted if "own" in per[n]]
+        held = sum(per[n]["loso"]["oa_change"] >= 0 for n in bench)
+        losses = sum(v["worst_recall_change"] < -MAX_RECALL_LOSS for n in counted for v in per[n].values())
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {np.mean(own):+.3f} | "
+                    f"{np.mean([per[n]['loso']['oa_change'] for n in bench]):+.3f} | {held} of {len(bench)} | "
+                    + (f"{np.mean([per[n]['loso']['oa_change'] for n in local]):+.3f}" if local else "-")
+                    + f" | {losses} |")
+    header = ("| reading (one model: seed 0 on own masks, the chosen seed left out; or the mean of seeds "
+              + ", ".join(map(str, SEEDS)) + "' probabilities), test-time augmentation: OA change, own rule masks / "
+              "left out | " + " | ".join(names) + " | own masks, mean | left out, mean (benchmark) | "
+              "left out at least the rules (benchmark) | left out, mean (local) | "
+              f"recall losses > {MAX_RECALL_LOSS:g} (own, left out) |\n|---|" + "---|" * (len(names) + 5))
+    return header + "\n" + "\n".join(rows), result
+
+
 def lever_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
     """Each lever alone (and the chosen set), trained on each scene's own rule masks: OA and the
     worst class recall change against the rules' map, per scene."""
@@ -1258,6 +1347,9 @@ def main(argv=None) -> int:
                     "model on its rule masks for a few epochs, against training from scratch")
     ap.add_argument("--unet-tta", action="store_true", help="with --unet: read the chosen training's models with "
                     "each test-time augmentation of AttentionUNetInference (none, flips, dihedral; no training)")
+    ap.add_argument("--unet-ensemble", action="store_true", help="with --unet: one model against the mean of "
+                    "SEEDS' models' probabilities, own rule masks (the seed table's models, trained if absent) and "
+                    "left out")
     ap.add_argument("--unet-seeds", action="store_true", help="train each SEED_RUNS entry with each of SEEDS on "
                     "each scene (the seed table of docs/unet.md)")
     ap.add_argument("--unet-levers", action="store_true", help="measure each LEVERS entry on each scene (the lever "
@@ -1319,6 +1411,13 @@ def main(argv=None) -> int:
         print("\n## U-Net test-time augmentation\n" + tta_md, flush=True)
         TTA_RESULTS.parent.mkdir(exist_ok=True)
         TTA_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "oa_change": tta_result}, indent=2))
+    ensemble_md = None
+    if args.unet_ensemble and unet and not args.no_loso:
+        ensemble_md, ensemble_result = ensemble_table(data, shipped, unet, args.work)
+        print("\n## U-Net seed ensembles\n" + ensemble_md, flush=True)
+        ENSEMBLE_RESULTS.parent.mkdir(exist_ok=True)
+        ENSEMBLE_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "seeds": list(SEEDS),
+                                                "oa_change": ensemble_result}, indent=2))
     levers_md = None
     if args.unet_levers:
         levers_md, levers_result = lever_table(data, shipped, args.work)
@@ -1416,7 +1515,8 @@ def main(argv=None) -> int:
         for key, body in blocks.items():
             text = replace_block(text, key, body)
         DOC.write_text(text)
-        if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md:
+        if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md \
+                or ensemble_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
@@ -1434,6 +1534,8 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-finetune", finetune_md)
             if tta_md:
                 text = replace_block(text, "unet-tta", tta_md)
+            if ensemble_md:
+                text = replace_block(text, "unet-ensemble", ensemble_md)
             UNET_DOC.write_text(text)
     return 0
 

@@ -22,6 +22,23 @@ from snap_operators.core.legend import CLASS_NAMES, MASKED, NO_DATA
 WINDOW_ROWS = 512
 
 
+def _inference_target(model: str | Path, info: dict, context, **parameters):
+    """``AttentionUNetInference``'s target product over the dataset's whole image, as
+    :func:`predict_scene` and :func:`predict_probabilities` read it."""
+    from snap_operators.core.operator import get_operator
+
+    from .dataset import build_input_product
+
+    indices = list(info.get("indices") or [])
+    bands = [b for b in info["bands"] if b not in indices]
+    product, _ = build_input_product(info["image"], info.get("image_s1"), bands=bands, indices=indices)
+    # no cloud mask: the network saw the training image's every pixel (build_input_product has none)
+    op = get_operator("AttentionUNetInference").create({"sourceProduct": product},
+                                                       {"modelFile": str(model), "maskBand": "", **parameters},
+                                                       context=context)
+    return op.initialize()
+
+
 def predict_scene(model: str | Path, info: dict, out: str | Path, *, overwrite: bool = False,
                   augmentation: str = "none") -> Path:
     """The network's class map of the dataset's whole image, written to the GeoTIFF `out`.
@@ -43,22 +60,36 @@ def predict_scene(model: str | Path, info: dict, out: str | Path, *, overwrite: 
         `out`.
     """
     from snap_operators.core.context import ExecutionContext
-    from snap_operators.core.operator import get_operator
     from snap_operators.core.streaming import stream_writer
     from snap_operators.io.geotiff_writer import GeoTiffWriter
 
-    from .dataset import build_input_product
-
-    indices = list(info.get("indices") or [])
-    bands = [b for b in info["bands"] if b not in indices]
-    product, _ = build_input_product(info["image"], info.get("image_s1"), bands=bands, indices=indices)
     context = ExecutionContext(overwrite=overwrite)
-    # no cloud mask: the network saw the training image's every pixel (build_input_product has none)
-    op = get_operator("AttentionUNetInference").create({"sourceProduct": product},
-                                                       {"modelFile": str(model), "maskBand": "",
-                                                        "testTimeAugmentation": augmentation}, context=context)
-    target = op.initialize()
+    target = _inference_target(model, info, context, testTimeAugmentation=augmentation)
     return Path(stream_writer(GeoTiffWriter(target.copy(bands=[target.band("class_id")]), out), context))
+
+
+def predict_probabilities(model: str | Path, info: dict, *, augmentation: str = "none") -> tuple[list[int], np.ndarray]:
+    """The network's class probabilities over the dataset's whole image, in memory.
+
+    For scenes that fit in memory (a benchmark's, a training image): averaging several models'
+    probabilities (a seed ensemble) needs them, not their class maps. `model`, `info` and
+    `augmentation` as in :func:`predict_scene`.
+
+    Returns
+    -------
+    ids : list of int
+        The model's class ids, in the order of the first axis of `probabilities`.
+    probabilities : ndarray
+        ``(classes, rows, cols)`` float32, NaN where an input band has no data.
+    """
+    from snap_operators.core.context import ExecutionContext
+    from snap_operators.io.onnx_model import read_metadata
+    from snap_operators.ops.unet_inference import probability_band
+
+    target = _inference_target(model, info, ExecutionContext(), testTimeAugmentation=augmentation,
+                               outputProbabilities="true")
+    ids = list(read_metadata(model).class_ids)
+    return ids, np.stack([np.asarray(target.band(probability_band(i)).data.compute(), np.float32) for i in ids])
 
 
 def compare_with_reference(classes: str | Path, info: dict, reference: str | Path, *, field: str | None = None,

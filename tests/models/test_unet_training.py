@@ -238,10 +238,18 @@ def test_cli_train_from_image_and_labels(dataset, tmp_path, capsys):
 @pytest.mark.slow
 def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(trained, dataset, tmp_path):
     from snap_pc_models.dataset import load_dataset_info
-    from snap_pc_models.evaluate import compare_with_reference, format_comparison, predict_scene
+    import rasterio
+    from snap_pc_models.evaluate import compare_with_reference, format_comparison, predict_probabilities, predict_scene
 
     info = load_dataset_info(dataset / "ds")
     classes = predict_scene(trained["onnx"], info, tmp_path / "classes.tif")
+    # the probabilities in memory (a seed ensemble averages them) give the written class map
+    ids, probs = predict_probabilities(trained["onnx"], info)
+    with rasterio.open(classes) as ds:
+        written = ds.read(1)
+    assert ids == [1, 2, 3, 4, 5] and probs.shape == (5,) + written.shape and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-4)
+    assert np.array_equal(np.asarray(ids, np.uint8)[probs.argmax(axis=0)], written)
     truth = dataset / "scene" / "truth.tif"  # the synthetic scene's known land cover: independent of both maps
     got = compare_with_reference(classes, info, truth)
     u, r = got["unet"], got["rules"]

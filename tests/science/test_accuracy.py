@@ -9,6 +9,7 @@ subsets in tests/data and the shared data beside the checkout.
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -328,6 +329,54 @@ def test_test_time_augmentation_reads_the_same_models_and_keeps_the_shipped_seed
                        "1 / 0 of 2 (worst +0.000) | 0 |")
     assert result["dihedral"]["a"]["loso_seeds"] == {0: 0.25, 1: 0.25}
     assert result["none"]["a"]["worst_recall_change"] == {"own": 0.0, "loso": -0.5}  # class 3 lost left out
+
+
+def test_seed_ensembles_average_probabilities_of_the_same_models(monkeypatch, tmp_path):
+    ref = np.array([[1, 1, 3, 3]])
+    rules_map = np.array([[1, 1, 3, 1]])  # OA 0.75
+    data = {"a": (_Scene("a"), {"reference": ref}), "held": (_Scene("held", local=True), {"reference": ref})}
+    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work, min_margin=None: {
+        n: tmp_path / n / "dataset" for n in data})
+    monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
+    trainings = []
+
+    def unet_columns(data_, work, levers, tag, loso=True, rules_maps=None):
+        trainings.append((tag, loso, sorted(data_)))
+        return {n: {"own_model": tmp_path / tag / f"{n}.onnx"} for n in data_}
+
+    monkeypatch.setattr(bench, "unet_columns", unet_columns)
+    # class 3's probability per pixel, by seed: seed 0 misses the last pixel, seed 1 calls the second
+    # class 3, seed 2 is right; their mean is right. Read "dihedral", seed 2 all but drops class 3.
+    p3 = {0: [0.2, 0.2, 0.9, 0.45], 1: [0.1, 0.6, 0.9, 0.9], 2: [0.1, 0.1, 0.6, 0.7]}
+    read = set()
+
+    def probability_map(model, image, augmentation="none"):
+        read.add((model.parent.name, model.stem, image.parent.name, augmentation))
+        seed = int(re.search(r"\d", model.parent.name).group())
+        c3 = np.array([[0.05] * 4 if augmentation == "dihedral" and seed == 2 else p3[seed]])
+        return [1, 3], np.stack([1 - c3, c3]).astype(np.float32)
+
+    monkeypatch.setattr(bench, "probability_map", probability_map)
+    unet = {n: {"loso_choice": {"seed": 1 if n == "a" else 0},
+                "loso_paths": {s: tmp_path / f"loso{s}" / f"{n}.onnx" for s in bench.SEEDS}} for n in data}
+    md, result = bench.ensemble_table(data, {n: rules_map for n in data}, unet, tmp_path)
+    # no training but the seed table's own-mask models (cached where it ran), and never of the local scene
+    assert trainings == [(f"seed{s}-bal", False, ["a"]) for s in bench.SEEDS]
+    assert read == {(f"seed{s}-bal", "a", "a", aug) for s in bench.SEEDS for aug in ("none", "dihedral")} | {
+        (f"loso{s}", n, n, aug) for s in bench.SEEDS for n in data for aug in ("none", "dihedral")}
+    rows = md.splitlines()
+    assert rows[0].count("|") == 2 + 2 + 5 and "held" in rows[0]
+    assert rows[2] == "| one model, none | +0.000 / +0.000 | - / +0.000 | +0.000 | +0.000 | 1 of 1 | +0.000 | 1 |"
+    assert rows[3] == "| mean of seeds, none | +0.250 / +0.250 | - / +0.250 | +0.250 | +0.250 | 1 of 1 | +0.250 | 0 |"
+    assert rows[4] == rows[2].replace("none", "dihedral")
+    assert rows[5] == ("| mean of seeds, dihedral | +0.000 / +0.000 | - / +0.000 | +0.000 | +0.000 | 1 of 1 | "
+                       "+0.000 | 0 |")
+    assert result["one model, none"]["a"]["loso"]["worst_recall_change"] == -0.5  # seed 1 loses class 1
+    # models whose classes differ cannot be averaged: one line, no map
+    monkeypatch.setattr(bench, "probability_map", lambda m, i, a="none": (
+        [1, 3] if m.stem == "x" else [1, 2], np.zeros((2, 1, 4), np.float32)))
+    with pytest.raises(SystemExit, match="classes differ"):
+        bench.ensemble_map([tmp_path / "x.onnx", tmp_path / "y.onnx"], tmp_path / "a" / "dataset")
 
 
 # --- the default graph on real scenes ------------------------------------------------------------------
