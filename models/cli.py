@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from snap_operators.io.onnx_model import PRETRAINED_DIR, PRETRAINED_FILES
+from snap_operators.science.inference import AUGMENTATIONS
 
 from .dataset import DEFAULT_INDICES, DEFAULT_MIN_MARGIN, build_dataset
 from .train import LOSSES, MULTI_SCENE_ATMOSPHERE
@@ -85,6 +86,9 @@ def add_command(sub) -> None:
                    "class map of the image (MODEL.classes.tif) and the rules' label masks are both scored against it "
                    "on the same pixels")
     t.add_argument("--reference-field", help="class attribute of a vector --reference")
+    t.add_argument("--test-time-augmentation", default="none", choices=tuple(AUGMENTATIONS),
+                   help="with --reference: make the scored class map as AttentionUNetInference's "
+                   "testTimeAugmentation does (flips: 4 passes, dihedral: 8; default %(default)s)")
     t.add_argument("--mapping", help="reference code -> class id pairs, e.g. 2:3,5:1,8:4 (as `snap-pc assess`)")
     g = t.add_argument_group("learning from noisy, imbalanced rule labels (docs/unet.md measures each)")
     g.add_argument("--loss", default="ce", choices=LOSSES,
@@ -199,6 +203,7 @@ def _cmd_train(args) -> int:
     result = train(folders, args.out, config=args.config, epochs=args.epochs, seed=args.seed, patience=args.patience,
                    batch_size=args.batch_size, learning_rate=args.learning_rate, overwrite=args.overwrite,
                    reference=args.reference, reference_field=args.reference_field, mapping=mapping,
+                   reference_augmentation=args.test_time_augmentation,
                    loss=args.loss, balance=args.balance, ignore_border=args.ignore_border,
                    weight_average=args.weight_average, threshold_moving=args.threshold_moving,
                    self_training=args.self_training, confidence=args.confidence, init=args.init,

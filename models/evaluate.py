@@ -162,7 +162,9 @@ def format_comparison(result: dict) -> list[str]:
     u, r = result["unet"], result["rules"]
     lines = [f"against {result['reference']} ({result['pixels']} px): overall accuracy U-Net "
              f"{u['overall_accuracy']:.3f}, rules {r['overall_accuracy']:.3f} "
-             f"(U-Net {u['overall_accuracy'] - r['overall_accuracy']:+.3f})",
+             f"(U-Net {u['overall_accuracy'] - r['overall_accuracy']:+.3f})"
+             + (f", U-Net read with testTimeAugmentation {result['augmentation']}"
+                if result.get("augmentation", "none") != "none" else ""),
              "| class | recall U-Net | recall rules | change |", "|---|---|---|---|"]
     rules = {p["class_id"]: p for p in r["per_class"]}
 

@@ -41,6 +41,7 @@ from snap_operators.core.errors import SnapPcError
 from snap_operators.core.outputs import save_figure, write_text
 from snap_operators.core.staging import staged_path
 from snap_operators.io.onnx_model import ModelMetadata
+from snap_operators.science.inference import AUGMENTATIONS
 
 from .attention_unet import build_attention_unet, get_config, receptive_field_radius
 from .augment import AugmentError, atmospheric_offset, check_channels, random_atmospheres
@@ -562,7 +563,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
           batch_size: int | None = None, learning_rate: float | None = None, dice_weight: float = 0.5,
           augment: bool = True, model_name: str | None = None, overwrite: bool = False, verbose: bool = True,
           reference=None, reference_field: str | None = None, mapping: dict | None = None,
-          loss: str = "ce", balance: bool = True, ignore_border: int = 0, self_training: int = 0,
+          reference_augmentation: str = "none", loss: str = "ce", balance: bool = True, ignore_border: int = 0, self_training: int = 0,
           confidence: float = 0.9, init=None, weight_average: float = 0.0, threshold_moving: bool | None = None,
           atmosphere: float | None = None, **config_overrides) -> dict:
     """Train on one or several dataset folders and export ``out`` (ONNX) with its report files.
@@ -587,6 +588,10 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         :func:`snap_pc_models.evaluate.compare_with_reference`). One dataset only.
     reference_field, mapping
         Class attribute of a vector reference; reference code -> class id.
+    reference_augmentation : {'none', 'flips', 'dihedral'}
+        Test-time augmentation of the class map scored against `reference`
+        (``AttentionUNetInference``'s ``testTimeAugmentation``): score the map as the inference
+        graph will make it.
     loss : {'ce', 'gce', 'sce', 'bootstrap'}
         Cross-entropy, or a loss robust to label noise (:data:`LOSSES`); soft Dice is added.
     balance : bool
@@ -653,6 +658,10 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     info, data = combine_datasets(folders)
     if reference is not None and len(folders) > 1:
         raise TrainError("--reference scores the training image: give one dataset")
+    if reference_augmentation != "none" and reference is None:
+        raise TrainError("a test-time augmentation reads the class map scored against a reference: give --reference")
+    if reference_augmentation not in AUGMENTATIONS:
+        raise TrainError(f"unknown test-time augmentation {reference_augmentation!r} (one of {', '.join(AUGMENTATIONS)})")
     if threshold_moving and len(folders) > 1:
         log.warning("threshold moving with %d datasets: the thresholds go to their pooled class shares, which a new "
                     "scene need not have (on scenes left out it cost accuracy: docs/unet.md)", len(folders))
@@ -799,9 +808,10 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     if reference is not None:
         from .evaluate import compare_with_reference, predict_scene
 
-        predict_scene(out, info, files["classes.tif"], overwrite=overwrite)
+        predict_scene(out, info, files["classes.tif"], overwrite=overwrite, augmentation=reference_augmentation)
         metrics["reference"] = compare_with_reference(files["classes.tif"], info, reference, field=reference_field,
                                                       mapping=mapping)
+        metrics["reference"]["augmentation"] = reference_augmentation
     if ckpt_tmp.exists() and not thresholds:
         os.replace(ckpt_tmp, files["best.keras"])
     else:  # the moved thresholds are in the weights: the Keras file stays the exported model

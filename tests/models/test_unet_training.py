@@ -271,13 +271,30 @@ def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(train
 def test_cli_train_with_a_reference_reports_both_maps(dataset, tmp_path, capsys):
     code = main(["train", "--image", str(dataset / "scene" / "s2.tif"), "--labels", str(dataset / "labels.gpkg"),
                  "--out", str(tmp_path / "ref.onnx"), "--epochs", "1", "--indices", "NDVI", "--bands", "B4,B8",
-                 "--patch-size", "40", "--block-size", "160", "--reference", str(dataset / "scene" / "truth.tif")])
+                 "--patch-size", "40", "--block-size", "160", "--reference", str(dataset / "scene" / "truth.tif"),
+                 "--test-time-augmentation", "flips"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "overall accuracy U-Net" in out and "| class | recall U-Net | recall rules | change |" in out
     metrics = json.loads((tmp_path / "ref.metrics.json").read_text())
-    assert metrics["reference"]["pixels"] > 0 and (tmp_path / "ref.classes.tif").is_file()
-    assert "## Accuracy against the reference" in (tmp_path / "ref.card.md").read_text()
+    assert metrics["reference"]["pixels"] > 0 and metrics["reference"]["augmentation"] == "flips"
+    card = (tmp_path / "ref.card.md").read_text()
+    assert "## Accuracy against the reference" in card and "testTimeAugmentation flips" in card
+    # the scored map is the one the inference graph makes with flips
+    import rasterio
+    from snap_pc_models.dataset import load_dataset_info
+    from snap_pc_models.evaluate import predict_scene
+
+    again = predict_scene(tmp_path / "ref.onnx", load_dataset_info(tmp_path / "ref.dataset"), tmp_path / "again.tif",
+                          augmentation="flips")
+    with rasterio.open(tmp_path / "ref.classes.tif") as a, rasterio.open(again) as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    # an augmentation without a reference to score would do nothing: refused before training
+    code = main(["train", str(tmp_path / "ref.dataset"), "--out", str(tmp_path / "z.onnx"),
+                 "--test-time-augmentation", "dihedral"])
+    err = capsys.readouterr().err
+    assert code == 1 and "give --reference" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "z.onnx").exists()
     code = main(["train", str(tmp_path / "ref.dataset"), "--out", str(tmp_path / "x.onnx"),
                  "--reference", str(tmp_path / "missing.tif")])
     assert code == 1 and "reference" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
