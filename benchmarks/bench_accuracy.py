@@ -80,6 +80,8 @@ ATMOSPHERE_RESULTS = HERE / "results" / "unet_atmospheres.json"
 TTA_RESULTS = HERE / "results" / "unet_tta.json"
 ENSEMBLE_RESULTS = HERE / "results" / "unet_ensemble.json"
 UNET_DOC = ROOT / "docs" / "unet.md"
+#: docs/unet.md's picture of its verdict (``--unet --unet-seeds``): OA change per scene and seed.
+UNET_FIGURE = ROOT / "docs" / "img" / "unet_vs_rules.png"
 S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s2.xml"
 S1S2_GRAPH = ROOT / "graphs" / "progressive_classifier_s1s2.xml"
 
@@ -661,6 +663,8 @@ TM_LOSO = "class-balanced patches + threshold moving"
 SEEDS = (0, 1, 2)
 #: The levers the benchmark's U-Net column and the shipped model train with (from the lever table).
 CHOSEN = {"balance": True}
+#: The SEED_RUNS entry trained with the CHOSEN levers: the default's spread over seeds.
+DEFAULT_SEED_RUN = next(label for label, (_, levers) in SEED_RUNS.items() if levers == CHOSEN)
 #: Synthetic scenes in every multi-scene training (truth as labels): (edge px, seed).
 SYNTHETIC = ((512, 11),)
 
@@ -1010,6 +1014,69 @@ def finetune_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, d
     return "\n".join(rows)
 
 
+def loso_seed_scores(data, unet: Mapping[str, dict], work: Path, augmentation: str = "none") -> dict[str, dict]:
+    """:func:`scores` of every seed's left-out model (`unet`'s ``loso_paths``) on its scene, read
+    with `augmentation`: ``{scene: {seed: scores}}`` for the scenes of `data` that have them."""
+    sets = unet_datasets([s for s, _ in data.values()], work)
+    return {n: {seed: scores(scene_map(m, sets[_image_key(scene, work)], augmentation), arrays["reference"])
+                for seed, m in unet[n]["loso_paths"].items()}
+            for n, (scene, arrays) in data.items() if "loso_paths" in unet.get(n, {})}
+
+
+def plot_oa_changes(own: Mapping[str, Sequence[float]], loso: Mapping[str, Mapping[int, float]],
+                    chosen: Mapping[str, int], path: Path, target: float = 0.02) -> Path:
+    """Strip plot of the U-Net's OA change against the rules' map, per scene: each seed's model
+    trained on the scene's own rule masks (circles) and trained without the scene (triangles, the
+    seed chosen as it ships filled), with the rules (0) and the issue's `target` marked.
+
+    Parameters
+    ----------
+    own : mapping
+        Scene -> OA change of each seed's own-mask model (scenes without one: absent).
+    loso : mapping
+        Scene -> {seed: OA change of its left-out model}; the x axis, in this order.
+    chosen : mapping
+        Scene -> the left-out seed that ships.
+    path : Path
+        PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from snap_operators.core.outputs import save_figure
+
+    names = list(loso)
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 4.2))
+    ax.axhline(0.0, color="0.3", lw=1, label="the rules' map")
+    ax.axhline(target, color="tab:green", lw=1, ls="--", label=f"+{target:g}, issue 17's figure")
+    labelled = set()
+
+    def once(label):  # one legend entry per kind of dot
+        new = label not in labelled
+        labelled.add(label)
+        return label if new else None
+
+    for x, n in enumerate(names):
+        if n in own:
+            ax.scatter([x - 0.15] * len(own[n]), own[n], marker="o", facecolors="none", edgecolors="tab:blue",
+                       label=once("trained on its own rule masks, one seed each"))
+        for seed, v in loso[n].items():
+            mine = seed == chosen.get(n)
+            ax.scatter([x + 0.15], [v], marker="^", edgecolors="tab:orange", facecolors="tab:orange" if mine else "none",
+                       label=once("trained without it, the seed chosen to ship" if mine
+                                  else "trained without it, another seed"))
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("overall accuracy, U-Net minus rules")
+    ax.set_title("Attention U-Net against the rules it learns from (independent references)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_figure(fig, path)
+
+
 def tta_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> tuple[str, dict]:
     """The chosen training's models (`unet`) read with each test-time augmentation of
     ``AttentionUNetInference`` (the same models, no training): per scene the OA change against the
@@ -1025,6 +1092,7 @@ def tta_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict],
     changes: dict[str, dict] = {}
     for aug in AUGMENTATIONS:
         changes[aug] = {}
+        seed_scores = loso_seed_scores(data, unet, work, aug)
         for n in names:
             scene, arrays = data[n]
             own = sets[_image_key(scene, work)]
@@ -1032,9 +1100,8 @@ def tta_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict],
             rules = scores(shipped[n], ref)
             paths = unet[n]["loso_paths"]
             own_model = unet[n]["own_model"]
-            got = {"own": scores(class_map(own_model, own, own_model.with_suffix(".classes.tif"), aug), ref)}
-            for seed, m in paths.items():
-                got[seed] = scores(scene_map(m, own, aug), ref)
+            got = {"own": scores(class_map(own_model, own, own_model.with_suffix(".classes.tif"), aug), ref),
+                   **seed_scores[n]}
             chosen = got[unet[n]["loso_choice"]["seed"]]
             changes[aug][n] = {"own": got["own"]["oa"] - rules["oa"],
                                "loso_seeds": {s: got[s]["oa"] - rules["oa"] for s in paths},
@@ -1098,7 +1165,7 @@ def ensemble_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, d
     left out (one model: the seed chosen as it ships, `unet`'s ``loso_choice``); the means over the
     benchmark's scenes and over the local ones, the left-out models at least at the rules' OA, and
     the class recall losses over ``MAX_RECALL_LOSS``."""
-    key = next(k for k, levers in SEED_RUNS.values() if levers == CHOSEN)  # the chosen levers' seed-table folders
+    key = SEED_RUNS[DEFAULT_SEED_RUN][0]  # the chosen levers' seed-table folders
     fitted = {n: data[n] for n in unet if data[n][0].fitted_on}
     own_models = {}
     for seed in SEEDS:
@@ -1432,6 +1499,16 @@ def main(argv=None) -> int:
         SEED_RESULTS.parent.mkdir(exist_ok=True)
         SEED_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "seeds": list(SEEDS),
                                             "levers": seeds_result}, indent=2))
+    if args.unet_seeds and unet and not args.no_loso and not args.no_docs:
+        counted = [n for n in unet if "loso_paths" in unet[n] and not data[n][0].weak]
+        rules_oa = {n: scores(shipped[n], data[n][1]["reference"])["oa"] for n in counted}
+        label = {n: n + (" (local)" if data[n][0].local else "") for n in counted}
+        left_out = loso_seed_scores({n: data[n] for n in counted}, unet, args.work)
+        figure = plot_oa_changes(
+            {label[n]: v["oa_change"] for n, v in seeds_result[DEFAULT_SEED_RUN].items() if n in label},
+            {label[n]: {seed: sc["oa"] - rules_oa[n] for seed, sc in left_out[n].items()} for n in counted},
+            {label[n]: unet[n]["loso_choice"]["seed"] for n in counted}, UNET_FIGURE)
+        print(f"wrote {figure}", flush=True)
     tm_loso_md = threshold_loso_table(data, shipped, unet, args.work) if args.unet_seeds and unet and not args.no_loso \
         else None
     atmosphere_md = None

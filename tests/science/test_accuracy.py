@@ -379,6 +379,38 @@ def test_seed_ensembles_average_probabilities_of_the_same_models(monkeypatch, tm
         bench.ensemble_map([tmp_path / "x.onnx", tmp_path / "y.onnx"], tmp_path / "a" / "dataset")
 
 
+def test_the_verdict_figure_shows_every_seed_of_every_scene(monkeypatch, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    saved = {}
+    from snap_operators.core import outputs
+
+    real = outputs.save_figure
+
+    def keep(fig, path):
+        saved["axes"] = fig.axes[0]
+        saved["points"] = [(c.get_offsets().data.tolist(), c.get_facecolor().tolist()) for c in fig.axes[0].collections]
+        return real(fig, path)
+
+    monkeypatch.setattr(outputs, "save_figure", keep)
+    own = {"a": [0.01, -0.02, 0.03]}
+    loso = {"a": {0: 0.02, 1: -0.01, 2: 0.0}, "held (local)": {0: -0.1, 1: 0.05, 2: 0.01}}
+    path = bench.plot_oa_changes(own, loso, {"a": 1, "held (local)": 0}, tmp_path / "img" / "f.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    points = saved["points"]
+    assert points[0][0] == [[-0.15, 0.01], [-0.15, -0.02], [-0.15, 0.03]]  # own masks left of the tick
+    left_out = [(xy[0], bool(face) and face[0][3] > 0) for xy, face in points[1:]]  # 'none': no face
+    assert [xy for xy, _ in left_out] == [[0.15, 0.02], [0.15, -0.01], [0.15, 0.0], [1.15, -0.1], [1.15, 0.05],
+                                          [1.15, 0.01]]
+    assert [f for _, f in left_out] == [False, True, False, True, False, False]  # the seed that ships, filled
+    ax = saved["axes"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "held (local)"]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == sorted([
+        "the rules' map", "+0.02, issue 17's figure", "trained on its own rule masks, one seed each",
+        "trained without it, the seed chosen to ship", "trained without it, another seed"])
+
+
 # --- the default graph on real scenes ------------------------------------------------------------------
 
 
