@@ -1330,7 +1330,9 @@ def threshold_loso_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[
     rules' map, per scene. The thresholds then go to the other scenes' pooled class shares."""
     key, levers = SEED_RUNS[TM_LOSO]
     names = [n for n in unet if "loso" in unet[n]]
-    cols = unet_columns({n: data[n] for n in names}, work, dict(levers, seed=0), f"seed0-{key}", loso=True)
+    # every scene, as the chosen training had them: the unscored ones (patches, unlabelled places)
+    # train too, so that the two left-out models differ by the thresholds alone
+    cols = unet_columns(data, work, dict(levers, seed=0), f"seed0-{key}", loso=True)
     rows = []
     # seed 0 against seed 0: the chosen training's own seed choice would favour it
     for label, maps in (("chosen (default: thresholds moved only as a rescue)",

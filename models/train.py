@@ -664,7 +664,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         raise TrainError(f"unknown test-time augmentation {reference_augmentation!r} (one of {', '.join(AUGMENTATIONS)})")
     if threshold_moving and len(folders) > 1:
         log.warning("threshold moving with %d datasets: the thresholds go to their pooled class shares, which a new "
-                    "scene need not have (on scenes left out it cost accuracy: docs/unet.md)", len(folders))
+                    "scene need not have (on scenes left out: no better than without, docs/unet.md)", len(folders))
     try:
         cfg = get_config(config, batch_size=batch_size, learning_rate=learning_rate, **config_overrides)
     except ValueError as exc:

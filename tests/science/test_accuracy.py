@@ -280,18 +280,21 @@ def test_the_shipped_training_runs_every_seed_and_ships_the_best_on_its_scenes(m
 def test_threshold_moving_is_also_scored_on_scenes_left_out(monkeypatch, tmp_path):
     ref = np.array([[1, 1, 3, 3]])
     data = {n: (_Scene(n), {"reference": ref}) for n in ("a", "b")}
+    data["patch"] = (_Scene("patch"), {})
+    data["patch"][0].kind = "patch"  # trained on, never scored
     rules_map = np.array([[1, 1, 3, 1]])  # OA 0.75, recall of class 3 0.5
     calls = []
 
     def columns(d, work, levers, tag, loso=True):
-        calls.append((tag, dict(levers), loso))
-        return {n: {"loso": np.array([[1, 1, 1, 1]])} for n in d}  # class 3 lost
+        calls.append((tag, dict(levers), loso, sorted(d)))
+        return {n: {"loso": np.array([[1, 1, 1, 1]])} for n, (s, _) in d.items() if s.scored}  # class 3 lost
 
     monkeypatch.setattr(bench, "unet_columns", columns)
-    unet = {n: {"loso": ref} for n in data}  # the chosen model, all right
+    unet = {n: {"loso": ref} for n in ("a", "b")}  # the chosen model, all right
     md = bench.threshold_loso_table(data, {"a": rules_map, "b": rules_map}, unet, tmp_path)
     key, levers = bench.SEED_RUNS[bench.TM_LOSO]
-    assert levers["threshold_moving"] and calls == [(f"seed0-{key}", dict(levers, seed=0), True)]
+    # the left-out models train on every scene the chosen ones did, the unscored patch included
+    assert levers["threshold_moving"] and calls == [(f"seed0-{key}", dict(levers, seed=0), True, ["a", "b", "patch"])]
     rows = md.splitlines()
     assert rows[2] == "| chosen (default: thresholds moved only as a rescue) | +0.250 / +0.000 | +0.250 / +0.000 |"
     assert rows[3] == "| + threshold moving (pooled shares) | -0.250 / -0.500 | -0.250 / -0.500 |"
