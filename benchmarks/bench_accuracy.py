@@ -774,6 +774,12 @@ def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, 
     return result["metrics"], True
 
 
+def _outdated(kept: Path, model: Path) -> bool:
+    """Whether `kept`, made from `model`, is missing or older than it (a model retrained under the
+    same name makes its outputs again)."""
+    return not kept.exists() or kept.stat().st_mtime < Path(model).stat().st_mtime
+
+
 def class_map(model: Path, image_dataset: Path, classes: Path, augmentation: str = "none") -> np.ndarray:
     """The class map `model` makes of the image of `image_dataset`, kept in `classes` (reused if
     there and newer than `model`: a model retrained under the same name maps again); with a
@@ -785,7 +791,7 @@ def class_map(model: Path, image_dataset: Path, classes: Path, augmentation: str
 
     if augmentation != "none":
         classes = classes.with_name(classes.name.removesuffix(".classes.tif") + f".{augmentation}.classes.tif")
-    if not classes.exists() or classes.stat().st_mtime < Path(model).stat().st_mtime:
+    if _outdated(classes, model):
         predict_scene(model, load_dataset_info(image_dataset), classes, overwrite=True, augmentation=augmentation)
     with rasterio.open(classes) as ds:
         return ds.read(1)
@@ -925,7 +931,7 @@ def train_shipped(data, work: Path, rules_maps: Mapping[str, np.ndarray]) -> tup
     out, choice = seed_chosen_model(folders, {s: shipped_path(work, s) for s in SHIP_SEEDS}, judges, data, sets,
                                     work, rules_maps, model_name=shipped_name(), **CHOSEN)
     int8 = out.with_suffix(".int8.onnx")
-    if not int8.exists() or int8.stat().st_mtime < out.stat().st_mtime:
+    if _outdated(int8, out):
         largest = max(folders, key=lambda f: json.loads((Path(f) / "dataset.json").read_text())["splits"]["train"]["patches"])
         quantize_model(out, largest, int8, overwrite=True)
     return out, choice
@@ -1141,7 +1147,7 @@ def probability_map(model: Path, image_dataset: Path, augmentation: str = "none"
     from snap_pc_models.evaluate import predict_probabilities
 
     kept = model.parent / f"{model.stem}-{image_dataset.parent.name}.{augmentation}.probabilities.npz"
-    if not kept.exists() or kept.stat().st_mtime < Path(model).stat().st_mtime:
+    if _outdated(kept, model):
         ids, probs = predict_probabilities(model, load_dataset_info(image_dataset), augmentation=augmentation)
         np.savez(kept, ids=np.asarray(ids), probabilities=probs)
     with np.load(kept) as f:
@@ -1176,25 +1182,25 @@ def ensemble_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, d
     sets = unet_datasets([s for s, _ in data.values()], work)
     names = [n for n in unet if "loso_paths" in unet[n]]
     counted = [n for n in names if not data[n][0].weak]
+    # per scene and model group: its models read one at a time ("one model") and all together
+    readings = {n: {g: {"one model": [models[seed]], "mean of seeds": [models[s] for s in SEEDS]}
+                    for g, models, seed in (("own", own_models.get(n), UNET_TRAINING["seed"]),
+                                            ("loso", unet[n]["loso_paths"], unet[n]["loso_choice"]["seed"]))
+                    if models}
+                for n in names}
+    rules = {n: scores(shipped[n], data[n][1]["reference"]) for n in names}
     result: dict[str, dict] = {}
     for aug in ENSEMBLE_AUGMENTATIONS:
         for reading in ("one model", "mean of seeds"):
             per = result.setdefault(f"{reading}, {aug}", {})
             for n in names:
                 scene, arrays = data[n]
-                image, ref = sets[_image_key(scene, work)], arrays["reference"]
-                rules = scores(shipped[n], ref)
-                groups = {"loso": unet[n]["loso_paths"]}
-                if n in own_models:
-                    groups["own"] = own_models[n]
-                one = {"loso": unet[n]["loso_choice"]["seed"], "own": UNET_TRAINING["seed"]}
+                image = sets[_image_key(scene, work)]
                 per[n] = {}
-                for g, models in groups.items():
-                    pred = (ensemble_map([models[s] for s in SEEDS], image, aug) if reading == "mean of seeds"
-                            else ensemble_map([models[one[g]]], image, aug))
-                    got = scores(pred, ref)
-                    per[n][g] = {"oa_change": got["oa"] - rules["oa"],
-                                 "worst_recall_change": worst_recall_change(got, rules)}
+                for g, models in readings[n].items():
+                    got = scores(ensemble_map(models[reading], image, aug), arrays["reference"])
+                    per[n][g] = {"oa_change": got["oa"] - rules[n]["oa"],
+                                 "worst_recall_change": worst_recall_change(got, rules[n])}
     bench = [n for n in counted if not data[n][0].local]
     local = [n for n in counted if data[n][0].local]
     rows = []

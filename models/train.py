@@ -563,9 +563,9 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
           batch_size: int | None = None, learning_rate: float | None = None, dice_weight: float = 0.5,
           augment: bool = True, model_name: str | None = None, overwrite: bool = False, verbose: bool = True,
           reference=None, reference_field: str | None = None, mapping: dict | None = None,
-          reference_augmentation: str = "none", loss: str = "ce", balance: bool = True, ignore_border: int = 0, self_training: int = 0,
-          confidence: float = 0.9, init=None, weight_average: float = 0.0, threshold_moving: bool | None = None,
-          atmosphere: float | None = None, **config_overrides) -> dict:
+          reference_augmentation: str = "none", loss: str = "ce", balance: bool = True, ignore_border: int = 0,
+          self_training: int = 0, confidence: float = 0.9, init=None, weight_average: float = 0.0,
+          threshold_moving: bool | None = None, atmosphere: float | None = None, **config_overrides) -> dict:
     """Train on one or several dataset folders and export ``out`` (ONNX) with its report files.
 
     Parameters
