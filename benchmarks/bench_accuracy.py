@@ -665,6 +665,8 @@ TM_LOSO = "class-balanced patches + threshold moving"
 SEEDS = (0, 1, 2)
 #: The levers the benchmark's U-Net column and the shipped model train with (from the lever table).
 CHOSEN = {"balance": True}
+#: Folder (under ``unet/``) of the trainings with the CHOSEN levers: the per-scene table's.
+CHOSEN_TAG = "chosen"
 #: The SEED_RUNS entry trained with the CHOSEN levers: the default's spread over seeds.
 DEFAULT_SEED_RUN = next(label for label, (_, levers) in SEED_RUNS.items() if levers == CHOSEN)
 #: Synthetic scenes in every multi-scene training (truth as labels): (edge px, seed).
@@ -833,8 +835,7 @@ def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bo
         if loso and rules_maps is not None:
             if key in fitted:
                 folders = multi_scene_sets(sets, scenes, work, without=key)
-                paths = {s: work / "unet" / (tag if s == UNET_TRAINING["seed"] else f"{tag}-s{s}")
-                         / f"without-{own.parent.name}.onnx" for s in SHIP_SEEDS}
+                paths = {s: seed_folder(work, tag, s) / f"without-{own.parent.name}.onnx" for s in SHIP_SEEDS}
                 named = {}
             else:  # not in any training: the shipped training is the one without it
                 folders = multi_scene_sets(sets, scenes, work)
@@ -857,11 +858,16 @@ def unet_columns(data, work: Path, levers: Mapping[str, Any], tag: str, loso: bo
     return out
 
 
+def seed_folder(work: Path, tag: str, seed: int) -> Path:
+    """Where the trainings of `tag` with `seed` are kept: ``unet/<tag>`` for ``UNET_TRAINING``'s
+    seed, ``unet/<tag>-sN`` for seed N."""
+    return work / "unet" / (tag if seed == UNET_TRAINING["seed"] else f"{tag}-s{seed}")
+
+
 def shipped_path(work: Path, seed: int = UNET_TRAINING["seed"]) -> Path:
     """Where the shipped model's training with `seed` is made (seed 0 in ``shipped/``, seed N in
     ``shipped-sN/``; :func:`train_shipped` chooses which of them ships)."""
-    folder = "shipped" if seed == UNET_TRAINING["seed"] else f"shipped-s{seed}"
-    return work / "unet" / folder / f"{shipped_name()}.onnx"
+    return seed_folder(work, "shipped", seed) / f"{shipped_name()}.onnx"
 
 
 def shipped_name() -> str:
@@ -1231,7 +1237,7 @@ def lever_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
     variants["chosen: " + ", ".join(f"{k}={v}" for k, v in CHOSEN.items())] = CHOSEN
     for label, levers in variants.items():
         # the chosen set trains exactly as the --unet column does: one model for both
-        tag = "chosen" if levers is CHOSEN else "levers-" + re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+        tag = CHOSEN_TAG if levers is CHOSEN else "levers-" + re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
         cols = unet_columns({n: data[n] for n in names}, work, levers, tag, loso=False)
         cells, result[label] = [], {}
         for n in names:
@@ -1307,12 +1313,15 @@ def atmosphere_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tup
         variants.append((f"the default without the {n_patches} BigEarthNet patches (fewer scenes)",
                          MULTI_SCENE_ATMOSPHERE, False))
     for label, amplitude, patches in variants:
-        folder = f"atm{amplitude:g}" + ("" if patches else "-nopatch")
+        # the default row is the chosen training's leave-one-scene-out models (the same datasets,
+        # seeds and levers: trained() checks their records and retrains if they differ)
+        default = amplitude == MULTI_SCENE_ATMOSPHERE and patches
+        tag = CHOSEN_TAG if default else f"atm{amplitude:g}" + ("" if patches else "-nopatch")
         per = {n: {"oa_change": [], "worst_recall_change": []} for n in names}
         for seed in SEEDS:
             for n in names:
                 key = _image_key(data[n][0], work)
-                out = work / "unet" / f"{folder}-s{seed}" / f"without-{sets[key].parent.name}.onnx"
+                out = seed_folder(work, tag, seed) / f"without-{sets[key].parent.name}.onnx"
                 pred, _ = unet_map(multi_scene_sets(sets, scenes, work, without=key, patches=patches), sets[key],
                                    out, seed=seed, atmosphere=amplitude, **CHOSEN)
                 ref = data[n][1]["reference"]
@@ -1468,7 +1477,7 @@ def main(argv=None) -> int:
             s1_maps[s.name] = (a1, classify_arrays(a1, s1s2_rules), c2, classify_arrays(c2, s2_rules),
                                classify_arrays(c12, s1s2_rules))
 
-    unet = unet_columns(data, args.work, CHOSEN, "chosen", loso=not args.no_loso, rules_maps=shipped) \
+    unet = unet_columns(data, args.work, CHOSEN, CHOSEN_TAG, loso=not args.no_loso, rules_maps=shipped) \
         if args.unet else {}
     choice = None
     if args.ship:

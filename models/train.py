@@ -100,8 +100,9 @@ SCE_BETA, SCE_LOG_ZERO = 1.0, -4.0
 #: Hard bootstrapping (Reed et al., 2015): weight kept on the given label.
 BOOTSTRAP_BETA = 0.8
 #: Largest path reflectance (at B2) of the atmospheric augmentation when several datasets train one
-#: model (``atmosphere=None``): on the scenes left out it brought Buffalo's surface-reflectance pond
-#: back (water recall 0.22 -> 0.97) where 0.04 did not (docs/unet.md).
+#: model (``atmosphere=None``). Chosen when it brought Buffalo's surface-reflectance pond back on the
+#: scenes left out (water recall 0.22 -> 0.97; 0.04 did not); with the L2A scenes added since, it
+#: keeps eo-box's top-of-atmosphere water instead, and ties with none elsewhere (docs/unet.md).
 MULTI_SCENE_ATMOSPHERE = 0.08
 #: Labelled training pixels threshold moving draws at most (memory: 4 bytes x classes each).
 MAX_THRESHOLD_PIXELS = 500_000

@@ -228,7 +228,12 @@ def test_atmospheres_are_scored_on_scenes_left_out_with_every_seed(monkeypatch, 
     assert all(d == [tmp_path / ("b" if out.name == "without-a.onnx" else "a") / "dataset"] for d, out, _ in calls)
     assert {c[2]["atmosphere"] for c in calls} == {0.0, MULTI_SCENE_ATMOSPHERE}
     assert all(c[2]["balance"] is True for c in calls)
-    assert calls[-1][1] == tmp_path / "unet" / f"atm{MULTI_SCENE_ATMOSPHERE:g}-s2" / "without-b.onnx"
+    # the default row is the chosen training's left-out models (the seed-0 one in chosen/), not
+    # trainings of its own; the other rows keep theirs apart
+    folders = {out.parent.name for _, out, levers in calls if levers["atmosphere"] == MULTI_SCENE_ATMOSPHERE}
+    assert folders == {"chosen", "chosen-s1", "chosen-s2"}
+    assert {out.parent.name for _, out, levers in calls if not levers["atmosphere"]} == {"atm0", "atm0-s1", "atm0-s2"}
+    assert calls[-1][1] == tmp_path / "unet" / "chosen-s2" / "without-b.onnx"
     rows = md.splitlines()
     assert rows[2].startswith("| one atmosphere (--atmosphere 0) | +0.250 +0.250 +0.250 (worst recall +0.000 "
                               "+0.000 +0.000) | +0.250 +0.250 -0.250 (worst recall +0.000 +0.000 -0.500) | +0.167 | 1 | 1 |")
