@@ -1306,17 +1306,16 @@ def atmosphere_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tup
     n_patches = sum(s.kind == "patch" and s.fitted_on for s in scenes)
     sets = unet_datasets(scenes, work)
     rows, result = [], {}
-    variants = [("one atmosphere (--atmosphere 0)", 0.0, True),
+    # (row, amplitude, with the patches, folder tag): the default row is the chosen training's
+    # leave-one-scene-out models (the same datasets, seeds and levers: trained() checks their
+    # records and retrains if they differ)
+    variants = [("one atmosphere (--atmosphere 0)", 0.0, True, "atm0"),
                 (f"other atmospheres, path reflectance up to +/-{MULTI_SCENE_ATMOSPHERE:g} (default)",
-                 MULTI_SCENE_ATMOSPHERE, True)]
+                 MULTI_SCENE_ATMOSPHERE, True, CHOSEN_TAG)]
     if n_patches:
         variants.append((f"the default without the {n_patches} BigEarthNet patches (fewer scenes)",
-                         MULTI_SCENE_ATMOSPHERE, False))
-    for label, amplitude, patches in variants:
-        # the default row is the chosen training's leave-one-scene-out models (the same datasets,
-        # seeds and levers: trained() checks their records and retrains if they differ)
-        default = amplitude == MULTI_SCENE_ATMOSPHERE and patches
-        tag = CHOSEN_TAG if default else f"atm{amplitude:g}" + ("" if patches else "-nopatch")
+                         MULTI_SCENE_ATMOSPHERE, False, f"atm{MULTI_SCENE_ATMOSPHERE:g}-nopatch"))
+    for label, amplitude, patches, tag in variants:
         per = {n: {"oa_change": [], "worst_recall_change": []} for n in names}
         for seed in SEEDS:
             for n in names:
