@@ -4,7 +4,7 @@ Writes the tables of ``docs/accuracy.md`` (between its ``<!-- accuracy:... -->``
 markers) and ``benchmarks/results/accuracy.json``. Usage::
 
     python benchmarks/bench_accuracy.py [--local DIR] [--no-loso] [--check-graph] [--no-docs]
-                                        [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta] [--unet-ensemble]]
+                                        [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta] [--unet-ensemble] [--unet-fusion]]
                                         [--unet-levers] [--unet-seeds]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
@@ -78,6 +78,7 @@ UNET_RESULTS = HERE / "results" / "unet_levers.json"
 SEED_RESULTS = HERE / "results" / "unet_seeds.json"
 ATMOSPHERE_RESULTS = HERE / "results" / "unet_atmospheres.json"
 TTA_RESULTS = HERE / "results" / "unet_tta.json"
+FUSION_RESULTS = HERE / "results" / "unet_fusion.json"
 ENSEMBLE_RESULTS = HERE / "results" / "unet_ensemble.json"
 UNET_DOC = ROOT / "docs" / "unet.md"
 #: docs/unet.md's picture of its verdict (``--unet --unet-seeds``): OA change per scene and seed.
@@ -1141,6 +1142,74 @@ def tta_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict],
     return header + "\n" + "\n".join(rows), changes
 
 
+#: Least rule margins the fusion table tries (``--unet-fusion``; inf: the network's map alone).
+FUSION_MARGINS = (math.inf, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
+
+
+def rule_margin_map(image_dataset: Path) -> np.ndarray:
+    """The rules' margin on the image of `image_dataset` (the shipped S2 graph's ``outputMargin``
+    band, written by :func:`unet_datasets` beside the image's label masks)."""
+    import rasterio
+
+    with rasterio.open(Path(image_dataset).parent / "classes_margin.tif") as ds:
+        return ds.read(2)
+
+
+def fusion_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> tuple[str, dict]:
+    """``RuleFusion`` over the chosen training's models (no training beyond the seed table's and the
+    left-out models'): for each least margin of ``FUSION_MARGINS``, the OA change against the rules'
+    map of the fused maps of every seed's model, on its own rule masks and left out (the local
+    scenes: the shipped training's seeds), with how many are under the rules' OA, reach +0.02 and
+    lose more than ``MAX_RECALL_LOSS`` of a class's recall. The margin chosen is the largest at which
+    no model of the benchmark's scenes is under the rules or loses a class: ``(table, result)``."""
+    from snap_operators.science.fusion import DEFAULT_MIN_MARGIN, fuse_classes
+
+    key = SEED_RUNS[DEFAULT_SEED_RUN][0]
+    fitted = {n: data[n] for n in unet if data[n][0].fitted_on}
+    own_models: dict[str, dict[int, Path]] = {}
+    for seed in SEEDS:
+        for n, entry in unet_columns(fitted, work, dict(CHOSEN, seed=seed), f"seed{seed}-{key}", loso=False).items():
+            own_models.setdefault(n, {})[seed] = entry["own_model"]
+    sets = unet_datasets([s for s, _ in data.values()], work)
+    names = [n for n in unet if "loso_paths" in unet[n] and not data[n][0].weak]
+    got: dict[str, dict[str, list]] = {}
+    for n in names:
+        scene, arrays = data[n]
+        own = sets[_image_key(scene, work)]
+        margin, ref, rules_map = rule_margin_map(own), arrays["reference"], shipped[n]
+        rules = scores(rules_map, ref)
+        maps = {("own", s): class_map(m, own, m.with_suffix(".classes.tif")) for s, m in own_models.get(n, {}).items()}
+        maps.update({("loso", s): scene_map(m, own) for s, m in unet[n]["loso_paths"].items()})
+        for m in FUSION_MARGINS:
+            for (group, _), net in maps.items():
+                fused = scores(fuse_classes(rules_map, margin, net, m), ref)
+                where = "local" if scene.local else group
+                got.setdefault(f"{m:g}", {}).setdefault(where, []).append(
+                    (n, fused["oa"] - rules["oa"], worst_recall_change(fused, rules)))
+    rows, safe = [], []
+    for m, per in got.items():
+        cells = []
+        for where in ("own", "loso", "local"):
+            vals = per.get(where, [])
+            oa = [v for _, v, _ in vals]
+            cells.append(f"{np.mean(oa):+.3f}, {sum(v < 0 for v in oa)} under, "
+                         f"{sum(w < -MAX_RECALL_LOSS for _, _, w in vals)} losses" if vals else "")
+        reach = sum(v >= 0.02 for where in ("own",) for _, v, _ in per.get(where, []))
+        bench = per.get("own", []) + per.get("loso", [])
+        if all(v >= 0 and w >= -MAX_RECALL_LOSS for _, v, w in bench) and bench:
+            safe.append(float(m))
+        label = "the network alone (Infinity)" if m == "inf" else m
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {reach} of {len(per.get('own', []))} |")
+    chosen = max(safe) if safe else None
+    if chosen != DEFAULT_MIN_MARGIN:
+        print(f"fusion table: the largest safe margin is {chosen}, RuleFusion's default {DEFAULT_MIN_MARGIN}",
+              flush=True)
+    header = ("| least rule margin | own rule masks: mean OA change, trainings under the rules, recall losses | "
+              "left out: the same | local scenes (shipped training): the same | own masks at +0.02 or more |\n"
+              "|---|---|---|---|---|")
+    return header + "\n" + "\n".join(rows), {"changes": got, "safe": safe, "chosen": chosen}
+
+
 #: Test-time augmentations the ensemble table reads each model with (``--unet-ensemble``).
 ENSEMBLE_AUGMENTATIONS = ("none", "dihedral")
 
@@ -1432,6 +1501,8 @@ def main(argv=None) -> int:
                     "model on its rule masks for a few epochs, against training from scratch")
     ap.add_argument("--unet-tta", action="store_true", help="with --unet: read the chosen training's models with "
                     "each test-time augmentation of AttentionUNetInference (none, flips, dihedral; no training)")
+    ap.add_argument("--unet-fusion", action="store_true", help="with --unet: RuleFusion of the rules' map and each "
+                    "seed's models at each of FUSION_MARGINS (no training beyond the seed table's)")
     ap.add_argument("--unet-ensemble", action="store_true", help="with --unet: one model against the mean of "
                     "SEEDS' models' probabilities, own rule masks (the seed table's models, trained if absent) and "
                     "left out")
@@ -1496,6 +1567,12 @@ def main(argv=None) -> int:
         print("\n## U-Net test-time augmentation\n" + tta_md, flush=True)
         TTA_RESULTS.parent.mkdir(exist_ok=True)
         TTA_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "oa_change": tta_result}, indent=2))
+    fusion_md = None
+    if args.unet_fusion and unet and not args.no_loso:
+        fusion_md, fusion_result = fusion_table(data, shipped, unet, args.work)
+        print("\n## U-Net and the rules fused on the rules' margin\n" + fusion_md, flush=True)
+        FUSION_RESULTS.parent.mkdir(exist_ok=True)
+        FUSION_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **fusion_result}, indent=2))
     ensemble_md = None
     if args.unet_ensemble and unet and not args.no_loso:
         ensemble_md, ensemble_result = ensemble_table(data, shipped, unet, args.work)
@@ -1611,7 +1688,7 @@ def main(argv=None) -> int:
             text = replace_block(text, key, body)
         DOC.write_text(text)
         if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md \
-                or ensemble_md:
+                or ensemble_md or fusion_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
@@ -1631,6 +1708,8 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-tta", tta_md)
             if ensemble_md:
                 text = replace_block(text, "unet-ensemble", ensemble_md)
+            if fusion_md:
+                text = replace_block(text, "unet-fusion", fusion_md)
             UNET_DOC.write_text(text)
     return 0
 

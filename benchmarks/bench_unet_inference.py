@@ -13,9 +13,9 @@
    int8 weights, uint8 activations calibrated on windows of a synthetic
    scene) and measured the same way, with the agreement of its classes with
    fp32's on other windows of the scene.
-3. **Engine**: ``graphs/unet_inference.xml`` without its LabelMaskExport
-   node (Read -> Resample -> SpectralIndices -> AttentionUNetInference ->
-   Write) on synthetic scenes (``snap-pc synth``, cached in ``--work``), one
+3. **Engine**: ``graphs/unet_inference.xml`` without its LabelMaskExport,
+   ProgressiveClassifier and RuleFusion nodes (Read -> Resample -> SpectralIndices ->
+   AttentionUNetInference -> Write) on synthetic scenes (``snap-pc synth``, cached in ``--work``), one
    fresh process per run after a warm-up on 256 px: seconds, Mpx/s, peak RSS
    (``ru_maxrss``), for several tile sizes and ``threads`` (and ``--augmentations``:
    the operator's ``testTimeAugmentation``).
@@ -252,12 +252,16 @@ def scene(work: Path, size: int) -> Path:
 
 
 def raster_graph(work: Path) -> Path:
-    """The shipped graph without LabelMaskExport (its cost is measured by bench_label_masks.py)."""
+    """The shipped graph without LabelMaskExport (its cost is measured by bench_label_masks.py) and
+    without the rules beside the network (ProgressiveClassifier and RuleFusion: the classifier's cost
+    is bench_classifier.py's), Write reading the network's map: the network's inference alone."""
     out = work / "unet"
     out.mkdir(parents=True, exist_ok=True)
     text = GRAPH.read_text()
-    text = re.sub(r'\s*<node id="LabelMaskExport">.*?</node>', "", text, count=1, flags=re.DOTALL)
-    text = re.sub(r'\s*<node id="LabelMaskExport">\s*<displayPosition[^>]*/>\s*</node>', "", text, flags=re.DOTALL)
+    for node in ("LabelMaskExport", "ProgressiveClassifier", "RuleFusion"):
+        text = re.sub(rf'\s*<node id="{node}">.*?</node>', "", text, count=1, flags=re.DOTALL)
+        text = re.sub(rf'\s*<node id="{node}">\s*<displayPosition[^>]*/>\s*</node>', "", text, flags=re.DOTALL)
+    text = text.replace('<sourceProduct refid="RuleFusion"/>', '<sourceProduct refid="AttentionUNetInference"/>')
     path = out / "unet_raster.xml"
     path.write_text(text)
     (out / "unet_raster.properties").write_text(GRAPH.with_suffix(".properties").read_text())

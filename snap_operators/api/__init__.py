@@ -9,7 +9,7 @@ goes in is what a call uses.
 * :func:`to_xarray`, :func:`from_xarray`: Product <-> ``xarray.Dataset`` (lazy
   Dask arrays, rioxarray CRS and transform, nodata, class legends).
 * :func:`resample`, :func:`cloud_mask`, :func:`spectral_indices`,
-  :func:`progressive_classify`, :func:`unet_predict`: the operators of the
+  :func:`progressive_classify`, :func:`unet_predict`, :func:`rule_fusion`: the operators of the
   graphs, on a Dataset (or a Product), with the graphs' tile functions.
 * :func:`label_masks`, :func:`area_table`: what the graphs write from a class band.
 
@@ -34,6 +34,7 @@ from .operators import (
     label_masks,
     progressive_classify,
     resample,
+    rule_fusion,
     spectral_indices,
     unet_predict,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "open_product",
     "progressive_classify",
     "resample",
+    "rule_fusion",
     "run_graph",
     "spectral_indices",
     "to_xarray",

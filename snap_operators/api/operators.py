@@ -241,6 +241,35 @@ def unet_predict(data, model: str | os.PathLike | None = None, **params: Any):
     return _same_kind(data, _operator("AttentionUNetInference", data, params).target)
 
 
+def rule_fusion(rules, network, **params: Any):
+    """The rules' class where their margin is large, the network's elsewhere: the ``RuleFusion`` node.
+
+    Parameters
+    ----------
+    rules : xarray.Dataset or Product
+        :func:`progressive_classify` with ``outputMargin=True`` (``class_id`` and ``margin``).
+    network : xarray.Dataset or Product
+        :func:`unet_predict` on the same grid (``class_id``).
+    **params
+        ``minMargin`` (scene interquartile ranges; default 0.03, ``inf``: the network's map),
+        ``sourceBand``, ``outputSource``.
+
+    Returns
+    -------
+    xarray.Dataset or Product
+        ``class_id`` (uint8 ``(rows, cols)``, the network's legend) and, with ``outputSource``,
+        ``fusion_source`` (1 the rules' class, 2 the network's, 0 no-data); lazy.
+
+    Examples
+    --------
+    >>> fused = rule_fusion(progressive_classify(idx, outputMargin=True), unet_predict(idx))  # doctest: +SKIP
+    """
+    products = {k: d if isinstance(d, Product) else from_xarray(d) for k, d in (("rules", rules), ("network", network))}
+    cls = get_operator("RuleFusion")
+    op = cls.create(products, raw_parameters(cls.spec, params), context=ExecutionContext(), node_id="RuleFusion")
+    return _same_kind(network, op.initialize())
+
+
 def label_masks(data, path: str | os.PathLike, *, overwrite: bool = False, **params: Any) -> list[Path]:
     """Write a class band's regions as polygons with class and area: the ``LabelMaskExport`` node.
 

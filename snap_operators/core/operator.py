@@ -39,7 +39,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import dask.array as da
 import numpy as np
@@ -263,6 +263,28 @@ class Operator:
         """All sources in graph order (sourceProduct, sourceProduct.1, ...)."""
         return list(self.sources.values())
 
+    def named_sources(self, names: Sequence[str], what: str) -> dict[str, str]:
+        """Source id of each of `names`: the source of that name, else the unnamed sources in graph
+        order (``sourceProduct``, ``sourceProduct.1``, or a ``<sourceProducts>`` list).
+
+        Raises
+        ------
+        OperatorError
+            Not exactly one source per name (`what` names them in the message, e.g. "class maps").
+        """
+        ids = {k: k for k in names if k in self.sources}
+        others = [k for k in self.sources if k not in names]
+        for name in names:
+            if name not in ids and others:
+                ids[name] = others.pop(0)
+        listed = " and ".join(f"'{n}'" for n in names)
+        count = len(self.sources)
+        if len(ids) < len(names):
+            raise self.error(f"needs {_count_word(len(names))} {what}, {listed}; got {count} source product(s)")
+        if others:
+            raise self.error(f"needs exactly {_count_word(len(names))} {what}, {listed}; got {count} source products")
+        return {n: ids[n] for n in names}
+
     def error(self, message: str) -> OperatorError:
         """An OperatorError prefixed with the operator alias and node id."""
         return OperatorError(f"{node_label(self.spec.alias, self.node_id)}: {message}")
@@ -274,6 +296,10 @@ class Operator:
         for name in unknown:
             log.info("%s: parameter '%s' is not used by the standalone engine", cls.spec.alias, name)
         return cls(sources, values, **kwargs)
+
+
+def _count_word(n: int) -> str:
+    return {2: "two", 3: "three"}.get(n, str(n))
 
 
 def map_tiles(

@@ -167,19 +167,8 @@ class ChangeDetectionOp(Operator):
         return self._kernel
 
     def _before_after(self) -> tuple[Product, Product]:
-        ids = {k: k for k in ("before", "after") if k in self.sources}
-        others = [k for k in self.sources if k not in ("before", "after")]
-        if "before" not in ids and others:
-            ids["before"] = others.pop(0)
-        if "after" not in ids and others:
-            ids["after"] = others.pop(0)
-        count = len(self.sources)
-        if "before" not in ids or "after" not in ids:
-            raise self.error(f"needs two class maps, 'before' and 'after'; got {count} source product(s)")
-        if others:
-            raise self.error(f"needs exactly two class maps, 'before' and 'after'; got {count} source products")
         #: Source id of each map (a tile-by-tile host reads the tiles from them).
-        self.source_ids = ids
+        self.source_ids = ids = self.named_sources(("before", "after"), "class maps")
         return self.sources[ids["before"]], self.sources[ids["after"]]
 
     def _class_band(self, product: Product) -> Band:

@@ -95,6 +95,7 @@ PLUGIN_OPERATORS: tuple[PluginOperator, ...] = (
     PluginOperator("LabelMaskExport", "snap_pc_label_mask_export", "LabelMaskExportOp"),
     PluginOperator("AttentionUNetInference", "snap_pc_unet_inference", "AttentionUNetInferenceOp", "_unet"),
     PluginOperator("ChangeDetection", "snap_pc_change_detection", "ChangeDetectionOp", "_change"),
+    PluginOperator("RuleFusion", "snap_pc_rule_fusion", "RuleFusionOp", "_fused"),
 )
 
 

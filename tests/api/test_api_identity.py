@@ -3,7 +3,7 @@
 graphs/progressive_classifier_s2.xml run by ``snap-pc run`` and the same nodes called from Python
 (open_product -> resample -> to_xarray -> cloud_mask -> spectral_indices -> progressive_classify ->
 label_masks, area_table) on one synthetic scene: the same class array, the same label mask features
-and the same area tables; likewise graphs/unet_inference.xml and unet_predict.
+and the same area tables; likewise graphs/unet_inference.xml and unet_predict + progressive_classify + rule_fusion.
 """
 
 from __future__ import annotations
@@ -103,8 +103,14 @@ def test_unet_graph_and_unet_predict_give_the_same_class_map(scene, tmp_path, ru
     assert code == 0, err
     product = api.resample(api.open_product(scene["s2"]), **S2_NODES["Resample"])
     ds = api.cloud_mask(api.to_xarray(product), method="auto", copySourceBands=True)
-    ds = api.spectral_indices(ds, ["NDVI", "MNDWI", "NDBI", "BSI"], saviL=0.5, copySourceBands=True)
+    ds = api.spectral_indices(ds, ["NDVI", "MNDWI", "BI2", "NDBI", "NGBDI", "PANTEX", "BSI"], saviL=0.5,
+                              copySourceBands=True)
     pred = api.unet_predict(ds, model=None, tileSize=256, blend="center", batchSize=1, threads=1)
+    rules = api.progressive_classify(ds, rules="mosul-5class", outputMargin=True)
+    fused = api.rule_fusion(rules, pred, minMargin=0.03)
     with rasterio.open(tmp_path / "unet.tif") as src:
         expected = src.read(1)
-    assert pred.class_id.values.tobytes() == expected.tobytes()
+    assert fused.class_id.values.tobytes() == expected.tobytes()
+    # the rules decide where they are sure, so the graph's map is neither map alone on this scene
+    network, classes = pred.class_id.values, rules.class_id.values
+    assert (expected != network).any() and (expected != classes).any()

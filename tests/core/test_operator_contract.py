@@ -126,6 +126,11 @@ def plugin_op(alias: str, scene, tmp_path: Path, variant: str = "") -> Operator:
     if alias == "AttentionUNetInference":
         model = tiny_unet(tmp_path / "tiny.onnx", S2_BANDS)
         return initialized(alias, {"sourceProduct": s2s1}, modelFile=model, tileSize=16, outputConfidence=True)
+    if alias == "RuleFusion":
+        indices = initialized("SpectralIndices", {"sourceProduct": s2s1}, copySourceBands=True).target
+        rules = initialized("ProgressiveClassifier", {"sourceProduct": indices}, maskBand="", outputMargin=True)
+        return initialized(alias, {"rules": rules.target, "network": class_map(scene, 1)}, minMargin=0.5,
+                           outputSource=True)
     raise AssertionError(f"no test scene for plugin operator {alias}: add one here")
 
 

@@ -13,6 +13,7 @@ from snap_operators.engine.graph import load_properties
 from snap_operators.io import onnx_model as M
 from snap_operators.io.bandfolder import S2_BANDS
 from snap_operators.io.onnx_model import ModelError, open_session, pretrained_model
+from snap_operators.science.rules import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 PRECISIONS = ("fp32", "int8")
@@ -42,7 +43,9 @@ def test_shipped_model_reads_the_default_graph_stack(precision):
     # of its properties file; the shipped model must find its bands there without -Pindices
     indices = load_properties(ROOT / "graphs" / "unet_inference.properties")["indices"].split(",")
     assert set(meta.input_bands) <= set(S2_BANDS) | set(indices), meta.input_bands
-    assert set(indices) <= set(meta.input_bands)  # the graph computes no index the model ignores
+    # the graph computes no index that neither the model nor the rules of its RuleFusion read
+    rules = load_rules(load_properties(ROOT / "graphs" / "unet_inference.properties")["rules"])
+    assert set(indices) <= set(meta.input_bands) | set(rules.bands)
     assert session.get_inputs()[0].shape[1] == len(meta.input_bands)
     # it predicts: probabilities over the five classes, summing to one
     x = np.random.default_rng(0).normal(size=(1, len(meta.input_bands), 32, 32)).astype(np.float32)
