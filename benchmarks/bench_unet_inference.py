@@ -251,20 +251,21 @@ def scene(work: Path, size: int) -> Path:
     return s2
 
 
-def raster_graph(work: Path) -> Path:
-    """The shipped graph without LabelMaskExport (its cost is measured by bench_label_masks.py) and
-    without the rules beside the network (ProgressiveClassifier and RuleFusion: the classifier's cost
-    is bench_classifier.py's), Write reading the network's map: the network's inference alone."""
+def raster_graph(work: Path, fusion: bool = False) -> Path:
+    """The shipped graph without LabelMaskExport (its cost is measured by bench_label_masks.py); unless
+    `fusion`, also without the rules beside the network (ProgressiveClassifier and RuleFusion), Write
+    reading the network's map: the network's inference alone, the figures of before the fusion."""
     out = work / "unet"
     out.mkdir(parents=True, exist_ok=True)
     text = GRAPH.read_text()
-    for node in ("LabelMaskExport", "ProgressiveClassifier", "RuleFusion"):
+    for node in ("LabelMaskExport",) + (() if fusion else ("ProgressiveClassifier", "RuleFusion")):
         text = re.sub(rf'\s*<node id="{node}">.*?</node>', "", text, count=1, flags=re.DOTALL)
         text = re.sub(rf'\s*<node id="{node}">\s*<displayPosition[^>]*/>\s*</node>', "", text, flags=re.DOTALL)
-    text = text.replace('<sourceProduct refid="RuleFusion"/>', '<sourceProduct refid="AttentionUNetInference"/>')
-    path = out / "unet_raster.xml"
+    if not fusion:
+        text = text.replace('<sourceProduct refid="RuleFusion"/>', '<sourceProduct refid="AttentionUNetInference"/>')
+    path = out / ("unet_fused.xml" if fusion else "unet_raster.xml")
     path.write_text(text)
-    (out / "unet_raster.properties").write_text(GRAPH.with_suffix(".properties").read_text())
+    path.with_suffix(".properties").write_text(GRAPH.with_suffix(".properties").read_text())
     return path
 
 
@@ -280,19 +281,24 @@ def engine_run(graph: Path, model: Path, s2: Path, warm: Path, out: Path, **para
 
 
 def engine_rows(models: dict, work: Path, sizes_configs: list[tuple[int, str]], tiles, threads, device: str,
-                augmentations=("none",)) -> list[dict]:
-    graph = raster_graph(work)
+                augmentations=("none",), fusions=(None,)) -> list[dict]:
+    """Engine runs of the graph without its label masks; `fusions`: None, the network alone (the graph
+    without its rules), or a ``minRuleMargin`` for the graph with them ("" its default)."""
+    graphs = {f: raster_graph(work, f is not None) for f in fusions}
     warm = scene(work, 256)
     rows = []
     for size, name in sizes_configs:
         s2 = scene(work, size)
-        for tile, t, aug in itertools.product(tiles, threads, augmentations):
+        for tile, t, aug, fused in itertools.product(tiles, threads, augmentations, fusions):
+            graph = graphs[fused]
+            margin = {"minRuleMargin": fused} if fused else {}
             r = engine_run(graph, models[name]["path"], s2, warm, graph.parent, tileSize=tile, threads=t,
-                           device=device, batchSize=DEFAULT_BATCH, testTimeAugmentation=aug)
-            r.update(config=name, size=size, tile=tile, threads=t, device=device, augmentation=aug,
+                           device=device, batchSize=DEFAULT_BATCH, testTimeAugmentation=aug, **margin)
+            fusion = "no" if fused is None else f"minRuleMargin {fused or 'default'}"
+            r.update(config=name, size=size, tile=tile, threads=t, device=device, augmentation=aug, fusion=fusion,
                      mpx_s=size * size / 1e6 / r["seconds"])
             rows.append(r)
-            print(f"  engine {name} {size}² tile {tile} threads {t} augmentation {aug} ({device}): "
+            print(f"  engine {name} {size}² tile {tile} threads {t} augmentation {aug} rules' fusion {fusion} ({device}): "
                   f"{r['seconds']:.1f} s, {r['mpx_s']:.2f} Mpx/s, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
     return rows
 
@@ -334,6 +340,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rss-size", type=int, default=10980, help="scene edge of the peak-RSS run (0: none)")
     ap.add_argument("--rss-configs", nargs="+", default=["small"])
     ap.add_argument("--rss-tile", type=int, default=DEFAULT_TILE, help="tileSize of the peak-RSS run (the default)")
+    ap.add_argument("--fusion", action="store_true", help="engine runs also with the graph's ProgressiveClassifier "
+                    "and RuleFusion (the shipped graph as it runs), at its default minRuleMargin and at Infinity, "
+                    "beside the network alone")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--quantize", action="store_true", help="measure int8 even when fp32 reaches 1.5 x Keras")
     ap.add_argument("--work", type=Path, default=Path("/tmp/snap-pc-bench"))
@@ -356,7 +365,8 @@ def main(argv=None) -> int:
     if args.engine_size:
         print("engine:", flush=True)
         runs += engine_rows(models, args.work, [(args.engine_size, c) for c in args.configs], args.tiles,
-                            args.engine_threads, args.device, args.augmentations)
+                            args.engine_threads, args.device, args.augmentations,
+                            (None, "", "Infinity") if args.fusion else (None,))
     if args.rss_size:
         runs += engine_rows(models, args.work, [(args.rss_size, c) for c in args.rss_configs], [args.rss_tile], [1],
                             args.device)
@@ -386,12 +396,13 @@ def main(argv=None) -> int:
             print(f"| {q['config']} | {q['tile']} | {q['fp32_mpx_s']:.2f} | {q['int8_mpx_s']:.2f} | "
                   f"{q['int8_x_keras']:.2f} | {q['int8_x_fp32']:.2f} | {q['class_agreement_vs_fp32']:.2%} |")
     if runs:
-        print("\n| config | scene | tile | threads | test-time augmentation | device | time (s) | Mpx/s | "
-              "peak RSS (MiB) |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n| config | scene | tile | threads | test-time augmentation | rules' fusion | device | time (s) | "
+              "Mpx/s | peak RSS (MiB) |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in runs:
-            print(f"| {r['config']} | {r['size']}² | {r['tile']} | {r['threads']} | {r['augmentation']} | {r['device']} | "
-                  f"{r['seconds']:.1f} | {r['mpx_s']:.2f} | {r['peak_rss_mib']:.0f} |")
+            print(f"| {r['config']} | {r['size']}² | {r['tile']} | {r['threads']} | {r['augmentation']} | "
+                  f"{r['fusion']} | {r['device']} | {r['seconds']:.1f} | {r['mpx_s']:.2f} | "
+                  f"{r['peak_rss_mib']:.0f} |")
     return 0
 
 

@@ -7,7 +7,8 @@ keeps the rules' class where their margin reaches ``minMargin`` (in scene
 interquartile ranges of the deciding index) and takes the network's
 elsewhere: next to a threshold, and where the rules left it unclassified
 (:mod:`snap_operators.science.fusion`; why and how much, ``docs/unet.md``).
-``minMargin=Infinity`` gives the network's map unchanged.
+``minMargin=Infinity`` gives the network's map unchanged, without computing a pixel of the
+rules (their node still resolves its scene-adaptive thresholds).
 
 The target has the network's grid, legend and no-data, and with
 ``outputSource`` a band ``fusion_source``: 1 where the class is the rules',
@@ -17,6 +18,7 @@ The target has the network's grid, legend and no-data, and with
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -91,12 +93,13 @@ class RuleFusionOp(Operator):
         func = functools.partial(fusion.fusion_tile, min_margin=min_margin, source=source, network_no_data=n_no_data)
         outputs = {"class_id": n_band.dtype, **({"fusion_source": np.uint8} if source else {})}
         chunks = n_band.data.chunks
-        arrays = map_tiles(func, {"rules": r_band.data.rechunk(chunks), "margin": margin.data.rechunk(chunks),
-                                  "network": n_band.data}, outputs)
-        self._kernel = TileKernel(func=func, inputs={"rules": r_band.name, "margin": MARGIN_BAND,
-                                                     "network": n_band.name},
-                                  outputs=outputs, sources={"rules": ids["rules"], "margin": ids["rules"],
-                                                            "network": ids["network"]})
+        inputs, names, sources = {"network": n_band.data}, {"network": n_band.name}, {"network": ids["network"]}
+        if not math.isinf(min_margin):  # Infinity keeps no class of the rules: their pixels are never computed
+            inputs.update(rules=r_band.data.rechunk(chunks), margin=margin.data.rechunk(chunks))
+            names.update(rules=r_band.name, margin=MARGIN_BAND)
+            sources.update(rules=ids["rules"], margin=ids["rules"])
+        arrays = map_tiles(func, inputs, outputs)
+        self._kernel = TileKernel(func=func, inputs=names, outputs=outputs, sources=sources)
         bands = [n_band.replace(name="class_id", data=arrays["class_id"],
                                 description=f"Class of {rules.name} where its rule margin >= {min_margin:g}, "
                                 f"else of {network.name}; {n_no_data} no-data")]

@@ -102,11 +102,13 @@ def fusion_tile(tiles: dict[str, np.ndarray], min_margin: float, source: bool = 
     ``{'class_id'[, 'fusion_source']}``.
 
     ``fusion_source`` is :data:`RULES` or :data:`NETWORK` by where each class comes from, 0 where
-    the fused class is the network's no-data.
+    the fused class is the network's no-data. Without ``'rules'`` (``RuleFusion`` with an infinite
+    least margin reads none) every class is the network's.
     """
-    sure = sure_pixels(tiles["rules"], tiles["margin"], min_margin)
     network = np.asarray(tiles["network"])
-    out = {"class_id": np.where(sure, np.asarray(tiles["rules"]).astype(network.dtype), network)}
+    sure = (sure_pixels(tiles["rules"], tiles["margin"], min_margin) if "rules" in tiles
+            else np.zeros(network.shape, dtype=bool))
+    out = {"class_id": np.where(sure, np.asarray(tiles.get("rules", network)).astype(network.dtype), network)}
     if source:
         origin = np.where(sure, np.uint8(RULES), np.uint8(NETWORK))
         out["fusion_source"] = np.where(~sure & (network == network_no_data), np.uint8(0), origin)

@@ -50,10 +50,16 @@ def test_fuses_named_and_ordered_sources_alike(pair):
     assert list(fuse({"rules": rules, "network": network}).target.bands) == ["class_id"]
 
 
-def test_infinity_gives_the_network_map(pair):
+def test_infinity_gives_the_network_map_without_reading_the_rules(pair):
     rules, network = pair()
-    op = fuse({"rules": rules, "network": network}, minMargin="Infinity")
+    op = fuse({"rules": rules, "network": network}, minMargin="Infinity", outputSource="true")
     np.testing.assert_array_equal(op.target.band("class_id").data.compute(), NETWORK_CLASS)
+    assert op.target.band("fusion_source").data.compute().tolist() == [[NETWORK] * 4, [NETWORK] * 3 + [0]]
+    assert set(op.tile_kernel().inputs) == {"network"}
+    # the target's task graph holds no task of the rules' bands: a graph never computes them
+    graph = dict(op.target.band("class_id").data.__dask_graph__())
+    rules_keys = {k[0] if isinstance(k, tuple) else k for k in rules.band("class_id").data.__dask_graph__()}
+    assert not rules_keys & {k[0] if isinstance(k, tuple) else k for k in graph}
 
 
 def test_the_tile_kernel_is_the_engine_function(pair):

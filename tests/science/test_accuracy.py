@@ -632,3 +632,36 @@ def test_leave_one_scene_out_models_choose_their_seed_without_their_scene(monkey
     assert list(calls[2][1].values()) == [bench.shipped_path(tmp_path, s) for s in bench.SHIP_SEEDS]
     assert calls[2][3] == bench.shipped_name()
     assert cols["a"]["loso_choice"]["seed"] == 1 and cols["loc"]["loso_model"] == bench.shipped_path(tmp_path, 1)
+
+
+def test_the_fusion_table_picks_the_largest_margin_at_which_no_model_is_under_the_rules(monkeypatch, tmp_path):
+    ref = np.array([[1, 1, 3, 3]])
+    rules_map = np.array([[1, 1, 3, 1]])  # OA 0.75: its last pixel, near a threshold, is wrong
+    margin = np.array([[0.5, 0.01, 0.5, 0.02]], np.float32)
+    own_map = np.array([[1, 3, 3, 3]])  # right at the last pixel, wrong at the second
+    loso_map = np.array([[3, 1, 3, 3]])  # wrong at the first, where the rules are sure
+    data = {"a": (_Scene("a"), {"reference": ref}), "held": (_Scene("held", local=True), {"reference": ref})}
+    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work, min_margin=None: {
+        n: tmp_path / n / "dataset" for n in data})
+    monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
+    monkeypatch.setattr(bench, "unet_columns", lambda data_, work, levers, tag, loso=True, rules_maps=None: {
+        n: {"own_model": tmp_path / tag / f"{n}.onnx"} for n in data_})
+    monkeypatch.setattr(bench, "class_map", lambda model, own, classes, augmentation="none": own_map)
+    monkeypatch.setattr(bench, "scene_map", lambda model, own, augmentation="none": loso_map)
+    monkeypatch.setattr(bench, "rule_margin_map", lambda own: margin)
+    unet = {n: {"loso_paths": {s: tmp_path / f"loso{s}" / f"{n}.onnx" for s in bench.SEEDS}} for n in data}
+    md, result = bench.fusion_table(data, {n: rules_map for n in data}, unet, tmp_path)
+    rows = md.splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| the network alone (Infinity)"] + [
+        f"| {m:g}" for m in bench.FUSION_MARGINS[1:]]
+    n = len(bench.SEEDS)
+    # alone: both models at the rules' OA, each losing half of a class's recall
+    assert rows[0] == (f"| the network alone (Infinity) | +0.000, 0 under, {n} losses | +0.000, 0 under, {n} losses | "
+                       f"+0.000, 0 under, {n} losses | 0 of {n} |")
+    # 0.03: the rules' sure first pixel mends the left-out model (+0.25), the second is the networks'
+    assert rows[bench.FUSION_MARGINS.index(0.03)] == (f"| 0.03 | +0.000, 0 under, {n} losses | +0.250, 0 under, 0 "
+                                                       f"losses | +0.250, 0 under, 0 losses | 0 of {n} |")
+    # 0.02: the last pixel goes back to the rules, who miss it; the own model then is under them
+    assert rows[bench.FUSION_MARGINS.index(0.02)].startswith(f"| 0.02 | -0.250, {n} under")
+    assert result["safe"] == [0.01] and result["chosen"] == 0.01
+    assert {where for per in result["changes"].values() for where in per} == {"own", "loso", "local"}
