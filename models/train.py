@@ -1059,7 +1059,8 @@ def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: P
     lines += ["", "## Intended use",
               "Filling and refining the Progressive Classifier's land-cover map on Sentinel-2 (and Sentinel-1) "
               "scenes like the training scene, through the `AttentionUNetInference` operator "
-              "(`graphs/unet_inference.xml`).",
+              "(`graphs/unet_inference.xml`, which keeps the rules' class where their margin says they are "
+              "sure and takes the network's elsewhere: `RuleFusion`, docs/unet.md).",
               "", "## Limits",
               "- Labels are the rule-based classifier's masks, not field truth: the network learns the rules' "
               "errors too; the metrics above measure agreement with those labels on held-out blocks.",
