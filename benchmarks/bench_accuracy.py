@@ -1210,6 +1210,52 @@ def fusion_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dic
     return header + "\n" + "\n".join(rows), {"changes": got, "safe": safe, "chosen": chosen}
 
 
+#: The fusion table's figure (``--unet-fusion``).
+FUSION_FIGURE = ROOT / "docs" / "img" / "unet_fusion.png"
+
+
+def plot_fusion(changes: Mapping[str, Mapping[str, Sequence]], margin: float, path: Path) -> Path:
+    """Strip plot of the left-out (and local) models' OA change against the rules' map per scene, the
+    network alone (hollow) and fused at `margin` (filled), from :func:`fusion_table`'s ``changes``.
+
+    Parameters
+    ----------
+    changes : mapping
+        ``{margin label: {'own'|'loso'|'local': [(scene, OA change, worst recall change), ...]}}``;
+        ``'inf'`` is the network alone.
+    margin : float
+        The least margin whose fused maps are drawn.
+    path : Path
+        PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from snap_operators.core.outputs import save_figure
+
+    groups = ("loso", "local")
+    names = list(dict.fromkeys(n for g in groups for n, _, _ in changes["inf"].get(g, [])))
+    local = {n for n, _, _ in changes["inf"].get("local", [])}
+    fig, ax = plt.subplots(figsize=(1.0 * len(names) + 2.5, 4.2))
+    ax.axhline(0.0, color="0.3", lw=1, label="the rules' map")
+    for key, dx, style in (("inf", -0.12, dict(marker="^", facecolors="none", edgecolors="tab:orange",
+                                                label="the network alone (each seed)")),
+                           (f"{margin:g}", 0.12, dict(marker="D", color="tab:green",
+                                                      label=f"fused with the rules, minRuleMargin {margin:g}"))):
+        pts = [(names.index(n) + dx, v) for g in groups for n, v, _ in changes[key].get(g, [])]
+        ax.scatter([x for x, _ in pts], [y for _, y in pts], **style)
+    ax.set_xticks(range(len(names)), [n + (" (local)" if n in local else "") for n in names], rotation=30, ha="right")
+    ax.set_ylabel("overall accuracy, map minus rules")
+    ax.set_title("Trained without the scene: the network alone and fused on the rules' margin")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_figure(fig, path)
+
+
 #: Test-time augmentations the ensemble table reads each model with (``--unet-ensemble``).
 ENSEMBLE_AUGMENTATIONS = ("none", "dihedral")
 
@@ -1573,6 +1619,10 @@ def main(argv=None) -> int:
         print("\n## U-Net and the rules fused on the rules' margin\n" + fusion_md, flush=True)
         FUSION_RESULTS.parent.mkdir(exist_ok=True)
         FUSION_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **fusion_result}, indent=2))
+        if not args.no_docs:
+            from snap_operators.science.fusion import DEFAULT_MIN_MARGIN
+
+            print(plot_fusion(fusion_result["changes"], DEFAULT_MIN_MARGIN, FUSION_FIGURE), flush=True)
     ensemble_md = None
     if args.unet_ensemble and unet and not args.no_loso:
         ensemble_md, ensemble_result = ensemble_table(data, shipped, unet, args.work)

@@ -10,6 +10,9 @@ elsewhere: next to a threshold, and where the rules left it unclassified
 ``minMargin=Infinity`` gives the network's map unchanged, without computing a pixel of the
 rules (their node still resolves its scene-adaptive thresholds).
 
+The rules' product may also be their class map written to a file with its margin (a float32
+GeoTIFF: the writer promotes both bands), whose class band is then read as it is.
+
 The target has the network's grid, legend and no-data, and with
 ``outputSource`` a band ``fusion_source``: 1 where the class is the rules',
 2 where it is the network's, 0 where the network has no data.
@@ -22,6 +25,7 @@ import math
 
 import numpy as np
 
+from ..core.errors import OperatorError
 from ..core.legend import NO_DATA
 from ..core.operator import Operator, TileKernel, map_tiles, register
 from ..core.product import Band, Product
@@ -73,10 +77,10 @@ class RuleFusionOp(Operator):
     def initialize(self) -> Product:
         ids = self.named_sources(("rules", "network"), "products")
         rules, network = self.sources[ids["rules"]], self.sources[ids["network"]]
-        r_band, n_band = self._class_band(rules), self._class_band(network)
         if MARGIN_BAND not in rules.bands:
             raise self.error(f"product '{rules.name}' has no band '{MARGIN_BAND}': set outputMargin to true on "
                              f"its ProgressiveClassifier")
+        r_band, n_band = self._class_band(rules, margin_file=True), self._class_band(network)
         margin = rules.band(MARGIN_BAND)
         problem = grid_mismatch(network, rules, 1e-5)
         if problem or r_band.shape != n_band.shape:
@@ -116,8 +120,14 @@ class RuleFusionOp(Operator):
         """The fusion over tiles of the rules' class and margin and the network's class (one grid)."""
         return self._kernel
 
-    def _class_band(self, product: Product) -> Band:
+    def _class_band(self, product: Product, margin_file: bool = False) -> Band:
+        """The class band of `product`; with `margin_file`, also a float one: a class map written with
+        its margin band is float32 in GeoTIFF (the writer promotes, as SNAP's does), classes and
+        no-data (255) kept as whole numbers."""
+        name = self.parameters.get("sourceBand") or change.DEFAULT_CLASS_BAND
+        if margin_file and name in product.bands and product.band(name).dtype.kind == "f":
+            return product.band(name)
         try:
             return change.find_class_band(product, self.parameters.get("sourceBand"))
-        except Exception as exc:  # OperatorError: say which parameter to set
+        except OperatorError as exc:  # say which parameter to set
             raise self.error(str(exc).replace("name the class band", "set sourceBand")) from None

@@ -82,7 +82,7 @@ def fuse_classes(rules: np.ndarray, margin: np.ndarray, network: np.ndarray, min
     Parameters
     ----------
     rules, network : numpy.ndarray
-        Class maps of one grid (same shape, integer codes).
+        Class maps of one grid (same shape; integer codes, or whole numbers in a float `rules`).
     margin : numpy.ndarray
         The rules' margin, float, same shape.
     min_margin : float
@@ -108,7 +108,9 @@ def fusion_tile(tiles: dict[str, np.ndarray], min_margin: float, source: bool = 
     network = np.asarray(tiles["network"])
     sure = (sure_pixels(tiles["rules"], tiles["margin"], min_margin) if "rules" in tiles
             else np.zeros(network.shape, dtype=bool))
-    out = {"class_id": np.where(sure, np.asarray(tiles.get("rules", network)).astype(network.dtype), network)}
+    # the rules' class map may be float (read back from a GeoTIFF written with its margin): cast after
+    # the choice, so that its no-data NaN, never chosen, is never cast
+    out = {"class_id": np.where(sure, tiles.get("rules", network), network).astype(network.dtype)}
     if source:
         origin = np.where(sure, np.uint8(RULES), np.uint8(NETWORK))
         out["fusion_source"] = np.where(~sure & (network == network_no_data), np.uint8(0), origin)

@@ -91,3 +91,26 @@ def test_negative_margin_is_refused(pair):
     rules, network = pair()
     with pytest.raises(Exception, match="minMargin"):
         fuse({"rules": rules, "network": network}, minMargin="-0.1")
+
+
+def test_an_unknown_class_band_names_the_parameter_to_set(pair):
+    rules, network = pair()
+    with pytest.raises(OperatorError, match="RuleFusion.*has no class band 'labels'") as exc:
+        fuse({"rules": rules, "network": network}, sourceBand="labels")
+    assert "\n" not in str(exc.value)
+
+
+def test_reads_the_rules_written_with_their_margin(make_product, pair, tmp_path):
+    """`snap-pc run progressive_classifier_s2.xml -PoutputMargin=true` writes a float32 GeoTIFF (the writer
+    promotes both bands): its class band, whole numbers with NaN where neither band has data, is read as is."""
+    _, network = pair()
+    as_float = RULES_CLASS.astype(np.float32)
+    as_float[1, 3] = np.nan
+    rules = make_product({"class_id": as_float, "margin": MARGIN}, name="rules", no_data=np.nan, classes=LAND_COVER)
+    op = fuse({"rules": rules, "network": network})
+    with np.errstate(invalid="raise"):  # no NaN is ever cast to an integer
+        fused = op.target.band("class_id").data.compute()
+    assert fused.dtype == np.uint8 and fused.tolist() == [[1, 4, 2, 4], [5, 3, 3, 255]]
+    # a float class band is accepted from the rules' product only
+    with pytest.raises(OperatorError, match="float32, not an integer class band"):
+        fuse({"rules": rules, "network": make_product({"class_id": as_float}, name="unet", no_data=np.nan)})

@@ -665,3 +665,28 @@ def test_the_fusion_table_picks_the_largest_margin_at_which_no_model_is_under_th
     assert rows[bench.FUSION_MARGINS.index(0.02)].startswith(f"| 0.02 | -0.250, {n} under")
     assert result["safe"] == [0.01] and result["chosen"] == 0.01
     assert {where for per in result["changes"].values() for where in per} == {"own", "loso", "local"}
+
+
+def test_the_fusion_figure_puts_each_model_alone_and_fused_beside_its_scene(monkeypatch, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from snap_operators.core import outputs
+
+    saved, real = {}, outputs.save_figure
+
+    def keep(fig, path):
+        saved["ax"] = fig.axes[0]
+        return real(fig, path)
+
+    monkeypatch.setattr(outputs, "save_figure", keep)
+    changes = {"inf": {"own": [("a", 0.3, 0.0)], "loso": [("a", -0.1, 0.0), ("a", 0.02, 0.0)],
+                       "local": [("held", -0.2, -0.1)]},
+               "0.03": {"loso": [("a", 0.0, 0.0), ("a", 0.01, 0.0)], "local": [("held", -0.01, 0.0)]}}
+    path = bench.plot_fusion(changes, 0.03, tmp_path / "f.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = saved["ax"]
+    alone, fused = (c.get_offsets().data.tolist() for c in ax.collections)
+    assert alone == [[-0.12, -0.1], [-0.12, 0.02], [0.88, -0.2]]  # own-mask models are not drawn
+    assert fused == [[0.12, 0.0], [0.12, 0.01], [1.12, -0.01]]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "held (local)"]
