@@ -1060,8 +1060,6 @@ def plot_oa_changes(own: Mapping[str, Sequence[float]], loso: Mapping[str, Mappi
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from snap_operators.core.outputs import save_figure
-
     names = list(loso)
     fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 4.2))
     ax.axhline(0.0, color="0.3", lw=1, label="the rules' map")
@@ -1082,9 +1080,17 @@ def plot_oa_changes(own: Mapping[str, Sequence[float]], loso: Mapping[str, Mappi
             ax.scatter([x + 0.15], [v], marker="^", edgecolors="tab:orange", facecolors="tab:orange" if mine else "none",
                        label=once("trained without it, the seed chosen to ship" if mine
                                   else "trained without it, another seed"))
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("overall accuracy, U-Net minus rules")
-    ax.set_title("Attention U-Net against the rules it learns from (independent references)")
+    return _save_strip_plot(fig, ax, names, "overall accuracy, U-Net minus rules",
+                            "Attention U-Net against the rules it learns from (independent references)", path)
+
+
+def _save_strip_plot(fig, ax, labels: Sequence[str], ylabel: str, title: str, path: Path) -> Path:
+    """Scene labels under the ticks, axis titles, grid and legend, then the PNG at `path`."""
+    from snap_operators.core.outputs import save_figure
+
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
@@ -1233,7 +1239,6 @@ def plot_fusion(changes: Mapping[str, Mapping[str, Sequence]], margin: float, pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from snap_operators.core.outputs import save_figure
 
     groups = ("loso", "local")
     names = list(dict.fromkeys(n for g in groups for n, _, _ in changes["inf"].get(g, [])))
@@ -1246,14 +1251,9 @@ def plot_fusion(changes: Mapping[str, Mapping[str, Sequence]], margin: float, pa
                                                       label=f"fused with the rules, minRuleMargin {margin:g}"))):
         pts = [(names.index(n) + dx, v) for g in groups for n, v, _ in changes[key].get(g, [])]
         ax.scatter([x for x, _ in pts], [y for _, y in pts], **style)
-    ax.set_xticks(range(len(names)), [n + (" (local)" if n in local else "") for n in names], rotation=30, ha="right")
-    ax.set_ylabel("overall accuracy, map minus rules")
-    ax.set_title("Trained without the scene: the network alone and fused on the rules' margin")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small", loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return save_figure(fig, path)
+    return _save_strip_plot(fig, ax, [n + (" (local)" if n in local else "") for n in names],
+                            "overall accuracy, map minus rules",
+                            "Trained without the scene: the network alone and fused on the rules' margin", path)
 
 
 #: Test-time augmentations the ensemble table reads each model with (``--unet-ensemble``).
