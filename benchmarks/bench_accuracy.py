@@ -1239,7 +1239,6 @@ def plot_fusion(changes: Mapping[str, Mapping[str, Sequence]], margin: float, pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     groups = ("loso", "local")
     names = list(dict.fromkeys(n for g in groups for n, _, _ in changes["inf"].get(g, [])))
     local = {n for n, _, _ in changes["inf"].get("local", [])}
