@@ -42,11 +42,13 @@ from .xarray import from_xarray, to_xarray
 
 
 def _operator(alias: str, data, params: dict[str, Any], context: ExecutionContext | None = None) -> Operator:
-    """Operator `alias` on `data` (Dataset or Product) with `params`, initialized (``op.target`` set)."""
-    product = data if isinstance(data, Product) else from_xarray(data)
+    """Operator `alias` on `data` (Dataset or Product; or a dict of them by source name, for operators
+    with named sources) with `params`, initialized (``op.target`` set)."""
+    named = data if isinstance(data, dict) else {"sourceProduct": data}
+    sources = {k: d if isinstance(d, Product) else from_xarray(d) for k, d in named.items()}
     cls = get_operator(alias)
     raw = raw_parameters(cls.spec, params)
-    op = cls.create({"sourceProduct": product}, raw, context=context or ExecutionContext(), node_id=alias)
+    op = cls.create(sources, raw, context=context or ExecutionContext(), node_id=alias)
     op.target = op.initialize()
     return op
 
@@ -264,10 +266,7 @@ def rule_fusion(rules, network, **params: Any):
     --------
     >>> fused = rule_fusion(progressive_classify(idx, outputMargin=True), unet_predict(idx))  # doctest: +SKIP
     """
-    products = {k: d if isinstance(d, Product) else from_xarray(d) for k, d in (("rules", rules), ("network", network))}
-    cls = get_operator("RuleFusion")
-    op = cls.create(products, raw_parameters(cls.spec, params), context=ExecutionContext(), node_id="RuleFusion")
-    return _same_kind(network, op.initialize())
+    return _same_kind(network, _operator("RuleFusion", {"rules": rules, "network": network}, params).target)
 
 
 def label_masks(data, path: str | os.PathLike, *, overwrite: bool = False, **params: Any) -> list[Path]:

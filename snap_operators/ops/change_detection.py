@@ -173,10 +173,9 @@ class ChangeDetectionOp(Operator):
 
     def _class_band(self, product: Product) -> Band:
         try:
-            band = change.find_class_band(product, self.parameters.get("sourceBand"))
+            band = change.find_class_band(product, self.parameters.get("sourceBand"), hint="set sourceBand")
         except OperatorError as exc:
-            msg = str(exc).replace("name the class band", "set sourceBand")
-            raise self.error(msg) from None
+            raise self.error(str(exc)) from None
         if band.transform is None or product.crs is None:
             raise self.error(f"product '{product.name}' has no map geocoding (CRS and geotransform)")
         return band

@@ -128,6 +128,6 @@ class RuleFusionOp(Operator):
         if margin_file and name in product.bands and product.band(name).dtype.kind == "f":
             return product.band(name)
         try:
-            return change.find_class_band(product, self.parameters.get("sourceBand"))
-        except OperatorError as exc:  # say which parameter to set
-            raise self.error(str(exc).replace("name the class band", "set sourceBand")) from None
+            return change.find_class_band(product, self.parameters.get("sourceBand"), hint="set sourceBand")
+        except OperatorError as exc:
+            raise self.error(str(exc)) from None

@@ -529,11 +529,12 @@ def legend_differences(a: Sequence[ClassInfo], b: Sequence[ClassInfo]) -> list[s
     return out
 
 
-def find_class_band(product: Product, name: str | None = None) -> Band:
+def find_class_band(product: Product, name: str | None = None, hint: str = "name the class band") -> Band:
     """The class band of `product`: `name`, else ``class_id``, else its only band with classes.
 
     A single-band integer product without classes (a plain land-cover
-    raster) also qualifies.
+    raster) also qualifies. `hint` ends the message when no band qualifies
+    (an operator names its parameter).
 
     Raises
     ------
@@ -554,8 +555,7 @@ def find_class_band(product: Product, name: str | None = None) -> Band:
         if len(candidates) != 1:
             what = "no band with classes" if not candidates else \
                 f"several bands with classes ({', '.join(b.name for b in candidates)})"
-            raise OperatorError(f"product '{product.name}' has no band '{DEFAULT_CLASS_BAND}' and {what}; "
-                                "name the class band")
+            raise OperatorError(f"product '{product.name}' has no band '{DEFAULT_CLASS_BAND}' and {what}; {hint}")
         band = candidates[0]
     if band.dtype.kind not in "iu" or band.dtype.itemsize > 2:
         raise OperatorError(f"band '{band.name}' of '{product.name}' is {band.dtype}, not an integer class band "
