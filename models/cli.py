@@ -90,6 +90,13 @@ def add_command(sub) -> None:
                    help="with --reference: make the scored class map as AttentionUNetInference's "
                    "testTimeAugmentation does (flips: 4 passes, dihedral: 8; default %(default)s)")
     t.add_argument("--mapping", help="reference code -> class id pairs, e.g. 2:3,5:1,8:4 (as `snap-pc assess`)")
+    t.add_argument("--rules-map", metavar="RASTER",
+                   help="with --reference: the rules' class map with its margin (progressive_classifier_s2.xml "
+                   "-PoutputMargin=true, on the image's grid); the map the inference graph writes, the network's "
+                   "fused with it by RuleFusion (MODEL.fused.tif), is scored too")
+    t.add_argument("--min-rule-margin", type=float, metavar="IQR",
+                   help="with --rules-map: RuleFusion's minMargin, the graph's minRuleMargin (default 0.03; "
+                   "Infinity: the network alone)")
     g = t.add_argument_group("learning from noisy, imbalanced rule labels (docs/unet.md measures each)")
     g.add_argument("--loss", default="ce", choices=LOSSES,
                    help="ce: cross-entropy; gce: generalized CE; sce: symmetric CE; bootstrap: hard bootstrapping "
@@ -203,7 +210,8 @@ def _cmd_train(args) -> int:
     result = train(folders, args.out, config=args.config, epochs=args.epochs, seed=args.seed, patience=args.patience,
                    batch_size=args.batch_size, learning_rate=args.learning_rate, overwrite=args.overwrite,
                    reference=args.reference, reference_field=args.reference_field, mapping=mapping,
-                   reference_augmentation=args.test_time_augmentation,
+                   reference_augmentation=args.test_time_augmentation, rules_map=args.rules_map,
+                   min_rule_margin=args.min_rule_margin,
                    loss=args.loss, balance=args.balance, ignore_border=args.ignore_border,
                    weight_average=args.weight_average, threshold_moving=args.threshold_moving,
                    self_training=args.self_training, confidence=args.confidence, init=args.init,

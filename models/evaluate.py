@@ -5,7 +5,9 @@ Progressive Classifier's masks, not whether it maps land cover better. With
 a reference (field polygons, a land-cover product), :func:`compare_with_reference`
 scores both on the same pixels: the network's class map over the whole
 training image, and the rules' map (the label masks the network was trained
-on, rasterized on the same grid).
+on, rasterized on the same grid). Given the rules' class map with its margin,
+it also scores the map the inference graph writes: the two fused by
+``RuleFusion`` (:func:`fuse_scene`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,20 @@ import numpy as np
 
 from snap_operators.apps.assess import accuracy_metrics, add_pairs, apply_mapping, pair_labels, pair_matrix
 from snap_operators.core.legend import CLASS_NAMES, MASKED, NO_DATA
+from snap_operators.science.fusion import DEFAULT_MIN_MARGIN
 
 #: Rows of the class maps read at a time.
 WINDOW_ROWS = 512
+
+
+def _input_product(info: dict):
+    """The dataset's whole image as the network reads it (its bands and indices, on its grid)."""
+    from .dataset import build_input_product
+
+    indices = list(info.get("indices") or [])
+    bands = [b for b in info["bands"] if b not in indices]
+    product, _ = build_input_product(info["image"], info.get("image_s1"), bands=bands, indices=indices)
+    return product
 
 
 def _inference_target(model: str | Path, info: dict, context, **parameters):
@@ -27,13 +40,8 @@ def _inference_target(model: str | Path, info: dict, context, **parameters):
     :func:`predict_scene` and :func:`predict_probabilities` read it."""
     from snap_operators.core.operator import get_operator
 
-    from .dataset import build_input_product
-
-    indices = list(info.get("indices") or [])
-    bands = [b for b in info["bands"] if b not in indices]
-    product, _ = build_input_product(info["image"], info.get("image_s1"), bands=bands, indices=indices)
     # no cloud mask: the network saw the training image's every pixel (build_input_product has none)
-    op = get_operator("AttentionUNetInference").create({"sourceProduct": product},
+    op = get_operator("AttentionUNetInference").create({"sourceProduct": _input_product(info)},
                                                        {"modelFile": str(model), "maskBand": "", **parameters},
                                                        context=context)
     return op.initialize()
@@ -92,8 +100,75 @@ def predict_probabilities(model: str | Path, info: dict, *, augmentation: str = 
     return ids, np.stack([np.asarray(target.band(probability_band(i)).data.compute(), np.float32) for i in ids])
 
 
+def check_rules_map(rules_map: str | Path, info: dict) -> None:
+    """Refuse, before any training, a rules map :func:`fuse_scene` could not fuse with the network's map.
+
+    Parameters
+    ----------
+    rules_map : path
+        The Progressive Classifier's target written with ``outputMargin=true`` (bands
+        ``class_id`` and ``margin``), e.g. ``progressive_classifier_s2.xml -PoutputMargin=true``.
+    info : dict
+        The dataset's ``dataset.json``: the map must be on its image's grid.
+
+    Raises
+    ------
+    SnapPcError
+        One line: the file is unreadable, has no margin band or lies on another grid.
+    """
+    from snap_operators.core.errors import SnapPcError
+    from snap_operators.io import open_product
+    from snap_operators.ops.bandmerge import grid_mismatch
+    from snap_operators.ops.rule_fusion import MARGIN_BAND
+
+    if not Path(rules_map).exists():
+        raise SnapPcError(f"rules map {rules_map} does not exist")
+    try:
+        rules = open_product(rules_map)
+    except SnapPcError as exc:
+        raise SnapPcError(f"rules map {rules_map}: {exc}") from None
+    if MARGIN_BAND not in rules.bands:
+        raise SnapPcError(f"rules map {rules_map} has no band '{MARGIN_BAND}' (bands: {', '.join(rules.bands)}): "
+                          "write the Progressive Classifier's map with outputMargin=true")
+    problem = grid_mismatch(_input_product(info), rules, 1e-5)
+    if problem:
+        raise SnapPcError(f"rules map {rules_map} is not on the training image's grid ({problem})")
+
+
+def fuse_scene(classes: str | Path, rules_map: str | Path, out: str | Path, *,
+               min_margin: float = DEFAULT_MIN_MARGIN, overwrite: bool = False) -> Path:
+    """The map the inference graph writes: `rules_map`'s class where its margin reaches `min_margin`,
+    the network's elsewhere (``RuleFusion``), written to the GeoTIFF `out`.
+
+    Parameters
+    ----------
+    classes : path
+        The network's class map (:func:`predict_scene`).
+    rules_map : path
+        The rules' class map with its ``margin`` band, on the same grid (:func:`check_rules_map`).
+    out : path
+        GeoTIFF to write: the fused ``class_id`` band (uint8, the network's legend).
+    min_margin : float
+        ``RuleFusion``'s ``minMargin``, in scene interquartile ranges (the graph's
+        ``minRuleMargin``); ``inf`` gives the network's map.
+
+    Returns
+    -------
+    Path
+        `out`.
+    """
+    from snap_operators.api import open_product, rule_fusion
+    from snap_operators.core.context import ExecutionContext
+    from snap_operators.core.streaming import stream_writer
+    from snap_operators.io.geotiff_writer import GeoTiffWriter
+
+    fused = rule_fusion(open_product(rules_map), open_product(classes), minMargin=float(min_margin))
+    writer = GeoTiffWriter(fused.copy(bands=[fused.band("class_id")]), out)
+    return Path(stream_writer(writer, ExecutionContext(overwrite=overwrite)))
+
+
 def compare_with_reference(classes: str | Path, info: dict, reference: str | Path, *, field: str | None = None,
-                           mapping: Mapping[int, int] | None = None) -> dict:
+                           mapping: Mapping[int, int] | None = None, fused: str | Path | None = None) -> dict:
     """Accuracy of the network's class map and of the rules' map against `reference`, on the same pixels.
 
     Parameters
@@ -109,6 +184,9 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         Class attribute of a vector reference.
     mapping : dict, optional
         Reference code -> class id (codes not mapped are left out).
+    fused : path, optional
+        The network's map fused with the rules' (:func:`fuse_scene`), on the class map's grid:
+        scored too, as ``"fused"``, with ``"fused_recall_change"`` (fused - rules).
 
     Returns
     -------
@@ -116,7 +194,7 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         ``{"reference", "pixels", "unet": metrics, "rules": metrics, "recall_change": {class: unet - rules}}``;
         the metrics as :func:`snap_operators.apps.assess.accuracy_metrics` gives them (overall
         accuracy, kappa, per-class producer's/user's accuracy, F1, IoU). The pixels are those the
-        reference labels and both maps saw (no-data and masked pixels left out of both).
+        reference labels and every map saw (no-data and masked pixels left out of all).
     """
     import rasterio
     from rasterio.windows import Window
@@ -124,20 +202,24 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     from snap_operators.core.errors import SnapPcError
     from snap_operators.io.reference import reference_reader
 
-    pairs: dict[str, dict[tuple[int, int], int]] = {"unet": {}, "rules": {}}
+    pairs: dict[str, dict[tuple[int, int], int]] = {"unet": {}, "rules": {}, **({"fused": {}} if fused else {})}
     with rasterio.open(classes) as ds:
         grid = (ds.crs, ds.transform, ds.width, ds.height)
         read_ref = reference_reader(reference, *grid, field=field)
-        read_rules = reference_reader(info["labels"], *grid, field=info.get("field") or "class_id")
+        readers = {"unet": lambda win: ds.read(1, window=win).astype(np.int64),
+                   "rules": reference_reader(info["labels"], *grid, field=info.get("field") or "class_id")}
+        if fused:
+            readers["fused"] = reference_reader(fused, *grid)
         for row0 in range(0, ds.height, WINDOW_ROWS):
             win = Window(0, row0, ds.width, min(WINDOW_ROWS, ds.height - row0))
-            unet = ds.read(1, window=win).astype(np.int64)
-            rules = read_rules(win)
+            maps = {name: read(win) for name, read in readers.items()}
             ref = apply_mapping(read_ref(win), mapping)
-            # pixels either map could not see (no data; cloud, shadow or snow) are left out of both
-            valid = (ref > 0) & (unet != NO_DATA) & (unet != MASKED) & (rules != MASKED)
-            add_pairs(pairs["unet"], ref[valid], unet[valid])
-            add_pairs(pairs["rules"], ref[valid], rules[valid])
+            # pixels any map could not see (no data; cloud, shadow or snow) are left out of all
+            valid = ref > 0
+            for m in maps.values():
+                valid &= (m != NO_DATA) & (m != MASKED)
+            for name, m in maps.items():
+                add_pairs(pairs[name], ref[valid], m[valid])
     if not pairs["unet"]:
         raise SnapPcError(f"no pixel of {reference} is labelled inside the training image "
                           "(check extents, CRS, --reference-field and --mapping)")
@@ -151,29 +233,39 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         out[name] = metrics
     out["pixels"] = int(sum(pairs["unet"].values()))
     rules_recall = {p["class_id"]: p["producers_accuracy"] for p in out["rules"]["per_class"]}
-    out["recall_change"] = {str(p["class_id"]): p["producers_accuracy"] - rules_recall[p["class_id"]]
-                            for p in out["unet"]["per_class"]
-                            if p["producers_accuracy"] is not None and rules_recall.get(p["class_id"]) is not None}
+    for name, key in (("unet", "recall_change"), ("fused", "fused_recall_change")):
+        if name in out:
+            out[key] = {str(p["class_id"]): p["producers_accuracy"] - rules_recall[p["class_id"]]
+                        for p in out[name]["per_class"]
+                        if p["producers_accuracy"] is not None and rules_recall.get(p["class_id"]) is not None}
     return out
 
 
 def format_comparison(result: dict) -> list[str]:
-    """Lines comparing the network and the rules against the reference (CLI and model card)."""
-    u, r = result["unet"], result["rules"]
+    """Lines comparing the network, the rules and (when scored) their fusion against the reference
+    (CLI and model card)."""
+    u, r, f = result["unet"], result["rules"], result.get("fused")
+    oa = r["overall_accuracy"]
+    fused_text = (f"; fused with the rules as the inference graph does (RuleFusion, minMargin "
+                  f"{result.get('min_rule_margin', DEFAULT_MIN_MARGIN):g}) {f['overall_accuracy']:.3f} "
+                  f"({f['overall_accuracy'] - oa:+.3f})") if f else ""
     lines = [f"against {result['reference']} ({result['pixels']} px): overall accuracy U-Net "
-             f"{u['overall_accuracy']:.3f}, rules {r['overall_accuracy']:.3f} "
-             f"(U-Net {u['overall_accuracy'] - r['overall_accuracy']:+.3f})"
+             f"{u['overall_accuracy']:.3f}, rules {oa:.3f} (U-Net {u['overall_accuracy'] - oa:+.3f})"
              + (f", U-Net read with testTimeAugmentation {result['augmentation']}"
-                if result.get("augmentation", "none") != "none" else ""),
-             "| class | recall U-Net | recall rules | change |", "|---|---|---|---|"]
-    rules = {p["class_id"]: p for p in r["per_class"]}
+                if result.get("augmentation", "none") != "none" else "") + fused_text,
+             "| class | recall U-Net | recall rules | change |" + (" recall fused | change |" if f else ""),
+             "|---|---|---|---|" + ("---|---|" if f else "")]
+    recall = {name: {p["class_id"]: p["producers_accuracy"] for p in m["per_class"]}
+              for name, m in (("rules", r), ("fused", f)) if m}
 
-    def fmt(v):
-        return "-" if v is None else f"{v:.3f}"
+    def fmt(v, sign=""):
+        return "-" if v is None else f"{v:{sign}.3f}"
 
     for p in u["per_class"]:
-        q = rules.get(p["class_id"], {})
-        change = result["recall_change"].get(str(p["class_id"]))
-        lines.append(f"| {p['class_id']} {p['class_name']} | {fmt(p['producers_accuracy'])} | "
-                     f"{fmt(q.get('producers_accuracy'))} | {'-' if change is None else f'{change:+.3f}'} |")
+        cid = p["class_id"]
+        line = (f"| {cid} {p['class_name']} | {fmt(p['producers_accuracy'])} | {fmt(recall['rules'].get(cid))} | "
+                f"{fmt(result['recall_change'].get(str(cid)), '+')} |")
+        if f:
+            line += f" {fmt(recall['fused'].get(cid))} | {fmt(result['fused_recall_change'].get(str(cid)), '+')} |"
+        lines.append(line)
     return lines

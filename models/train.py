@@ -566,7 +566,8 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
           reference=None, reference_field: str | None = None, mapping: dict | None = None,
           reference_augmentation: str = "none", loss: str = "ce", balance: bool = True, ignore_border: int = 0,
           self_training: int = 0, confidence: float = 0.9, init=None, weight_average: float = 0.0,
-          threshold_moving: bool | None = None, atmosphere: float | None = None, **config_overrides) -> dict:
+          threshold_moving: bool | None = None, atmosphere: float | None = None, rules_map=None,
+          min_rule_margin: float | None = None, **config_overrides) -> dict:
     """Train on one or several dataset folders and export ``out`` (ONNX) with its report files.
 
     Parameters
@@ -593,6 +594,13 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         Test-time augmentation of the class map scored against `reference`
         (``AttentionUNetInference``'s ``testTimeAugmentation``): score the map as the inference
         graph will make it.
+    rules_map : path, optional
+        The rules' class map with its margin (the Progressive Classifier's target with
+        ``outputMargin=true``, on the training image's grid): with `reference`, the map the
+        inference graph writes (the network's fused with it by ``RuleFusion``,
+        ``MODEL.fused.tif``) is scored too (:func:`snap_pc_models.evaluate.fuse_scene`).
+    min_rule_margin : float, optional
+        ``RuleFusion``'s ``minMargin`` for `rules_map` (default: the graph's, 0.03).
     loss : {'ce', 'gce', 'sce', 'bootstrap'}
         Cross-entropy, or a loss robust to label noise (:data:`LOSSES`); soft Dice is added.
     balance : bool
@@ -661,6 +669,12 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         raise TrainError("--reference scores the training image: give one dataset")
     if reference_augmentation != "none" and reference is None:
         raise TrainError("a test-time augmentation reads the class map scored against a reference: give --reference")
+    if (rules_map is not None or min_rule_margin is not None) and reference is None:
+        raise TrainError("a rules map is fused with the network's map to score it against a reference: give --reference")
+    if min_rule_margin is not None and rules_map is None:
+        raise TrainError("a least rule margin fuses the network's map with a rules map: give --rules-map")
+    if min_rule_margin is not None and not min_rule_margin >= 0:
+        raise TrainError(f"least rule margin must be >= 0 (Infinity: the network alone), got {min_rule_margin}")
     if reference_augmentation not in AUGMENTATIONS:
         raise TrainError(f"unknown test-time augmentation {reference_augmentation!r} (one of {', '.join(AUGMENTATIONS)})")
     if threshold_moving and len(folders) > 1:
@@ -709,8 +723,14 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         if not Path(reference).exists():
             raise TrainError(f"reference {reference} does not exist")
         files["classes.tif"] = Path(f"{stem}.classes.tif")
-        if files["classes.tif"].exists() and not overwrite:
-            raise TrainError(f"{files['classes.tif']} exists (use --overwrite)")
+        if rules_map is not None:
+            from .evaluate import check_rules_map
+
+            check_rules_map(rules_map, info)
+            files["fused.tif"] = Path(f"{stem}.fused.tif")
+        for key in ("classes.tif", "fused.tif"):
+            if key in files and files[key].exists() and not overwrite:
+                raise TrainError(f"{files[key]} exists (use --overwrite)")
     ckpt_tmp = staged_path(files["best.keras"])  # keeps .keras: Keras picks the format by it
     started = time.perf_counter()
     history: dict[str, list[float]] = {}
@@ -807,12 +827,17 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
                        "halo": halo, "halo_theoretical": theoretical, **{k: v for k, v in meta.to_props().items()
                                                                           if k in ("size_multiple", "opset")}}
     if reference is not None:
-        from .evaluate import compare_with_reference, predict_scene
+        from .evaluate import DEFAULT_MIN_MARGIN, compare_with_reference, fuse_scene, predict_scene
 
         predict_scene(out, info, files["classes.tif"], overwrite=overwrite, augmentation=reference_augmentation)
+        margin = DEFAULT_MIN_MARGIN if min_rule_margin is None else float(min_rule_margin)
+        if rules_map is not None:
+            fuse_scene(files["classes.tif"], rules_map, files["fused.tif"], min_margin=margin, overwrite=overwrite)
         metrics["reference"] = compare_with_reference(files["classes.tif"], info, reference, field=reference_field,
-                                                      mapping=mapping)
+                                                      mapping=mapping, fused=files.get("fused.tif"))
         metrics["reference"]["augmentation"] = reference_augmentation
+        if rules_map is not None:
+            metrics["reference"].update(rules_map=str(rules_map), min_rule_margin=margin)
     if ckpt_tmp.exists() and not thresholds:
         os.replace(ckpt_tmp, files["best.keras"])
     else:  # the moved thresholds are in the weights: the Keras file stays the exported model
@@ -1054,7 +1079,8 @@ def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: P
     if metrics.get("reference"):
         from .evaluate import format_comparison
 
-        lines += ["", "## Accuracy against the reference (the network and the rules, same pixels)", ""]
+        lines += ["", "## Accuracy against the reference (the network, the rules"
+                  + (" and their fusion" if metrics["reference"].get("fused") else "") + ", same pixels)", ""]
         lines += format_comparison(metrics["reference"])
     lines += ["", "## Intended use",
               "Filling and refining the Progressive Classifier's land-cover map on Sentinel-2 (and Sentinel-1) "

@@ -300,6 +300,63 @@ def test_cli_train_with_a_reference_reports_both_maps(dataset, tmp_path, capsys)
     assert code == 1 and "reference" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
 
 
+def test_cli_train_scores_the_map_the_inference_graph_writes(dataset, tmp_path, capsys):
+    import rasterio
+
+    from snap_pc_models.evaluate import fuse_scene
+
+    rules_map = tmp_path / "rules.tif"  # the rules' class map with its margin, as the inference graph fuses it
+    run_graph(load_graph(GRAPHS / "progressive_classifier_s2.xml",
+                         {"input": str(dataset / "scene" / "s2.tif"), "output": str(rules_map), "labels": "",
+                          "outputMargin": "true"}), ExecutionContext(overwrite=True))
+    args = ["train", "--image", str(dataset / "scene" / "s2.tif"), "--labels", str(dataset / "labels.gpkg"),
+            "--epochs", "1", "--indices", "NDVI", "--bands", "B4,B8", "--patch-size", "40", "--block-size", "160",
+            "--reference", str(dataset / "scene" / "truth.tif")]
+    code = main(args + ["--out", str(tmp_path / "f.onnx"), "--rules-map", str(rules_map), "--min-rule-margin", "0.1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "fused with the rules as the inference graph does (RuleFusion, minMargin 0.1)" in out
+    assert "| class | recall U-Net | recall rules | change | recall fused | change |" in out
+    ref = json.loads((tmp_path / "f.metrics.json").read_text())["reference"]
+    assert ref["min_rule_margin"] == 0.1 and ref["rules_map"] == str(rules_map)
+    assert ref["fused"]["pixels"] == ref["unet"]["pixels"] == ref["pixels"] > 0
+    assert "their fusion" in (tmp_path / "f.card.md").read_text()
+    # the fused map: the rules' class where their margin reaches 0.1, the network's elsewhere
+    with rasterio.open(rules_map) as r, rasterio.open(tmp_path / "f.classes.tif") as u, \
+            rasterio.open(tmp_path / "f.fused.tif") as f:
+        names = list(r.descriptions)
+        rules, margin = r.read(names.index("class_id") + 1), r.read(names.index("margin") + 1)
+        unet, fused = u.read(1), f.read(1)
+    sure = margin >= 0.1
+    assert 0 < sure.mean() < 1 and np.array_equal(fused, np.where(sure, rules, unet).astype(np.uint8))
+    assert 0.5 < ref["fused"]["overall_accuracy"] <= 1
+    for cid, change in ref["fused_recall_change"].items():
+        pf = next(p for p in ref["fused"]["per_class"] if p["class_id"] == int(cid))
+        pr = next(p for p in ref["rules"]["per_class"] if p["class_id"] == int(cid))
+        assert change == pytest.approx(pf["producers_accuracy"] - pr["producers_accuracy"])
+    # Infinity keeps no class of the rules: the network's map
+    alone = fuse_scene(tmp_path / "f.classes.tif", rules_map, tmp_path / "inf.tif", min_margin=float("inf"))
+    with rasterio.open(alone) as a:
+        assert np.array_equal(a.read(1), unet)
+    # refused before training, in one line, nothing written
+    with rasterio.open(rules_map) as r:  # the same map 100 m east: another grid
+        profile, data, names = r.profile, r.read(), r.descriptions
+    profile["transform"] = rasterio.Affine.translation(100, 0) @ profile["transform"]
+    with rasterio.open(tmp_path / "shifted.tif", "w", **profile) as w:
+        w.write(data)
+        w.descriptions = names
+    for extra, message in ((["--rules-map", str(dataset / "classes.tif")], "has no band 'margin'"),
+                           (["--rules-map", str(tmp_path / "shifted.tif")], "not on the training image's grid"),
+                           (["--rules-map", str(tmp_path / "absent.tif")], "does not exist"),
+                           (["--rules-map", str(rules_map), "--min-rule-margin", "-1"], "must be >= 0")):
+        code = main(args + ["--out", str(tmp_path / "x.onnx"), *extra])
+        err = capsys.readouterr().err
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "x.onnx").exists()
+    code = main(["train", str(tmp_path / "f.dataset"), "--out", str(tmp_path / "y.onnx"), "--rules-map", str(rules_map)])
+    assert code == 1 and "give --reference" in capsys.readouterr().err
+
+
 def test_a_class_of_the_labels_never_predicted_is_a_failed_training():
     class_ids = [1, 3, 4]
     gone = vanished_classes(class_ids, {"1": 5000, "3": 4000, "4": 60}, [5400, 3660, 0])
