@@ -5,7 +5,7 @@ markers) and ``benchmarks/results/accuracy.json``. Usage::
 
     python benchmarks/bench_accuracy.py [--local DIR] [--no-loso] [--check-graph] [--no-docs]
                                         [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta] [--unet-ensemble] [--unet-fusion]]
-                                        [--unet-levers] [--unet-seeds]
+                                        [--unet-levers] [--unet-seeds] [--unet-sizes]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
 references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
@@ -79,6 +79,7 @@ SEED_RESULTS = HERE / "results" / "unet_seeds.json"
 ATMOSPHERE_RESULTS = HERE / "results" / "unet_atmospheres.json"
 TTA_RESULTS = HERE / "results" / "unet_tta.json"
 FUSION_RESULTS = HERE / "results" / "unet_fusion.json"
+SIZES_RESULTS = HERE / "results" / "unet_sizes.json"
 ENSEMBLE_RESULTS = HERE / "results" / "unet_ensemble.json"
 UNET_DOC = ROOT / "docs" / "unet.md"
 #: docs/unet.md's picture of its verdict (``--unet --unet-seeds``): OA change per scene and seed.
@@ -1459,6 +1460,63 @@ def atmosphere_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tup
     return header + "\n" + "\n".join(rows), result
 
 
+#: ``snap-pc train``'s patch and block edges before they fitted the image (``--unet-sizes``).
+FIXED_SIZES = (64, 256)
+
+
+def sizes_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
+    """``snap-pc train --image --labels`` as a user runs it on each scored scene's own rule masks
+    (its default bands, B12 left out where the image has none, and default indices; ``CHOSEN``
+    levers), with the patch and block sizes of before (``FIXED_SIZES``: refused where the image
+    holds too few blocks) and with those chosen to fit the image (``split_sizes``), each with
+    ``SEEDS``: per scene the OA change against the rules' map per seed, its mean and the worst
+    class recall change. ``(table, result)``."""
+    import rasterio
+
+    from snap_pc_models.dataset import DEFAULT_S2_BANDS, DatasetError, build_dataset
+
+    sets = unet_datasets([s for s, _ in data.values()], work)
+    names = [n for n, (s, _) in data.items() if s.scored and not s.weak]
+    rows, result = [], {}
+    for n in names:
+        scene, arrays = data[n]
+        own = sets[_image_key(scene, work)]
+        image = _image_key(scene, work)
+        first = next(iter(sorted(Path(image).glob("*B02*")))) if Path(image).is_dir() else image
+        with rasterio.open(first) as ds:
+            shape, names_in = ds.shape, set(ds.descriptions or ())
+        bands = None if Path(image).is_dir() or "B12" in names_in else [b for b in DEFAULT_S2_BANDS if b != "B12"]
+        r = scores(shipped[n], arrays["reference"])
+        cells = [f"{n} ({shape[1]} x {shape[0]})" + (" [no B12]" if bands else "")]
+        for tag, (patch, block) in (("before", FIXED_SIZES), ("now", (None, None))):
+            folder = own.parent / f"dataset-sizes-{tag}"
+            try:
+                if not (folder / "dataset.json").exists():
+                    build_dataset(image, own.parent / "labels.gpkg", folder, bands=bands, patch_size=patch,
+                                  block_size=block, overwrite=True)
+            except DatasetError:
+                result.setdefault(tag, {})[n] = None
+                cells.append("refused")
+                continue
+            info = json.loads((folder / "dataset.json").read_text())
+            per = []
+            for seed in SEEDS:
+                out = seed_folder(work, f"sizes-{tag}", seed) / f"{own.parent.name}.onnx"
+                pred, _ = unet_map([folder], folder, out, seed=seed, **CHOSEN)
+                u = scores(pred, arrays["reference"])
+                per.append((u["oa"] - r["oa"], worst_recall_change(u, r)))
+            result.setdefault(tag, {})[n] = {"sizes": [info["patch_size"], info["block_size"]], "changes": per}
+            if tag == "now":
+                cells.append(f"{info['patch_size']} / {info['block_size']}")
+            cells.append(", ".join(f"{v:+.3f}" for v, _ in per) + (
+                f" | {np.mean([v for v, _ in per]):+.3f} | {min(w for _, w in per):+.3f}" if tag == "now" else ""))
+        rows.append("| " + " | ".join(cells) + " |")
+    header = (f"| scene (px) | {FIXED_SIZES[0]} px patches, {FIXED_SIZES[1]} px blocks (before), seeds "
+              f"{'/'.join(map(str, SEEDS))} | sizes now | OA change now, seeds {'/'.join(map(str, SEEDS))} | mean | "
+              "worst class recall change |\n|---|---|---|---|---|---|")
+    return header + "\n" + "\n".join(rows), result
+
+
 def threshold_loso_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> str:
     """``TM_LOSO``'s seed-0 levers trained on every other scene (leave-one-scene-out), against the
     chosen training's leave-one-scene-out model (`unet`): OA and worst recall change against the
@@ -1560,6 +1618,8 @@ def main(argv=None) -> int:
                     "each scene (the seed table of docs/unet.md)")
     ap.add_argument("--unet-levers", action="store_true", help="measure each LEVERS entry on each scene (the lever "
                     "table of docs/unet.md)")
+    ap.add_argument("--unet-sizes", action="store_true", help="snap-pc train's defaults on each scene's own rule "
+                    "masks with the patch and block sizes of before and those fitted to the image, each of SEEDS")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from snap_operators.science.rules import load_rules
@@ -1634,6 +1694,12 @@ def main(argv=None) -> int:
         ENSEMBLE_RESULTS.parent.mkdir(exist_ok=True)
         ENSEMBLE_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "seeds": list(SEEDS),
                                                 "oa_change": ensemble_result}, indent=2))
+    sizes_md = None
+    if args.unet_sizes:
+        sizes_md, sizes_result = sizes_table(data, shipped, args.work)
+        print("\n## U-Net patch and block sizes\n" + sizes_md, flush=True)
+        SIZES_RESULTS.parent.mkdir(exist_ok=True)
+        SIZES_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **sizes_result}, indent=2))
     levers_md = None
     if args.unet_levers:
         levers_md, levers_result = lever_table(data, shipped, args.work)
@@ -1742,7 +1808,7 @@ def main(argv=None) -> int:
             text = replace_block(text, key, body)
         DOC.write_text(text)
         if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md \
-                or ensemble_md or fusion_md:
+                or ensemble_md or fusion_md or sizes_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
@@ -1764,6 +1830,8 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-ensemble", ensemble_md)
             if fusion_md:
                 text = replace_block(text, "unet-fusion", fusion_md)
+            if sizes_md:
+                text = replace_block(text, "unet-sizes", sizes_md)
             UNET_DOC.write_text(text)
     return 0
 

@@ -30,10 +30,12 @@ def _add_data_arguments(p, required: bool) -> None:
                    "[+ Sigma0_VV_db,Sigma0_VH_db with --image-s1])")
     p.add_argument("--indices", default=",".join(DEFAULT_INDICES),
                    help="SpectralIndices appended as channels (default %(default)s; '' for none)")
-    p.add_argument("--patch-size", type=int, help="patch edge in px (default: the configuration's, 64 for small)")
+    p.add_argument("--patch-size", type=int, help="patch edge in px (default: chosen to fit the image: the "
+                   "configuration's, 64 for small, in blocks of 4 patches where 5 such blocks fit along the image's "
+                   "short side; else 32 px patches in 64 px blocks, or 32 px blocks under 320 px)")
     p.add_argument("--stride", type=int, help="step between patches in px (default: the patch size)")
     p.add_argument("--block-size", type=int, help="edge of the spatial blocks split into train/val/test, px "
-                   "(default 4 patches)")
+                   "(default: 4, 2 or 1 patches, the largest that fits 5 times along the image's short side)")
     p.add_argument("--min-labelled", type=float, default=0.05,
                    help="drop patches with a smaller labelled fraction (default %(default)s)")
     p.add_argument("--margin", metavar="RASTER",
@@ -151,7 +153,8 @@ def add_command(sub) -> None:
 
 def _dataset_kwargs(args, patch_size: int) -> dict:
     return dict(image_s1=args.image_s1, field=args.field, bands=_names(args.bands),
-                indices=_names(args.indices) or [], patch_size=args.patch_size or patch_size, stride=args.stride,
+                indices=_names(args.indices) or [], patch_size=args.patch_size, preferred_patch=patch_size,
+                stride=args.stride,
                 block_size=args.block_size, min_labelled=args.min_labelled,
                 fractions=(1 - args.val_fraction - args.test_fraction, args.val_fraction, args.test_fraction),
                 seed=args.seed, overwrite=args.overwrite, progress=sys.stderr.isatty(),
@@ -160,7 +163,8 @@ def _dataset_kwargs(args, patch_size: int) -> dict:
 
 def _report(info: dict, folder) -> None:
     print(f"dataset {folder}: {len(info['bands'])} bands ({', '.join(info['bands'])}), "
-          f"patches {info['patch_size']} px")
+          f"patches {info['patch_size']} px in blocks of {info['block_size']} px "
+          f"(image {info['width']} x {info['height']} px)")
     for split, s in info["splits"].items():
         print(f"  {split:<5} {s['patches']:>6} patches in {len(s['shards'])} shard(s)")
     d = info["dropped"]

@@ -57,7 +57,7 @@ def train_unet(out: Path, scene: dict, epochs: int, step: int) -> Path | None:
     t0 = time.perf_counter()
     model = out / "unet_small.onnx"
     rc = main(["train", "--image", str(scene["s2"]), "--labels", str(out / "labels_s2.gpkg"), "--out", str(model),
-               "--config", "small", "--patch-size", "64", "--epochs", str(epochs), "--seed", "0", "--overwrite"])
+               "--config", "small", "--epochs", str(epochs), "--seed", "0", "--overwrite"])
     if rc != 0:
         print("   skipped: training did not run (see the message above)")
         return None

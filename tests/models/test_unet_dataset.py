@@ -16,6 +16,7 @@ from snap_pc_models.dataset import (
     load_dataset_info,
     open_split,
     patch_origins,
+    split_sizes,
 )
 
 from snap_operators.apps.cli import main
@@ -174,6 +175,38 @@ def test_cli_dataset_and_one_line_errors(scene, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["dataset", "--help"])
     assert "spatial blocks" in capsys.readouterr().out
+
+
+def test_patch_and_block_sizes_fit_the_image():
+    # a full tile keeps the configuration's patches in blocks of four; smaller images get 32 px
+    # patches in blocks that fit five times along the short side (at least 25 blocks to deal out)
+    assert split_sizes((10980, 10980)) == (64, 256) and split_sizes((1280, 5000)) == (64, 256)
+    assert split_sizes((1279, 5000)) == (32, 64) and split_sizes((390, 320)) == (32, 64)
+    assert split_sizes((319, 5000)) == (32, 32) and split_sizes((100, 101)) == (32, 32)
+    assert split_sizes((10980, 10980), preferred_patch=256) == (256, 1024)
+    # what is given is kept; the rest still fits the image
+    assert split_sizes((390, 320), patch_size=64) == (64, 64) and split_sizes((5000, 5000), patch_size=48) == (48, 192)
+    assert split_sizes((390, 320), block_size=128) == (64, 128) and split_sizes((390, 320), block_size=40) == (32, 40)
+    assert split_sizes((390, 320), patch_size=16, block_size=48) == (16, 48)
+
+
+def test_a_small_real_scene_gets_sizes_that_train_most_of_it(tmp_path, capsys):
+    """Aberystwyth (320 x 390 px, tests/data): 64 px patches in 256 px blocks made four blocks, two of them
+    training; the sizes chosen for it deal 35 blocks of 64 px."""
+    from pathlib import Path
+
+    image = Path(__file__).resolve().parents[1] / "data" / "aberystwyth" / "s2_20210527_sref.tif"
+    run_graph(load_graph(GRAPHS / "progressive_classifier_s2.xml", {"input": str(image), "output": str(tmp_path / "c.tif"),
+                                                                     "labels": str(tmp_path / "labels.gpkg")}),
+              ExecutionContext(overwrite=True))
+    code = main(["dataset", "--image", str(image), "--labels", str(tmp_path / "labels.gpkg"), "--out", str(tmp_path / "ds")])
+    out = capsys.readouterr().out
+    assert code == 0 and "patches 32 px in blocks of 64 px (image 320 x 390 px)" in out, out
+    info = load_dataset_info(tmp_path / "ds")
+    blocks = np.asarray(info["blocks"])
+    assert blocks.shape == (7, 5) and 0.6 < (blocks == 0).mean() < 0.8
+    n = {k: v["patches"] for k, v in info["splits"].items()}
+    assert n["train"] > 2 * (n["val"] + n["test"]) and n["val"] > 0 and n["test"] > 0, n
 
 
 def test_blocks_are_dealt_stratified_so_a_rare_class_is_learnt():

@@ -48,7 +48,7 @@ def dataset(tmp_path_factory):
     run_graph(load_graph(GRAPHS / "progressive_classifier_s2.xml",
                          {"input": str(paths["s2"]), "output": str(out / "classes.tif"), "labels": str(out / "labels.gpkg")}),
               ExecutionContext(overwrite=True))
-    build_dataset(paths["s2"], out / "labels.gpkg", out / "ds", patch_size=64, seed=0)
+    build_dataset(paths["s2"], out / "labels.gpkg", out / "ds", patch_size=64, block_size=256, seed=0)
     return out
 
 

@@ -690,3 +690,56 @@ def test_the_fusion_figure_puts_each_model_alone_and_fused_beside_its_scene(monk
     assert alone == [[-0.12, -0.1], [-0.12, 0.02], [0.88, -0.2]]  # own-mask models are not drawn
     assert fused == [[0.12, 0.0], [0.12, 0.01], [1.12, -0.01]]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "held (local)"]
+
+
+def test_the_sizes_table_trains_the_users_command_with_the_sizes_of_before_and_of_now(monkeypatch, tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+    import snap_pc_models.dataset as dataset_mod
+
+    ref = np.array([[1, 1, 3, 3]])
+    data = {n: (_Scene(n), {"reference": ref}) for n in ("large", "small")}
+    data["weak"] = (_Scene("weak", weak=True), {"reference": ref})
+    images = {}
+    for n, (size, bands) in {"large": (1000, ("B2", "B12")), "small": (200, ("B2", "B11"))}.items():
+        images[n] = tmp_path / f"{n}.tif"
+        with rasterio.open(images[n], "w", driver="GTiff", width=size, height=size, count=len(bands), dtype="uint8",
+                           crs="EPSG:32633", transform=from_origin(0, 0, 10, 10)) as ds:
+            ds.descriptions = bands
+    images["weak"] = images["small"]
+    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work: {images[n]: tmp_path / n / "dataset" for n in data})
+    monkeypatch.setattr(bench, "_image_key", lambda scene, work: images[scene.name])
+    built = []
+
+    def build_dataset(image, labels, folder, bands=None, patch_size=None, block_size=None, overwrite=False):
+        size = 1000 if "large" in str(image) else 200
+        built.append((Path(image).stem, bands, patch_size, block_size))
+        patch, block = dataset_mod.split_sizes((size, size), patch_size, block_size)
+        if (-(-size // block)) ** 2 < 3:  # fewer than three blocks, as assign_blocks refuses
+            raise dataset_mod.DatasetError("too few blocks")
+        folder.mkdir(parents=True)
+        (folder / "dataset.json").write_text(json.dumps({"patch_size": patch, "block_size": block}))
+
+    monkeypatch.setattr(dataset_mod, "build_dataset", build_dataset)
+    calls = []
+
+    def unet_map(datasets, image_dataset, out, **levers):
+        calls.append((image_dataset.name, out, levers))
+        # with the sizes of now, seed 1 finds class 3 on "small" everywhere; otherwise the rules' errors
+        right = image_dataset.name == "dataset-sizes-now" and levers["seed"] == 1
+        return (ref if right else np.array([[1, 1, 3, 1]])), {}
+
+    monkeypatch.setattr(bench, "unet_map", unet_map)
+    rules_map = np.array([[1, 1, 1, 1]])  # OA 0.5
+    md, result = bench.sizes_table(data, {n: rules_map for n in data}, tmp_path)
+    # the user's command: default bands where the image has B12, the rest without it; the weak scene is left out
+    assert ("large", None, 64, 256) in built and ("small", ["B2", "B3", "B4", "B8", "B11"], 64, 256) in built
+    assert ("small", ["B2", "B3", "B4", "B8", "B11"], None, None) in built and not any(b[0] == "weak" for b in built)
+    assert result["before"]["small"] is None and result["before"]["large"]["sizes"] == [64, 256]
+    assert result["now"]["small"]["sizes"] == [32, 32] and result["now"]["large"]["sizes"] == [32, 64]
+    assert len(calls) == 3 * len(bench.SEEDS) and all(c[2]["balance"] is True for c in calls)
+    assert {c[1].parent.name for c in calls} == {"sizes-before", "sizes-before-s1", "sizes-before-s2", "sizes-now",
+                                                "sizes-now-s1", "sizes-now-s2"}
+    rows = md.splitlines()
+    assert rows[2] == "| large (1000 x 1000) | +0.250, +0.250, +0.250 | 32 / 64 | +0.250, +0.500, +0.250 | +0.333 | +0.000 |"
+    assert rows[3] == "| small (200 x 200) [no B12] | refused | 32 / 32 | +0.250, +0.500, +0.250 | +0.333 | +0.000 |"
