@@ -5,7 +5,7 @@ markers) and ``benchmarks/results/accuracy.json``. Usage::
 
     python benchmarks/bench_accuracy.py [--local DIR] [--no-loso] [--check-graph] [--no-docs]
                                         [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta] [--unet-ensemble] [--unet-fusion]]
-                                        [--unet-levers] [--unet-seeds] [--unet-sizes]
+                                        [--unet-levers] [--unet-seeds] [--unet-sizes] [--unet-s1s2]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
 references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
@@ -80,6 +80,7 @@ ATMOSPHERE_RESULTS = HERE / "results" / "unet_atmospheres.json"
 TTA_RESULTS = HERE / "results" / "unet_tta.json"
 FUSION_RESULTS = HERE / "results" / "unet_fusion.json"
 SIZES_RESULTS = HERE / "results" / "unet_sizes.json"
+S1S2_RESULTS = HERE / "results" / "unet_s1s2_fusion.json"
 ENSEMBLE_RESULTS = HERE / "results" / "unet_ensemble.json"
 UNET_DOC = ROOT / "docs" / "unet.md"
 #: docs/unet.md's picture of its verdict (``--unet --unet-seeds``): OA change per scene and seed.
@@ -1460,6 +1461,64 @@ def atmosphere_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tup
     return header + "\n" + "\n".join(rows), result
 
 
+S1S2_INFERENCE_GRAPH = ROOT / "graphs" / "unet_inference_s1s2.xml"
+
+
+def s1s2_fusion_table(data, s1_maps: Mapping[str, tuple], work: Path) -> tuple[str, dict]:
+    """The S1+S2 inference graph as it ships (its network fused with the ``mosul-5class-s1s2``
+    rules at ``RuleFusion``'s default margin) against its network alone (``minRuleMargin``
+    Infinity) and the rules' map, on each scored scene with Sentinel-1 (`s1_maps`, as ``main``
+    makes them): a model trained with ``snap-pc train``'s defaults on the scene's own S1+S2 rule
+    masks with each of ``SEEDS``, read on the scene and on its copy with a thick cloud over the
+    middle third, where the network sees nothing and the radar stage still maps water.
+    ``(table, result)``: per scene and view, the OA change of each map against the rules' per seed."""
+    import rasterio
+
+    from snap_operators.core.context import ExecutionContext
+    from snap_operators.engine.runner import load_graph, run_graph
+    from snap_pc_models.dataset import build_dataset
+
+    rows, result = [], {}
+    for n, (a1, rules_clear, _, _, rules_clouded) in s1_maps.items():
+        scene = data[n][0]
+        d = work / "unet" / f"{n}-s1s2"
+        d.mkdir(parents=True, exist_ok=True)
+        s2, s1, labels = scene.s2(work), scene.s1(work), d / "labels.gpkg"
+        if not labels.exists():
+            run_graph(load_graph(S1S2_GRAPH, {"input": str(s2), "inputS1": str(s1), "output": str(d / "rules.tif"),
+                                              "labels": str(labels)}), ExecutionContext(overwrite=True))
+        folder = d / "dataset"
+        if not (folder / "dataset.json").exists():
+            build_dataset(s2, labels, folder, image_s1=s1, overwrite=True)
+        views = {"clear": (s2, rules_clear), "thick cloud over its middle third": (work / f"{n}_clouded.tif",
+                                                                                   rules_clouded)}
+        for view, (image, rules_map) in views.items():
+            r = scores(rules_map, a1["reference"])
+            got: dict[str, list] = {"network alone": [], "fused (the graph's default)": []}
+            for seed in SEEDS:
+                model = seed_folder(work, "s1s2", seed) / f"{n}.onnx"
+                trained([folder], model, seed=seed, **CHOSEN)
+                for label, margin in zip(got, ("Infinity", None)):
+                    out = model.with_name(f"{model.stem}-{'clear' if view == 'clear' else 'clouded'}-"
+                                          f"{'fused' if margin is None else 'alone'}.tif")
+                    if _outdated(out, model):
+                        run_graph(load_graph(S1S2_INFERENCE_GRAPH, {
+                            "input": str(image), "inputS1": str(s1), "model": str(model), "output": str(out),
+                            "labels": "", **({"minRuleMargin": margin} if margin else {})}),
+                            ExecutionContext(overwrite=True))
+                    with rasterio.open(out) as ds:
+                        u = scores(ds.read(1), a1["reference"])
+                    got[label].append((u["oa"] - r["oa"], worst_recall_change(u, r)))
+            result.setdefault(n, {})[view] = {"rules_oa": r["oa"], **got}
+            for label, per in got.items():
+                rows.append(f"| {n}, {view} | {r['oa']:.3f} | {label} | "
+                            + ", ".join(f"{v:+.3f}" for v, _ in per)
+                            + f" | {np.mean([v for v, _ in per]):+.3f} | {min(w for _, w in per):+.3f} |")
+    header = (f"| scene | rules' OA (mosul-5class-s1s2) | map | OA change against the rules, seeds "
+              f"{'/'.join(map(str, SEEDS))} | mean | worst class recall change |\n|---|---|---|---|---|---|")
+    return header + "\n" + "\n".join(rows), result
+
+
 #: ``snap-pc train``'s patch and block edges before they fitted the image (``--unet-sizes``).
 FIXED_SIZES = (64, 256)
 
@@ -1582,6 +1641,12 @@ def _class(k: int) -> str:
         return "no-data" if k == 255 else str(k)
 
 
+def _save_result(path: Path, payload: Mapping[str, Any]) -> None:
+    """A table's figures as JSON in `path` (``benchmarks/results/``), dated."""
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **payload}, indent=2))
+
+
 def replace_block(text: str, key: str, body: str) -> str:
     start, end = f"<!-- accuracy:{key} -->", f"<!-- /accuracy:{key} -->"
     if start not in text:
@@ -1618,6 +1683,8 @@ def main(argv=None) -> int:
                     "each scene (the seed table of docs/unet.md)")
     ap.add_argument("--unet-levers", action="store_true", help="measure each LEVERS entry on each scene (the lever "
                     "table of docs/unet.md)")
+    ap.add_argument("--unet-s1s2", action="store_true", help="the S1+S2 inference graph fused and alone against "
+                    "the rules on each scene with Sentinel-1 (own S1+S2 rule masks, each of SEEDS; clear and clouded)")
     ap.add_argument("--unet-sizes", action="store_true", help="snap-pc train's defaults on each scene's own rule "
                     "masks with the patch and block sizes of before and those fitted to the image, each of SEEDS")
     args = ap.parse_args(argv)
@@ -1675,14 +1742,12 @@ def main(argv=None) -> int:
     if args.unet_tta and unet and not args.no_loso:
         tta_md, tta_result = tta_table(data, shipped, unet, args.work)
         print("\n## U-Net test-time augmentation\n" + tta_md, flush=True)
-        TTA_RESULTS.parent.mkdir(exist_ok=True)
-        TTA_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "oa_change": tta_result}, indent=2))
+        _save_result(TTA_RESULTS, {"oa_change": tta_result})
     fusion_md = None
     if args.unet_fusion and unet and not args.no_loso:
         fusion_md, fusion_result = fusion_table(data, shipped, unet, args.work)
         print("\n## U-Net and the rules fused on the rules' margin\n" + fusion_md, flush=True)
-        FUSION_RESULTS.parent.mkdir(exist_ok=True)
-        FUSION_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **fusion_result}, indent=2))
+        _save_result(FUSION_RESULTS, fusion_result)
         if not args.no_docs:
             from snap_operators.science.fusion import DEFAULT_MIN_MARGIN
 
@@ -1691,29 +1756,28 @@ def main(argv=None) -> int:
     if args.unet_ensemble and unet and not args.no_loso:
         ensemble_md, ensemble_result = ensemble_table(data, shipped, unet, args.work)
         print("\n## U-Net seed ensembles\n" + ensemble_md, flush=True)
-        ENSEMBLE_RESULTS.parent.mkdir(exist_ok=True)
-        ENSEMBLE_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "seeds": list(SEEDS),
-                                                "oa_change": ensemble_result}, indent=2))
+        _save_result(ENSEMBLE_RESULTS, {"seeds": list(SEEDS), "oa_change": ensemble_result})
+    s1s2_md = None
+    if args.unet_s1s2:
+        s1s2_md, s1s2_result = s1s2_fusion_table(data, s1_maps, args.work)
+        print("\n## S1+S2 inference graph: the network and the rules fused\n" + s1s2_md, flush=True)
+        _save_result(S1S2_RESULTS, s1s2_result)
     sizes_md = None
     if args.unet_sizes:
         sizes_md, sizes_result = sizes_table(data, shipped, args.work)
         print("\n## U-Net patch and block sizes\n" + sizes_md, flush=True)
-        SIZES_RESULTS.parent.mkdir(exist_ok=True)
-        SIZES_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **sizes_result}, indent=2))
+        _save_result(SIZES_RESULTS, sizes_result)
     levers_md = None
     if args.unet_levers:
         levers_md, levers_result = lever_table(data, shipped, args.work)
         print("\n## U-Net levers\n" + levers_md, flush=True)
-        UNET_RESULTS.parent.mkdir(exist_ok=True)
-        UNET_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "levers": levers_result}, indent=2))
+        _save_result(UNET_RESULTS, {"levers": levers_result})
 
     seeds_md = None
     if args.unet_seeds:
         seeds_md, seeds_result = seed_table(data, shipped, args.work)
         print("\n## U-Net seeds\n" + seeds_md, flush=True)
-        SEED_RESULTS.parent.mkdir(exist_ok=True)
-        SEED_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "seeds": list(SEEDS),
-                                            "levers": seeds_result}, indent=2))
+        _save_result(SEED_RESULTS, {"seeds": list(SEEDS), "levers": seeds_result})
     if args.unet_seeds and unet and not args.no_loso and not args.no_docs:
         counted = [n for n in unet if "loso_paths" in unet[n] and not data[n][0].weak]
         rules_oa = {n: scores(shipped[n], data[n][1]["reference"])["oa"] for n in counted}
@@ -1730,9 +1794,7 @@ def main(argv=None) -> int:
     if args.unet_seeds and unet and not args.no_loso:
         atmosphere_md, atmosphere_result = atmosphere_table(data, shipped, args.work)
         print("\n## U-Net atmospheres, leave-one-scene-out\n" + atmosphere_md, flush=True)
-        ATMOSPHERE_RESULTS.parent.mkdir(exist_ok=True)
-        ATMOSPHERE_RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "seeds": list(SEEDS),
-                                                  "atmospheres": atmosphere_result}, indent=2))
+        _save_result(ATMOSPHERE_RESULTS, {"seeds": list(SEEDS), "atmospheres": atmosphere_result})
     if tm_loso_md:
         print("\n## U-Net threshold moving, leave-one-scene-out\n" + tm_loso_md, flush=True)
 
@@ -1808,7 +1870,7 @@ def main(argv=None) -> int:
             text = replace_block(text, key, body)
         DOC.write_text(text)
         if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md \
-                or ensemble_md or fusion_md or sizes_md:
+                or ensemble_md or fusion_md or sizes_md or s1s2_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
@@ -1832,6 +1894,8 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-fusion", fusion_md)
             if sizes_md:
                 text = replace_block(text, "unet-sizes", sizes_md)
+            if s1s2_md:
+                text = replace_block(text, "unet-s1s2-fusion", s1s2_md)
             UNET_DOC.write_text(text)
     return 0
 

@@ -743,3 +743,69 @@ def test_the_sizes_table_trains_the_users_command_with_the_sizes_of_before_and_o
     rows = md.splitlines()
     assert rows[2] == "| large (1000 x 1000) | +0.250, +0.250, +0.250 | 32 / 64 | +0.250, +0.500, +0.250 | +0.333 | +0.000 |"
     assert rows[3] == "| small (200 x 200) [no B12] | refused | 32 / 32 | +0.250, +0.500, +0.250 | +0.333 | +0.000 |"
+
+
+def test_the_s1s2_table_reads_the_shipped_graph_fused_and_alone_clear_and_clouded(monkeypatch, tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+    import snap_pc_models.dataset as dataset_mod
+    import snap_operators.engine.runner as runner
+
+    ref = np.array([[1, 1, 3, 3]])
+    scene = _Scene("flood")
+    scene.s2, scene.s1 = (lambda w: tmp_path / "s2.tif"), (lambda w: tmp_path / "s1.tif")
+    rules = np.array([[1, 1, 3, 1]])  # OA 0.75
+    s1_maps = {"flood": ({"reference": ref}, rules, None, None, np.array([[1, 254, 3, 1]]))}  # clouded: OA 0.5
+    graphs = []
+    monkeypatch.setattr(runner, "load_graph", lambda path, props: (Path(path).name, props))
+
+    def run_graph(graph, context):
+        name, props = graph
+        graphs.append((name, props))
+        if name == "progressive_classifier_s1s2.xml":
+            Path(props["labels"]).write_text("masks")
+            return
+        clouded = "clouded" in props["input"]
+        alone = props.get("minRuleMargin") == "Infinity"
+        # the network alone: right on the clear scene but the last pixel, masked under the cloud;
+        # fused: the rules' classes where the network sees nothing
+        data = {(False, True): [1, 1, 3, 1], (False, False): [1, 1, 3, 3], (True, True): [254, 254, 254, 254],
+                (True, False): [1, 254, 3, 1]}[(clouded, alone)]
+        with rasterio.open(props["output"], "w", driver="GTiff", width=4, height=1, count=1, dtype="uint8",
+                           crs="EPSG:32633", transform=from_origin(0, 0, 10, 10)) as ds:
+            ds.write(np.array([data], np.uint8), 1)
+
+    monkeypatch.setattr(runner, "run_graph", run_graph)
+
+    def build_dataset(image, labels, folder, image_s1=None, overwrite=False):
+        assert image_s1 == tmp_path / "s1.tif" and Path(labels).read_text() == "masks"
+        folder.mkdir(parents=True)
+        (folder / "dataset.json").write_text("{}")
+
+    monkeypatch.setattr(dataset_mod, "build_dataset", build_dataset)
+    trainings = []
+
+    def trained(datasets, out, **levers):
+        trainings.append((datasets, out, levers))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(b"onnx")
+        return {}, True
+
+    monkeypatch.setattr(bench, "trained", trained)
+    md, result = bench.s1s2_fusion_table({"flood": (scene, {})}, s1_maps, tmp_path)
+    # one model per seed on the scene's own S1+S2 masks, with snap-pc train's defaults
+    assert {t[1].parent.name for t in trainings} == {"s1s2", "s1s2-s1", "s1s2-s2"}
+    assert all(t[0] == [tmp_path / "unet" / "flood-s1s2" / "dataset"] and t[2]["balance"] for t in trainings)
+    inference = [p for n, p in graphs if n == "unet_inference_s1s2.xml"]
+    # each model read once per view and map (fused: the graph's own default margin, not set here)
+    assert len(inference) == 2 * 2 * len(bench.SEEDS)
+    assert {p.get("minRuleMargin") for p in inference} == {"Infinity", None}
+    assert {Path(p["input"]).name for p in inference} == {"s2.tif", "flood_clouded.tif"}
+    assert all(p["inputS1"] == str(tmp_path / "s1.tif") and p["labels"] == "" for p in inference)
+    clear, cloud = result["flood"]["clear"], result["flood"]["thick cloud over its middle third"]
+    assert clear["rules_oa"] == 0.75 and cloud["rules_oa"] == 0.5
+    assert clear["network alone"][0] == (0.0, 0.0) and clear["fused (the graph's default)"][0] == (0.25, 0.0)
+    assert cloud["network alone"][0] == (-0.5, -0.5) and cloud["fused (the graph's default)"][0] == (0.0, 0.0)
+    rows = md.splitlines()
+    assert rows[3] == "| flood, clear | 0.750 | fused (the graph's default) | +0.250, +0.250, +0.250 | +0.250 | +0.000 |"
+    assert rows[4].startswith("| flood, thick cloud over its middle third | 0.500 | network alone | -0.500, ")
