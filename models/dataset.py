@@ -121,8 +121,10 @@ def build_input_product(image, image_s1=None, bands: Sequence[str] | None = None
     product = ops["SpectralIndices"].target
     missing = [b for b in order if not product.has_band(b)]
     if missing:
+        kept = [b for b in bands if b not in missing]
+        hint = f"; train without them: --bands {','.join(kept)}" if kept and set(missing) <= set(bands) else ""
         raise DatasetError(f"bands {', '.join(missing)} are not in the input (it has: "
-                           f"{', '.join(product.band_names)})")
+                           f"{', '.join(product.band_names)}){hint}")
     return product, order
 
 

@@ -144,7 +144,7 @@ def test_missing_class_attribute(scene, tmp_path):
 
 
 def test_band_absent_from_the_image(scene, tmp_path):
-    with pytest.raises(DatasetError, match="bands B99 are not in the input"):
+    with pytest.raises(DatasetError, match="bands B99 are not in the input.*; train without them: --bands B2$"):
         build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", bands=["B2", "B99"])
 
 
@@ -175,6 +175,15 @@ def test_cli_dataset_and_one_line_errors(scene, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["dataset", "--help"])
     assert "spatial blocks" in capsys.readouterr().out
+
+
+def test_a_product_without_a_default_band_is_told_which_bands_it_can_train_on(tmp_path):
+    from pathlib import Path
+
+    leipzig = Path(__file__).resolve().parents[1] / "data" / "leipzig"  # real: no B12
+    with pytest.raises(DatasetError, match="bands B12 are not in the input .*--bands B2,B3,B4,B8,B11$"):
+        build_dataset(leipzig / "s2_2021.tif", leipzig / "labels.tif", tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
 
 
 def test_patch_and_block_sizes_fit_the_image():
