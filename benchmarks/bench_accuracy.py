@@ -1529,9 +1529,11 @@ def sizes_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
     levers), with the patch and block sizes of before (``FIXED_SIZES``: refused where the image
     holds too few blocks) and with those chosen to fit the image (``split_sizes``), each with
     ``SEEDS``: per scene the OA change against the rules' map per seed, its mean and the worst
-    class recall change. ``(table, result)``."""
+    class recall change, and the same of the models of now fused with the rules as the inference
+    graph does (``RuleFusion``'s default margin). ``(table, result)``."""
     import rasterio
 
+    from snap_operators.science.fusion import DEFAULT_MIN_MARGIN, fuse_classes
     from snap_pc_models.dataset import DEFAULT_S2_BANDS, DatasetError, build_dataset
 
     sets = unet_datasets([s for s, _ in data.values()], work)
@@ -1558,21 +1560,29 @@ def sizes_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
                 cells.append("refused")
                 continue
             info = json.loads((folder / "dataset.json").read_text())
-            per = []
+            per, fused = [], []
             for seed in SEEDS:
                 out = seed_folder(work, f"sizes-{tag}", seed) / f"{own.parent.name}.onnx"
                 pred, _ = unet_map([folder], folder, out, seed=seed, **CHOSEN)
                 u = scores(pred, arrays["reference"])
                 per.append((u["oa"] - r["oa"], worst_recall_change(u, r)))
-            result.setdefault(tag, {})[n] = {"sizes": [info["patch_size"], info["block_size"]], "changes": per}
+                if tag == "now":  # the map the inference graph writes with this model
+                    f = scores(fuse_classes(shipped[n], rule_margin_map(own), pred, DEFAULT_MIN_MARGIN),
+                               arrays["reference"])
+                    fused.append((f["oa"] - r["oa"], worst_recall_change(f, r)))
+            result.setdefault(tag, {})[n] = {"sizes": [info["patch_size"], info["block_size"]], "changes": per,
+                                             **({"fused": fused} if fused else {})}
             if tag == "now":
                 cells.append(f"{info['patch_size']} / {info['block_size']}")
-            cells.append(", ".join(f"{v:+.3f}" for v, _ in per) + (
-                f" | {np.mean([v for v, _ in per]):+.3f} | {min(w for _, w in per):+.3f}" if tag == "now" else ""))
+            cells.append(", ".join(f"{v:+.3f}" for v, _ in per))
+            if fused:
+                cells += [f"{np.mean([v for v, _ in per]):+.3f}", f"{min(w for _, w in per):+.3f}",
+                          f"{np.mean([v for v, _ in fused]):+.3f}", f"{min(w for _, w in fused):+.3f}"]
         rows.append("| " + " | ".join(cells) + " |")
     header = (f"| scene (px) | {FIXED_SIZES[0]} px patches, {FIXED_SIZES[1]} px blocks (before), seeds "
               f"{'/'.join(map(str, SEEDS))} | sizes now | OA change now, seeds {'/'.join(map(str, SEEDS))} | mean | "
-              "worst class recall change |\n|---|---|---|---|---|---|")
+              "worst class recall change | fused as the inference graph does: mean OA change | worst class recall "
+              "change |\n|---|---|---|---|---|---|---|---|")
     return header + "\n" + "\n".join(rows), result
 
 

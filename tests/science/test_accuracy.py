@@ -730,8 +730,11 @@ def test_the_sizes_table_trains_the_users_command_with_the_sizes_of_before_and_o
         return (ref if right else np.array([[1, 1, 3, 1]])), {}
 
     monkeypatch.setattr(bench, "unet_map", unet_map)
+    # the rules are sure of the first and last pixels: the fused map keeps their class there
+    monkeypatch.setattr(bench, "rule_margin_map", lambda own: np.array([[1.0, 0.0, 0.0, 1.0]]))
     rules_map = np.array([[1, 1, 1, 1]])  # OA 0.5
     md, result = bench.sizes_table(data, {n: rules_map for n in data}, tmp_path)
+    assert result["now"]["large"]["fused"] == [(0.25, 0.0)] * 3 and "fused" not in result["before"]["large"]
     # the user's command: default bands where the image has B12, the rest without it; the weak scene is left out
     assert ("large", None, 64, 256) in built and ("small", ["B2", "B3", "B4", "B8", "B11"], 64, 256) in built
     assert ("small", ["B2", "B3", "B4", "B8", "B11"], None, None) in built and not any(b[0] == "weak" for b in built)
@@ -741,8 +744,10 @@ def test_the_sizes_table_trains_the_users_command_with_the_sizes_of_before_and_o
     assert {c[1].parent.name for c in calls} == {"sizes-before", "sizes-before-s1", "sizes-before-s2", "sizes-now",
                                                 "sizes-now-s1", "sizes-now-s2"}
     rows = md.splitlines()
-    assert rows[2] == "| large (1000 x 1000) | +0.250, +0.250, +0.250 | 32 / 64 | +0.250, +0.500, +0.250 | +0.333 | +0.000 |"
-    assert rows[3] == "| small (200 x 200) [no B12] | refused | 32 / 32 | +0.250, +0.500, +0.250 | +0.333 | +0.000 |"
+    assert rows[2] == ("| large (1000 x 1000) | +0.250, +0.250, +0.250 | 32 / 64 | +0.250, +0.500, +0.250 | +0.333 "
+                       "| +0.000 | +0.250 | +0.000 |")
+    assert rows[3] == ("| small (200 x 200) [no B12] | refused | 32 / 32 | +0.250, +0.500, +0.250 | +0.333 | +0.000 "
+                       "| +0.250 | +0.000 |")
 
 
 def test_the_s1s2_table_reads_the_shipped_graph_fused_and_alone_clear_and_clouded(monkeypatch, tmp_path):
