@@ -151,9 +151,9 @@ def add_command(sub) -> None:
     q.set_defaults(handler=_cmd_quantize)
 
 
-def _dataset_kwargs(args, patch_size: int) -> dict:
+def _dataset_kwargs(args, preferred_patch: int) -> dict:
     return dict(image_s1=args.image_s1, field=args.field, bands=_names(args.bands),
-                indices=_names(args.indices) or [], patch_size=args.patch_size, preferred_patch=patch_size,
+                indices=_names(args.indices) or [], patch_size=args.patch_size, preferred_patch=preferred_patch,
                 stride=args.stride,
                 block_size=args.block_size, min_labelled=args.min_labelled,
                 fractions=(1 - args.val_fraction - args.test_fraction, args.val_fraction, args.test_fraction),
