@@ -724,12 +724,16 @@ def unet_datasets(scenes: Sequence[Scene], work: Path, min_margin: float | None 
     return out
 
 
+def _first_band_file(image) -> Path:
+    """A raster of `image` to read its grid from: the file itself, or a band folder's B02."""
+    return next(iter(sorted(Path(image).glob("*B02*")))) if Path(image).is_dir() else Path(image)
+
+
 def _dataset(build_dataset, image, labels, folder: Path, **options) -> Path:
     import rasterio
 
     if not (folder / "dataset.json").exists():
-        first = next(iter(sorted(Path(image).glob("*B02*")))) if Path(image).is_dir() else image
-        with rasterio.open(first) as ds:
+        with rasterio.open(_first_band_file(image)) as ds:
             small = min(ds.shape) * ds.res[0] / 10.0 < 5 * UNET_BLOCK
         build_dataset(image, labels, folder, bands=UNET_BANDS, indices=UNET_INDICES, patch_size=UNET_PATCH,
                       block_size=UNET_SMALL_BLOCK if small else UNET_BLOCK, overwrite=True, **options)
@@ -1490,17 +1494,17 @@ def s1s2_fusion_table(data, s1_maps: Mapping[str, tuple], work: Path) -> tuple[s
         folder = d / "dataset"
         if not (folder / "dataset.json").exists():
             build_dataset(s2, labels, folder, image_s1=s1, overwrite=True)
-        views = {"clear": (s2, rules_clear), "thick cloud over its middle third": (work / f"{n}_clouded.tif",
-                                                                                   rules_clouded)}
-        for view, (image, rules_map) in views.items():
+        models = [seed_folder(work, "s1s2", seed) / f"{n}.onnx" for seed in SEEDS]
+        for seed, model in zip(SEEDS, models):
+            trained([folder], model, seed=seed, **CHOSEN)
+        views = {"clear": ("clear", s2, rules_clear),
+                 "thick cloud over its middle third": ("clouded", work / f"{n}_clouded.tif", rules_clouded)}
+        for view, (short, image, rules_map) in views.items():
             r = scores(rules_map, a1["reference"])
             got: dict[str, list] = {"network alone": [], "fused (the graph's default)": []}
-            for seed in SEEDS:
-                model = seed_folder(work, "s1s2", seed) / f"{n}.onnx"
-                trained([folder], model, seed=seed, **CHOSEN)
+            for model in models:
                 for label, margin in zip(got, ("Infinity", None)):
-                    out = model.with_name(f"{model.stem}-{'clear' if view == 'clear' else 'clouded'}-"
-                                          f"{'fused' if margin is None else 'alone'}.tif")
+                    out = model.with_name(f"{model.stem}-{short}-{'fused' if margin is None else 'alone'}.tif")
                     if _outdated(out, model):
                         run_graph(load_graph(S1S2_INFERENCE_GRAPH, {
                             "input": str(image), "inputS1": str(s1), "model": str(model), "output": str(out),
@@ -1541,13 +1545,13 @@ def sizes_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
     rows, result = [], {}
     for n in names:
         scene, arrays = data[n]
-        own = sets[_image_key(scene, work)]
         image = _image_key(scene, work)
-        first = next(iter(sorted(Path(image).glob("*B02*")))) if Path(image).is_dir() else image
-        with rasterio.open(first) as ds:
+        own = sets[image]
+        with rasterio.open(_first_band_file(image)) as ds:
             shape, names_in = ds.shape, set(ds.descriptions or ())
         bands = None if Path(image).is_dir() or "B12" in names_in else [b for b in DEFAULT_S2_BANDS if b != "B12"]
         r = scores(shipped[n], arrays["reference"])
+        margin = rule_margin_map(own)
         cells = [f"{n} ({shape[1]} x {shape[0]})" + (" [no B12]" if bands else "")]
         for tag, (patch, block) in (("before", FIXED_SIZES), ("now", (None, None))):
             folder = own.parent / f"dataset-sizes-{tag}"
@@ -1567,7 +1571,7 @@ def sizes_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
                 u = scores(pred, arrays["reference"])
                 per.append((u["oa"] - r["oa"], worst_recall_change(u, r)))
                 if tag == "now":  # the map the inference graph writes with this model
-                    f = scores(fuse_classes(shipped[n], rule_margin_map(own), pred, DEFAULT_MIN_MARGIN),
+                    f = scores(fuse_classes(shipped[n], margin, pred, DEFAULT_MIN_MARGIN),
                                arrays["reference"])
                     fused.append((f["oa"] - r["oa"], worst_recall_change(f, r)))
             result.setdefault(tag, {})[n] = {"sizes": [info["patch_size"], info["block_size"]], "changes": per,
