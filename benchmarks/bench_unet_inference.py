@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -281,26 +282,57 @@ def engine_run(graph: Path, model: Path, s2: Path, warm: Path, out: Path, **para
 
 
 def engine_rows(models: dict, work: Path, sizes_configs: list[tuple[int, str]], tiles, threads, device: str,
-                augmentations=("none",), fusions=(None,)) -> list[dict]:
+                augmentations=("none",), fusions=(None,), rounds: int = 1) -> list[dict]:
     """Engine runs of the graph without its label masks; `fusions`: None, the network alone (the graph
-    without its rules), or a ``minRuleMargin`` for the graph with them ("" its default)."""
+    without its rules), or a ``minRuleMargin`` for the graph with them ("" its default). Each of
+    `rounds` runs every variant once, every other round in reverse order (A B B A: a machine that
+    drifts during the runs favours no variant)."""
     graphs = {f: raster_graph(work, f is not None) for f in fusions}
     warm = scene(work, 256)
     rows = []
     for size, name in sizes_configs:
         s2 = scene(work, size)
-        for tile, t, aug, fused in itertools.product(tiles, threads, augmentations, fusions):
-            graph = graphs[fused]
-            margin = {"minRuleMargin": fused} if fused else {}
-            r = engine_run(graph, models[name]["path"], s2, warm, graph.parent, tileSize=tile, threads=t,
-                           device=device, batchSize=DEFAULT_BATCH, testTimeAugmentation=aug, **margin)
-            fusion = "no" if fused is None else f"minRuleMargin {fused or 'default'}"
-            r.update(config=name, size=size, tile=tile, threads=t, device=device, augmentation=aug, fusion=fusion,
-                     mpx_s=size * size / 1e6 / r["seconds"])
-            rows.append(r)
-            print(f"  engine {name} {size}² tile {tile} threads {t} augmentation {aug} rules' fusion {fusion} ({device}): "
-                  f"{r['seconds']:.1f} s, {r['mpx_s']:.2f} Mpx/s, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+        variants = list(itertools.product(tiles, threads, augmentations, fusions))
+        for k in range(max(1, rounds)):
+            rows += _engine_round(models[name]["path"], graphs, s2, warm, name, size, device,
+                                  variants if k % 2 == 0 else variants[::-1])
     return rows
+
+
+def _engine_round(model: Path, graphs: dict, s2: Path, warm: Path, name: str, size: int, device: str,
+                  variants) -> list[dict]:
+    rows = []
+    for tile, t, aug, fused in variants:
+        graph = graphs[fused]
+        margin = {"minRuleMargin": fused} if fused else {}
+        r = engine_run(graph, model, s2, warm, graph.parent, tileSize=tile, threads=t,
+                       device=device, batchSize=DEFAULT_BATCH, testTimeAugmentation=aug, **margin)
+        fusion = "no" if fused is None else f"minRuleMargin {fused or 'default'}"
+        r.update(config=name, size=size, tile=tile, threads=t, device=device, augmentation=aug, fusion=fusion,
+                 mpx_s=size * size / 1e6 / r["seconds"])
+        rows.append(r)
+        print(f"  engine {name} {size}² tile {tile} threads {t} augmentation {aug} rules' fusion {fusion} ({device}): "
+              f"{r['seconds']:.1f} s, {r['mpx_s']:.2f} Mpx/s, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+    return rows
+
+
+def median_table(runs: list[dict]) -> str:
+    """Markdown: each engine variant's times over the rounds, their median and its ratio to the
+    network alone (the variant without the rules, same scene, tile, threads and augmentation)."""
+    key = lambda r: (r["config"], r["size"], r["tile"], r["threads"], r["augmentation"])  # noqa: E731
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(key(r) + (r["fusion"],), []).append(r)
+    medians = {k: statistics.median(r["seconds"] for r in v) for k, v in groups.items()}
+    lines = ["| config | scene | tile | threads | test-time augmentation | rules' fusion | time (s) per run | median | "
+             "x network alone | median peak RSS (MiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for k, v in groups.items():
+        alone = medians.get(k[:-1] + ("no",))
+        ratio = f"{medians[k] / alone:.2f}" if alone else "-"
+        times = ", ".join(f"{r['seconds']:.1f}" for r in v)
+        lines.append(f"| {k[0]} | {k[1]}² | {k[2]} | {k[3]} | {k[4]} | {k[5]} | {times} | {medians[k]:.1f} | {ratio} | "
+                     f"{statistics.median(r['peak_rss_mib'] for r in v):.0f} |")
+    return "\n".join(lines)
 
 
 # --- report ------------------------------------------------------------------------------------------------
@@ -343,6 +375,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fusion", action="store_true", help="engine runs also with the graph's ProgressiveClassifier "
                     "and RuleFusion (the shipped graph as it runs), at its default minRuleMargin and at Infinity, "
                     "beside the network alone")
+    ap.add_argument("--engine-rounds", type=int, default=1, help="rounds of the engine speed runs, every variant "
+                    "once a round, the order reversed every other round; with more than one, a table of the "
+                    "medians and their ratio to the network alone")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--quantize", action="store_true", help="measure int8 even when fp32 reaches 1.5 x Keras")
     ap.add_argument("--work", type=Path, default=Path("/tmp/snap-pc-bench"))
@@ -366,7 +401,7 @@ def main(argv=None) -> int:
         print("engine:", flush=True)
         runs += engine_rows(models, args.work, [(args.engine_size, c) for c in args.configs], args.tiles,
                             args.engine_threads, args.device, args.augmentations,
-                            (None, "", "Infinity") if args.fusion else (None,))
+                            (None, "", "Infinity") if args.fusion else (None,), args.engine_rounds)
     if args.rss_size:
         runs += engine_rows(models, args.work, [(args.rss_size, c) for c in args.rss_configs], [args.rss_tile], [1],
                             args.device)
@@ -403,6 +438,8 @@ def main(argv=None) -> int:
             print(f"| {r['config']} | {r['size']}² | {r['tile']} | {r['threads']} | {r['augmentation']} | "
                   f"{r['fusion']} | {r['device']} | {r['seconds']:.1f} | {r['mpx_s']:.2f} | "
                   f"{r['peak_rss_mib']:.0f} |")
+        if args.engine_rounds > 1:
+            print("\n" + median_table([r for r in runs if r["size"] == args.engine_size]))
     return 0
 
 

@@ -25,6 +25,7 @@ import functools
 import logging
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -211,8 +212,14 @@ class ProgressiveClassifierOp(Operator):
                 # masked share is counted exactly in the streaming pass.
                 scene = scene_sample(arrays_in, subsampling=int(p["otsuSubsampling"] or 1),
                                      max_blocks=int(p["sampleTiles"] or DEFAULT_MAX_BLOCKS))
-            resolved = resolve_rules(rules, arrays_in, samples=samples, subsampling=int(p["otsuSubsampling"] or 1),
-                                     scene=scene)
+            # The margin's scales need only the sample: their quantiles (numpy, GIL released) run on
+            # another core while the thresholds resolve (mostly Python), both before any tile is
+            # computed, when the engine's workers are idle.
+            with ThreadPoolExecutor(1) as pool:
+                scaling = pool.submit(band_scales, scene.blocks) if with_margin else None
+                resolved = resolve_rules(rules, arrays_in, samples=samples,
+                                         subsampling=int(p["otsuSubsampling"] or 1), scene=scene)
+                scales = scaling.result() if scaling is not None else None
         except RulesError as exc:
             raise in_node(exc, self.node_id, self.spec.alias) from None
         self.rules = resolved
@@ -226,10 +233,8 @@ class ProgressiveClassifierOp(Operator):
         outputs = {"class_id": np.dtype(np.uint8)}
         if with_stage:
             outputs["stage"] = np.dtype(np.uint8)
-        scales = None
         if with_margin:
             outputs["margin"] = np.dtype(np.float32)
-            scales = band_scales(scene.blocks)
             log.info("%s: margin scales (interquartile ranges): %s", self.spec.alias,
                      ", ".join(f"{n} {v:.4g}" for n, v in scales.items()))
         self.mask_band = mask.name if mask is not None else None

@@ -45,27 +45,9 @@ import numpy as np
 from ..core.errors import OperatorError
 from ..core.product import ClassInfo
 from ..io.safe import SCL_BAND, SCL_CLASSES, SCL_NAMES, SCL_NO_DATA  # noqa: F401 - the SCL as the reader names it
+from .jit import jit
 
 log = logging.getLogger(__name__)
-
-
-def _jit(fn):
-    """`fn` compiled by numba on its first call (numba is imported then, not with this module)."""
-    compiled = None
-
-    @functools.wraps(fn)
-    def call(*args):
-        nonlocal compiled
-        if compiled is None:
-            import numba
-
-            try:
-                compiled = numba.njit(nogil=True, cache=True, boundscheck=False)(fn)
-            except RuntimeError:  # no writable cache location: compile per process
-                compiled = numba.njit(nogil=True, boundscheck=False)(fn)
-        return compiled(*args)
-
-    return call
 
 
 #: Codes of the ``cloud_mask`` band.
@@ -183,7 +165,7 @@ SPECTRAL_BANDS = ("B2", "B3", "B4", "B8", "B11")
 SNOW_SHADOW_BANDS = ("B3", "B8", "B11")
 
 
-@_jit
+@jit
 def _spectral_kernel(b2, b3, b4, b8, b11, b10, has_b10, cloud_test, shadow, snow, t, out):
     # Ratios are compared multiplied out (a/b > k as a > k b for b > 0): no division per pixel.
     # Branch-free per pixel (every test evaluated, the code chosen by priority: no-data, cirrus,
@@ -341,7 +323,7 @@ def s2cloudless_probability(features: np.ndarray, model_path: str | None = None)
 # --- blocks ------------------------------------------------------------------------------------
 
 
-@_jit
+@jit
 def _block_mean(band, valid, f, out):
     # Row-major streaming; each block's sum still runs over its pixels in row-major order.
     h, w = band.shape
@@ -400,7 +382,7 @@ def block_means(bands: list[np.ndarray], factor: int) -> np.ndarray:
     return out
 
 
-@_jit
+@jit
 def _block_fraction(raw, value, f, out):
     h, w = raw.shape
     hc, wc = out.shape
@@ -440,7 +422,7 @@ def disk_half_widths(radius: int) -> np.ndarray:
     return np.floor(np.sqrt(np.maximum(r * r - dy * dy, 0)) + 1e-9).astype(np.int64)
 
 
-@_jit
+@jit
 def _disk_mean(score, half, out):
     h, w = score.shape
     r = (half.size - 1) // 2
@@ -461,7 +443,7 @@ def _disk_mean(score, half, out):
             out[y, x] = s / n if n else np.nan
 
 
-@_jit
+@jit
 def _dilate(mask, half, out):
     # A pixel is set when a set pixel lies in the disk around it: per disk row,
     # a window count from the row's prefix sums (integers: exact in any tile).
@@ -501,7 +483,7 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-@_jit
+@jit
 def _finalize(raw, bits, f, need_support, out):
     h, w = raw.shape
     wc = bits.shape[1]

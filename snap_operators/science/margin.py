@@ -30,6 +30,8 @@ from typing import Mapping
 import numpy as np
 
 from ..core.legend import MASKED, NO_DATA
+from .classify import _flat
+from .jit import jit
 from .rules import Condition, RuleSet, Stage
 
 __all__ = ["band_scales", "rule_margin", "margin_of_classes"]
@@ -75,9 +77,8 @@ def _condition_score(c: Condition, a: np.ndarray, scale: float) -> np.ndarray:
     # traffic of float64. Float64 bands are classified in float64, so their distances are taken
     # in float64 too (rounded to float32 once, at the end): a value within a float32 step of a
     # threshold would otherwise get a margin larger than its real distance.
-    a = np.asarray(a)
-    dt = np.float64 if a.dtype == np.float64 else np.float32
-    a = a.astype(dt, copy=False)
+    a = _score_dtype(a)
+    dt = a.dtype.type
     r = None
     for side, bound in c.bounds():
         t = dt(bound.value)
@@ -88,6 +89,12 @@ def _condition_score(c: Condition, a: np.ndarray, scale: float) -> np.ndarray:
         return np.full(a.shape, np.inf, np.float32)
     r[np.isnan(r)] = -np.inf  # NaN value or NaN threshold: the condition never holds
     return r.astype(np.float32, copy=False)
+
+
+def _score_dtype(a) -> np.ndarray:
+    """`a` as the float type its distances are taken in: float64 stays, anything else is float32."""
+    a = np.asarray(a)
+    return a.astype(np.float64 if a.dtype == np.float64 else np.float32, copy=False)
 
 
 def _all_of(conditions, bands, scales, shape) -> np.ndarray:
@@ -107,8 +114,78 @@ def _stage_score(s: Stage, bands: Mapping[str, np.ndarray], scales: Mapping[str,
     return r
 
 
+# --------------------------------------------------------------------------
+# numba kernels: the same arithmetic as the numpy functions above, in one pass
+# per condition and one per stage, without temporaries (the numpy version
+# makes about ten full-tile arrays per condition; through the inference
+# graph, where the margin is on by default, it cost 30 x the classification)
+# --------------------------------------------------------------------------
+@jit
+def _min_condition(r, a, stride, lo, hi, has_lo, has_hi, inv, first):
+    # r = minimum(r, score) (the score itself when `first`), the score as _condition_score takes
+    # it: in a's type, NaN -> -inf, rounded to float32; minimum as numpy's (the second operand
+    # where equal). `a` is the band as a 1-D buffer with rows `stride` apart (classify's _flat):
+    # views into larger arrays are read with contiguous loads, without a copy.
+    neg = np.float32(-np.inf)
+    for i in range(r.shape[0]):
+        row = a[i * stride:i * stride + r.shape[1]]
+        for j in range(r.shape[1]):
+            v = row[j]
+            if has_lo:
+                d = (v - lo) * inv
+                if has_hi:
+                    e = (hi - v) * inv
+                    if e != e or (d == d and not d < e):  # numpy's minimum: NaN from either side
+                        d = e
+            else:
+                d = (hi - v) * inv
+            x = neg if d != d else np.float32(d)
+            if first or not r[i, j] < x:
+                r[i, j] = x
+
+
+@jit
+def _settle_stage(out, earlier, r, stage, k):
+    # Pixels of stage k take min(r, earlier); every pixel's earlier takes min(earlier, -r).
+    for i in range(r.shape[0]):
+        for j in range(r.shape[1]):
+            x = r[i, j]
+            e = earlier[i, j]
+            if stage[i, j] == k:
+                out[i, j] = x if x < e else e
+            n = -x
+            earlier[i, j] = e if e < n else n
+
+
+@jit
+def _finish(out, earlier, stage):
+    # Unclaimed pixels take earlier; every margin is clipped at 0 (boundary pixels may score -0).
+    zero = np.float32(0.0)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            x = earlier[i, j] if stage[i, j] == 0 else out[i, j]
+            out[i, j] = x if (x > zero or x != x) else zero
+
+
+def _all_of_numba(conditions, bands, scales, r: np.ndarray) -> np.ndarray:
+    """:func:`_all_of` written into `r` (a float32 buffer of the tile's shape)."""
+    first = True
+    for c in conditions:
+        lo, hi = c.min, c.max
+        if lo is None and hi is None:
+            continue  # +inf: no bound, no change
+        a = _score_dtype(bands[c.band])
+        dt = a.dtype.type
+        _min_condition(r, *_flat(a), dt(lo.value if lo is not None else 0.0), dt(hi.value if hi is not None else 0.0),
+               lo is not None, hi is not None, dt(1.0 / scales[c.band]), first)
+        first = False
+    if first:
+        r.fill(np.inf)
+    return r
+
+
 def rule_margin(bands: Mapping[str, np.ndarray], rules: RuleSet, stage: np.ndarray,
-                scales: Mapping[str, float]) -> np.ndarray:
+                scales: Mapping[str, float], *, use_numba: bool = True) -> np.ndarray:
     """Margin of each pixel's rule decision (module docstring), in band scales.
 
     Parameters
@@ -124,6 +201,8 @@ def rule_margin(bands: Mapping[str, np.ndarray], rules: RuleSet, stage: np.ndarr
         meaningless); :func:`margin_of_classes` does it.
     scales : dict of str to float
         Positive scale per band (:func:`band_scales`).
+    use_numba : bool
+        Compiled kernels (default) or the numpy reference: the same values.
 
     Returns
     -------
@@ -151,6 +230,19 @@ def rule_margin(bands: Mapping[str, np.ndarray], rules: RuleSet, stage: np.ndarr
     out = np.full(shape, np.nan, np.float32)
     # Without unclaimed pixels, stages after the last claiming one bear on no margin.
     last = len(rules.stages) if (stage == 0).any() else int(stage.max(initial=0))
+    if use_numba and stage.size:
+        stage = np.ascontiguousarray(stage)  # a byte per pixel: cheaper copied than read strided
+        r, alt, group = (np.empty(shape, np.float32) for _ in range(3))
+        for k, s in enumerate(rules.stages[:last], start=1):
+            _all_of_numba(s.conditions, bands, scales, r)
+            if s.any:
+                _all_of_numba(s.any[0], bands, scales, alt)
+                for g in s.any[1:]:
+                    np.maximum(alt, _all_of_numba(g, bands, scales, group), out=alt)
+                np.minimum(r, alt, out=r)
+            _settle_stage(out, earlier, r, stage, k)
+        _finish(out, earlier, stage)
+        return out
     for k, s in enumerate(rules.stages[:last], start=1):
         r = _stage_score(s, bands, scales, shape)
         claimed = stage == k

@@ -129,3 +129,27 @@ def test_band_scales_are_interquartile_ranges_with_fallbacks():
     assert s["B"] == pytest.approx(flat.std())   # quartiles coincide: the standard deviation
     assert s["C"] == 1.0 and s["D"] == 1.0       # constant, or nothing finite
     assert band_scales({"A": np.r_[v, np.nan]})["A"] == pytest.approx(0.5)  # NaN ignored
+
+
+@pytest.mark.parametrize("name", ["test", *PRESETS])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_compiled_margin_equals_the_numpy_reference(name, dtype, seed):
+    """The numba kernels take every distance in the numpy version's types and order (float32 bands
+    in float32, float64 ones in float64 rounded once), NaN and inf pixels included: the same bits."""
+    rules = RULES if name == "test" else RESOLVED[name]
+    rng = np.random.default_rng(seed)
+    bands = {n: a.astype(dtype) for n, a in scene(rules.bands, shape=(23, 31), seed=seed).items()}
+    for a in bands.values():
+        a[rng.random(a.shape) < 0.05] = np.nan
+        a[rng.random(a.shape) < 0.02] = rng.choice([-np.inf, np.inf])
+    scales = band_scales(bands)
+    cls, stage = classify_numpy(bands, rules, with_stage=True)
+    compiled = rule_margin(bands, rules, stage, scales)
+    np.testing.assert_array_equal(compiled, rule_margin(bands, rules, stage, scales, use_numba=False))
+    # a non-contiguous window of the tile (the engine's halo-free views) gives its part of the same result
+    window = {n: a[2:-3, 1:-4] for n, a in bands.items()}
+    part = rule_margin(window, rules, stage[2:-3, 1:-4], scales)
+    np.testing.assert_array_equal(part, compiled[2:-3, 1:-4])
+    np.testing.assert_array_equal(part, rule_margin(window, rules, stage[2:-3, 1:-4], scales, use_numba=False))
