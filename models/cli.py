@@ -132,7 +132,9 @@ def add_command(sub) -> None:
                    help="least class probability a self-training label needs (default %(default)s)")
     g.add_argument("--init", metavar="MODEL.onnx",
                    help="fine-tune from a trained model (its Keras weights beside it, its bands and normalization), "
-                   f"e.g. the shipped one: {PRETRAINED_DIR / PRETRAINED_FILES['fp32']} (docs/unet.md)")
+                   f"e.g. the shipped one: {PRETRAINED_DIR / PRETRAINED_FILES['fp32']} (docs/unet.md); with "
+                   "--reference, its own map is scored too (MODEL.init.tif) and a fine-tuning that ends under "
+                   "it is warned of")
     t.set_defaults(handler=_cmd_train)
 
     q = sub.add_parser(

@@ -168,7 +168,8 @@ def fuse_scene(classes: str | Path, rules_map: str | Path, out: str | Path, *,
 
 
 def compare_with_reference(classes: str | Path, info: dict, reference: str | Path, *, field: str | None = None,
-                           mapping: Mapping[int, int] | None = None, fused: str | Path | None = None) -> dict:
+                           mapping: Mapping[int, int] | None = None, fused: str | Path | None = None,
+                           start: str | Path | None = None) -> dict:
     """Accuracy of the network's class map and of the rules' map against `reference`, on the same pixels.
 
     Parameters
@@ -187,6 +188,9 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     fused : path, optional
         The network's map fused with the rules' (:func:`fuse_scene`), on the class map's grid:
         scored too, as ``"fused"``, with ``"fused_recall_change"`` (fused - rules).
+    start : path, optional
+        The class map of the model a fine-tuning started from (``--init``), on the class map's
+        grid: scored too, as ``"start"``, with ``"start_recall_change"`` (start - rules).
 
     Returns
     -------
@@ -202,14 +206,15 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     from snap_operators.core.errors import SnapPcError
     from snap_operators.io.reference import reference_reader
 
-    pairs: dict[str, dict[tuple[int, int], int]] = {"unet": {}, "rules": {}, **({"fused": {}} if fused else {})}
+    extra = {name: path for name, path in (("fused", fused), ("start", start)) if path}
+    pairs: dict[str, dict[tuple[int, int], int]] = {"unet": {}, "rules": {}, **{name: {} for name in extra}}
     with rasterio.open(classes) as ds:
         grid = (ds.crs, ds.transform, ds.width, ds.height)
         read_ref = reference_reader(reference, *grid, field=field)
         readers = {"unet": lambda win: ds.read(1, window=win).astype(np.int64),
                    "rules": reference_reader(info["labels"], *grid, field=info.get("field") or "class_id")}
-        if fused:
-            readers["fused"] = reference_reader(fused, *grid)
+        for name, path in extra.items():
+            readers[name] = reference_reader(path, *grid)
         for row0 in range(0, ds.height, WINDOW_ROWS):
             win = Window(0, row0, ds.width, min(WINDOW_ROWS, ds.height - row0))
             maps = {name: read(win) for name, read in readers.items()}
@@ -233,7 +238,7 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         out[name] = metrics
     out["pixels"] = int(sum(pairs["unet"].values()))
     rules_recall = {p["class_id"]: p["producers_accuracy"] for p in out["rules"]["per_class"]}
-    for name, key in (("unet", "recall_change"), ("fused", "fused_recall_change")):
+    for name, key in (("unet", "recall_change"), ("fused", "fused_recall_change"), ("start", "start_recall_change")):
         if name in out:
             out[key] = {str(p["class_id"]): p["producers_accuracy"] - rules_recall[p["class_id"]]
                         for p in out[name]["per_class"]
@@ -249,10 +254,14 @@ def format_comparison(result: dict) -> list[str]:
     fused_text = (f"; fused with the rules as the inference graph does (RuleFusion, minMargin "
                   f"{result.get('min_rule_margin', DEFAULT_MIN_MARGIN):g}) {f['overall_accuracy']:.3f} "
                   f"({f['overall_accuracy'] - oa:+.3f})") if f else ""
+    start = result.get("start")
+    start_text = (f"; the model it was fine-tuned from ({Path(result['init']).name if result.get('init') else '--init'}"
+                  f"), as it was: {start['overall_accuracy']:.3f} (fine-tuning "
+                  f"{u['overall_accuracy'] - start['overall_accuracy']:+.3f})") if start else ""
     lines = [f"against {result['reference']} ({result['pixels']} px): overall accuracy U-Net "
              f"{u['overall_accuracy']:.3f}, rules {oa:.3f} (U-Net {u['overall_accuracy'] - oa:+.3f})"
              + (f", U-Net read with testTimeAugmentation {result['augmentation']}"
-                if result.get("augmentation", "none") != "none" else "") + fused_text,
+                if result.get("augmentation", "none") != "none" else "") + fused_text + start_text,
              "| class | recall U-Net | recall rules | change |" + (" recall fused | change |" if f else ""),
              "|---|---|---|---|" + ("---|---|" if f else "")]
     recall = {name: {p["class_id"]: p["producers_accuracy"] for p in m["per_class"]}

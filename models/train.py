@@ -634,7 +634,8 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         (:func:`relabel_confident`, at least `confidence`) and training on.
     init : path, optional
         ONNX model to fine-tune from (:func:`pretrained_start`): its weights, bands and
-        normalization.
+        normalization. With `reference`, that model's own map of the image
+        (``MODEL.init.tif``) is scored too, and a fine-tuning that ends under it is warned of.
 
     Returns
     -------
@@ -728,7 +729,9 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
 
             check_rules_map(rules_map, info)
             files["fused.tif"] = Path(f"{stem}.fused.tif")
-        for key in ("classes.tif", "fused.tif"):
+        if init is not None:
+            files["init.tif"] = Path(f"{stem}.init.tif")
+        for key in ("classes.tif", "fused.tif", "init.tif"):
             if key in files and files[key].exists() and not overwrite:
                 raise TrainError(f"{files[key]} exists (use --overwrite)")
     ckpt_tmp = staged_path(files["best.keras"])  # keeps .keras: Keras picks the format by it
@@ -833,11 +836,19 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         margin = DEFAULT_MIN_MARGIN if min_rule_margin is None else float(min_rule_margin)
         if rules_map is not None:
             fuse_scene(files["classes.tif"], rules_map, files["fused.tif"], min_margin=margin, overwrite=overwrite)
+        if init is not None:
+            predict_scene(init, info, files["init.tif"], overwrite=overwrite, augmentation=reference_augmentation)
         metrics["reference"] = compare_with_reference(files["classes.tif"], info, reference, field=reference_field,
-                                                      mapping=mapping, fused=files.get("fused.tif"))
+                                                      mapping=mapping, fused=files.get("fused.tif"),
+                                                      start=files.get("init.tif"))
         metrics["reference"]["augmentation"] = reference_augmentation
         if rules_map is not None:
             metrics["reference"].update(rules_map=str(rules_map), min_rule_margin=margin)
+        if init is not None:
+            metrics["reference"]["init"] = str(init)
+            lost = fine_tuning_loss(metrics["reference"])
+            if lost:
+                log.warning("%s", lost)
     if ckpt_tmp.exists() and not thresholds:
         os.replace(ckpt_tmp, files["best.keras"])
     else:  # the moved thresholds are in the weights: the Keras file stays the exported model
@@ -851,6 +862,25 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     write_text(files["metrics.json"], json.dumps(metrics, indent=2, default=float))
     write_text(files["card.md"], model_card(info, meta, cfg, metrics, out))
     return {"onnx": out, "metrics": metrics, "history": history, "files": files}
+
+
+def fine_tuning_loss(comparison: dict) -> str | None:
+    """The warning for a fine-tuning that ends under the model it started from against the
+    reference (:func:`snap_pc_models.evaluate.compare_with_reference`'s result with ``start``),
+    or None.
+
+    Fine-tuning on a scene's rule masks teaches a model the rules' errors there: on three of nine
+    real scenes it lost to the model as it was (docs/unet.md, "Fine-tuning").
+    """
+    start = comparison.get("start")
+    if not start:
+        return None
+    tuned, was = comparison["unet"]["overall_accuracy"], start["overall_accuracy"]
+    if tuned >= was:
+        return None
+    return (f"fine-tuning ended under the model it started from against the reference (overall accuracy "
+            f"{tuned:.3f}, {was:.3f} before): use {Path(comparison.get('init', 'the --init model')).name} as it is, "
+            "or train from scratch on this scene (without --init)")
 
 
 def default_atmosphere(n_datasets: int) -> float:
@@ -1082,6 +1112,9 @@ def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: P
         lines += ["", "## Accuracy against the reference (the network, the rules"
                   + (" and their fusion" if metrics["reference"].get("fused") else "") + ", same pixels)", ""]
         lines += format_comparison(metrics["reference"])
+        lost = fine_tuning_loss(metrics["reference"])
+        if lost:
+            lines += ["", f"**Warning:** {lost}."]
     lines += ["", "## Intended use",
               "Filling and refining the Progressive Classifier's land-cover map on Sentinel-2 (and Sentinel-1) "
               "scenes like the training scene, through the `AttentionUNetInference` operator "

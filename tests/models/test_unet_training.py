@@ -268,6 +268,52 @@ def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(train
         compare_with_reference(classes, info, truth, mapping={9: 1})
 
 
+@pytest.mark.slow
+def test_fine_tuning_with_a_reference_scores_the_model_it_started_from(trained, dataset, tmp_path, caplog):
+    import rasterio
+    from snap_pc_models.dataset import load_dataset_info
+    from snap_pc_models.evaluate import compare_with_reference, predict_scene
+
+    info = load_dataset_info(dataset / "ds")
+    truth = dataset / "scene" / "truth.tif"
+    # a learning rate 170 x the configuration's wrecks what the start knew in one epoch: a fine-tuning
+    # that loses to its start, as it does on three real scenes (docs/unet.md)
+    with caplog.at_level("WARNING"):
+        tuned = train(dataset / "ds", tmp_path / "ft.onnx", config="small", epochs=1, seed=0, verbose=False,
+                      init=trained["onnx"], reference=truth, learning_rate=0.5)
+    ref = tuned["metrics"]["reference"]
+    assert ref["init"] == str(trained["onnx"]) and tuned["files"]["init.tif"] == tmp_path / "ft.init.tif"
+    # the start's map is the one the model makes as it was, scored on the same pixels as the others
+    own = predict_scene(trained["onnx"], info, tmp_path / "own.tif")
+    with rasterio.open(tmp_path / "ft.init.tif") as a, rasterio.open(own) as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    alone = compare_with_reference(own, info, truth)["unet"]
+    assert ref["start"]["overall_accuracy"] == pytest.approx(alone["overall_accuracy"])
+    assert ref["start"]["pixels"] == ref["unet"]["pixels"] == ref["pixels"]
+    assert set(ref["start_recall_change"]) == set(ref["recall_change"])
+    card = (tmp_path / "ft.card.md").read_text()
+    assert "the model it was fine-tuned from (model.onnx), as it was: " in card
+    assert ref["unet"]["overall_accuracy"] < ref["start"]["overall_accuracy"] - 0.05
+    assert "fine-tuning ended under the model it started from" in caplog.text
+    assert "**Warning:** fine-tuning ended under the model it started from" in card
+
+
+def test_fine_tuning_loss_is_told_only_when_the_start_was_better():
+    from snap_pc_models.evaluate import format_comparison
+    from snap_pc_models.train import fine_tuning_loss
+
+    def result(tuned, was):
+        m = lambda oa: {"overall_accuracy": oa, "per_class": []}  # noqa: E731
+        return {"reference": "ref.gpkg", "pixels": 10, "unet": m(tuned), "rules": m(0.8), "recall_change": {},
+                **({"start": m(was), "init": "/models/shipped.onnx"} if was is not None else {})}
+
+    lost = fine_tuning_loss(result(0.90, 0.93))
+    assert lost.startswith("fine-tuning ended under the model it started from") and "0.900, 0.930 before" in lost
+    assert "use shipped.onnx as it is" in lost
+    assert fine_tuning_loss(result(0.93, 0.93)) is None and fine_tuning_loss(result(0.95, None)) is None
+    assert "fine-tuned from (shipped.onnx), as it was: 0.930 (fine-tuning -0.030)" in format_comparison(result(0.90, 0.93))[0]
+
+
 def test_cli_train_with_a_reference_reports_both_maps(dataset, tmp_path, capsys):
     code = main(["train", "--image", str(dataset / "scene" / "s2.tif"), "--labels", str(dataset / "labels.gpkg"),
                  "--out", str(tmp_path / "ref.onnx"), "--epochs", "1", "--indices", "NDVI", "--bands", "B4,B8",
