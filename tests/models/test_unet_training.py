@@ -277,7 +277,7 @@ def test_fine_tuning_with_a_reference_scores_the_model_it_started_from(trained, 
     info = load_dataset_info(dataset / "ds")
     truth = dataset / "scene" / "truth.tif"
     # a learning rate 170 x the configuration's wrecks what the start knew in one epoch: a fine-tuning
-    # that loses to its start, as it does on three real scenes (docs/unet.md)
+    # that loses to its start, as three epochs do on four of docs/unet.md's ten fine-tuning readings
     with caplog.at_level("WARNING"):
         tuned = train(dataset / "ds", tmp_path / "ft.onnx", config="small", epochs=1, seed=0, verbose=False,
                       init=trained["onnx"], reference=truth, learning_rate=0.5)
