@@ -8,6 +8,7 @@ its module is imported (``snap_operators`` stays light to import).
 from __future__ import annotations
 
 import functools
+import threading
 
 __all__ = ["jit"]
 
@@ -28,17 +29,22 @@ def jit(fn):
     42
     """
     compiled = None
+    # The engine's threads meet a kernel together on their first tiles: one dispatcher for all of
+    # them, so it is compiled (or read from the cache) once.
+    lock = threading.Lock()
 
     @functools.wraps(fn)
     def call(*args):
         nonlocal compiled
         if compiled is None:
-            import numba
+            with lock:
+                if compiled is None:
+                    import numba
 
-            try:
-                compiled = numba.njit(nogil=True, cache=True, boundscheck=False)(fn)
-            except RuntimeError:  # no writable cache location: compile per process
-                compiled = numba.njit(nogil=True, boundscheck=False)(fn)
+                    try:
+                        compiled = numba.njit(nogil=True, cache=True, boundscheck=False)(fn)
+                    except RuntimeError:  # no writable cache location: compile per process
+                        compiled = numba.njit(nogil=True, boundscheck=False)(fn)
         return compiled(*args)
 
     return call

@@ -153,3 +153,4 @@ def test_compiled_margin_equals_the_numpy_reference(name, dtype, seed):
     part = rule_margin(window, rules, stage[2:-3, 1:-4], scales)
     np.testing.assert_array_equal(part, compiled[2:-3, 1:-4])
     np.testing.assert_array_equal(part, rule_margin(window, rules, stage[2:-3, 1:-4], scales, use_numba=False))
+
