@@ -104,12 +104,17 @@ def _all_of(conditions, bands, scales, shape) -> np.ndarray:
     return r
 
 
-def _stage_score(s: Stage, bands: Mapping[str, np.ndarray], scales: Mapping[str, float], shape) -> np.ndarray:
-    r = _all_of(s.conditions, bands, scales, shape)
+def _stage_score(s: Stage, all_of) -> np.ndarray:
+    """Stage `s`'s score: its ANDed conditions' with the best of its ``any`` groups'.
+
+    ``all_of(conditions, slot)`` scores an AND of conditions as a float32 array; `slot` (0 the
+    stage's own conditions, 1 its first group, 2 the others) lets it write into reused buffers.
+    """
+    r = all_of(s.conditions, 0)
     if s.any:
-        alt = np.full(shape, -np.inf, np.float32)
-        for g in s.any:
-            np.maximum(alt, _all_of(g, bands, scales, shape), out=alt)
+        alt = all_of(s.any[0], 1)
+        for g in s.any[1:]:
+            np.maximum(alt, all_of(g, 2), out=alt)
         np.minimum(r, alt, out=r)
     return r
 
@@ -232,19 +237,14 @@ def rule_margin(bands: Mapping[str, np.ndarray], rules: RuleSet, stage: np.ndarr
     last = len(rules.stages) if (stage == 0).any() else int(stage.max(initial=0))
     if use_numba and stage.size:
         stage = np.ascontiguousarray(stage)  # a byte per pixel: cheaper copied than read strided
-        r, alt, group = (np.empty(shape, np.float32) for _ in range(3))
+        buffers = [np.empty(shape, np.float32) for _ in range(3)]
         for k, s in enumerate(rules.stages[:last], start=1):
-            _all_of_numba(s.conditions, bands, scales, r)
-            if s.any:
-                _all_of_numba(s.any[0], bands, scales, alt)
-                for g in s.any[1:]:
-                    np.maximum(alt, _all_of_numba(g, bands, scales, group), out=alt)
-                np.minimum(r, alt, out=r)
+            r = _stage_score(s, lambda conditions, slot: _all_of_numba(conditions, bands, scales, buffers[slot]))
             _settle_stage(out, earlier, r, stage, k)
         _finish(out, earlier, stage)
         return out
     for k, s in enumerate(rules.stages[:last], start=1):
-        r = _stage_score(s, bands, scales, shape)
+        r = _stage_score(s, lambda conditions, slot: _all_of(conditions, bands, scales, shape))
         claimed = stage == k
         out[claimed] = np.minimum(r[claimed], earlier[claimed])
         np.negative(r, out=r)
