@@ -57,16 +57,19 @@ BANDS = ("B2", "B3", "B4", "B8", "B11", "B12", "NDVI", "MNDWI", "NDBI", "BSI")
 # Peak RSS from VmHWM: ru_maxrss survives fork + exec, so a child of this (TensorFlow-sized)
 # process would report the parent's peak.
 CHILD = r"""
-import json, re, sys, time
+import json, re, resource, sys, time
+from snap_operators.core.allocator import keep_freed_memory
 from snap_operators.engine.runner import load_graph, run_graph
 from snap_operators.core.context import ExecutionContext
+keep_freed_memory()  # as the snap-pc command does
 graph, variables, warm = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 run_graph(load_graph(graph, warm), ExecutionContext(overwrite=True))
-t0 = time.perf_counter()
+r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 run_graph(load_graph(graph, variables), ExecutionContext(overwrite=True))
-dt = time.perf_counter() - t0
+dt, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
 hwm = int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read()).group(1))
-print(json.dumps({"seconds": dt, "peak_rss_mib": hwm / 1024}))
+print(json.dumps({"seconds": dt, "peak_rss_mib": hwm / 1024, "user_s": r1.ru_utime - r0.ru_utime,
+                  "system_s": r1.ru_stime - r0.ru_stime, "page_faults": r1.ru_minflt - r0.ru_minflt}))
 """
 
 
@@ -312,26 +315,33 @@ def _engine_round(model: Path, graphs: dict, s2: Path, warm: Path, name: str, si
                  mpx_s=size * size / 1e6 / r["seconds"])
         rows.append(r)
         print(f"  engine {name} {size}² tile {tile} threads {t} augmentation {aug} rules' fusion {fusion} ({device}): "
-              f"{r['seconds']:.1f} s, {r['mpx_s']:.2f} Mpx/s, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+              f"{r['seconds']:.1f} s, {r['mpx_s']:.2f} Mpx/s, peak RSS {r['peak_rss_mib']:.0f} MiB, CPU "
+              f"{r['user_s']:.1f} s user, {r['system_s']:.1f} s system, {r['page_faults']} page faults", flush=True)
     return rows
 
 
 def median_table(runs: list[dict]) -> str:
     """Markdown: each engine variant's times over the rounds, their median and its ratio to the
-    network alone (the variant without the rules, same scene, tile, threads and augmentation)."""
+    network alone (the variant without the rules, same scene, tile, threads and augmentation), and
+    the medians of the run's CPU time in user code and in the kernel and of its minor page faults
+    (fresh memory touched: on a virtual machine the kernel's share can be a third of the run)."""
     key = lambda r: (r["config"], r["size"], r["tile"], r["threads"], r["augmentation"])  # noqa: E731
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault(key(r) + (r["fusion"],), []).append(r)
-    medians = {k: statistics.median(r["seconds"] for r in v) for k, v in groups.items()}
+    median = lambda v, field: statistics.median(r[field] for r in v) if all(field in r for r in v) else None  # noqa: E731
+    medians = {k: median(v, "seconds") for k, v in groups.items()}
     lines = ["| config | scene | tile | threads | test-time augmentation | rules' fusion | time (s) per run | median | "
-             "x network alone | median peak RSS (MiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "x network alone | median peak RSS (MiB) | median CPU user / system (s) | median page faults |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, v in groups.items():
         alone = medians.get(k[:-1] + ("no",))
         ratio = f"{medians[k] / alone:.2f}" if alone else "-"
         times = ", ".join(f"{r['seconds']:.1f}" for r in v)
+        user, system, faults = median(v, "user_s"), median(v, "system_s"), median(v, "page_faults")
+        cpu = f"{user:.1f} / {system:.1f}" if user is not None and system is not None else "-"
         lines.append(f"| {k[0]} | {k[1]}² | {k[2]} | {k[3]} | {k[4]} | {k[5]} | {times} | {medians[k]:.1f} | {ratio} | "
-                     f"{statistics.median(r['peak_rss_mib'] for r in v):.0f} |")
+                     f"{median(v, 'peak_rss_mib'):.0f} | {cpu} | {'-' if faults is None else f'{faults:.0f}'} |")
     return "\n".join(lines)
 
 

@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
+from ..core.allocator import keep_freed_memory
 from ..core.errors import SnapPcError, closest, one_line
 from ..core.spec import format_value
 from ..core.staging import interrupts_raise
@@ -773,8 +774,14 @@ def _graph_help_at(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``snap-pc``; returns the exit status."""
+    """Entry point of ``snap-pc``; returns the exit status.
+
+    Run as the program (`argv` None), it first has the C allocator keep the memory of freed tiles
+    for the next ones (:func:`~snap_operators.core.allocator.keep_freed_memory`: a setting of
+    the whole process, so not when a program calls ``main`` with its own arguments)."""
     global _COMMAND_NAMES
+    if argv is None:
+        keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser()
     _COMMAND_NAMES = tuple(_subcommands(parser))

@@ -15,10 +15,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..core.legend import NO_DATA, UNCLASSIFIED
 from ..core.product import MetadataElement
 from ..core.sample import DEFAULT_MAX_BLOCKS, sample_blocks
-from .classify import classify_numpy, condition_holds, nodata_mask
+from .classify import condition_holds, nodata_mask, stage_holds
 from .rules import (
     DEFAULT_METHOD,
     OTSU_BINS,
@@ -141,6 +140,7 @@ def resolve_rules(
     if adaptive and scene is None:
         scene = scene_sample({n: bands[n] for n in rules.bands}, subsampling=subsampling, max_blocks=max_blocks)
     stages = list(rules.stages)
+    unclaimed = _Unclaimed(rules, scene.blocks) if scene is not None else None
     for k, stage in enumerate(stages):
         pending = [(c, side, b) for c in stage.all_conditions() for side, b in c.bounds() if not b.resolved]
         if not pending:
@@ -148,7 +148,7 @@ def resolve_rules(
         values: dict[tuple[int, str], tuple[float, dict]] = {}
         split = [(c, side, b) for c, side, b in pending if b.mode in ("adaptive", "otsu")]
         if split:
-            free = _free_blocks(rules, tuple(stages[:k]), scene.blocks)
+            free = unclaimed.after(stages[:k])
             for c, side, b in split:
                 peers = _peer_conditions(stage, c)
                 here = [f & _holds(peers, blk) for f, blk in zip(free, scene.blocks)] if peers else free
@@ -200,21 +200,31 @@ def _holds(conditions: Sequence[Condition], block: Mapping[str, np.ndarray]) -> 
     return out
 
 
-def _free_blocks(rules: RuleSet, done: tuple[Stage, ...], scene) -> list[np.ndarray]:
-    """Per sampled block: pixels the stage after `done` may claim (valid,
-    unclassified by the resolved stages `done`)."""
-    out = []
-    for blk in scene:
-        tiles = {n: blk[n] for n in rules.bands}
-        free = ~nodata_mask(tiles, rules)  # the whole rule set defines no-data
-        done_clear = tuple(s for s in done if not s.masked)
-        if done_clear:
-            # Earlier stages see only their own bands; where those are all NaN
-            # they say 255, yet they cannot claim such pixels either.
-            cls, _ = classify_numpy(tiles, rules.replace(stages=done_clear))
-            free &= (cls == UNCLASSIFIED) | (cls == NO_DATA)
-        out.append(free)
-    return out
+class _Unclaimed:
+    """Per sampled block, the pixels a stage may still claim: valid and claimed by none of the
+    resolved stages before it. What the reference classification of those stages
+    (:func:`~.classify.classify_numpy`) leaves unclassified or no-data, built up one stage at a time
+    instead of classified again for every stage."""
+
+    def __init__(self, rules: RuleSet, blocks: Sequence[Mapping[str, np.ndarray]]):
+        self._blocks = [{n: np.asarray(blk[n]) for n in rules.bands} for blk in blocks]
+        self._valid = [~nodata_mask(b, rules) for b in self._blocks]  # the whole rule set defines no-data
+        self._claimed = [np.zeros(v.shape, dtype=bool) for v in self._valid]
+        self._seen = 0
+
+    def after(self, done: Sequence[Stage]) -> list[np.ndarray]:
+        """The free pixels of each block for the stage after the resolved stages `done` (which
+        extends the `done` of the previous call)."""
+        for s in done[self._seen:]:
+            if not s.masked:
+                for claimed, b in zip(self._claimed, self._blocks):
+                    claimed |= stage_holds(s, b)
+        self._seen = len(done)
+        # Where the earlier stages alone would say no-data (classify_numpy's 255) they claim nothing
+        # here either: their required bands are the whole rule set's (the first stage that is not
+        # masked), so such a pixel is not valid, and a pixel without any of their bands meets none
+        # of their conditions (a stage has at least one; NaN meets none).
+        return [v & ~c for v, c in zip(self._valid, self._claimed)]
 
 
 def _adaptive_value(band: str, bound: Bound, blocks: Sequence[np.ndarray], free: Sequence[np.ndarray],
@@ -225,17 +235,18 @@ def _adaptive_value(band: str, bound: Bound, blocks: Sequence[np.ndarray], free:
     method = "otsu" if legacy else opts.get("method", DEFAULT_METHOD)
     bins = int(opts.get("bins", OTSU_BINS))
     vals = [np.where(f, np.asarray(b, dtype=np.float64), np.nan) for b, f in zip(blocks, free)]
-    finite = np.concatenate([v[np.isfinite(v)] for v in vals]) if vals else np.empty(0)
+    finite = lambda: np.concatenate([v[np.isfinite(v)] for v in vals]) if vals else np.empty(0)  # noqa: E731
     rng = opts.get("range") or index_range(band)
     if rng is None:  # unbounded bands (dB, ratios): the data's own range
-        rng = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        values = finite()
+        rng = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
         if rng[0] == rng[1]:
             rng = (rng[0] - 0.5, rng[1] + 0.5)
     tiles = int(opts.get("tiles", 0))
     if tiles > 0:
         split = tiled_split(vals, rng, max(4, tiles // step), method=method, bins=bins)
     else:
-        split = split_threshold(finite, rng, method=method, bins=bins)
+        split = split_threshold(finite(), rng, method=method, bins=bins)
     note: dict[str, Any] = {"method": method, "pixels": split.pixels, "split": split.value,
                             "bimodal": split.bimodal, "valley": round(split.valley, 3)}
     if tiles > 0:

@@ -23,11 +23,11 @@ import numpy as np
 
 from ..core.cache import LruCache
 from ..core.legend import NO_DATA, UNCLASSIFIED
-from .rules import Condition, RuleSet
+from .rules import Condition, RuleSet, Stage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["classify", "classify_numpy", "nodata_mask", "kernel_source", "compile_kernel"]
+__all__ = ["classify", "classify_numpy", "nodata_mask", "stage_holds", "kernel_source", "compile_kernel"]
 
 
 def _check(bands: Mapping[str, np.ndarray], rules: RuleSet) -> list[np.ndarray]:
@@ -61,6 +61,24 @@ def nodata_mask(bands: Mapping[str, np.ndarray], rules: RuleSet) -> np.ndarray:
     for n in rules.required_bands:
         all_nan |= _isnan(np.asarray(bands[n]))
     return all_nan
+
+
+def stage_holds(stage: Stage, bands: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Where every ANDed condition of `stage` and, if it has ``any`` groups, every condition of one
+    of them hold (resolved bounds; False for NaN); whether earlier stages claimed the pixel aside."""
+    shape = np.shape(bands[stage.all_conditions()[0].band])
+    m = np.ones(shape, dtype=bool)
+    for c in stage.conditions:
+        m &= condition_holds(c, np.asarray(bands[c.band]))
+    if stage.any:
+        alt = np.zeros(shape, dtype=bool)
+        for g in stage.any:
+            gm = np.ones(shape, dtype=bool)
+            for c in g:
+                gm &= condition_holds(c, np.asarray(bands[c.band]))
+            alt |= gm
+        m &= alt
+    return m
 
 
 def condition_holds(c: Condition, a: np.ndarray) -> np.ndarray:
@@ -102,17 +120,7 @@ def classify_numpy(
     out[nodata] = NO_DATA
     free = ~nodata
     for k, s in enumerate(rules.stages, start=1):
-        m = free.copy()
-        for c in s.conditions:
-            m &= condition_holds(c, arrays[c.band])
-        if s.any:
-            alt = np.zeros(shape, dtype=bool)
-            for g in s.any:
-                gm = np.ones(shape, dtype=bool)
-                for c in g:
-                    gm &= condition_holds(c, arrays[c.band])
-                alt |= gm
-            m &= alt
+        m = free & stage_holds(s, arrays)
         out[m] = s.class_id
         if stage_out is not None:
             stage_out[m] = k

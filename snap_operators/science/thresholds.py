@@ -207,7 +207,7 @@ def valley(counts: np.ndarray, edges: np.ndarray, threshold: float) -> tuple[flo
     0 for an empty gap, 1 when there is no dip.
     """
     h = smooth_histogram(counts)
-    k = int(np.clip(np.searchsorted(edges, threshold) - 1, 0, h.size - 1))
+    k = min(max(int(np.searchsorted(edges, threshold)) - 1, 0), h.size - 1)
     if k == 0 or k >= h.size:
         return 1.0, float(threshold)
     il = int(np.argmax(h[:k]))
@@ -305,22 +305,78 @@ def tiled_split(
     Split
         With ``tiles`` the number of tiles used.
     """
+    lo, hi = float(value_range[0]), float(value_range[1])
+    edges = np.histogram_bin_edges(np.empty(0), bins=bins, range=(lo, hi))
+    least = max(32, tile * tile // 4)
     chosen = []
     for block in blocks:
-        h, w = block.shape
-        for y in range(0, h, tile):
-            for x in range(0, w, tile):
-                t = block[y : y + tile, x : x + tile].ravel()
-                t = t[np.isfinite(t)]
-                if t.size < max(32, tile * tile // 4):
-                    continue
-                s = split_threshold(t, value_range, method=method, bins=bins, max_valley=max_valley,
-                                    min_share=tile_min_share)
-                if s.bimodal:
-                    chosen.append(t)
+        clipped, counts = tile_histograms(block, (lo, hi), tile, edges)
+        h, w = clipped.shape
+        for k, (y, x) in enumerate((y, x) for y in range(0, h, tile) for x in range(0, w, tile)):
+            n = int(counts[k].sum())
+            if n < least:
+                continue
+            t = histogram_threshold(counts[k], edges, method)
+            if t is None:
+                continue
+            part = clipped[y : y + tile, x : x + tile]
+            share = float(np.count_nonzero(part < t)) / n  # NaN (no value) is never below
+            if valley(counts[k], edges, t)[0] <= max_valley and min(share, 1.0 - share) >= tile_min_share:
+                chosen.append(part[~np.isnan(part)])
     if len(chosen) < min_tiles:
         return split_threshold(np.concatenate([b.ravel() for b in blocks]) if blocks else np.empty(0), value_range,
                                method=method, bins=bins, max_valley=max_valley, min_share=min_share)
     s = split_threshold(np.concatenate(chosen), value_range, method=method, bins=bins,
                         max_valley=max_valley, min_share=min_share)
     return Split(s.value, s.valley, s.low_share, s.pixels, s.bimodal, len(chosen), s.mode)
+
+
+def tile_histograms(block: np.ndarray, value_range: tuple[float, float], tile: int,
+                    edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Histograms of the ``tile x tile`` tiles of `block`, in one pass over it.
+
+    The counts equal ``np.histogram`` of each tile's finite values clipped to
+    `value_range` (a pixel in bin ``i`` when ``edges[i] <= v < edges[i + 1]``,
+    the last bin closed), without a call per tile.
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        2-D; NaN and infinite pixels take no part.
+    value_range : (float, float)
+    tile : int
+        Tile edge in pixels; the last row and column of tiles may be smaller.
+    edges : numpy.ndarray
+        ``(bins + 1,)`` bin edges over `value_range`
+        (``np.histogram_bin_edges(..., range=value_range)``).
+
+    Returns
+    -------
+    clipped : numpy.ndarray
+        float64, `block`'s shape: the values clipped to `value_range`, NaN
+        where not finite.
+    counts : numpy.ndarray
+        ``(tiles, bins)`` int64, tiles in row-major order.
+
+    Examples
+    --------
+    >>> edges = np.histogram_bin_edges(np.empty(0), bins=2, range=(0, 1))
+    >>> tile_histograms(np.array([[0.1, 0.9], [np.nan, 2.0]]), (0, 1), 1, edges)[1].tolist()
+    [[1, 0], [0, 1], [0, 0], [0, 1]]
+    """
+    b = np.asarray(block, dtype=np.float64)
+    finite = np.isfinite(b)
+    clipped = np.clip(np.where(finite, b, np.nan), value_range[0], value_range[1])
+    bins = len(edges) - 1
+    v = clipped[finite]
+    # np.histogram's binning: arithmetic, then one step down or up where the edges say so.
+    index = ((v - edges[0]) * (bins / (edges[-1] - edges[0]))).astype(np.intp)
+    np.minimum(index, bins - 1, out=index)
+    index[v < edges[index]] -= 1
+    index[(v >= edges[index + 1]) & (index != bins - 1)] += 1
+    h, w = b.shape
+    nx = -(-w // tile)
+    tiles = (np.arange(h) // tile)[:, None] * nx + (np.arange(w) // tile)[None, :]
+    n = -(-h // tile) * nx
+    counts = np.bincount(tiles[finite] * bins + index, minlength=n * bins).reshape(n, bins)
+    return clipped, counts

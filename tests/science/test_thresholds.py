@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from snap_operators.core.legend import MASKED
 from snap_operators.ops.progressive_classifier import classify_tile
@@ -15,7 +18,9 @@ from snap_operators.science.thresholds import (
     METHODS,
     kittler_threshold,
     otsu_threshold,
+    Split,
     split_threshold,
+    tile_histograms,
     tiled_split,
     valley,
 )
@@ -82,6 +87,67 @@ def test_too_few_bimodal_tiles_fall_back_to_the_whole_sample():
     assert tiled_split([scene], RANGE, 16, method="otsu", min_tiles=1).tiles == 1
 
 
+def _tiled_split_reference(blocks, value_range, tile, method, min_tiles=4):
+    """tiled_split as first written: one split_threshold per tile."""
+    chosen = []
+    for block in blocks:
+        h, w = block.shape
+        for y in range(0, h, tile):
+            for x in range(0, w, tile):
+                t = block[y:y + tile, x:x + tile].ravel()
+                t = t[np.isfinite(t)]
+                if t.size >= max(32, tile * tile // 4) and split_threshold(t, value_range, method=method,
+                                                                            min_share=0.1).bimodal:
+                    chosen.append(t)
+    if len(chosen) < min_tiles:
+        return split_threshold(np.concatenate([b.ravel() for b in blocks]), value_range, method=method)
+    s = split_threshold(np.concatenate(chosen), value_range, method=method)
+    return Split(s.value, s.valley, s.low_share, s.pixels, s.bimodal, len(chosen), s.mode)
+
+
+_VALUES = st.one_of(st.floats(-1.5, 1.5, width=32), st.sampled_from([np.nan, np.inf, -np.inf, -1.0, 1.0, 0.0, 0.5]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40), elements=_VALUES),
+       st.integers(1, 16), st.sampled_from([2, 7, 64, 256]), st.sampled_from([(-1.0, 1.0), (0.0, 0.5), (-30.0, 5.0)]))
+def test_tile_histograms_equal_numpy_histograms_of_each_tile(block, tile, bins, value_range):
+    # Values on the edges, outside the range, NaN and infinities: the bins np.histogram gives them.
+    edges = np.histogram_bin_edges(np.empty(0), bins=bins, range=value_range)
+    clipped, counts = tile_histograms(block, value_range, tile, edges)
+    h, w = block.shape
+    k = 0
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            t = block[y:y + tile, x:x + tile].astype(np.float64).ravel()
+            t = np.clip(t[np.isfinite(t)], *value_range)
+            np.testing.assert_array_equal(counts[k], np.histogram(t, bins=bins, range=value_range)[0])
+            k += 1
+    assert k == len(counts)
+    np.testing.assert_array_equal(np.isnan(clipped), ~np.isfinite(block))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from(METHODS), st.sampled_from([4, 8, 16]), st.floats(0.0, 0.3))
+def test_tiled_split_equals_a_split_per_tile(seed, method, tile, nan_share):
+    # Scenes with a rare class in some tiles, holes and infinities, several blocks: the one-pass
+    # tile histograms pick the same tiles and give the same split, field by field.
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for _ in range(int(rng.integers(1, 4))):
+        b = rng.normal(-0.4, 0.12, (int(rng.integers(8, 70)), int(rng.integers(8, 70))))
+        b[:, int(rng.integers(0, b.shape[1])):][:, :int(rng.integers(1, 6))] = rng.normal(0.5, 0.06)
+        if seed % 3:  # on the bin edges of 256 bins over -1..1, where the thresholds fall
+            b = np.round(b * 128) / 128
+        b[rng.random(b.shape) < nan_share] = np.nan
+        b[rng.random(b.shape) < 0.01] = np.inf
+        blocks.append(b.astype(np.float32 if seed % 2 else np.float64))
+    for min_tiles in (1, 4):
+        got = tiled_split(blocks, RANGE, tile, method=method, min_tiles=min_tiles)
+        want = _tiled_split_reference(blocks, RANGE, tile, method, min_tiles=min_tiles)
+        assert repr(got) == repr(want)  # repr: NaN fields compare equal
+
+
 # --- adaptive bounds in rule sets -----------------------------------------------------------------
 
 CLASSES = """classes:
@@ -145,6 +211,46 @@ def test_adaptive_histogram_takes_only_pixels_the_stage_may_claim():
 def test_adaptive_bound_errors(bad, message):
     with pytest.raises(RulesError, match=message):
         rules(f"  - {{class: 1, conditions: [{{index: MNDWI, min: {bad}}}]}}\n")
+
+
+@pytest.mark.parametrize("preset", ["mosul-5class", "mosul-5class-s1s2", "coastal-4class"])
+def test_the_pixels_a_stage_may_claim_are_what_the_stages_before_it_leave(preset):
+    # Built up one stage at a time, they must be what classifying the scene with the earlier
+    # (unmasked) stages leaves unclassified or no-data, among the rule set's valid pixels: with holes
+    # in single bands (a stage that reads only those says no-data, and claims nothing there), in
+    # every band, and a masked stage in between.
+    from snap_operators.science.adaptive import _Unclaimed
+    from snap_operators.science.classify import classify_numpy, nodata_mask
+    from snap_operators.science.rules import load_rules
+
+    rng = np.random.default_rng(12)
+    base = load_rules(preset)
+    blocks = []
+    for shape in ((40, 30), (25, 25)):
+        blk = {n: rng.uniform(*((-30, 5) if n.endswith("_db") else (-0.6, 0.9)), shape).astype(np.float32)
+               for n in base.bands}
+        for n in blk:
+            blk[n][rng.random(shape) < 0.1] = np.nan
+        for n in blk:
+            blk[n][:3] = np.nan
+        blk[base.bands[-1]][5:9] = np.nan
+        blocks.append(blk)
+    resolved = resolve_rules(base, {n: np.concatenate([b[n].ravel() for b in blocks])[None] for n in base.bands},
+                             subsampling=1)
+    unclaimed = _Unclaimed(resolved, blocks)
+    tried = 0
+    for k in range(len(resolved.stages)):
+        done = resolved.stages[:k]
+        got = unclaimed.after(done)
+        for free, blk in zip(got, blocks):
+            want = ~nodata_mask(blk, resolved)
+            clear = tuple(s for s in done if not s.masked)
+            if clear:
+                cls, _ = classify_numpy(blk, resolved.replace(stages=clear))
+                want &= (cls == 0) | (cls == 255)
+            np.testing.assert_array_equal(free, want)
+            tried += int(want.sum() < (~nodata_mask(blk, resolved)).sum())
+    assert tried >= len(resolved.stages)  # earlier stages did claim pixels
 
 
 def test_the_scene_sample_keeps_small_scenes_whole():
