@@ -776,12 +776,13 @@ def _graph_help_at(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``snap-pc``; returns the exit status.
 
-    Run as the program (`argv` None), it first has the C allocator keep the memory of freed tiles
-    for the next ones (:func:`~snap_operators.core.allocator.keep_freed_memory`: a setting of
-    the whole process, so not when a program calls ``main`` with its own arguments)."""
+    Run as the program (`argv` None) to run a graph or an operator, it first has the C allocator
+    keep the memory of freed tiles for the next ones
+    (:func:`~snap_operators.core.allocator.keep_freed_memory`: a setting of the whole process,
+    measured on graph runs; not when a program calls ``main`` with its own arguments, nor for the
+    other commands, training among them)."""
     global _COMMAND_NAMES
-    if argv is None:
-        keep_freed_memory()
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser()
     _COMMAND_NAMES = tuple(_subcommands(parser))
@@ -809,6 +810,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = getattr(args, "handler", None) or COMMANDS[args.command]
+    if as_program and args.command in ("run", "operator"):
+        keep_freed_memory()
     with c_stderr_silenced(enabled=not debug and args.verbose == 0), interrupts_raise():
         return _dispatch(handler, args, debug)
 
