@@ -14,9 +14,10 @@ to 32 MiB from its heaps, up to 256 MiB of free heap kept, two arenas. On the
 4096² inference graph with the rules this removed half the page faults and
 9 % of the time, with a lower peak RSS. It is process-wide, so the command
 line calls it for graph and operator runs (where it was measured), never an
-import: a program that uses the library keeps its allocator as it set it. A ``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``,
-``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_TOP_PAD_`` in the environment (glibc's
-own settings) wins: nothing is changed then.
+import: a program that uses the library keeps its allocator as it set it. A
+``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or
+``MALLOC_TOP_PAD_`` in the environment (glibc's own settings) wins: nothing is
+changed then.
 
 Example
 -------

@@ -235,7 +235,10 @@ def _adaptive_value(band: str, bound: Bound, blocks: Sequence[np.ndarray], free:
     method = "otsu" if legacy else opts.get("method", DEFAULT_METHOD)
     bins = int(opts.get("bins", OTSU_BINS))
     vals = [np.where(f, np.asarray(b, dtype=np.float64), np.nan) for b, f in zip(blocks, free)]
-    finite = lambda: np.concatenate([v[np.isfinite(v)] for v in vals]) if vals else np.empty(0)  # noqa: E731
+
+    def finite() -> np.ndarray:  # the pixels as one array, where a split needs them (tiles do not)
+        return np.concatenate([v[np.isfinite(v)] for v in vals]) if vals else np.empty(0)
+
     rng = opts.get("range") or index_range(band)
     if rng is None:  # unbounded bands (dB, ratios): the data's own range
         values = finite()
