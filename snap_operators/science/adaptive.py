@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.product import MetadataElement
 from ..core.sample import DEFAULT_MAX_BLOCKS, sample_blocks
-from .classify import condition_holds, nodata_mask, stage_holds
+from .classify import conditions_hold, nodata_mask, stage_holds
 from .rules import (
     DEFAULT_METHOD,
     OTSU_BINS,
@@ -151,7 +151,7 @@ def resolve_rules(
             free = unclaimed.after(stages[:k])
             for c, side, b in split:
                 peers = _peer_conditions(stage, c)
-                here = [f & _holds(peers, blk) for f, blk in zip(free, scene.blocks)] if peers else free
+                here = [f & conditions_hold(peers, blk, f.shape) for f, blk in zip(free, scene.blocks)] if peers else free
                 values[(id(c), side)] = _adaptive_value(c.band, b, [blk[c.band] for blk in scene.blocks], here,
                                                         scene.step)
         for c, side, b in pending:
@@ -190,14 +190,6 @@ def _peer_conditions(stage: Stage, cond: Condition) -> list[Condition]:
     group = next((g for g in stage.any if any(c is cond for c in g)), ())
     peers = [c for c in (*stage.conditions, *group) if c is not cond]
     return [c for c in peers if all(b.resolved for _, b in c.bounds())]
-
-
-def _holds(conditions: Sequence[Condition], block: Mapping[str, np.ndarray]) -> np.ndarray:
-    out = None
-    for c in conditions:
-        m = condition_holds(c, np.asarray(block[c.band]))
-        out = m if out is None else out & m
-    return out
 
 
 class _Unclaimed:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from .rules import Condition, RuleSet, Stage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["classify", "classify_numpy", "nodata_mask", "stage_holds", "kernel_source", "compile_kernel"]
+__all__ = ["classify", "classify_numpy", "nodata_mask", "stage_holds", "conditions_hold", "kernel_source", "compile_kernel"]
 
 
 def _check(bands: Mapping[str, np.ndarray], rules: RuleSet) -> list[np.ndarray]:
@@ -67,17 +67,20 @@ def stage_holds(stage: Stage, bands: Mapping[str, np.ndarray]) -> np.ndarray:
     """Where every ANDed condition of `stage` and, if it has ``any`` groups, every condition of one
     of them hold (resolved bounds; False for NaN); whether earlier stages claimed the pixel aside."""
     shape = np.shape(bands[stage.all_conditions()[0].band])
-    m = np.ones(shape, dtype=bool)
-    for c in stage.conditions:
-        m &= condition_holds(c, np.asarray(bands[c.band]))
+    m = conditions_hold(stage.conditions, bands, shape)
     if stage.any:
         alt = np.zeros(shape, dtype=bool)
         for g in stage.any:
-            gm = np.ones(shape, dtype=bool)
-            for c in g:
-                gm &= condition_holds(c, np.asarray(bands[c.band]))
-            alt |= gm
+            alt |= conditions_hold(g, bands, shape)
         m &= alt
+    return m
+
+
+def conditions_hold(conditions: Sequence[Condition], bands: Mapping[str, np.ndarray], shape) -> np.ndarray:
+    """Where every one of `conditions` holds (all of `shape` for none)."""
+    m = np.ones(shape, dtype=bool)
+    for c in conditions:
+        m &= condition_holds(c, np.asarray(bands[c.band]))
     return m
 
 
