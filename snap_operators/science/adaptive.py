@@ -151,7 +151,8 @@ def resolve_rules(
             free = unclaimed.after(stages[:k])
             for c, side, b in split:
                 peers = _peer_conditions(stage, c)
-                here = [f & conditions_hold(peers, blk, f.shape) for f, blk in zip(free, scene.blocks)] if peers else free
+                here = ([f & conditions_hold(peers, blk, f.shape) for f, blk in zip(free, scene.blocks)]
+                        if peers else free)
                 values[(id(c), side)] = _adaptive_value(c.band, b, [blk[c.band] for blk in scene.blocks], here,
                                                         scene.step)
         for c, side, b in pending:

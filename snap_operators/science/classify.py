@@ -27,7 +27,8 @@ from .rules import Condition, RuleSet, Stage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["classify", "classify_numpy", "nodata_mask", "stage_holds", "conditions_hold", "kernel_source", "compile_kernel"]
+__all__ = ["classify", "classify_numpy", "nodata_mask", "stage_holds", "conditions_hold", "kernel_source",
+           "compile_kernel"]
 
 
 def _check(bands: Mapping[str, np.ndarray], rules: RuleSet) -> list[np.ndarray]:
