@@ -76,7 +76,7 @@ class Parameter:
         One of ``double, float, int, boolean, String, String[], int[],
         double[], File, element[]``.
     default : object, optional
-        Value used when the parameter is absent or empty.
+        Value used when the parameter is absent or empty (but see `keep_empty`).
     description, label, unit : str, optional
     interval : str, optional
         SNAP interval notation, e.g. ``"[0,1]"``, ``"(0,*)"``.
@@ -86,6 +86,11 @@ class Parameter:
         Error when absent and there is no default.
     item : str, optional
         For ``element[]``: the child element name (``targetBand``).
+    keep_empty : bool
+        A ``String`` set to an empty value keeps it (``""``) instead of
+        taking the default: for parameters whose empty value means "none"
+        (``maskBand``). SNAP's converters give an empty String for an empty
+        value too; the other parameters take their default, more leniently.
     """
 
     name: str
@@ -98,10 +103,13 @@ class Parameter:
     value_set: tuple[str, ...] | None = None
     required: bool = False
     item: str | None = None
+    keep_empty: bool = False
 
     def __post_init__(self):
         if self.type not in _TYPES:
             raise ValueError(f"parameter {self.name}: unknown type {self.type!r}")
+        if self.keep_empty and self.type != "String":
+            raise ValueError(f"parameter {self.name}: keep_empty is for String parameters, not {self.type}")
 
     @property
     def java_type(self) -> str:
@@ -131,10 +139,16 @@ class Parameter:
         name = simple[:1].lower() + simple[1:]
         return f"{name},{name},{name},..." if array else name
 
-    def convert(self, raw: XmlValue, operator: str = "") -> Any:
-        """Convert a raw XML value to this parameter's Python type and validate it."""
+    def convert(self, raw: XmlValue, operator: str = "", given: bool = False) -> Any:
+        """Convert a raw XML value to this parameter's Python type and validate it.
+
+        `given`: the value was set, even if empty (an empty element, ``-Pname=``);
+        with :attr:`keep_empty` it is then ``""``, not the default.
+        """
         where = f"{operator}: parameter '{self.name}'" if operator else f"parameter '{self.name}'"
         if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+            if given and self.keep_empty:
+                return ""
             if self.required and self.default is None:
                 raise ParameterError(f"{where} is required")
             return self.default
@@ -297,5 +311,5 @@ class OperatorSpec:
         unknown = [k for k in raw if k not in known]
         if strict and unknown:
             raise ParameterError(f"{self.alias}: unknown parameter(s) {', '.join(unknown)}")
-        values = {p.name: p.convert(raw.get(p.name), self.alias) for p in self.parameters}
+        values = {p.name: p.convert(raw.get(p.name), self.alias, given=p.name in raw) for p in self.parameters}
         return values, unknown

@@ -160,7 +160,7 @@ class ProgressiveClassifierOp(Operator):
             Parameter("sampleTiles", "int", default=DEFAULT_MAX_BLOCKS, interval="[1,4096]", label="Sample tiles",
                       description="Tiles read, spread over the scene, for the scene-adaptive thresholds and the "
                       "masked share (scenes with fewer tiles are read whole)."),
-            Parameter("maskBand", "String", default="cloud_mask", label="Mask band",
+            Parameter("maskBand", "String", default="cloud_mask", label="Mask band", keep_empty=True,
                       description="Band of the source flagging pixels not to classify (CloudMask's cloud_mask: "
                       "cloud, shadow, snow): they get class 254. Empty: no mask."),
             Parameter("maskedShareWarning", "double", default=0.5, interval="[0,1]", label="Masked share warning",

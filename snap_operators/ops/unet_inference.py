@@ -192,7 +192,7 @@ class AttentionUNetInferenceOp(Operator):
                       description="Add one float32 band probability_<class id> per class."),
             Parameter("outputConfidence", "boolean", default=False, label="Output confidence",
                       description="Add a float32 band 'confidence': the probability of the winning class."),
-            Parameter("maskBand", "String", default="cloud_mask", label="Mask band",
+            Parameter("maskBand", "String", default="cloud_mask", label="Mask band", keep_empty=True,
                       description="Band whose non-zero pixels (CloudMask: cloud, cloud shadow, snow) get class "
                       f"{MASKED} (not observed) instead of the network's class; empty: no mask. A missing band "
                       "is a warning."),

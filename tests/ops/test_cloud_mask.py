@@ -346,3 +346,21 @@ def test_shipped_classifier_graph_masks_the_cloudy_date(slovenia, tmp_path, caps
     with fiona.open(tmp_path / "l_2015-08-20.gpkg") as f:
         feats = [(r["properties"]["class_id"], r["properties"]["class_name"]) for r in f]
     assert feats == [(254, "Masked: cloud, shadow, snow")]
+
+
+def test_mask_band_set_empty_classifies_the_cloudy_date(slovenia, tmp_path, caplog):
+    """``maskBand`` set empty (an empty element, ``-PmaskBand=``) is "no mask", as its description says,
+    even where CloudMask wrote the band: the cloudy date is classified, not masked, and nothing warns."""
+    text = (GRAPHS / "progressive_classifier_s2.xml").read_text()
+    graph_file = tmp_path / "no_mask.xml"
+    graph_file.write_text(text.replace("<outputStage>false</outputStage>",
+                                       "<outputStage>false</outputStage>\n      <maskBand/>", 1))
+    out = tmp_path / "c.tif"
+    graph = load_graph(graph_file, {"input": str(slovenia("2015-08-20")), "output": str(out), "labels": ""},
+                       GRAPHS / "progressive_classifier_s2.properties")
+    with caplog.at_level(logging.WARNING):
+        run_graph(graph, ExecutionContext(tile_size=64, overwrite=True))
+    with rasterio.open(out) as ds:
+        classes = ds.read(1)
+    assert not (classes == MASKED).any() and np.isin(classes, [1, 2, 3, 4, 5]).mean() > 0.5
+    assert "mask band" not in caplog.text

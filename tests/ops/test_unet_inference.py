@@ -768,10 +768,17 @@ def test_cloud_mask_band_makes_masked_pixels_not_observed_in_both_runtimes(unet,
     p, cls = compute(probs, names[0], "class_id")
     np.testing.assert_array_equal(cls, masked)
     assert np.isfinite(p[flagged]).all()  # the network's probability stays where the class is masked
-    # No mask band: a warning, the network's classes everywhere; maskBand empty: no warning.
+    # No mask band: a warning, the network's classes everywhere; maskBand empty: no mask and no
+    # warning, even where the product has the band.
     with caplog.at_level("WARNING"):
         run_op(stack_product(snap_scene, source_names, chunk=128), unet.s2, tileSize=96)
     assert "no mask band 'cloud_mask'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        run_op(stack_product(snap_scene, source_names, chunk=128), unet.s2, tileSize=96, maskBand="")
+        unmasked = compute(run_op(with_mask, unet.s2, tile_size=128, tileSize=96, maskBand=""), "class_id")[0]
+    assert "mask band" not in caplog.text
+    np.testing.assert_array_equal(unmasked, plain)
     # SNAP calls the same tile function with the mask among its inputs: bit for bit the engine's map.
     J = jpy_api
     op_class = make_operator_class("AttentionUNetInference", api=J)
