@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.cache import LruCache
 from ..core.legend import NO_DATA, UNCLASSIFIED
+from .jit import row_buffer
 from .rules import Condition, RuleSet, Stage
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def kernel_source(rules: RuleSet, *, with_stage: bool = False, parallel: bool = 
     """Python source of the per-rule-set kernel ``kernel(out, stage, th, b0, s0, b1, s1, ...)``.
 
     ``b<i>`` is band i as a contiguous 1-D buffer and ``s<i>`` its row
-    stride in elements (see :func:`_flat`); ``th`` holds the thresholds
+    stride in elements (:func:`~snap_operators.science.jit.row_buffer`); ``th`` holds the thresholds
     (:func:`_thresholds`; float32 ones for float32 bands,
     :func:`_float32_thresholds`), read into locals once.
 
@@ -313,21 +314,7 @@ def classify(
     stage = np.empty(shape, dtype=np.uint8) if with_stage else np.empty((0, 0), dtype=np.uint8)
     args = []
     for a in arrays:
-        args.extend(_flat(a if a.dtype.kind == "f" else a.astype(np.float64)))
+        args.extend(row_buffer(a if a.dtype.kind == "f" else a.astype(np.float64)))
     if shape[0] and shape[1]:
         compile_kernel(rules, with_stage=with_stage, parallel=parallel)(out, stage, *args)
     return out, (stage if with_stage else None)
-
-
-def _flat(a: np.ndarray) -> tuple[np.ndarray, int]:
-    """``(buffer, row stride)``: `a` as a contiguous 1-D array without copying
-    when its rows are contiguous (C arrays and row/column windows of them)."""
-    item = a.itemsize
-    if a.flags.c_contiguous:
-        return a.reshape(-1), a.shape[1]
-    if a.strides[1] == item and a.strides[0] > 0 and a.strides[0] % item == 0:
-        stride = a.strides[0] // item
-        n = (a.shape[0] - 1) * stride + a.shape[1]
-        return np.lib.stride_tricks.as_strided(a, shape=(n,), strides=(item,), writeable=False), stride
-    c = np.ascontiguousarray(a)
-    return c.reshape(-1), c.shape[1]

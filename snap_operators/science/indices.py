@@ -45,6 +45,7 @@ import numpy as np
 
 from ..core.errors import ParameterError
 from . import catalogue
+from .jit import compile_now
 
 log = logging.getLogger(__name__)
 
@@ -964,17 +965,9 @@ def _numba_kernels():
         for f in (_ld, _nd1, _div1, _sar_rows, _index_row, _one_row):
             register_jitable(f)
         _prange = numba.prange
-        opts = dict(fastmath=False, error_model="numpy", nogil=True)
         # PANTEX sums whole numbers below 2**24 only, so reassociating them
         # (for SIMD) cannot change a result.
-        tex_opts = dict(opts, fastmath={"reassoc", "contract"})
-        try:
-            serial = numba.njit(cache=True, **opts)(_kernel_serial)
-            parallel = numba.njit(parallel=True, cache=True, **opts)(_kernel_parallel)
-            texture = numba.njit(cache=True, **tex_opts)(_pantex_kernel)
-        except RuntimeError:  # no writable cache location: compile per process
-            serial = numba.njit(**opts)(_kernel_serial)
-            parallel = numba.njit(parallel=True, **opts)(_kernel_parallel)
-            texture = numba.njit(**tex_opts)(_pantex_kernel)
-        _kernels = (serial, parallel, texture)
+        _kernels = (compile_now(_kernel_serial, error_model="numpy"),
+                    compile_now(_kernel_parallel, error_model="numpy", parallel=True),
+                    compile_now(_pantex_kernel, error_model="numpy", fastmath={"reassoc", "contract"}))
         return _kernels

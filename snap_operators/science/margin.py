@@ -30,8 +30,7 @@ from typing import Mapping
 import numpy as np
 
 from ..core.legend import MASKED, NO_DATA
-from .classify import _flat
-from .jit import jit
+from .jit import jit, row_buffer
 from .rules import Condition, RuleSet, Stage
 
 __all__ = ["band_scales", "rule_margin", "margin_of_classes"]
@@ -129,7 +128,7 @@ def _stage_score(s: Stage, all_of) -> np.ndarray:
 def _min_condition(r, a, stride, lo, hi, has_lo, has_hi, inv, first):
     # r = minimum(r, score) (the score itself when `first`), the score as _condition_score takes
     # it: in a's type, NaN -> -inf, rounded to float32; minimum as numpy's (the second operand
-    # where equal). `a` is the band as a 1-D buffer with rows `stride` apart (classify's _flat):
+    # where equal). `a` is the band as a 1-D buffer with rows `stride` apart (row_buffer):
     # views into larger arrays are read with contiguous loads, without a copy.
     neg = np.float32(-np.inf)
     for i in range(r.shape[0]):
@@ -181,8 +180,9 @@ def _all_of_numba(conditions, bands, scales, r: np.ndarray) -> np.ndarray:
             continue  # +inf: no bound, no change
         a = _score_dtype(bands[c.band])
         dt = a.dtype.type
-        _min_condition(r, *_flat(a), dt(lo.value if lo is not None else 0.0), dt(hi.value if hi is not None else 0.0),
-               lo is not None, hi is not None, dt(1.0 / scales[c.band]), first)
+        _min_condition(r, *row_buffer(a), dt(lo.value if lo is not None else 0.0),
+                       dt(hi.value if hi is not None else 0.0), lo is not None, hi is not None,
+                       dt(1.0 / scales[c.band]), first)
         first = False
     if first:
         r.fill(np.inf)

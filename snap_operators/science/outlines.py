@@ -25,13 +25,15 @@ Example
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import shapely
 
+from .jit import compile_now
+
 __all__ = ["trace_rings", "piece_polygons"]
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+
+@compile_now
 def _at(labels, y, x):
     h, w = labels.shape
     if y < 0 or x < 0 or y >= h or x >= w:
@@ -39,7 +41,7 @@ def _at(labels, y, x):
     return labels[y, x]
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+@compile_now
 def _ahead(labels, x, y, d):
     """Labels of the pixels ahead-left and ahead-right of vertex (x, y), heading d."""
     if d == 0:
@@ -51,7 +53,7 @@ def _ahead(labels, x, y, d):
     return _at(labels, y - 1, x - 1), _at(labels, y - 1, x)
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+@compile_now
 def _trace(labels, n, split):
     h, w = labels.shape
     # Bounds: a ring has at most one vertex per boundary edge plus its

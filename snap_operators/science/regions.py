@@ -18,13 +18,14 @@ Example
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from .jit import compile_now
 
 __all__ = ["label", "touching_pairs", "paint"]
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+@compile_now
 def _find(parent, a):
     root = a
     while parent[root] != root:
@@ -34,7 +35,7 @@ def _find(parent, a):
     return root
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+@compile_now
 def _label(block, valid, eight):
     h, w = block.shape
     labels = np.zeros((h, w), dtype=np.int32)
@@ -132,7 +133,7 @@ def label(block: np.ndarray, mask: np.ndarray | None = None, connectivity: int =
     return _label(block, valid, connectivity == 8)
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+@compile_now
 def _pairs(labels, chosen, eight):
     h, w = labels.shape
     # GDAL's sieve compares each pixel with its up, up-left, up-right and
@@ -196,7 +197,7 @@ def touching_pairs(labels: np.ndarray, chosen: np.ndarray, connectivity: int = 4
     return _pairs(np.ascontiguousarray(labels, dtype=np.int32), chosen, connectivity == 8)
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+@compile_now
 def _paint(block, labels, new_values, changed):
     out = block.copy()
     h, w = block.shape
