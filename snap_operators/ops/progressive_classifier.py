@@ -45,6 +45,7 @@ from ..grid.regrid import grid_mismatch
 from ..science.adaptive import resolve_rules, scene_sample, thresholds_metadata
 from ..science.classify import classify
 from ..science.cloudmask import find_mask_band, masked_pixels
+from ..science.indices import missing_bands_hint
 from ..science.margin import band_scales, margin_of_classes, rule_margin
 from ..science.rules import (
     PRESETS,
@@ -52,7 +53,6 @@ from ..science.rules import (
     RuleSet,
     check_index_parameters,
     check_samples,
-    known_indices,
     load_rules,
     read_samples,
 )
@@ -293,15 +293,11 @@ class ProgressiveClassifierOp(Operator):
     def _input_bands(self, source: Product, rules: RuleSet) -> list[Band]:
         missing = [n for n in rules.bands if n not in source.bands]
         if missing:
-            indices = [n for n in missing if n in known_indices()]
-            hint = []
-            if indices:
-                hint.append(f"add {', '.join(indices)} to the SpectralIndices 'indices' parameter")
-            if len(indices) < len(missing):
-                hint.append("set copySourceBands to true in SpectralIndices (or BandMerge the source bands)")
+            hint = missing_bands_hint(missing, list(source.bands), "use rules that read the bands it has (rules)",
+                                      "graphs/progressive_classifier_s1s2.xml")
             raise self.error(
                 f"rule set '{rules.name}' reads band(s) {', '.join(missing)} that product '{source.name}' lacks "
-                f"(bands: {source.bands_listed()}); {' and '.join(hint)}"
+                f"(bands: {source.bands_listed()}); {hint}"
             )
         bands = [source.bands[n] for n in rules.bands]
         sizes = grid_mismatch(bands)

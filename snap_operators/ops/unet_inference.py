@@ -44,6 +44,7 @@ from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 from ..grid.regrid import grid_mismatch
 from ..io.onnx_model import ModelError, pretrained_model
 from ..science.cloudmask import find_mask_band, mask_classes
+from ..science.indices import missing_bands_hint
 from ..science.inference import (
     AUGMENTATIONS,
     BLENDS,
@@ -292,20 +293,12 @@ class AttentionUNetInferenceOp(Operator):
             raise in_node(exc, self.node_id, self.spec.alias) from None
         missing = [n for n, b in found.items() if b is None]
         if missing:
-            from ..science.indices import INDICES
-
-            indices = [n for n in missing if n in INDICES]
-            radar = [n for n in missing if n not in INDICES and re.search(r"V[VH]", n)]
-            hint = []
-            if indices:
-                hint.append(f"add {', '.join(indices)} to the SpectralIndices 'indices' parameter")
-            if radar:
-                hint.append("collocate the Sentinel-1 product onto the Sentinel-2 grid (graphs/unet_inference_s1s2.xml)")
-            if len(indices) + len(radar) < len(missing):
-                hint.append("set copySourceBands to true in SpectralIndices (or BandMerge the source bands)")
+            hint = missing_bands_hint(missing, list(source.bands),
+                                      "use a model trained on the bands it has (snap-pc train --bands)",
+                                      "graphs/unet_inference_s1s2.xml")
             raise self.error(
                 f"the model reads band(s) {', '.join(missing)} that product '{source.name}' lacks "
-                f"(bands: {source.bands_listed()}); {' and '.join(hint)}"
+                f"(bands: {source.bands_listed()}); {hint}"
             )
         bands = [found[n] for n in names]
         renamed = [f"{n}={b.name}" for n, b in found.items() if b.name != n]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -490,6 +491,35 @@ def required_roles(names: Sequence[str], **options) -> tuple[str, ...]:
     """Input roles needed by the indices `names` (`options`: :func:`lookup`'s), in :data:`ALL_ROLES` order."""
     needed = {r for d in lookup(names, **options) for r in d.bands}
     return tuple(r for r in ALL_ROLES if r in needed)
+
+
+def missing_bands_hint(missing: Sequence[str], present: Sequence[str], without_them: str, s1s2_graph: str) -> str:
+    """What to change upstream when a node's product, with bands `present`, lacks the bands `missing`.
+
+    Indices: add them to SpectralIndices; radar bands on a product without
+    Sentinel-1 bands: collocate Sentinel-1 (the graph `s1s2_graph` does);
+    other source bands: copy them through SpectralIndices, unless Sentinel-2
+    bands came through, in which case the image has none of them and
+    `without_them` (e.g. "use a model trained on the bands it has") is the way.
+
+    Examples
+    --------
+    >>> missing_bands_hint(["B12", "NDBI"], ["B4", "NDVI"], "use other rules", "s1s2.xml")
+    "add NDBI to the SpectralIndices 'indices' parameter and the image has no B12: use other rules"
+    """
+    radar = re.compile(r"V[VH]")
+    indices = [n for n in missing if n in INDICES]
+    others = [n for n in missing if n not in INDICES and not radar.search(n)]
+    hint = []
+    if indices:
+        hint.append(f"add {', '.join(indices)} to the SpectralIndices 'indices' parameter")
+    if any(radar.search(n) for n in missing) and not any(radar.search(n) for n in present):
+        hint.append(f"collocate the Sentinel-1 product onto the Sentinel-2 grid ({s1s2_graph})")
+    if others and any(re.fullmatch(r"B0?\d{1,2}A?", n, re.IGNORECASE) for n in present):
+        hint.append(f"the image has no {', '.join(others)}: {without_them}")
+    elif others:
+        hint.append("set copySourceBands to true in SpectralIndices (or BandMerge the source bands)")
+    return " and ".join(hint)
 
 
 # --- tile computation ------------------------------------------------------

@@ -288,11 +288,27 @@ def test_index_parameter_mismatch_is_logged(product, caplog):
     assert "assumes saviL = 0.5 but the indices were computed with saviL = 0.25" in caplog.text
 
 
-def test_missing_band_error_names_it_and_the_fix(product):
+def test_missing_band_error_names_it_and_the_fix(product, tmp_path):
     with pytest.raises(OperatorError) as exc:
         run_op(product({"NDVI": np.zeros((10, 10))}), rules="mosul-5class")
     msg = str(exc.value)
     assert "\n" not in msg and "BI2" in msg and "SpectralIndices 'indices'" in msg
+    # radar bands of the S1+S2 rules on an S2-only product: collocate, with the graph that does it
+    indices = {n: np.zeros((10, 10)) for n in load_rules("mosul-5class").bands}
+    with pytest.raises(OperatorError) as exc:
+        run_op(product(indices), rules="mosul-5class-s1s2")
+    msg = str(exc.value)
+    assert "reads band(s) VV_db, VH_db" in msg and "graphs/progressive_classifier_s1s2.xml" in msg
+    assert "copySourceBands" not in msg
+    # a source band the rules read: copied through SpectralIndices, unless Sentinel-2 bands came
+    # through without it (then the image has none)
+    rules = tmp_path / "b12.yaml"
+    rules.write_text(f"schema: {SCHEMA}\nname: t\n{TWO_CLASSES}stages:\n"
+                     "  - {class: 1, conditions: [{index: B12, max: 0.1}, {index: NDVI, max: 0.2}]}\n")
+    with pytest.raises(OperatorError, match="set copySourceBands to true in SpectralIndices"):
+        run_op(product({"NDVI": np.zeros((10, 10))}), rules=str(rules))
+    with pytest.raises(OperatorError, match="the image has no B12: use rules that read the bands it has"):
+        run_op(product({"B08": np.zeros((10, 10)), "NDVI": np.zeros((10, 10))}), rules=str(rules))
 
 
 def test_samples_mode_needs_a_file(product, tmp_path):

@@ -382,7 +382,12 @@ def test_missing_bands_are_listed(stack_product, tmp_path):
         run_op(product, model)
     msg = str(exc.value)
     assert "reads band(s) B11, NDBI, BSI that product 'scene' lacks" in msg
-    assert "add NDBI, BSI to the SpectralIndices 'indices' parameter" in msg and "copySourceBands to true" in msg
+    assert "add NDBI, BSI to the SpectralIndices 'indices' parameter" in msg
+    # the model's other source bands came through, so the image itself has no B11
+    assert "the image has no B11: use a model trained on the bands it has" in msg and "copySourceBands" not in msg
+    only_indices = stack_product(np.zeros((2, 32, 32), np.float32), ("NDVI", "MNDWI"))
+    with pytest.raises(OperatorError, match="set copySourceBands to true in SpectralIndices"):
+        run_op(only_indices, model)  # no source band came through: SpectralIndices did not copy them
     # zero-padded and lower-case Sentinel-2 names stand for the model's B3 and B4
     product.add_band(Band("B11", product.band("B2").data, T, float("nan")))
     for n in ("NDBI", "BSI"):
