@@ -191,14 +191,23 @@ def _cmd_dataset(args) -> int:
 def _cmd_train(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .attention_unet import get_config
-    from .train import TrainError, train
+    from .train import TrainError, check_options, train
 
     if bool(args.dataset) == bool(args.image or args.labels):
         raise TrainError("give either a dataset folder or --image and --labels (several dataset folders train one model)")
     if args.dataset and args.margin:
         raise TrainError("--margin filters the labels while a dataset is built: give it with --image/--labels "
                          "(or to `snap-pc dataset`)")
+    from snap_operators.apps.assess import parse_mapping
+
+    mapping = parse_mapping(args.mapping)
     folders = args.dataset
+    # every option checked before a dataset is built (minutes on a large scene)
+    check_options(args.out, overwrite=args.overwrite, epochs=args.epochs, loss=args.loss,
+                  weight_average=args.weight_average, atmosphere=args.atmosphere, ignore_border=args.ignore_border,
+                  self_training=args.self_training, confidence=args.confidence, n_datasets=len(folders or [1]),
+                  reference=args.reference, reference_augmentation=args.test_time_augmentation,
+                  rules_map=args.rules_map, min_rule_margin=args.min_rule_margin, mapping=mapping)
     if not folders:
         if not (args.image and args.labels):
             raise TrainError("--image and --labels go together")
@@ -210,9 +219,6 @@ def _cmd_train(args) -> int:
                                                                  "overwrite": True})
         _report(info, folder)
         folders = [folder]
-    from snap_operators.apps.assess import parse_mapping
-
-    mapping = parse_mapping(args.mapping)
     result = train(folders, args.out, config=args.config, epochs=args.epochs, seed=args.seed, patience=args.patience,
                    batch_size=args.batch_size, learning_rate=args.learning_rate, overwrite=args.overwrite,
                    reference=args.reference, reference_field=args.reference_field, mapping=mapping,

@@ -518,7 +518,7 @@ def _label_reader(path: Path, crs, transform, width, height, field):
     from snap_operators.io.reference import ReferenceDataError, reference_reader
 
     try:
-        return reference_reader(path, crs, transform, width, height, field, require_overlap=True)
+        return reference_reader(path, crs, transform, width, height, field, require_overlap=True, role="labels")
     except ReferenceDataError as exc:
         raise DatasetError(str(exc)) from None
 

@@ -38,6 +38,7 @@ from snap_operators.apps.assess import (
     plot_confusion,
 )
 from snap_operators.core.errors import SnapPcError
+from snap_operators.core.legend import LAND_COVER
 from snap_operators.core.outputs import save_figure, write_text
 from snap_operators.core.staging import staged_path
 from snap_operators.io.onnx_model import ModelMetadata
@@ -560,6 +561,54 @@ def relabel_confident(model, xs, ys, mean, std, class_ids, threshold: float, bat
     return out, filled, changed
 
 
+def check_options(out, *, overwrite: bool = False, epochs: int = 30, loss: str = "ce", weight_average: float = 0.0,
+                  atmosphere: float | None = None, ignore_border: int = 0, self_training: int = 0,
+                  confidence: float = 0.9, n_datasets: int = 1, reference=None, reference_augmentation: str = "none",
+                  rules_map=None, min_rule_margin: float | None = None, mapping: dict | None = None) -> None:
+    """Refuse, in one line, options :func:`train` cannot run with (:class:`TrainError`), before any
+    work: ``snap-pc train --image`` calls it before it builds the dataset. Arguments as :func:`train`'s,
+    `n_datasets` the number of datasets."""
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise TrainError(f"--out must name an .onnx file, got {out}")
+    if out.exists() and not overwrite:
+        raise TrainError(f"{out} exists (use --overwrite)")
+    if not out.parent.is_dir():
+        raise TrainError(f"output folder {out.parent} does not exist")
+    if epochs < 1:
+        raise TrainError(f"epochs must be >= 1, got {epochs}")
+    if loss not in LOSSES:
+        raise TrainError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
+    if not 0 <= weight_average < 1:
+        raise TrainError(f"weight average momentum must be in [0, 1), got {weight_average}")
+    if atmosphere is not None and not 0 <= atmosphere < 0.5:
+        raise TrainError(f"atmosphere (largest path reflectance) must be in [0, 0.5), got {atmosphere}")
+    if ignore_border < 0 or self_training < 0 or not 0.5 <= confidence < 1:
+        raise TrainError(f"need ignore_border >= 0, self_training >= 0 and confidence in [0.5, 1) "
+                         f"(got {ignore_border}, {self_training}, {confidence})")
+    if reference is not None and n_datasets > 1:
+        raise TrainError("--reference scores the training image: give one dataset")
+    if reference_augmentation != "none" and reference is None:
+        raise TrainError("a test-time augmentation reads the class map scored against a reference: give --reference")
+    if (rules_map is not None or min_rule_margin is not None) and reference is None:
+        raise TrainError("a rules map is fused with the network's map to score it against a reference: give --reference")
+    if min_rule_margin is not None and rules_map is None:
+        raise TrainError("a least rule margin fuses the network's map with a rules map: give --rules-map")
+    if min_rule_margin is not None and not min_rule_margin >= 0:
+        raise TrainError(f"least rule margin must be >= 0 (Infinity: the network alone), got {min_rule_margin}")
+    if reference_augmentation not in AUGMENTATIONS:
+        raise TrainError(f"unknown test-time augmentation {reference_augmentation!r} (one of {', '.join(AUGMENTATIONS)})")
+    if reference is not None and not Path(reference).exists():
+        raise TrainError(f"reference {reference} does not exist")
+    if rules_map is not None and not Path(rules_map).exists():
+        raise TrainError(f"rules map {rules_map} does not exist")
+    legend = {c.value: c.name for c in LAND_COVER}
+    foreign = sorted({c for c in (mapping or {}).values() if c not in legend})
+    if foreign:
+        raise TrainError(f"--mapping maps reference codes to class(es) {', '.join(map(str, foreign))}, which the "
+                         f"network does not have (its classes: {', '.join(f'{k} {v}' for k, v in legend.items())})")
+
+
 def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 0, patience: int = 5,
           batch_size: int | None = None, learning_rate: float | None = None, dice_weight: float = 0.5,
           augment: bool = True, model_name: str | None = None, overwrite: bool = False, verbose: bool = True,
@@ -647,37 +696,13 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     import tensorflow as tf
 
     out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise TrainError(f"--out must name an .onnx file, got {out}")
-    if out.exists() and not overwrite:
-        raise TrainError(f"{out} exists (use --overwrite)")
-    if not out.parent.is_dir():
-        raise TrainError(f"output folder {out.parent} does not exist")
-    if epochs < 1:
-        raise TrainError(f"epochs must be >= 1, got {epochs}")
-    if loss not in LOSSES:
-        raise TrainError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
-    if not 0 <= weight_average < 1:
-        raise TrainError(f"weight average momentum must be in [0, 1), got {weight_average}")
-    if atmosphere is not None and not 0 <= atmosphere < 0.5:
-        raise TrainError(f"atmosphere (largest path reflectance) must be in [0, 0.5), got {atmosphere}")
-    if ignore_border < 0 or self_training < 0 or not 0.5 <= confidence < 1:
-        raise TrainError(f"need ignore_border >= 0, self_training >= 0 and confidence in [0.5, 1) "
-                         f"(got {ignore_border}, {self_training}, {confidence})")
     folders = [dataset] if isinstance(dataset, (str, os.PathLike)) else list(dataset)
+    check_options(out, overwrite=overwrite, epochs=epochs, loss=loss, weight_average=weight_average,
+                  atmosphere=atmosphere, ignore_border=ignore_border, self_training=self_training,
+                  confidence=confidence, n_datasets=len(folders), reference=reference,
+                  reference_augmentation=reference_augmentation, rules_map=rules_map,
+                  min_rule_margin=min_rule_margin, mapping=mapping)
     info, data = combine_datasets(folders)
-    if reference is not None and len(folders) > 1:
-        raise TrainError("--reference scores the training image: give one dataset")
-    if reference_augmentation != "none" and reference is None:
-        raise TrainError("a test-time augmentation reads the class map scored against a reference: give --reference")
-    if (rules_map is not None or min_rule_margin is not None) and reference is None:
-        raise TrainError("a rules map is fused with the network's map to score it against a reference: give --reference")
-    if min_rule_margin is not None and rules_map is None:
-        raise TrainError("a least rule margin fuses the network's map with a rules map: give --rules-map")
-    if min_rule_margin is not None and not min_rule_margin >= 0:
-        raise TrainError(f"least rule margin must be >= 0 (Infinity: the network alone), got {min_rule_margin}")
-    if reference_augmentation not in AUGMENTATIONS:
-        raise TrainError(f"unknown test-time augmentation {reference_augmentation!r} (one of {', '.join(AUGMENTATIONS)})")
     if threshold_moving and len(folders) > 1:
         log.warning("threshold moving with %d datasets: the thresholds go to their pooled class shares, which a new "
                     "scene need not have (on scenes left out: no better than without, docs/unet.md)", len(folders))
@@ -721,8 +746,6 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     files = {k: Path(f"{stem}.{k}") for k in ("best.keras", "history.csv", "curves.png", "metrics.json",
                                                "confusion_val.png", "confusion_test.png", "card.md")}
     if reference is not None:
-        if not Path(reference).exists():
-            raise TrainError(f"reference {reference} does not exist")
         files["classes.tif"] = Path(f"{stem}.classes.tif")
         if rules_map is not None:
             from .evaluate import check_rules_map

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -33,6 +34,8 @@ from ..core.errors import SnapPcError
 from ..core.legend import CLASS_NAMES, MASKED, NO_DATA, UNCLASSIFIED
 from ..core.outputs import save_figure, stage_figure, stage_text, staged_outputs
 from ..io.reference import reference_reader
+
+log = logging.getLogger(__name__)
 
 #: Rows of pixels per window when accumulating the matrix.
 WINDOW_ROWS = 1024
@@ -217,6 +220,11 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
             raise SnapPcError(f"every reference pixel of the class map is masked (cloud, cloud shadow, snow: "
                               f"{masked} pixels); nothing to assess")
         raise SnapPcError("no pixel is labelled in both the class map and the reference (check extents, CRS and --mapping)")
+    foreign = sorted(set(mapping.values()) - set(class_names) - {c for _, c in acc})
+    if foreign:  # most likely a typo: every reference pixel of such a class counts as an error
+        log.warning("--mapping maps reference codes to class(es) %s, which class map %s neither has in its legend "
+                    "nor gives any pixel: its reference pixels all count as errors", ", ".join(map(str, foreign)),
+                    classes_path)
     labels = pair_labels(acc)
     m = pair_matrix(acc, labels)
     metrics = accuracy_metrics(m, labels, class_names)

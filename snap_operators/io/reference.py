@@ -35,7 +35,7 @@ class ReferenceDataError(SnapPcError):
 
 
 def reference_reader(path, crs, transform, width: int, height: int, field: str | None = None,
-                     *, require_overlap: bool = False) -> Callable:
+                     *, require_overlap: bool = False, role: str = "reference") -> Callable:
     """A function ``read(window) -> int64 array`` of class codes on the grid.
 
     Parameters
@@ -53,6 +53,8 @@ def reference_reader(path, crs, transform, width: int, height: int, field: str |
         :func:`read_vector_labels`).
     require_overlap : bool
         Raise if the file's extent does not intersect the grid.
+    role : str
+        What the file is to the caller, for messages (``reference``, ``labels``).
 
     Returns
     -------
@@ -64,12 +66,12 @@ def reference_reader(path, crs, transform, width: int, height: int, field: str |
 
     path = Path(path)
     if not path.exists():
-        raise ReferenceDataError(f"reference {path} does not exist")
+        raise ReferenceDataError(f"{role} {path} does not exist")
     try:
         ref_ds = rasterio.open(path)
     except rasterio.errors.RasterioIOError:
-        return _vector_reader(path, crs, transform, width, height, field, require_overlap)
-    return _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap)
+        return _vector_reader(path, crs, transform, width, height, field, require_overlap, role)
+    return _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap, role)
 
 
 def _grid_bounds(transform, width, height):
@@ -78,16 +80,16 @@ def _grid_bounds(transform, width, height):
     return array_bounds(height, width, transform)  # (west, south, east, north)
 
 
-def _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap):
+def _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap, role):
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
     from rasterio.warp import transform_bounds
 
     if ref_ds.crs is None:
-        raise ReferenceDataError(f"reference raster {path} has no CRS")
+        raise ReferenceDataError(f"{role} raster {path} has no CRS")
     if require_overlap:
         b = transform_bounds(ref_ds.crs, crs, *ref_ds.bounds)
-        _check_overlap(path, b, _grid_bounds(transform, width, height))
+        _check_overlap(path, b, _grid_bounds(transform, width, height), role)
     vrt = WarpedVRT(ref_ds, crs=crs, transform=transform, width=width, height=height,
                     resampling=Resampling.nearest, nodata=0)
 
@@ -97,10 +99,10 @@ def _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap)
     return read
 
 
-def _check_overlap(path, b, grid):
+def _check_overlap(path, b, grid, role):
     if b[0] >= grid[2] or b[2] <= grid[0] or b[1] >= grid[3] or b[3] <= grid[1]:
-        raise ReferenceDataError(f"labels {path} do not overlap the image (labels {tuple(round(v) for v in b)}, "
-                             f"image {tuple(round(v) for v in grid)} in the image CRS)")
+        raise ReferenceDataError(f"{role} {path} lies outside the image ({role} {tuple(round(v) for v in b)}, "
+                                 f"image {tuple(round(v) for v in grid)} in the image CRS)")
 
 
 class VectorLabels:
@@ -248,14 +250,14 @@ def _window_bounds(t: Any, h: int, w: int) -> tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _vector_reader(path, crs, transform, width, height, field, require_overlap):
+def _vector_reader(path, crs, transform, width, height, field, require_overlap, role):
     from rasterio import windows
 
     if not field:
-        raise ReferenceDataError(f"reference {path} is a vector file: give the class attribute (--field)")
-    labels = read_vector_labels(path, field, crs)
+        raise ReferenceDataError(f"{role} {path} is a vector file: give the class attribute (--field)")
+    labels = read_vector_labels(path, field, crs, role=role)
     if require_overlap:
-        _check_overlap(path, labels.bounds, _grid_bounds(transform, width, height))
+        _check_overlap(path, labels.bounds, _grid_bounds(transform, width, height), role)
 
     def read(win):
         return labels.rasterize(windows.transform(win, transform), int(win.height), int(win.width))

@@ -83,6 +83,19 @@ def test_raster_reference_with_mapping_and_nodata(write_raster, tmp_path):
     assert res.matrix[res.labels.index(1), res.labels.index(0)] == 10 * 195
 
 
+def test_a_mapping_onto_a_class_the_map_does_not_have_is_warned_of(write_raster, tmp_path, caplog):
+    cls = np.tile(np.array([1, 3], "uint8"), (20, 10))
+    write_raster(tmp_path / "c.tif", cls)
+    write_raster(tmp_path / "r.tif", cls + 10)
+    with caplog.at_level("WARNING"):
+        res = assess(tmp_path / "c.tif", tmp_path / "r.tif", mapping={11: 1, 13: 3})
+    assert res.metrics["overall_accuracy"] == 1.0 and "--mapping" not in caplog.text
+    with caplog.at_level("WARNING"):
+        res = assess(tmp_path / "c.tif", tmp_path / "r.tif", mapping={11: 1, 13: 9})  # 9 for 3: a typo
+    assert res.metrics["overall_accuracy"] == 0.5
+    assert "maps reference codes to class(es) 9, which class map" in caplog.text
+
+
 def test_vector_reference_in_other_crs_and_report_files(write_raster, tmp_path, capsys):
     cls = np.zeros((100, 100), "uint8")
     cls[:, :50] = 1

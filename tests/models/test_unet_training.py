@@ -235,6 +235,30 @@ def test_cli_train_from_image_and_labels(dataset, tmp_path, capsys):
     assert code == 1 and "dataset folder or --image" in capsys.readouterr().err
 
 
+def test_cli_train_refuses_bad_options_before_it_builds_a_dataset(tmp_path, capsys):
+    """Every option is checked before the dataset (minutes on a large scene) is built: one line,
+    exit 1, nothing written. A mapping onto a class the network does not have once scored OA 0."""
+    import re
+
+    scene = GRAPHS.parent / "tests" / "data" / "aberystwyth"
+    labels = scene / "labels.tif"
+    base = ["train", "--image", str(scene / "s2_20210527_sref.tif"), "--labels", str(labels),
+            "--out", str(tmp_path / "m.onnx")]
+    for extra, message in ((["--reference", str(tmp_path / "absent.tif")], r"reference \S*absent.tif does not exist"),
+                           (["--reference", str(labels), "--mapping", "1:1,2:9"],
+                            r"to class\(es\) 9, which the network does not have \(its classes: 1 Water, "),
+                           (["--reference", str(labels), "--rules-map", str(tmp_path / "absent.tif")],
+                            r"rules map \S*absent.tif does not exist"),
+                           (["--epochs", "0"], "epochs must be >= 1")):
+        code = main(base + extra)
+        err = capsys.readouterr().err
+        assert code == 1 and re.search(message, err) and len(err.strip().splitlines()) == 1, err
+        assert list(tmp_path.iterdir()) == [], extra
+    code = main(base[:4] + [str(tmp_path / "absent.gpkg")] + base[5:])
+    err = capsys.readouterr().err
+    assert code == 1 and re.search(r"labels \S*absent.gpkg does not exist", err), err
+
+
 @pytest.mark.slow
 def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(trained, dataset, tmp_path):
     from snap_pc_models.dataset import load_dataset_info
