@@ -335,13 +335,15 @@ class LabelMaskExport(Operator):
     def layer_name(self) -> str:
         return self.parameters.get("layerName") or self.schema.layer
 
-    @property
+    @functools.cached_property
     def class_band(self) -> Band:
         name = self.parameters.get("sourceBand") or "class_id"
         source = self.source_product()
         if not source.has_band(name):
             raise self.error(f"product '{source.name}' has no band '{name}'; bands: {source.bands_listed()}")
-        return source.band(name)
+        band = source.band(name)
+        # a class map written with its margin is float32 (one sample type per GeoTIFF)
+        return change.whole_classes(band) if band.dtype.kind == "f" and band.classes else band
 
     @property
     def output_path(self) -> Path:

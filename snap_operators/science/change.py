@@ -37,6 +37,7 @@ Example
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -557,7 +558,46 @@ def find_class_band(product: Product, name: str | None = None, hint: str = "name
                 f"several bands with classes ({', '.join(b.name for b in candidates)})"
             raise OperatorError(f"product '{product.name}' has no band '{DEFAULT_CLASS_BAND}' and {what}; {hint}")
         band = candidates[0]
+    if band.dtype.kind == "f" and band.classes:
+        return whole_classes(band)
     if band.dtype.kind not in "iu" or band.dtype.itemsize > 2:
         raise OperatorError(f"band '{band.name}' of '{product.name}' is {band.dtype}, not an integer class band "
                             "(uint8/int8/uint16/int16)")
     return band
+
+
+def whole_classes(band: Band) -> Band:
+    """A float band with a class legend as the uint8 class band it was written from.
+
+    A GeoTIFF holds one sample type, so a class map written with a float band
+    beside it (the Progressive Classifier's ``margin``) is float32, as SNAP's
+    GeoTIFF writer makes it; read back, its no-data (255) is NaN. Here NaN
+    becomes :data:`~snap_operators.core.legend.NO_DATA` again. A value that is
+    not a whole class id 0..254 raises ``OperatorError`` when its chunk is
+    computed: a float band with categories that are not class ids is refused,
+    never truncated.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from snap_operators.core.legend import LAND_COVER
+    >>> b = Band("class_id", da.from_array(np.array([[1.0, np.nan], [5.0, 254.0]], np.float32)),
+    ...          no_data=float("nan"), classes=list(LAND_COVER))
+    >>> whole_classes(b).data.compute().tolist()
+    [[1, 255], [5, 254]]
+    """
+    if not band.classes or max(int(c.value) for c in band.classes) >= NO_DATA:
+        raise OperatorError(f"band '{band.name}' is {band.dtype}: a float band is read as classes only when its "
+                            f"legend is 0..{NO_DATA - 1}")
+
+    data = band.data.map_blocks(_whole_class_ids, band_name=band.name, dtype=np.uint8,
+                                name=f"whole-classes-{band.data.name}")
+    return dataclasses.replace(band, data=data, no_data=NO_DATA, stored=None)
+
+
+def _whole_class_ids(block: np.ndarray, band_name: str) -> np.ndarray:
+    ok = np.isnan(block) | ((block >= 0) & (block < NO_DATA) & (block == np.round(block)))
+    if not ok.all():
+        raise OperatorError(f"band '{band_name}' holds {block[~ok][0]:g}, not a class id (0..{NO_DATA - 1}): it is "
+                            "not a class map")
+    return np.where(np.isnan(block), NO_DATA, block).astype(np.uint8)

@@ -322,8 +322,8 @@ def test_bad_sources_give_one_line_errors(product, case, match):
     p0 = product("t0", b)
     if case == "missing band":
         sources, params = {"before": product("t0", b, band="classes"), "after": product("t1", b)}, {"sourceBand": "classes"}
-    elif case == "float band":
-        sources, params = {"before": p0, "after": product("t1", b.astype(np.float32))}, {}
+    elif case == "float band":  # without a legend: not a class map written with a float band beside it
+        sources, params = {"before": p0, "after": product("t1", b.astype(np.float32), classes=None)}, {}
     elif case == "one source":
         sources, params = {"before": p0}, {}
     elif case == "three sources":
@@ -334,6 +334,25 @@ def test_bad_sources_give_one_line_errors(product, case, match):
     with pytest.raises(OperatorError, match=match) as exc:
         ChangeDetectionOp(sources, params).initialize()
     assert "\n" not in str(exc.value) and str(exc.value).startswith("ChangeDetection")
+
+
+def test_a_float_class_map_with_its_legend_is_read_as_classes(product):
+    """A class map written with its margin is float32 in GeoTIFF (one sample type per file), its
+    no-data NaN once read: it is the uint8 class map it was; a value that is no class id is refused."""
+    from snap_operators.core.legend import NO_DATA
+
+    b = np.full((32, 32), 3, np.uint8)
+    b[:, 16:] = 4
+    after = b.astype(np.float32)
+    after[0, 0] = np.nan
+    op = detect(product("t0", b), product("t1", after, no_data=float("nan")))
+    change = op.target.band("change").data.compute()
+    want = detect(product("t0", b), product("t1", np.where(np.isnan(after), NO_DATA, after).astype(np.uint8)))
+    np.testing.assert_array_equal(change, want.target.band("change").data.compute())
+    after[5, 5] = 3.5
+    op = detect(product("t0", b), product("t1", after, no_data=float("nan")))
+    with pytest.raises(OperatorError, match="band 'class_id' holds 3.5, not a class id"):
+        op.target.band("change").data.compute()
 
 
 def test_existing_table_needs_overwrite_and_a_failed_run_leaves_nothing(product, tmp_path):

@@ -372,6 +372,22 @@ def test_export_rasterizes_back_to_the_sieved_class_band(class_product, tmp_path
         assert float(r["vector_area_km2"]) == pytest.approx(sum(mine) / 1e6)
 
 
+def test_a_class_map_written_with_its_margin_exports_as_its_classes(class_product, tmp_path):
+    """The Progressive Classifier's map written with its margin is float32 (one sample type per
+    GeoTIFF) and its no-data NaN once read: exported, it gives the polygons of the uint8 map."""
+    a = blobs(60, 50, 2)
+    a[:8, :12] = 255
+    as_read = np.where(a == 255, np.nan, a).astype(np.float32)
+    export(class_product(as_read, no_data=float("nan")), tmp_path / "f", minArea=0)
+    export(class_product(a), tmp_path / "u", minArea=0)
+    got, want = features(tmp_path / "f.gpkg")[0], features(tmp_path / "u.gpkg")[0]
+    assert len(got) == len(want) > 3
+    def canonical(feats):  # the same polygons, whatever vertex a ring starts at
+        return sorted((p["class_id"], shapely.normalize(g).wkb) for p, g in feats)
+
+    assert canonical(got) == canonical(want)
+
+
 def test_threaded_export_equals_whole_raster_polygons(class_product, tmp_path):
     a = crossing_raster()
     op = export(class_product(a, chunks=16), tmp_path / "m.fgb", formatName="FlatGeobuf", connectivity=8,
