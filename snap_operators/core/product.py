@@ -303,11 +303,16 @@ class Product:
         thing.
         """
         listed = ", ".join(self.bands) or "(none)"
-        if self.bands and all(re.fullmatch(r"band_[0-9]+", n) for n in self.bands):
+        unnamed = [n for n in self.bands if re.fullmatch(r"band_[0-9]+", n)]
+        if unnamed and len(unnamed) == len(self.bands):
             where = self.file_location or self.name
             listed += (f" (the bands of {where} have no names: a GeoTIFF without band descriptions, or one cut "
                        "short; name them in band order, one call per band: "
                        f"rio edit-info --bidx 1 --description B2 {where})")
+        elif unnamed:  # merged or collocated from an unnamed file (a single-band VV.tif reads as band_1)
+            them = "them in their file, one call per band" if len(unnamed) > 1 else "it in its file"
+            listed += (f" ({', '.join(unnamed)}: no name{'s' if len(unnamed) > 1 else ''}, from a GeoTIFF without "
+                       f"band descriptions; name {them}: rio edit-info --bidx 1 --description Sigma0_VV_db FILE)")
         return listed
 
     def has_band(self, name: str) -> bool:

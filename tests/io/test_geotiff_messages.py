@@ -32,6 +32,10 @@ def test_band_lookup_on_unnamed_bands_says_how_to_name_them(tmp_path):
     assert f"rio edit-info --bidx 1 --description B2 {tmp_path / 'x.tif'}" in text
     named = open_product(_write(tmp_path / "n.tif", descriptions=["B2", "B3", "B4"]))
     assert named.bands_listed() == "B2, B3, B4"  # named bands: the plain list
+    # a product merged from a named and an unnamed file (Sentinel-1 VV.tif collocated): the unnamed one
+    named.add_band(prod.band("band_1"))
+    assert named.bands_listed().startswith("B2, B3, B4, band_1 (band_1: no name, from a GeoTIFF without band "
+                                           "descriptions; name it in its file: rio edit-info")
 
 
 @pytest.mark.parametrize("tiled", [True, False])
