@@ -833,6 +833,9 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         entry = dict(results[split].metrics)
         entry["baseline_majority"] = _majority_baseline(info["splits"]["train"]["class_pixels"], results[split])
         metrics[split] = entry
+    under = under_majority(metrics)
+    if under:
+        log.warning("%s", under)
     metrics["predicted_pixels"] = dict(zip(map(str, class_ids), map(int, seen)))
     metrics["vanished_classes"] = vanished
     metrics["status"] = "failed" if vanished else "ok"
@@ -885,6 +888,33 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
     write_text(files["metrics.json"], json.dumps(metrics, indent=2, default=float))
     write_text(files["card.md"], model_card(info, meta, cfg, metrics, out))
     return {"onnx": out, "metrics": metrics, "history": history, "files": files}
+
+
+def under_majority(metrics: dict) -> str | None:
+    """The warning for a network under the majority-class baseline on both held-out splits, or None.
+
+    Predicting the training labels' most frequent class everywhere is the trivial model. A network
+    under it in overall accuracy *and* in mean IoU, on the validation and on the test blocks, has
+    not learnt the labels (too few epochs, or a scene of mostly one class). OA alone would not say
+    so: class-balanced training trades some of the majority class for the rare ones, which mean IoU
+    rewards. Issue 17 began with a report whose high OA was the majority's and nobody noticed.
+
+    Examples
+    --------
+    >>> base = {"class_id": 3, "overall_accuracy": 0.98, "mean_iou": 0.49}
+    >>> m = {s: {"overall_accuracy": a, "mean_iou": 0.44, "baseline_majority": base} for s, a in (("val", 0.79),
+    ...                                                                                        ("test", 0.89))}
+    >>> under_majority(m)[:60]
+    'the network scores under the majority-class baseline (class '
+    """
+    rows = [(s, metrics[s], metrics[s]["baseline_majority"]) for s in ("val", "test")]
+    if not all(m["overall_accuracy"] < b["overall_accuracy"] and m["mean_iou"] < b["mean_iou"] for _, m, b in rows):
+        return None
+    scores = "; ".join(f"{s} OA {m['overall_accuracy']:.3f} against {b['overall_accuracy']:.3f}, mean IoU "
+                       f"{m['mean_iou']:.3f} against {b['mean_iou']:.3f}" for s, m, b in rows)
+    return (f"the network scores under the majority-class baseline (class {rows[0][2]['class_id']} everywhere) "
+            f"on both held-out splits ({scores}): it has not learnt the labels; train longer (--epochs), or check "
+            "that the labels hold more than one class")
 
 
 def fine_tuning_loss(comparison: dict) -> str | None:
@@ -1127,6 +1157,9 @@ def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: P
         base = m["baseline_majority"]
         lines.append(f"| {split} | {fmt(m['overall_accuracy'])} | {fmt(m['kappa'])} | {fmt(m['mean_iou'])} | "
                      f"{fmt(base['overall_accuracy'])} | {fmt(base['mean_iou'])} |")
+    under = under_majority(metrics)
+    if under:
+        lines += ["", f"**Warning:** {under}."]
     lines += ["", "| class | test IoU | test F1 | test reference px |", "|---|---|---|---|"]
     for p in metrics["test"]["per_class"]:
         lines.append(f"| {p['class_id']} {p['class_name']} | {fmt(p['iou'])} | {fmt(p['f1'])} | {p['reference_pixels']} |")

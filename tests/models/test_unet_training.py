@@ -22,7 +22,14 @@ from snap_pc_models.attention_unet import (  # noqa: E402
 )
 from snap_pc_models.dataset import build_dataset  # noqa: E402
 from snap_pc_models.export import ExportError, export_onnx  # noqa: E402
-from snap_pc_models.train import TrainError, class_weights, failure_text, train, vanished_classes  # noqa: E402
+from snap_pc_models.train import (  # noqa: E402
+    TrainError,
+    class_weights,
+    failure_text,
+    train,
+    under_majority,
+    vanished_classes,
+)
 
 from snap_operators.apps.cli import main  # noqa: E402
 from snap_operators.apps.synth import write_synthetic_scene  # noqa: E402
@@ -233,6 +240,20 @@ def test_cli_train_from_image_and_labels(dataset, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
     code = main(["train", "--out", str(tmp_path / "y.onnx")])
     assert code == 1 and "dataset folder or --image" in capsys.readouterr().err
+
+
+def test_a_network_under_the_majority_class_on_both_held_out_splits_is_warned_of():
+    def metrics(*splits):
+        base = {"class_id": 3, "overall_accuracy": 0.985, "mean_iou": 0.493}
+        return {s: {"overall_accuracy": a, "mean_iou": u, "baseline_majority": base}
+                for s, (a, u) in zip(("val", "test"), splits)}
+
+    text = under_majority(metrics((0.790, 0.441), (0.890, 0.482)))  # a 120 px BigEarthNet patch after 2 epochs
+    assert text.startswith("the network scores under the majority-class baseline (class 3 everywhere) on both")
+    assert "val OA 0.790 against 0.985, mean IoU 0.441 against 0.493; test OA 0.890" in text and "--epochs" in text
+    assert under_majority(metrics((0.990, 0.441), (0.890, 0.482))) is None  # one split above it: no verdict
+    # under the majority's OA but finding the rare classes (class-balanced training): no warning
+    assert under_majority(metrics((0.970, 0.700), (0.960, 0.650))) is None
 
 
 def test_cli_train_refuses_bad_options_before_it_builds_a_dataset(tmp_path, capsys):
