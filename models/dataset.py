@@ -22,6 +22,7 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -119,6 +120,17 @@ def build_input_product(image, image_s1=None, bands: Sequence[str] | None = None
     graph = parse_graph("unet-input-stack", text=text).substitute(variables)
     ops = build(graph, ExecutionContext(tile_size=tile_size))
     product = ops["SpectralIndices"].target
+    # B02 or b2 for B2, as inference reads them: the channels keep the names asked for
+    from snap_operators.core.errors import OperatorError
+    from snap_operators.ops.unet_inference import resolve_band
+
+    for name in bands:
+        try:
+            found = resolve_band(product, name)
+        except OperatorError as exc:
+            raise DatasetError(str(exc)) from None
+        if found is not None and found.name != name:
+            product.add_band(dataclasses.replace(found, name=name))
     missing = [b for b in order if not product.has_band(b)]
     if missing:
         kept = [b for b in bands if b not in missing]

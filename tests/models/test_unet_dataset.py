@@ -39,6 +39,26 @@ def scene(tmp_path_factory):
     return {**paths, "classes": out / "classes.tif", "labels": out / "labels.gpkg", "dir": out}
 
 
+def test_zero_padded_band_names_stand_for_the_model_bands(scene, tmp_path):
+    """A GeoTIFF named B02, B03... (eo-learn's Slovenia scene) trains as B2, B3..., as inference reads
+    it; the dataset was once refused ("train without them: --bands B11,B12")."""
+    import shutil
+
+    padded = tmp_path / "padded.tif"
+    shutil.copy(scene["s2"], padded)
+    with rasterio.open(padded, "r+") as ds:
+        names = list(ds.descriptions)
+        for i, n in enumerate(names, start=1):
+            if n and n[1:].isdigit() and len(n) == 2:
+                ds.set_band_description(i, f"B0{n[1]}")
+        assert "B02" in ds.descriptions
+    a = build_dataset(scene["s2"], scene["labels"], tmp_path / "a", patch_size=64, block_size=128, seed=1)
+    b = build_dataset(padded, scene["labels"], tmp_path / "b", patch_size=64, block_size=128, seed=1)
+    assert a["bands"] == b["bands"] == ["B2", "B3", "B4", "B8", "B11", "B12", "NDVI", "MNDWI", "NDBI", "BSI"]
+    np.testing.assert_array_equal(np.concatenate(open_split(tmp_path / "a", a, "train")[0]),
+                                  np.concatenate(open_split(tmp_path / "b", b, "train")[0]))
+
+
 def _pixels(info, split):
     covered = np.zeros((info["height"], info["width"]), bool)
     p = info["patch_size"]
