@@ -509,12 +509,15 @@ def missing_bands_hint(missing: Sequence[str], present: Sequence[str], without_t
     """
     radar = re.compile(r"V[VH]")
     indices = [n for n in missing if n in INDICES]
+    backscatter = [n for n in missing if n not in INDICES and radar.search(n)]
     others = [n for n in missing if n not in INDICES and not radar.search(n)]
     hint = []
     if indices:
         hint.append(f"add {', '.join(indices)} to the SpectralIndices 'indices' parameter")
     if any(radar.search(n) for n in missing) and not any(radar.search(n) for n in present):
         hint.append(f"collocate the Sentinel-1 product onto the Sentinel-2 grid ({s1s2_graph})")
+    elif backscatter:
+        hint.append(f"the Sentinel-1 product has no {', '.join(backscatter)}: {without_them}")
     if others and any(re.fullmatch(r"B0?\d{1,2}A?", n, re.IGNORECASE) for n in present):
         hint.append(f"the image has no {', '.join(others)}: {without_them}")
     elif others:
