@@ -258,13 +258,23 @@ def split_threshold(
     counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
     centers = 0.5 * (edges[:-1] + edges[1:])
     mode = float(centers[int(np.argmax(smooth_histogram(counts)))]) if v.size else math.nan
+    found = _histogram_split(counts, edges, method, lambda t: np.count_nonzero(v < t), v.size, max_valley, min_share)
+    if found is None:
+        return Split(math.nan, 1.0, 0.0, int(v.size), False, mode=mode)
+    t, ratio, share, bimodal = found
+    return Split(t, ratio, share, int(v.size), bimodal, mode=mode)
+
+
+def _histogram_split(counts, edges, method: str, below, n: int, max_valley: float, min_share: float):
+    """``(threshold, valley ratio, low share, bimodal)`` of a histogram of `n` pixels, `below(t)`
+    counting those under ``t``; None where the method finds no threshold. The one bimodality rule
+    of :func:`split_threshold` and of each tile of :func:`tiled_split`."""
     t = histogram_threshold(counts, edges, method)
     if t is None:
-        return Split(math.nan, 1.0, 0.0, int(v.size), False, mode=mode)
+        return None
     ratio = valley(counts, edges, t)[0]
-    share = float(np.count_nonzero(v < t)) / v.size
-    ok = bool(ratio <= max_valley and min(share, 1.0 - share) >= min_share)
-    return Split(t, ratio, share, int(v.size), ok, mode=mode)
+    share = float(below(t)) / n
+    return t, ratio, share, bool(ratio <= max_valley and min(share, 1.0 - share) >= min_share)
 
 
 def tiled_split(
@@ -316,12 +326,11 @@ def tiled_split(
             n = int(counts[k].sum())
             if n < least:
                 continue
-            t = histogram_threshold(counts[k], edges, method)
-            if t is None:
-                continue
             part = clipped[y : y + tile, x : x + tile]
-            share = float(np.count_nonzero(part < t)) / n  # NaN (no value) is never below
-            if valley(counts[k], edges, t)[0] <= max_valley and min(share, 1.0 - share) >= tile_min_share:
+            # NaN (no value) is never below a threshold
+            found = _histogram_split(counts[k], edges, method, lambda t: np.count_nonzero(part < t), n, max_valley,
+                                     tile_min_share)
+            if found is not None and found[-1]:
                 chosen.append(part[~np.isnan(part)])
     if len(chosen) < min_tiles:
         return split_threshold(np.concatenate([b.ravel() for b in blocks]) if blocks else np.empty(0), value_range,
