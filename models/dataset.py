@@ -122,11 +122,11 @@ def build_input_product(image, image_s1=None, bands: Sequence[str] | None = None
     product = ops["SpectralIndices"].target
     # B02 or b2 for B2, as inference reads them: the channels keep the names asked for
     from snap_operators.core.errors import OperatorError
-    from snap_operators.ops.unet_inference import resolve_band
+    from snap_operators.science.indices import find_s2_band
 
     for name in bands:
         try:
-            found = resolve_band(product, name)
+            found = find_s2_band(product, name)
         except OperatorError as exc:
             raise DatasetError(str(exc)) from None
         if found is not None and found.name != name:

@@ -48,26 +48,14 @@ from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 from ..grid.crs import is_geographic, metres_per_unit
 from ..grid.regrid import grid_mismatch
 from ..science import cloudmask as cm
+from ..science.indices import find_s2_band
 
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "scl", "s2cloudless", "spectral", "none")
 #: Metres per degree of latitude, for products in a geographic CRS (block sizes only).
 _METRES_PER_DEGREE = 111_320.0
-_S2_NAME = re.compile(r"^B0?(\d{1,2})(A?)$", re.IGNORECASE)
 _INSTALL = "pip install 'snap-progressive-classifier[cloud]'"
-
-
-def find_s2_band(product: Product, name: str) -> Band | None:
-    """The band of `product` holding Sentinel-2 band `name` (``B2`` also as ``B02``/``b2``), or None."""
-    if name in product.bands:
-        return product.bands[name]
-    m = _S2_NAME.match(name)
-    want = (int(m[1]), m[2].upper())
-    hits = [b for b in product.bands.values() if (k := _S2_NAME.match(b.name)) and (int(k[1]), k[2].upper()) == want]
-    if len(hits) > 1:
-        raise OperatorError(f"several bands could be {name}: {', '.join(b.name for b in hits)}; keep one (Subset)")
-    return hits[0] if hits else None
 
 
 def find_scl_band(product: Product) -> Band | None:

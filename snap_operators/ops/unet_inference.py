@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 from dataclasses import dataclass
 
 import dask.array as da
@@ -44,7 +43,7 @@ from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 from ..grid.regrid import grid_mismatch
 from ..io.onnx_model import ModelError, pretrained_model
 from ..science.cloudmask import find_mask_band, mask_classes
-from ..science.indices import missing_bands_hint
+from ..science.indices import find_s2_band, missing_bands_hint
 from ..science.inference import (
     AUGMENTATIONS,
     BLENDS,
@@ -288,7 +287,7 @@ class AttentionUNetInferenceOp(Operator):
 
     def _input_bands(self, source: Product, names: tuple[str, ...]) -> list[Band]:
         try:
-            found = {n: resolve_band(source, n) for n in names}
+            found = {n: find_s2_band(source, n, f"the model's {n}") for n in names}
         except OperatorError as exc:
             raise in_node(exc, self.node_id, self.spec.alias) from None
         missing = [n for n, b in found.items() if b is None]
@@ -308,30 +307,6 @@ class AttentionUNetInferenceOp(Operator):
         if sizes:
             raise self.error(f"input bands are not on one grid ({sizes}); add a Resample node before {self.spec.alias}")
         return bands
-
-
-_S2_NAME = re.compile(r"^B0?(\d{1,2})(A?)$", re.IGNORECASE)
-
-
-def resolve_band(product: Product, name: str) -> Band | None:
-    """The band of `product` a model's input `name` designates, or None.
-
-    The exact name first; for Sentinel-2 band names also the zero-padded and
-    lower-case spellings readers give (``B02``, ``b2`` for ``B2``), as
-    ``SpectralIndices`` accepts them.
-    """
-    if name in product.bands:
-        return product.bands[name]
-    m = _S2_NAME.match(name)
-    if m is None:
-        return None
-    want = (int(m[1]), m[2].upper())
-    hits = [b for b in product.bands.values()
-            if (k := _S2_NAME.match(b.name)) is not None and (int(k[1]), k[2].upper()) == want]
-    if len(hits) > 1:
-        raise OperatorError(f"several bands could be the model's {name}: {', '.join(b.name for b in hits)}; "
-                            "keep one (Subset or BandSelect)")
-    return hits[0] if hits else None
 
 
 # --- Dask ------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..core.errors import ParameterError
+from ..core.errors import OperatorError, ParameterError
 from . import catalogue
 from .jit import compile_now
 
@@ -493,6 +493,46 @@ def required_roles(names: Sequence[str], **options) -> tuple[str, ...]:
     return tuple(r for r in ALL_ROLES if r in needed)
 
 
+#: A Sentinel-2 band name as readers spell it: ``B2``, ``B02``, ``b2``, ``B8A``, ``b08a``.
+S2_BAND_NAME = re.compile(r"^B0?(\d{1,2})(A?)$", re.IGNORECASE)
+
+
+def find_s2_band(product, name: str, what: str | None = None):
+    """The band of `product` that band `name` designates, or None.
+
+    The exact name first; for a Sentinel-2 band name also the zero-padded and
+    lower-case spellings readers give (``B02``, ``b2`` for ``B2``), as
+    ``SpectralIndices`` accepts them. `what` names the band in the error when
+    several could be it (default: `name`).
+
+    Raises
+    ------
+    OperatorError
+        Several bands of `product` spell `name`.
+
+    Examples
+    --------
+    >>> from snap_operators.core.product import Band, Product
+    >>> p = Product("p")
+    >>> p.add_band(Band("B02", np.zeros((2, 2)))).name
+    'B02'
+    >>> find_s2_band(p, "B2").name, find_s2_band(p, "NDVI")
+    ('B02', None)
+    """
+    if name in product.bands:
+        return product.bands[name]
+    m = S2_BAND_NAME.match(name)
+    if m is None:
+        return None
+    want = (int(m[1]), m[2].upper())
+    hits = [b for b in product.bands.values()
+            if (k := S2_BAND_NAME.match(b.name)) is not None and (int(k[1]), k[2].upper()) == want]
+    if len(hits) > 1:
+        raise OperatorError(f"several bands could be {what or name}: {', '.join(b.name for b in hits)}; keep one "
+                            "(Subset or BandSelect)")
+    return hits[0] if hits else None
+
+
 def missing_bands_hint(missing: Sequence[str], present: Sequence[str], without_them: str, s1s2_graph: str) -> str:
     """What to change upstream when a node's product, with bands `present`, lacks the bands `missing`.
 
@@ -518,7 +558,7 @@ def missing_bands_hint(missing: Sequence[str], present: Sequence[str], without_t
         hint.append(f"collocate the Sentinel-1 product onto the Sentinel-2 grid ({s1s2_graph})")
     elif backscatter:
         hint.append(f"the Sentinel-1 product has no {', '.join(backscatter)}: {without_them}")
-    if others and any(re.fullmatch(r"B0?\d{1,2}A?", n, re.IGNORECASE) for n in present):
+    if others and any(S2_BAND_NAME.match(n) for n in present):
         hint.append(f"the image has no {', '.join(others)}: {without_them}")
     elif others:
         hint.append("set copySourceBands to true in SpectralIndices (or BandMerge the source bands)")
