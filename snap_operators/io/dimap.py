@@ -203,17 +203,40 @@ def read_dimap_header(path: str | os.PathLike) -> DimapHeader:
         data = path.read_bytes()
     except OSError as exc:
         raise ProductReadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_dimap_header(data, path)
+
+
+def parse_dimap_header(data: bytes, path: Path, embedded: bool = False) -> DimapHeader:
+    """Parse the DIMAP document `data` read from `path`.
+
+    Parameters
+    ----------
+    data : bytes
+        A ``Dimap_Document``.
+    path : Path
+        Where it comes from, for messages (and the ``.data`` folder of a ``.dim``).
+    embedded : bool
+        The header SNAP's GeoTIFF writer puts in the file
+        (:func:`snap_operators.io.geotiff.snap_header`): as SNAP's GeoTIFF reader
+        does, its geocoding is left out (the GeoTIFF's own tags hold it) and so are
+        its ``Data_File`` entries (the pixels are in the TIFF).
+
+    Raises
+    ------
+    ProductReadError
+        Not XML, unsafe XML, or not a DIMAP document.
+    """
     root = parse_untrusted_xml(data, str(path), malformed="not a valid BEAM-DIMAP header")
     if root.tag != "Dimap_Document":
         raise ProductReadError(f"{path}: not a BEAM-DIMAP header (root element <{root.tag}>)")
 
     width = _int(root.findtext("Raster_Dimensions/NCOLS"), path, "NCOLS")
     height = _int(root.findtext("Raster_Dimensions/NROWS"), path, "NROWS")
-    crs, scene_transform, band_transforms = _parse_geocoding(root, path)
+    crs, scene_transform, band_transforms = (None, None, {}) if embedded else _parse_geocoding(root, path)
     codings = _parse_index_codings(root)
     palettes = _parse_palettes(root)
     files = {}
-    for df in root.iterfind("Data_Access/Data_File"):
+    for df in () if embedded else root.iterfind("Data_Access/Data_File"):
         href = df.find("DATA_FILE_PATH")
         idx = df.findtext("BAND_INDEX")
         if href is not None and href.get("href") and idx is not None:
@@ -503,7 +526,7 @@ def read_dimap(path: str | os.PathLike, tile_size: int = DEFAULT_TILE_SIZE) -> P
     for info in header.bands:
         check_transform(info.transform, str(header.path), f"band {info.name}")
         if info.is_virtual:
-            band = _virtual_band(info, product.bands, header.path)
+            band = virtual_band(info, product.bands, header.path)
             if band is not None:
                 product.add_band(band)
             continue
@@ -576,7 +599,7 @@ def _stored_no_data(value: float, dtype: np.dtype) -> float | int:
     return int(value) if dtype.kind in "iu" and float(value).is_integer() else float(value)
 
 
-def _virtual_band(info: DimapBandInfo, bands: dict[str, Band], path: Path) -> Band | None:
+def virtual_band(info: DimapBandInfo, bands: dict[str, Band], path: Path) -> Band | None:
     """A virtual band computed chunk by chunk from the bands read before it.
 
     SNAP evaluates virtual-band expressions on physical values, as the band

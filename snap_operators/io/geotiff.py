@@ -12,7 +12,16 @@ Conventions, matching what the ``Write`` operator emits:
   (``Band.valid_expression``; SNAP itself keeps it in its own TIFF tag);
 * a band with a color table and a band tag ``CLASS_NAMES`` (a JSON object
   ``{"value": "name"}``) is a class band: ``Band.classes`` lists its
-  categories with their colors.
+  categories with their colors;
+* a GeoTIFF written by SNAP (File > Export > GeoTIFF, gpt's ``Write`` with
+  ``formatName=GeoTIFF``) is read as SNAP reads it back: SNAP stores neither
+  band names nor scaling where GDAL looks, but puts the product's DIMAP header
+  in its private TIFF tag 65000 (:func:`snap_header`), from which come the band
+  names, scaling factor and offset (a Sentinel-2 band's DN -> reflectance,
+  with the offset of processing baseline 04.00), no-data values, units,
+  wavelengths, valid-pixel expressions, class codings, the virtual bands and
+  the product's name, type, times and metadata. Without it every band would
+  read as ``band_<n>`` holding raw counts.
 
 A plain multi-band GeoTIFF is read as stored (only its own scales/offsets
 are applied); Sentinel-2 DN -> reflectance scaling is done by the band-folder
@@ -22,6 +31,7 @@ and SAFE readers, which know the data are Sentinel-2.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -37,7 +47,8 @@ from rasterio.windows import Window
 
 from ..core.errors import ProductReadError
 from ..core.product import DEFAULT_TILE_SIZE, ClassInfo, MetadataElement, Product
-from .raster_bands import BandSource, build_bands, damage_hint, error_text
+from .dimap import DimapBandInfo, DimapHeader, parse_dimap_header, virtual_band
+from .raster_bands import BandSource, build_bands, damage_hint, error_text, select_names
 from .times import parse_datetime
 
 log = logging.getLogger(__name__)
@@ -48,6 +59,10 @@ STOP_TAGS = ("PRODUCT_STOP_TIME",)
 
 #: Band tag holding SNAP's valid-pixel expression of a band.
 VALID_EXPRESSION_TAG = "VALID_PIXEL_EXPRESSION"
+
+#: SNAP's private TIFF tag with the product's DIMAP header (snap-geotiff's
+#: ``Utils.PRIVATE_BEAM_TIFF_TAG_NUMBER``).
+SNAP_HEADER_TAG = 65000
 
 
 def open_raster(path: str | Path):
@@ -189,35 +204,113 @@ def _unique(names: Iterable[str]) -> list[str]:
     return out
 
 
-def band_sources(ds, path: str) -> list[BandSource]:
-    """Descriptions of all bands of an open dataset (physical values as stored)."""
+def band_sources(ds, path: str, header: DimapHeader | None = None) -> list[BandSource]:
+    """Descriptions of all bands of an open dataset (physical values as stored).
+
+    With SNAP's `header` (:func:`snap_header`), band ``i`` is its ``i``-th band
+    with data (its virtual bands have none in the file), as SNAP's GeoTIFF
+    reader pairs them.
+    """
     _, transform = georeferencing(ds)
-    names = _unique(band_name(ds.descriptions[i], i + 1) for i in range(ds.count))
+    stored = [b for b in header.bands if not b.is_virtual] if header is not None else []
+    if len(stored) != ds.count:
+        stored = [None] * ds.count
+    names = _unique(info.name if info is not None else band_name(ds.descriptions[i], i + 1)
+                    for i, info in enumerate(stored))
     sources = []
-    for i in range(ds.count):
+    for i, info in enumerate(stored):
         index = i + 1
         scale = ds.scales[i] if ds.scales[i] is not None else 1.0
         offset = ds.offsets[i] if ds.offsets[i] is not None else 0.0
         tags = ds.tags(index)
-        sources.append(
-            BandSource(
-                name=names[i],
-                path=path,
-                index=index,
-                shape=(ds.height, ds.width),
-                file_dtype=ds.dtypes[i],
-                transform=transform,
-                scale=float(scale),
-                offset=float(offset),
-                nodata=ds.nodatavals[i],
-                unit=ds.units[i] or None,
-                description=tags.get("DESCRIPTION") or None,
-                wavelength=_wavelength(ds, index),
-                classes=class_infos(ds, index),
-                valid_expression=tags.get(VALID_EXPRESSION_TAG) or None,
-            )
+        source = BandSource(
+            name=names[i],
+            path=path,
+            index=index,
+            shape=(ds.height, ds.width),
+            file_dtype=ds.dtypes[i],
+            transform=transform,
+            scale=float(scale),
+            offset=float(offset),
+            nodata=ds.nodatavals[i],
+            unit=ds.units[i] or None,
+            description=tags.get("DESCRIPTION") or None,
+            wavelength=_wavelength(ds, index),
+            classes=class_infos(ds, index),
+            valid_expression=tags.get(VALID_EXPRESSION_TAG) or None,
         )
+        sources.append(source if info is None else _as_snap_reads(source, info, path))
     return sources
+
+
+def _as_snap_reads(source: BandSource, info: DimapBandInfo, path: str) -> BandSource:
+    """`source` with what SNAP's header says of the band (SNAP writes its raw counts)."""
+    if info.log10_scaled:
+        log.warning("%s: band %s is log10-scaled in SNAP's header; read as its stored values", path, info.name)
+    return dataclasses.replace(
+        source,
+        scale=info.scaling_factor if not info.log10_scaled else 1.0,
+        offset=info.scaling_offset if not info.log10_scaled else 0.0,
+        nodata=info.no_data_value if info.no_data_used else source.nodata,
+        unit=info.unit or source.unit,
+        description=info.description or source.description,
+        wavelength=info.wavelength or source.wavelength,
+        classes=tuple(info.classes) if info.classes else source.classes,
+        valid_expression=info.valid_expression or source.valid_expression,
+    )
+
+
+def snap_header(path: str | Path) -> DimapHeader | None:
+    """The DIMAP header SNAP's GeoTIFF writer puts in tag 65000 of `path`, if any.
+
+    SNAP's GeoTIFF reader builds the product from it (band names, scaling,
+    no-data, virtual bands, metadata) and takes only the georeferencing from
+    the GeoTIFF tags; GDAL does not read the tag (its SNAP_TIFF driver covers
+    single-band geolocation-array files only), so it is read here with
+    tifffile. None for any other file; a header that cannot be parsed is
+    logged and ignored.
+
+    Examples
+    --------
+    >>> snap_header("no_such_file.tif") is None
+    True
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tag = tif.pages[0].tags.get(SNAP_HEADER_TAG)
+            if tag is None or tag.dtype != 2:  # ASCII
+                return None
+            tif.filehandle.seek(tag.valueoffset)
+            raw = tif.filehandle.read(tag.count)
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError):
+        return None
+    if b"<Dimap_Document" not in raw:
+        return None
+    try:
+        return parse_dimap_header(raw.rstrip(b"\0"), path, embedded=True)
+    except ProductReadError as exc:
+        log.warning("%s: SNAP's DIMAP header in the file cannot be read (%s); bands are named as GDAL reads them",
+                    path, exc)
+        return None
+
+
+def _with_virtual_bands(bands: list, header: DimapHeader, path: Path) -> list:
+    """`bands` with the header's virtual bands computable from them, in the header's order."""
+    known = {b.name: b for b in bands}
+    shape = bands[0].shape
+    for info in header.bands:
+        if info.is_virtual:
+            # as large as the bands read (a pixel region shrinks them)
+            band = virtual_band(dataclasses.replace(info, height=shape[0], width=shape[1]), known, path)
+            if band is not None:
+                known[band.name] = band
+    order = [b.name for b in header.bands if b.name in known]
+    return [known[n] for n in order]
 
 
 def product_times(tags: dict[str, str]):
@@ -264,26 +357,40 @@ def read_geotiff(
         refuse a file cut short (:func:`check_complete`).
     """
     path = Path(path)
+    header = snap_header(path)
     with gdal_warnings() as warned, open_raster(path) as ds:
         crs, _ = georeferencing(ds)
-        sources = band_sources(ds, str(path))
+        if header is not None and sum(not b.is_virtual for b in header.bands) != ds.count:
+            log.warning("%s: SNAP's header lists %d bands with data, the file holds %d: its header is not used",
+                        path, sum(not b.is_virtual for b in header.bands), ds.count)
+            header = None
+        sources = band_sources(ds, str(path), header)
         tags = ds.tags()
         metadata = tiff_metadata(ds, [s.name for s in sources])
-        # build_bands refuses hostile headers first; only then is a block read
-        bands = build_bands(sources, tile_size=tile_size, band_names=band_names, pixel_region=pixel_region,
-                            where=str(path))
+        # build_bands refuses hostile headers first; only then is a block read. With SNAP's
+        # header every band is built (lazily) first: a virtual band asked for reads others.
+        bands = build_bands(sources, tile_size=tile_size, band_names=None if header is not None else band_names,
+                            pixel_region=pixel_region, where=str(path))
         check_complete(ds, path, warned)
     for message in warned:  # held back only to look at them first
         log.warning("%s: %s", path, message)
     start, stop = product_times(tags)
+    if header is not None:
+        bands = _with_virtual_bands(bands, header, path)
+        by_name = {b.name: b for b in bands}
+        bands = [by_name[n] for n in select_names(list(by_name), band_names, str(path))]
+        metadata = MetadataElement(header.metadata.name, dict(header.metadata.attributes),
+                                   [*header.metadata.elements, *metadata.elements])
+        start, stop = start or header.start_time, stop or header.stop_time
     product = Product(
-        name=path.stem,
-        product_type=tags.get("PRODUCT_TYPE") or "GeoTIFF",
+        name=header.name if header is not None and header.name else path.stem,
+        product_type=tags.get("PRODUCT_TYPE") or (header.product_type if header is not None else "") or "GeoTIFF",
         crs=crs,
         start_time=start,
         stop_time=stop,
         metadata=metadata,
         file_location=str(path),
+        **({"description": header.description} if header is not None and header.description else {}),
     )
     for band in bands:
         product.add_band(band)

@@ -10,8 +10,9 @@ Conventions read back by :mod:`snap_operators.io.geotiff`:
 
 * dataset tags ``PRODUCT_NAME``, ``PRODUCT_TYPE``, ``PRODUCT_START_TIME``,
   ``PRODUCT_STOP_TIME`` (ISO 8601, UTC);
-* band descriptions = band names, band units, ``IMAGERY`` domain
-  ``CENTRAL_WAVELENGTH_UM`` for spectral bands;
+* band descriptions = band names, and band tags ``BAND`` = band names too,
+  which is where SNAP's GeoTIFF reader finds them; band units, ``IMAGERY``
+  domain ``CENTRAL_WAVELENGTH_UM`` for spectral bands;
 * no-data: pixel values are written as they are (a float band whose no-data
   value is -999 keeps its -999 pixels, as SNAP's GeoTIFF writer and the
   BEAM-DIMAP writer do) and each band's no-data value (NaN for float bands
@@ -233,6 +234,9 @@ class GeoTiffWriter:
         ds.update_tags(**tags)
         for k, band in enumerate(self.bands, start=1):
             ds.set_band_description(k, band.name)
+            # SNAP's GeoTIFF reader ignores band descriptions; it names the bands from GDAL
+            # metadata items BAND when there is one per band (Utils.setupBandsFromGdalMetadata)
+            ds.update_tags(k, BAND=band.name)
             if band.unit:
                 ds.set_band_unit(k, band.unit)
             if band.wavelength:

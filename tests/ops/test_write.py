@@ -94,6 +94,27 @@ def test_geotiff_round_trip(product, files_in, tmp_path):
         assert ds.interleaving.name.upper() == "BAND"
 
 
+def snap_band_names(path) -> list[str]:
+    """The band names SNAP's GeoTIFF reader gives a GeoTIFF without its own DIMAP header: the GDAL metadata
+    items named BAND, in order, when there is one per band (snap-geotiff Utils.setupBandsFromGdalMetadata),
+    else band_1, band_2..."""
+    tifffile = pytest.importorskip("tifffile")
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        count = page.samplesperpixel
+        xml = page.tags.get(42112)
+    names = [item.text for item in ET.fromstring(xml.value).iter("Item") if item.get("name") == "BAND"] if xml else []
+    return names if len(names) == count else [f"band_{i}" for i in range(1, count + 1)]
+
+
+@pytest.mark.parametrize("fmt", ["GeoTIFF", "COG"])
+def test_snap_reads_the_band_names(product, tmp_path, fmt):
+    b4, _ = float_band("B4")
+    cls, _ = class_band("class_id")
+    write(product(b4, cls), tmp_path / "out.tif", fmt)
+    assert snap_band_names(tmp_path / "out.tif") == ["B4", "class_id"]
+
+
 def test_integer_output_uses_predictor_2_and_keeps_nodata(product, tmp_path):
     a = np.arange(600 * 530, dtype="uint16").reshape(600, 530) % 4000
     write(product(Band("dn", da.from_array(a, chunks=256), T10, 0)), tmp_path / "dn.tif")
