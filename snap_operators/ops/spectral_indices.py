@@ -182,8 +182,12 @@ def resolve_bands(product: Product, defs: list[IndexDef], sar_unit: str = "auto"
         wanting = [d for d in defs if set(d.bands) & set(missing)]
         needs = " and ".join(_needs(d) for d in wanting)
         looked = ", ".join(f"{r} (as {_accepted(r)})" for r in missing)
+        # a GeoTIFF per polarisation (GEE, ASF, BigEarthNet) given alone reads as band_1 without its twin
+        split = ("; Sentinel-1 backscatter in one GeoTIFF per polarisation (NAME_VV.tif, NAME_VH.tif, in dB) "
+                 "reads as one product with Sigma0_VV_db and Sigma0_VH_db from the folder holding them: give that "
+                 "folder as the Sentinel-1 input") if set(missing) & set(S1_ROLES) else ""
         raise OperatorError(
-            f"{needs}; missing: {looked}; bands in product: {product.bands_listed()}"
+            f"{needs}; missing: {looked}; bands in product: {product.bands_listed()}{split}"
         )
     out: dict[str, ResolvedBand] = {}
     for group in (ALL_S2_ROLES, S1_ROLES):

@@ -572,6 +572,25 @@ def test_bigearthnet_s1_ratios_are_plausible(shared_data):
         np.testing.assert_allclose(t.band("VV_db").data.compute(), vv_band.data.compute(), atol=1e-4)
 
 
+def test_one_polarisation_file_alone_points_at_its_folder(shared_data):
+    """A BigEarthNet VV GeoTIFF given alone reads as band_1: the error says to give the folder with its VH twin,
+    which reads as one product the radar indices run on."""
+    from snap_operators.io import open_product
+
+    patch = sorted(shared_data("bigearthnet", "BigEarthNet-S1-Example").iterdir())[0]
+    vv = open_product(next(patch.glob("*_VV.tif")))
+    with pytest.raises(OperatorError) as exc:
+        run_op(vv, indices="RVI")
+    msg = str(exc.value)
+    assert "missing: VV (as Sigma0_VV[_db]" in msg and "\n" not in msg
+    assert msg.endswith("(NAME_VV.tif, NAME_VH.tif, in dB) reads as one product with Sigma0_VV_db and "
+                        "Sigma0_VH_db from the folder holding them: give that folder as the Sentinel-1 input")
+    assert run_op(open_product(patch), indices="RVI").band_names == ["RVI"]
+    with pytest.raises(OperatorError) as exc:  # optical bands missing: no radar advice
+        run_op(vv, indices="NDVI")
+    assert "Sentinel-1" not in str(exc.value)
+
+
 def test_every_index_is_documented():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "indices.md").read_text()
     for name in INDICES:
