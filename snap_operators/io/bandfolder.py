@@ -12,9 +12,12 @@ Two layouts are recognised (file names are matched case-insensitively):
   before baseline 04.00 (BigEarthNet, the eo-box tile); read newer products
   from their SAFE, whose metadata gives the offset. Float files are taken as
   reflectance already.
-* Sentinel-1 backscatter in dB ``<prefix>_VV.tif`` / ``<prefix>_VH.tif``
-  (BigEarthNet S1 patches): bands ``Sigma0_VV_db`` / ``Sigma0_VH_db``
-  (SNAP's names for dB backscatter), unit ``dB``, values as stored.
+* Sentinel-1 backscatter ``<prefix>_VV.tif`` / ``<prefix>_VH.tif``: in dB
+  (BigEarthNet S1 patches, Google Earth Engine exports) bands
+  ``Sigma0_VV_db`` / ``Sigma0_VH_db`` (SNAP's names for dB backscatter), unit
+  ``dB``; as linear intensity (ASF's RTC products by default) ``Sigma0_VV`` /
+  ``Sigma0_VH``, unit ``intensity``; values as stored. The files do not say
+  which: a decimated read of the first one does (:func:`holds_db`).
 
 A ``*_labels_metadata.json`` beside the bands (BigEarthNet) goes into the
 metadata tree and gives the acquisition time; otherwise the time comes from a
@@ -68,6 +71,23 @@ def snap_band_name(token: str) -> str:
 def s1_band_name(polarisation: str) -> str:
     """SNAP's name for dB backscatter: ``VV`` -> ``Sigma0_VV_db``."""
     return f"Sigma0_{polarisation.upper()}_db"
+
+
+def holds_db(path: str | Path) -> bool:
+    """Whether the backscatter file `path` holds dB rather than linear intensity.
+
+    Intensity is never negative; dB of real scenes is negative almost
+    everywhere (``guards.DB_NEGATIVE_SHARE``). Decided on at most 256 x 256
+    pixels read decimated, zeros (fill) and no-data left out; dB when too few
+    values remain (BigEarthNet's convention).
+    """
+    from ..science.guards import DB_NEGATIVE_SHARE, MIN_SAMPLE_PIXELS
+
+    with open_raster(path) as ds:
+        v = ds.read(1, out_shape=(min(ds.height, 256), min(ds.width, 256)), masked=True).astype(np.float64)
+    v = v.compressed() if np.ma.isMaskedArray(v) else v.ravel()
+    v = v[np.isfinite(v) & (v != 0)]
+    return v.size < MIN_SAMPLE_PIXELS or float((v < 0).mean()) > DB_NEGATIVE_SHARE
 
 
 def find_band_files(folder: str | Path) -> tuple[str, str, dict[str, Path]]:
@@ -147,17 +167,20 @@ def read_band_folder(
     tile_size : int
         Chunk edge in pixels.
     band_names : list of str, optional
-        Bands to keep (SNAP names, ``B2``, ``B8A``, ``Sigma0_VV_db``).
+        Bands to keep (SNAP names, ``B2``, ``B8A``, ``Sigma0_VV_db`` or, linear, ``Sigma0_VV``).
     pixel_region : str or tuple, optional
         ``(x, y, width, height)`` in pixels of the finest band.
 
     Returns
     -------
     Product
-        Sentinel-2: reflectance (float32, NaN = no data); Sentinel-1: dB.
+        Sentinel-2: reflectance (float32, NaN = no data); Sentinel-1: dB or
+        linear intensity, as the files hold it.
     """
     folder = Path(path)
     kind, prefix, files = find_band_files(folder)
+    if kind == "S1" and not holds_db(next(iter(files.values()))):
+        files = {name.removesuffix("_db"): f for name, f in files.items()}
     wavelengths = S2B_WAVELENGTHS if prefix.upper().startswith("S2B") else S2A_WAVELENGTHS
     sources = []
     crs = None
@@ -181,10 +204,11 @@ def read_band_folder(
                     wavelength=wavelengths[name],
                 )
             else:
+                db = name.endswith("_db")
                 source = BandSource(
                     name=name, path=str(f), index=1, shape=(ds.height, ds.width), file_dtype=dtype.str,
-                    transform=transform, nodata=nodata, unit="dB",
-                    description=f"Sigma0 {name.split('_')[1]} backscatter in dB",
+                    transform=transform, nodata=nodata, unit="dB" if db else "intensity",
+                    description=f"Sigma0 {name.split('_')[1]} backscatter {'in dB' if db else '(linear intensity)'}",
                 )
             sources.append(source)
 

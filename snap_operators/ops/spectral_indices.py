@@ -183,9 +183,9 @@ def resolve_bands(product: Product, defs: list[IndexDef], sar_unit: str = "auto"
         needs = " and ".join(_needs(d) for d in wanting)
         looked = ", ".join(f"{r} (as {_accepted(r)})" for r in missing)
         # a GeoTIFF per polarisation (GEE, ASF, BigEarthNet) given alone reads as band_1 without its twin
-        split = ("; Sentinel-1 backscatter in one GeoTIFF per polarisation (NAME_VV.tif, NAME_VH.tif, in dB) "
-                 "reads as one product with Sigma0_VV_db and Sigma0_VH_db from the folder holding them: give that "
-                 "folder as the Sentinel-1 input") if set(missing) & set(S1_ROLES) else ""
+        split = ("; Sentinel-1 backscatter in one GeoTIFF per polarisation (NAME_VV.tif, NAME_VH.tif) reads as "
+                 "one product (Sigma0_VV_db and Sigma0_VH_db, or Sigma0_VV and Sigma0_VH if linear) from the "
+                 "folder holding them: give that folder as the Sentinel-1 input") if set(missing) & set(S1_ROLES) else ""
         raise OperatorError(
             f"{needs}; missing: {looked}; bands in product: {product.bands_listed()}{split}"
         )
@@ -384,9 +384,7 @@ class SpectralIndicesOp(Operator):
         if s1 and not s2:
             # S1 indices on a product that also has S2 bands (after Collocate): their grid is the S2 grid.
             grid = _s2_band_on_grid(source, next(iter(s1.values())))
-        if not grid:
-            return  # S1 alone: no S2 grid to compare with, no reflectance
-        if s1:
+        if s1 and grid:
             s2_names, s1_names = [b.name for b in grid], [b.name for b in s1.values()]
             t2, t1 = guards.band_times(source.start_time, source.metadata, s2_names, s1_names)
             self._report(guards.check_date_gap(t2, t1, max_gap))
@@ -399,6 +397,12 @@ class SpectralIndicesOp(Operator):
         sample = sample_blocks(arrays, max_blocks=guards.SAMPLE_BLOCKS, step=step)
         pixels = sample.stacked()
         k = len(bands)
+        if s1:
+            s1_values = {b.name: np.where(valid_mask(a, b.no_data), a.astype(np.float64), np.nan)
+                         for a, b in zip(pixels[k:], s1.values())}
+            self._report(guards.check_backscatter_unit(s1_values, {b.name: resolved[r].unit for r, b in s1.items()}))
+        if not grid:
+            return  # S1 alone: no S2 grid to compare with, no reflectance
         s2_valid = np.logical_and.reduce([valid_mask(a, b.no_data) for a, b in zip(pixels[:k], bands)])
         if s2:
             values = {r: np.where(s2_valid, pixels[i].astype(np.float64), np.nan) for i, r in enumerate(s2)}

@@ -18,6 +18,8 @@ digital numbers, not reflectance   error      median of the brightest band > :da
 Sentinel-1 covers too little       error      share of valid S2 pixels with valid S1 < :data:`COVERAGE_MIN`
                                    warning    ... < :data:`COVERAGE_WARN`
 S1 and S2 dates far apart          warning    more than ``maxDateGap`` days (default :data:`MAX_DATE_GAP_DAYS`)
+backscatter unit contradicted      error      read as dB with under :data:`DB_NEGATIVE_SHARE` of its non-zero
+by the values                                 values below 0 (it is intensity), read as linear with more (dB)
 =================================  =========  ===========================================================
 
 Example
@@ -70,6 +72,10 @@ MIN_SAMPLE_PIXELS = 100
 COVERAGE_MIN = 0.5
 #: ... less than this share: warning.
 COVERAGE_WARN = 0.9
+#: Share of a backscatter band's non-zero values below 0 that tells dB from linear intensity:
+#: intensity is never negative, dB of every real scene here is negative in >= 99.7 % of its
+#: pixels (BigEarthNet's twelve S1 bands, pyroSAR's gamma0; docs/guards.md).
+DB_NEGATIVE_SHARE = 0.5
 #: Default largest gap (days) between the Sentinel-1 and Sentinel-2
 #: acquisitions without a warning: one Sentinel-1 repeat cycle.
 MAX_DATE_GAP_DAYS = 12.0
@@ -321,6 +327,58 @@ def check_s1_coverage(s2_valid: np.ndarray, s1_valid: np.ndarray, s1_names: str 
     if coverage < COVERAGE_WARN:
         return Finding("warning", f"{s1_names} cover only {pct} of the valid Sentinel-2 pixels; the other "
                                   "pixels get NaN radar indices")
+    return None
+
+
+def check_backscatter_unit(values: Mapping[str, np.ndarray], units: Mapping[str, str]) -> Finding | None:
+    """Error when a backscatter band's values contradict the unit it is read in.
+
+    Linear intensity (Sigma0) is never negative; in dB nearly every pixel of a
+    real scene is (0 dB is a reflector as bright as the pixel itself). A band
+    read as dB (its name ``*_db``, its unit, or ``sarUnit``) whose non-zero
+    values are mostly positive holds intensity, and the reverse: either way
+    every radar index would be wrong without an error.
+
+    Parameters
+    ----------
+    values : dict of str to numpy.ndarray
+        Band name -> sampled values (NaN where invalid).
+    units : dict of str to str
+        Band name -> ``"dB"`` or ``"linear"``, as the indices will read it.
+
+    Returns
+    -------
+    Finding or None
+        Error for the first band contradicted (share of negative values
+        against :data:`DB_NEGATIVE_SHARE`); None with fewer than
+        :data:`MIN_SAMPLE_PIXELS` non-zero values.
+
+    Examples
+    --------
+    >>> db = np.array([-12.1, -8.4, -17.9, -20.3] * 50)
+    >>> check_backscatter_unit({"Sigma0_VV_db": db}, {"Sigma0_VV_db": "dB"}) is None
+    True
+    >>> check_backscatter_unit({"Sigma0_VV_db": 10 ** (db / 10)}, {"Sigma0_VV_db": "dB"}).level
+    'error'
+    """
+    for name, v in values.items():
+        v = np.asarray(v, dtype=np.float64).ravel()
+        v = v[np.isfinite(v) & (v != 0)]  # 0: a fill value in either unit
+        if v.size < MIN_SAMPLE_PIXELS:
+            continue
+        negative = float((v < 0).mean())
+        seen = f"{100 * negative:.1f} % of its values below 0, median {np.median(v):.3g}"
+        unit = units.get(name)
+        if unit == "dB" and negative < DB_NEGATIVE_SHARE:
+            return Finding("error", f"{name} is read as dB but holds linear intensity ({seen}; dB backscatter is "
+                                    "below 0 almost everywhere): convert it to dB (10*log10) or read it as linear "
+                                    "(a name without _db, e.g. Sigma0_VV, or unit intensity, and sarUnit auto or "
+                                    "linear); if it really is dB, set checkInputs=false")
+        if unit == "linear" and negative > DB_NEGATIVE_SHARE:
+            return Finding("error", f"{name} is read as linear intensity but holds dB ({seen}; intensity is never "
+                                    "negative): read it as dB (sarUnit=dB, or a name ending in _db, e.g. "
+                                    "Sigma0_VV_db, or unit intensity_db); if it really is intensity, set "
+                                    "checkInputs=false")
     return None
 
 

@@ -121,6 +121,29 @@ def test_bigearthnet_s1_patches(ben_s1):
         assert prod.start_time is not None and prod.crs is not None
 
 
+def test_s1_band_folder_of_linear_intensity(ben_s1, tmp_path):
+    """A folder of linear-intensity files (ASF RTC's default) reads as Sigma0_VV / Sigma0_VH, unit intensity: the
+    same patch in dB and in intensity gives the same radar indices (read as dB, intensity would be wrong)."""
+    from snap_operators.api import spectral_indices
+
+    folder = patches(ben_s1)[0]
+    (tmp_path / "lin").mkdir()
+    for f in sorted(folder.glob("*_V?.tif")):
+        with rasterio.open(f) as src:
+            profile, db = src.profile, src.read(1).astype("float32")
+        profile.update(dtype="float32")
+        with rasterio.open(tmp_path / "lin" / f.name, "w", **profile) as dst:
+            dst.write(10 ** (db / 10), 1)
+    lin, db = open_product(tmp_path / "lin"), open_product(folder)
+    assert lin.band_names == ["Sigma0_VV", "Sigma0_VH"] and lin.band("Sigma0_VV").unit == "intensity"
+    np.testing.assert_allclose(10 * np.log10(lin.band("Sigma0_VV").data.compute()),
+                               db.band("Sigma0_VV_db").data.compute(), atol=1e-4)
+    a, b = (spectral_indices(p, indices="RVI,VV_db") for p in (lin, db))
+    for n in ("RVI", "VV_db"):
+        np.testing.assert_allclose(a.band(n).data.compute(), b.band(n).data.compute(), rtol=1e-4, atol=1e-4)
+    assert open_product(tmp_path / "lin", band_names=["Sigma0_VH"]).band_names == ["Sigma0_VH"]
+
+
 def test_s1_and_s2_patches_share_the_grid(ben_s2, ben_s1):
     s2 = patches(ben_s2)[0]
     s1 = next(p for p in patches(ben_s1) if p.name.endswith(s2.name.split("_", 3)[-1][-5:]))

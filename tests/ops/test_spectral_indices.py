@@ -583,8 +583,9 @@ def test_one_polarisation_file_alone_points_at_its_folder(shared_data):
         run_op(vv, indices="RVI")
     msg = str(exc.value)
     assert "missing: VV (as Sigma0_VV[_db]" in msg and "\n" not in msg
-    assert msg.endswith("(NAME_VV.tif, NAME_VH.tif, in dB) reads as one product with Sigma0_VV_db and "
-                        "Sigma0_VH_db from the folder holding them: give that folder as the Sentinel-1 input")
+    assert msg.endswith("(NAME_VV.tif, NAME_VH.tif) reads as one product (Sigma0_VV_db and Sigma0_VH_db, or "
+                        "Sigma0_VV and Sigma0_VH if linear) from the folder holding them: give that folder as the "
+                        "Sentinel-1 input")
     assert run_op(open_product(patch), indices="RVI").band_names == ["RVI"]
     with pytest.raises(OperatorError) as exc:  # optical bands missing: no radar advice
         run_op(vv, indices="NDVI")

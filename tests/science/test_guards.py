@@ -150,6 +150,24 @@ def test_coverage_decisions():
     assert guards.check_s1_coverage(np.ones(50, bool), np.zeros(50, bool)) is None  # too few pixels
 
 
+def test_backscatter_unit_decisions():
+    rng = np.random.default_rng(0)
+    db = rng.normal(-12.0, 4.0, 2000)  # VV of land, in dB: a few bright pixels above 0
+    lin = 10 ** (db / 10)
+    assert guards.check_backscatter_unit({"Sigma0_VV_db": db}, {"Sigma0_VV_db": "dB"}) is None
+    assert guards.check_backscatter_unit({"Sigma0_VV": lin}, {"Sigma0_VV": "linear"}) is None
+    f = guards.check_backscatter_unit({"Sigma0_VV_db": lin}, {"Sigma0_VV_db": "dB"})
+    assert f.level == "error" and f.message.startswith("Sigma0_VV_db is read as dB but holds linear intensity (0.0 %")
+    assert "convert it to dB (10*log10)" in f.message and "checkInputs=false" in f.message and "\n" not in f.message
+    f = guards.check_backscatter_unit({"VH": db - 6}, {"VH": "linear"})
+    assert f.level == "error" and f.message.startswith("VH is read as linear intensity but holds dB (")
+    assert "sarUnit=dB" in f.message
+    # zeros (fill) and NaN are left out; too few values: no decision
+    filled = np.concatenate([np.zeros(5000), lin, [np.nan] * 10])
+    assert guards.check_backscatter_unit({"b": filled}, {"b": "dB"}).level == "error"
+    assert guards.check_backscatter_unit({"b": lin[:50]}, {"b": "dB"}) is None
+
+
 def test_date_gap_and_time_formats():
     s2 = dt.datetime(2023, 7, 10, 7, 46, tzinfo=dt.timezone.utc)
     assert guards.check_date_gap(s2, "2023-07-21T15:02:31Z") is None  # 11.3 days
@@ -308,6 +326,31 @@ def test_s1_patch_covering_part_of_the_s2_grid(ben_pair, s1_geotiff, tmp_path, c
         indices(both, indices=DEFAULT + ",VV_db,VH_db")
     got = warnings_of(caplog)
     assert (got == []) if level is None else (len(got) == 1 and text in got[0])
+
+
+def test_real_s1_in_the_wrong_unit_is_refused(ben_pair, write_tif, tmp_path):
+    """BigEarthNet's dB patch as linear intensity under a dB name (a band folder of ASF-style linear files is read
+    as dB), and as dB under a linear name: both refused, on the S1 product alone and collocated; as it is, none."""
+    s2_dir, s1_dir = ben_pair
+    with rasterio.open(glob.glob(str(s1_dir / "*_VV.tif"))[0]) as vv, \
+            rasterio.open(glob.glob(str(s1_dir / "*_VH.tif"))[0]) as vh:
+        db = np.stack([vv.read(1), vh.read(1)]).astype(np.float32)
+        t, crs = vv.transform, vv.crs
+
+    def product(name, data, names, units):
+        return open_product(write_tif(tmp_path / name, data, descriptions=names, transform=t, crs=crs, units=units))
+
+    as_db = product("lin_as_db.tif", 10 ** (db / 10), ("Sigma0_VV_db", "Sigma0_VH_db"), ("dB", "dB"))
+    with pytest.raises(OperatorError, match="Sigma0_VV_db is read as dB but holds linear intensity"):
+        indices(as_db, indices="RVI")
+    with pytest.raises(OperatorError, match="Sigma0_VV_db is read as dB but holds linear intensity"):
+        indices(collocated(resampled(open_product(s2_dir)), as_db), indices=DEFAULT + ",RVI")
+    as_linear = product("db_as_lin.tif", db, ("Sigma0_VV", "Sigma0_VH"), ("intensity", "intensity"))
+    with pytest.raises(OperatorError, match="Sigma0_VV is read as linear intensity but holds dB"):
+        indices(as_linear, indices="RVI")
+    assert indices(as_linear, indices="RVI", checkInputs="false").band_names == ["RVI"]
+    right = product("db.tif", db, ("Sigma0_VV_db", "Sigma0_VH_db"), ("dB", "dB"))
+    assert indices(right, indices="RVI").band_names == ["RVI"]
 
 
 # --- dates -----------------------------------------------------------------------------------------
