@@ -68,11 +68,12 @@ def _snap_band(index, name, dtype, width, height, *, wavelength=0.0, factor=1.0,
 WAVELENGTHS = {"B2": 492.4, "B3": 559.8, "B4": 664.6, "B6": 740.5, "B8": 832.8, "B11": 1613.7}
 
 
-def snap_export(src: Path, dst: Path, header: str | None = "auto", drop=(), nodata: float | None = 0.0) -> Path:
+def snap_export(src: Path, dst: Path, header: str | None = "auto", drop=(), nodata: float | None = 0.0,
+                bigtiff: bool = False) -> Path:
     """`src` (a Sentinel-2 L2A GeoTIFF of DN) written as SNAP's GeoTIFF writer writes a product read from the
     SAFE: raw counts, one big-endian planar strip per band, the georeferencing in GeoTIFF tags and the
     product's DIMAP header (names, scaling 1e-4 and offset -0.1 of baseline 04.00, no-data `nodata`) in tag
-    65000."""
+    65000; `bigtiff`: as SNAP's GeoTIFF-BigTIFF writer, which keeps the header in the same tag."""
     with rasterio.open(src) as ds:
         names, data, t, epsg = list(ds.descriptions), ds.read(), ds.transform, ds.crs.to_epsg()
     keep = [i for i, n in enumerate(names) if n not in drop]
@@ -102,7 +103,7 @@ def snap_export(src: Path, dst: Path, header: str | None = "auto", drop=(), noda
     if header is not None:
         tags.append((SNAP_HEADER_TAG, "s", 0, header, True))
     tifffile.imwrite(dst, data, byteorder=">", planarconfig="separate", photometric="minisblack", rowsperstrip=h,
-                     compression=None, extratags=tags, metadata=None)
+                     compression=None, extratags=tags, metadata=None, bigtiff=bigtiff)
     return dst
 
 
@@ -127,6 +128,14 @@ def test_sentinel2_exported_by_snap_reads_as_the_product_it_was(tmp_path):
     with np.errstate(divide="ignore", invalid="ignore"):
         np.testing.assert_allclose(p.band("ndvi").data.compute(), (b8 - b4) / (b8 + b4), rtol=1e-5)
     assert p.metadata.element("Level-2A_User_Product").attributes["PROCESSING_BASELINE"] == "05.10"
+
+
+def test_bigtiff_exported_by_snap_reads_the_same(tmp_path):
+    big = open_product(snap_export(AKROTIRI, tmp_path / "S2_export.tif", bigtiff=True))
+    classic = open_product(snap_export(AKROTIRI, tmp_path / "S2_classic.tif"))
+    assert Path(big.file_location).read_bytes()[2:4] == b"\x00\x2b"  # BigTIFF, big-endian
+    assert big.band_names == classic.band_names == ["B2", "B3", "B4", "B6", "B8", "B11", "SCL", "ndvi"]
+    np.testing.assert_array_equal(big.band("B11").data.compute(), classic.band("B11").data.compute())
 
 
 def test_sentinel2_exported_by_snap_classifies_as_the_product_it_was(tmp_path):
