@@ -36,7 +36,7 @@ import numpy as np
 from ..core.errors import ProductReadError
 from ..core.product import DEFAULT_TILE_SIZE, MetadataElement, Product
 from .geotiff import georeferencing, open_raster
-from .raster_bands import BandSource, build_bands
+from .raster_bands import DB_NEGATIVE_SHARE, BandSource, build_bands, negative_share
 from .times import parse_datetime
 
 #: Sentinel-2 band names in SNAP's order.
@@ -56,6 +56,8 @@ S2_NODATA = 0
 REFLECTANCE_UNIT = "dl"
 
 S1_POLARISATIONS = ("VV", "VH", "HH", "HV")
+#: Fewer valid non-zero pixels than this in a backscatter file: taken as dB.
+MIN_UNIT_PIXELS = 100
 
 _S2_FILE = re.compile(r"^(?P<prefix>.+)_(?P<band>B(?:0?[1-9]|1[0-2]|8A))\.(?:jp2|tiff?)$", re.IGNORECASE)
 _S1_FILE = re.compile(r"^(?P<prefix>.+)_(?P<pol>VV|VH|HH|HV)\.tiff?$", re.IGNORECASE)
@@ -77,17 +79,15 @@ def holds_db(path: str | Path) -> bool:
     """Whether the backscatter file `path` holds dB rather than linear intensity.
 
     Intensity is never negative; dB of real scenes is negative almost
-    everywhere (``guards.DB_NEGATIVE_SHARE``). Decided on at most 256 x 256
-    pixels read decimated, zeros (fill) and no-data left out; dB when too few
-    values remain (BigEarthNet's convention).
+    everywhere (:data:`~.raster_bands.DB_NEGATIVE_SHARE`). Decided on at most
+    256 x 256 pixels read decimated, zeros (fill) and no-data left out; dB
+    when fewer than :data:`MIN_UNIT_PIXELS` values remain (BigEarthNet's
+    convention).
     """
-    from ..science.guards import DB_NEGATIVE_SHARE, MIN_SAMPLE_PIXELS
-
     with open_raster(path) as ds:
-        v = ds.read(1, out_shape=(min(ds.height, 256), min(ds.width, 256)), masked=True).astype(np.float64)
-    v = v.compressed() if np.ma.isMaskedArray(v) else v.ravel()
-    v = v[np.isfinite(v) & (v != 0)]
-    return v.size < MIN_SAMPLE_PIXELS or float((v < 0).mean()) > DB_NEGATIVE_SHARE
+        v = ds.read(1, out_shape=(min(ds.height, 256), min(ds.width, 256)), masked=True)
+    share, n = negative_share(v.compressed() if np.ma.isMaskedArray(v) else v)
+    return n < MIN_UNIT_PIXELS or share > DB_NEGATIVE_SHARE
 
 
 def find_band_files(folder: str | Path) -> tuple[str, str, dict[str, Path]]:

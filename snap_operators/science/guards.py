@@ -43,6 +43,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..core.product import MetadataElement
+from ..io.raster_bands import DB_NEGATIVE_SHARE, negative_share
 
 #: Brightest band's median above which values are digital numbers, not
 #: reflectance. Reflectance medians stay below 0.5 on every real scene here
@@ -72,10 +73,6 @@ MIN_SAMPLE_PIXELS = 100
 COVERAGE_MIN = 0.5
 #: ... less than this share: warning.
 COVERAGE_WARN = 0.9
-#: Share of a backscatter band's non-zero values below 0 that tells dB from linear intensity:
-#: intensity is never negative, dB of every real scene here is negative in >= 99.7 % of its
-#: pixels (BigEarthNet's twelve S1 bands, pyroSAR's gamma0; docs/guards.md).
-DB_NEGATIVE_SHARE = 0.5
 #: Default largest gap (days) between the Sentinel-1 and Sentinel-2
 #: acquisitions without a warning: one Sentinel-1 repeat cycle.
 MAX_DATE_GAP_DAYS = 12.0
@@ -362,12 +359,11 @@ def check_backscatter_unit(values: Mapping[str, np.ndarray], units: Mapping[str,
     'error'
     """
     for name, v in values.items():
-        v = np.asarray(v, dtype=np.float64).ravel()
-        v = v[np.isfinite(v) & (v != 0)]  # 0: a fill value in either unit
-        if v.size < MIN_SAMPLE_PIXELS:
+        negative, n = negative_share(v)
+        if n < MIN_SAMPLE_PIXELS:
             continue
-        negative = float((v < 0).mean())
-        seen = f"{100 * negative:.1f} % of its values below 0, median {np.median(v):.3g}"
+        v = np.asarray(v, dtype=np.float64)
+        seen = f"{100 * negative:.1f} % of its values below 0, median {np.median(v[np.isfinite(v) & (v != 0)]):.3g}"
         unit = units.get(name)
         if unit == "dB" and negative < DB_NEGATIVE_SHARE:
             return Finding("error", f"{name} is read as dB but holds linear intensity ({seen}; dB backscatter is "

@@ -103,7 +103,8 @@ def snap_band_names(path) -> list[str]:
         page = tif.pages[0]
         count = page.samplesperpixel
         xml = page.tags.get(42112)
-    names = [item.text for item in ET.fromstring(xml.value).iter("Item") if item.get("name") == "BAND"] if xml else []
+        xml = xml.value if xml is not None else None
+    names = [item.text for item in ET.fromstring(xml).iter("Item") if item.get("name") == "BAND"] if xml else []
     return names if len(names) == count else [f"band_{i}" for i in range(1, count + 1)]
 
 
