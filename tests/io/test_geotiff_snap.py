@@ -152,6 +152,34 @@ def test_sentinel2_exported_by_snap_classifies_as_the_product_it_was(tmp_path):
     assert len(np.unique(maps[1])) >= 3
 
 
+def test_class_map_exported_by_snap_keeps_its_legend(tmp_path):
+    """The Progressive Classifier's class map run in SNAP (gpt) and written as GeoTIFF: the adapter's index
+    coding and colours travel in the header, so ChangeDetection and timeseries read its classes."""
+    from snap_operators.core.legend import LAND_COVER
+
+    classes = np.random.default_rng(0).integers(1, 6, (40, 60)).astype(np.uint8)
+    classes[0, :] = 255
+    coding = "".join(f"<Index><INDEX_NAME>{c.name}</INDEX_NAME><INDEX_VALUE>{c.value}</INDEX_VALUE>"
+                     f"<INDEX_DESCRIPTION /></Index>" for c in LAND_COVER)
+    palette = "".join(f"<Color_Palette_Point><SAMPLE>{c.value}.0</SAMPLE><COLOR red=\"{c.color[0]}\" "
+                      f"green=\"{c.color[1]}\" blue=\"{c.color[2]}\" alpha=\"255\" /><LABEL>{c.name}</LABEL>"
+                      "</Color_Palette_Point>" for c in LAND_COVER)
+    band = _snap_band(0, "class_id", "uint8", 60, 40, nodata=255.0).replace(
+        "</Spectral_Band_Info>", "<INDEX_CODING_NAME>class_id</INDEX_CODING_NAME></Spectral_Band_Info>")
+    header = ('<?xml version="1.0" encoding="ISO-8859-1"?><Dimap_Document name="classes.dim">'
+              "<Dataset_Id><DATASET_NAME>classes</DATASET_NAME></Dataset_Id>"
+              "<Raster_Dimensions><NCOLS>60</NCOLS><NROWS>40</NROWS><NBANDS>1</NBANDS></Raster_Dimensions>"
+              f'<Index_Coding name="class_id">{coding}</Index_Coding>'
+              f"<Image_Display><Band_Statistics><BAND_INDEX>0</BAND_INDEX>{palette}</Band_Statistics></Image_Display>"
+              f"<Image_Interpretation>{band}</Image_Interpretation></Dimap_Document>")
+    path = tmp_path / "classes.tif"
+    tifffile.imwrite(path, classes, byteorder=">", extratags=[(SNAP_HEADER_TAG, "s", 0, header, True)], metadata=None)
+    b = open_product(path).band("class_id")
+    assert [(c.value, c.name, c.color) for c in b.classes] == [(c.value, c.name, c.color) for c in LAND_COVER]
+    assert b.no_data == 255
+    np.testing.assert_array_equal(b.data.compute(), classes)
+
+
 def test_header_that_does_not_fit_the_file_is_left_out_with_a_warning(tmp_path, caplog):
     # a header listing 6 bands with data (and ndvi) on a file holding 5
     header = snap_header(snap_export(AKROTIRI, tmp_path / "full.tif", drop=("SCL",)))
