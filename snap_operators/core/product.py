@@ -31,6 +31,11 @@ from .errors import OperatorError
 DEFAULT_TILE_SIZE = 1024
 
 
+#: A band name as SNAP's Collocate renames it by default: ``${ORIGINAL_NAME}_M`` (reference),
+#: ``${ORIGINAL_NAME}_S${SECONDARY_NUMBER_ID}`` (secondary; SNAP 8 and older: ``_S``).
+_COLLOCATED_NAME = re.compile(r"^.+_(?:M|S\d*)$")
+
+
 @dataclass
 class MetadataElement:
     """A node of the metadata tree (SNAP's ``MetadataElement``).
@@ -313,6 +318,12 @@ class Product:
             them = "them in their file, one call per band" if len(unnamed) > 1 else "it in its file"
             listed += (f" ({', '.join(unnamed)}: no name{'s' if len(unnamed) > 1 else ''}, from a GeoTIFF without "
                        f"band descriptions; name {them}: rio edit-info --bidx 1 --description Sigma0_VV_db FILE)")
+        renamed = [n for n in self.bands if _COLLOCATED_NAME.match(n)]
+        if renamed and "collocationFlags" in self.bands:
+            # SNAP's Collocate renames by default (B2 -> B2_M, Sigma0_VV_db -> Sigma0_VV_db_S0)
+            listed += (f" (names renamed by Collocate, e.g. {renamed[0]}: collocate with renameReferenceComponents "
+                       "and renameSecondaryComponents false, as graphs/progressive_classifier_s1s2.xml does, or give "
+                       "the graphs the Sentinel-2 and Sentinel-1 products themselves)")
         return listed
 
     def has_band(self, name: str) -> bool:

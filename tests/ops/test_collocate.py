@@ -79,6 +79,20 @@ def test_default_names_grid_and_reference_bands():
     assert out.metadata.element("ref_meta") is not None and out.metadata.element("SecondaryMetadata") is None
 
 
+def test_renamed_bands_missing_say_how_to_collocate():
+    """A product collocated with SNAP's default renaming (B2 -> B2_M), handed to a graph that looks for B2: the
+    error lists the bands and says how to collocate instead."""
+    out = collocate({"sourceProduct": reference(), "sourceProduct.1": secondary()})
+    with pytest.raises(ParameterError) as exc:
+        ResampleOp.create({"sourceProduct": out}, {"referenceBand": "B2"}, context=ExecutionContext()).initialize()
+    msg = str(exc.value)
+    assert "bands: B2_M, B3_M, VV_S, collocationFlags (names renamed by Collocate, e.g. B2_M: collocate with " \
+           "renameReferenceComponents and renameSecondaryComponents false" in msg and "\n" not in msg
+    kept = collocate({"sourceProduct": reference(), "sourceProduct.1": secondary()},
+                     renameReferenceComponents="false", renameSecondaryComponents="false")
+    assert "renamed by Collocate" not in kept.bands_listed()
+
+
 def test_bilinear_across_crs_reproduces_the_field_and_nan_outside():
     out = collocate({"master": reference(), "slave": secondary()}, resamplingType="BILINEAR_INTERPOLATION")
     vv = out.bands["VV_S"].data.compute()
