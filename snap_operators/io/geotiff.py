@@ -63,6 +63,9 @@ VALID_EXPRESSION_TAG = "VALID_PIXEL_EXPRESSION"
 #: SNAP's private TIFF tag with the product's DIMAP header (snap-geotiff's
 #: ``Utils.PRIVATE_BEAM_TIFF_TAG_NUMBER``).
 SNAP_HEADER_TAG = 65000
+#: Largest header read from it: a Sentinel-2 product's, with its whole metadata tree, is a few MB;
+#: a tag claiming more is not read into memory.
+SNAP_HEADER_MAX_BYTES = 64 << 20
 
 
 def open_raster(path: str | Path):
@@ -284,6 +287,10 @@ def snap_header(path: str | Path) -> DimapHeader | None:
         with tifffile.TiffFile(path) as tif:
             tag = tif.pages[0].tags.get(SNAP_HEADER_TAG)
             if tag is None or tag.dtype != 2:  # ASCII
+                return None
+            if tag.count > SNAP_HEADER_MAX_BYTES:
+                log.warning("%s: tag %d claims %d bytes, more than a SNAP header holds: not read; bands are named "
+                            "as GDAL reads them", path, SNAP_HEADER_TAG, tag.count)
                 return None
             tif.filehandle.seek(tag.valueoffset)
             raw = tif.filehandle.read(tag.count)

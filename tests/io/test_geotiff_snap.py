@@ -200,3 +200,13 @@ def test_unreadable_header_is_left_out_with_a_warning(tmp_path, caplog):
     assert "SNAP's DIMAP header in the file cannot be read" in caplog.text
     # and a GeoTIFF without the tag (GDAL's, the project's) has no header
     assert snap_header(AKROTIRI) is None
+
+
+def test_oversized_header_tag_is_not_read(tmp_path, caplog, monkeypatch):
+    from snap_operators.io import geotiff
+
+    path = snap_export(AKROTIRI, tmp_path / "S2_export.tif")
+    monkeypatch.setattr(geotiff, "SNAP_HEADER_MAX_BYTES", 1000)  # the header here is about 6 kB
+    with caplog.at_level(logging.WARNING):
+        assert snap_header(path) is None
+    assert "more than a SNAP header holds: not read" in caplog.text
