@@ -91,7 +91,8 @@ def add_command(sub) -> None:
     t.add_argument("--test-time-augmentation", default="none", choices=tuple(AUGMENTATIONS),
                    help="with --reference: make the scored class map as AttentionUNetInference's "
                    "testTimeAugmentation does (flips: 4 passes, dihedral: 8; default %(default)s)")
-    t.add_argument("--mapping", help="reference code -> class id pairs, e.g. 2:3,5:1,8:4 (as `snap-pc assess`)")
+    t.add_argument("--mapping", help="reference code -> class id pairs, e.g. 2:3,5:1,8:4, or class name -> class id "
+                   "pairs for a --reference-field of names, e.g. water:1,forest:3 (as `snap-pc assess`)")
     t.add_argument("--rules-map", metavar="RASTER",
                    help="with --reference: the rules' class map with its margin (progressive_classifier_s2.xml "
                    "-PoutputMargin=true, on the image's grid); the map the inference graph writes, the network's "
@@ -207,7 +208,8 @@ def _cmd_train(args) -> int:
                   weight_average=args.weight_average, atmosphere=args.atmosphere, ignore_border=args.ignore_border,
                   self_training=args.self_training, confidence=args.confidence, n_datasets=len(folders or [1]),
                   reference=args.reference, reference_augmentation=args.test_time_augmentation,
-                  rules_map=args.rules_map, min_rule_margin=args.min_rule_margin, mapping=mapping)
+                  rules_map=args.rules_map, min_rule_margin=args.min_rule_margin, mapping=mapping,
+                  reference_field=args.reference_field)
     if not folders:
         if not (args.image and args.labels):
             raise TrainError("--image and --labels go together")

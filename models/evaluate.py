@@ -17,7 +17,14 @@ from typing import Mapping
 
 import numpy as np
 
-from snap_operators.apps.assess import accuracy_metrics, add_pairs, apply_mapping, pair_labels, pair_matrix
+from snap_operators.apps.assess import (
+    accuracy_metrics,
+    add_pairs,
+    apply_mapping,
+    pair_labels,
+    pair_matrix,
+    split_mapping,
+)
 from snap_operators.core.legend import CLASS_NAMES, MASKED, NO_DATA
 from snap_operators.science.fusion import DEFAULT_MIN_MARGIN
 
@@ -168,7 +175,8 @@ def fuse_scene(classes: str | Path, rules_map: str | Path, out: str | Path, *,
 
 
 def compare_with_reference(classes: str | Path, info: dict, reference: str | Path, *, field: str | None = None,
-                           mapping: Mapping[int, int] | None = None, fused: str | Path | None = None,
+                           mapping: Mapping[int, int] | Mapping[str, int] | None = None,
+                           fused: str | Path | None = None,
                            start: str | Path | None = None) -> dict:
     """Accuracy of the network's class map and of the rules' map against `reference`, on the same pixels.
 
@@ -184,7 +192,9 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     field : str, optional
         Class attribute of a vector reference.
     mapping : dict, optional
-        Reference code -> class id (codes not mapped are left out).
+        Reference code -> class id, or class name -> class id for a vector attribute of names
+        (``snap-pc assess``'s :func:`~snap_operators.apps.assess.parse_mapping`); codes or names
+        not mapped are left out.
     fused : path, optional
         The network's map fused with the rules' (:func:`fuse_scene`), on the class map's grid:
         scored too, as ``"fused"``, with ``"fused_recall_change"`` (fused - rules).
@@ -210,7 +220,8 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     pairs: dict[str, dict[tuple[int, int], int]] = {"unet": {}, "rules": {}, **{name: {} for name in extra}}
     with rasterio.open(classes) as ds:
         grid = (ds.crs, ds.transform, ds.width, ds.height)
-        read_ref = reference_reader(reference, *grid, field=field)
+        names, codes = split_mapping(mapping)
+        read_ref = reference_reader(reference, *grid, field=field, names=names)
         readers = {"unet": lambda win: ds.read(1, window=win).astype(np.int64),
                    "rules": reference_reader(info["labels"], *grid, field=info.get("field") or "class_id")}
         for name, path in extra.items():
@@ -218,7 +229,7 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         for row0 in range(0, ds.height, WINDOW_ROWS):
             win = Window(0, row0, ds.width, min(WINDOW_ROWS, ds.height - row0))
             maps = {name: read(win) for name, read in readers.items()}
-            ref = apply_mapping(read_ref(win), mapping)
+            ref = apply_mapping(read_ref(win), codes)
             # pixels any map could not see (no data; cloud, shadow or snow) are left out of all
             valid = ref > 0
             for m in maps.values():

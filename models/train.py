@@ -564,10 +564,12 @@ def relabel_confident(model, xs, ys, mean, std, class_ids, threshold: float, bat
 def check_options(out, *, overwrite: bool = False, epochs: int = 30, loss: str = "ce", weight_average: float = 0.0,
                   atmosphere: float | None = None, ignore_border: int = 0, self_training: int = 0,
                   confidence: float = 0.9, n_datasets: int = 1, reference=None, reference_augmentation: str = "none",
-                  rules_map=None, min_rule_margin: float | None = None, mapping: dict | None = None) -> None:
+                  rules_map=None, min_rule_margin: float | None = None, mapping: dict | None = None,
+                  reference_field: str | None = None) -> None:
     """Refuse, in one line, options :func:`train` cannot run with (:class:`TrainError`), before any
     work: ``snap-pc train --image`` calls it before it builds the dataset. Arguments as :func:`train`'s,
-    `n_datasets` the number of datasets."""
+    `n_datasets` the number of datasets. The reference is read here too (its attribute, codes or
+    class names against `mapping`), not only when the trained model is scored against it."""
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise TrainError(f"--out must name an .onnx file, got {out}")
@@ -598,8 +600,14 @@ def check_options(out, *, overwrite: bool = False, epochs: int = 30, loss: str =
         raise TrainError(f"least rule margin must be >= 0 (Infinity: the network alone), got {min_rule_margin}")
     if reference_augmentation not in AUGMENTATIONS:
         raise TrainError(f"unknown test-time augmentation {reference_augmentation!r} (one of {', '.join(AUGMENTATIONS)})")
-    if reference is not None and not Path(reference).exists():
-        raise TrainError(f"reference {reference} does not exist")
+    if reference is not None:
+        from snap_operators.apps.assess import split_mapping
+        from snap_operators.io.reference import ReferenceDataError, check_reference
+
+        try:
+            check_reference(reference, reference_field, split_mapping(mapping)[0], field_option="--reference-field")
+        except ReferenceDataError as exc:
+            raise TrainError(str(exc)) from None
     if rules_map is not None and not Path(rules_map).exists():
         raise TrainError(f"rules map {rules_map} does not exist")
     legend = {c.value: c.name for c in LAND_COVER}
@@ -701,7 +709,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
                   atmosphere=atmosphere, ignore_border=ignore_border, self_training=self_training,
                   confidence=confidence, n_datasets=len(folders), reference=reference,
                   reference_augmentation=reference_augmentation, rules_map=rules_map,
-                  min_rule_margin=min_rule_margin, mapping=mapping)
+                  min_rule_margin=min_rule_margin, mapping=mapping, reference_field=reference_field)
     info, data = combine_datasets(folders)
     if threshold_moving and len(folders) > 1:
         log.warning("threshold moving with %d datasets: the thresholds go to their pooled class shares, which a new "

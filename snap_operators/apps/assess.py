@@ -14,7 +14,7 @@ Example
 >>> m = confusion_matrix(np.array([1, 1, 2, 2]), np.array([1, 2, 2, 2]), labels=[1, 2])
 >>> m.tolist()
 [[1, 1], [0, 2]]
->>> round(accuracy_metrics(m, [1, 2])["overall_accuracy"], 2)
+>>> float(round(accuracy_metrics(m, [1, 2])["overall_accuracy"], 2))
 0.75
 """
 
@@ -33,7 +33,7 @@ import numpy as np
 from ..core.errors import SnapPcError
 from ..core.legend import CLASS_NAMES, MASKED, NO_DATA, UNCLASSIFIED
 from ..core.outputs import save_figure, stage_figure, stage_text, staged_outputs
-from ..io.reference import reference_reader
+from ..io.reference import is_number, reference_reader
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +41,49 @@ log = logging.getLogger(__name__)
 WINDOW_ROWS = 1024
 
 
-def parse_mapping(text: str | None) -> dict[int, int]:
-    """``"5:3,8:4"`` -> ``{5: 3, 8: 4}`` (reference code -> class id)."""
+def parse_mapping(text: str | None) -> dict[int, int] | dict[str, int]:
+    """Reference codes or class names -> class ids: ``"5:3,8:4"`` -> ``{5: 3, 8: 4}``;
+    ``"water:1, forest:3"`` -> ``{"water": 1, "forest": 3}`` (a vector reference whose class
+    attribute holds names). Codes and names are not mixed in one mapping.
+
+    >>> parse_mapping("5:3,8:4"), parse_mapping("Water:1, bare soil:2")
+    ({5: 3, 8: 4}, {'Water': 1, 'bare soil': 2})
+    """
     if not text:
         return {}
-    out: dict[int, int] = {}
+    out: dict = {}
     for item in text.split(","):
         item = item.strip()
         if not item:
             continue
         try:
-            a, b = item.split(":")
-            out[int(a)] = int(b)
+            a, b = item.rsplit(":", 1)
+            a, b = a.strip(), int(b)
+            if not a:
+                raise ValueError
+            out[int(a) if is_number(a) else a] = b  # "2.5" is a bad code, not a name
         except ValueError:
-            raise SnapPcError(f"--mapping: cannot read {item!r}; expected REF:CLASS pairs such as 5:1,2:3") from None
+            raise SnapPcError(f"--mapping: cannot read {item!r}; expected REF:CLASS pairs such as 5:1,2:3 (codes) or "
+                              "water:1,forest:3 (class names of a vector reference)") from None
+    if len({isinstance(k, str) for k in out}) > 1:
+        raise SnapPcError(f"--mapping mixes codes and class names ({text}); map either the codes or the names")
     return out
+
+
+def split_mapping(mapping: Mapping | None) -> tuple[dict[str, int] | None, dict[int, int]]:
+    """``(names, codes)``: the class names a vector reference is read with, and the code mapping
+    applied to what it gives (:func:`apply_mapping`). A mapping of names reads each name as its
+    class id, so the codes then map every id it gives to itself (and leave the rest out).
+
+    >>> split_mapping({"water": 1, "lake": 1, "forest": 3})
+    ({'water': 1, 'lake': 1, 'forest': 3}, {1: 1, 3: 3})
+    >>> split_mapping({5: 1})
+    (None, {5: 1})
+    """
+    mapping = dict(mapping or {})
+    if any(isinstance(k, str) for k in mapping):
+        return mapping, {v: v for v in sorted(set(mapping.values()))}
+    return None, mapping
 
 
 def add_pairs(acc: dict[tuple[int, int], int], reference: np.ndarray, classified: np.ndarray) -> None:
@@ -163,7 +191,8 @@ class Assessment:
 
 
 def assess(classes_path: str | Path, reference_path: str | Path, *, field: str | None = None,
-           mapping: Mapping[int, int] | None = None, names: Mapping[int, str] | None = None) -> Assessment:
+           mapping: Mapping[int, int] | Mapping[str, int] | None = None,
+           names: Mapping[int, str] | None = None) -> Assessment:
     """Compare a class raster with a reference raster or vector file.
 
     Parameters
@@ -175,16 +204,18 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
         nearest neighbour) or vector file (polygons or points, rasterized onto
         the class grid with attribute `field`).
     field : str, optional
-        Attribute of the vector reference holding the class code (required
-        for vectors).
+        Attribute of the vector reference holding the class code or class
+        name (required for vectors).
     mapping : dict, optional
-        Reference code -> class id; codes not mapped are left out. Without a
-        mapping reference codes are used as class ids.
+        Reference code -> class id, or (a vector attribute of names) class
+        name -> class id (:func:`parse_mapping`); codes or names not mapped
+        are left out. Without a mapping reference codes are used as class ids.
     """
     import rasterio
     from rasterio.windows import Window
 
     mapping = dict(mapping or {})
+    names_read, codes = split_mapping(mapping)
     try:
         cls_ds = rasterio.open(classes_path)
     except rasterio.errors.RasterioIOError as exc:
@@ -192,7 +223,8 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     with cls_ds:
         if cls_ds.crs is None:
             raise SnapPcError(f"class map {classes_path} has no CRS")
-        ref_reader = reference_reader(reference_path, cls_ds.crs, cls_ds.transform, cls_ds.width, cls_ds.height, field)
+        ref_reader = reference_reader(reference_path, cls_ds.crs, cls_ds.transform, cls_ds.width, cls_ds.height, field,
+                                      names=names_read)
         class_names = dict(CLASS_NAMES)
         tag = cls_ds.tags(1).get("CLASS_NAMES")
         if tag:
@@ -206,7 +238,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
         for row0 in range(0, cls_ds.height, WINDOW_ROWS):
             win = Window(0, row0, cls_ds.width, min(WINDOW_ROWS, cls_ds.height - row0))
             cls = cls_ds.read(1, window=win)
-            ref = apply_mapping(ref_reader(win), mapping)
+            ref = apply_mapping(ref_reader(win), codes)
             valid = (ref > 0) & (cls != NO_DATA)
             if cls_ds.nodata is not None:
                 valid &= cls != cls_ds.nodata
@@ -349,7 +381,8 @@ def add_command(sub) -> None:
     p.add_argument("--classes", required=True, help="class map (GeoTIFF, class ids, 255 = no-data)")
     p.add_argument("--reference", required=True, help="reference raster or vector file (GeoPackage, Shapefile, ...)")
     p.add_argument("--field", help="class attribute of a vector reference")
-    p.add_argument("--mapping", help="reference code -> class id pairs, e.g. 5:1,2:3 (unmapped codes are left out)")
+    p.add_argument("--mapping", help="reference code -> class id pairs, e.g. 5:1,2:3, or class name -> class id "
+                   "pairs for a vector attribute of names, e.g. water:1,forest:3 (unmapped codes or names are left out)")
     p.add_argument("--out", help="folder for metrics.json, confusion_matrix.csv/png")
     p.set_defaults(handler=_cmd_assess)
 

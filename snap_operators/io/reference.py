@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ..core.errors import SnapPcError
 
-__all__ = ["ReferenceDataError", "VectorLabels", "read_vector_labels", "reference_reader"]
+__all__ = ["ReferenceDataError", "VectorLabels", "check_reference", "read_vector_labels", "reference_reader"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class ReferenceDataError(SnapPcError):
 
 
 def reference_reader(path, crs, transform, width: int, height: int, field: str | None = None,
-                     *, require_overlap: bool = False, role: str = "reference") -> Callable:
+                     *, require_overlap: bool = False, role: str = "reference",
+                     names: Mapping[str, int] | None = None) -> Callable:
     """A function ``read(window) -> int64 array`` of class codes on the grid.
 
     Parameters
@@ -55,6 +56,9 @@ def reference_reader(path, crs, transform, width: int, height: int, field: str |
         Raise if the file's extent does not intersect the grid.
     role : str
         What the file is to the caller, for messages (``reference``, ``labels``).
+    names : dict of str to int, optional
+        Class name -> class id, for a vector file whose class attribute holds
+        names (``"water"``, ``"forest"``): see :func:`read_vector_labels`.
 
     Returns
     -------
@@ -70,8 +74,52 @@ def reference_reader(path, crs, transform, width: int, height: int, field: str |
     try:
         ref_ds = rasterio.open(path)
     except rasterio.errors.RasterioIOError:
-        return _vector_reader(path, crs, transform, width, height, field, require_overlap, role)
+        return _vector_reader(path, crs, transform, width, height, field, require_overlap, role, names)
+    if names:
+        ref_ds.close()
+        raise _names_on_raster(path, names, role)
     return _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap, role)
+
+
+def check_reference(path, field: str | None = None, names: Mapping[str, int] | None = None,
+                    role: str = "reference", field_option: str = "--field") -> None:
+    """Raise now what :func:`reference_reader` would raise on `path` later: a command that scores
+    its result against a reference only at its end (``snap-pc train --reference``) checks it first.
+
+    A raster is opened; a vector file is read whole (its attribute, its codes or class names
+    against `names`), in its own CRS.
+
+    Raises
+    ------
+    ReferenceDataError
+    """
+    import fiona
+    import rasterio
+
+    path = Path(path)
+    if not path.exists():
+        raise ReferenceDataError(f"{role} {path} does not exist")
+    try:
+        with rasterio.open(path):
+            pass
+    except rasterio.errors.RasterioIOError:
+        if not field:
+            raise ReferenceDataError(f"{role} {path} is a vector file: give the class attribute ({field_option})") \
+                from None
+        try:
+            with fiona.open(str(path)) as src:
+                crs = src.crs_wkt or "EPSG:4326"  # no CRS: read_vector_labels says so
+        except Exception:  # noqa: BLE001 - read_vector_labels names the failure
+            crs = "EPSG:4326"
+        read_vector_labels(path, field, crs, role=role, names=names, field_option=field_option)
+        return
+    if names:
+        raise _names_on_raster(path, names, role)
+
+
+def _names_on_raster(path, names, role) -> ReferenceDataError:
+    return ReferenceDataError(f"{role} {path} is a raster of class codes: map codes, not names "
+                              f"(e.g. 5:1,2:3; names given: {', '.join(names)})")
 
 
 def _grid_bounds(transform, width, height):
@@ -160,7 +208,8 @@ class VectorLabels:
                                   transform=transform, fill=0, dtype="int32", all_touched=False).astype(np.int64)
 
 
-def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_option: str = "--field") -> VectorLabels:
+def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_option: str = "--field",
+                       names: Mapping[str, int] | None = None) -> VectorLabels:
     """Read the class-coded shapes of a vector file and reproject them to `crs`.
 
     Parameters
@@ -176,6 +225,12 @@ def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_
     role, field_option : str
         How messages name the file (``reference``, ``samplesFile``) and the
         option that names `field` (``--field``, ``samplesClassField``).
+    names : dict of str to int, optional
+        Class name -> class id (``snap-pc assess --mapping water:1,forest:3``),
+        for an attribute holding class names: each shape gets the id of its
+        name (compared without case and outer spaces); shapes of a name not
+        in `names` are left out (a warning names them). Without it, names are
+        refused with the names found and how to map them.
 
     Returns
     -------
@@ -205,6 +260,8 @@ def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_
         if not src.crs_wkt:
             raise ReferenceDataError(f"{where}: the file has no CRS, so its shapes cannot be placed on the image")
         shapes, codes, uncoded = [], [], 0
+        lookup = {str(k).strip().casefold(): v for k, v in names.items()} if names else None
+        unmapped: dict[str, int] = {}  # name -> shapes left out (with `names`), or found (without)
         try:
             for feat in src:
                 value = feat.properties.get(field)
@@ -213,12 +270,32 @@ def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_
                 if value is None:
                     uncoded += 1
                     continue
-                codes.append(_class_code(value, where, field))
+                if lookup is not None or (isinstance(value, str) and not is_number(value)):
+                    code = lookup.get(str(value).strip().casefold()) if lookup is not None else None
+                    if code is None:
+                        unmapped[str(value)] = unmapped.get(str(value), 0) + 1
+                        continue
+                else:
+                    code = _class_code(value, where, field)
+                codes.append(code)
                 shapes.append(feat.geometry.__geo_interface__)
         except (fiona.errors.FionaError, OSError) as exc:
             raise ReferenceDataError(f"{where}: cannot read ({' '.join(str(exc).split()) or type(exc).__name__})") \
                 from None
         src_crs = src.crs_wkt
+    if unmapped and lookup is None:
+        from ..core.legend import LAND_COVER
+
+        found = sorted(unmapped, key=str.casefold)
+        listed = ", ".join(found[:12]) + (", ..." if len(found) > 12 else "")
+        ids = ", ".join(f"{c.value} {c.name}" for c in LAND_COVER)
+        raise ReferenceDataError(
+            f"{where}: {field} holds class names, not codes ({listed}): "
+            + (f"map them to class ids with --mapping NAME:ID pairs ({found[0]}:ID,...; ids: {ids}; names not "
+               "mapped are left out)" if role == "reference" else "give an attribute of integer class codes"))
+    if unmapped:
+        log.warning("%s: %d shapes of %s, not in the mapping, are left out", where, sum(unmapped.values()),
+                    ", ".join(sorted(unmapped, key=str.casefold)))
     if uncoded:
         log.warning("%s: %d shapes without a '%s' value are left out", where, uncoded, field)
     if not shapes:
@@ -230,6 +307,15 @@ def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_
         raise ReferenceDataError(f"{where}: cannot reproject its shapes to the image CRS "
                                  f"({' '.join(str(exc).split()) or type(exc).__name__})") from None
     return VectorLabels(geoms, np.asarray(codes, dtype=np.int64))
+
+
+def is_number(text: str) -> bool:
+    """Whether the text `text` spells a number (``"3"``, ``" 3 "``, ``"2.5"``): a code, good or bad, not a name."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _class_code(value, where: str, field: str) -> int:
@@ -250,12 +336,12 @@ def _window_bounds(t: Any, h: int, w: int) -> tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _vector_reader(path, crs, transform, width, height, field, require_overlap, role):
+def _vector_reader(path, crs, transform, width, height, field, require_overlap, role, names=None):
     from rasterio import windows
 
     if not field:
         raise ReferenceDataError(f"{role} {path} is a vector file: give the class attribute (--field)")
-    labels = read_vector_labels(path, field, crs, role=role)
+    labels = read_vector_labels(path, field, crs, role=role, names=names)
     if require_overlap:
         _check_overlap(path, labels.bounds, _grid_bounds(transform, width, height), role)
 

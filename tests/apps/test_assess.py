@@ -56,8 +56,36 @@ def test_confusion_matrix_ignores_unlisted_labels():
 
 def test_parse_mapping():
     assert parse_mapping("5:1, 2:3") == {5: 1, 2: 3}
+    assert parse_mapping("water:1, bare soil : 2,Forest:3") == {"water": 1, "bare soil": 2, "Forest": 3}
     with pytest.raises(SnapPcError, match="REF:CLASS"):
         parse_mapping("5-1")
+    with pytest.raises(SnapPcError, match="REF:CLASS"):
+        parse_mapping("water:one")
+    with pytest.raises(SnapPcError, match="mixes codes and class names"):
+        parse_mapping("5:1,water:1")
+
+
+def test_reference_of_class_names_scores_as_its_codes(tmp_path):
+    """The Aberystwyth polygons (tests/data) carry both a code and a name per polygon: the rules' map scores the
+    same against either, mapped alike; without a mapping the names are refused with the way to map them."""
+    from pathlib import Path
+
+    from snap_operators.core.context import ExecutionContext
+    from snap_operators.engine.runner import load_graph, run_graph
+
+    root = Path(__file__).resolve().parents[2]
+    polygons = root / "tests" / "data" / "aberystwyth" / "class_polygons.geojson"
+    classes = tmp_path / "classes.tif"
+    run_graph(load_graph(root / "graphs" / "progressive_classifier_s2.xml",
+                         {"input": str(root / "tests" / "data" / "aberystwyth" / "s2_20210527_sref.tif"),
+                          "output": str(classes), "labels": ""}), ExecutionContext(overwrite=True))
+    by_code = assess(classes, polygons, field="class_code", mapping=parse_mapping("1:1,2:3,4:4"))
+    by_name = assess(classes, polygons, field="class", mapping=parse_mapping("water:1,Forest:3,urban:4"))
+    np.testing.assert_array_equal(by_name.matrix, by_code.matrix)
+    assert by_name.metrics["overall_accuracy"] == by_code.metrics["overall_accuracy"] > 0.9
+    assert by_name.metrics["mapping"] == {"water": 1, "Forest": 3, "urban": 4}
+    with pytest.raises(SnapPcError, match=r"class holds class names, not codes \(forest, grass, urban, water\)"):
+        assess(classes, polygons, field="class")
 
 
 def test_raster_reference_with_mapping_and_nodata(write_raster, tmp_path):

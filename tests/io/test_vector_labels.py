@@ -82,7 +82,7 @@ def test_samples_and_reference_rasterize_alike(tmp_path):
     assert counts == {c: int((reference == c).sum()) for c in (1, 2, 3)}
 
 
-@pytest.mark.parametrize("label, kind", [(2.7, "float"), ("2.5", "str"), ("water", "str")])
+@pytest.mark.parametrize("label, kind", [(2.7, "float"), ("2.5", "str")])
 def test_a_code_that_is_no_integer_is_refused_by_both(tmp_path, label, kind):
     path = write_labels(tmp_path / "bad.gpkg", [(polygon(5, 5, 30, 20), 1), (polygon(0, 0, 4, 4), label)], kind=kind)
     with pytest.raises(ReferenceDataError, match=r"^reference .*bad\.gpkg: label = .* is not a class code$"):
@@ -119,3 +119,29 @@ def test_messages_name_the_file_and_the_option(tmp_path):
 def test_text_codes_are_integers_too(tmp_path):
     path = write_labels(tmp_path / "t.gpkg", [(polygon(5, 5, 30, 20), " 3"), (point(10, 50), "2")], kind="str")
     assert read_vector_labels(path, "label", UTM).codes.tolist() == [3, 2]
+
+
+def test_class_names_are_read_through_a_mapping(tmp_path, caplog):
+    """An attribute of class names (the usual hand-drawn reference): refused without a mapping, with the names
+    found and the class ids; read through one, case and outer spaces aside; names it does not map left out."""
+    path = write_labels(tmp_path / "names.gpkg", [(polygon(5, 5, 30, 20), "Forest"), (polygon(20, 15, 45, 40), "water "),
+                                                  (point(10, 50), "grass")], kind="str")
+    with pytest.raises(ReferenceDataError) as exc:
+        reference_array(path)
+    msg = str(exc.value)
+    assert msg.startswith("reference ") and "label holds class names, not codes (Forest, grass, water ): map them " \
+        "to class ids with --mapping NAME:ID pairs (Forest:ID,...; ids: 1 Water, 2 Bare Soil, 3 Trees" in msg
+    with pytest.raises(RulesError, match="label holds class names, not codes .*: give an attribute of integer class codes$"):
+        samples_array(path)
+    codes = write_labels(tmp_path / "codes.gpkg", [(polygon(5, 5, 30, 20), 3), (polygon(20, 15, 45, 40), 1)])
+    with caplog.at_level("WARNING"):
+        named = reference_reader(path, UTM, T, W, H, "label", names={"forest": 3, "WATER": 1})(Window(0, 0, W, H))
+    np.testing.assert_array_equal(named, reference_array(codes))
+    assert "1 shapes of grass, not in the mapping, are left out" in caplog.text
+    raster = tmp_path / "r.tif"
+    import rasterio
+
+    with rasterio.open(raster, "w", driver="GTiff", width=W, height=H, count=1, dtype="uint8", crs=UTM, transform=T) as d:
+        d.write(named.astype("uint8"), 1)
+    with pytest.raises(ReferenceDataError, match="is a raster of class codes: map codes, not names"):
+        reference_reader(raster, UTM, T, W, H, names={"forest": 3})

@@ -270,7 +270,13 @@ def test_cli_train_refuses_bad_options_before_it_builds_a_dataset(tmp_path, caps
                             r"to class\(es\) 9, which the network does not have \(its classes: 1 Water, "),
                            (["--reference", str(labels), "--rules-map", str(tmp_path / "absent.tif")],
                             r"rules map \S*absent.tif does not exist"),
-                           (["--epochs", "0"], "epochs must be >= 1")):
+                           (["--epochs", "0"], "epochs must be >= 1"),
+                           # a reference of class names, without the mapping of them: found now, not after training
+                           (["--reference", str(scene / "class_polygons.geojson"), "--reference-field", "class"],
+                            r"class holds class names, not codes \(forest, grass, urban, water\): map them to class "
+                            r"ids with --mapping NAME:ID pairs"),
+                           (["--reference", str(scene / "class_polygons.geojson")],
+                            r"is a vector file: give the class attribute \(--reference-field\)")):
         code = main(base + extra)
         err = capsys.readouterr().err
         assert code == 1 and re.search(message, err) and len(err.strip().splitlines()) == 1, err
