@@ -293,6 +293,9 @@ def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_
             f"{where}: {field} holds class names, not codes ({listed}): "
             + (f"map them to class ids with --mapping NAME:ID pairs ({found[0]}:ID,...; ids: {ids}; names not "
                "mapped are left out)" if role == "reference" else "give an attribute of integer class codes"))
+    if unmapped and not shapes:
+        raise ReferenceDataError(f"{where}: none of its {field} values ({', '.join(sorted(unmapped, key=str.casefold))}) "
+                                 f"is in the mapping ({', '.join(lookup)})")
     if unmapped:
         log.warning("%s: %d shapes of %s, not in the mapping, are left out", where, sum(unmapped.values()),
                     ", ".join(sorted(unmapped, key=str.casefold)))

@@ -145,3 +145,6 @@ def test_class_names_are_read_through_a_mapping(tmp_path, caplog):
         d.write(named.astype("uint8"), 1)
     with pytest.raises(ReferenceDataError, match="is a raster of class codes: map codes, not names"):
         reference_reader(raster, UTM, T, W, H, names={"forest": 3})
+    with pytest.raises(ReferenceDataError, match=r"none of its label values \(Forest, grass, water \) is in the "
+                                                 r"mapping \(lake\)$"):
+        read_vector_labels(path, "label", UTM, names={"lake": 1})
