@@ -23,8 +23,10 @@ Source bands are found by name:
   band's unit (SNAP's ``intensity`` / ``intensity_db``) or from ``sarUnit``.
 
 A name may end in a Collocate suffix (``_M``, ``_S``, ``_S0``...). Linear vs
-dB is never guessed: the name, the band unit and ``sarUnit`` must agree where
-they say anything, and at least one must say it.
+dB: the name, the band unit and ``sarUnit`` must agree where they say
+anything; where none says it (Google Earth Engine's plain ``VV``), a sample of
+the band's values must say it clearly (intensity is never negative, dB of a
+real scene nearly always is), else the operator asks for ``sarUnit``.
 
 Before any index is computed, ``initialize()`` checks the input on a small
 sample of chunks (:mod:`snap_operators.science.guards`, ``docs/guards.md``):
@@ -50,6 +52,7 @@ from ..core.product import Band, Product, valid_mask
 from ..core.sample import sample_blocks
 from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 from ..grid.regrid import same_transform
+from ..io.raster_bands import negative_share
 from ..science import catalogue, guards
 from ..science.indices import (
     ALL_S2_ROLES,
@@ -162,7 +165,8 @@ def resolve_bands(product: Product, defs: list[IndexDef], sar_unit: str = "auto"
     defs : list of IndexDef
     sar_unit : {"auto", "linear", "dB"}
         Unit of the Sentinel-1 bands; ``auto`` takes it from band names and
-        units and refuses to guess.
+        units, else from a clear sample of the values (:func:`_sar_unit_from_values`),
+        else refuses.
 
     Returns
     -------
@@ -239,11 +243,14 @@ def _choose_sar(matches: list[_Match], sar_unit: str) -> ResolvedBand:
         fit = exact or fit
     else:
         fit = [(m, u) for m, u in zip(matches, units) if u is not None]
+        if not fit and len(matches) == 1:
+            unit = _sar_unit_from_values(matches[0].band)
+            fit = [(matches[0], unit)] if unit else []
         if not fit:
             names = ", ".join(m.band.name for m in matches)
             raise OperatorError(
-                f"cannot tell whether {names} holds linear intensity or dB; set sarUnit to linear or dB "
-                "(or give the band the unit intensity or intensity_db)"
+                f"cannot tell whether {names} holds linear intensity or dB (neither its name, its unit nor its "
+                "values say); set sarUnit to linear or dB (or give the band the unit intensity or intensity_db)"
             )
         fit = [(m, u) for m, u in fit if u == LINEAR] or fit  # both copies present: take the linear one
     if len(fit) > 1:
@@ -251,6 +258,36 @@ def _choose_sar(matches: list[_Match], sar_unit: str) -> ResolvedBand:
         raise OperatorError(f"several bands could be {matches[0].role}: {names}; keep one (Subset or BandSelect)")
     m, unit = fit[0]
     return ResolvedBand(m.role, m.band, unit or wanted)
+
+
+def guard_sample(arrays) -> list[np.ndarray]:
+    """The guards' sample of `arrays` (2-D, one grid): a few spread chunks
+    (``guards.SAMPLE_BLOCKS``), decimated to about ``guards.SAMPLE_PIXELS`` pixels in all;
+    one array per input, aligned."""
+    first = arrays[0]
+    chunk_pixels = (first.shape[0] * first.shape[1]) / max(1, first.npartitions)
+    taken = min(guards.SAMPLE_BLOCKS, first.npartitions) * chunk_pixels
+    step = max(1, int(math.sqrt(taken / guards.SAMPLE_PIXELS)))
+    return sample_blocks(arrays, max_blocks=guards.SAMPLE_BLOCKS, step=step).stacked()
+
+
+#: Share of a backscatter band's non-zero values below 0 beyond which its values alone say its unit
+#: (dB above the upper, intensity under the lower), when neither its name nor its unit does:
+#: real scenes are at 99.7-100 % in dB and 0 % in intensity (docs/guards.md).
+SAR_UNIT_DECISIVE = (0.1, 0.9)
+
+
+def _sar_unit_from_values(band: Band) -> str | None:
+    """``"dB"`` or ``"linear"`` as a sample of `band`'s values says (Google Earth Engine's ``VV``
+    carries neither a dB name nor a unit), None when they do not say it clearly."""
+    values = np.asarray(guard_sample([band.data])[0], dtype=np.float64)
+    share, n = negative_share(np.where(valid_mask(values, band.no_data), values, np.nan))
+    if n < guards.MIN_SAMPLE_PIXELS or SAR_UNIT_DECISIVE[0] <= share <= SAR_UNIT_DECISIVE[1]:
+        return None
+    unit = DB if share > SAR_UNIT_DECISIVE[1] else LINEAR
+    log.info("SpectralIndices: %s read as %s: %.1f %% of its %d sampled non-zero values below 0 (neither its name nor "
+             "its unit says)", band.name, unit, 100 * share, n)
+    return unit
 
 
 @register
@@ -281,8 +318,9 @@ class SpectralIndicesOp(Operator):
             Parameter("saviL", "double", default=0.5, interval="[0,1]", label="SAVI L",
                       description="Soil brightness correction factor L of SAVI."),
             Parameter("sarUnit", "String", default="auto", value_set=("auto", LINEAR, DB), label="SAR unit",
-                      description="Unit of the Sentinel-1 bands: auto (from band names and units, never guessed), "
-                      "linear (intensity) or dB."),
+                      description="Unit of the Sentinel-1 bands: auto (from band names and units; where neither "
+                      "says, from the values when they say it clearly: intensity is never negative, dB nearly always "
+                      "is), linear (intensity) or dB."),
             Parameter("copySourceBands", "boolean", default=False, label="Copy source bands",
                       description="Also copy the source bands into the target product."),
             Parameter("checkInputs", "boolean", default=True, label="Check inputs",
@@ -389,13 +427,7 @@ class SpectralIndicesOp(Operator):
             t2, t1 = guards.band_times(source.start_time, source.metadata, s2_names, s1_names)
             self._report(guards.check_date_gap(t2, t1, max_gap))
         bands = list(s2.values()) if s2 else grid
-        arrays = [b.data for b in bands] + [b.data for b in s1.values()]
-        first = arrays[0]
-        chunk_pixels = (first.shape[0] * first.shape[1]) / max(1, first.npartitions)
-        taken = min(guards.SAMPLE_BLOCKS, first.npartitions) * chunk_pixels
-        step = max(1, int(math.sqrt(taken / guards.SAMPLE_PIXELS)))
-        sample = sample_blocks(arrays, max_blocks=guards.SAMPLE_BLOCKS, step=step)
-        pixels = sample.stacked()
+        pixels = guard_sample([b.data for b in bands] + [b.data for b in s1.values()])
         k = len(bands)
         if s1:
             s1_values = {b.name: np.where(valid_mask(a, b.no_data), a.astype(np.float64), np.nan)

@@ -406,9 +406,15 @@ def test_rvi_from_db_equals_rvi_from_linear(s1_product):
 def test_sar_units_are_never_guessed(s1_product):
     vv, vh = np.full((4, 4), 0.1), np.full((4, 4), 0.01)
     plain = s1_product(vv, vh, ("VV", "VH"), (None, None))
-    with pytest.raises(OperatorError, match="cannot tell whether VV holds linear intensity or dB; set sarUnit"):
+    # 16 values: too few for them to say the unit either
+    with pytest.raises(OperatorError, match="cannot tell whether VV holds linear intensity or dB .neither its name, "
+                                            "its unit nor its values say.; set sarUnit"):
         run_op(plain, indices="RVI")
     assert run_op(plain, indices="RVI", sarUnit="linear").band("RVI").data.compute()[0, 0] == pytest.approx(0.04 / 0.11, rel=1e-5)
+    # enough values, but half of them below 0: neither intensity nor dB of a real scene
+    mixed = np.random.default_rng(0).normal(0.0, 1.0, (20, 20))
+    with pytest.raises(OperatorError, match="cannot tell whether VV holds linear intensity or dB"):
+        run_op(s1_product(mixed, mixed, ("VV", "VH"), (None, None)), indices="RVI")
     gamma_db = s1_product(np.full((4, 4), -10.0), np.full((4, 4), -20.0), ("Gamma0_VV", "Gamma0_VH"), (None, None))
     assert run_op(gamma_db, indices="RVI", sarUnit="dB").band("RVI").data.compute()[0, 0] == pytest.approx(0.04 / 0.11, rel=1e-5)
     # The band unit contradicts the name.
@@ -590,6 +596,32 @@ def test_one_polarisation_file_alone_points_at_its_folder(shared_data):
     with pytest.raises(OperatorError) as exc:  # optical bands missing: no radar advice
         run_op(vv, indices="NDVI")
     assert "Sentinel-1" not in str(exc.value)
+
+
+def test_sar_unit_from_the_values_when_name_and_unit_are_silent(shared_data, tmp_path, caplog):
+    """Google Earth Engine's S1 exports name their bands VV and VH, with no unit: the values say dB (or, written as
+    intensity, linear), and the radar indices are those of the patch read with SNAP's names."""
+    import logging
+
+    import rasterio
+
+    from snap_operators.io import open_product
+
+    patch = sorted(shared_data("bigearthnet", "BigEarthNet-S1-Example").iterdir())[0]
+    named = run_op(open_product(patch), indices="RVI,VV_db").band("RVI").data.compute()
+    with rasterio.open(next(patch.glob("*_VV.tif"))) as vv, rasterio.open(next(patch.glob("*_VH.tif"))) as vh:
+        db = np.stack([vv.read(1), vh.read(1)]).astype(np.float32)
+        profile = dict(vv.profile, count=2, dtype="float32")
+    for name, data in (("gee_db.tif", db), ("gee_linear.tif", 10 ** (db / 10))):
+        with rasterio.open(tmp_path / name, "w", **profile) as dst:
+            dst.write(data)
+            dst.descriptions = ("VV", "VH")
+        with caplog.at_level(logging.INFO, logger="snap_operators.ops.spectral_indices"):
+            rvi = run_op(open_product(tmp_path / name), indices="RVI").band("RVI").data.compute()
+        np.testing.assert_allclose(rvi, named, rtol=1e-4, atol=1e-5)
+        unit = "dB" if "db" in name else "linear"
+        assert f"VV read as {unit}: " in caplog.text and "neither its name nor its unit says" in caplog.text
+        caplog.clear()
 
 
 def test_every_index_is_documented():
