@@ -66,18 +66,9 @@ def reference_reader(path, crs, transform, width: int, height: int, field: str |
         ``read(window)`` -> ``(window.height, window.width)`` int64 codes, 0
         where the file says nothing.
     """
-    import rasterio
-
-    path = Path(path)
-    if not path.exists():
-        raise ReferenceDataError(f"{role} {path} does not exist")
-    try:
-        ref_ds = rasterio.open(path)
-    except rasterio.errors.RasterioIOError:
-        return _vector_reader(path, crs, transform, width, height, field, require_overlap, role, names)
-    if names:
-        ref_ds.close()
-        raise _names_on_raster(path, names, role)
+    ref_ds, labels = _open_reference(path, crs, field, names, role, "--field")
+    if labels is not None:
+        return _vector_reader(path, labels, transform, width, height, require_overlap, role)
     return _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap, role)
 
 
@@ -93,33 +84,30 @@ def check_reference(path, field: str | None = None, names: Mapping[str, int] | N
     ------
     ReferenceDataError
     """
-    import fiona
+    ref_ds, _ = _open_reference(path, None, field, names, role, field_option)
+    if ref_ds is not None:
+        ref_ds.close()
+
+
+def _open_reference(path, crs, field, names, role, field_option):
+    """``(open raster, None)`` or ``(None, VectorLabels in `crs`)`` for `path`; the errors of both kinds."""
     import rasterio
 
     path = Path(path)
     if not path.exists():
         raise ReferenceDataError(f"{role} {path} does not exist")
     try:
-        with rasterio.open(path):
-            pass
+        ref_ds = rasterio.open(path)
     except rasterio.errors.RasterioIOError:
         if not field:
             raise ReferenceDataError(f"{role} {path} is a vector file: give the class attribute ({field_option})") \
                 from None
-        try:
-            with fiona.open(str(path)) as src:
-                crs = src.crs_wkt or "EPSG:4326"  # no CRS: read_vector_labels says so
-        except Exception:  # noqa: BLE001 - read_vector_labels names the failure
-            crs = "EPSG:4326"
-        read_vector_labels(path, field, crs, role=role, names=names, field_option=field_option)
-        return
+        return None, read_vector_labels(path, field, crs, role=role, names=names, field_option=field_option)
     if names:
-        raise _names_on_raster(path, names, role)
-
-
-def _names_on_raster(path, names, role) -> ReferenceDataError:
-    return ReferenceDataError(f"{role} {path} is a raster of class codes: map codes, not names "
-                              f"(e.g. 5:1,2:3; names given: {', '.join(names)})")
+        ref_ds.close()
+        raise ReferenceDataError(f"{role} {path} is a raster of class codes: map codes, not names "
+                                 f"(e.g. 5:1,2:3; names given: {', '.join(names)})")
+    return ref_ds, None
 
 
 def _grid_bounds(transform, width, height):
@@ -220,8 +208,9 @@ def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_
         Attribute holding each shape's class code: an integer (``3``,
         ``3.0``, ``"3"``; not ``2.5``). Shapes without a geometry or a code
         say nothing and are skipped (a warning counts those without a code).
-    crs : CRS-like
-        The image grid's CRS (rasterio CRS, WKT, ``"EPSG:32638"``).
+    crs : CRS-like or None
+        The image grid's CRS (rasterio CRS, WKT, ``"EPSG:32638"``); None: the
+        file's own (no reprojection).
     role, field_option : str
         How messages name the file (``reference``, ``samplesFile``) and the
         option that names `field` (``--field``, ``samplesClassField``).
@@ -303,7 +292,7 @@ def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_
         log.warning("%s: %d shapes without a '%s' value are left out", where, uncoded, field)
     if not shapes:
         raise ReferenceDataError(f"{where}: no shape has a '{field}' value")
-    dst_crs = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
+    dst_crs = src_crs if crs is None else crs.to_wkt() if hasattr(crs, "to_wkt") else crs
     try:
         geoms = np.array([shapely.geometry.shape(g) for g in transform_geom(src_crs, dst_crs, shapes)], dtype=object)
     except Exception as exc:  # noqa: BLE001 - GDAL's and shapely's errors alike: shapes that cannot be placed
@@ -339,12 +328,9 @@ def _window_bounds(t: Any, h: int, w: int) -> tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _vector_reader(path, crs, transform, width, height, field, require_overlap, role, names=None):
+def _vector_reader(path, labels, transform, width, height, require_overlap, role):
     from rasterio import windows
 
-    if not field:
-        raise ReferenceDataError(f"{role} {path} is a vector file: give the class attribute (--field)")
-    labels = read_vector_labels(path, field, crs, role=role, names=names)
     if require_overlap:
         _check_overlap(path, labels.bounds, _grid_bounds(transform, width, height), role)
 
