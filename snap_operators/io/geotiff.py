@@ -210,14 +210,12 @@ def _unique(names: Iterable[str]) -> list[str]:
 def band_sources(ds, path: str, header: DimapHeader | None = None) -> list[BandSource]:
     """Descriptions of all bands of an open dataset (physical values as stored).
 
-    With SNAP's `header` (:func:`snap_header`), band ``i`` is its ``i``-th band
-    with data (its virtual bands have none in the file), as SNAP's GeoTIFF
-    reader pairs them.
+    With SNAP's `header` (:func:`snap_header`, one that fits the file:
+    :func:`_fitting_header`), band ``i`` is its ``i``-th band with data (its
+    virtual bands have none in the file), as SNAP's GeoTIFF reader pairs them.
     """
     _, transform = georeferencing(ds)
-    stored = [b for b in header.bands if not b.is_virtual] if header is not None else []
-    if len(stored) != ds.count:
-        stored = [None] * ds.count
+    stored = _stored_bands(header) if header is not None else [None] * ds.count
     names = _unique(info.name if info is not None else band_name(ds.descriptions[i], i + 1)
                     for i, info in enumerate(stored))
     sources = []
@@ -244,6 +242,20 @@ def band_sources(ds, path: str, header: DimapHeader | None = None) -> list[BandS
         )
         sources.append(source if info is None else _as_snap_reads(source, info, path))
     return sources
+
+
+def _stored_bands(header: DimapHeader) -> list[DimapBandInfo]:
+    """The header's bands with data in the file, in file order (its virtual bands have none)."""
+    return [b for b in header.bands if not b.is_virtual]
+
+
+def _fitting_header(header: DimapHeader | None, ds, path: Path) -> DimapHeader | None:
+    """`header` if it lists as many bands with data as the file holds, else None (with a warning)."""
+    if header is not None and len(_stored_bands(header)) != ds.count:
+        log.warning("%s: SNAP's header lists %d bands with data, the file holds %d: its header is not used",
+                    path, len(_stored_bands(header)), ds.count)
+        return None
+    return header
 
 
 def _as_snap_reads(source: BandSource, info: DimapBandInfo, path: str) -> BandSource:
@@ -364,13 +376,9 @@ def read_geotiff(
         refuse a file cut short (:func:`check_complete`).
     """
     path = Path(path)
-    header = snap_header(path)
     with gdal_warnings() as warned, open_raster(path) as ds:
         crs, _ = georeferencing(ds)
-        if header is not None and sum(not b.is_virtual for b in header.bands) != ds.count:
-            log.warning("%s: SNAP's header lists %d bands with data, the file holds %d: its header is not used",
-                        path, sum(not b.is_virtual for b in header.bands), ds.count)
-            header = None
+        header = _fitting_header(snap_header(path), ds, path)
         sources = band_sources(ds, str(path), header)
         tags = ds.tags()
         metadata = tiff_metadata(ds, [s.name for s in sources])
