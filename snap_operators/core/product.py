@@ -31,9 +31,10 @@ from .errors import OperatorError
 DEFAULT_TILE_SIZE = 1024
 
 
-#: A band name as SNAP's Collocate renames it by default: ``${ORIGINAL_NAME}_M`` (reference),
+#: The suffix SNAP's Collocate gives band names by default: ``${ORIGINAL_NAME}_M`` (reference),
 #: ``${ORIGINAL_NAME}_S${SECONDARY_NUMBER_ID}`` (secondary; SNAP 8 and older: ``_S``).
-_COLLOCATED_NAME = re.compile(r"^.+_(?:M|S\d*)$")
+COLLOCATE_SUFFIX = r"_(?:M|S\d*)"
+_COLLOCATED_NAME = re.compile(rf"^.+{COLLOCATE_SUFFIX}$")
 
 
 @dataclass

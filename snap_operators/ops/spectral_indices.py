@@ -48,7 +48,7 @@ import numpy as np
 
 from ..core.errors import OperatorError, ParameterError, in_node
 from ..core.operator import HaloTiles, Operator, TileKernel, map_tiles, register
-from ..core.product import Band, Product, valid_mask
+from ..core.product import COLLOCATE_SUFFIX, Band, Product, valid_mask
 from ..core.sample import sample_blocks
 from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 from ..grid.regrid import same_transform
@@ -67,7 +67,7 @@ from ..science.indices import (
 
 log = logging.getLogger(__name__)
 
-_COLLOCATED = r"(?P<suffix>_(?:M|S\d*))?"
+_COLLOCATED = rf"(?P<suffix>{COLLOCATE_SUFFIX})?"
 _S2_NAME = re.compile(r"^B0?(?P<num>\d{1,2})(?P<a>A?)" + _COLLOCATED + "$", re.IGNORECASE)
 _S1_NAME = re.compile(
     r"^(?:(?P<cal>Sigma0|Gamma0|Beta0)_)?(?P<pol>VV|VH)(?P<db>_db)?" + _COLLOCATED + "$", re.IGNORECASE
