@@ -86,7 +86,7 @@ def holds_db(path: str | Path) -> bool:
     """
     with open_raster(path) as ds:
         v = ds.read(1, out_shape=(min(ds.height, 256), min(ds.width, 256)), masked=True)
-    share, n = negative_share(v.compressed() if np.ma.isMaskedArray(v) else v)
+    share, n = negative_share(v.compressed())
     return n < MIN_UNIT_PIXELS or share > DB_NEGATIVE_SHARE
 
 

@@ -54,16 +54,21 @@ _local = threading.local()
 DB_NEGATIVE_SHARE = 0.5
 
 
+def backscatter_values(values: np.ndarray) -> np.ndarray:
+    """The finite non-zero `values`, 1-D float64: 0 is a fill value in dB and intensity alike."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    return v[np.isfinite(v) & (v != 0)]
+
+
 def negative_share(values: np.ndarray) -> tuple[float, int]:
-    """``(share below 0, count)`` of the finite non-zero `values` (0: a fill value in dB and intensity alike).
+    """``(share below 0, count)`` of :func:`backscatter_values` of `values`.
 
     Backscatter holds dB when the share is above :data:`DB_NEGATIVE_SHARE`.
 
     >>> negative_share(np.array([-12.0, -8.0, 0.0, np.nan, 0.05]))
     (0.6666666666666666, 3)
     """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v) & (v != 0)]
+    v = backscatter_values(values)
     return (float((v < 0).mean()) if v.size else math.nan), int(v.size)
 
 

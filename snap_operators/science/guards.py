@@ -43,7 +43,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..core.product import MetadataElement
-from ..io.raster_bands import DB_NEGATIVE_SHARE, negative_share
+from ..io.raster_bands import DB_NEGATIVE_SHARE, backscatter_values, negative_share
 
 #: Brightest band's median above which values are digital numbers, not
 #: reflectance. Reflectance medians stay below 0.5 on every real scene here
@@ -362,8 +362,7 @@ def check_backscatter_unit(values: Mapping[str, np.ndarray], units: Mapping[str,
         negative, n = negative_share(v)
         if n < MIN_SAMPLE_PIXELS:
             continue
-        v = np.asarray(v, dtype=np.float64)
-        seen = f"{100 * negative:.1f} % of its values below 0, median {np.median(v[np.isfinite(v) & (v != 0)]):.3g}"
+        seen = f"{100 * negative:.1f} % of its values below 0, median {np.median(backscatter_values(v)):.3g}"
         unit = units.get(name)
         if unit == "dB" and negative < DB_NEGATIVE_SHARE:
             return Finding("error", f"{name} is read as dB but holds linear intensity ({seen}; dB backscatter is "
