@@ -26,6 +26,10 @@ def _add_data_arguments(p, required: bool) -> None:
     p.add_argument("--image-s1", help="Sentinel-1 product in dB (Sigma0_VV_db, Sigma0_VH_db), collocated onto the S2 grid")
     p.add_argument("--labels", required=required, help=_LABELS_HELP)
     p.add_argument("--field", help="class attribute of a vector label file (default class_id)")
+    p.add_argument("--label-mapping", metavar="PAIRS",
+                   help="the labels' codes -> class ids, e.g. 80:1,60:2,10:3,50:4 (a land-cover map's legend as "
+                   "labels), or class names -> class ids for a --field of names, e.g. water:1,forest:3; codes or "
+                   "names not mapped are left unlabelled. Without it the codes must be the class ids 1-5")
     p.add_argument("--bands", help="source bands in channel order (default B2,B3,B4,B8,B11,B12 "
                    "[+ Sigma0_VV_db,Sigma0_VH_db with --image-s1])")
     p.add_argument("--indices", default=",".join(DEFAULT_INDICES),
@@ -155,7 +159,10 @@ def add_command(sub) -> None:
 
 
 def _dataset_kwargs(args, preferred_patch: int) -> dict:
-    return dict(image_s1=args.image_s1, field=args.field, bands=_names(args.bands),
+    from snap_operators.io.reference import parse_mapping
+
+    return dict(image_s1=args.image_s1, field=args.field, mapping=parse_mapping(args.label_mapping, "--label-mapping"),
+                bands=_names(args.bands),
                 indices=_names(args.indices) or [], patch_size=args.patch_size, preferred_patch=preferred_patch,
                 stride=args.stride,
                 block_size=args.block_size, min_labelled=args.min_labelled,
@@ -199,7 +206,7 @@ def _cmd_train(args) -> int:
     if args.dataset and args.margin:
         raise TrainError("--margin filters the labels while a dataset is built: give it with --image/--labels "
                          "(or to `snap-pc dataset`)")
-    from snap_operators.apps.assess import parse_mapping
+    from snap_operators.io.reference import parse_mapping
 
     mapping = parse_mapping(args.mapping)
     folders = args.dataset

@@ -34,11 +34,11 @@ import numpy as np
 
 from snap_operators.core import staging
 from snap_operators.core.errors import SnapPcError
-from snap_operators.core.legend import LAND_COVER, MASKED, UNCLASSIFIED
+from snap_operators.core.legend import LAND_COVER, MASKED, NO_DATA, UNCLASSIFIED
 
 __all__ = [
     "DatasetError", "DEFAULT_S2_BANDS", "DEFAULT_S1_BANDS", "DEFAULT_INDICES", "DEFAULT_MIN_MARGIN", "SPLITS",
-    "build_input_product", "split_sizes", "assign_blocks", "block_class_counts", "patch_origins", "build_dataset", "load_dataset_info", "open_split",
+    "build_input_product", "split_sizes", "assign_blocks", "block_class_counts", "patch_origins", "build_dataset", "label_mapping", "load_dataset_info", "open_split",
 ]
 
 DEFAULT_S2_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
@@ -322,7 +322,7 @@ class _ShardWriter:
         self.x, self.y, self.origins = [], [], []
 
 
-def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None,
+def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None, mapping=None,
                   bands: Sequence[str] | None = None, indices: Sequence[str] = DEFAULT_INDICES,
                   patch_size: int | None = None, stride: int | None = None, block_size: int | None = None,
                   min_labelled: float = 0.05, fractions=(0.7, 0.15, 0.15), shard_size: int = 256,
@@ -337,8 +337,17 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
     labels : path
         Vector label masks (LabelMaskExport output, attribute ``class_id`` by
         default) or any polygon/point file with `field`; or a class raster.
-        Codes 1..253 are classes; 0, 254 (masked: cloud, shadow, snow) and 255
-        are unlabelled.
+        Codes are the network's class ids (1..5, :data:`LAND_COVER`); 0, 254
+        (masked: cloud, shadow, snow) and 255 are unlabelled. Other codes are
+        refused unless `mapping` maps them.
+    field : str, optional
+        Class attribute of a vector file (default ``class_id``).
+    mapping : dict, optional
+        The labels' codes -> class ids (``{80: 1, 10: 3, 50: 4}``: a land-cover
+        product's legend), or class name -> class id for a vector attribute of
+        names (``{"water": 1, "forest": 3}``), as
+        :func:`snap_operators.io.reference.parse_mapping` reads ``--label-mapping``.
+        Codes or names not mapped are left unlabelled.
     out : path
         New folder for the shards and ``dataset.json``.
     bands, indices : list of str
@@ -382,6 +391,11 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
         raise DatasetError(f"min labelled fraction must be in [0, 1], got {min_labelled}")
     if not min_margin >= 0:
         raise DatasetError(f"min margin must be >= 0, got {min_margin}")
+    class_ids = [c.value for c in LAND_COVER]
+    lacking = sorted({v for v in (mapping or {}).values() if v not in class_ids})
+    if lacking:
+        raise DatasetError(f"--label-mapping maps labels to class(es) {', '.join(map(str, lacking))}, which the "
+                           f"network does not have (its classes: {_class_list()})")
     product, order = build_input_product(image, image_s1, bands, indices)
     height, width = product.scene_shape
     patch_size, block_size = split_sizes((height, width), patch_size, block_size, preferred_patch)
@@ -398,13 +412,15 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
     labels_path = Path(labels)
     if field is None and not _is_raster(labels_path):
         field = "class_id"
-    read_labels = _label_reader(labels_path, product.crs, ref_band.transform, width, height, field)
+    read_labels, foreign = _recording_foreign_codes(
+        _label_reader(labels_path, product.crs, ref_band.transform, width, height, field, mapping))
     if margin is not None:
         read_labels = _confident_labels(read_labels, Path(margin), product.crs, ref_band.transform, width, height,
                                         min_margin)
 
     # stratified split: each class's pixels dealt to the splits in about the fractions
     counts = block_class_counts(read_labels, (height, width), block_size)
+    _check_codes(foreign, labels_path)
     blocks = assign_blocks((height, width), block_size, fractions, seed, class_counts=counts)
     row_cols: dict[int, list[int]] = {}
     for r, c in patch_origins((height, width), patch_size, stride):
@@ -454,6 +470,8 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "image": str(image), "image_s1": str(image_s1) if image_s1 else None,
             "labels": str(labels), "field": field,
+            # pairs, not an object: JSON would make every code a string, a name or not
+            "label_mapping": [[k, v] for k, v in (mapping or {}).items()] or None,
             "bands": order, "indices": list(indices),
             "crs": product.crs.to_wkt(), "transform": list(ref_band.transform)[:6],
             "width": width, "height": height,
@@ -526,13 +544,52 @@ def _confident_labels(read_labels, path: Path, crs, transform, width, height, mi
     return read
 
 
-def _label_reader(path: Path, crs, transform, width, height, field):
+def _label_reader(path: Path, crs, transform, width, height, field, mapping=None):
     from snap_operators.io.reference import ReferenceDataError, reference_reader
 
     try:
-        return reference_reader(path, crs, transform, width, height, field, require_overlap=True, role="labels")
+        return reference_reader(path, crs, transform, width, height, field, require_overlap=True, role="labels",
+                                mapping=mapping)
     except ReferenceDataError as exc:
         raise DatasetError(str(exc)) from None
+
+
+def label_mapping(info: dict) -> dict | None:
+    """The ``--label-mapping`` a dataset was built with (``dataset.json``), as :func:`build_dataset` took it."""
+    pairs = info.get("label_mapping")
+    return {k: v for k, v in pairs} if pairs else None
+
+
+def _recording_foreign_codes(read_labels):
+    """``(read, foreign)``: `read_labels` that adds to the set `foreign` every code it reads that is
+    neither a class id nor unlabelled (0, 254, 255; -1: not mapped)."""
+    known = np.array([c.value for c in LAND_COVER] + [0, -1, MASKED, NO_DATA])
+    foreign: set[int] = set()
+
+    def read(window):
+        y = read_labels(window)
+        odd = y[~np.isin(y, known)]  # a few comparisons per pixel; sorting every window cost more
+        if odd.size:
+            foreign.update(np.unique(odd).tolist())
+        return y
+
+    return read, foreign
+
+
+def _check_codes(foreign: set[int], path: Path) -> None:
+    """Refuse labels with codes the network has no class for: such pixels would be left out
+    without a word (and codes over 255 would wrap round to another class in the uint8 shards)."""
+    if not foreign:
+        return
+    codes = sorted(foreign)
+    listed = ", ".join(map(str, codes[:12])) + (", ..." if len(codes) > 12 else "")
+    raise DatasetError(f"labels {path} hold codes {listed}, which are not the network's classes "
+                       f"({_class_list()}): map them with --label-mapping CODE:ID pairs (e.g. {codes[0]}:ID,...; "
+                       "codes not mapped are left unlabelled)")
+
+
+def _class_list() -> str:
+    return ", ".join(f"{c.value} {c.name}" for c in LAND_COVER)
 
 
 def load_dataset_info(folder) -> dict:

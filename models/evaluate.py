@@ -20,10 +20,8 @@ import numpy as np
 from snap_operators.apps.assess import (
     accuracy_metrics,
     add_pairs,
-    apply_mapping,
     pair_labels,
     pair_matrix,
-    split_mapping,
 )
 from snap_operators.core.legend import CLASS_NAMES, MASKED, NO_DATA
 from snap_operators.science.fusion import DEFAULT_MIN_MARGIN
@@ -193,7 +191,7 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         Class attribute of a vector reference.
     mapping : dict, optional
         Reference code -> class id, or class name -> class id for a vector attribute of names
-        (``snap-pc assess``'s :func:`~snap_operators.apps.assess.parse_mapping`); codes or names
+        (:func:`snap_operators.io.reference.parse_mapping`); codes or names
         not mapped are left out.
     fused : path, optional
         The network's map fused with the rules' (:func:`fuse_scene`), on the class map's grid:
@@ -216,20 +214,22 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     from snap_operators.core.errors import SnapPcError
     from snap_operators.io.reference import reference_reader
 
+    from .dataset import label_mapping
+
     extra = {name: path for name, path in (("fused", fused), ("start", start)) if path}
     pairs: dict[str, dict[tuple[int, int], int]] = {"unet": {}, "rules": {}, **{name: {} for name in extra}}
     with rasterio.open(classes) as ds:
         grid = (ds.crs, ds.transform, ds.width, ds.height)
-        names, codes = split_mapping(mapping)
-        read_ref = reference_reader(reference, *grid, field=field, names=names)
+        read_ref = reference_reader(reference, *grid, field=field, mapping=mapping)
         readers = {"unet": lambda win: ds.read(1, window=win).astype(np.int64),
-                   "rules": reference_reader(info["labels"], *grid, field=info.get("field") or "class_id")}
+                   "rules": reference_reader(info["labels"], *grid, field=info.get("field") or "class_id",
+                                             mapping=label_mapping(info))}
         for name, path in extra.items():
             readers[name] = reference_reader(path, *grid)
         for row0 in range(0, ds.height, WINDOW_ROWS):
             win = Window(0, row0, ds.width, min(WINDOW_ROWS, ds.height - row0))
             maps = {name: read(win) for name, read in readers.items()}
-            ref = apply_mapping(read_ref(win), codes)
+            ref = read_ref(win)
             # pixels any map could not see (no data; cloud, shadow or snow) are left out of all
             valid = ref > 0
             for m in maps.values():

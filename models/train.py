@@ -601,11 +601,10 @@ def check_options(out, *, overwrite: bool = False, epochs: int = 30, loss: str =
     if reference_augmentation not in AUGMENTATIONS:
         raise TrainError(f"unknown test-time augmentation {reference_augmentation!r} (one of {', '.join(AUGMENTATIONS)})")
     if reference is not None:
-        from snap_operators.apps.assess import split_mapping
         from snap_operators.io.reference import ReferenceDataError, check_reference
 
         try:
-            check_reference(reference, reference_field, split_mapping(mapping)[0], field_option="--reference-field")
+            check_reference(reference, reference_field, mapping, field_option="--reference-field")
         except ReferenceDataError as exc:
             raise TrainError(str(exc)) from None
     if rules_map is not None and not Path(rules_map).exists():
@@ -1111,6 +1110,8 @@ def _data_lines(info: dict) -> list[str]:
     return [
         f"- image: `{info['image']}`" + (f"; Sentinel-1: `{info['image_s1']}`" if info.get("image_s1") else ""),
         f"- labels: `{info['labels']}`" + (f" (attribute `{info['field']}`)" if info.get("field") else "")
+        + (f", mapped to class ids `{','.join(f'{k}:{v}' for k, v in info['label_mapping'])}`"
+           if info.get("label_mapping") else "")
         + (f"; only where the rules' margin (`{info['margin']}`) is at least {info['min_margin']:g}"
            if info.get("margin") else ""),
         f"- scene {info['width']} x {info['height']} px; patches {info['patch_size']} px, stride {info['stride']}; "
@@ -1186,8 +1187,9 @@ def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: P
               "(`graphs/unet_inference.xml`, which keeps the rules' class where their margin says they are "
               "sure and takes the network's elsewhere: `RuleFusion`, docs/unet.md).",
               "", "## Limits",
-              "- Labels are the rule-based classifier's masks, not field truth: the network learns the rules' "
-              "errors too; the metrics above measure agreement with those labels on held-out blocks.",
+              "- Labels are the label file's (above): the rule-based classifier's masks in the usual workflow, not "
+              "field truth; the network learns their errors too, and the metrics above measure agreement with those "
+              "labels on held-out blocks.",
               ("- Trained on the scenes above; other" if info.get("datasets") else "- Trained on one scene; other")
               + " seasons, sensors' processing baselines or regions need new training "
               "or at least a check against reference data (`snap-pc assess`).",

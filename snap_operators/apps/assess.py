@@ -33,57 +33,12 @@ import numpy as np
 from ..core.errors import SnapPcError
 from ..core.legend import CLASS_NAMES, MASKED, NO_DATA, UNCLASSIFIED
 from ..core.outputs import save_figure, stage_figure, stage_text, staged_outputs
-from ..io.reference import is_number, reference_reader
+from ..io.reference import parse_mapping, reference_reader
 
 log = logging.getLogger(__name__)
 
 #: Rows of pixels per window when accumulating the matrix.
 WINDOW_ROWS = 1024
-
-
-def parse_mapping(text: str | None) -> dict[int, int] | dict[str, int]:
-    """Reference codes or class names -> class ids: ``"5:3,8:4"`` -> ``{5: 3, 8: 4}``;
-    ``"water:1, forest:3"`` -> ``{"water": 1, "forest": 3}`` (a vector reference whose class
-    attribute holds names). Codes and names are not mixed in one mapping.
-
-    >>> parse_mapping("5:3,8:4"), parse_mapping("Water:1, bare soil:2")
-    ({5: 3, 8: 4}, {'Water': 1, 'bare soil': 2})
-    """
-    if not text:
-        return {}
-    out: dict = {}
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            a, b = item.rsplit(":", 1)
-            a, b = a.strip(), int(b)
-            if not a:
-                raise ValueError
-            out[int(a) if is_number(a) else a] = b  # "2.5" is a bad code, not a name
-        except ValueError:
-            raise SnapPcError(f"--mapping: cannot read {item!r}; expected REF:CLASS pairs such as 5:1,2:3 (codes) or "
-                              "water:1,forest:3 (class names of a vector reference)") from None
-    if len({isinstance(k, str) for k in out}) > 1:
-        raise SnapPcError(f"--mapping mixes codes and class names ({text}); map either the codes or the names")
-    return out
-
-
-def split_mapping(mapping: Mapping | None) -> tuple[dict[str, int] | None, dict[int, int]]:
-    """``(names, codes)``: the class names a vector reference is read with, and the code mapping
-    applied to what it gives (:func:`apply_mapping`). A mapping of names reads each name as its
-    class id, so the codes then map every id it gives to itself (and leave the rest out).
-
-    >>> split_mapping({"water": 1, "lake": 1, "forest": 3})
-    ({'water': 1, 'lake': 1, 'forest': 3}, {1: 1, 3: 3})
-    >>> split_mapping({5: 1})
-    (None, {5: 1})
-    """
-    mapping = dict(mapping or {})
-    if any(isinstance(k, str) for k in mapping):
-        return mapping, {v: v for v in sorted(set(mapping.values()))}
-    return None, mapping
 
 
 def add_pairs(acc: dict[tuple[int, int], int], reference: np.ndarray, classified: np.ndarray) -> None:
@@ -110,20 +65,6 @@ def pair_matrix(acc: dict[tuple[int, int], int], labels: Sequence[int]) -> np.nd
     for (r, c), n in acc.items():
         m[idx[r], idx[c]] += n
     return m
-
-
-def apply_mapping(reference: np.ndarray, mapping: Mapping[int, int] | None) -> np.ndarray:
-    """Reference codes as class ids: mapped codes replaced, unmapped ones -1 (left out); no mapping: as they are.
-
-    >>> apply_mapping(np.array([5, 2, 0]), {5: 1})
-    array([ 1, -1, -1])
-    """
-    if not mapping:
-        return reference
-    lut = np.full(max(max(mapping), int(reference.max(initial=0))) + 1, -1, dtype=np.int64)
-    for a, b in mapping.items():
-        lut[a] = b
-    return np.where((reference >= 0) & (reference < lut.size), lut[np.clip(reference, 0, lut.size - 1)], -1)
 
 
 def confusion_matrix(reference: np.ndarray, classified: np.ndarray, labels: Sequence[int]) -> np.ndarray:
@@ -215,7 +156,6 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     from rasterio.windows import Window
 
     mapping = dict(mapping or {})
-    names_read, codes = split_mapping(mapping)
     try:
         cls_ds = rasterio.open(classes_path)
     except rasterio.errors.RasterioIOError as exc:
@@ -224,7 +164,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
         if cls_ds.crs is None:
             raise SnapPcError(f"class map {classes_path} has no CRS")
         ref_reader = reference_reader(reference_path, cls_ds.crs, cls_ds.transform, cls_ds.width, cls_ds.height, field,
-                                      names=names_read)
+                                      mapping=mapping)
         class_names = dict(CLASS_NAMES)
         tag = cls_ds.tags(1).get("CLASS_NAMES")
         if tag:
@@ -238,7 +178,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
         for row0 in range(0, cls_ds.height, WINDOW_ROWS):
             win = Window(0, row0, cls_ds.width, min(WINDOW_ROWS, cls_ds.height - row0))
             cls = cls_ds.read(1, window=win)
-            ref = apply_mapping(ref_reader(win), codes)
+            ref = ref_reader(win)
             valid = (ref > 0) & (cls != NO_DATA)
             if cls_ds.nodata is not None:
                 valid &= cls != cls_ds.nodata

@@ -25,7 +25,11 @@ import numpy as np
 
 from ..core.errors import SnapPcError
 
-__all__ = ["ReferenceDataError", "VectorLabels", "check_reference", "read_vector_labels", "reference_reader"]
+__all__ = ["ReferenceDataError", "VectorLabels", "apply_mapping", "check_reference", "parse_mapping",
+           "read_vector_labels", "reference_reader", "split_mapping"]
+
+#: The command-line option that maps a file's codes or names to class ids, by the file's role.
+MAPPING_OPTIONS = {"reference": "--mapping", "labels": "--label-mapping"}
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ class ReferenceDataError(SnapPcError):
 
 def reference_reader(path, crs, transform, width: int, height: int, field: str | None = None,
                      *, require_overlap: bool = False, role: str = "reference",
-                     names: Mapping[str, int] | None = None) -> Callable:
+                     mapping: Mapping[int, int] | Mapping[str, int] | None = None) -> Callable:
     """A function ``read(window) -> int64 array`` of class codes on the grid.
 
     Parameters
@@ -56,35 +60,43 @@ def reference_reader(path, crs, transform, width: int, height: int, field: str |
         Raise if the file's extent does not intersect the grid.
     role : str
         What the file is to the caller, for messages (``reference``, ``labels``).
-    names : dict of str to int, optional
-        Class name -> class id, for a vector file whose class attribute holds
-        names (``"water"``, ``"forest"``): see :func:`read_vector_labels`.
+    mapping : dict, optional
+        The file's codes -> class ids (``{80: 1, 10: 3}``), or class name ->
+        class id for a vector attribute holding names (``{"water": 1}``:
+        :func:`read_vector_labels`), as :func:`parse_mapping` reads them.
+        Codes or names not mapped read as -1 (left out).
 
     Returns
     -------
     callable
         ``read(window)`` -> ``(window.height, window.width)`` int64 codes, 0
-        where the file says nothing.
+        where the file says nothing; with a `mapping`, class ids, and -1
+        wherever it maps nothing (there too, unless it maps 0).
     """
+    names, codes = split_mapping(mapping)
     ref_ds, labels = _open_reference(path, crs, field, names, role, "--field")
     if labels is not None:
-        return _vector_reader(path, labels, transform, width, height, require_overlap, role)
-    return _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap, role)
+        read = _vector_reader(path, labels, transform, width, height, require_overlap, role)
+    else:
+        read = _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap, role)
+    if not codes:
+        return read
+    return lambda window: apply_mapping(read(window), codes)
 
 
-def check_reference(path, field: str | None = None, names: Mapping[str, int] | None = None,
+def check_reference(path, field: str | None = None, mapping: Mapping[int, int] | Mapping[str, int] | None = None,
                     role: str = "reference", field_option: str = "--field") -> None:
     """Raise now what :func:`reference_reader` would raise on `path` later: a command that scores
     its result against a reference only at its end (``snap-pc train --reference``) checks it first.
 
     A raster is opened; a vector file is read whole (its attribute, its codes or class names
-    against `names`), in its own CRS.
+    against `mapping`), in its own CRS.
 
     Raises
     ------
     ReferenceDataError
     """
-    ref_ds, _ = _open_reference(path, None, field, names, role, field_option)
+    ref_ds, _ = _open_reference(path, None, field, split_mapping(mapping)[0], role, field_option)
     if ref_ds is not None:
         ref_ds.close()
 
@@ -108,6 +120,66 @@ def _open_reference(path, crs, field, names, role, field_option):
         raise ReferenceDataError(f"{role} {path} is a raster of class codes: map codes, not names "
                                  f"(e.g. 5:1,2:3; names given: {', '.join(names)})")
     return ref_ds, None
+
+
+def parse_mapping(text: str | None, option: str = "--mapping") -> dict[int, int] | dict[str, int]:
+    """File codes or class names -> class ids: ``"5:3,8:4"`` -> ``{5: 3, 8: 4}``;
+    ``"water:1, forest:3"`` -> ``{"water": 1, "forest": 3}`` (a vector file whose class
+    attribute holds names). Codes and names are not mixed in one mapping; `option` is
+    the command-line option the text comes from, for messages.
+
+    >>> parse_mapping("5:3,8:4"), parse_mapping("Water:1, bare soil:2")
+    ({5: 3, 8: 4}, {'Water': 1, 'bare soil': 2})
+    """
+    if not text:
+        return {}
+    out: dict = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            a, b = item.rsplit(":", 1)
+            a, b = a.strip(), int(b)
+            if not a:
+                raise ValueError
+            out[int(a) if is_number(a) else a] = b  # "2.5" is a bad code, not a name
+        except ValueError:
+            raise ReferenceDataError(f"{option}: cannot read {item!r}; expected CODE:CLASS pairs such as 5:1,2:3 "
+                                     "(codes) or water:1,forest:3 (class names of a vector file)") from None
+    if len({isinstance(k, str) for k in out}) > 1:
+        raise ReferenceDataError(f"{option} mixes codes and class names ({text}); map either the codes or the names")
+    return out
+
+
+def split_mapping(mapping: Mapping | None) -> tuple[dict[str, int] | None, dict[int, int]]:
+    """``(names, codes)``: the class names a vector file is read with, and the code mapping
+    applied to what it gives (:func:`apply_mapping`). A mapping of names reads each name as its
+    class id, so the codes then map every id it gives to itself (and leave the rest out).
+
+    >>> split_mapping({"water": 1, "lake": 1, "forest": 3})
+    ({'water': 1, 'lake': 1, 'forest': 3}, {1: 1, 3: 3})
+    >>> split_mapping({5: 1})
+    (None, {5: 1})
+    """
+    mapping = dict(mapping or {})
+    if any(isinstance(k, str) for k in mapping):
+        return mapping, {v: v for v in sorted(set(mapping.values()))}
+    return None, mapping
+
+
+def apply_mapping(reference: np.ndarray, mapping: Mapping[int, int] | None) -> np.ndarray:
+    """File codes as class ids: mapped codes replaced, unmapped ones -1 (left out); no mapping: as they are.
+
+    >>> apply_mapping(np.array([5, 2, 0]), {5: 1})
+    array([ 1, -1, -1])
+    """
+    if not mapping:
+        return reference
+    lut = np.full(max(max(mapping), int(reference.max(initial=0))) + 1, -1, dtype=np.int64)
+    for a, b in mapping.items():
+        lut[a] = b
+    return np.where((reference >= 0) & (reference < lut.size), lut[np.clip(reference, 0, lut.size - 1)], -1)
 
 
 def _grid_bounds(transform, width, height):
@@ -215,7 +287,8 @@ def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_
         How messages name the file (``reference``, ``samplesFile``) and the
         option that names `field` (``--field``, ``samplesClassField``).
     names : dict of str to int, optional
-        Class name -> class id (``snap-pc assess --mapping water:1,forest:3``),
+        Class name -> class id (``snap-pc assess --mapping water:1,forest:3``,
+        ``snap-pc dataset --label-mapping``),
         for an attribute holding class names: each shape gets the id of its
         name (compared without case and outer spaces); shapes of a name not
         in `names` are left out (a warning names them). Without it, names are
@@ -280,8 +353,8 @@ def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_
         ids = ", ".join(f"{c.value} {c.name}" for c in LAND_COVER)
         raise ReferenceDataError(
             f"{where}: {field} holds class names, not codes ({listed}): "
-            + (f"map them to class ids with --mapping NAME:ID pairs ({found[0]}:ID,...; ids: {ids}; names not "
-               "mapped are left out)" if role == "reference" else "give an attribute of integer class codes"))
+            + (f"map them to class ids with {MAPPING_OPTIONS[role]} NAME:ID pairs ({found[0]}:ID,...; ids: {ids}; "
+               "names not mapped are left out)" if role in MAPPING_OPTIONS else "give an attribute of integer class codes"))
     if unmapped and not shapes:
         raise ReferenceDataError(f"{where}: none of its {field} values ({', '.join(sorted(unmapped, key=str.casefold))}) "
                                  f"is in the mapping ({', '.join(lookup)})")

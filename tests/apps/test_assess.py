@@ -14,10 +14,10 @@ from snap_operators.apps.assess import (
     accuracy_metrics,
     assess,
     confusion_matrix,
-    parse_mapping,
 )
 from snap_operators.apps.cli import main
 from snap_operators.core.errors import SnapPcError
+from snap_operators.io.reference import parse_mapping
 
 T = from_origin(500000, 4000000, 10, 10)
 
@@ -52,17 +52,6 @@ def test_confusion_matrix_ignores_unlisted_labels():
     ref = np.array([1, 1, 2, 3, 9])
     cls = np.array([1, 2, 2, 3, 1])
     assert confusion_matrix(ref, cls, [1, 2]).tolist() == [[1, 1], [0, 1]]
-
-
-def test_parse_mapping():
-    assert parse_mapping("5:1, 2:3") == {5: 1, 2: 3}
-    assert parse_mapping("water:1, bare soil : 2,Forest:3") == {"water": 1, "bare soil": 2, "Forest": 3}
-    with pytest.raises(SnapPcError, match="REF:CLASS"):
-        parse_mapping("5-1")
-    with pytest.raises(SnapPcError, match="REF:CLASS"):
-        parse_mapping("water:one")
-    with pytest.raises(SnapPcError, match="mixes codes and class names"):
-        parse_mapping("5:1,water:1")
 
 
 def test_reference_of_class_names_scores_as_its_codes(tmp_path):

@@ -17,7 +17,7 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from snap_operators.io.reference import ReferenceDataError, read_vector_labels, reference_reader
+from snap_operators.io.reference import ReferenceDataError, parse_mapping, read_vector_labels, reference_reader
 from snap_operators.science.rules import RulesError, read_samples
 
 UTM = CRS.from_epsg(32638)
@@ -135,7 +135,9 @@ def test_class_names_are_read_through_a_mapping(tmp_path, caplog):
         samples_array(path)
     codes = write_labels(tmp_path / "codes.gpkg", [(polygon(5, 5, 30, 20), 3), (polygon(20, 15, 45, 40), 1)])
     with caplog.at_level("WARNING"):
-        named = reference_reader(path, UTM, T, W, H, "label", names={"forest": 3, "WATER": 1})(Window(0, 0, W, H))
+        named = reference_reader(path, UTM, T, W, H, "label", mapping={"forest": 3, "WATER": 1})(Window(0, 0, W, H))
+    assert named.min() == -1  # with a mapping, what it does not map (nothing included) reads -1: left out
+    named = np.maximum(named, 0)
     np.testing.assert_array_equal(named, reference_array(codes))
     assert "1 shapes of grass, not in the mapping, are left out" in caplog.text
     raster = tmp_path / "r.tif"
@@ -144,7 +146,34 @@ def test_class_names_are_read_through_a_mapping(tmp_path, caplog):
     with rasterio.open(raster, "w", driver="GTiff", width=W, height=H, count=1, dtype="uint8", crs=UTM, transform=T) as d:
         d.write(named.astype("uint8"), 1)
     with pytest.raises(ReferenceDataError, match="is a raster of class codes: map codes, not names"):
-        reference_reader(raster, UTM, T, W, H, names={"forest": 3})
+        reference_reader(raster, UTM, T, W, H, mapping={"forest": 3})
     with pytest.raises(ReferenceDataError, match=r"none of its label values \(Forest, grass, water \) is in the "
                                                  r"mapping \(lake\)$"):
         read_vector_labels(path, "label", UTM, names={"lake": 1})
+
+
+def test_parse_mapping():
+    assert parse_mapping("5:1, 2:3") == {5: 1, 2: 3}
+    assert parse_mapping("water:1, bare soil : 2,Forest:3") == {"water": 1, "bare soil": 2, "Forest": 3}
+    with pytest.raises(ReferenceDataError, match="^--mapping: cannot read '5-1'; expected CODE:CLASS"):
+        parse_mapping("5-1")
+    with pytest.raises(ReferenceDataError, match="^--label-mapping: cannot read 'water:one'; expected CODE:CLASS"):
+        parse_mapping("water:one", "--label-mapping")
+    with pytest.raises(ReferenceDataError, match="^--mapping mixes codes and class names"):
+        parse_mapping("5:1,water:1")
+
+
+def test_a_code_mapping_reads_class_ids_and_leaves_the_rest_out(tmp_path):
+    """A raster of another legend's codes (a land-cover product's, as training labels or reference) read through a
+    code mapping: mapped codes give their class ids, every other code (and 0, unless mapped) -1."""
+    import rasterio
+
+    codes = np.zeros((H, W), dtype="uint8")
+    codes[:10], codes[10:20], codes[20:30] = 80, 10, 50
+    raster = tmp_path / "worldcover.tif"
+    with rasterio.open(raster, "w", driver="GTiff", width=W, height=H, count=1, dtype="uint8", crs=UTM, transform=T) as d:
+        d.write(codes, 1)
+    read = reference_reader(raster, UTM, T, W, H, mapping={80: 1, 10: 3})(Window(0, 0, W, H))
+    expected = np.select([codes == 80, codes == 10], [1, 3], -1)
+    np.testing.assert_array_equal(read, expected)
+    np.testing.assert_array_equal(reference_reader(raster, UTM, T, W, H)(Window(0, 0, W, H)), codes)

@@ -337,3 +337,76 @@ def test_cli_dataset_margin(scene, margin_raster, tmp_path, capsys):
                  str(tmp_path / "ds"), "--patch-size", "64", "--margin", str(margin_raster), "--min-margin", "0.5"])
     assert code == 0, capsys.readouterr().err
     assert load_dataset_info(tmp_path / "ds")["min_margin"] == 0.5
+
+
+ABERYSTWYTH = __import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "aberystwyth"
+
+
+def _labels_of(folder):
+    info = load_dataset_info(folder)
+    return info, np.concatenate([np.concatenate(open_split(folder, info, s)[1]).ravel() for s in ("train", "val", "test")])
+
+
+def test_labels_of_another_legend_train_through_a_label_mapping(tmp_path, capsys):
+    """Hand-drawn polygons with class names (the real Aberystwyth ones), and a raster in a land-cover product's
+    codes (ESA WorldCover's 80 water, 10 trees, 50 built-up, made from the same polygons): refused without a
+    mapping, one line, nothing written; through --label-mapping both give the same patches as the polygons'
+    codes mapped to our class ids, the classes not mapped (grass) left unlabelled."""
+    image, polygons = ABERYSTWYTH / "s2_20210527_sref.tif", ABERYSTWYTH / "class_polygons.geojson"
+    with rasterio.open(ABERYSTWYTH / "labels.tif") as src:  # 1 water, 2 forest, 3 grass, 4 urban
+        codes, profile = src.read(1), src.profile
+    worldcover = tmp_path / "worldcover.tif"
+    with rasterio.open(worldcover, "w", **{**profile, "dtype": "uint8", "nodata": 0}) as dst:
+        dst.write(np.select([codes == 1, codes == 2, codes == 3, codes == 4], [80, 10, 30, 50], 0).astype("uint8"), 1)
+    base = ["dataset", "--image", str(image), "--min-labelled", "0.001"]
+    assert main([*base, "--labels", str(worldcover), "--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: labels ") and len(err.strip().splitlines()) == 1
+    assert "hold codes 10, 30, 50, 80, which are not the network's classes (1 Water, 2 Bare Soil" in err
+    assert "map them with --label-mapping CODE:ID pairs (e.g. 10:ID,...;" in err
+    assert main([*base, "--labels", str(polygons), "--field", "class", "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert "class holds class names, not codes (forest, grass, urban, water): map them to class ids with " \
+        "--label-mapping NAME:ID pairs" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+    assert main([*base, "--labels", str(worldcover), "--out", str(tmp_path / "wc"),
+                 "--label-mapping", "80:1,10:3,50:4"]) == 0
+    assert main([*base, "--labels", str(polygons), "--field", "class", "--out", str(tmp_path / "names"),
+                 "--label-mapping", "Water:1, forest:3,urban:4"]) == 0
+    assert main([*base, "--labels", str(polygons), "--field", "class_code", "--out", str(tmp_path / "codes"),
+                 "--label-mapping", "1:1,2:3,4:4"]) == 0
+    info, wc = _labels_of(tmp_path / "wc")
+    assert info["label_mapping"] == [[80, 1], [10, 3], [50, 4]]
+    assert load_dataset_info(tmp_path / "names")["label_mapping"] == [["Water", 1], ["forest", 3], ["urban", 4]]
+    np.testing.assert_array_equal(_labels_of(tmp_path / "names")[1], wc)
+    np.testing.assert_array_equal(_labels_of(tmp_path / "codes")[1], wc)
+    assert set(np.unique(wc)) == {0, 1, 3, 4}
+    # every labelled pixel of the patches is a polygon pixel of its class, grass never
+    counts = sum(np.bincount(y.ravel(), minlength=6) for s in ("train", "val", "test")
+                 for y in open_split(tmp_path / "wc", info, s)[1])
+    assert 0 < counts[3] <= (codes == 2).sum() and 0 < counts[4] <= (codes == 4).sum() and counts[2] == counts[5] == 0
+
+
+def test_a_label_mapping_to_a_class_the_network_lacks_is_refused(tmp_path):
+    with pytest.raises(DatasetError, match=r"^--label-mapping maps labels to class\(es\) 7, which the network does "
+                                           r"not have \(its classes: 1 Water"):
+        build_dataset(ABERYSTWYTH / "s2_20210527_sref.tif", ABERYSTWYTH / "labels.tif", tmp_path / "ds",
+                      mapping={1: 1, 2: 7})
+    assert not (tmp_path / "ds").exists()
+
+
+def test_codes_over_255_are_refused_not_wrapped(tmp_path):
+    """A CORINE-coded raster (311 broad-leaved forest, 512 water bodies) would have been cut to uint8 in the
+    shards: 311 became 55, 512 became 0; it is refused, and reads through a mapping."""
+    with rasterio.open(ABERYSTWYTH / "labels.tif") as src:
+        codes, profile = src.read(1), src.profile
+    corine = tmp_path / "corine.tif"
+    with rasterio.open(corine, "w", **{**profile, "dtype": "uint16", "nodata": 0}) as dst:
+        dst.write(np.select([codes == 1, codes == 2], [512, 311], 0).astype("uint16"), 1)
+    with pytest.raises(DatasetError, match="hold codes 311, 512, which are not the network's classes"):
+        build_dataset(ABERYSTWYTH / "s2_20210527_sref.tif", corine, tmp_path / "ds", min_labelled=0.001)
+    info = build_dataset(ABERYSTWYTH / "s2_20210527_sref.tif", corine, tmp_path / "ds", min_labelled=0.001,
+                         mapping={512: 1, 311: 3})
+    pixels = {k for s in info["splits"].values() for k in s["class_pixels"]}
+    assert pixels == {"0", "1", "3"}

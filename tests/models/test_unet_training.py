@@ -276,7 +276,9 @@ def test_cli_train_refuses_bad_options_before_it_builds_a_dataset(tmp_path, caps
                             r"class holds class names, not codes \(forest, grass, urban, water\): map them to class "
                             r"ids with --mapping NAME:ID pairs"),
                            (["--reference", str(scene / "class_polygons.geojson")],
-                            r"is a vector file: give the class attribute \(--reference-field\)")):
+                            r"is a vector file: give the class attribute \(--reference-field\)"),
+                           (["--label-mapping", "80-1"], r"--label-mapping: cannot read '80-1'; expected CODE:CLASS"),
+                           (["--label-mapping", "1:1,2:9"], r"--label-mapping maps labels to class\(es\) 9, which")):
         code = main(base + extra)
         err = capsys.readouterr().err
         assert code == 1 and re.search(message, err) and len(err.strip().splitlines()) == 1, err
@@ -363,6 +365,31 @@ def test_fine_tuning_loss_is_told_only_when_the_start_was_better():
     assert "use shipped.onnx as it is" in lost
     assert fine_tuning_loss(result(0.93, 0.93)) is None and fine_tuning_loss(result(0.95, None)) is None
     assert "fine-tuned from (shipped.onnx), as it was: 0.930 (fine-tuning -0.030)" in format_comparison(result(0.90, 0.93))[0]
+
+
+def test_training_labels_read_through_their_mapping_everywhere(tmp_path, capsys):
+    """Labels in another legend's codes (WorldCover's, made from the real Aberystwyth polygons) train through
+    --label-mapping; scored against those polygons by name, the labels column reads them through the same
+    mapping (so it agrees with the polygons on every pixel) and the model card says the mapping."""
+    import rasterio
+
+    scene = GRAPHS.parent / "tests" / "data" / "aberystwyth"
+    with rasterio.open(scene / "labels.tif") as src:  # 1 water, 2 forest, 3 grass, 4 urban
+        codes, profile = src.read(1), src.profile
+    worldcover = tmp_path / "worldcover.tif"
+    with rasterio.open(worldcover, "w", **{**profile, "dtype": "uint8", "nodata": 0}) as dst:
+        dst.write(np.select([codes == 1, codes == 2, codes == 3, codes == 4], [80, 10, 30, 50], 0).astype("uint8"), 1)
+    code = main(["train", "--image", str(scene / "s2_20210527_sref.tif"), "--labels", str(worldcover),
+                 "--label-mapping", "80:1,10:3,50:4", "--min-labelled", "0.001", "--out", str(tmp_path / "m.onnx"),
+                 "--epochs", "1", "--reference", str(scene / "class_polygons.geojson"), "--reference-field", "class",
+                 "--mapping", "water:1,forest:3,urban:4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    got = json.loads((tmp_path / "m.metrics.json").read_text())["reference"]
+    assert got["pixels"] == int(np.isin(codes, (1, 2, 4)).sum())
+    assert got["rules"]["overall_accuracy"] == 1.0
+    assert {p["class_id"] for p in got["rules"]["per_class"]} == {1, 3, 4}
+    assert "mapped to class ids `80:1,10:3,50:4`" in (tmp_path / "m.card.md").read_text()
 
 
 def test_cli_train_with_a_reference_reports_both_maps(dataset, tmp_path, capsys):
