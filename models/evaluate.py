@@ -183,8 +183,9 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     classes : path
         The network's class map of the training image (:func:`predict_scene`).
     info : dict
-        The dataset's ``dataset.json``: its ``labels`` (the rules' label masks) are
-        rasterized onto the class map's grid.
+        The dataset's ``dataset.json``: its ``labels`` (the rules' label masks, or labels
+        of another legend read through its ``label_mapping``) are rasterized onto the class
+        map's grid and scored as ``"rules"`` (``"labels_name"`` says which they are).
     reference : path
         Reference raster (any grid) or vector file, read as ``snap-pc assess`` reads it.
     field : str, optional
@@ -241,7 +242,9 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
                           "(check extents, CRS, --reference-field and --mapping)")
     labels = pair_labels(*pairs.values())  # one label set: both matrices alike (unclassified pixels are errors)
     out: dict = {"reference": str(reference), "field": field,
-                 "mapping": {str(k): v for k, v in (mapping or {}).items()}}
+                 "mapping": {str(k): v for k, v in (mapping or {}).items()},
+                 # labels mapped from another legend are not the rules' masks: the report says "labels"
+                 "labels_name": "labels" if label_mapping(info) else "rules"}
     for name, acc in pairs.items():
         metrics = accuracy_metrics(pair_matrix(acc, labels), labels, CLASS_NAMES)
         ref_classes = {r for r, _ in acc}
@@ -261,7 +264,7 @@ def format_comparison(result: dict) -> list[str]:
     """Lines comparing the network, the rules and (when scored) their fusion against the reference
     (CLI and model card)."""
     u, r, f = result["unet"], result["rules"], result.get("fused")
-    oa = r["overall_accuracy"]
+    oa, labels = r["overall_accuracy"], result.get("labels_name", "rules")
     fused_text = (f"; fused with the rules as the inference graph does (RuleFusion, minMargin "
                   f"{result.get('min_rule_margin', DEFAULT_MIN_MARGIN):g}) {f['overall_accuracy']:.3f} "
                   f"({f['overall_accuracy'] - oa:+.3f})") if f else ""
@@ -270,10 +273,10 @@ def format_comparison(result: dict) -> list[str]:
                   f"), as it was: {start['overall_accuracy']:.3f} (fine-tuning "
                   f"{u['overall_accuracy'] - start['overall_accuracy']:+.3f})") if start else ""
     lines = [f"against {result['reference']} ({result['pixels']} px): overall accuracy U-Net "
-             f"{u['overall_accuracy']:.3f}, rules {oa:.3f} (U-Net {u['overall_accuracy'] - oa:+.3f})"
+             f"{u['overall_accuracy']:.3f}, {labels} {oa:.3f} (U-Net {u['overall_accuracy'] - oa:+.3f})"
              + (f", U-Net read with testTimeAugmentation {result['augmentation']}"
                 if result.get("augmentation", "none") != "none" else "") + fused_text + start_text,
-             "| class | recall U-Net | recall rules | change |" + (" recall fused | change |" if f else ""),
+             f"| class | recall U-Net | recall {labels} | change |" + (" recall fused | change |" if f else ""),
              "|---|---|---|---|" + ("---|---|" if f else "")]
     recall = {name: {p["class_id"]: p["producers_accuracy"] for p in m["per_class"]}
               for name, m in (("rules", r), ("fused", f)) if m}

@@ -1175,7 +1175,8 @@ def model_card(info: dict, meta: ModelMetadata, cfg, metrics: dict, onnx_path: P
     if metrics.get("reference"):
         from .evaluate import format_comparison
 
-        lines += ["", "## Accuracy against the reference (the network, the rules"
+        lines += ["", "## Accuracy against the reference (the network, the "
+                  + ("rules" if metrics["reference"].get("labels_name", "rules") == "rules" else "training labels")
                   + (" and their fusion" if metrics["reference"].get("fused") else "") + ", same pixels)", ""]
         lines += format_comparison(metrics["reference"])
         lost = fine_tuning_loss(metrics["reference"])

@@ -389,7 +389,11 @@ def test_training_labels_read_through_their_mapping_everywhere(tmp_path, capsys)
     assert got["pixels"] == int(np.isin(codes, (1, 2, 4)).sum())
     assert got["rules"]["overall_accuracy"] == 1.0
     assert {p["class_id"] for p in got["rules"]["per_class"]} == {1, 3, 4}
-    assert "mapped to class ids `80:1,10:3,50:4`" in (tmp_path / "m.card.md").read_text()
+    card = (tmp_path / "m.card.md").read_text()
+    assert "mapped to class ids `80:1,10:3,50:4`" in card
+    # labels of another legend are not the rules' masks: neither the report nor the card calls them so
+    assert ", labels 1.000 (U-Net " in out and "| class | recall U-Net | recall labels | change |" in out
+    assert "(the network, the training labels, same pixels)" in card and "recall rules" not in card
 
 
 def test_cli_train_with_a_reference_reports_both_maps(dataset, tmp_path, capsys):
