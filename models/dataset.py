@@ -122,6 +122,7 @@ def build_input_product(image, image_s1=None, bands: Sequence[str] | None = None
     product = ops["SpectralIndices"].target
     # B02 or b2 for B2, as inference reads them: the channels keep the names asked for
     from snap_operators.core.errors import OperatorError
+    from snap_operators.science.backscatter import to_db_hint
     from snap_operators.science.indices import find_s2_band
 
     for name in bands:
@@ -134,7 +135,9 @@ def build_input_product(image, image_s1=None, bands: Sequence[str] | None = None
     missing = [b for b in order if not product.has_band(b)]
     if missing:
         kept = [b for b in bands if b not in missing]
-        hint = f"; train without them: --bands {','.join(kept)}" if kept and set(missing) <= set(bands) else ""
+        to_db = to_db_hint(missing, product.band_names)
+        hint = (f"; {to_db} (snap-pc LinearToFromdB -t S1_db.tif S1)" if to_db
+                else f"; train without them: --bands {','.join(kept)}" if kept and set(missing) <= set(bands) else "")
         raise DatasetError(f"bands {', '.join(missing)} are not in the input (it has: "
                            f"{', '.join(product.band_names)}){hint}")
     return product, order

@@ -62,6 +62,24 @@ def shared_data():
     return need
 
 
+@pytest.fixture
+def linear_copy(tmp_path):
+    """``linear_copy(folder)``: a new folder holding the Sentinel-1 GeoTIFFs of `folder` (``*_VV.tif``,
+    ``*_VH.tif``, in dB: BigEarthNet's) as linear intensity, float32, as ASF's terrain-corrected products come."""
+
+    def write(folder: Path, name: str = "linear") -> Path:
+        out = tmp_path / name
+        out.mkdir()
+        for f in sorted(Path(folder).glob("*_V?.tif")):
+            with rasterio.open(f) as src:
+                profile, db = src.profile, src.read(1).astype("float32")
+            with rasterio.open(out / f.name, "w", **{**profile, "dtype": "float32"}) as dst:
+                dst.write(10 ** (db / 10), 1)
+        return out
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def jpy_api():
     """``snap_standin.jpy_api`` (tests/snap): the strict stand-in of SNAP's Java API."""

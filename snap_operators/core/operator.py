@@ -652,7 +652,7 @@ _loaded = False
 #: Operators that exist in SNAP (its toolboxes) but not in the standalone engine.
 SNAP_ONLY_OPERATORS = frozenset(
     """Apply-Orbit-File Calibration Terrain-Correction Speckle-Filter ThermalNoiseRemoval
-    Remove-GRD-Border-Noise LinearToFromdB TOPSAR-Split TOPSAR-Deburst TOPSAR-Merge Multilook
+    Remove-GRD-Border-Noise TOPSAR-Split TOPSAR-Deburst TOPSAR-Merge Multilook
     Ellipsoid-Correction-GG Ellipsoid-Correction-RD Terrain-Flattening SAR-Simulation SRGR GRD-Post
     SliceAssembly Back-Geocoding Enhanced-Spectral-Diversity Interferogram TopoPhaseRemoval
     Goldstein-Phase-Filtering SnaphuExport SnaphuImport Phase-To-Displacement Polarimetric-Decomposition

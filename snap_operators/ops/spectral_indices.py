@@ -49,7 +49,6 @@ import numpy as np
 from ..core.errors import OperatorError, ParameterError, in_node
 from ..core.operator import HaloTiles, Operator, TileKernel, map_tiles, register
 from ..core.product import COLLOCATE_SUFFIX, Band, Product, valid_mask
-from ..core.sample import sample_blocks
 from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 from ..grid.regrid import same_transform
 from ..io.raster_bands import negative_share
@@ -260,17 +259,6 @@ def _choose_sar(matches: list[_Match], sar_unit: str) -> ResolvedBand:
     return ResolvedBand(m.role, m.band, unit or wanted)
 
 
-def guard_sample(arrays) -> list[np.ndarray]:
-    """The guards' sample of `arrays` (2-D, one grid): a few spread chunks
-    (``guards.SAMPLE_BLOCKS``), decimated to about ``guards.SAMPLE_PIXELS`` pixels in all;
-    one array per input, aligned."""
-    first = arrays[0]
-    chunk_pixels = (first.shape[0] * first.shape[1]) / max(1, first.npartitions)
-    taken = min(guards.SAMPLE_BLOCKS, first.npartitions) * chunk_pixels
-    step = max(1, int(math.sqrt(taken / guards.SAMPLE_PIXELS)))
-    return sample_blocks(arrays, max_blocks=guards.SAMPLE_BLOCKS, step=step).stacked()
-
-
 #: Share of a backscatter band's non-zero values below 0 beyond which its values alone say its unit
 #: (dB above the upper, intensity under the lower), when neither its name nor its unit does:
 #: real scenes are at 99.7-100 % in dB and 0 % in intensity (docs/guards.md).
@@ -280,7 +268,7 @@ SAR_UNIT_DECISIVE = (0.1, 0.9)
 def _sar_unit_from_values(band: Band) -> str | None:
     """``"dB"`` or ``"linear"`` as a sample of `band`'s values says (Google Earth Engine's ``VV``
     carries neither a dB name nor a unit), None when they do not say it clearly."""
-    values = np.asarray(guard_sample([band.data])[0], dtype=np.float64)
+    values = np.asarray(guards.guard_sample([band.data])[0], dtype=np.float64)
     share, n = negative_share(np.where(valid_mask(values, band.no_data), values, np.nan))
     if n < guards.MIN_SAMPLE_PIXELS or SAR_UNIT_DECISIVE[0] <= share <= SAR_UNIT_DECISIVE[1]:
         return None
@@ -427,7 +415,7 @@ class SpectralIndicesOp(Operator):
             t2, t1 = guards.band_times(source.start_time, source.metadata, s2_names, s1_names)
             self._report(guards.check_date_gap(t2, t1, max_gap))
         bands = list(s2.values()) if s2 else grid
-        pixels = guard_sample([b.data for b in bands] + [b.data for b in s1.values()])
+        pixels = guards.guard_sample([b.data for b in bands] + [b.data for b in s1.values()])
         k = len(bands)
         if s1:
             s1_values = {b.name: np.where(valid_mask(a, b.no_data), a.astype(np.float64), np.nan)

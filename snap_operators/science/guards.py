@@ -43,6 +43,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..core.product import MetadataElement
+from ..core.sample import sample_blocks
 from ..io.raster_bands import DB_NEGATIVE_SHARE, backscatter_values, negative_share
 
 #: Brightest band's median above which values are digital numbers, not
@@ -325,6 +326,17 @@ def check_s1_coverage(s2_valid: np.ndarray, s1_valid: np.ndarray, s1_names: str 
         return Finding("warning", f"{s1_names} cover only {pct} of the valid Sentinel-2 pixels; the other "
                                   "pixels get NaN radar indices")
     return None
+
+
+def guard_sample(arrays) -> list[np.ndarray]:
+    """The guards' sample of `arrays` (2-D, one grid): a few spread chunks
+    (``SAMPLE_BLOCKS``), decimated to about ``SAMPLE_PIXELS`` pixels in all;
+    one array per input, aligned."""
+    first = arrays[0]
+    chunk_pixels = (first.shape[0] * first.shape[1]) / max(1, first.npartitions)
+    taken = min(SAMPLE_BLOCKS, first.npartitions) * chunk_pixels
+    step = max(1, int(math.sqrt(taken / SAMPLE_PIXELS)))
+    return sample_blocks(arrays, max_blocks=SAMPLE_BLOCKS, step=step).stacked()
 
 
 def check_backscatter_unit(values: Mapping[str, np.ndarray], units: Mapping[str, str]) -> Finding | None:

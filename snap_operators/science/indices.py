@@ -46,6 +46,7 @@ import numpy as np
 
 from ..core.errors import OperatorError, ParameterError
 from . import catalogue
+from .backscatter import to_db_hint
 from .jit import compile_now
 
 log = logging.getLogger(__name__)
@@ -537,7 +538,8 @@ def missing_bands_hint(missing: Sequence[str], present: Sequence[str], without_t
     """What to change upstream when a node's product, with bands `present`, lacks the bands `missing`.
 
     Indices: add them to SpectralIndices; radar bands on a product without
-    Sentinel-1 bands: collocate Sentinel-1 (the graph `s1s2_graph` does);
+    Sentinel-1 bands: collocate Sentinel-1 (the graph `s1s2_graph` does); dB
+    bands whose linear twins are there: convert those (LinearToFromdB);
     other source bands: copy them through SpectralIndices, unless Sentinel-2
     bands came through, in which case the image has none of them and
     `without_them` (e.g. "use a model trained on the bands it has") is the way.
@@ -557,7 +559,8 @@ def missing_bands_hint(missing: Sequence[str], present: Sequence[str], without_t
     if any(radar.search(n) for n in missing) and not any(radar.search(n) for n in present):
         hint.append(f"collocate the Sentinel-1 product onto the Sentinel-2 grid ({s1s2_graph})")
     elif backscatter:
-        hint.append(f"the Sentinel-1 product has no {', '.join(backscatter)}: {without_them}")
+        hint.append(to_db_hint(backscatter, present)
+                    or f"the Sentinel-1 product has no {', '.join(backscatter)}: {without_them}")
     if others and any(S2_BAND_NAME.match(n) for n in present):
         hint.append(f"the image has no {', '.join(others)}: {without_them}")
     elif others:

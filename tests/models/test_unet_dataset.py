@@ -410,3 +410,32 @@ def test_codes_over_255_are_refused_not_wrapped(tmp_path):
                          mapping={512: 1, 311: 3})
     pixels = {k for s in info["splits"].values() for k in s["class_pixels"]}
     assert pixels == {"0", "1", "3"}
+
+
+def test_a_linear_sentinel1_product_is_told_to_convert_and_then_trains(shared_data, tmp_path, capsys, linear_copy):
+    """ASF's terrain-corrected GeoTIFFs are linear (Sigma0_VV): the S1+S2 dataset, whose channels are the dB bands,
+    once said "train without them". Now it says to convert them; converted with LinearToFromdB, the channels are
+    the real BigEarthNet patch's dB values."""
+    s2 = shared_data("bigearthnet", "BigEarthNet-S2-Example", "S2A_MSIL2A_20170613T101031_87_48")
+    s1 = shared_data("bigearthnet", "BigEarthNet-S1-Example", "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48")
+    linear = linear_copy(s1)
+    with rasterio.open(next(s2.glob("*_B02.tif"))) as src:
+        profile = {**src.profile, "dtype": "uint8", "nodata": 0}
+        labels = np.full((src.height, src.width), 3, np.uint8)
+    labels[:, :40] = 1
+    with rasterio.open(tmp_path / "labels.tif", "w", **profile) as dst:
+        dst.write(labels, 1)
+    with pytest.raises(DatasetError, match=r"the product holds Sigma0_VV, Sigma0_VH in linear units: convert to dB "
+                                           r"first with LinearToFromdB .*\(snap-pc LinearToFromdB -t S1_db.tif S1\)$"):
+        build_dataset(s2, tmp_path / "labels.tif", tmp_path / "ds", image_s1=linear)
+    assert main(["LinearToFromdB", "-t", str(tmp_path / "s1_db.tif"), str(linear)]) == 0
+    capsys.readouterr()
+    info = build_dataset(s2, tmp_path / "labels.tif", tmp_path / "ds", image_s1=tmp_path / "s1_db.tif",
+                         indices=[], patch_size=16, block_size=16)
+    assert info["bands"][-2:] == ["Sigma0_VV_db", "Sigma0_VH_db"]
+    direct = build_dataset(s2, tmp_path / "labels.tif", tmp_path / "ds_db", image_s1=s1, indices=[], patch_size=16,
+                           block_size=16)
+    assert direct["splits"]["train"]["patches"] == info["splits"]["train"]["patches"] > 0
+    for split in ("train", "val", "test"):
+        x = np.concatenate(open_split(tmp_path / "ds", info, split)[0])
+        np.testing.assert_allclose(x, np.concatenate(open_split(tmp_path / "ds_db", direct, split)[0]), atol=1e-4)

@@ -121,19 +121,13 @@ def test_bigearthnet_s1_patches(ben_s1):
         assert prod.start_time is not None and prod.crs is not None
 
 
-def test_s1_band_folder_of_linear_intensity(ben_s1, tmp_path):
+def test_s1_band_folder_of_linear_intensity(ben_s1, tmp_path, linear_copy):
     """A folder of linear-intensity files (ASF RTC's default) reads as Sigma0_VV / Sigma0_VH, unit intensity: the
     same patch in dB and in intensity gives the same radar indices (read as dB, intensity would be wrong)."""
     from snap_operators.api import spectral_indices
 
     folder = patches(ben_s1)[0]
-    (tmp_path / "lin").mkdir()
-    for f in sorted(folder.glob("*_V?.tif")):
-        with rasterio.open(f) as src:
-            profile, db = src.profile, src.read(1).astype("float32")
-        profile.update(dtype="float32")
-        with rasterio.open(tmp_path / "lin" / f.name, "w", **profile) as dst:
-            dst.write(10 ** (db / 10), 1)
+    linear_copy(folder, "lin")
     lin, db = open_product(tmp_path / "lin"), open_product(folder)
     assert lin.band_names == ["Sigma0_VV", "Sigma0_VH"] and lin.band("Sigma0_VV").unit == "intensity"
     np.testing.assert_allclose(10 * np.log10(lin.band("Sigma0_VV").data.compute()),

@@ -21,3 +21,7 @@ def test_the_fix_named_is_the_one_that_applies():
     assert hint(["VV_db"], ["B2"]) == ("add VV_db to the SpectralIndices 'indices' parameter and collocate the "
                                        "Sentinel-1 product onto the Sentinel-2 grid (graphs/s1s2.xml)")
     assert hint(["VV_db"], ["B2", "Sigma0_VV"]) == "add VV_db to the SpectralIndices 'indices' parameter"
+    # a linear Sentinel-1 product where the model reads dB: convert it, not "use another model"
+    assert hint(["Sigma0_VV_db", "Sigma0_VH_db"], ["B2", "Sigma0_VV", "Sigma0_VH"]) == (
+        "the product holds Sigma0_VV, Sigma0_VH in linear units: convert to dB first with LinearToFromdB "
+        "(sourceBands=Sigma0_VV,Sigma0_VH), which writes Sigma0_VV_db, Sigma0_VH_db")

@@ -1,0 +1,118 @@
+"""``LinearToFromdB``: radar backscatter bands to dB, or back to linear units (SNAP's ``LinearTodBOp``).
+
+As SNAP's operator (snap-engine, ``snap-raster``): each band of ``sourceBands``
+(default: every band) whose unit ends in ``db`` is converted to linear units,
+``10 ** (x / 10)``, its name losing a ``_db`` suffix and its unit the ``_db``
+(``Sigma0_VV_db``, ``intensity_db`` -> ``Sigma0_VV``, ``intensity``); any other
+band is converted to dB, ``10 log10(x)``, as ``<name>_db`` with unit
+``<unit>_db`` (``Sigma0_VV``, ``intensity`` -> ``Sigma0_VV_db``,
+``intensity_db``). A band without a unit is taken as amplitude, as SNAP does
+(``amplitude_db``), which ``SpectralIndices`` refuses: give such a band its
+unit (``intensity``) first. The target holds the converted bands only, float32,
+with the source's name plus ``_dB``, grid, times and metadata.
+
+Where it differs from SNAP, on purpose:
+
+* a linear value that is not positive becomes no-data (NaN), as in
+  ``SpectralIndices``; SNAP writes ``-1e-30`` there, which reads as 0 dB;
+* units and the ``_db`` suffix of names are compared without case (``dB`` is
+  dB; SNAP would take it for a linear unit and write the logarithm of dB
+  values), and a unit ``dB`` without a linear part converts to ``intensity``;
+* a band of ``sourceBands`` that the product lacks is an error (SNAP leaves it
+  out without a word); complex (real/imaginary) pairs, which SNAP turns into
+  intensity in dB, are refused (the engine reads no complex products);
+* a band whose values contradict its unit (read as linear but mostly below 0,
+  so already dB; read as dB but never below 0, so intensity) is refused: the
+  conversion would give NaN, or nonsense, everywhere.
+
+The per-tile arithmetic is :func:`snap_operators.science.backscatter.convert_tile`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ..core.errors import ParameterError
+from ..core.operator import Operator, map_tiles, register
+from ..core.product import Band, Product, valid_mask
+from ..core.spec import OperatorSpec, Parameter, SourceSpec
+from ..io.raster_bands import DB_NEGATIVE_SHARE, negative_share
+from ..science import backscatter, guards
+
+#: SNAP's ``Unit.DB`` suffix of band names and units.
+DB_SUFFIX = "_db"
+#: Units SNAP's operator cannot convert (``Unit.REAL``, ``Unit.IMAGINARY``).
+COMPLEX_UNITS = ("real", "imaginary")
+
+
+@register
+class LinearToFromdBOp(Operator):
+    """Convert backscatter bands to dB, or from dB back to linear units."""
+
+    spec = OperatorSpec(
+        alias="LinearToFromdB",
+        category="Raster/Data Conversion",
+        description="Converts bands to/from dB",
+        sources=(SourceSpec("sourceProduct", "The product holding the bands to convert."),),
+        parameters=(
+            Parameter("sourceBands", "String[]", label="Source Bands",
+                      description="The list of source bands (default: every band)."),
+        ),
+    )
+
+    def initialize(self) -> Product:
+        source = self.source_product()
+        wanted = self.parameters["sourceBands"] or list(source.bands)
+        unknown = [n for n in wanted if n not in source.bands]
+        if unknown:
+            raise ParameterError(str(self.error(f"sourceBands {', '.join(unknown)} not in product "
+                                                f"'{source.name}'; {source.bands_listed()}")))
+        bands, to_db = [], {}
+        for name in wanted:
+            band = source.band(name)
+            unit = band.unit or "amplitude"  # SNAP's assumption for a band without a unit
+            if unit.strip().lower() in COMPLEX_UNITS:
+                raise self.error(f"band '{name}' is the {unit} part of complex data; the engine reads no complex "
+                                 "products (SNAP's LinearToFromdB makes intensity in dB of a real/imaginary pair)")
+            is_db = unit.strip().lower().endswith("db")
+            self._check_values(band, is_db)
+            if is_db:
+                target = name[:-len(DB_SUFFIX)] if name.lower().endswith(DB_SUFFIX) else name
+                cut = unit.lower().rfind(DB_SUFFIX)
+                target_unit = unit[:cut] if cut > 0 else "intensity"
+            else:
+                target, target_unit = name + DB_SUFFIX, unit + DB_SUFFIX
+            if target in to_db:  # SNAP keeps the first band of a name
+                continue
+            to_db[target] = not is_db
+            bands.append((target, band, target_unit))
+        if not bands:
+            raise self.error(f"product '{source.name}' has no band to convert")
+        inputs = {target: band.data for target, band, _ in bands}
+        func = functools.partial(backscatter.convert_tile, to_db=to_db,
+                                 no_data={target: band.no_data for target, band, _ in bands})
+        arrays = map_tiles(func, inputs, {target: np.float32 for target in inputs})
+        out = [Band(target, arrays[target], band.transform, no_data=np.nan, unit=unit, description=band.description)
+               for target, band, unit in bands]
+        product = source.copy(name=f"{source.name}_dB", bands=out)
+        product.metadata.add_element(self.spec.alias, sourceBands=",".join(b.name for _, b, _ in bands))
+        return product
+
+    def _check_values(self, band: Band, is_db: bool) -> None:
+        """Refuse a band whose sampled values contradict its unit (docs/guards.md, "Backscatter unit")."""
+        values = np.asarray(guards.guard_sample([band.data])[0], dtype=np.float64)
+        share, n = negative_share(np.where(valid_mask(values, band.no_data), values, np.nan))
+        if n < guards.MIN_SAMPLE_PIXELS:
+            return
+        seen = f"{100 * share:.1f} % of its non-zero values below 0"
+        if not is_db and share > DB_NEGATIVE_SHARE:
+            raise self.error(f"band '{band.name}' is taken as linear (unit {band.unit or 'none: amplitude'}) but holds "
+                             f"dB ({seen}; linear backscatter is never negative): its logarithm would be NaN; it is "
+                             "dB already, or give it the unit intensity_db (e.g. BandMaths with unit) to convert "
+                             "it to linear")
+        if is_db and share < DB_NEGATIVE_SHARE:
+            raise self.error(f"band '{band.name}' is taken as dB (unit {band.unit}) but holds linear values ({seen}; "
+                             "dB backscatter is below 0 almost everywhere): give it the unit intensity (e.g. "
+                             "BandMaths with unit) to convert it to dB")
