@@ -38,7 +38,6 @@ from ..core.errors import ParameterError
 from ..core.operator import Operator, map_tiles, register
 from ..core.product import Band, Product, valid_mask
 from ..core.spec import OperatorSpec, Parameter, SourceSpec
-from ..io.raster_bands import DB_NEGATIVE_SHARE, negative_share
 from ..science import backscatter, guards
 
 #: SNAP's ``Unit.DB`` suffix of band names and units.
@@ -103,16 +102,14 @@ class LinearToFromdBOp(Operator):
     def _check_values(self, band: Band, is_db: bool) -> None:
         """Refuse a band whose sampled values contradict its unit (docs/guards.md, "Backscatter unit")."""
         values = np.asarray(guards.guard_sample([band.data])[0], dtype=np.float64)
-        share, n = negative_share(np.where(valid_mask(values, band.no_data), values, np.nan))
-        if n < guards.MIN_SAMPLE_PIXELS:
+        seen = guards.unit_contradiction(np.where(valid_mask(values, band.no_data), values, np.nan),
+                                         "dB" if is_db else "linear")
+        if seen is None:
             return
-        seen = f"{100 * share:.1f} % of its non-zero values below 0"
-        if not is_db and share > DB_NEGATIVE_SHARE:
-            raise self.error(f"band '{band.name}' is taken as linear (unit {band.unit or 'none: amplitude'}) but holds "
-                             f"dB ({seen}; linear backscatter is never negative): its logarithm would be NaN; it is "
-                             "dB already, or give it the unit intensity_db (e.g. BandMaths with unit) to convert "
-                             "it to linear")
-        if is_db and share < DB_NEGATIVE_SHARE:
+        if is_db:
             raise self.error(f"band '{band.name}' is taken as dB (unit {band.unit}) but holds linear values ({seen}; "
                              "dB backscatter is below 0 almost everywhere): give it the unit intensity (e.g. "
                              "BandMaths with unit) to convert it to dB")
+        raise self.error(f"band '{band.name}' is taken as linear (unit {band.unit or 'none: amplitude'}) but holds dB "
+                         f"({seen}; linear backscatter is never negative): its logarithm would be NaN; it is dB "
+                         "already, or give it the unit intensity_db (e.g. BandMaths with unit) to convert it to linear")

@@ -339,6 +339,24 @@ def guard_sample(arrays) -> list[np.ndarray]:
     return sample_blocks(arrays, max_blocks=SAMPLE_BLOCKS, step=step).stacked()
 
 
+def unit_contradiction(values: np.ndarray, unit: str | None) -> str | None:
+    """What the sampled backscatter `values` show when they contradict `unit` (``"dB"`` or
+    ``"linear"``): dB with fewer than :data:`DB_NEGATIVE_SHARE` of the non-zero values below 0,
+    linear with more; None when they agree, or with fewer than :data:`MIN_SAMPLE_PIXELS` of them.
+
+    >>> unit_contradiction(np.array([-12.1, -8.4, -17.9, 0.02] * 50), "linear")
+    '75.0 % of its values below 0, median -10.2'
+    >>> unit_contradiction(np.array([-12.1, -8.4, -17.9, 0.02] * 50), "dB") is None
+    True
+    """
+    negative, n = negative_share(values)
+    if n < MIN_SAMPLE_PIXELS or unit not in ("dB", "linear"):
+        return None
+    if (negative < DB_NEGATIVE_SHARE) if unit == "dB" else (negative > DB_NEGATIVE_SHARE):
+        return f"{100 * negative:.1f} % of its values below 0, median {np.median(backscatter_values(values)):.3g}"
+    return None
+
+
 def check_backscatter_unit(values: Mapping[str, np.ndarray], units: Mapping[str, str]) -> Finding | None:
     """Error when a backscatter band's values contradict the unit it is read in.
 
@@ -371,21 +389,19 @@ def check_backscatter_unit(values: Mapping[str, np.ndarray], units: Mapping[str,
     'error'
     """
     for name, v in values.items():
-        negative, n = negative_share(v)
-        if n < MIN_SAMPLE_PIXELS:
-            continue
-        seen = f"{100 * negative:.1f} % of its values below 0, median {np.median(backscatter_values(v)):.3g}"
         unit = units.get(name)
-        if unit == "dB" and negative < DB_NEGATIVE_SHARE:
+        seen = unit_contradiction(v, unit)
+        if seen is None:
+            continue
+        if unit == "dB":
             return Finding("error", f"{name} is read as dB but holds linear intensity ({seen}; dB backscatter is "
                                     "below 0 almost everywhere): convert it to dB (10*log10) or read it as linear "
                                     "(a name without _db, e.g. Sigma0_VV, or unit intensity, and sarUnit auto or "
                                     "linear); if it really is dB, set checkInputs=false")
-        if unit == "linear" and negative > DB_NEGATIVE_SHARE:
-            return Finding("error", f"{name} is read as linear intensity but holds dB ({seen}; intensity is never "
-                                    "negative): read it as dB (sarUnit=dB, or a name ending in _db, e.g. "
-                                    "Sigma0_VV_db, or unit intensity_db); if it really is intensity, set "
-                                    "checkInputs=false")
+        return Finding("error", f"{name} is read as linear intensity but holds dB ({seen}; intensity is never "
+                                "negative): read it as dB (sarUnit=dB, or a name ending in _db, e.g. "
+                                "Sigma0_VV_db, or unit intensity_db); if it really is intensity, set "
+                                "checkInputs=false")
     return None
 
 
