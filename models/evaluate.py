@@ -22,6 +22,8 @@ from snap_operators.apps.assess import (
     add_pairs,
     pair_labels,
     pair_matrix,
+    scored_reference,
+    warn_foreign_reference,
 )
 from snap_operators.core.legend import CLASS_NAMES, MASKED, NO_DATA
 from snap_operators.science.fusion import DEFAULT_MIN_MARGIN
@@ -232,7 +234,7 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
             maps = {name: read(win) for name, read in readers.items()}
             ref = read_ref(win)
             # pixels any map could not see (no data; cloud, shadow or snow) are left out of all
-            valid = ref > 0
+            valid = scored_reference(ref)
             for m in maps.values():
                 valid &= (m != NO_DATA) & (m != MASKED)
             for name, m in maps.items():
@@ -240,6 +242,7 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     if not pairs["unet"]:
         raise SnapPcError(f"no pixel of {reference} is labelled inside the training image "
                           "(check extents, CRS, --reference-field and --mapping)")
+    warn_foreign_reference(pairs["unet"], CLASS_NAMES, reference, classes, mapped=bool(mapping))
     labels = pair_labels(*pairs.values())  # one label set: both matrices alike (unclassified pixels are errors)
     out: dict = {"reference": str(reference), "field": field,
                  "mapping": {str(k): v for k, v in (mapping or {}).items()},

@@ -67,6 +67,40 @@ def pair_matrix(acc: dict[tuple[int, int], int], labels: Sequence[int]) -> np.nd
     return m
 
 
+def scored_reference(reference: np.ndarray) -> np.ndarray:
+    """Where `reference` (class ids, as read and mapped) is scored: labelled (> 0), and neither
+    masked (254) nor no-data (255), the class maps' own codes, which a reference made from a class
+    map holds, as does one whose no-data 255 its file does not declare.
+
+    >>> scored_reference(np.array([0, 3, 254, 255, -1])).tolist()
+    [False, True, False, False, False]
+    """
+    return (reference > 0) & (reference != MASKED) & (reference != NO_DATA)
+
+
+def warn_foreign_reference(acc: Mapping[tuple[int, int], int], legend: Mapping[int, str], reference, classes,
+                           mapped: bool) -> None:
+    """Warn of reference classes that the map's `legend` lacks and no pixel was classified as: every
+    pixel of them counts as an error, which is nearly always a legend mismatch (a reference in
+    another legend, unmapped; or a typo in the mapping), not the map's fault."""
+    predicted = {c for _, c in acc}
+    foreign: dict[int, int] = {}
+    for (r, c), n in acc.items():
+        if r not in legend and r not in predicted:
+            foreign[r] = foreign.get(r, 0) + n
+    if not foreign:
+        return
+    listed = ", ".join(f"{r} ({foreign[r]} px)" for r in sorted(foreign))
+    if mapped:
+        log.warning("--mapping maps reference codes to class(es) %s, which class map %s neither has in its legend "
+                    "nor gives any pixel: its reference pixels all count as errors", listed, classes)
+    else:
+        log.warning("reference %s holds code(s) %s, which class map %s neither has in its legend (%s) nor gives any "
+                    "pixel: they all count as errors; a reference in another legend needs --mapping CODE:ID pairs "
+                    "(codes not mapped are left out)", reference, listed, classes,
+                    ", ".join(f"{k} {v}" for k, v in sorted(legend.items())))
+
+
 def confusion_matrix(reference: np.ndarray, classified: np.ndarray, labels: Sequence[int]) -> np.ndarray:
     """Counts ``m[i, j]`` of pixels with reference ``labels[i]`` classified as ``labels[j]``.
 
@@ -179,7 +213,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
             win = Window(0, row0, cls_ds.width, min(WINDOW_ROWS, cls_ds.height - row0))
             cls = cls_ds.read(1, window=win)
             ref = ref_reader(win)
-            valid = (ref > 0) & (cls != NO_DATA)
+            valid = scored_reference(ref) & (cls != NO_DATA)
             if cls_ds.nodata is not None:
                 valid &= cls != cls_ds.nodata
             is_masked = valid & (cls == MASKED)
@@ -192,11 +226,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
             raise SnapPcError(f"every reference pixel of the class map is masked (cloud, cloud shadow, snow: "
                               f"{masked} pixels); nothing to assess")
         raise SnapPcError("no pixel is labelled in both the class map and the reference (check extents, CRS and --mapping)")
-    foreign = sorted(set(mapping.values()) - set(class_names) - {c for _, c in acc})
-    if foreign:  # most likely a typo: every reference pixel of such a class counts as an error
-        log.warning("--mapping maps reference codes to class(es) %s, which class map %s neither has in its legend "
-                    "nor gives any pixel: its reference pixels all count as errors", ", ".join(map(str, foreign)),
-                    classes_path)
+    warn_foreign_reference(acc, class_names, reference_path, classes_path, mapped=bool(mapping))
     labels = pair_labels(acc)
     m = pair_matrix(acc, labels)
     metrics = accuracy_metrics(m, labels, class_names)

@@ -110,7 +110,7 @@ def test_a_mapping_onto_a_class_the_map_does_not_have_is_warned_of(write_raster,
     with caplog.at_level("WARNING"):
         res = assess(tmp_path / "c.tif", tmp_path / "r.tif", mapping={11: 1, 13: 9})  # 9 for 3: a typo
     assert res.metrics["overall_accuracy"] == 0.5
-    assert "maps reference codes to class(es) 9, which class map" in caplog.text
+    assert "maps reference codes to class(es) 9 (200 px), which class map" in caplog.text
 
 
 def test_vector_reference_in_other_crs_and_report_files(write_raster, tmp_path, capsys):
@@ -237,3 +237,27 @@ def test_training_confusion_subjects_name_model_and_split():
 
     assert _confusion_subject("small", "val") == "Attention U-Net small, validation split"
     assert _confusion_subject("mosul_v2", "test") == "Attention U-Net mosul_v2, test split"
+
+
+def test_a_reference_in_another_legend_is_warned_of_and_255_is_no_data(write_raster, tmp_path, caplog):
+    """A class map used as the reference keeps 254 (masked) and 255 (no-data), often undeclared in the file: those
+    pixels are not scored (they once counted as a class 255 the map never gives, lowering the accuracy without a
+    word). A reference code the map's legend lacks and never predicts (a reference in another legend, unmapped)
+    still counts as errors, now with a warning that says how to map it."""
+    cls = np.tile(np.array([1, 3], "uint8"), (20, 10))
+    write_raster(tmp_path / "c.tif", cls)
+    ref = cls.copy()
+    ref[:5] = 255
+    ref[5:8] = 254
+    write_raster(tmp_path / "r.tif", ref)  # no declared no-data
+    with caplog.at_level("WARNING"):
+        res = assess(tmp_path / "c.tif", tmp_path / "r.tif")
+    assert res.metrics["overall_accuracy"] == 1.0 and res.labels == [1, 3] and res.matrix.sum() == 12 * 20
+    assert caplog.text == ""
+    ref[:5] = 7
+    write_raster(tmp_path / "r7.tif", ref)
+    with caplog.at_level("WARNING"):
+        res = assess(tmp_path / "c.tif", tmp_path / "r7.tif")
+    assert res.metrics["overall_accuracy"] == pytest.approx(12 / 17) and 7 in res.labels
+    assert "holds code(s) 7 (100 px), which class map" in caplog.text
+    assert "a reference in another legend needs --mapping CODE:ID pairs" in caplog.text

@@ -289,7 +289,7 @@ def test_cli_train_refuses_bad_options_before_it_builds_a_dataset(tmp_path, caps
 
 
 @pytest.mark.slow
-def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(trained, dataset, tmp_path):
+def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(trained, dataset, tmp_path, caplog):
     from snap_pc_models.dataset import load_dataset_info
     import rasterio
     from snap_pc_models.evaluate import compare_with_reference, format_comparison, predict_probabilities, predict_scene
@@ -319,6 +319,18 @@ def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(train
     # a mapping that leaves every code out: nothing to score, one line
     with pytest.raises(SnapPcError, match="no pixel of .* is labelled"):
         compare_with_reference(classes, info, truth, mapping={9: 1})
+    # 255 (a class map's no-data, undeclared) is not scored; a code the network lacks counts, with a warning
+    with rasterio.open(truth) as src:
+        t, profile = src.read(1), src.profile
+    t[:20], t[20:40] = 255, 9
+    with rasterio.open(tmp_path / "truth_9.tif", "w", **{**profile, "nodata": None}) as dst:
+        dst.write(t, 1)
+    with rasterio.open(truth) as src:
+        before = src.read(1)
+    with caplog.at_level("WARNING"):
+        other = compare_with_reference(classes, info, tmp_path / "truth_9.tif")
+    assert other["pixels"] == got["pixels"] - int((before[:20] > 0).sum()) + int((before[20:40] == 0).sum())
+    assert "holds code(s) 9 (" in caplog.text and 9 in {p["class_id"] for p in other["unet"]["per_class"]}
 
 
 @pytest.mark.slow
