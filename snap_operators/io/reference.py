@@ -202,7 +202,14 @@ def _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap,
                     resampling=Resampling.nearest, nodata=0)
 
     def read(win):
-        return vrt.read(1, window=win).astype(np.int64)
+        a = vrt.read(1, window=win)
+        if a.dtype.kind == "f":  # a float raster of class codes: NaN (no-data) says nothing; 2.5 is no code
+            a = np.where(np.isfinite(a), a, 0)
+            odd = a[a != np.round(a)]
+            if odd.size:
+                raise ReferenceDataError(f"{role} raster {path} holds values that are not whole numbers (e.g. "
+                                         f"{odd[0]:g}): it is no raster of class codes")
+        return a.astype(np.int64)
 
     return read
 

@@ -177,3 +177,25 @@ def test_a_code_mapping_reads_class_ids_and_leaves_the_rest_out(tmp_path):
     expected = np.select([codes == 80, codes == 10], [1, 3], -1)
     np.testing.assert_array_equal(read, expected)
     np.testing.assert_array_equal(reference_reader(raster, UTM, T, W, H)(Window(0, 0, W, H)), codes)
+
+
+def test_a_float_raster_of_codes_reads_its_nan_as_nothing_and_refuses_fractions(tmp_path):
+    """A float32 class raster (a class map written beside its margin; an export from R or QGIS) reads as codes,
+    its undeclared NaN as 0 (it once became -9223372036854775808); values that are no whole numbers are refused,
+    as a vector code of 2.5 is, rather than cut to 2."""
+    import rasterio
+
+    a = np.full((H, W), 3.0, np.float32)
+    a[:10] = np.nan
+    path = tmp_path / "float.tif"
+    profile = dict(driver="GTiff", width=W, height=H, count=1, dtype="float32", crs=UTM, transform=T)
+    with rasterio.open(path, "w", **profile) as d:
+        d.write(a, 1)
+    read = reference_reader(path, UTM, T, W, H)(Window(0, 0, W, H))
+    assert read.dtype == np.int64 and (read[:10] == 0).all() and (read[10:] == 3).all()
+    a[20, 5] = 2.5
+    with rasterio.open(tmp_path / "fraction.tif", "w", **profile) as d:
+        d.write(a, 1)
+    with pytest.raises(ReferenceDataError, match=r"reference raster .*fraction.tif holds values that are not whole "
+                                                 r"numbers \(e.g. 2.5\): it is no raster of class codes$"):
+        reference_reader(tmp_path / "fraction.tif", UTM, T, W, H)(Window(0, 0, W, H))
