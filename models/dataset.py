@@ -463,7 +463,9 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
             raise DatasetError(f"no usable patch in the {', '.join(empty)} split(s) ({total} kept; dropped: "
                                f"{dropped['straddling']} across splits, {dropped['no_data']} with no-data, "
                                f"{dropped['few_labels']} with < {min_labelled:.0%} labelled pixels); "
-                               "check that the labels cover the image, or use smaller --patch-size/--block-size")
+                               "check that the labels cover the image, or use smaller --patch-size/--block-size"
+                               + (" or a lower --min-labelled (0 keeps every patch with a label: survey points "
+                                  "label a few pixels of a patch)" if dropped["few_labels"] else ""))
         train = writers["train"]
         mean = train.sum / train.n
         std = np.sqrt(np.maximum(train.sumsq / train.n - mean**2, 0.0))

@@ -439,3 +439,17 @@ def test_a_linear_sentinel1_product_is_told_to_convert_and_then_trains(shared_da
     for split in ("train", "val", "test"):
         x = np.concatenate(open_split(tmp_path / "ds", info, split)[0])
         np.testing.assert_allclose(x, np.concatenate(open_split(tmp_path / "ds_db", direct, split)[0]), atol=1e-4)
+
+
+def test_survey_points_are_told_of_min_labelled_and_train_with_it(tmp_path):
+    """The real Leipzig survey points (77 mapped of 97, by name) label a few pixels per patch: the default 5 %
+    drops every patch, and the error now names the option that keeps them."""
+    leipzig = ABERYSTWYTH.parent / "leipzig"
+    common = dict(bands=["B2", "B3", "B4", "B8", "B11"], field="land_cover",
+                  mapping={"water": 1, "forest": 3, "urban": 4})
+    with pytest.raises(DatasetError, match=r"29 with < 5% labelled pixels\).* or a lower --min-labelled \(0 keeps "
+                                           r"every patch with a label"):
+        build_dataset(leipzig / "s2_2021.tif", leipzig / "points.gpkg", tmp_path / "ds", **common)
+    info = build_dataset(leipzig / "s2_2021.tif", leipzig / "points.gpkg", tmp_path / "ds", min_labelled=0, **common)
+    labelled = {k: sum(s["class_pixels"].get(k, 0) for s in info["splits"].values()) for k in ("1", "3", "4")}
+    assert all(labelled.values()) and sum(labelled.values()) > 77 // 2, labelled  # overlapping edge patches count twice
