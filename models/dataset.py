@@ -34,11 +34,11 @@ import numpy as np
 
 from snap_operators.core import staging
 from snap_operators.core.errors import SnapPcError
-from snap_operators.core.legend import LAND_COVER, MASKED, NO_DATA, UNCLASSIFIED
+from snap_operators.core.legend import CLASS_NAMES, LAND_COVER, MASKED, NO_DATA, UNCLASSIFIED, class_list
 
 __all__ = [
     "DatasetError", "DEFAULT_S2_BANDS", "DEFAULT_S1_BANDS", "DEFAULT_INDICES", "DEFAULT_MIN_MARGIN", "SPLITS",
-    "build_input_product", "split_sizes", "assign_blocks", "block_class_counts", "patch_origins", "build_dataset", "label_mapping", "load_dataset_info", "open_split",
+    "build_input_product", "split_sizes", "assign_blocks", "block_class_counts", "patch_origins", "build_dataset", "label_mapping", "lacking_classes", "load_dataset_info", "open_split",
 ]
 
 DEFAULT_S2_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
@@ -394,11 +394,9 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
         raise DatasetError(f"min labelled fraction must be in [0, 1], got {min_labelled}")
     if not min_margin >= 0:
         raise DatasetError(f"min margin must be >= 0, got {min_margin}")
-    class_ids = [c.value for c in LAND_COVER]
-    lacking = sorted({v for v in (mapping or {}).values() if v not in class_ids})
+    lacking = lacking_classes(mapping, "--label-mapping", "labels")
     if lacking:
-        raise DatasetError(f"--label-mapping maps labels to class(es) {', '.join(map(str, lacking))}, which the "
-                           f"network does not have (its classes: {_class_list()})")
+        raise DatasetError(lacking)
     product, order = build_input_product(image, image_s1, bands, indices)
     height, width = product.scene_shape
     patch_size, block_size = split_sizes((height, width), patch_size, block_size, preferred_patch)
@@ -568,7 +566,7 @@ def label_mapping(info: dict) -> dict | None:
 def _recording_foreign_codes(read_labels):
     """``(read, foreign)``: `read_labels` that adds to the set `foreign` every code it reads that is
     neither a class id nor unlabelled (0, 254, 255; -1: not mapped)."""
-    known = np.array([c.value for c in LAND_COVER] + [0, -1, MASKED, NO_DATA])
+    known = np.array([*CLASS_NAMES, 0, -1, MASKED, NO_DATA])
     foreign: set[int] = set()
 
     def read(window):
@@ -589,12 +587,18 @@ def _check_codes(foreign: set[int], path: Path) -> None:
     codes = sorted(foreign)
     listed = ", ".join(map(str, codes[:12])) + (", ..." if len(codes) > 12 else "")
     raise DatasetError(f"labels {path} hold codes {listed}, which are not the network's classes "
-                       f"({_class_list()}): map them with --label-mapping CODE:ID pairs (e.g. {codes[0]}:ID,...; "
+                       f"({class_list()}): map them with --label-mapping CODE:ID pairs (e.g. {codes[0]}:ID,...; "
                        "codes not mapped are left unlabelled)")
 
 
-def _class_list() -> str:
-    return ", ".join(f"{c.value} {c.name}" for c in LAND_COVER)
+def lacking_classes(mapping, option: str, what: str) -> str | None:
+    """Why `mapping` (codes or names -> class ids, given as `option`) cannot be used: it maps `what`
+    to class ids the network does not have; None when every id is the network's."""
+    lacking = sorted({v for v in (mapping or {}).values() if v not in CLASS_NAMES})
+    if not lacking:
+        return None
+    return (f"{option} maps {what} to class(es) {', '.join(map(str, lacking))}, which the network does not have "
+            f"(its classes: {class_list()})")
 
 
 def load_dataset_info(folder) -> dict:

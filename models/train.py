@@ -38,7 +38,6 @@ from snap_operators.apps.assess import (
     plot_confusion,
 )
 from snap_operators.core.errors import SnapPcError
-from snap_operators.core.legend import LAND_COVER
 from snap_operators.core.outputs import save_figure, write_text
 from snap_operators.core.staging import staged_path
 from snap_operators.io.onnx_model import ModelMetadata
@@ -46,7 +45,7 @@ from snap_operators.science.inference import AUGMENTATIONS
 
 from .attention_unet import build_attention_unet, get_config, receptive_field_radius
 from .augment import AugmentError, atmospheric_offset, check_channels, random_atmospheres
-from .dataset import SPLITS, load_dataset_info, open_split
+from .dataset import SPLITS, lacking_classes, load_dataset_info, open_split
 from .export import DEFAULT_OPSET, effective_halo, export_onnx
 
 log = logging.getLogger(__name__)
@@ -609,11 +608,9 @@ def check_options(out, *, overwrite: bool = False, epochs: int = 30, loss: str =
             raise TrainError(str(exc)) from None
     if rules_map is not None and not Path(rules_map).exists():
         raise TrainError(f"rules map {rules_map} does not exist")
-    legend = {c.value: c.name for c in LAND_COVER}
-    foreign = sorted({c for c in (mapping or {}).values() if c not in legend})
-    if foreign:
-        raise TrainError(f"--mapping maps reference codes to class(es) {', '.join(map(str, foreign))}, which the "
-                         f"network does not have (its classes: {', '.join(f'{k} {v}' for k, v in legend.items())})")
+    lacking = lacking_classes(mapping, "--mapping", "reference codes")
+    if lacking:
+        raise TrainError(lacking)
 
 
 def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 0, patience: int = 5,

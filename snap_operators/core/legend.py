@@ -39,6 +39,15 @@ MASKED_INFO = ClassInfo(MASKED, "Masked: cloud, shadow, snow", (200, 200, 200),
                         "Not observed: cloud, cloud shadow or snow/ice; not a land-cover class")
 
 
+def class_list(classes: tuple[ClassInfo, ...] | list[ClassInfo] = LAND_COVER) -> str:
+    """The classes as messages name them: ``"1 Water, 2 Bare Soil, ..."``.
+
+    >>> class_list(LAND_COVER[:2])
+    '1 Water, 2 Bare Soil'
+    """
+    return ", ".join(f"{c.value} {c.name}" for c in classes)
+
+
 def class_name(value: int, classes: tuple[ClassInfo, ...] | list[ClassInfo] = LAND_COVER) -> str:
     """Name of class `value` in `classes` (``'Unclassified'`` for 0)."""
     if value == UNCLASSIFIED:

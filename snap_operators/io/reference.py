@@ -353,11 +353,11 @@ def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_
                 from None
         src_crs = src.crs_wkt
     if unmapped and lookup is None:
-        from ..core.legend import LAND_COVER
+        from ..core.legend import class_list
 
         found = sorted(unmapped, key=str.casefold)
         listed = ", ".join(found[:12]) + (", ..." if len(found) > 12 else "")
-        ids = ", ".join(f"{c.value} {c.name}" for c in LAND_COVER)
+        ids = class_list()
         raise ReferenceDataError(
             f"{where}: {field} holds class names, not codes ({listed}): "
             + (f"map them to class ids with {MAPPING_OPTIONS[role]} NAME:ID pairs ({found[0]}:ID,...; ids: {ids}; "
