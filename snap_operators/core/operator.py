@@ -46,7 +46,7 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from .context import ExecutionContext
-from .errors import GraphError, OperatorError, node_label
+from .errors import GraphError, OperatorError, ParameterError, node_label
 from .product import Product
 from .spec import OperatorSpec
 
@@ -288,6 +288,13 @@ class Operator:
     def error(self, message: str) -> OperatorError:
         """An OperatorError prefixed with the operator alias and node id."""
         return OperatorError(f"{node_label(self.spec.alias, self.node_id)}: {message}")
+
+    def require_bands(self, product: Product, names: Sequence[str], parameter: str = "sourceBands") -> None:
+        """Raise a ParameterError naming the bands of `names` (given as `parameter`) that `product` lacks."""
+        unknown = [n for n in names if n not in product.bands]
+        if unknown:
+            raise ParameterError(str(self.error(f"{parameter} {', '.join(unknown)} not in product '{product.name}'; "
+                                                f"bands: {product.bands_listed()}")))
 
     @classmethod
     def create(cls, sources=None, raw_parameters: Mapping[str, Any] | None = None, **kwargs) -> "Operator":

@@ -250,6 +250,11 @@ class Band:
         return valid_mask(block, self.no_data)
 
 
+def float_values(block: np.ndarray, no_data: float | int | None) -> np.ndarray:
+    """`block` as float64, NaN where it holds no data (:func:`valid_mask`)."""
+    return np.where(valid_mask(block, no_data), np.asarray(block, dtype=np.float64), np.nan)
+
+
 def valid_mask(block: np.ndarray, no_data: float | int | None) -> np.ndarray:
     """True where `block` holds data: not NaN and not equal to `no_data`."""
     if np.issubdtype(block.dtype, np.floating):

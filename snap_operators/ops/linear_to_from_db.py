@@ -34,9 +34,8 @@ import functools
 
 import numpy as np
 
-from ..core.errors import ParameterError
 from ..core.operator import Operator, map_tiles, register
-from ..core.product import Band, Product, valid_mask
+from ..core.product import Band, Product
 from ..core.spec import OperatorSpec, Parameter, SourceSpec
 from ..science import backscatter, guards
 
@@ -64,10 +63,7 @@ class LinearToFromdBOp(Operator):
     def initialize(self) -> Product:
         source = self.source_product()
         wanted = self.parameters["sourceBands"] or list(source.bands)
-        unknown = [n for n in wanted if n not in source.bands]
-        if unknown:
-            raise ParameterError(str(self.error(f"sourceBands {', '.join(unknown)} not in product "
-                                                f"'{source.name}'; {source.bands_listed()}")))
+        self.require_bands(source, wanted)
         bands, to_db = [], {}
         for name in wanted:
             band = source.band(name)
@@ -101,9 +97,7 @@ class LinearToFromdBOp(Operator):
 
     def _check_values(self, band: Band, is_db: bool) -> None:
         """Refuse a band whose sampled values contradict its unit (docs/guards.md, "Backscatter unit")."""
-        values = np.asarray(guards.guard_sample([band.data])[0], dtype=np.float64)
-        seen = guards.unit_contradiction(np.where(valid_mask(values, band.no_data), values, np.nan),
-                                         "dB" if is_db else "linear")
+        seen = guards.unit_contradiction(guards.band_sample(band), "dB" if is_db else "linear")
         if seen is None:
             return
         if is_db:

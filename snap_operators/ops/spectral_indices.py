@@ -48,7 +48,7 @@ import numpy as np
 
 from ..core.errors import OperatorError, ParameterError, in_node
 from ..core.operator import HaloTiles, Operator, TileKernel, map_tiles, register
-from ..core.product import COLLOCATE_SUFFIX, Band, Product, valid_mask
+from ..core.product import COLLOCATE_SUFFIX, Band, Product, valid_mask, float_values
 from ..core.spec import OperatorSpec, Parameter, SourceSpec, TargetBandSpec
 from ..grid.regrid import same_transform
 from ..io.raster_bands import negative_share
@@ -268,8 +268,7 @@ SAR_UNIT_DECISIVE = (0.1, 0.9)
 def _sar_unit_from_values(band: Band) -> str | None:
     """``"dB"`` or ``"linear"`` as a sample of `band`'s values says (Google Earth Engine's ``VV``
     carries neither a dB name nor a unit), None when they do not say it clearly."""
-    values = np.asarray(guards.guard_sample([band.data])[0], dtype=np.float64)
-    share, n = negative_share(np.where(valid_mask(values, band.no_data), values, np.nan))
+    share, n = negative_share(guards.band_sample(band))
     if n < guards.MIN_SAMPLE_PIXELS or SAR_UNIT_DECISIVE[0] <= share <= SAR_UNIT_DECISIVE[1]:
         return None
     unit = DB if share > SAR_UNIT_DECISIVE[1] else LINEAR
@@ -418,8 +417,7 @@ class SpectralIndicesOp(Operator):
         pixels = guards.guard_sample([b.data for b in bands] + [b.data for b in s1.values()])
         k = len(bands)
         if s1:
-            s1_values = {b.name: np.where(valid_mask(a, b.no_data), a.astype(np.float64), np.nan)
-                         for a, b in zip(pixels[k:], s1.values())}
+            s1_values = {b.name: float_values(a, b.no_data) for a, b in zip(pixels[k:], s1.values())}
             self._report(guards.check_backscatter_unit(s1_values, {b.name: resolved[r].unit for r, b in s1.items()}))
         if not grid:
             return  # S1 alone: no S2 grid to compare with, no reflectance

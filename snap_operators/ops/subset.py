@@ -138,11 +138,7 @@ class SubsetOp(Operator):
     def _selected_bands(self, src: Product) -> list[str]:
         p = self.parameters
         wanted = p["sourceBands"] or p["bandNames"] or []
-        unknown = [n for n in wanted if n not in src.bands]
-        if unknown:
-            raise self._param_error(
-                f"sourceBands {', '.join(unknown)} not in product '{src.name}'; bands: {src.bands_listed()}"
-            )
+        self.require_bands(src, wanted)
         grids = list(p["tiePointGrids"] or []) + list(p["tiePointGridNames"] or [])
         missing = [n for n in grids if n not in src.bands]
         if missing:

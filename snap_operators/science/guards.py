@@ -42,7 +42,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..core.product import MetadataElement
+from ..core.product import MetadataElement, float_values
 from ..core.sample import sample_blocks
 from ..io.raster_bands import DB_NEGATIVE_SHARE, backscatter_values, negative_share
 
@@ -337,6 +337,11 @@ def guard_sample(arrays) -> list[np.ndarray]:
     taken = min(SAMPLE_BLOCKS, first.npartitions) * chunk_pixels
     step = max(1, int(math.sqrt(taken / SAMPLE_PIXELS)))
     return sample_blocks(arrays, max_blocks=SAMPLE_BLOCKS, step=step).stacked()
+
+
+def band_sample(band) -> np.ndarray:
+    """The guards' sample of one band (:func:`guard_sample`): float64, NaN where it holds no data."""
+    return float_values(guard_sample([band.data])[0], band.no_data)
 
 
 def unit_contradiction(values: np.ndarray, unit: str | None) -> str | None:

@@ -104,7 +104,7 @@ def test_units_decide_the_direction_without_case():
 
 
 def test_bad_input_is_refused_in_one_line(patch, linear):
-    with pytest.raises(ParameterError, match=r"sourceBands Sigma0_XX not in product .*; Sigma0_VV, Sigma0_VH"):
+    with pytest.raises(ParameterError, match=r"sourceBands Sigma0_XX not in product .*; bands: Sigma0_VV, Sigma0_VH"):
         convert(open_product(linear), sourceBands=["Sigma0_XX"])
     # dB values in a band without a unit (Google Earth Engine's VV): the logarithm of negatives is NaN everywhere
     with rasterio.open(next(patch.glob("*_VV.tif"))) as src:
