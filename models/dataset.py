@@ -413,15 +413,19 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
     labels_path = Path(labels)
     if field is None and not _is_raster(labels_path):
         field = "class_id"
-    read_labels, foreign = _recording_foreign_codes(
-        _label_reader(labels_path, product.crs, ref_band.transform, width, height, field, mapping))
-    if margin is not None:
-        read_labels = _confident_labels(read_labels, Path(margin), product.crs, ref_band.transform, width, height,
-                                        min_margin)
+    raw_labels = _label_reader(labels_path, product.crs, ref_band.transform, width, height, field, mapping)
 
-    # stratified split: each class's pixels dealt to the splits in about the fractions
-    counts = block_class_counts(read_labels, (height, width), block_size)
+    def confident(read):
+        if margin is None:
+            return read
+        return _confident_labels(read, Path(margin), product.crs, ref_band.transform, width, height, min_margin)
+
+    # stratified split: each class's pixels dealt to the splits in about the fractions. This first
+    # pass over the labels also records their codes; the patch pass reads them without that.
+    recording, foreign = _recording_foreign_codes(raw_labels)
+    counts = block_class_counts(confident(recording), (height, width), block_size)
     _check_codes(foreign, labels_path)
+    read_labels = confident(raw_labels)
     blocks = assign_blocks((height, width), block_size, fractions, seed, class_counts=counts)
     row_cols: dict[int, list[int]] = {}
     for r, c in patch_origins((height, width), patch_size, stride):
