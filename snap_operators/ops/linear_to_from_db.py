@@ -38,9 +38,8 @@ from ..core.operator import Operator, map_tiles, register
 from ..core.product import Band, Product
 from ..core.spec import OperatorSpec, Parameter, SourceSpec
 from ..science import backscatter, guards
+from ..science.backscatter import DB_SUFFIX
 
-#: SNAP's ``Unit.DB`` suffix of band names and units.
-DB_SUFFIX = "_db"
 #: Units SNAP's operator cannot convert (``Unit.REAL``, ``Unit.IMAGINARY``).
 COMPLEX_UNITS = ("real", "imaginary")
 

@@ -22,9 +22,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..core.product import float_values
+
 __all__ = ["convert_tile", "db_to_linear", "linear_to_db", "to_db_hint"]
 
 _F32 = np.float32
+#: SNAP's ``Unit.DB`` suffix of band names and units (``Sigma0_VV_db``, ``intensity_db``).
+DB_SUFFIX = "_db"
 
 
 def linear_to_db(x: np.ndarray) -> np.ndarray:
@@ -51,20 +55,15 @@ def convert_tile(tiles: Mapping[str, np.ndarray], *, to_db: Mapping[str, bool],
     to_db : dict of str to bool
         For each key of `tiles`: True converts linear units to dB, False dB to linear.
     no_data : dict of str to number, optional
-        For integer tiles: the value marking invalid pixels, which become NaN.
+        The value marking invalid pixels of each tile, which become NaN.
 
     Returns
     -------
     dict of str to numpy.ndarray
         float32 tiles under the same keys, NaN where invalid.
     """
-    out = {}
-    for k, t in tiles.items():
-        nd = (no_data or {}).get(k)
-        if nd is not None and not np.issubdtype(np.asarray(t).dtype, np.floating):
-            t = np.where(t == nd, np.nan, t)
-        out[k] = (linear_to_db if to_db[k] else db_to_linear)(t)
-    return out
+    no_data = no_data or {}
+    return {k: (linear_to_db if to_db[k] else db_to_linear)(float_values(t, no_data.get(k))) for k, t in tiles.items()}
 
 
 def to_db_hint(missing: Sequence[str], present: Sequence[str]) -> str | None:
@@ -74,8 +73,8 @@ def to_db_hint(missing: Sequence[str], present: Sequence[str]) -> str | None:
     >>> to_db_hint(["Sigma0_VV_db", "NDVI"], ["B2", "Sigma0_VV"])
     'the product holds Sigma0_VV in linear units: convert to dB first with LinearToFromdB (sourceBands=Sigma0_VV), which writes Sigma0_VV_db'
     """
-    linear = [n[:-len("_db")] for n in missing if n.endswith("_db") and n[:-len("_db")] in present]
+    linear = [n[:-len(DB_SUFFIX)] for n in missing if n.endswith(DB_SUFFIX) and n[:-len(DB_SUFFIX)] in present]
     if not linear:
         return None
     return (f"the product holds {', '.join(linear)} in linear units: convert to dB first with LinearToFromdB "
-            f"(sourceBands={','.join(linear)}), which writes {', '.join(n + '_db' for n in linear)}")
+            f"(sourceBands={','.join(linear)}), which writes {', '.join(n + DB_SUFFIX for n in linear)}")
