@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from snap_operators.io.onnx_model import PRETRAINED_DIR, PRETRAINED_FILES
+from snap_operators.io.reference import parse_mapping
 from snap_operators.science.inference import AUGMENTATIONS
 
 from .dataset import DEFAULT_INDICES, DEFAULT_MIN_MARGIN, build_dataset
@@ -159,8 +160,6 @@ def add_command(sub) -> None:
 
 
 def _dataset_kwargs(args, preferred_patch: int) -> dict:
-    from snap_operators.io.reference import parse_mapping
-
     return dict(image_s1=args.image_s1, field=args.field, mapping=parse_mapping(args.label_mapping, "--label-mapping"),
                 bands=_names(args.bands),
                 indices=_names(args.indices) or [], patch_size=args.patch_size, preferred_patch=preferred_patch,
@@ -206,8 +205,6 @@ def _cmd_train(args) -> int:
     if args.dataset and args.margin:
         raise TrainError("--margin filters the labels while a dataset is built: give it with --image/--labels "
                          "(or to `snap-pc dataset`)")
-    from snap_operators.io.reference import parse_mapping
-
     mapping = parse_mapping(args.mapping)
     folders = args.dataset
     # every option checked before a dataset is built (minutes on a large scene)
