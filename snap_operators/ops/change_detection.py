@@ -253,11 +253,13 @@ class ChangeDetectionOp(Operator):
             except SnapPcError as exc:
                 staged.abort()
                 raise in_node(exc, self.node_id, self.spec.alias, ProductWriteError) from None
-            report[:] = [format_change_report(pixels, km2, self.classes)]
+            report[:] = [format_change_report(pixels, km2, self.classes), masked_warning(pixels, n)]
 
         def publish() -> None:
             staged.publish()
             print(report[0], flush=True)
+            if report[1]:
+                log.warning("%s: %s", self.spec.alias, report[1])
             self.outputs = [str(p) for p in paths.values()]
             for p in paths.values():
                 log.info("%s: wrote %s", self.spec.alias, p)
@@ -343,6 +345,21 @@ def gain_loss_csv_text(pixels, area_km2, classes) -> str:
     return buf.getvalue()
 
 
+def masked_warning(pixels, n_classes: int) -> str | None:
+    """What to say when clouds (class 254) hide too much of what both dates have data for, else None.
+
+    A cloudy date compared with a clear one gives a matrix of the few pixels seen on both, which reads
+    as "little changed" unless the share is said.
+    """
+    masked, _, compared = change.not_compared(pixels, n_classes)
+    seen = masked + compared
+    if not seen or masked <= change.MAX_MASKED_SHARE * seen:
+        return None
+    return (f"{masked / seen:.1%} of the pixels with data on both dates ({masked} of {seen}) are masked (cloud, "
+            f"cloud shadow, snow) on one date or both: the transition matrix and gain/loss describe the other "
+            f"{compared} pixels only; compare clearer dates")
+
+
 def format_change_report(pixels, area_km2, classes) -> str:
     """The printed summary: from-to matrix in km² (rows before, columns after), then gain/loss/net."""
     n = len(classes)
@@ -359,8 +376,7 @@ def format_change_report(pixels, area_km2, classes) -> str:
     lines += ["", "Class ID | Class Name | Gain (sq km) | Loss (sq km) | Net (sq km)"]
     for i, c in enumerate(classes):
         lines.append(f"{c.value} | {c.name} | {gl['gain'][i]:.4f} | {gl['loss'][i]:.4f} | {gl['net'][i]:+.4f}")
-    masked = int(px[n + 2, :].sum() + px[:, n + 2].sum() - px[n + 2, n + 2])
-    no_data = int(px[n:, :].sum() + px[:n, n:].sum()) - masked
+    masked, no_data, _ = change.not_compared(px, n)
     if no_data:
         lines.append(f"({no_data} pixels without data on one date or outside the legend are not counted)")
     if masked:

@@ -59,6 +59,9 @@ OUTSIDE_LEGEND_NAME = "Not in legend"
 MASKED_NAME = "Masked (not observed)"
 #: Rows (and columns) of the extended matrix after the legend classes: no-data, outside legend, masked.
 EXTRA_ROWS = 3
+#: Share of the pixels with data on both dates that may be masked (cloud, cloud shadow, snow) on one
+#: date or both before a comparison of the two dates is in doubt: ``ChangeDetection`` warns above it.
+MAX_MASKED_SHARE = 0.5
 #: Largest class id a change code can hold.
 MAX_CLASS_ID = 99
 #: Band used when no class band is named and the product has it.
@@ -252,6 +255,40 @@ def transition_matrix(
     counts = np.bincount(out["pair"].ravel(), minlength=pair_bins(n))
     k = extended_size(n)
     return counts.reshape(k, k)[:n, :n]
+
+
+def not_compared(pixels: np.ndarray, n_classes: int) -> tuple[int, int, int]:
+    """Pixels of an extended matrix left out of the comparison, and those compared.
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        ``(n+3, n+3)`` (or flat) extended matrix of pixel counts.
+    n_classes : int
+        Legend classes ``n``.
+
+    Returns
+    -------
+    tuple of int
+        ``(masked, no_data, compared)``: pixels masked on one date or both (and with data on
+        both), pixels without data or outside the legend on one date, pixels of a legend class
+        on both dates.
+
+    Examples
+    --------
+    >>> m = np.zeros((5, 5), dtype=np.int64)
+    >>> m[0, 0], m[1, 0], m[4, 1], m[4, 4], m[2, 4] = 6, 1, 2, 3, 4
+    >>> not_compared(m, 2)
+    (5, 4, 7)
+    """
+    k = extended_size(n_classes)
+    px = np.asarray(pixels).reshape(k, k)
+    n = n_classes
+    compared = int(px[:n, :n].sum())
+    masked = int(px[n + 2, :].sum() + px[:, n + 2].sum() - px[n + 2, n + 2])
+    # a pixel without data on one date and masked on the other counts as no-data
+    masked -= int(px[n:n + 2, n + 2].sum() + px[n + 2, n:n + 2].sum())
+    return masked, int(px.sum()) - masked - compared, compared
 
 
 @dataclass(frozen=True)

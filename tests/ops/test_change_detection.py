@@ -515,7 +515,7 @@ def test_graph_reports_a_missing_input_in_one_line(tmp_path):
 # --- masked pixels (class 254: cloud, cloud shadow, snow) ------------------------------------------
 
 
-def test_masked_pixels_are_not_compared_and_counted_apart(product, tmp_path, capsys):
+def test_masked_pixels_are_not_compared_and_counted_apart(product, tmp_path, capsys, caplog):
     from snap_operators.core.legend import MASKED, MASKED_INFO
 
     before = np.full((32, 40), 3, np.uint8)
@@ -540,6 +540,43 @@ def test_masked_pixels_are_not_compared_and_counted_apart(product, tmp_path, cap
     trees_to_soil = next(r for r in rows if r["change_code"] == "32")
     assert int(trees_to_soil["pixels"]) == 28 * 20 - 4 * 10
     assert "masked (cloud, cloud shadow, snow) on one date or both are not compared" in capsys.readouterr().out
+    assert "compare clearer dates" not in caplog.text  # 200 of 1280 masked: no warning
+
+
+def test_not_compared_counts_no_data_before_masked():
+    """A pixel without data on one date and masked on the other is no-data, counted once."""
+    values = [1, 2]
+    before = np.array([[1, 1, 254, 254, 255, 9]], np.uint8)
+    after = np.array([[1, 2, 1, 254, 254, 1]], np.uint8)
+    out = change.change_tile({"before": before, "after": after}, values=values, base=10,
+                             before_no_data=255, after_no_data=255)
+    counts = np.bincount(out["pair"].ravel(), minlength=change.pair_bins(2))
+    assert change.not_compared(counts, 2) == (2, 2, 2)
+
+
+@pytest.mark.real_data
+def test_a_cloud_covered_date_warns_that_nothing_was_compared(shared_data, tmp_path, caplog, capsys):
+    """Real: eo-learn's Slovenia patch on its clear date (2015-07-11) and its cloudy one (2015-08-20), each
+    through the shipped S2 graph: clouds mask the second date, and the tables of a comparison of 0 pixels
+    must not pass for 'nothing changed'; the clear dates of the same patch compare without the warning."""
+    graph = REPO / "graphs" / "progressive_classifier_s2.xml"
+    maps = {}
+    for day in ("2015-07-11", "2015-08-20", "2015-09-09"):
+        maps[day] = tmp_path / f"classes_{day}.tif"
+        run_graph(load_graph(graph, {"input": str(shared_data("eolearn_slovenia", f"S2L1C_{day}.tif")),
+                                     "output": str(maps[day]), "labels": ""}), ExecutionContext(tile_size=64))
+    for after, warned in (("2015-08-20", True), ("2015-09-09", False)):
+        caplog.clear()
+        g = load_graph(GRAPH, {"before": str(maps["2015-07-11"]), "after": str(maps[after]),
+                               "output": str(tmp_path / f"change_{after}"), "labels": ""})
+        run_graph(g, ExecutionContext(tile_size=64))
+        assert ("compare clearer dates" in caplog.text) is warned, after
+        gain_loss = read_csv(tmp_path / f"change_{after}.gain_loss.csv")
+        compared = int(gain_loss[-1]["before_pixels"])
+        if warned:
+            assert compared == 0 and "(10100 of 10100) are masked" in caplog.text
+        else:
+            assert compared == 101 * 100
 
 
 def test_graph_with_empty_labels_writes_the_change_map_and_tables_only(write_tif, tmp_path, capsys):
