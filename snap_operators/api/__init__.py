@@ -12,6 +12,8 @@ goes in is what a call uses.
   :func:`progressive_classify`, :func:`unet_predict`, :func:`rule_fusion`: the operators of the
   graphs, on a Dataset (or a Product), with the graphs' tile functions.
 * :func:`label_masks`, :func:`area_table`: what the graphs write from a class band.
+* :func:`change_detection`, :func:`change_tables`: the change between two class maps, and its
+  transition matrix and gain/loss tables.
 
 xarray and rioxarray (the ``xarray`` extra) are needed only by the
 conversions; TensorFlow and esa_snappy are never imported. See
@@ -30,6 +32,8 @@ from __future__ import annotations
 from .graphs import GraphRun, run_graph
 from .operators import (
     area_table,
+    change_detection,
+    change_tables,
     cloud_mask,
     label_masks,
     progressive_classify,
@@ -44,6 +48,8 @@ from .xarray import from_xarray, to_xarray
 __all__ = [
     "GraphRun",
     "area_table",
+    "change_detection",
+    "change_tables",
     "cloud_mask",
     "from_xarray",
     "label_masks",

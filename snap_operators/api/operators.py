@@ -15,12 +15,12 @@ shipped Sentinel-2 graph sets some (``Resample``'s ``referenceBand=B2``,
 
 When pixels are read or computed:
 
-* never by :func:`resample`, :func:`cloud_mask`, :func:`unet_predict` and
-  :func:`to_xarray`: they return lazy arrays;
+* never by :func:`resample`, :func:`cloud_mask`, :func:`unet_predict`,
+  :func:`rule_fusion`, :func:`change_detection` and :func:`to_xarray`: they return lazy arrays;
 * a spread sample of chunks, at call time, by :func:`spectral_indices` (the
   input checks of ``checkInputs``) and :func:`progressive_classify`
   (scene-adaptive thresholds);
-* the whole scene by :func:`label_masks` and :func:`area_table` (each
+* the whole scene by :func:`label_masks`, :func:`area_table` and :func:`change_tables` (each
   computes what it needs chunk by chunk; ``.persist()`` a small result first
   to compute it once) and by xarray's own ``.compute()``/``.plot()``.
 """
@@ -37,7 +37,7 @@ from ..core.context import ExecutionContext
 from ..core.errors import ParameterError
 from ..core.operator import Operator, get_operator
 from ..core.product import Product
-from ._options import python_hints, raw_parameters
+from ._options import python_hints, raw_parameters, snake_case
 from .xarray import from_xarray, to_xarray
 
 
@@ -382,3 +382,96 @@ def area_table(data, path: str | os.PathLike | None = None, *, band: str = "clas
         "pixels": [r.pixels for r in rows],
         "raster_area_km2": [r.area_km2 for r in rows],
     })
+
+
+def change_detection(before, after, **params: Any):
+    """The change of class between two class maps: the ``ChangeDetection`` node's ``change`` band.
+
+    Parameters
+    ----------
+    before, after : xarray.Dataset or Product
+        Class maps of one legend (:func:`progressive_classify`, :func:`unet_predict`, or maps read
+        back). `after` is collocated onto the grid of `before` (nearest neighbour) when the grids differ.
+    **params
+        ``sourceBand`` (empty: ``class_id``, else the only band with classes).
+
+    Returns
+    -------
+    xarray.Dataset or Product
+        As `before`: ``change`` (uint8 ``(rows, cols)``: ``from * 10 + to`` where the class changed,
+        0 unchanged, 255 where either date has no data or is masked; uint16, ``from * 100 + to`` and
+        65535 for class ids above 9), with one category per transition; lazy.
+
+    Examples
+    --------
+    >>> moved = change_detection(classes_2019, classes_2023)             # doctest: +SKIP
+    >>> int((moved.change == 31).sum())    # pixels of trees that became water  # doctest: +SKIP
+    """
+    return _same_kind(before, _operator("ChangeDetection", {"before": before, "after": after}, params).target)
+
+
+def change_tables(before, after, *, matrix_path: str | os.PathLike | None = None,
+                  gain_loss_path: str | os.PathLike | None = None, overwrite: bool = False, **params: Any):
+    """The transition matrix and per-class gain, loss and net change of two class maps.
+
+    The tables ``ChangeDetection`` writes as ``matrixFile`` and ``gainLossFile`` (the change
+    detection graph's ``<output>.matrix.csv`` and ``<output>.gain_loss.csv``), counted chunk by
+    chunk over :func:`change_detection`'s pixels, each with its true area (per row in a
+    geographic CRS). A warning says so when clouds hide more than half of what both dates cover.
+
+    Parameters
+    ----------
+    before, after : xarray.Dataset or Product
+        Class maps, as :func:`change_detection` takes them.
+    matrix_path, gain_loss_path : str or Path, optional
+        Also write the tables as CSV there (both published together, or neither).
+    overwrite : bool
+        Replace existing CSV files (default False, as ``snap-pc run``).
+    **params
+        ``sourceBand``.
+
+    Returns
+    -------
+    tuple of pandas.DataFrame
+        The matrix: ``from_class_id``, ``from_class_name``, ``to_class_id``, ``to_class_name``,
+        ``change_code``, ``pixels``, ``area_km2``, one row per pair of the legend (unchanged pairs
+        with code 0), then the non-empty no-data, outside-legend and masked cells (ids <NA>). The
+        gain/loss: ``class_id`` (<NA> on the Total row), ``class_name``, ``before_km2``,
+        ``after_km2``, ``unchanged_km2``, ``gain_km2``, ``loss_km2``, ``net_km2``, ``swap_km2``
+        and the same counts in pixels, over the pixels of a legend class on both dates.
+
+    Examples
+    --------
+    >>> matrix, gain_loss = change_tables(classes_2019, classes_2023)    # doctest: +SKIP
+    >>> gain_loss.set_index("class_name")["net_km2"]                   # doctest: +SKIP
+    """
+    import pandas as pd
+
+    from ..core.streaming import store, write_all
+    from ..ops import change_detection as cd
+
+    files = {"matrixFile": matrix_path, "gainLossFile": gain_loss_path}
+    for name, argument in (("matrixFile", "matrix_path"), ("gainLossFile", "gain_loss_path")):
+        if name in params or snake_case(name) in params:
+            raise ParameterError(f"ChangeDetection: the table file is the argument '{argument}', not '{name}'")
+    context = ExecutionContext(overwrite=bool(overwrite))
+    with python_hints():
+        op = _operator("ChangeDetection", {"before": before, "after": after},
+                       {**params, **{k: os.fspath(v) for k, v in files.items() if v is not None}}, context)
+        op.print_tables = False
+        if op.is_sink:
+            write_all(op.output_files(), (op.open() for _ in (1,)), context, op.prepare)
+            pixels, km2 = op.tables
+        else:
+            counter = op.pair_counter()
+            store([op.pairs], [counter], context)
+            pixels, km2 = op.counted(counter)
+            op.warn_masked(pixels)
+    ids = {"from_class_id", "to_class_id", "change_code", "class_id"}
+
+    def frame(fields, rows):
+        return pd.DataFrame({f: pd.array([r[i] for r in rows], dtype="Int64") if f in ids else [r[i] for r in rows]
+                             for i, f in enumerate(fields)})
+
+    return (frame(cd.MATRIX_FIELDS, cd.matrix_rows(pixels, km2, op.classes, op.base)),
+            frame(cd.GAIN_LOSS_FIELDS, cd.gain_loss_rows(pixels, km2, op.classes)))

@@ -97,6 +97,8 @@ class ChangeDetectionOp(Operator):
 
     #: Parameters naming what this node writes (all others that name files are read).
     output_parameters = ("matrixFile", "gainLossFile")
+    #: Print the tables when written (as gpt does; the Python API returns them instead).
+    print_tables = True
 
     # --- GPF ------------------------------------------------------------------
     def initialize(self) -> Product:
@@ -229,23 +231,41 @@ class ChangeDetectionOp(Operator):
             if problem:
                 raise self._fail(problem)
 
+    def pair_counter(self) -> AreaAccumulator:
+        """An empty count of the target's from-to pairs (the extended matrix's cells), fed by ``self.pairs``."""
+        band = self.target.band(change.CHANGE_BAND)
+        return AreaAccumulator(band.shape, per_row=is_geographic(self.target.crs),
+                               bins=change.pair_bins(len(self.classes)))
+
+    def counted(self, counter: AreaAccumulator) -> tuple[np.ndarray, np.ndarray]:
+        """The extended matrices of a filled :meth:`pair_counter`: ``(pixels, area_km2)``, each ``(n+3, n+3)``."""
+        band = self.target.band(change.CHANGE_BAND)
+        pixels, km2 = counts_to_km2(counter.counts, band.transform, self.target.crs, band.shape)
+        k = change.extended_size(len(self.classes))
+        return np.asarray(pixels).reshape(k, k), np.asarray(km2, dtype=np.float64).reshape(k, k)
+
+    def warn_masked(self, pixels: np.ndarray) -> None:
+        """Log :func:`masked_warning` of the counted pixels, if any."""
+        warning = masked_warning(pixels, len(self.classes))
+        if warning:
+            log.warning("%s: %s", self.spec.alias, warning)
+
     def open(self):
         """A :class:`~snap_operators.core.streaming.SinkPlan` counting from-to pairs per chunk."""
         from ..core.streaming import SinkPlan
 
-        target = self.target if self.target is not None else self.initialize()
-        band = target.band("change")
+        if self.target is None:
+            self.target = self.initialize()
         paths = self.table_paths()
         staged = StagedFiles()
-        n = len(self.classes)
-        counter = AreaAccumulator(band.shape, per_row=is_geographic(target.crs), bins=change.pair_bins(n))
+        counter = self.pair_counter()
         report = []
 
         def finish() -> None:
-            pixels, km2 = counts_to_km2(counter.counts, band.transform, target.crs, band.shape)
+            pixels, km2 = self.tables = self.counted(counter)
             texts = {
-                "matrix": lambda: matrix_csv_text(change.transitions(pixels, km2, self.classes, self.base)),
-                "gain_loss": lambda: gain_loss_csv_text(pixels, km2, self.classes),
+                "matrix": lambda: rows_csv_text(MATRIX_FIELDS, matrix_rows(pixels, km2, self.classes, self.base)),
+                "gain_loss": lambda: rows_csv_text(GAIN_LOSS_FIELDS, gain_loss_rows(pixels, km2, self.classes)),
             }
             try:
                 for key, path in paths.items():
@@ -253,13 +273,13 @@ class ChangeDetectionOp(Operator):
             except SnapPcError as exc:
                 staged.abort()
                 raise in_node(exc, self.node_id, self.spec.alias, ProductWriteError) from None
-            report[:] = [format_change_report(pixels, km2, self.classes), masked_warning(pixels, n)]
+            report[:] = [format_change_report(pixels, km2, self.classes)]
 
         def publish() -> None:
             staged.publish()
-            print(report[0], flush=True)
-            if report[1]:
-                log.warning("%s: %s", self.spec.alias, report[1])
+            if self.print_tables:
+                print(report[0], flush=True)
+            self.warn_masked(self.tables[0])
             self.outputs = [str(p) for p in paths.values()]
             for p in paths.values():
                 log.info("%s: wrote %s", self.spec.alias, p)
@@ -312,15 +332,11 @@ def _km2(value: float) -> str:
     return "" if value is None or not math.isfinite(value) else f"{round(float(value), 6) + 0.0:.6f}"
 
 
-def matrix_csv_text(rows: list[change.Transition]) -> str:
-    """Transition matrix CSV: one row per from-to pair (no-data cells only when not empty)."""
-    buf = io.StringIO()
-    wr = csv.writer(buf, lineterminator="\n")
-    wr.writerow(MATRIX_FIELDS)
-    for r in rows:
-        wr.writerow(["" if r.from_id is None else r.from_id, r.from_name, "" if r.to_id is None else r.to_id,
-                     r.to_name, "" if r.code is None else r.code, r.pixels, _km2(r.area_km2)])
-    return buf.getvalue()
+def matrix_rows(pixels, area_km2, classes, base: int) -> list[list]:
+    """Rows of the transition matrix table (:data:`MATRIX_FIELDS`): every from-to pair of the legend, then
+    the non-empty no-data, outside-legend and masked cells; None where a cell has no class or code."""
+    return [[r.from_id, r.from_name, r.to_id, r.to_name, r.code, r.pixels, r.area_km2]
+            for r in change.transitions(pixels, area_km2, classes, base)]
 
 
 def _valid_block(matrix, n: int) -> np.ndarray:
@@ -328,20 +344,27 @@ def _valid_block(matrix, n: int) -> np.ndarray:
     return np.asarray(matrix).reshape(k, k)[:n, :n]
 
 
-def gain_loss_csv_text(pixels, area_km2, classes) -> str:
-    """Gain/loss CSV: per class, then a Total row (total gain = total loss = changed area)."""
+def gain_loss_rows(pixels, area_km2, classes) -> list[list]:
+    """Rows of the gain/loss table (:data:`GAIN_LOSS_FIELDS`): per class, then a Total row (class id None;
+    total gain = total loss = changed area)."""
     n = len(classes)
     px = change.gain_loss(_valid_block(pixels, n))
     km = change.gain_loss(_valid_block(np.asarray(area_km2, dtype=np.float64), n))
+    keys = ("before", "after", "unchanged", "gain", "loss", "net")
+    rows = [[c.value, c.name, *(float(km[k][i]) for k in (*keys, "swap")), *(int(px[k][i]) for k in keys)]
+            for i, c in enumerate(classes)]
+    rows.append([None, "Total", *(float(np.sum(km[k])) for k in (*keys, "swap")),
+                 *(int(np.sum(px[k])) for k in keys)])
+    return rows
+
+
+def rows_csv_text(fields: tuple[str, ...], rows: list[list]) -> str:
+    """CSV of table rows: None as an empty cell, areas (floats) in km² with 6 decimals."""
     buf = io.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
-    wr.writerow(GAIN_LOSS_FIELDS)
-    keys = ("before", "after", "unchanged", "gain", "loss", "net")
-    for i, c in enumerate(classes):
-        wr.writerow([c.value, c.name, *(_km2(km[k][i]) for k in (*keys, "swap")), *(int(px[k][i]) for k in keys)])
-    total_km = {k: float(np.sum(km[k])) for k in (*keys, "swap")}
-    total_px = {k: int(np.sum(px[k])) for k in keys}
-    wr.writerow(["", "Total", *(_km2(total_km[k]) for k in (*keys, "swap")), *(total_px[k] for k in keys)])
+    wr.writerow(fields)
+    for row in rows:
+        wr.writerow(["" if v is None else _km2(v) if isinstance(v, float) else v for v in row])
     return buf.getvalue()
 
 

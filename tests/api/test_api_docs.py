@@ -41,6 +41,8 @@ def test_the_python_blocks_of_the_doc_run(scene, stac_item, tmp_path, monkeypatc
     assert "raster_area_km2" in printed and "Water" in printed  # the area table's DataFrame
     assert namespace["labels"] == [tmp_path / "results" / n for n in ("labels.gpkg", "labels.qml", "labels_areas.csv")]
     assert namespace["legend"]["1"]["name"] == "Water"
+    assert (tmp_path / "results" / "change.gain_loss.csv").is_file() and "net_km2" in printed
+    assert namespace["gain_loss"].class_name.iloc[-1] == "Total" and namespace["moved"].change.dtype == "uint8"
     assert namespace["stac_labels"][0] == tmp_path / "results" / "item_labels.gpkg"
     assert list(namespace["stac_table"].columns)[-1] == "raster_area_km2"
     assert set(namespace["small"].data_vars) == {"class_id"} and namespace["small"].class_id.shape == (128, 128)

@@ -114,3 +114,36 @@ def test_unet_graph_and_unet_predict_give_the_same_class_map(scene, tmp_path, ru
     # the rules decide where they are sure, so the graph's map is neither map alone on this scene
     network, classes = pred.class_id.values, rules.class_id.values
     assert (expected != network).any() and (expected != classes).any()
+
+
+@pytest.mark.real_data
+def test_change_graph_and_change_functions_give_the_same_map_and_tables(shared_data, tmp_path, run_cli):
+    """Real: Slovenia's class maps of 2015-07-11 and 2015-09-09 (the S2 graph's) through
+    graphs/change_detection.xml and through change_detection + change_tables."""
+    import pandas as pd
+
+    maps = []
+    for day in ("2015-07-11", "2015-09-09"):
+        maps.append(tmp_path / f"classes_{day}.tif")
+        code, _, err = run_cli("run", GRAPHS / "progressive_classifier_s2.xml",
+                               f"-Pinput={shared_data('eolearn_slovenia', f'S2L1C_{day}.tif')}",
+                               f"-Poutput={maps[-1]}", "-Plabels=", "--quiet")
+        assert code == 0, err
+    code, out, err = run_cli("run", GRAPHS / "change_detection.xml", f"-Pbefore={maps[0]}", f"-Pafter={maps[1]}",
+                             f"-Poutput={tmp_path / 'change'}", "-Plabels=")
+    assert code == 0, err
+    before, after = (api.to_xarray(api.open_product(p)) for p in maps)
+    moved = api.change_detection(before, after)
+    with rasterio.open(tmp_path / "change.tif") as src:
+        assert moved.change.values.tobytes() == src.read(1).tobytes()
+    matrix, gain_loss = api.change_tables(before, after)
+    for frame, name in ((matrix, "change.matrix.csv"), (gain_loss, "change.gain_loss.csv")):
+        written = pd.read_csv(tmp_path / name, dtype=str, keep_default_na=False)
+        ours = frame.astype(object).where(frame.notna(), "")
+        assert list(written.columns) == list(frame.columns)
+        for column in frame.columns:
+            if column.endswith("_km2"):
+                np.testing.assert_allclose(written[column].astype(float), ours[column].astype(float), atol=5e-7)
+            else:
+                assert written[column].tolist() == [str(v) for v in ours[column]], column
+    assert int(gain_loss.before_pixels.iloc[-1]) > 10000 * 0.99  # a clear pair: nearly every pixel compared

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
+import pandas as pd
 import pytest
 from affine import Affine
 from rasterio.crs import CRS
@@ -96,3 +97,64 @@ def test_a_multi_size_product_is_resampled_before_it_becomes_a_dataset(make_prod
     assert isinstance(one_grid, Product) and not one_grid.is_multi_size
     ds = api.to_xarray(one_grid)
     assert ds.B11.shape == (40, 40) and ds.rio.transform() == p.band("B2").transform
+
+
+def _later() -> Product:
+    """`_classes` some years on: the trees (3) of the middle left block became bare soil (2), a cloud (254)
+    moved onto the water (1)."""
+    p = _classes()
+    values = p.band("class_id").data.compute().copy()
+    values[8:16, 0:8] = 2
+    values[0:8, 24:32] = 1  # masked before: not compared
+    values[0:8, 8:16] = 254
+    p.band("class_id").data = da.from_array(values, chunks=16)
+    return p
+
+
+def test_change_tables_count_what_the_change_band_codes_and_write_the_graphs_tables(tmp_path, capsys):
+    before, after = api.to_xarray(_classes()), api.to_xarray(_later())
+    moved = api.change_detection(before, after)
+    assert list(moved.data_vars) == ["change"] and moved.change.dtype == np.uint8
+    codes = moved.change.values
+    assert (codes[8:16, 0:8] == 32).all() and (codes[0:8, 8:16] == 255).all() and (codes[0:8, 0:8] == 0).all()
+    matrix, gain_loss = api.change_tables(before, after, matrix_path=tmp_path / "m.csv",
+                                          gain_loss_path=tmp_path / "g.csv")
+    assert list(matrix.columns) == ["from_class_id", "from_class_name", "to_class_id", "to_class_name",
+                                    "change_code", "pixels", "area_km2"]
+    legend = matrix.dropna(subset=["change_code"])
+    assert len(legend) == 36  # 0 and the five classes, every pair
+    for code in np.unique(codes[codes != 255]):  # what the band codes is what the matrix counts
+        counted = legend[legend.change_code == code].pixels.sum() if code else legend[legend.from_class_id
+                                                                                        == legend.to_class_id].pixels.sum()
+        assert counted == (codes == code).sum(), code
+    masked = matrix[matrix.to_class_name == "Masked (not observed)"]
+    assert masked.pixels.sum() == 64  # the water hidden after
+    total = gain_loss[gain_loss.class_name == "Total"].iloc[0]
+    assert total.class_id is pd.NA and total.gain_pixels == total.loss_pixels == 64
+    trees = gain_loss[gain_loss.class_id == 3].iloc[0]
+    assert (trees.loss_pixels, trees.net_pixels) == (64, -64) and trees.loss_km2 == pytest.approx(64 * 100 / 1e6)
+    # the files are the graph's tables, and the frames their rows
+    written = pd.read_csv(tmp_path / "g.csv")
+    assert written.gain_pixels.tolist() == gain_loss.gain_pixels.tolist()
+    np.testing.assert_allclose(written.net_km2, gain_loss.net_km2, atol=5e-7)
+    assert len(pd.read_csv(tmp_path / "m.csv")) == len(matrix)
+    assert "Transition matrix" not in capsys.readouterr().out  # returned, not printed as gpt prints them
+    with pytest.raises(ProductWriteError, match="already exists; pass overwrite=True"):
+        api.change_tables(before, after, matrix_path=tmp_path / "m.csv")
+    with pytest.raises(ParameterError, match="the table file is the argument 'matrix_path', not 'matrixFile'"):
+        api.change_tables(before, after, matrixFile=str(tmp_path / "x.csv"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_change_tables_warn_when_clouds_hide_most_of_the_comparison(caplog):
+    before = _classes()
+    cloudy = _classes()
+    values = cloudy.band("class_id").data.compute().copy()
+    values[values != 255] = 254
+    cloudy.band("class_id").data = da.from_array(values, chunks=16)
+    matrix, gain_loss = api.change_tables(before, cloudy)
+    assert gain_loss.before_pixels.iloc[-1] == 0
+    assert "compare clearer dates" in caplog.text and "(704 of 704)" in caplog.text
+    caplog.clear()
+    api.change_tables(before, _later())
+    assert "compare clearer dates" not in caplog.text
