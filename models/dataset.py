@@ -425,6 +425,8 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
     recording, foreign = _recording_foreign_codes(raw_labels)
     counts = block_class_counts(confident(recording), (height, width), block_size)
     _check_codes(foreign, labels_path)
+    if not counts.any():
+        raise DatasetError(_nothing_labelled(labels_path, image, mapping, margin))
     read_labels = confident(raw_labels)
     blocks = assign_blocks((height, width), block_size, fractions, seed, class_counts=counts)
     row_cols: dict[int, list[int]] = {}
@@ -581,6 +583,18 @@ def _recording_foreign_codes(read_labels):
         return y
 
     return read, foreign
+
+
+def _nothing_labelled(path: Path, image, mapping, margin) -> str:
+    """Why labels that overlap the image give it no class pixel, and what to check."""
+    why = ["the masks of a class map masked (cloud, shadow, snow: 254) or unclassified (0) everywhere hold "
+           "those codes only"]
+    if mapping:
+        why.append("--label-mapping maps none of the codes they hold there")
+    if margin is not None:
+        why.append("none is above --min-margin in the --margin raster")
+    return (f"labels {path} give no pixel of {image} a class ({class_list()}): nothing to learn ("
+            + "; ".join(why) + ")")
 
 
 def _check_codes(foreign: set[int], path: Path) -> None:

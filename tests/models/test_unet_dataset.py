@@ -453,3 +453,26 @@ def test_survey_points_are_told_of_min_labelled_and_train_with_it(tmp_path):
     info = build_dataset(leipzig / "s2_2021.tif", leipzig / "points.gpkg", tmp_path / "ds", min_labelled=0, **common)
     labelled = {k: sum(s["class_pixels"].get(k, 0) for s in info["splits"].values()) for k in ("1", "3", "4")}
     assert all(labelled.values()) and sum(labelled.values()) > 77 // 2, labelled  # overlapping edge patches count twice
+
+
+@pytest.mark.real_data
+def test_labels_of_a_cloud_covered_date_are_refused_as_empty(shared_data, tmp_path):
+    """Real: Slovenia's cloudy 2015-08-20 through the shipped S2 graph masks every pixel, so its label masks
+    hold the cloud's mask (254) alone. Training on them said 'no usable patch ... check that the labels cover
+    the image' (they do); it now says that nothing is labelled and why, before anything is written."""
+    image = shared_data("eolearn_slovenia", "S2L1C_2015-08-20.tif")
+    run_graph(load_graph(GRAPHS / "progressive_classifier_s2.xml",
+                         {"input": str(image), "output": str(tmp_path / "classes.tif"),
+                          "labels": str(tmp_path / "labels.gpkg")}), ExecutionContext())
+    with fiona.open(tmp_path / "labels.gpkg") as src:
+        assert {f["properties"]["class_id"] for f in src} == {254}  # the cloud's mask only
+    with pytest.raises(DatasetError, match=r"labels .*labels.gpkg give no pixel of .*S2L1C_2015-08-20.tif a class "
+                                           r"\(1 Water, .*\): nothing to learn \(the masks of a class map masked"):
+        build_dataset(image, tmp_path / "labels.gpkg", tmp_path / "ds", bands=["B2", "B3", "B4", "B8", "B11"])
+    assert not (tmp_path / "ds").exists()
+    # the class raster of the same map (254 everywhere) through a mapping of its trees: the same, naming it
+    with pytest.raises(DatasetError, match=r"nothing to learn .*--label-mapping maps none"):
+        build_dataset(image, tmp_path / "classes.tif", tmp_path / "ds", bands=["B2", "B3", "B4", "B8", "B11"],
+                      mapping={3: 3})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif", "classes.tif.aux.xml", "labels.gpkg",
+                                                          "labels.qml", "labels_areas.csv"]
