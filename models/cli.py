@@ -220,6 +220,12 @@ def _cmd_train(args) -> int:
         _check_fractions(args)
         if args.init and args.bands is None:
             _bands_of_model(args)
+        if args.rules_map:
+            from .evaluate import check_rules_map
+
+            # its bands and grid, before the dataset is built: minutes on a large scene
+            check_rules_map(args.rules_map, {"image": args.image, "image_s1": args.image_s1,
+                                             "bands": _names(args.bands), "indices": []})
         folder = Path(args.out).with_suffix(".dataset")
         info = build_dataset(args.image, args.labels, folder, **{**_dataset_kwargs(args, get_config(args.config).patch_size),
                                                                  "overwrite": True})

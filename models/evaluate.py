@@ -37,7 +37,7 @@ def _input_product(info: dict):
     from .dataset import build_input_product
 
     indices = list(info.get("indices") or [])
-    bands = [b for b in info["bands"] if b not in indices]
+    bands = [b for b in info["bands"] if b not in indices] if info.get("bands") else None  # None: the default
     product, _ = build_input_product(info["image"], info.get("image_s1"), bands=bands, indices=indices)
     return product
 
@@ -116,7 +116,8 @@ def check_rules_map(rules_map: str | Path, info: dict) -> None:
         The Progressive Classifier's target written with ``outputMargin=true`` (bands
         ``class_id`` and ``margin``), e.g. ``progressive_classifier_s2.xml -PoutputMargin=true``.
     info : dict
-        The dataset's ``dataset.json``: the map must be on its image's grid.
+        The dataset's ``dataset.json`` (or its ``image``, ``image_s1``, ``bands`` (None: the
+        default) and ``indices`` before it is built): the map must be on its image's grid.
 
     Raises
     ------

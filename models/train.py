@@ -38,6 +38,7 @@ from snap_operators.apps.assess import (
     plot_confusion,
 )
 from snap_operators.core.errors import SnapPcError
+from snap_operators.core.legend import class_name
 from snap_operators.core.outputs import save_figure, write_text
 from snap_operators.core.staging import staged_path
 from snap_operators.io.onnx_model import ModelMetadata
@@ -66,6 +67,23 @@ def _require_tensorflow():
         import tensorflow  # noqa: F401
     except ImportError:
         raise TrainError("training needs TensorFlow and Keras: pip install 'snap-progressive-classifier[train]'") from None
+
+
+def warn_one_class(class_pixels: dict, init=None) -> bool:
+    """Warn, before the epochs, that the training labels hold one class: the network can only learn to
+    map every pixel to it (and a fine-tuned model forgets the others). Returns whether it warned.
+
+    >>> warn_one_class({"3": 1200, "1": 0}), warn_one_class({"3": 1200, "4": 5})
+    (True, False)
+    """
+    held = [int(k) for k, n in class_pixels.items() if n]
+    if len(held) != 1:
+        return False
+    log.warning("the training labels hold one class only (%d %s, %d px): the network will map every pixel to it%s; "
+                "label more classes, or train on several scenes", held[0], class_name(held[0]),
+                class_pixels[str(held[0])],
+                ", and a model fine-tuned from --init forgets the others" if init is not None else "")
+    return True
 
 
 def class_weights(class_pixels: dict, class_ids: Sequence[int], max_ratio: float = 10.0) -> np.ndarray:
@@ -737,6 +755,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         std = np.asarray(info["norm_std"], dtype="float32")
     lut = class_index(class_ids)
     weights = class_weights(info["splits"]["train"]["class_pixels"], class_ids)
+    warn_one_class(info["splits"]["train"]["class_pixels"], init)
 
     scenes = info.get("train_shard_scenes")
     patch_weights = balanced_patch_weights(data["train"][1], class_ids, scenes) if balance else None

@@ -256,6 +256,20 @@ def test_a_network_under_the_majority_class_on_both_held_out_splits_is_warned_of
     assert under_majority(metrics((0.970, 0.700), (0.960, 0.650))) is None
 
 
+def test_labels_of_one_class_are_warned_of_before_the_epochs(caplog):
+    """Slovenia's clear 2015-07-11 through the S2 graph: its label masks hold Trees alone (the built-up
+    pixels are under the 500 m2 mapping unit), and the network learns to call every pixel a tree."""
+    from snap_pc_models.train import warn_one_class
+
+    assert warn_one_class({"3": 11730, "4": 0})
+    assert "hold one class only (3 Trees/Shrubbery vegetation, 11730 px): the network will map every pixel" \
+        in caplog.text and "--init" not in caplog.text
+    caplog.clear()
+    assert warn_one_class({"3": 11730}, init="pretrained.onnx") and "forgets the others" in caplog.text
+    caplog.clear()
+    assert not warn_one_class({"3": 11730, "4": 12}) and not warn_one_class({}) and not caplog.text
+
+
 def test_cli_train_refuses_bad_options_before_it_builds_a_dataset(tmp_path, capsys):
     """Every option is checked before the dataset (minutes on a large scene) is built: one line,
     exit 1, nothing written. A mapping onto a class the network does not have once scored OA 0."""
@@ -493,6 +507,7 @@ def test_cli_train_scores_the_map_the_inference_graph_writes(dataset, tmp_path, 
         err = capsys.readouterr().err
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "x.onnx").exists()
+        assert not (tmp_path / "x.dataset").exists()  # checked before the dataset is built
     code = main(["train", str(tmp_path / "f.dataset"), "--out", str(tmp_path / "y.onnx"), "--rules-map", str(rules_map)])
     assert code == 1 and "give --reference" in capsys.readouterr().err
 
