@@ -71,7 +71,6 @@ class LinearToFromdBOp(Operator):
                 raise self.error(f"band '{name}' is the {unit} part of complex data; the engine reads no complex "
                                  "products (SNAP's LinearToFromdB makes intensity in dB of a real/imaginary pair)")
             is_db = unit.strip().lower().endswith("db")
-            self._check_values(band, is_db)
             if is_db:
                 target = name[:-len(DB_SUFFIX)] if name.lower().endswith(DB_SUFFIX) else name
                 cut = unit.lower().rfind(DB_SUFFIX)
@@ -80,6 +79,7 @@ class LinearToFromdBOp(Operator):
                 target, target_unit = name + DB_SUFFIX, unit + DB_SUFFIX
             if target in to_db:  # SNAP keeps the first band of a name
                 continue
+            self._check_values(band, is_db)  # a sample read: only of the bands converted
             to_db[target] = not is_db
             bands.append((target, band, target_unit))
         if not bands:

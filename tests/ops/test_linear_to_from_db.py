@@ -103,6 +103,20 @@ def test_units_decide_the_direction_without_case():
     assert list(out.bands) == ["Sigma0_VV"] and out.band("Sigma0_VV").unit == "Intensity"
 
 
+def test_of_two_bands_converting_to_one_name_the_first_is_kept_and_the_other_not_read():
+    """SNAP keeps the first band of a target name; the second is neither converted nor sampled (its values
+    were checked, and could stop the run, though nothing of it was used)."""
+    db = np.full((20, 20), -12.0, np.float32)
+    p = _product(db, "intensity_db", name="VV")
+    p.add_band(Band("VV_db", da.from_array(10 ** (db / 10), chunks=db.shape), Affine.identity(),
+                    unit="dB"))  # linear values under a dB unit: refused if it were converted
+    out = convert(p)
+    assert list(out.bands) == ["VV"]
+    np.testing.assert_allclose(out.band("VV").data.compute(), 10 ** -1.2, rtol=1e-5)
+    with pytest.raises(OperatorError, match=r"band 'VV_db' is taken as dB"):
+        convert(p, sourceBands=["VV_db"])
+
+
 def test_bad_input_is_refused_in_one_line(patch, linear):
     with pytest.raises(ParameterError, match=r"sourceBands Sigma0_XX not in product .*; bands: Sigma0_VV, Sigma0_VH"):
         convert(open_product(linear), sourceBands=["Sigma0_XX"])
