@@ -35,6 +35,7 @@ from snap_operators.apps.assess import (
     Assessment,
     accuracy_metrics,
     confusion_matrix,
+    constant_map_scores,
     plot_confusion,
 )
 from snap_operators.core.errors import SnapPcError
@@ -366,14 +367,7 @@ def _names_for(class_ids):
 def _majority_baseline(train_pixels: dict, result: Assessment) -> dict:
     """Scores of predicting the training split's most frequent class everywhere."""
     counts = {int(k): v for k, v in train_pixels.items() if int(k) in result.labels}
-    majority = max(counts, key=counts.get)
-    rows = result.matrix.sum(axis=1)
-    k = result.labels.index(majority)
-    acc = rows[k] / rows.sum()
-    present = rows > 0
-    iou = np.zeros(len(rows))
-    iou[k] = rows[k] / rows.sum()  # TP = its reference pixels; union = every pixel
-    return {"class_id": majority, "overall_accuracy": float(acc), "mean_iou": float(iou[present].mean())}
+    return constant_map_scores(result.matrix, result.labels, max(counts, key=counts.get))
 
 
 def vanished_classes(class_ids: Sequence[int], train_pixels: dict, predicted_pixels: Sequence[int]) -> list[dict]:

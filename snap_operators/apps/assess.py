@@ -158,6 +158,34 @@ def accuracy_metrics(matrix: np.ndarray, labels: Sequence[int], names: Mapping[i
     return {"overall_accuracy": po, "kappa": kappa, "pixels": int(total), "per_class": per_class}
 
 
+def constant_map_scores(matrix: np.ndarray, labels: Sequence[int], class_id: int) -> dict:
+    """Scores of a map of `class_id` everywhere, on the pixels of a confusion matrix: the trivial baseline.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        ``(n, n)`` pixel counts, rows reference, columns map, in the order of `labels`.
+    labels : sequence of int
+        The classes of the rows and columns; `class_id` must be one of them.
+    class_id : int
+        The class the baseline map gives every pixel.
+
+    Returns
+    -------
+    dict
+        ``class_id``, ``overall_accuracy`` (the class's share of the reference) and ``mean_iou``
+        (its IoU, that share, averaged over the classes the reference holds).
+
+    Examples
+    --------
+    >>> constant_map_scores(np.array([[8, 2], [1, 9]]), [1, 3], 3)
+    {'class_id': 3, 'overall_accuracy': 0.5, 'mean_iou': 0.25}
+    """
+    rows = np.asarray(matrix, dtype=np.float64).sum(axis=1)
+    share = float(rows[list(labels).index(class_id)] / rows.sum())  # TP = its reference pixels; union = every pixel
+    return {"class_id": int(class_id), "overall_accuracy": share, "mean_iou": share / int((rows > 0).sum())}
+
+
 @dataclass
 class Assessment:
     labels: list[int]
@@ -232,6 +260,10 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     metrics = accuracy_metrics(m, labels, class_names)
     metrics["per_class"] = [p for p in metrics["per_class"] if p["class_id"] in ref_labels or p["classified_pixels"]]
     metrics["labels"] = labels
+    rows = m.sum(axis=1)
+    majority = labels[int(np.argmax(rows))]  # a map of the reference's most frequent class everywhere
+    metrics["baseline_majority"] = {**constant_map_scores(m, labels, majority),
+                                    "class_name": class_names.get(majority, str(majority))}
     metrics["masked_pixels"] = masked
     metrics["classes"] = str(classes_path)
     metrics["reference"] = str(reference_path)
@@ -280,7 +312,8 @@ def confusion_figure(result: Assessment, subject: str | None = None):
     subject : str, optional
         What was assessed, the title's first line (e.g. ``"Attention U-Net
         small, test split"``); default :func:`confusion_subject`. The
-        second line gives OA, kappa and the pixels scored.
+        second line gives OA (and, from :func:`assess`, its majority-class baseline), kappa and the
+        pixels scored.
     """
     import textwrap
 
@@ -305,7 +338,10 @@ def confusion_figure(result: Assessment, subject: str | None = None):
     ax.set_xlabel("classified")
     ax.set_ylabel("reference")
     met = result.metrics
-    title = f"OA {met['overall_accuracy']:.3f}   kappa {met['kappa']:.3f}   ({met['pixels']} px)"
+    base = met.get("baseline_majority")
+    title = (f"OA {met['overall_accuracy']:.3f}" + (f" (one class everywhere: {base['overall_accuracy']:.3f})"
+                                                     if base else "")
+             + f"   kappa {met['kappa']:.3f}   ({met['pixels']} px)")
     subject = subject or confusion_subject(result)
     if subject:  # wrapped to the figure: long file names must not run off its edges
         title = textwrap.fill(subject, width=int(fig.get_figwidth() * 10)) + "\n" + title
@@ -325,6 +361,10 @@ def format_report(result: Assessment) -> str:
     met = result.metrics
     lines = [f"Overall accuracy: {met['overall_accuracy']:.4f}", f"Cohen's kappa:    {met['kappa']:.4f}",
              f"Pixels assessed:  {met['pixels']}"]
+    base = met.get("baseline_majority")
+    if base:
+        lines.insert(1, f"  baseline:       {base['overall_accuracy']:.4f} (a map of the reference's most frequent "
+                        f"class everywhere: {base['class_id']} {base['class_name']})")
     if met.get("masked_pixels"):
         lines.append(f"Masked, not scored: {met['masked_pixels']} reference pixels (cloud, cloud shadow, snow)")
     lines += ["", f"{'Class ID':>8} | {'Class Name':<38} | {'PA':>6} | {'UA':>6} | {'F1':>6} | {'IoU':>6}"]

@@ -73,6 +73,13 @@ def test_reference_of_class_names_scores_as_its_codes(tmp_path):
     np.testing.assert_array_equal(by_name.matrix, by_code.matrix)
     assert by_name.metrics["overall_accuracy"] == by_code.metrics["overall_accuracy"] > 0.9
     assert by_name.metrics["mapping"] == {"water": 1, "Forest": 3, "urban": 4}
+    # beside it, the trivial map on the same pixels: the polygons' most frequent class (water, 809 of 1678
+    # scored pixels: forest 263, urban 606) everywhere
+    rows = by_code.matrix.sum(axis=1)
+    base = by_code.metrics["baseline_majority"]
+    assert (base["class_id"], base["class_name"]) == (1, "Water")
+    assert base["overall_accuracy"] == pytest.approx(rows.max() / rows.sum()) and 0.4 < base["overall_accuracy"] < 0.6
+    assert base["mean_iou"] == pytest.approx(base["overall_accuracy"] / 3)
     with pytest.raises(SnapPcError, match=r"class holds class names, not codes \(forest, grass, urban, water\)"):
         assess(classes, polygons, field="class")
 
@@ -217,7 +224,9 @@ def test_assess_confusion_title_names_map_and_reference(write_raster, tmp_path, 
     assert len(titles) == 1
     subject, scores = titles[0].split("\n")
     assert subject == "classes.tif vs reference.tif"
-    assert scores.startswith("OA 0.500   kappa ") and scores.endswith("(400 px)")
+    assert scores.startswith("OA 0.500 (one class everywhere: 1.000)   kappa ") and scores.endswith("(400 px)")
+    assert "  baseline:       1.0000 (a map of the reference's most frequent class everywhere: 1 Water)" \
+        in capsys.readouterr().out
 
 
 def test_confusion_title_takes_a_subject(tmp_path, titles):
