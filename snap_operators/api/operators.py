@@ -172,7 +172,7 @@ def progressive_classify(data, rules: str | os.PathLike = "mosul-5class", **para
         A preset (``mosul-5class``, ``mosul-5class-s1s2``, ``coastal-4class``)
         or a YAML/JSON rule file (``docs/rules.md``).
     **params
-        ``samplesFile``, ``samplesClassField``, ``outputStage``,
+        ``samplesFile``, ``samplesClassField``, ``samplesMapping``, ``outputStage``,
         ``outputMargin``, ``otsuSubsampling``, ``sampleTiles``, ``maskBand``. The area table is
         :func:`area_table`, not ``areaTableFile``.
 

@@ -28,8 +28,8 @@ from ..core.errors import SnapPcError
 __all__ = ["ReferenceDataError", "VectorLabels", "apply_mapping", "check_reference", "parse_mapping",
            "read_vector_labels", "reference_reader", "split_mapping"]
 
-#: The command-line option that maps a file's codes or names to class ids, by the file's role.
-MAPPING_OPTIONS = {"reference": "--mapping", "labels": "--label-mapping"}
+#: The option (or operator parameter) that maps a file's codes or names to class ids, by the file's role.
+MAPPING_OPTIONS = {"reference": "--mapping", "labels": "--label-mapping", "samplesFile": "samplesMapping"}
 
 log = logging.getLogger(__name__)
 
@@ -360,8 +360,8 @@ def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_
         ids = class_list()
         raise ReferenceDataError(
             f"{where}: {field} holds class names, not codes ({listed}): "
-            + (f"map them to class ids with {MAPPING_OPTIONS[role]} NAME:ID pairs ({found[0]}:ID,...; ids: {ids}; "
-               "names not mapped are left out)" if role in MAPPING_OPTIONS else "give an attribute of integer class codes"))
+            + f"map them to class ids with {MAPPING_OPTIONS.get(role, '--mapping')} NAME:ID pairs ({found[0]}:ID,...; "
+            f"ids: {ids}; names not mapped are left out)")
     if unmapped and not shapes:
         raise ReferenceDataError(f"{where}: none of its {field} values ({', '.join(sorted(unmapped, key=str.casefold))}) "
                                  f"is in the mapping ({', '.join(lookup)})")

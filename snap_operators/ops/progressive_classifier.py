@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..core.errors import OperatorError, ProductWriteError, SnapPcError, in_node
+from ..core.errors import OperatorError, ParameterError, ProductWriteError, SnapPcError, in_node
 from ..core.legend import MASKED, MASKED_INFO, NO_DATA, UNCLASSIFIED, UNCLASSIFIED_INFO
 from ..core.operator import Operator, TileKernel, map_tiles, register
 from ..core.outputs import output_problem, stage_text
@@ -42,6 +42,7 @@ from ..core.staging import StagedFiles
 from ..grid.areas import RASTER_TABLE_TITLE, AreaAccumulator, area_csv_text, class_areas, format_area_table
 from ..grid.crs import is_geographic
 from ..grid.regrid import grid_mismatch
+from ..io.reference import ReferenceDataError, parse_mapping
 from ..science.adaptive import resolve_rules, scene_sample, thresholds_metadata
 from ..science.classify import classify
 from ..science.cloudmask import find_mask_band, masked_pixels
@@ -143,6 +144,10 @@ class ProgressiveClassifierOp(Operator):
                       "per class, for rules with 'samples' thresholds."),
             Parameter("samplesClassField", "String", default="class_id", label="Samples class field",
                       description="Attribute of the samples file that holds the class id."),
+            Parameter("samplesMapping", "String", label="Samples class mapping",
+                      description="The samples' codes, or the class names of a samplesClassField of names, as "
+                      "class ids: e.g. 5:1,2:3 or water:1,forest:3 (codes or names not mapped are left out). "
+                      "Empty: the codes are the rule set's class ids."),
             Parameter("outputStage", "boolean", default=False, label="Output stage band",
                       description="Add a uint8 band 'stage': 1-based number of the stage that claimed the pixel, 0 none."),
             Parameter("outputMargin", "boolean", default=False, label="Output margin band",
@@ -189,6 +194,10 @@ class ProgressiveClassifierOp(Operator):
             check_samples(rules, p["samplesFile"])
         except RulesError as exc:
             raise in_node(exc, self.node_id, self.spec.alias) from None
+        try:
+            samples_mapping = parse_mapping(p["samplesMapping"], "samplesMapping")
+        except ReferenceDataError as exc:
+            raise ParameterError(str(self.error(str(exc)))) from None
         bands = self._input_bands(source, rules)
         for msg in check_index_parameters(rules, _index_parameters(source)):
             log.warning("%s: %s", self.spec.alias, msg)
@@ -200,7 +209,7 @@ class ProgressiveClassifierOp(Operator):
             if rules.needs_samples:
                 samples = read_samples(
                     p["samplesFile"], p["samplesClassField"] or "class_id", source.crs, ref.transform,
-                    ref.data.chunks, [c.value for c in rules.classes],
+                    ref.data.chunks, [c.value for c in rules.classes], mapping=samples_mapping,
                 )
             scene = None
             with_margin = bool(p["outputMargin"])

@@ -19,7 +19,7 @@ Example
 >>> from snap_operators.science.rules import load_rules
 >>> rules = load_rules("mosul-5class")
 >>> [s.class_id for s in rules.stages]
-[1, 3, 4, 5, 2]
+[1, 4, 4, 3, 2, 5]
 """
 
 from __future__ import annotations
@@ -709,6 +709,7 @@ def read_samples(
     transform: Any,
     chunks: tuple[tuple[int, ...], tuple[int, ...]],
     class_ids: Sequence[int],
+    mapping: Mapping[int, int] | Mapping[str, int] | None = None,
 ) -> SampleSet:
     """Read sample polygons/points from a vector file and rasterize them per chunk.
 
@@ -718,7 +719,10 @@ def read_samples(
     a point) are samples of the feature's `class_field` value; where samples
     overlap, the later feature in the file wins; features without a value
     are left out. The image grid is `transform` with Dask `chunks`; chunks
-    without samples are skipped.
+    without samples are skipped. `mapping` (``samplesMapping``, as
+    :func:`snap_operators.io.reference.parse_mapping` reads it) maps the file's
+    codes, or the class names of a `class_field` of names, to class ids; codes
+    or names not mapped are left out.
 
     Raises
     ------
@@ -729,15 +733,23 @@ def read_samples(
     from rasterio.windows import Window
     from rasterio.windows import transform as window_transform
 
-    from ..io.reference import ReferenceDataError, read_vector_labels
+    from ..io.reference import ReferenceDataError, VectorLabels, apply_mapping, read_vector_labels, split_mapping
 
     where = f"samplesFile {path}"
     if crs is None or transform is None:
         raise RulesError(f"{where}: the image has no map geocoding, so samples cannot be placed on it")
+    names, codes = split_mapping(mapping)
     try:
-        samples = read_vector_labels(path, class_field, crs, role="samplesFile", field_option="samplesClassField")
+        samples = read_vector_labels(path, class_field, crs, role="samplesFile", field_option="samplesClassField",
+                                     names=names)
     except ReferenceDataError as exc:
         raise RulesError(str(exc)) from None
+    if codes:
+        ids = apply_mapping(samples.codes, codes)
+        if not (ids > 0).any():
+            found = ", ".join(map(str, np.unique(samples.codes)[:12].tolist()))
+            raise RulesError(f"{where}: samplesMapping maps none of its {class_field} codes ({found})")
+        samples = VectorLabels(samples.geoms[ids > 0], ids[ids > 0])
     foreign = [c for c in samples.codes.tolist() if c not in class_ids]
     if foreign:
         raise RulesError(f"{where}: {class_field} = {foreign[0]} is not a class of the rule set "

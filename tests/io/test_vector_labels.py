@@ -131,7 +131,8 @@ def test_class_names_are_read_through_a_mapping(tmp_path, caplog):
     msg = str(exc.value)
     assert msg.startswith("reference ") and "label holds class names, not codes (Forest, grass, water ): map them " \
         "to class ids with --mapping NAME:ID pairs (Forest:ID,...; ids: 1 Water, 2 Bare Soil, 3 Trees" in msg
-    with pytest.raises(RulesError, match="label holds class names, not codes .*: give an attribute of integer class codes$"):
+    with pytest.raises(RulesError, match=r"label holds class names, not codes .*: map them to class ids with "
+                                         r"samplesMapping NAME:ID pairs"):
         samples_array(path)
     codes = write_labels(tmp_path / "codes.gpkg", [(polygon(5, 5, 30, 20), 3), (polygon(20, 15, 45, 40), 1)])
     with caplog.at_level("WARNING"):

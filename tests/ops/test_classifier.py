@@ -2,6 +2,7 @@
 
 import functools
 import math
+from pathlib import Path
 
 import dask.array as da
 import fiona
@@ -363,6 +364,40 @@ def test_samples_mode_with_points_and_polygons_in_another_crs(product, tmp_path)
     assert trees["min_mode"] == "samples"
     with pytest.raises(ParameterError, match="no attribute 'class_id'.*label"):
         run_op(product({"NDVI": ndvi, "NDWI": ndwi}), rules=_samples_rules(tmp_path), samplesFile=str(samples))
+
+
+@pytest.mark.real_data
+def test_samples_of_class_names_or_other_codes_read_through_samples_mapping(tmp_path):
+    """Real: the Aberystwyth polygons (tests/data) carry a code (1 water, 2 forest, 3 grass, 4 urban) and a
+    name per polygon. As samples of water (1) and trees (3) they give the same thresholds by name as by
+    code, each through a samplesMapping; without one the names are refused with the parameter to set."""
+    from snap_operators import api
+
+    root = Path(__file__).resolve().parents[2] / "tests" / "data" / "aberystwyth"
+    polygons = root / "class_polygons.geojson"
+    indices = api.spectral_indices(api.open_product(root / "s2_20210527_sref.tif"), ["NDVI", "NDWI"])
+    rules = _samples_rules(tmp_path)
+
+    def thresholds(**params):
+        classes = run_op(indices, rules=rules, samplesFile=str(polygons), **params).target
+        st = classes.metadata.element("ProgressiveClassifier")
+        return [st.element(f"stage_{i}").element("condition").attributes for i in (1, 2)]
+
+    by_code = thresholds(samplesClassField="class_code", samplesMapping="1:1,2:3")
+    by_name = thresholds(samplesClassField="class", samplesMapping="Water:1, forest:3")
+    assert by_code == by_name
+    water, trees = by_code
+    assert water["min_mode"] == trees["min_mode"] == "samples"
+    assert water["min"] > 0 and 0.6 < trees["min"] < trees["max"]  # clear water's NDWI; forest's NDVI
+    # grass (3 in the file's codes) is not trees' samples through the mapping: without it, it would be
+    assert thresholds(samplesClassField="class_code", samplesMapping="1:1,3:3")[1]["min"] != trees["min"]
+    with pytest.raises(ParameterError, match=r"class holds class names, not codes .*map them to class ids with "
+                                             r"samplesMapping NAME:ID pairs"):
+        thresholds(samplesClassField="class")
+    with pytest.raises(ParameterError, match=r"samplesMapping maps none of its class_code codes \(1, 2, 3, 4\)"):
+        thresholds(samplesClassField="class_code", samplesMapping="7:1")
+    with pytest.raises(ParameterError, match=r"ProgressiveClassifier: samplesMapping: cannot read 'water'"):
+        thresholds(samplesClassField="class", samplesMapping="water")
 
 
 # --- areas ---------------------------------------------------------------------
