@@ -20,6 +20,7 @@ import numpy as np
 from snap_operators.apps.assess import (
     accuracy_metrics,
     add_pairs,
+    mcnemar_p,
     pair_labels,
     pair_matrix,
     scored_reference,
@@ -207,7 +208,9 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     Returns
     -------
     dict
-        ``{"reference", "pixels", "unet": metrics, "rules": metrics, "recall_change": {class: unet - rules}}``;
+        ``{"reference", "pixels", "unet": metrics, "rules": metrics, "recall_change": {class: unet - rules},
+        "mcnemar": {map: {"right_only_here", "right_only_in_rules", "p_value"}}}`` (McNemar's test of
+        each map's difference to the rules: :func:`snap_operators.apps.assess.mcnemar_p`);
         the metrics as :func:`snap_operators.apps.assess.accuracy_metrics` gives them (overall
         accuracy, kappa, per-class producer's/user's accuracy, F1, IoU). The pixels are those the
         reference labels and every map saw (no-data and masked pixels left out of all).
@@ -222,6 +225,8 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
 
     extra = {name: path for name, path in (("fused", fused), ("start", start)) if path}
     pairs: dict[str, dict[tuple[int, int], int]] = {"unet": {}, "rules": {}, **{name: {} for name in extra}}
+    # pixels each map has right where the rules are wrong, and the reverse: McNemar's test of the difference
+    discordant = {name: [0, 0] for name in pairs if name != "rules"}
     with rasterio.open(classes) as ds:
         grid = (ds.crs, ds.transform, ds.width, ds.height)
         read_ref = reference_reader(reference, *grid, field=field, mapping=mapping)
@@ -240,6 +245,11 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
                 valid &= (m != NO_DATA) & (m != MASKED)
             for name, m in maps.items():
                 add_pairs(pairs[name], ref[valid], m[valid])
+            rules_right = maps["rules"][valid] == ref[valid]
+            for name in discordant:
+                right = maps[name][valid] == ref[valid]
+                discordant[name][0] += int(np.count_nonzero(right & ~rules_right))
+                discordant[name][1] += int(np.count_nonzero(~right & rules_right))
     if not pairs["unet"]:
         raise SnapPcError(f"no pixel of {reference} is labelled inside the training image "
                           "(check extents, CRS, --reference-field and --mapping)")
@@ -255,6 +265,8 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         metrics["per_class"] = [p for p in metrics["per_class"] if p["class_id"] in ref_classes]
         out[name] = metrics
     out["pixels"] = int(sum(pairs["unet"].values()))
+    out["mcnemar"] = {name: {"right_only_here": a, "right_only_in_rules": b, "p_value": mcnemar_p(a, b)}
+                      for name, (a, b) in discordant.items()}
     rules_recall = {p["class_id"]: p["producers_accuracy"] for p in out["rules"]["per_class"]}
     for name, key in (("unet", "recall_change"), ("fused", "fused_recall_change"), ("start", "start_recall_change")):
         if name in out:
@@ -262,6 +274,19 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
                         for p in out[name]["per_class"]
                         if p["producers_accuracy"] is not None and rules_recall.get(p["class_id"]) is not None}
     return out
+
+
+def _mcnemar_lines(result: dict, labels: str) -> list[str]:
+    """The McNemar line of :func:`format_comparison` (none for a result of before the test was added)."""
+    tests = result.get("mcnemar")
+    if not tests:
+        return []
+    names = {"unet": "U-Net", "fused": "fused", "start": "start model (--init)"}
+    parts = [f"{names[name]} right where the {labels} are wrong on {t['right_only_here']} px, the reverse on "
+             f"{t['right_only_in_rules']} px: " + (f"p = {t['p_value']:.2g}" if t["p_value"] >= 1e-4 else "p < 0.0001")
+             for name, t in tests.items()]
+    return ["McNemar test of the difference (neighbouring pixels are not independent: p understates the doubt): "
+            + "; ".join(parts)]
 
 
 def format_comparison(result: dict) -> list[str]:
@@ -280,6 +305,7 @@ def format_comparison(result: dict) -> list[str]:
              f"{u['overall_accuracy']:.3f}, {labels} {oa:.3f} (U-Net {u['overall_accuracy'] - oa:+.3f})"
              + (f", U-Net read with testTimeAugmentation {result['augmentation']}"
                 if result.get("augmentation", "none") != "none" else "") + fused_text + start_text,
+             *_mcnemar_lines(result, labels),
              f"| class | recall U-Net | recall {labels} | change |" + (" recall fused | change |" if f else ""),
              "|---|---|---|---|" + ("---|---|" if f else "")]
     recall = {name: {p["class_id"]: p["producers_accuracy"] for p in m["per_class"]}

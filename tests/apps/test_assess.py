@@ -270,3 +270,18 @@ def test_a_reference_in_another_legend_is_warned_of_and_255_is_no_data(write_ras
     assert res.metrics["overall_accuracy"] == pytest.approx(12 / 17) and 7 in res.labels
     assert "holds code(s) 7 (100 px), which class map" in caplog.text
     assert "a reference in another legend needs --mapping CODE:ID pairs" in caplog.text
+
+
+def test_mcnemar_p_is_the_exact_binomial_then_its_chi_square():
+    """Two maps on the same pixels: 9 pixels right only in one, 1 only in the other. Exact two-sided:
+    2 * (C(10,0) + C(10,1)) / 2^10 = 22/1024. Beyond 1000 discordant pixels the continuity-corrected
+    chi-square, which agrees with the exact test there to a few per cent."""
+    from math import comb
+
+    from snap_operators.apps.assess import mcnemar_p
+
+    assert mcnemar_p(9, 1) == mcnemar_p(1, 9) == pytest.approx(22 / 1024)
+    assert mcnemar_p(0, 0) == mcnemar_p(5, 5) == 1.0 and mcnemar_p(0, 1) == 1.0
+    exact = 2 * sum(comb(1001, i) for i in range(431)) / 2.0 ** 1001  # 430 vs 571
+    assert mcnemar_p(430, 571) == pytest.approx(exact, rel=0.05) and mcnemar_p(430, 571) < 1e-4
+    assert mcnemar_p(480, 520) == pytest.approx(0.2174, abs=1e-3)  # exact, n = 1000

@@ -474,6 +474,14 @@ def test_cli_train_scores_the_map_the_inference_graph_writes(dataset, tmp_path, 
     ref = json.loads((tmp_path / "f.metrics.json").read_text())["reference"]
     assert ref["min_rule_margin"] == 0.1 and ref["rules_map"] == str(rules_map)
     assert ref["fused"]["pixels"] == ref["unet"]["pixels"] == ref["pixels"] > 0
+    # McNemar's counts are the pixels right in one map only: their difference is the two maps' OA difference
+    for name in ("unet", "fused"):
+        t = ref["mcnemar"][name]
+        assert (t["right_only_here"] - t["right_only_in_rules"]) / ref["pixels"] == pytest.approx(
+            ref[name]["overall_accuracy"] - ref["rules"]["overall_accuracy"], abs=1e-12)
+        assert 0 <= t["p_value"] <= 1
+    assert ("McNemar test of the difference (neighbouring pixels are not independent: p understates the doubt): "
+            f"U-Net right where the rules are wrong on {ref['mcnemar']['unet']['right_only_here']} px") in out
     assert "their fusion" in (tmp_path / "f.card.md").read_text()
     # the fused map: the rules' class where their margin reaches 0.1, the network's elsewhere
     with rasterio.open(rules_map) as r, rasterio.open(tmp_path / "f.classes.tif") as u, \
