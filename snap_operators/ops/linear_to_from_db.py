@@ -23,7 +23,10 @@ Where it differs from SNAP, on purpose:
   intensity in dB, are refused (the engine reads no complex products);
 * a band whose values contradict its unit (read as linear but mostly below 0,
   so already dB; read as dB but never below 0, so intensity) is refused: the
-  conversion would give NaN, or nonsense, everywhere.
+  conversion would give NaN, or nonsense, everywhere;
+* a band with a class legend (a class map's ``class_id``, ``CloudMask``'s
+  ``cloud_mask`` in a collocated product) is not backscatter: named in
+  ``sourceBands`` it is refused, and every band (the default) leaves it out.
 
 The per-tile arithmetic is :func:`snap_operators.science.backscatter.convert_tile`.
 """
@@ -31,6 +34,7 @@ The per-tile arithmetic is :func:`snap_operators.science.backscatter.convert_til
 from __future__ import annotations
 
 import functools
+import logging
 
 import numpy as np
 
@@ -39,6 +43,8 @@ from ..core.product import Band, Product
 from ..core.spec import OperatorSpec, Parameter, SourceSpec
 from ..science import backscatter, guards
 from ..science.backscatter import DB_SUFFIX
+
+log = logging.getLogger(__name__)
 
 #: Units SNAP's operator cannot convert (``Unit.REAL``, ``Unit.IMAGINARY``).
 COMPLEX_UNITS = ("real", "imaginary")
@@ -61,11 +67,18 @@ class LinearToFromdBOp(Operator):
 
     def initialize(self) -> Product:
         source = self.source_product()
-        wanted = self.parameters["sourceBands"] or list(source.bands)
+        named = self.parameters["sourceBands"]
+        wanted = named or list(source.bands)
         self.require_bands(source, wanted)
-        bands, to_db = [], {}
+        bands, to_db, classes = [], {}, []
         for name in wanted:
             band = source.band(name)
+            if band.classes:  # a class map's or a cloud mask's band: its logarithm means nothing
+                if named:
+                    raise self.error(f"band '{name}' holds classes ({len(band.classes)} in its legend), not "
+                                     "backscatter: there is nothing to convert")
+                classes.append(name)
+                continue
             unit = band.unit or "amplitude"  # SNAP's assumption for a band without a unit
             if unit.strip().lower() in COMPLEX_UNITS:
                 raise self.error(f"band '{name}' is the {unit} part of complex data; the engine reads no complex "
@@ -82,8 +95,11 @@ class LinearToFromdBOp(Operator):
             self._check_values(band, is_db)  # a sample read: only of the bands converted
             to_db[target] = not is_db
             bands.append((target, band, target_unit))
+        if classes:
+            log.info("%s: class band(s) %s left out (not backscatter)", self.spec.alias, ", ".join(classes))
         if not bands:
-            raise self.error(f"product '{source.name}' has no band to convert")
+            raise self.error(f"product '{source.name}' has no band to convert"
+                             + (f" (its class band(s) {', '.join(classes)} are not backscatter)" if classes else ""))
         inputs = {target: band.data for target, band, _ in bands}
         func = functools.partial(backscatter.convert_tile, to_db=to_db,
                                  no_data={target: band.no_data for target, band, _ in bands})

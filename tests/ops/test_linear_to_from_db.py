@@ -140,3 +140,24 @@ def test_the_engine_runs_it_and_gpt_help_describes_it():
       <node id="a"><operator>LinearToFromdB</operator><sources/><parameters/></node></graph>""")
     with pytest.raises(OperatorError, match="no source product"):
         build(graph)
+
+
+def test_class_bands_are_not_backscatter(linear, tmp_path):
+    """A class map given to it was converted to dB without a word (20 log10 of class ids, as SNAP would); a
+    collocated S1+S2 product's cloud_mask would have been too. Named, such a band is refused; by default it
+    is left out, and a product of class bands only has nothing to convert."""
+    from snap_operators.core.legend import LAND_COVER
+
+    classes = np.tile(np.array([[1, 3, 4]], np.uint8), (30, 10))
+    only = _product(classes, None, name="class_id")
+    only.band("class_id").classes = list(LAND_COVER)
+    with pytest.raises(OperatorError, match=r"band 'class_id' holds classes \(5 in its legend\), not backscatter"):
+        convert(only, sourceBands=["class_id"])
+    with pytest.raises(OperatorError, match=r"has no band to convert \(its class band\(s\) class_id are not "):
+        convert(only)
+    s1 = open_product(linear)
+    mixed = Product("p", bands={**{n: s1.band(n) for n in s1.bands},
+                                "cloud_mask": Band("cloud_mask", da.zeros(s1.band("Sigma0_VV").shape, dtype=np.uint8,
+                                                                         chunks=60),
+                                                   s1.band("Sigma0_VV").transform, classes=list(LAND_COVER[:2]))})
+    assert list(convert(mixed).bands) == ["Sigma0_VV_db", "Sigma0_VH_db"]
