@@ -18,8 +18,10 @@ from typing import Mapping
 import numpy as np
 
 from snap_operators.apps.assess import (
+    MCNEMAR_TITLE,
     accuracy_metrics,
     add_pairs,
+    format_p,
     mcnemar_p,
     pair_labels,
     pair_matrix,
@@ -283,10 +285,8 @@ def _mcnemar_lines(result: dict, labels: str) -> list[str]:
         return []
     names = {"unet": "U-Net", "fused": "fused", "start": "start model (--init)"}
     parts = [f"{names[name]} right where the {labels} are wrong on {t['right_only_here']} px, the reverse on "
-             f"{t['right_only_in_rules']} px: " + (f"p = {t['p_value']:.2g}" if t["p_value"] >= 1e-4 else "p < 0.0001")
-             for name, t in tests.items()]
-    return ["McNemar test of the difference (neighbouring pixels are not independent: p understates the doubt): "
-            + "; ".join(parts)]
+             f"{t['right_only_in_rules']} px: {format_p(t['p_value'])}" for name, t in tests.items()]
+    return [f"{MCNEMAR_TITLE}: " + "; ".join(parts)]
 
 
 def format_comparison(result: dict) -> list[str]:

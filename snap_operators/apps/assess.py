@@ -187,6 +187,19 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return math.erfc(math.sqrt(chi2 / 2))
 
 
+#: How the reports introduce McNemar's test on pixel references.
+MCNEMAR_TITLE = "McNemar test of the difference (neighbouring pixels are not independent: p understates the doubt)"
+
+
+def format_p(p: float) -> str:
+    """A p-value as the reports print it: two figures, or below 0.0001.
+
+    >>> format_p(0.0501), format_p(1.0), format_p(3e-9)
+    ('p = 0.05', 'p = 1', 'p < 0.0001')
+    """
+    return f"p = {p:.2g}" if p >= 1e-4 else "p < 0.0001"
+
+
 def constant_map_scores(matrix: np.ndarray, labels: Sequence[int], class_id: int) -> dict:
     """Scores of a map of `class_id` everywhere, on the pixels of a confusion matrix: the trivial baseline.
 
@@ -224,7 +237,7 @@ class Assessment:
 
 def assess(classes_path: str | Path, reference_path: str | Path, *, field: str | None = None,
            mapping: Mapping[int, int] | Mapping[str, int] | None = None,
-           names: Mapping[int, str] | None = None) -> Assessment:
+           names: Mapping[int, str] | None = None, compare: str | Path | None = None) -> Assessment:
     """Compare a class raster with a reference raster or vector file.
 
     Parameters
@@ -242,18 +255,26 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
         Reference code -> class id, or (a vector attribute of names) class
         name -> class id (:func:`parse_mapping`); codes or names not mapped
         are left out. Without a mapping reference codes are used as class ids.
+    compare : path, optional
+        A second class raster on the same grid (the rules' map beside the network's): both are
+        scored on the pixels both map (masked or without data in either, left out of both), its
+        metrics under ``"compare"`` and McNemar's test of the difference under ``"mcnemar"``
+        (:func:`mcnemar_p`).
     """
-    import rasterio
+    import contextlib
+
     from rasterio.windows import Window
 
     mapping = dict(mapping or {})
-    try:
-        cls_ds = rasterio.open(classes_path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise SnapPcError(f"cannot open class map {classes_path}: {exc}") from None
-    with cls_ds:
-        if cls_ds.crs is None:
-            raise SnapPcError(f"class map {classes_path} has no CRS")
+    paths = [classes_path] + ([compare] if compare is not None else [])
+    with contextlib.ExitStack() as stack:
+        maps = [stack.enter_context(_open_class_map(path)) for path in paths]
+        cls_ds = maps[0]
+        for path, ds in zip(paths[1:], maps[1:]):
+            if (ds.crs, ds.transform, ds.width, ds.height) != (cls_ds.crs, cls_ds.transform, cls_ds.width,
+                                                               cls_ds.height):
+                raise SnapPcError(f"class map {path} is not on the grid of {classes_path}: a pixel-by-pixel "
+                                  "comparison needs one grid (Collocate or Resample one onto the other)")
         ref_reader = reference_reader(reference_path, cls_ds.crs, cls_ds.transform, cls_ds.width, cls_ds.height, field,
                                       mapping=mapping)
         class_names = dict(CLASS_NAMES)
@@ -264,40 +285,74 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
             except (ValueError, AttributeError):
                 pass
         class_names.update(names or {})
-        acc: dict[tuple[int, int], int] = {}
+        accs: list[dict[tuple[int, int], int]] = [{} for _ in maps]
         masked = 0
+        only = [0, 0]  # pixels right in the class map only, in the compared map only
         for row0 in range(0, cls_ds.height, WINDOW_ROWS):
             win = Window(0, row0, cls_ds.width, min(WINDOW_ROWS, cls_ds.height - row0))
-            cls = cls_ds.read(1, window=win)
             ref = ref_reader(win)
-            valid = scored_reference(ref) & (cls != NO_DATA)
-            if cls_ds.nodata is not None:
-                valid &= cls != cls_ds.nodata
-            is_masked = valid & (cls == MASKED)
+            valid = scored_reference(ref)
+            blocks = []
+            for ds in maps:
+                cls = ds.read(1, window=win)
+                valid &= cls != NO_DATA
+                if ds.nodata is not None:
+                    valid &= cls != ds.nodata
+                blocks.append(cls)
+            is_masked = valid & np.logical_or.reduce([cls == MASKED for cls in blocks])
             masked += int(is_masked.sum())
             valid &= ~is_masked
-            add_pairs(acc, ref[valid], cls[valid])
-    ref_labels = sorted({r for r, _ in acc})
+            for acc, cls in zip(accs, blocks):
+                add_pairs(acc, ref[valid], cls[valid])
+            if compare is not None:
+                right, right_other = (cls[valid] == ref[valid] for cls in blocks)
+                only[0] += int(np.count_nonzero(right & ~right_other))
+                only[1] += int(np.count_nonzero(~right & right_other))
+    acc = accs[0]
     if not acc:
         if masked:
             raise SnapPcError(f"every reference pixel of the class map is masked (cloud, cloud shadow, snow: "
                               f"{masked} pixels); nothing to assess")
         raise SnapPcError("no pixel is labelled in both the class map and the reference (check extents, CRS and --mapping)")
     warn_foreign_reference(acc, class_names, reference_path, classes_path, mapped=bool(mapping))
+    labels, m, metrics = _map_scores(acc, class_names)
+    metrics["masked_pixels"] = masked
+    metrics["classes"] = str(classes_path)
+    metrics["reference"] = str(reference_path)
+    metrics["mapping"] = {str(k): v for k, v in mapping.items()}
+    if compare is not None:
+        metrics["compare"] = {**_map_scores(accs[1], class_names)[2], "classes": str(compare)}
+        metrics["mcnemar"] = {"right_only_in_classes": only[0], "right_only_in_compare": only[1],
+                              "p_value": mcnemar_p(*only)}
+    return Assessment(labels, m, metrics)
+
+
+def _open_class_map(path):
+    import rasterio
+
+    try:
+        ds = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise SnapPcError(f"cannot open class map {path}: {exc}") from None
+    if ds.crs is None:
+        ds.close()
+        raise SnapPcError(f"class map {path} has no CRS")
+    return ds
+
+
+def _map_scores(acc: dict[tuple[int, int], int], class_names: Mapping[int, str]) -> tuple[list[int], np.ndarray, dict]:
+    """``(labels, matrix, metrics)`` of one map's pair counts: :func:`accuracy_metrics` with the classes
+    of the reference or the map only, and the trivial baseline (``baseline_majority``)."""
+    ref_labels = {r for r, _ in acc}
     labels = pair_labels(acc)
     m = pair_matrix(acc, labels)
     metrics = accuracy_metrics(m, labels, class_names)
     metrics["per_class"] = [p for p in metrics["per_class"] if p["class_id"] in ref_labels or p["classified_pixels"]]
     metrics["labels"] = labels
-    rows = m.sum(axis=1)
-    majority = labels[int(np.argmax(rows))]  # a map of the reference's most frequent class everywhere
+    majority = labels[int(np.argmax(m.sum(axis=1)))]  # a map of the reference's most frequent class everywhere
     metrics["baseline_majority"] = {**constant_map_scores(m, labels, majority),
                                     "class_name": class_names.get(majority, str(majority))}
-    metrics["masked_pixels"] = masked
-    metrics["classes"] = str(classes_path)
-    metrics["reference"] = str(reference_path)
-    metrics["mapping"] = {str(k): v for k, v in mapping.items()}
-    return Assessment(labels, m, metrics)
+    return labels, m, metrics
 
 
 def write_report(result: Assessment, out_dir: str | Path) -> dict[str, Path]:
@@ -404,6 +459,20 @@ def format_report(result: Assessment) -> str:
     for p in met["per_class"]:
         lines.append(f"{p['class_id']:>8} | {p['class_name'][:38]:<38} | {f(p['producers_accuracy'])} | "
                      f"{f(p['users_accuracy'])} | {f(p['f1'])} | {f(p['iou'])}")
+    other = met.get("compare")
+    if other:
+        a, b = Path(met["classes"]).name, Path(other["classes"]).name
+        t = met["mcnemar"]
+        lines += ["", f"Compared on the same pixels: {b} overall accuracy {other['overall_accuracy']:.4f}, kappa "
+                      f"{other['kappa']:.4f} ({a} {met['overall_accuracy'] - other['overall_accuracy']:+.4f})",
+                  f"{MCNEMAR_TITLE}: {a} right where {b} is wrong on {t['right_only_in_classes']} px, the reverse on "
+                  f"{t['right_only_in_compare']} px: {format_p(t['p_value'])}",
+                  "", f"{'Class ID':>8} | {'Class Name':<38} | {'PA':>6} | {'PA cmp':>6} | {'UA':>6} | {'UA cmp':>6}"]
+        theirs = {p["class_id"]: p for p in other["per_class"]}
+        for p in met["per_class"]:
+            q = theirs.get(p["class_id"], {})
+            lines.append(f"{p['class_id']:>8} | {p['class_name'][:38]:<38} | {f(p['producers_accuracy'])} | "
+                         f"{f(q.get('producers_accuracy'))} | {f(p['users_accuracy'])} | {f(q.get('users_accuracy'))}")
     return "\n".join(lines)
 
 
@@ -415,19 +484,24 @@ def add_command(sub) -> None:
         description="Confusion matrix, overall accuracy, Cohen's kappa, producer's/user's accuracy, F1 and IoU "
         "per class of a class map against a reference. Writes metrics.json, confusion_matrix.csv and "
         "confusion_matrix.png into --out.",
-        epilog="example: snap-pc assess --classes classes.tif --reference LULC.tif --mapping 2:3,5:1,8:4 --out assess/",
+        epilog="examples: snap-pc assess --classes classes.tif --reference LULC.tif --mapping 2:3,5:1,8:4 --out assess/; "
+        "snap-pc assess --classes unet.tif --compare rules.tif --reference ref.gpkg --field class "
+        "--mapping water:1,forest:3,urban:4",
     )
     p.add_argument("--classes", required=True, help="class map (GeoTIFF, class ids, 255 = no-data)")
     p.add_argument("--reference", required=True, help="reference raster or vector file (GeoPackage, Shapefile, ...)")
     p.add_argument("--field", help="class attribute of a vector reference")
     p.add_argument("--mapping", help="reference code -> class id pairs, e.g. 5:1,2:3, or class name -> class id "
                    "pairs for a vector attribute of names, e.g. water:1,forest:3 (unmapped codes or names are left out)")
+    p.add_argument("--compare", metavar="MAP", help="a second class map on the same grid (e.g. the rules' map beside "
+                   "the U-Net's): both scored on the pixels both map, with McNemar's test of the difference")
     p.add_argument("--out", help="folder for metrics.json, confusion_matrix.csv/png")
     p.set_defaults(handler=_cmd_assess)
 
 
 def _cmd_assess(args) -> int:
-    result = assess(args.classes, args.reference, field=args.field, mapping=parse_mapping(args.mapping))
+    result = assess(args.classes, args.reference, field=args.field, mapping=parse_mapping(args.mapping),
+                    compare=args.compare)
     print(format_report(result))
     if args.out:
         paths = write_report(result, args.out)

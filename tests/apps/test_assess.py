@@ -188,6 +188,14 @@ def test_masked_pixels_are_not_scored_but_counted(write_raster, tmp_path):
     write_raster(tmp_path / "all.tif", np.full((2, 4), 254, np.uint8), nodata=255)
     with pytest.raises(SnapPcError, match="every reference pixel of the class map is masked"):
         assess(tmp_path / "all.tif", tmp_path / "r.tif")
+    # compared with a map masked or without data elsewhere: both scored where both map, by hand
+    other = np.array([[1, 254, 1, 1], [255, 2, 1, 2]], np.uint8)
+    write_raster(tmp_path / "o.tif", other, nodata=255)
+    res = assess(tmp_path / "c.tif", tmp_path / "r.tif", compare=tmp_path / "o.tif")
+    # scored: (0,0) ref 1: c 1, o 1; (1,1) ref 2: c 2, o 2; (1,2) ref 1: c 2, o 1 -> masked 2 ((0,1), (0,2))
+    assert res.metrics["pixels"] == res.metrics["compare"]["pixels"] == 3 and res.metrics["masked_pixels"] == 2
+    assert res.metrics["overall_accuracy"] == pytest.approx(2 / 3) and res.metrics["compare"]["overall_accuracy"] == 1
+    assert res.metrics["mcnemar"] == {"right_only_in_classes": 0, "right_only_in_compare": 1, "p_value": 1.0}
 
 
 # --- confusion figure titles: which map, which split ----------------------------------------------
@@ -285,3 +293,46 @@ def test_mcnemar_p_is_the_exact_binomial_then_its_chi_square():
     exact = 2 * sum(comb(1001, i) for i in range(431)) / 2.0 ** 1001  # 430 vs 571
     assert mcnemar_p(430, 571) == pytest.approx(exact, rel=0.05) and mcnemar_p(430, 571) < 1e-4
     assert mcnemar_p(480, 520) == pytest.approx(0.2174, abs=1e-3)  # exact, n = 1000
+
+
+@pytest.mark.real_data
+def test_two_maps_compared_on_the_same_pixels_with_mcnemar(tmp_path, capsys):
+    """Real: Aberystwyth's rules map (the S2 graph) and the shipped model's map (the inference graph), both
+    against the hand-drawn polygons: scored on the same pixels, their OA difference is McNemar's counts'
+    difference over those pixels; a map on another grid is refused."""
+    from pathlib import Path
+
+    import rasterio
+
+    pytest.importorskip("onnxruntime")
+    root = Path(__file__).resolve().parents[2]
+    scene = root / "tests" / "data" / "aberystwyth"
+    for graph, out in (("progressive_classifier_s2", "rules.tif"), ("unet_inference", "unet.tif")):
+        code = main(["run", str(root / "graphs" / f"{graph}.xml"), f"-Pinput={scene / 's2_20210527_sref.tif'}",
+                     f"-Poutput={tmp_path / out}", "-Plabels=", "--quiet"])
+        assert code == 0, capsys.readouterr().err
+    args = ["assess", "--classes", str(tmp_path / "unet.tif"), "--compare", str(tmp_path / "rules.tif"),
+            "--reference", str(scene / "class_polygons.geojson"), "--field", "class",
+            "--mapping", "water:1,forest:3,urban:4", "--out", str(tmp_path / "acc")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    met = json.loads((tmp_path / "acc" / "metrics.json").read_text())
+    other, t = met["compare"], met["mcnemar"]
+    assert other["pixels"] == met["pixels"] > 1000 and other["classes"] == str(tmp_path / "rules.tif")
+    assert (t["right_only_in_classes"] - t["right_only_in_compare"]) / met["pixels"] == pytest.approx(
+        met["overall_accuracy"] - other["overall_accuracy"], abs=1e-12)
+    assert "McNemar test of the difference" in out and "unet.tif right where rules.tif is wrong on" in out
+    # neither map masks a pixel of the polygons: the rules' map alone scores the same
+    alone = assess(tmp_path / "rules.tif", scene / "class_polygons.geojson", field="class",
+                   mapping=parse_mapping("water:1,forest:3,urban:4"))
+    assert alone.metrics["masked_pixels"] == met["masked_pixels"] == 0
+    assert alone.metrics["overall_accuracy"] == pytest.approx(other["overall_accuracy"])
+    assert alone.metrics["baseline_majority"] == other["baseline_majority"]
+    with rasterio.open(tmp_path / "rules.tif") as src:  # the same map 10 m east: another grid
+        profile, data = src.profile, src.read()
+    profile["transform"] = rasterio.Affine.translation(10, 0) @ profile["transform"]
+    with rasterio.open(tmp_path / "shifted.tif", "w", **profile) as dst:
+        dst.write(data)
+    with pytest.raises(SnapPcError, match=r"shifted.tif is not on the grid of .*unet.tif: a pixel-by-pixel "):
+        assess(tmp_path / "unet.tif", scene / "class_polygons.geojson", field="class",
+               mapping=parse_mapping("water:1,forest:3,urban:4"), compare=tmp_path / "shifted.tif")
