@@ -4,10 +4,11 @@ Agreement with the training labels says how well the network imitates the
 Progressive Classifier's masks, not whether it maps land cover better. With
 a reference (field polygons, a land-cover product), :func:`compare_with_reference`
 scores both on the same pixels: the network's class map over the whole
-training image, and the rules' map (the label masks the network was trained
-on, rasterized on the same grid). Given the rules' class map with its margin,
-it also scores the map the inference graph writes: the two fused by
-``RuleFusion`` (:func:`fuse_scene`).
+training image, and the rules' map (given it, with its margin; else the
+label masks the network was trained on, rasterized on the same grid). Given
+the rules' map, it also scores the map the inference graph writes: the two
+fused by ``RuleFusion`` (:func:`fuse_scene`). McNemar's test says whether
+each difference to the rules is more than chance.
 """
 
 from __future__ import annotations
@@ -180,8 +181,8 @@ def fuse_scene(classes: str | Path, rules_map: str | Path, out: str | Path, *,
 
 def compare_with_reference(classes: str | Path, info: dict, reference: str | Path, *, field: str | None = None,
                            mapping: Mapping[int, int] | Mapping[str, int] | None = None,
-                           fused: str | Path | None = None,
-                           start: str | Path | None = None) -> dict:
+                           fused: str | Path | None = None, start: str | Path | None = None,
+                           rules_map: str | Path | None = None) -> dict:
     """Accuracy of the network's class map and of the rules' map against `reference`, on the same pixels.
 
     Parameters
@@ -189,9 +190,10 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     classes : path
         The network's class map of the training image (:func:`predict_scene`).
     info : dict
-        The dataset's ``dataset.json``: its ``labels`` (the rules' label masks, or labels
-        of another legend read through its ``label_mapping``) are rasterized onto the class
-        map's grid and scored as ``"rules"`` (``"labels_name"`` says which they are).
+        The dataset's ``dataset.json``: without `rules_map`, its ``labels`` (the rules' label
+        masks, or labels of another legend read through its ``label_mapping``) are rasterized
+        onto the class map's grid and scored as ``"rules"`` (``"labels_name"`` says which they
+        are; ``"rules_source"`` is ``"labels"``).
     reference : path
         Reference raster (any grid) or vector file, read as ``snap-pc assess`` reads it.
     field : str, optional
@@ -206,6 +208,11 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     start : path, optional
         The class map of the model a fine-tuning started from (``--init``), on the class map's
         grid: scored too, as ``"start"``, with ``"start_recall_change"`` (start - rules).
+    rules_map : path, optional
+        The rules' class map on the class map's grid (``--rules-map``; its first band, the class):
+        scored as ``"rules"`` instead of the labels (``"rules_source"``: ``"map"``), the map the
+        issue's figures and the benchmark compare with, before the label masks' minimum mapping
+        unit smoothed it.
 
     Returns
     -------
@@ -233,8 +240,9 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         grid = (ds.crs, ds.transform, ds.width, ds.height)
         read_ref = reference_reader(reference, *grid, field=field, mapping=mapping)
         readers = {"unet": lambda win: ds.read(1, window=win).astype(np.int64),
-                   "rules": reference_reader(info["labels"], *grid, field=info.get("field") or "class_id",
-                                             mapping=label_mapping(info))}
+                   "rules": reference_reader(rules_map, *grid) if rules_map is not None else
+                   reference_reader(info["labels"], *grid, field=info.get("field") or "class_id",
+                                    mapping=label_mapping(info))}
         for name, path in extra.items():
             readers[name] = reference_reader(path, *grid)
         for row0 in range(0, ds.height, WINDOW_ROWS):
@@ -260,7 +268,8 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     out: dict = {"reference": str(reference), "field": field,
                  "mapping": {str(k): v for k, v in (mapping or {}).items()},
                  # labels mapped from another legend are not the rules' masks: the report says "labels"
-                 "labels_name": "labels" if label_mapping(info) else "rules"}
+                 "labels_name": "labels" if label_mapping(info) and rules_map is None else "rules",
+                 "rules_source": "labels" if rules_map is None else "map"}
     for name, acc in pairs.items():
         metrics = accuracy_metrics(pair_matrix(acc, labels), labels, CLASS_NAMES)
         ref_classes = {r for r, _ in acc}
@@ -301,8 +310,11 @@ def format_comparison(result: dict) -> list[str]:
     start_text = (f"; the model it was fine-tuned from ({Path(result['init']).name if result.get('init') else '--init'}"
                   f"), as it was: {start['overall_accuracy']:.3f} (fine-tuning "
                   f"{u['overall_accuracy'] - start['overall_accuracy']:+.3f})") if start else ""
+    source = {"map": f" (the rules' map {Path(str(result.get('rules_map', ''))).name})",
+              "labels": " (the label masks the network learnt from)" if labels == "rules" else ""}
     lines = [f"against {result['reference']} ({result['pixels']} px): overall accuracy U-Net "
-             f"{u['overall_accuracy']:.3f}, {labels} {oa:.3f} (U-Net {u['overall_accuracy'] - oa:+.3f})"
+             f"{u['overall_accuracy']:.3f}, {labels}{source[result.get('rules_source', 'labels')]} {oa:.3f} "
+             f"(U-Net {u['overall_accuracy'] - oa:+.3f})"
              + (f", U-Net read with testTimeAugmentation {result['augmentation']}"
                 if result.get("augmentation", "none") != "none" else "") + fused_text + start_text,
              *_mcnemar_lines(result, labels),

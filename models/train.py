@@ -650,9 +650,10 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         Seeds weights, shuffling and augmentation (deterministic on CPU).
     reference : path, optional
         Independent reference (raster or vector, as ``snap-pc assess`` reads it): the network's
-        class map of the whole image (``MODEL.classes.tif``) and the rules' label masks are both
-        scored against it on the same pixels (``metrics["reference"]``, see
-        :func:`snap_pc_models.evaluate.compare_with_reference`). One dataset only.
+        class map of the whole image (``MODEL.classes.tif``) and the rules (their map with
+        `rules_map`, else the label masks) are both scored against it on the same pixels
+        (``metrics["reference"]``, see :func:`snap_pc_models.evaluate.compare_with_reference`).
+        One dataset only.
     reference_field, mapping
         Class attribute of a vector reference; reference code -> class id.
     reference_augmentation : {'none', 'flips', 'dihedral'}
@@ -663,7 +664,8 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         The rules' class map with its margin (the Progressive Classifier's target with
         ``outputMargin=true``, on the training image's grid): with `reference`, the map the
         inference graph writes (the network's fused with it by ``RuleFusion``,
-        ``MODEL.fused.tif``) is scored too (:func:`snap_pc_models.evaluate.fuse_scene`).
+        ``MODEL.fused.tif``) is scored too (:func:`snap_pc_models.evaluate.fuse_scene`), and the
+        rules are scored as this map, not as the label masks.
     min_rule_margin : float, optional
         ``RuleFusion``'s ``minMargin`` for `rules_map` (default: the graph's, 0.03).
     loss : {'ce', 'gce', 'sce', 'bootstrap'}
@@ -883,7 +885,7 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
             predict_scene(init, info, files["init.tif"], overwrite=overwrite, augmentation=reference_augmentation)
         metrics["reference"] = compare_with_reference(files["classes.tif"], info, reference, field=reference_field,
                                                       mapping=mapping, fused=files.get("fused.tif"),
-                                                      start=files.get("init.tif"))
+                                                      start=files.get("init.tif"), rules_map=rules_map)
         metrics["reference"]["augmentation"] = reference_augmentation
         if rules_map is not None:
             metrics["reference"].update(rules_map=str(rules_map), min_rule_margin=margin)

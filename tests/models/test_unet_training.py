@@ -474,6 +474,14 @@ def test_cli_train_scores_the_map_the_inference_graph_writes(dataset, tmp_path, 
     ref = json.loads((tmp_path / "f.metrics.json").read_text())["reference"]
     assert ref["min_rule_margin"] == 0.1 and ref["rules_map"] == str(rules_map)
     assert ref["fused"]["pixels"] == ref["unet"]["pixels"] == ref["pixels"] > 0
+    # with --rules-map the rules scored are that map, as snap-pc assess scores it, not the label masks
+    from snap_operators.apps.assess import assess
+
+    both = assess(tmp_path / "f.classes.tif", dataset / "scene" / "truth.tif", compare=rules_map)
+    assert ref["rules_source"] == "map" and "the rules' map rules.tif" in out
+    assert both.metrics["pixels"] == ref["pixels"]
+    assert ref["rules"]["overall_accuracy"] == pytest.approx(both.metrics["compare"]["overall_accuracy"])
+    assert ref["unet"]["overall_accuracy"] == pytest.approx(both.metrics["overall_accuracy"])
     # McNemar's counts are the pixels right in one map only: their difference is the two maps' OA difference
     for name in ("unet", "fused"):
         t = ref["mcnemar"][name]
