@@ -3,13 +3,14 @@
 Writes the tables of ``docs/accuracy.md`` (between its ``<!-- accuracy:... -->``
 markers) and ``benchmarks/results/accuracy.json``. Usage::
 
-    python benchmarks/bench_accuracy.py [--local DIR] [--no-loso] [--check-graph] [--no-docs]
+    python benchmarks/bench_accuracy.py [--local DIR] [--scene-file YAML] [--no-loso] [--check-graph] [--no-docs]
                                         [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta] [--unet-ensemble] [--unet-fusion]]
                                         [--unet-levers] [--unet-seeds] [--unet-sizes] [--unet-s1s2]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
 references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
-scenes that may not be redistributed, see ``LOCAL_SCENES``):
+scenes that may not be redistributed, see ``LOCAL_SCENES``; ``--scene-file YAML``
+adds scenes of your own, see :func:`scene_file_scenes`):
 
 1. runs the shipped graph's nodes up to ``SpectralIndices`` (Read, Resample,
    CloudMask, SpectralIndices; Collocate for Sentinel-1) through the engine
@@ -337,6 +338,80 @@ def _scenes() -> list[Scene]:
 #: Scenes that may be used here but not redistributed: ``--local DIR`` (folders as staged
 #: under DIR, with their PROVENANCE.md). They are never fitted on: their figures are
 #: held out from every fit.
+#: Keys of a ``--scene-file`` entry: those it must have, and every one it may.
+SCENE_FILE_KEYS = ({"name", "image", "reference", "classes"},
+                   {"name", "title", "image", "reference", "field", "classes", "kind", "s1", "source"})
+
+
+def scene_file_scenes(path: Path) -> list[Scene]:
+    """Scenes of your own, listed in a YAML file (``--scene-file``): scored beside the others and held
+    out of every fit, as ``--local`` scenes are. A list of entries such as::
+
+        - name: myplace                         # a name of its own in the tables
+          image: /data/myplace_S2.tif           # what Read opens as Sentinel-2 reflectance
+          reference: /data/myplace_polygons.gpkg  # raster or vector (polygons or points)
+          field: class                          # a vector reference's class attribute
+          classes: {water: water, forest: trees, urban: built-up, meadow: grass}
+          kind: dense                           # or sparse (survey points)
+          s1: /data/myplace_S1_db.tif           # optional: Sentinel-1 sigma0 in dB, for the S1+S2 graph
+          title: Myplace, 2024-05-01, hand-drawn polygons
+
+    ``classes`` maps the reference's codes (``{1: water, 2: trees}``) or class names to the
+    benchmark's reference classes (``R_NAMES``: water, bare soil, trees, built-up, grass, cropland,
+    land); codes or names it does not map are not scored.
+    """
+    import yaml
+
+    try:
+        entries = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"--scene-file {path}: {exc}") from None
+    if not isinstance(entries, list) or not entries:
+        raise SystemExit(f"--scene-file {path}: expected a list of scenes (name, image, reference, classes, ...)")
+    by_name = {v: k for k, v in R_NAMES.items()}
+    out = []
+    for i, e in enumerate(entries):
+        where = f"--scene-file {path}: scene {i + 1}"
+        if not isinstance(e, dict) or not SCENE_FILE_KEYS[0] <= set(e) or set(e) - SCENE_FILE_KEYS[1]:
+            keys = set(e) if isinstance(e, dict) else set()
+            raise SystemExit(f"{where}: needs {', '.join(sorted(SCENE_FILE_KEYS[0] - keys)) or 'a mapping'}"
+                             + (f"; unknown {', '.join(sorted(keys - SCENE_FILE_KEYS[1]))}"
+                                if keys - SCENE_FILE_KEYS[1] else "")
+                             + f" (keys: {', '.join(sorted(SCENE_FILE_KEYS[1]))})")
+        unknown = sorted({str(v) for v in e["classes"].values()} - set(by_name))
+        if unknown:
+            raise SystemExit(f"{where}: classes {', '.join(unknown)} are not reference classes "
+                             f"({', '.join(R_NAMES.values())})")
+        kind = e.get("kind", "dense")
+        if kind not in ("dense", "sparse"):
+            raise SystemExit(f"{where}: kind {kind!r} is neither dense nor sparse")
+        image, reference = Path(e["image"]), Path(e["reference"])
+        s1 = Path(e["s1"]) if e.get("s1") else None
+        mapping = {k: by_name[str(v)] for k, v in e["classes"].items()}
+        out.append(_with_paths(Scene(
+            str(e["name"]), str(e.get("title") or e["name"]), s2=lambda _w, image=image: image,
+            reference=_reference_codes(reference, e.get("field"), mapping), kind=kind,
+            s1=(lambda _w, s1=s1: s1) if s1 else None, source=str(e.get("source") or path), local=True),
+            image, reference, *([s1] if s1 else [])))
+    return out
+
+
+def _reference_codes(path: Path, field: str | None, mapping: Mapping[Any, int]) -> Callable[[Any], np.ndarray]:
+    """A scene's reference read as ``snap-pc assess`` reads one (any grid; codes or class names of a vector
+    attribute), its codes or names mapped to reference classes; 0 where it says nothing."""
+    def read(product) -> np.ndarray:
+        from rasterio.windows import Window
+
+        from snap_operators.io.reference import reference_reader
+
+        band = next(iter(product.bands.values()))
+        h, w = band.shape
+        codes = reference_reader(str(path), product.crs, band.transform, w, h, field, mapping=mapping)(Window(0, 0, w, h))
+        return np.where(codes > 0, codes, 0).astype(np.uint8)
+
+    return read
+
+
 def local_scenes(root: Path) -> list[Scene]:
     """The local scenes staged under `root`. Staging, from the public repositories:
 
@@ -578,8 +653,12 @@ def best(combos, table: Mapping[str, Sequence[float]], train: Sequence[str], pri
 
     Ties (within ``FIT_TIE`` of the best: the scenes cannot tell the candidates apart) go to the
     combination nearest `prior` (the preset's own values, from physics and the literature): data
-    that say nothing move nothing.
+    that say nothing move nothing; so does no data (no scene to fit on: your own scenes alone,
+    ``--scene-file`` with ``--scenes``): the combination `prior` is, or the first.
     """
+    if not train:
+        i = next((j for j, c in enumerate(combos) if prior and all(c[k] == prior.get(k) for k in c)), 0)
+        return {"values": combos[i], "objective": math.nan}
     means = np.array([float(np.nanmean([table[n][i] for n in train])) for i in range(len(combos))])
     top = np.flatnonzero(means >= means.max() - FIT_TIE)
     if prior:
@@ -1656,8 +1735,8 @@ def _class(k: int) -> str:
 
 
 def _save_result(path: Path, payload: Mapping[str, Any]) -> None:
-    """A table's figures as JSON in `path` (``benchmarks/results/``), dated."""
-    path.parent.mkdir(exist_ok=True)
+    """A table's figures as JSON in `path` (``benchmarks/results/``, or ``--work``'s with ``--scene-file``), dated."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **payload}, indent=2))
 
 
@@ -1671,6 +1750,9 @@ def replace_block(text: str, key: str, body: str) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scene-file", type=Path, metavar="YAML", help="scenes of your own (image, reference, "
+                    "classes: see scene_file_scenes), scored beside the others, held out of every fit; the tables "
+                    "are printed, not written into the docs")
     ap.add_argument("--local", type=Path, help="folder with scenes that are not redistributed (see local_scenes)")
     ap.add_argument("--no-loso", action="store_true", help="skip the leave-one-scene-out fits")
     ap.add_argument("--check-graph", action="store_true", help="also run the whole shipped graph per scene and "
@@ -1707,8 +1789,28 @@ def main(argv=None) -> int:
 
     args.work.mkdir(parents=True, exist_ok=True)
     scenes = [s for s in _scenes() if s.available()] + (local_scenes(args.local) if args.local else [])
+    if args.scene_file:
+        own = scene_file_scenes(args.scene_file)
+        missing = [str(p) for sc in own for p in sc.paths() if not p.exists()]
+        if missing:
+            raise SystemExit(f"--scene-file {args.scene_file}: not found: {', '.join(missing)}")
+        clash = sorted({sc.name for sc in own} & {sc.name for sc in scenes})
+        if clash:
+            raise SystemExit(f"--scene-file {args.scene_file}: scene names {', '.join(clash)} are taken: rename them")
+        if args.ship:
+            raise SystemExit("--ship makes the package's model: not with --scene-file")
+        scenes += own
+        args.no_docs = True  # your scenes go into the printed tables and --work, not into the project's files
+    results_dir = args.work / "results" if args.scene_file else RESULTS.parent
+
+    def save_result(path: Path, payload: Mapping[str, Any]) -> None:
+        _save_result(results_dir / path.name, payload)
+
     if args.scenes:
         scenes = [s for s in scenes if s.name in args.scenes.split(",")]
+    if args.unet and not args.no_loso and not any(s.fitted_on for s in scenes):
+        raise SystemExit("--unet: the left-out models train on the project's scenes, and --scenes leaves none "
+                         "(add them, or --no-loso for the own-mask column alone)")
     s2_rules, s1s2_rules = load_rules("mosul-5class"), load_rules("mosul-5class-s1s2")
     t0 = time.perf_counter()
     data = {s.name: (s, load_arrays(s, args.work, s2_rules.bands)) for s in scenes}
@@ -1756,12 +1858,12 @@ def main(argv=None) -> int:
     if args.unet_tta and unet and not args.no_loso:
         tta_md, tta_result = tta_table(data, shipped, unet, args.work)
         print("\n## U-Net test-time augmentation\n" + tta_md, flush=True)
-        _save_result(TTA_RESULTS, {"oa_change": tta_result})
+        save_result(TTA_RESULTS, {"oa_change": tta_result})
     fusion_md = None
     if args.unet_fusion and unet and not args.no_loso:
         fusion_md, fusion_result = fusion_table(data, shipped, unet, args.work)
         print("\n## U-Net and the rules fused on the rules' margin\n" + fusion_md, flush=True)
-        _save_result(FUSION_RESULTS, fusion_result)
+        save_result(FUSION_RESULTS, fusion_result)
         if not args.no_docs:
             from snap_operators.science.fusion import DEFAULT_MIN_MARGIN
 
@@ -1770,28 +1872,28 @@ def main(argv=None) -> int:
     if args.unet_ensemble and unet and not args.no_loso:
         ensemble_md, ensemble_result = ensemble_table(data, shipped, unet, args.work)
         print("\n## U-Net seed ensembles\n" + ensemble_md, flush=True)
-        _save_result(ENSEMBLE_RESULTS, {"seeds": list(SEEDS), "oa_change": ensemble_result})
+        save_result(ENSEMBLE_RESULTS, {"seeds": list(SEEDS), "oa_change": ensemble_result})
     s1s2_md = None
     if args.unet_s1s2:
         s1s2_md, s1s2_result = s1s2_fusion_table(data, s1_maps, args.work)
         print("\n## S1+S2 inference graph: the network and the rules fused\n" + s1s2_md, flush=True)
-        _save_result(S1S2_RESULTS, s1s2_result)
+        save_result(S1S2_RESULTS, s1s2_result)
     sizes_md = None
     if args.unet_sizes:
         sizes_md, sizes_result = sizes_table(data, shipped, args.work)
         print("\n## U-Net patch and block sizes\n" + sizes_md, flush=True)
-        _save_result(SIZES_RESULTS, sizes_result)
+        save_result(SIZES_RESULTS, sizes_result)
     levers_md = None
     if args.unet_levers:
         levers_md, levers_result = lever_table(data, shipped, args.work)
         print("\n## U-Net levers\n" + levers_md, flush=True)
-        _save_result(UNET_RESULTS, {"levers": levers_result})
+        save_result(UNET_RESULTS, {"levers": levers_result})
 
     seeds_md = None
     if args.unet_seeds:
         seeds_md, seeds_result = seed_table(data, shipped, args.work)
         print("\n## U-Net seeds\n" + seeds_md, flush=True)
-        _save_result(SEED_RESULTS, {"seeds": list(SEEDS), "levers": seeds_result})
+        save_result(SEED_RESULTS, {"seeds": list(SEEDS), "levers": seeds_result})
     if args.unet_seeds and unet and not args.no_loso and not args.no_docs:
         counted = [n for n in unet if "loso_paths" in unet[n] and not data[n][0].weak]
         rules_oa = {n: scores(shipped[n], data[n][1]["reference"])["oa"] for n in counted}
@@ -1808,7 +1910,7 @@ def main(argv=None) -> int:
     if args.unet_seeds and unet and not args.no_loso:
         atmosphere_md, atmosphere_result = atmosphere_table(data, shipped, args.work)
         print("\n## U-Net atmospheres, leave-one-scene-out\n" + atmosphere_md, flush=True)
-        _save_result(ATMOSPHERE_RESULTS, {"seeds": list(SEEDS), "atmospheres": atmosphere_result})
+        save_result(ATMOSPHERE_RESULTS, {"seeds": list(SEEDS), "atmospheres": atmosphere_result})
     if tm_loso_md:
         print("\n## U-Net threshold moving, leave-one-scene-out\n" + tm_loso_md, flush=True)
 
@@ -1856,8 +1958,8 @@ def main(argv=None) -> int:
             s1rows.append(f"|  | thick cloud painted over the middle third ({100 * (pc2 == 254).mean():.0f} % masked) | "
                           f"{_f(cs2.get('iou_1'))} | {_f(cs12.get('iou_1'))} | {_f(cs2['oa'])} | {_f(cs12['oa'])} |")
         result["scenes"][name] = entry
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2, default=str))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / RESULTS.name).write_text(json.dumps(result, indent=2, default=str))
     header = ("| scene | map | OA | water R / P / IoU | bare soil R / P / IoU | trees R / P / IoU | built-up R / P / IoU |\n"
               "|---|---|---|---|---|---|---|")
     blocks = {
@@ -1874,7 +1976,7 @@ def main(argv=None) -> int:
                               + ", ".join(f"{n} {f['values'][k]:g}" for n, f in loso_fits.items()) + " |"
                               for k, v in FITTED.items()),
         "run": f"{result['date']}, {result['machine']}, `python benchmarks/bench_accuracy.py"
-               + (" --local ..." if args.local else "") + "`",
+               + (" --local ..." if args.local else "") + (" --scene-file ..." if args.scene_file else "") + "`",
     }
     for key, body in blocks.items():
         print(f"\n## {key}\n{body}")

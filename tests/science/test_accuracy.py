@@ -814,3 +814,58 @@ def test_the_s1s2_table_reads_the_shipped_graph_fused_and_alone_clear_and_cloude
     rows = md.splitlines()
     assert rows[3] == "| flood, clear | 0.750 | fused (the graph's default) | +0.250, +0.250, +0.250 | +0.250 | +0.000 |"
     assert rows[4].startswith("| flood, thick cloud over its middle third | 0.500 | network alone | -0.500, ")
+
+
+@pytest.mark.real_data
+def test_scenes_of_your_own_from_a_scene_file(tmp_path, capsys):
+    """--scene-file: the Aberystwyth polygons by class name, as a user would list a scene of their own, give
+    the built-in scene's reference pixel for pixel (its labels.tif was rasterized from them); the run prints
+    the scene as held out of the fits and writes its results under --work, never into the project's docs."""
+    import yaml
+
+    builtin = _scene("aberystwyth")
+    polygons = builtin.paths()[0].parent / "class_polygons.geojson"
+    scene_file = tmp_path / "scenes.yaml"
+    scene_file.write_text(yaml.safe_dump([{
+        "name": "aber-own", "image": str(builtin.paths()[0]), "reference": str(polygons), "field": "class",
+        "classes": {"water": "water", "forest": "trees", "grass": "grass", "urban": "built-up"}}]))
+    (own,) = bench.scene_file_scenes(scene_file)
+    assert own.local and own.kind == "dense" and own.available()
+    rules = load_rules("mosul-5class")
+    np.testing.assert_array_equal(bench.load_arrays(own, tmp_path, rules.bands)["reference"],
+                                  bench.load_arrays(builtin, tmp_path, rules.bands)["reference"])
+    docs = bench.DOC.read_text()
+    assert bench.main(["--scene-file", str(scene_file), "--scenes", "aber-own", "--work", str(tmp_path / "work")]) == 0
+    out = capsys.readouterr().out
+    assert "| aber-own (local) | **default S2 graph** | 0.969 |" in out and "--scene-file ..." in out
+    # no scene to fit on: every fit keeps the preset's values (the shipped ones)
+    assert "| water/MNDWI/min/default | 0, 0.05, 0.1, 0.15 | 0.05 | aber-own 0.05 |" in out
+    assert (tmp_path / "work" / "results" / "accuracy.json").is_file() and bench.DOC.read_text() == docs
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "x", "image": "a.tif", "reference": "r.tif"}, "scene 1: needs classes"),
+    ({"name": "x", "image": "a.tif", "reference": "r.tif", "classes": {1: "water"}, "colour": 3}, "unknown colour"),
+    ({"name": "x", "image": "a.tif", "reference": "r.tif", "classes": {1: "lake"}},
+     r"classes lake are not reference classes \(water, bare soil, trees, built-up, grass, cropland, land\)"),
+    ({"name": "x", "image": "a.tif", "reference": "r.tif", "classes": {1: "water"}, "kind": "patch"},
+     "kind 'patch' is neither dense nor sparse"),
+])
+def test_a_scene_file_is_checked_entry_by_entry(tmp_path, entry, message):
+    import yaml
+
+    scene_file = tmp_path / "scenes.yaml"
+    scene_file.write_text(yaml.safe_dump([entry]))
+    with pytest.raises(SystemExit, match=message):
+        bench.scene_file_scenes(scene_file)
+    with pytest.raises(SystemExit, match=r"not found: .*a\.tif"):
+        bench.main(["--scene-file", str(_good(tmp_path)), "--no-loso", "--work", str(tmp_path / "w")])
+
+
+def _good(tmp_path):
+    import yaml
+
+    path = tmp_path / "good.yaml"
+    path.write_text(yaml.safe_dump([{"name": "x", "image": str(tmp_path / "a.tif"), "reference": str(tmp_path / "r.tif"),
+                                     "classes": {1: "water"}}]))
+    return path
