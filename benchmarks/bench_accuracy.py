@@ -335,9 +335,6 @@ def _scenes() -> list[Scene]:
     return out
 
 
-#: Scenes that may be used here but not redistributed: ``--local DIR`` (folders as staged
-#: under DIR, with their PROVENANCE.md). They are never fitted on: their figures are
-#: held out from every fit.
 #: Keys of a ``--scene-file`` entry: those it must have, and every one it may.
 SCENE_FILE_KEYS = ({"name", "image", "reference", "classes"},
                    {"name", "title", "image", "reference", "field", "classes", "kind", "s1", "source"})
@@ -378,6 +375,9 @@ def scene_file_scenes(path: Path) -> list[Scene]:
                              + (f"; unknown {', '.join(sorted(keys - SCENE_FILE_KEYS[1]))}"
                                 if keys - SCENE_FILE_KEYS[1] else "")
                              + f" (keys: {', '.join(sorted(SCENE_FILE_KEYS[1]))})")
+        if not isinstance(e["classes"], dict) or not e["classes"]:
+            raise SystemExit(f"{where}: classes must map the reference's codes or names to reference classes, "
+                             "e.g. {1: water, forest: trees}")
         unknown = sorted({str(v) for v in e["classes"].values()} - set(by_name))
         if unknown:
             raise SystemExit(f"{where}: classes {', '.join(unknown)} are not reference classes "
@@ -412,6 +412,9 @@ def _reference_codes(path: Path, field: str | None, mapping: Mapping[Any, int]) 
     return read
 
 
+#: Scenes that may be used here but not redistributed: ``--local DIR`` (folders as staged
+#: under DIR, with their PROVENANCE.md). They are never fitted on: their figures are
+#: held out from every fit.
 def local_scenes(root: Path) -> list[Scene]:
     """The local scenes staged under `root`. Staging, from the public repositories:
 
@@ -1794,7 +1797,8 @@ def main(argv=None) -> int:
         missing = [str(p) for sc in own for p in sc.paths() if not p.exists()]
         if missing:
             raise SystemExit(f"--scene-file {args.scene_file}: not found: {', '.join(missing)}")
-        clash = sorted({sc.name for sc in own} & {sc.name for sc in scenes})
+        names = [sc.name for sc in own]
+        clash = sorted(({sc.name for sc in own} & {sc.name for sc in scenes}) | {n for n in names if names.count(n) > 1})
         if clash:
             raise SystemExit(f"--scene-file {args.scene_file}: scene names {', '.join(clash)} are taken: rename them")
         if args.ship:
