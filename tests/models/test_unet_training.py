@@ -329,7 +329,11 @@ def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(train
         pr = next(p for p in r["per_class"] if p["class_id"] == int(cid))
         assert change == pytest.approx(pu["producers_accuracy"] - pr["producers_accuracy"])
     lines = format_comparison(got)
-    assert lines[0].startswith(f"against {truth}") and "rules" in lines[0] and len(lines) == 3 + 5
+    assert lines[0].startswith(f"against {truth}") and "rules (the label masks the network learnt from)" in lines[0]
+    assert lines[1].startswith("McNemar test of the difference") and len(lines) == 4 + 5
+    t = got["mcnemar"]["unet"]  # the pixels right in one map only: their difference is the OA difference
+    assert (t["right_only_here"] - t["right_only_in_rules"]) / got["pixels"] == pytest.approx(
+        u["overall_accuracy"] - r["overall_accuracy"], abs=1e-12)
     # a mapping that leaves every code out: nothing to score, one line
     with pytest.raises(SnapPcError, match="no pixel of .* is labelled"):
         compare_with_reference(classes, info, truth, mapping={9: 1})
