@@ -90,8 +90,8 @@ def add_command(sub) -> None:
     t.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling, augmentation and split (default 0)")
     t.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     t.add_argument("--reference", help="independent reference (raster or vector, as `snap-pc assess`): the network's "
-                   "class map of the image (MODEL.classes.tif) and the rules' label masks are both scored against it "
-                   "on the same pixels")
+                   "class map of the image (MODEL.classes.tif) and the rules (their map with --rules-map, else their "
+                   "label masks) are both scored against it on the same pixels, with McNemar's test of the difference")
     t.add_argument("--reference-field", help="class attribute of a vector --reference")
     t.add_argument("--test-time-augmentation", default="none", choices=tuple(AUGMENTATIONS),
                    help="with --reference: make the scored class map as AttentionUNetInference's "
@@ -100,8 +100,8 @@ def add_command(sub) -> None:
                    "pairs for a --reference-field of names, e.g. water:1,forest:3 (as `snap-pc assess`)")
     t.add_argument("--rules-map", metavar="RASTER",
                    help="with --reference: the rules' class map with its margin (progressive_classifier_s2.xml "
-                   "-PoutputMargin=true, on the image's grid); the map the inference graph writes, the network's "
-                   "fused with it by RuleFusion (MODEL.fused.tif), is scored too")
+                   "-PoutputMargin=true, on the image's grid): the rules scored as this map, and the map the "
+                   "inference graph writes, the network's fused with it by RuleFusion (MODEL.fused.tif), scored too")
     t.add_argument("--min-rule-margin", type=float, metavar="IQR",
                    help="with --rules-map: RuleFusion's minMargin, the graph's minRuleMargin (default 0.03; "
                    "Infinity: the network alone)")
