@@ -233,6 +233,9 @@ class Assessment:
     labels: list[int]
     matrix: np.ndarray
     metrics: dict
+    #: The second map of ``assess(..., compare=)``, scored on the same pixels (its metrics are also
+    #: ``metrics["compare"]``).
+    compared: "Assessment | None" = None
 
 
 def assess(classes_path: str | Path, reference_path: str | Path, *, field: str | None = None,
@@ -320,11 +323,15 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     metrics["classes"] = str(classes_path)
     metrics["reference"] = str(reference_path)
     metrics["mapping"] = {str(k): v for k, v in mapping.items()}
+    compared = None
     if compare is not None:
-        metrics["compare"] = {**_map_scores(accs[1], class_names)[2], "classes": str(compare)}
+        other_labels, other_m, other = _map_scores(accs[1], class_names)
+        other.update(classes=str(compare), reference=str(reference_path), masked_pixels=masked)
+        compared = Assessment(other_labels, other_m, other)
+        metrics["compare"] = other
         metrics["mcnemar"] = {"right_only_in_classes": only[0], "right_only_in_compare": only[1],
                               "p_value": mcnemar_p(*only)}
-    return Assessment(labels, m, metrics)
+    return Assessment(labels, m, metrics, compared)
 
 
 def _open_class_map(path):
@@ -356,22 +363,32 @@ def _map_scores(acc: dict[tuple[int, int], int], class_names: Mapping[int, str])
 
 
 def write_report(result: Assessment, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``metrics.json``, ``confusion_matrix.csv`` and ``confusion_matrix.png``, all three or none."""
+    """Write ``metrics.json``, ``confusion_matrix.csv`` and ``confusion_matrix.png`` (and, for a compared
+    map, ``confusion_matrix_compare.csv`` and ``.png``), all or none."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = {p["class_id"]: p["class_name"] for p in result.metrics["per_class"]}
     paths = {"json": out / "metrics.json", "csv": out / "confusion_matrix.csv", "png": out / "confusion_matrix.png"}
+    if result.compared is not None:
+        paths.update(compare_csv=out / "confusion_matrix_compare.csv", compare_png=out / "confusion_matrix_compare.png")
+    inputs = [result.metrics["classes"], result.metrics["reference"]] + \
+        ([result.compared.metrics["classes"]] if result.compared is not None else [])
+    with staged_outputs(paths.values(), inputs, who="assess") as staged:
+        stage_text(staged, paths["json"], json.dumps(result.metrics, indent=2, default=float))
+        for key, r in (("", result), ("compare_", result.compared)):
+            if r is not None:
+                stage_text(staged, paths[key + "csv"], _confusion_csv(r))
+                stage_figure(staged, confusion_figure(r), paths[key + "png"])
+    return paths
+
+
+def _confusion_csv(result: Assessment) -> str:
+    names = {p["class_id"]: p["class_name"] for p in result.metrics["per_class"]}
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["reference \\ classified"] + [f"{c} {names.get(c, CLASS_NAMES.get(c, 'Unclassified' if c == 0 else c))}" for c in result.labels])
     for c, row in zip(result.labels, result.matrix):
         w.writerow([f"{c} {names.get(c, CLASS_NAMES.get(c, c))}"] + [int(v) for v in row])
-    inputs = [result.metrics["classes"], result.metrics["reference"]]
-    with staged_outputs(paths.values(), inputs, who="assess") as staged:
-        stage_text(staged, paths["json"], json.dumps(result.metrics, indent=2, default=float))
-        stage_text(staged, paths["csv"], buf.getvalue())
-        stage_figure(staged, confusion_figure(result), paths["png"])
-    return paths
+    return buf.getvalue()
 
 
 def plot_confusion(result: Assessment, path: str | Path, subject: str | None = None) -> None:
@@ -494,7 +511,8 @@ def add_command(sub) -> None:
     p.add_argument("--mapping", help="reference code -> class id pairs, e.g. 5:1,2:3, or class name -> class id "
                    "pairs for a vector attribute of names, e.g. water:1,forest:3 (unmapped codes or names are left out)")
     p.add_argument("--compare", metavar="MAP", help="a second class map on the same grid (e.g. the rules' map beside "
-                   "the U-Net's): both scored on the pixels both map, with McNemar's test of the difference")
+                   "the U-Net's): both scored on the pixels both map, with McNemar's test of the difference (its confusion "
+                   "matrix: confusion_matrix_compare.csv/png)")
     p.add_argument("--out", help="folder for metrics.json, confusion_matrix.csv/png")
     p.set_defaults(handler=_cmd_assess)
 

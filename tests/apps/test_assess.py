@@ -322,6 +322,15 @@ def test_two_maps_compared_on_the_same_pixels_with_mcnemar(tmp_path, capsys):
     assert (t["right_only_in_classes"] - t["right_only_in_compare"]) / met["pixels"] == pytest.approx(
         met["overall_accuracy"] - other["overall_accuracy"], abs=1e-12)
     assert "McNemar test of the difference" in out and "unet.tif right where rules.tif is wrong on" in out
+    # each map's confusion matrix, the compared one's beside the first's
+    written = sorted(p.name for p in (tmp_path / "acc").iterdir())
+    assert written == ["confusion_matrix.csv", "confusion_matrix.png", "confusion_matrix_compare.csv",
+                       "confusion_matrix_compare.png", "metrics.json"]
+    import csv
+
+    with open(tmp_path / "acc" / "confusion_matrix_compare.csv", newline="") as f:
+        matrix = np.array([[int(v) for v in row[1:]] for row in list(csv.reader(f))[1:]])
+    assert np.trace(matrix) == round(other["overall_accuracy"] * other["pixels"]) and matrix.sum() == other["pixels"]
     # neither map masks a pixel of the polygons: the rules' map alone scores the same
     alone = assess(tmp_path / "rules.tif", scene / "class_polygons.geojson", field="class",
                    mapping=parse_mapping("water:1,forest:3,urban:4"))
