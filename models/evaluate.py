@@ -21,15 +21,14 @@ import numpy as np
 from snap_operators.apps.assess import (
     MCNEMAR_TITLE,
     accuracy_metrics,
-    add_pairs,
+    count_on_same_pixels,
     format_p,
     mcnemar_p,
     pair_labels,
     pair_matrix,
-    scored_reference,
     warn_foreign_reference,
 )
-from snap_operators.core.legend import CLASS_NAMES, MASKED, NO_DATA
+from snap_operators.core.legend import CLASS_NAMES
 from snap_operators.science.fusion import DEFAULT_MIN_MARGIN
 
 #: Rows of the class maps read at a time.
@@ -225,7 +224,6 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         reference labels and every map saw (no-data and masked pixels left out of all).
     """
     import rasterio
-    from rasterio.windows import Window
 
     from snap_operators.core.errors import SnapPcError
     from snap_operators.io.reference import reference_reader
@@ -233,9 +231,6 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     from .dataset import label_mapping
 
     extra = {name: path for name, path in (("fused", fused), ("start", start)) if path}
-    pairs: dict[str, dict[tuple[int, int], int]] = {"unet": {}, "rules": {}, **{name: {} for name in extra}}
-    # pixels each map has right where the rules are wrong, and the reverse: McNemar's test of the difference
-    discordant = {name: [0, 0] for name in pairs if name != "rules"}
     with rasterio.open(classes) as ds:
         grid = (ds.crs, ds.transform, ds.width, ds.height)
         read_ref = reference_reader(reference, *grid, field=field, mapping=mapping)
@@ -245,21 +240,10 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
                                     mapping=label_mapping(info))}
         for name, path in extra.items():
             readers[name] = reference_reader(path, *grid)
-        for row0 in range(0, ds.height, WINDOW_ROWS):
-            win = Window(0, row0, ds.width, min(WINDOW_ROWS, ds.height - row0))
-            maps = {name: read(win) for name, read in readers.items()}
-            ref = read_ref(win)
-            # pixels any map could not see (no data; cloud, shadow or snow) are left out of all
-            valid = scored_reference(ref)
-            for m in maps.values():
-                valid &= (m != NO_DATA) & (m != MASKED)
-            for name, m in maps.items():
-                add_pairs(pairs[name], ref[valid], m[valid])
-            rules_right = maps["rules"][valid] == ref[valid]
-            for name in discordant:
-                right = maps[name][valid] == ref[valid]
-                discordant[name][0] += int(np.count_nonzero(right & ~rules_right))
-                discordant[name][1] += int(np.count_nonzero(~right & rules_right))
+        # pixels any map could not see (no data; cloud, shadow or snow) are left out of all; each map's
+        # pixels right where the rules are wrong, and the reverse: McNemar's test of the difference
+        pairs, _, discordant = count_on_same_pixels(read_ref, readers, (ds.height, ds.width), against="rules",
+                                                    rows=WINDOW_ROWS)
     if not pairs["unet"]:
         raise SnapPcError(f"no pixel of {reference} is labelled inside the training image "
                           "(check extents, CRS, --reference-field and --mapping)")

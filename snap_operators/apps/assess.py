@@ -21,13 +21,14 @@ Example
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -100,6 +101,60 @@ def warn_foreign_reference(acc: Mapping[tuple[int, int], int], legend: Mapping[i
                     "pixel: they all count as errors; a reference in another legend needs --mapping CODE:ID pairs "
                     "(codes not mapped are left out)", reference, listed, classes,
                     ", ".join(f"{k} {v}" for k, v in sorted(legend.items())))
+
+
+def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callable], shape: tuple[int, int],
+                         against: str | None = None, rows: int = WINDOW_ROWS
+                         ) -> tuple[dict[str, dict[tuple[int, int], int]], int, dict[str, list[int]]]:
+    """Pair counts of several class maps against one reference, on the pixels every map sees.
+
+    Window by window (`rows` rows of the grid of `shape`): a pixel counts where the reference
+    labels it (:func:`scored_reference`) and no map is without data (255) there; pixels masked
+    (254: cloud, cloud shadow, snow) in any map are counted apart and scored in none.
+
+    Parameters
+    ----------
+    read_reference : callable
+        ``read(window) -> int array`` of reference class ids (:func:`reference_reader`).
+    readers : dict of str to callable
+        ``read(window) -> array`` of each map's classes, 255 where it has no data.
+    shape : (int, int)
+        Rows and columns of the grid.
+    against : str, optional
+        A name of `readers`: every other map is compared with it pixel by pixel (McNemar's test).
+
+    Returns
+    -------
+    tuple
+        ``(pairs, masked, discordant)``: :func:`add_pairs` counts per map; the masked pixels
+        left out; per map but `against`, ``[right in it only, right in against only]``.
+    """
+    from rasterio.windows import Window
+
+    height, width = shape
+    pairs: dict[str, dict[tuple[int, int], int]] = {name: {} for name in readers}
+    discordant = {name: [0, 0] for name in readers if against is not None and name != against}
+    masked = 0
+    for row0 in range(0, height, rows):
+        win = Window(0, row0, width, min(rows, height - row0))
+        ref = read_reference(win)
+        blocks = {name: read(win) for name, read in readers.items()}
+        valid = scored_reference(ref)
+        for block in blocks.values():
+            valid &= block != NO_DATA
+        is_masked = valid & np.logical_or.reduce([block == MASKED for block in blocks.values()])
+        masked += int(is_masked.sum())
+        valid &= ~is_masked
+        ref = ref[valid]
+        for name, block in blocks.items():
+            add_pairs(pairs[name], ref, block[valid])
+        if discordant:
+            right_against = blocks[against][valid] == ref
+            for name, counts in discordant.items():
+                right = blocks[name][valid] == ref
+                counts[0] += int(np.count_nonzero(right & ~right_against))
+                counts[1] += int(np.count_nonzero(~right & right_against))
+    return pairs, masked, discordant
 
 
 def confusion_matrix(reference: np.ndarray, classified: np.ndarray, labels: Sequence[int]) -> np.ndarray:
@@ -266,8 +321,6 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     """
     import contextlib
 
-    from rasterio.windows import Window
-
     mapping = dict(mapping or {})
     paths = [classes_path] + ([compare] if compare is not None else [])
     with contextlib.ExitStack() as stack:
@@ -288,30 +341,10 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
             except (ValueError, AttributeError):
                 pass
         class_names.update(names or {})
-        accs: list[dict[tuple[int, int], int]] = [{} for _ in maps]
-        masked = 0
-        only = [0, 0]  # pixels right in the class map only, in the compared map only
-        for row0 in range(0, cls_ds.height, WINDOW_ROWS):
-            win = Window(0, row0, cls_ds.width, min(WINDOW_ROWS, cls_ds.height - row0))
-            ref = ref_reader(win)
-            valid = scored_reference(ref)
-            blocks = []
-            for ds in maps:
-                cls = ds.read(1, window=win)
-                valid &= cls != NO_DATA
-                if ds.nodata is not None:
-                    valid &= cls != ds.nodata
-                blocks.append(cls)
-            is_masked = valid & np.logical_or.reduce([cls == MASKED for cls in blocks])
-            masked += int(is_masked.sum())
-            valid &= ~is_masked
-            for acc, cls in zip(accs, blocks):
-                add_pairs(acc, ref[valid], cls[valid])
-            if compare is not None:
-                right, right_other = (cls[valid] == ref[valid] for cls in blocks)
-                only[0] += int(np.count_nonzero(right & ~right_other))
-                only[1] += int(np.count_nonzero(~right & right_other))
-    acc = accs[0]
+        readers = {name: functools.partial(_class_block, ds) for name, ds in zip(("classes", "compare"), maps)}
+        pairs, masked, discordant = count_on_same_pixels(ref_reader, readers, (cls_ds.height, cls_ds.width),
+                                                         against="compare" if compare is not None else None)
+    acc = pairs["classes"]
     if not acc:
         if masked:
             raise SnapPcError(f"every reference pixel of the class map is masked (cloud, cloud shadow, snow: "
@@ -325,10 +358,11 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     metrics["mapping"] = {str(k): v for k, v in mapping.items()}
     compared = None
     if compare is not None:
-        other_labels, other_m, other = _map_scores(accs[1], class_names)
+        other_labels, other_m, other = _map_scores(pairs["compare"], class_names)
         other.update(classes=str(compare), reference=str(reference_path), masked_pixels=masked)
         compared = Assessment(other_labels, other_m, other)
         metrics["compare"] = other
+        only = discordant["classes"]  # right in the class map only, in the compared map only
         metrics["mcnemar"] = {"right_only_in_classes": only[0], "right_only_in_compare": only[1],
                               "p_value": mcnemar_p(*only)}
     return Assessment(labels, m, metrics, compared)
@@ -345,6 +379,12 @@ def _open_class_map(path):
         ds.close()
         raise SnapPcError(f"class map {path} has no CRS")
     return ds
+
+
+def _class_block(ds, window) -> np.ndarray:
+    """Band 1 of the open class map `ds` in `window`, 255 where its declared no-data is."""
+    block = ds.read(1, window=window)
+    return block if ds.nodata is None else np.where(block == ds.nodata, NO_DATA, block)
 
 
 def _map_scores(acc: dict[tuple[int, int], int], class_names: Mapping[int, str]) -> tuple[list[int], np.ndarray, dict]:
