@@ -1717,6 +1717,45 @@ def scene_rows(name: str, scene: Scene, arrays, maps: Mapping[str, np.ndarray]) 
     return rows
 
 
+def unit_figures(pred: np.ndarray, other: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    """OA of `pred` and of `other` with their 95 % intervals, and McNemar's test of the difference,
+    with the reference's units as the sample: its connected regions of one class (a polygon, a
+    point, a patch of a dense map), not its pixels; over the pixels :func:`scores` counts in OA."""
+    from snap_operators.io.reference import class_regions
+    from snap_operators.science.sampling import clustered_mcnemar_p, mcnemar_p, ratio_interval
+
+    core = np.isin(ref, [c for c in CORE if (ref == c).any()])
+    _, unit = np.unique(class_regions(ref)[core], return_inverse=True)
+    right = {"a": pred[core] == ref[core], "b": other[core] == ref[core]}
+    scored = np.bincount(unit)
+    out = {name: ratio_interval(np.bincount(unit, weights=r, minlength=scored.size), scored)
+           for name, r in right.items()}
+    measured = [iv["design_effect"] for iv in out.values() if iv["design_effect"]]
+    for name, r in right.items():  # a map with every pixel right: the other's design effect (assess does so)
+        if measured and not out[name]["design_effect"]:
+            out[name] = ratio_interval(np.bincount(unit, weights=r, minlength=scored.size), scored,
+                                       design_effect=measured[0])
+    only = {"a": right["a"] & ~right["b"], "b": right["b"] & ~right["a"]}
+    per_unit = {k: np.bincount(unit, weights=v, minlength=scored.size) for k, v in only.items()}
+    out["mcnemar"] = {"only_a": int(only["a"].sum()), "only_b": int(only["b"].sum()),
+                      "p_pixels": mcnemar_p(int(only["a"].sum()), int(only["b"].sum())),
+                      "p_units": clustered_mcnemar_p(per_unit["a"], per_unit["b"])}
+    return out
+
+
+def interval_row(name: str, figures: Mapping[str, Any]) -> str:
+    """A row of the intervals' table (:func:`unit_figures` of the rules' and the baseline map)."""
+    a, b, t = figures["a"], figures["b"], figures["mcnemar"]
+
+    def oa(iv):
+        return f"{iv['estimate']:.3f} ({iv['low']:.3f}-{iv['high']:.3f})" if iv["low"] is not None else \
+            f"{iv['estimate']:.3f}"
+
+    return (f"| {name} | {a['units']} | {a['pixels']} | {oa(a)} | {a['effective_size'] or 0:.0f} | {oa(b)} | "
+            f"{a['estimate'] - b['estimate']:+.3f} | {t['only_a']} / {t['only_b']} | {t['p_pixels']:.2g} | "
+            f"{t['p_units']:.2g} |")
+
+
 def confusion_rows(name: str, arrays, pred: np.ndarray) -> list[str]:
     ref = arrays["reference"]
     s = scores(pred, ref)
@@ -1921,7 +1960,7 @@ def main(argv=None) -> int:
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "fitted_on_all": {"/".join(k): v for k, v in fitted_all["values"].items()},
               "scenes": {}}
-    table, confusion, patches, s1rows = [], [], [], []
+    table, confusion, patches, s1rows, intervals = [], [], [], [], []
     for name, (scene, arrays) in data.items():
         entry: dict[str, Any] = {"title": scene.title, "kind": scene.kind, "local": scene.local, "source": scene.source}
         if not scene.scored:  # no pixel reference: the class shares only (and the patches' table)
@@ -1948,6 +1987,9 @@ def main(argv=None) -> int:
         entry["confusion"] = scores(shipped[name], arrays["reference"])["confusion"]
         table += scene_rows(name + (" (local)" if scene.local else ""), scene, arrays, maps)
         confusion += confusion_rows(name, arrays, shipped[name])
+        figures = unit_figures(shipped[name], maps["baseline map"], arrays["reference"])
+        entry["intervals"] = {"rules": figures["a"], "baseline map": figures["b"], "mcnemar": figures["mcnemar"]}
+        intervals.append(interval_row(name + (" (local)" if scene.local else ""), figures))
         if name in s1_maps:
             a1, p1, c2, pc2, pc12 = s1_maps[name]
             ref = arrays["reference"]
@@ -1970,6 +2012,10 @@ def main(argv=None) -> int:
         "table": header + "\n" + "\n".join(table),
         "confusion": "| scene | reference | pixels | default S2 graph: % of the pixels in each class |\n|---|---|---:|---|\n"
                      + "\n".join(confusion),
+        "intervals": "| scene | reference units | pixels | default S2 graph: OA (95 % interval) | worth (independent px) "
+                     "| baseline map: OA (95 % interval) | difference | right in one only: graph / baseline | "
+                     "McNemar p, pixels | McNemar p, units |\n|---|---:|---:|---|---:|---|---|---|---|---|\n"
+                     + "\n".join(intervals),
         "patches": "| patch | CORINE labels | built-up % | baseline built-up % | water % | trees % | masked % |\n"
                    "|---|---|---:|---:|---:|---:|---:|\n" + "\n".join(patches),
         "s1s2": "| scene | sky | water IoU, S2 graph | water IoU, S1+S2 graph | OA, S2 | OA, S1+S2 |\n"

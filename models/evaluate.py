@@ -21,11 +21,14 @@ import numpy as np
 from snap_operators.apps.assess import (
     MCNEMAR_TITLE,
     accuracy_metrics,
+    add_intervals,
     count_on_same_pixels,
-    format_p,
+    format_interval,
     mcnemar_p,
+    mcnemar_text,
     pair_labels,
     pair_matrix,
+    unit_mcnemar,
     warn_foreign_reference,
 )
 from snap_operators.core.legend import CLASS_NAMES
@@ -242,8 +245,9 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
             readers[name] = reference_reader(path, *grid)
         # pixels any map could not see (no data; cloud, shadow or snow) are left out of all; each map's
         # pixels right where the rules are wrong, and the reverse: McNemar's test of the difference
-        pairs, _, discordant = count_on_same_pixels(read_ref, readers, (ds.height, ds.width), against="rules",
-                                                    rows=WINDOW_ROWS)
+        counts = count_on_same_pixels(read_ref, readers, (ds.height, ds.width), against="rules", rows=WINDOW_ROWS,
+                                      units=True)
+    pairs = counts.pairs
     if not pairs["unet"]:
         raise SnapPcError(f"no pixel of {reference} is labelled inside the training image "
                           "(check extents, CRS, --reference-field and --mapping)")
@@ -259,9 +263,11 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         ref_classes = {r for r, _ in acc}
         metrics["per_class"] = [p for p in metrics["per_class"] if p["class_id"] in ref_classes]
         out[name] = metrics
+    add_intervals({name: out[name] for name in pairs}, counts.unit_pairs, counts.unit_kind)
     out["pixels"] = int(sum(pairs["unet"].values()))
-    out["mcnemar"] = {name: {"right_only_here": a, "right_only_in_rules": b, "p_value": mcnemar_p(a, b)}
-                      for name, (a, b) in discordant.items()}
+    out["mcnemar"] = {name: {"right_only_here": a, "right_only_in_rules": b, "p_value": mcnemar_p(a, b),
+                             **unit_mcnemar(counts, name)}
+                      for name, (a, b) in counts.discordant.items()}
     rules_recall = {p["class_id"]: p["producers_accuracy"] for p in out["rules"]["per_class"]}
     for name, key in (("unet", "recall_change"), ("fused", "fused_recall_change"), ("start", "start_recall_change")):
         if name in out:
@@ -278,8 +284,21 @@ def _mcnemar_lines(result: dict, labels: str) -> list[str]:
         return []
     names = {"unet": "U-Net", "fused": "fused", "start": "start model (--init)"}
     parts = [f"{names[name]} right where the {labels} are wrong on {t['right_only_here']} px, the reverse on "
-             f"{t['right_only_in_rules']} px: {format_p(t['p_value'])}" for name, t in tests.items()]
+             f"{t['right_only_in_rules']} px: {mcnemar_text(t, t['right_only_here'], t['right_only_in_rules'])}"
+             for name, t in tests.items()]
     return [f"{MCNEMAR_TITLE}: " + "; ".join(parts)]
+
+
+def _interval_lines(result: dict, labels: str) -> list[str]:
+    """The intervals' line of :func:`format_comparison` (none for a result of before they were added)."""
+    sampling = result["unet"].get("sampling")
+    if not sampling:
+        return []
+    names = {"unet": "U-Net", "rules": labels, "fused": "fused", "start": "start model"}
+    parts = [f"{names[name]} {format_interval(result[name]['sampling']['overall_accuracy_interval'])}"
+             for name in names if name in result]
+    return [f"{sampling['level']:.0%} intervals of the overall accuracy, with the reference's {sampling['units']} "
+            f"{sampling.get('unit_kind') or 'units'} as the sample: " + ", ".join(parts)]
 
 
 def format_comparison(result: dict) -> list[str]:
@@ -301,6 +320,7 @@ def format_comparison(result: dict) -> list[str]:
              f"(U-Net {u['overall_accuracy'] - oa:+.3f})"
              + (f", U-Net read with testTimeAugmentation {result['augmentation']}"
                 if result.get("augmentation", "none") != "none" else "") + fused_text + start_text,
+             *_interval_lines(result, labels),
              *_mcnemar_lines(result, labels),
              f"| class | recall U-Net | recall {labels} | change |" + (" recall fused | change |" if f else ""),
              "|---|---|---|---|" + ("---|---|" if f else "")]

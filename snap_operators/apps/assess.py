@@ -36,6 +36,7 @@ from ..core.errors import SnapPcError
 from ..core.legend import CLASS_NAMES, MASKED, NO_DATA, UNCLASSIFIED
 from ..core.outputs import save_figure, stage_figure, stage_text, staged_outputs
 from ..io.reference import parse_mapping, reference_reader
+from ..science.sampling import LEVEL, clustered_mcnemar_p, mcnemar_p, ratio_interval
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,38 @@ WINDOW_ROWS = 1024
 
 def add_pairs(acc: dict[tuple[int, int], int], reference: np.ndarray, classified: np.ndarray) -> None:
     """Count the ``(reference, class)`` pairs of matching pixels into `acc` (window by window)."""
-    pairs, counts = np.unique(np.stack([reference.astype(np.int64), classified.astype(np.int64)]), axis=1,
-                              return_counts=True)
-    for (r, c), n in zip(pairs.T, counts):
-        acc[(int(r), int(c))] = acc.get((int(r), int(c)), 0) + int(n)
+    _add_rows(acc, reference, classified)
+
+
+def _add_rows(acc: dict[tuple[int, ...], int], *columns: np.ndarray) -> None:
+    """Count the rows of integer `columns` (one value per pixel each) into `acc`, by row.
+
+    The rows are numbered as one int64 each, so one sort of a 1-D array counts them (a sort of
+    rows, ``np.unique(axis=1)``, is several times slower on a window of millions of pixels).
+
+    >>> acc = {}
+    >>> _add_rows(acc, np.array([3, 3, 1]), np.array([2, 2, 0])); acc
+    {(1, 0): 1, (3, 2): 2}
+    """
+    cols = [np.asarray(c, dtype=np.int64).ravel() for c in columns]
+    if not cols[0].size:
+        return
+    lows = [int(c.min()) for c in cols]
+    spans = [int(c.max()) - low + 1 for c, low in zip(cols, lows)]
+    if math.prod(spans) < 2 ** 62:
+        key = np.zeros(cols[0].size, dtype=np.int64)
+        for c, low, span in zip(cols, lows, spans):
+            key = key * span + (c - low)
+        keys, counts = np.unique(key, return_counts=True)
+        rows = []
+        for low, span in zip(reversed(lows), reversed(spans)):
+            keys, digit = np.divmod(keys, span)
+            rows.append(digit + low)
+        rows = np.stack(rows[::-1])
+    else:
+        rows, counts = np.unique(np.stack(cols), axis=1, return_counts=True)
+    for row, n in zip(rows.T.tolist(), counts.tolist()):
+        acc[tuple(row)] = acc.get(tuple(row), 0) + n
 
 
 def pair_labels(*accs: dict[tuple[int, int], int]) -> list[int]:
@@ -103,9 +132,27 @@ def warn_foreign_reference(acc: Mapping[tuple[int, int], int], legend: Mapping[i
                     ", ".join(f"{k} {v}" for k, v in sorted(legend.items())))
 
 
+@dataclass
+class SamePixels:
+    """What :func:`count_on_same_pixels` counts, per map."""
+
+    #: :func:`add_pairs` counts.
+    pairs: dict[str, dict[tuple[int, int], int]]
+    #: Reference pixels masked (254) in some map: scored in none.
+    masked: int
+    #: Per map but the one compared against: ``[right in it only, right in against only]``.
+    discordant: dict[str, list[int]]
+    #: Per map, ``{(unit, reference class, map class): pixels}`` (:func:`unit_scores` reads them);
+    #: empty unless units were asked for.
+    unit_pairs: dict[str, dict[tuple[int, int, int], int]]
+    #: As `discordant`, per unit: ``{unit: [right in it only, right in against only]}``.
+    unit_discordant: dict[str, dict[int, list[int]]]
+    #: What the units are (``polygons``, ``points``, ``regions``...), None without units.
+    unit_kind: str | None = None
+
+
 def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callable], shape: tuple[int, int],
-                         against: str | None = None, rows: int = WINDOW_ROWS
-                         ) -> tuple[dict[str, dict[tuple[int, int], int]], int, dict[str, list[int]]]:
+                         against: str | None = None, rows: int = WINDOW_ROWS, units: bool = False) -> SamePixels:
     """Pair counts of several class maps against one reference, on the pixels every map sees.
 
     Window by window (`rows` rows of the grid of `shape`): a pixel counts where the reference
@@ -122,22 +169,26 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
         Rows and columns of the grid.
     against : str, optional
         A name of `readers`: every other map is compared with it pixel by pixel (McNemar's test).
+    units : bool
+        Count per sampling unit too (polygon, point, raster region: `read_reference` is a
+        :class:`~snap_operators.io.reference.ReferenceReader`), for intervals and tests that take
+        the units, not the pixels, as the sample (:func:`unit_scores`).
 
     Returns
     -------
-    tuple
-        ``(pairs, masked, discordant)``: :func:`add_pairs` counts per map; the masked pixels
-        left out; per map but `against`, ``[right in it only, right in against only]``.
+    SamePixels
     """
     from rasterio.windows import Window
 
     height, width = shape
     pairs: dict[str, dict[tuple[int, int], int]] = {name: {} for name in readers}
+    unit_pairs: dict[str, dict[tuple[int, int, int], int]] = {name: {} for name in readers} if units else {}
     discordant = {name: [0, 0] for name in readers if against is not None and name != against}
+    unit_discordant: dict[str, dict[int, list[int]]] = {name: {} for name in discordant} if units else {}
     masked = 0
     for row0 in range(0, height, rows):
         win = Window(0, row0, width, min(rows, height - row0))
-        ref = read_reference(win)
+        ref, unit = read_reference.with_units(win) if units else (read_reference(win), None)
         blocks = {name: read(win) for name, read in readers.items()}
         valid = scored_reference(ref)
         for block in blocks.values():
@@ -146,15 +197,102 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
         masked += int(is_masked.sum())
         valid &= ~is_masked
         ref = ref[valid]
+        unit = unit[valid] if units else None
         for name, block in blocks.items():
-            add_pairs(pairs[name], ref, block[valid])
+            if units:
+                add_unit_pairs(unit_pairs[name], unit, ref, block[valid])
+            else:
+                add_pairs(pairs[name], ref, block[valid])
         if discordant:
             right_against = blocks[against][valid] == ref
             for name, counts in discordant.items():
                 right = blocks[name][valid] == ref
-                counts[0] += int(np.count_nonzero(right & ~right_against))
-                counts[1] += int(np.count_nonzero(~right & right_against))
-    return pairs, masked, discordant
+                for k, where in enumerate((right & ~right_against, ~right & right_against)):
+                    counts[k] += int(np.count_nonzero(where))
+                    if units:
+                        per_unit = unit_discordant[name]
+                        for u, n in zip(*np.unique(unit[where], return_counts=True)):
+                            per_unit.setdefault(int(u), [0, 0])[k] += int(n)
+    if units:  # a raster's regions that the windows cut apart, whole again
+        unit_of = read_reference.unit
+        unit_pairs = {name: _merged(((unit_of(u), r, c), n) for (u, r, c), n in acc.items())
+                      for name, acc in unit_pairs.items()}
+        unit_discordant = {name: _merged((unit_of(u), counts) for u, counts in acc.items())
+                           for name, acc in unit_discordant.items()}
+    for name, acc in unit_pairs.items():
+        for (_, r, c), n in acc.items():
+            pairs[name][(r, c)] = pairs[name].get((r, c), 0) + n
+    return SamePixels(pairs, masked, discordant, unit_pairs, unit_discordant,
+                      getattr(read_reference, "unit_kind", None) if units else None)
+
+
+def _merged(items) -> dict:
+    """``{key: value}`` of ``(key, value)`` items, values of one key summed (numbers, or lists of numbers)."""
+    out: dict = {}
+    for key, value in items:
+        if key not in out:
+            out[key] = list(value) if isinstance(value, list) else value
+        elif isinstance(value, list):
+            out[key] = [a + b for a, b in zip(out[key], value)]
+        else:
+            out[key] += value
+    return out
+
+
+def add_unit_pairs(acc: dict[tuple[int, int, int], int], units: np.ndarray, reference: np.ndarray,
+                   classified: np.ndarray) -> None:
+    """Count the ``(unit, reference, class)`` triples of matching pixels into `acc` (window by window)."""
+    _add_rows(acc, units, reference, classified)
+
+
+def unit_scores(unit_pairs: Mapping[tuple[int, int, int], int], labels: Sequence[int], level: float = LEVEL,
+                design_effect: float | None = None) -> dict:
+    """Overall, producer's and user's accuracy of one map as estimates over the reference's sampling
+    units, with their intervals (:func:`snap_operators.science.sampling.ratio_interval`).
+
+    A class's figure that is all right (or all wrong), whose design effect cannot be measured,
+    takes the overall accuracy's; an overall accuracy of 1 (or 0) takes `design_effect`.
+
+    Parameters
+    ----------
+    unit_pairs : dict
+        ``{(unit, reference class, map class): pixels}`` (:func:`count_on_same_pixels` with units).
+    labels : sequence of int
+        The classes to give producer's and user's accuracy of.
+    design_effect : float, optional
+        Measured on the same units for another map (:func:`add_intervals`).
+
+    Returns
+    -------
+    dict
+        ``{"units", "overall_accuracy": interval, "per_class": {class: {"producers_accuracy":
+        interval, "users_accuracy": interval}}}``, each interval as ``ratio_interval`` gives it.
+
+    Examples
+    --------
+    Two polygons of water (1), one of them half called trees (3):
+
+    >>> s = unit_scores({(1, 1, 1): 10, (2, 1, 1): 5, (2, 1, 3): 5}, [1, 3])
+    >>> s["units"], s["overall_accuracy"]["estimate"], s["per_class"][3]["users_accuracy"]["estimate"]
+    (2, 0.75, 0.0)
+    """
+    keys = np.array(list(unit_pairs), dtype=np.int64).reshape(-1, 3)
+    n = np.array(list(unit_pairs.values()), dtype=np.float64)
+    ids, unit = np.unique(keys[:, 0], return_inverse=True)
+    ref, cls = keys[:, 1], keys[:, 2]
+
+    def per_unit(weights):
+        return np.bincount(unit, weights=weights, minlength=ids.size)
+
+    right = n * (ref == cls)
+    oa = ratio_interval(per_unit(right), per_unit(n), level, design_effect)
+    deff = oa["design_effect"] or design_effect
+    out = {"units": int(ids.size), "overall_accuracy": oa, "per_class": {}}
+    for k in labels:
+        out["per_class"][int(k)] = {
+            "producers_accuracy": ratio_interval(per_unit(right * (ref == k)), per_unit(n * (ref == k)), level, deff),
+            "users_accuracy": ratio_interval(per_unit(right * (cls == k)), per_unit(n * (cls == k)), level, deff)}
+    return out
 
 
 def confusion_matrix(reference: np.ndarray, classified: np.ndarray, labels: Sequence[int]) -> np.ndarray:
@@ -214,36 +352,82 @@ def accuracy_metrics(matrix: np.ndarray, labels: Sequence[int], names: Mapping[i
     return {"overall_accuracy": po, "kappa": kappa, "pixels": int(total), "per_class": per_class}
 
 
-def mcnemar_p(only_a: int, only_b: int) -> float:
-    """Two-sided p-value of McNemar's test that two maps scored on the same pixels are equally accurate.
+#: How the reports introduce McNemar's test.
+MCNEMAR_TITLE = "McNemar test of the difference"
 
-    The field's test for comparing classifications on one reference (Foody 2004, PE&RS 70(5)); it reads
-    only the pixels one map has right and the other wrong. Exact (binomial) up to 1000 such pixels, the
-    chi-square with continuity correction beyond. Neighbouring pixels (of one polygon) are not
-    independent, so on a polygon reference the p-value understates the doubt.
+
+def add_intervals(maps: Mapping[str, dict], unit_pairs: Mapping[str, Mapping[tuple[int, int, int], int]],
+                  unit_kind: str | None, level: float = LEVEL) -> None:
+    """Add to each map's :func:`accuracy_metrics` the intervals of its figures over the reference's
+    sampling units (:func:`unit_scores`): ``sampling`` (``unit_kind``, ``units``, ``level``,
+    ``overall_accuracy_interval``, ``effective_size``, ``design_effect``) and, per class,
+    ``producers_accuracy_interval`` and ``users_accuracy_interval`` (``[low, high]``, None where
+    there is no interval).
 
     Parameters
     ----------
-    only_a, only_b : int
-        Pixels right in map A only, and in map B only.
-
-    Examples
-    --------
-    >>> round(mcnemar_p(9, 1), 4), mcnemar_p(3, 3), round(mcnemar_p(600, 500), 4)
-    (0.0215, 1.0, 0.0028)
+    maps : dict of str to dict
+        Metrics of maps scored on the same pixels, by name; a map with every pixel right takes the
+        design effect of the first whose was measured.
+    unit_pairs : dict of str to dict
+        Each map's :attr:`SamePixels.unit_pairs`.
     """
-    n, k = only_a + only_b, min(only_a, only_b)
-    if n == 0:
-        return 1.0
-    if n <= 1000:
-        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
-        return min(1.0, 2 * tail)
-    chi2 = (abs(only_a - only_b) - 1) ** 2 / n
-    return math.erfc(math.sqrt(chi2 / 2))
+    scores = {name: unit_scores(unit_pairs[name], [p["class_id"] for p in m["per_class"]], level)
+              for name, m in maps.items()}
+    measured = [s["overall_accuracy"]["design_effect"] for s in scores.values() if s["overall_accuracy"]["design_effect"]]
+    for name, metrics in maps.items():
+        s = scores[name]
+        if measured and not s["overall_accuracy"]["design_effect"]:
+            s = unit_scores(unit_pairs[name], [p["class_id"] for p in metrics["per_class"]], level, measured[0])
+        oa = s["overall_accuracy"]
+        metrics["sampling"] = {"unit_kind": unit_kind, "units": s["units"], "level": level,
+                               "overall_accuracy_interval": _bounds(oa), "effective_size": oa["effective_size"],
+                               "design_effect": oa["design_effect"]}
+        for p in metrics["per_class"]:
+            per_class = s["per_class"][p["class_id"]]
+            p["producers_accuracy_interval"] = _bounds(per_class["producers_accuracy"])
+            p["users_accuracy_interval"] = _bounds(per_class["users_accuracy"])
 
 
-#: How the reports introduce McNemar's test on pixel references.
-MCNEMAR_TITLE = "McNemar test of the difference (neighbouring pixels are not independent: p understates the doubt)"
+def _bounds(interval: Mapping) -> list[float] | None:
+    return None if interval["low"] is None else [interval["low"], interval["high"]]
+
+
+def unit_mcnemar(counts: SamePixels, name: str) -> dict:
+    """McNemar's test of map `name` against the one :func:`count_on_same_pixels` compared it with, over
+    the reference's units (:func:`~snap_operators.science.sampling.clustered_mcnemar_p`):
+    ``{"units_p_value", "units", "unit_kind"}``, units being those with a pixel right in one map only."""
+    per_unit = list(counts.unit_discordant[name].values())
+    p = clustered_mcnemar_p([a for a, _ in per_unit], [b for _, b in per_unit])
+    return {"units_p_value": p, "units": len(per_unit), "unit_kind": counts.unit_kind}
+
+
+def mcnemar_text(test: Mapping, right_here: int, right_there: int) -> str:
+    """``"..., p = 0.0004; over the 19 polygons (..., clustered): p = 0.04"``: the p-values of a McNemar
+    result (``p_value``, and ``units_p_value`` where the reference's units are not single pixels)."""
+    text = f"{format_p(test['p_value'])} with each pixel independent"
+    if test.get("units_p_value") is not None and right_here + right_there > test.get("units", 0):
+        text += (f"; with the {test['units']} {test.get('unit_kind') or 'units'} holding such pixels as the sample "
+                 f"(Durkalski's clustered test) {format_p(test['units_p_value'])}")
+    return text
+
+
+def interval_text(sampling: Mapping) -> str:
+    """How sure the overall accuracy is: ``"95 % interval 0.933-0.986 (19 polygons as the sample, worth
+    312 independent pixels)"``, from ``metrics["sampling"]`` (:func:`add_intervals`)."""
+    size = sampling.get("effective_size")
+    worth = f", worth {size:.0f} independent pixels" if size is not None else ""
+    return (f"{sampling['level']:.0%} interval {format_interval(sampling['overall_accuracy_interval'])} "
+            f"({sampling['units']} {sampling.get('unit_kind') or 'units'} as the sample{worth})")
+
+
+def format_interval(bounds: Sequence[float] | None, digits: int = 3) -> str:
+    """``"0.933-0.986"``, or ``"-"`` without an interval.
+
+    >>> format_interval([0.93312, 0.98641]), format_interval(None)
+    ('0.933-0.986', '-')
+    """
+    return "-" if bounds is None else f"{bounds[0]:.{digits}f}-{bounds[1]:.{digits}f}"
 
 
 def format_p(p: float) -> str:
@@ -342,9 +526,9 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
                 pass
         class_names.update(names or {})
         readers = {name: functools.partial(_class_block, ds) for name, ds in zip(("classes", "compare"), maps)}
-        pairs, masked, discordant = count_on_same_pixels(ref_reader, readers, (cls_ds.height, cls_ds.width),
-                                                         against="compare" if compare is not None else None)
-    acc = pairs["classes"]
+        counts = count_on_same_pixels(ref_reader, readers, (cls_ds.height, cls_ds.width),
+                                      against="compare" if compare is not None else None, units=True)
+    acc, masked = counts.pairs["classes"], counts.masked
     if not acc:
         if masked:
             raise SnapPcError(f"every reference pixel of the class map is masked (cloud, cloud shadow, snow: "
@@ -358,13 +542,15 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     metrics["mapping"] = {str(k): v for k, v in mapping.items()}
     compared = None
     if compare is not None:
-        other_labels, other_m, other = _map_scores(pairs["compare"], class_names)
+        other_labels, other_m, other = _map_scores(counts.pairs["compare"], class_names)
         other.update(classes=str(compare), reference=str(reference_path), masked_pixels=masked)
         compared = Assessment(other_labels, other_m, other)
         metrics["compare"] = other
-        only = discordant["classes"]  # right in the class map only, in the compared map only
+        only = counts.discordant["classes"]  # right in the class map only, in the compared map only
         metrics["mcnemar"] = {"right_only_in_classes": only[0], "right_only_in_compare": only[1],
-                              "p_value": mcnemar_p(*only)}
+                              "p_value": mcnemar_p(*only), **unit_mcnemar(counts, "classes")}
+    add_intervals({"classes": metrics, **({"compare": compared.metrics} if compared else {})}, counts.unit_pairs,
+                  counts.unit_kind)
     return Assessment(labels, m, metrics, compared)
 
 
@@ -506,24 +692,34 @@ def format_report(result: Assessment) -> str:
     if base:
         lines.insert(1, f"  baseline:       {base['overall_accuracy']:.4f} (a map of the reference's most frequent "
                         f"class everywhere: {base['class_id']} {base['class_name']})")
+    sampling = met.get("sampling")
+    if sampling:
+        lines.insert(1 + bool(base), "  " + interval_text(sampling))
     if met.get("masked_pixels"):
         lines.append(f"Masked, not scored: {met['masked_pixels']} reference pixels (cloud, cloud shadow, snow)")
-    lines += ["", f"{'Class ID':>8} | {'Class Name':<38} | {'PA':>6} | {'UA':>6} | {'F1':>6} | {'IoU':>6}"]
+    level = f"{(sampling or {}).get('level', LEVEL):.0%}"
+    lines += ["", f"{'Class ID':>8} | {'Class Name':<38} | {'PA':>6} | {'UA':>6} | {'F1':>6} | {'IoU':>6} | "
+                  f"{'PA ' + level:>11} | {'UA ' + level:>11}"]
 
     def f(v):
         return f"{v:6.3f}" if v is not None else "     -"
 
     for p in met["per_class"]:
         lines.append(f"{p['class_id']:>8} | {p['class_name'][:38]:<38} | {f(p['producers_accuracy'])} | "
-                     f"{f(p['users_accuracy'])} | {f(p['f1'])} | {f(p['iou'])}")
+                     f"{f(p['users_accuracy'])} | {f(p['f1'])} | {f(p['iou'])} | "
+                     f"{format_interval(p.get('producers_accuracy_interval')):>11} | "
+                     f"{format_interval(p.get('users_accuracy_interval')):>11}")
     other = met.get("compare")
     if other:
         a, b = Path(met["classes"]).name, Path(other["classes"]).name
         t = met["mcnemar"]
-        lines += ["", f"Compared on the same pixels: {b} overall accuracy {other['overall_accuracy']:.4f}, kappa "
+        within = (f" ({other['sampling']['level']:.0%} interval "
+                  f"{format_interval(other['sampling']['overall_accuracy_interval'])})" if other.get("sampling") else "")
+        lines += ["", f"Compared on the same pixels: {b} overall accuracy {other['overall_accuracy']:.4f}{within}, kappa "
                       f"{other['kappa']:.4f} ({a} {met['overall_accuracy'] - other['overall_accuracy']:+.4f})",
                   f"{MCNEMAR_TITLE}: {a} right where {b} is wrong on {t['right_only_in_classes']} px, the reverse on "
-                  f"{t['right_only_in_compare']} px: {format_p(t['p_value'])}",
+                  f"{t['right_only_in_compare']} px: "
+                  f"{mcnemar_text(t, t['right_only_in_classes'], t['right_only_in_compare'])}",
                   "", f"{'Class ID':>8} | {'Class Name':<38} | {'PA':>6} | {'PA cmp':>6} | {'UA':>6} | {'UA cmp':>6}"]
         theirs = {p["class_id"]: p for p in other["per_class"]}
         for p in met["per_class"]:
@@ -539,8 +735,9 @@ def add_command(sub) -> None:
         "assess",
         help="accuracy of a class map against a reference raster or vector file",
         description="Confusion matrix, overall accuracy, Cohen's kappa, producer's/user's accuracy, F1 and IoU "
-        "per class of a class map against a reference. Writes metrics.json, confusion_matrix.csv and "
-        "confusion_matrix.png into --out.",
+        "per class of a class map against a reference, with 95% intervals that take the reference's polygons "
+        "(points, a raster's connected regions of one class) as the sample, not its pixels. Writes metrics.json, "
+        "confusion_matrix.csv and confusion_matrix.png into --out.",
         epilog="examples: snap-pc assess --classes classes.tif --reference LULC.tif --mapping 2:3,5:1,8:4 --out assess/; "
         "snap-pc assess --classes unet.tif --compare rules.tif --reference ref.gpkg --field class "
         "--mapping water:1,forest:3,urban:4",
@@ -551,8 +748,8 @@ def add_command(sub) -> None:
     p.add_argument("--mapping", help="reference code -> class id pairs, e.g. 5:1,2:3, or class name -> class id "
                    "pairs for a vector attribute of names, e.g. water:1,forest:3 (unmapped codes or names are left out)")
     p.add_argument("--compare", metavar="MAP", help="a second class map on the same grid (e.g. the rules' map beside "
-                   "the U-Net's): both scored on the pixels both map, with McNemar's test of the difference (its confusion "
-                   "matrix: confusion_matrix_compare.csv/png)")
+                   "the U-Net's): both scored on the pixels both map, with McNemar's test of the difference, over the pixels and "
+                   "over the reference's polygons (its confusion matrix: confusion_matrix_compare.csv/png)")
     p.add_argument("--out", help="folder for metrics.json, confusion_matrix.csv/png")
     p.set_defaults(handler=_cmd_assess)
 

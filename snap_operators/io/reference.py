@@ -25,8 +25,8 @@ import numpy as np
 
 from ..core.errors import SnapPcError
 
-__all__ = ["ReferenceDataError", "VectorLabels", "apply_mapping", "check_reference", "parse_mapping",
-           "read_vector_labels", "reference_reader", "split_mapping"]
+__all__ = ["ReferenceDataError", "ReferenceReader", "VectorLabels", "apply_mapping", "check_reference", "class_regions",
+           "parse_mapping", "read_vector_labels", "reference_reader", "split_mapping"]
 
 #: The option (or operator parameter) that maps a file's codes or names to class ids, by the file's role.
 MAPPING_OPTIONS = {"reference": "--mapping", "labels": "--label-mapping", "samplesFile": "samplesMapping"}
@@ -40,7 +40,7 @@ class ReferenceDataError(SnapPcError):
 
 def reference_reader(path, crs, transform, width: int, height: int, field: str | None = None,
                      *, require_overlap: bool = False, role: str = "reference",
-                     mapping: Mapping[int, int] | Mapping[str, int] | None = None) -> Callable:
+                     mapping: Mapping[int, int] | Mapping[str, int] | None = None) -> "ReferenceReader":
     """A function ``read(window) -> int64 array`` of class codes on the grid.
 
     Parameters
@@ -68,10 +68,12 @@ def reference_reader(path, crs, transform, width: int, height: int, field: str |
 
     Returns
     -------
-    callable
+    ReferenceReader
         ``read(window)`` -> ``(window.height, window.width)`` int64 codes, 0
         where the file says nothing; with a `mapping`, class ids, and -1
         wherever it maps nothing (there too, unless it maps 0).
+        ``read.with_units(window)`` also gives each pixel's sampling unit
+        (polygon, point, or a raster's connected region of one class).
     """
     names, codes = split_mapping(mapping)
     ref_ds, labels = _open_reference(path, crs, field, names, role, "--field")
@@ -79,9 +81,100 @@ def reference_reader(path, crs, transform, width: int, height: int, field: str |
         read = _vector_reader(path, labels, transform, width, height, require_overlap, role)
     else:
         read = _raster_reader(path, ref_ds, crs, transform, width, height, require_overlap, role)
-    if not codes:
-        return read
-    return lambda window: apply_mapping(read(window), codes)
+    return ReferenceReader(read, codes, width, labels)
+
+
+class ReferenceReader:
+    """``read(window)`` of :func:`reference_reader`; :meth:`with_units` also says which sampling unit
+    each pixel belongs to.
+
+    The unit is what a reference samples: a polygon or a point of a vector file, and in a raster
+    a connected region of one class (4-connected). A raster's regions are numbered window by
+    window; those that windows read one below the other cut apart are joined again by
+    :meth:`unit`, so the units do not depend on the windows.
+    """
+
+    def __init__(self, read: Callable, codes: Mapping[int, int], width: int, labels: "VectorLabels | None"):
+        self._read, self._codes, self._width, self._labels = read, codes, width, labels
+        #: What the units are, for reports: ``polygons``, ``points``, ``shapes`` (both) or ``regions`` (a raster).
+        self.unit_kind = labels.kind if labels is not None else "regions"
+        self._edge: tuple | None = None  # the last window's (row after it, columns, last row's classes and ids)
+        self._parent: dict[int, int] = {}  # raster regions cut by a window's edge -> the region they continue
+
+    def __call__(self, window) -> np.ndarray:
+        return apply_mapping(self._read(window), self._codes)
+
+    def with_units(self, window) -> tuple[np.ndarray, np.ndarray]:
+        """``(classes, units)``: the window's class ids as ``read(window)`` gives them, and each
+        pixel's unit id, int64 (0 where the reference says nothing); in a raster, :meth:`unit`
+        gives the id of the whole region once the windows below have been read."""
+        if self._labels is not None:
+            index = self._read(window, index=True)
+            return apply_mapping(np.where(index > 0, self._labels.codes[index - 1], 0), self._codes), index
+        classes = self(window)
+        row, col = int(window.row_off), int(window.col_off)
+        units = class_regions(classes, row, col, self._width)
+        if self._edge is not None and self._edge[:2] == (row, (col, classes.shape[1])) and classes.size:
+            above_classes, above_units = self._edge[2:]
+            touch = (above_classes == classes[0]) & (above_units > 0) & (units[0] > 0)
+            for a, b in set(zip(above_units[touch].tolist(), units[0][touch].tolist())):
+                self._join(a, b)
+        if classes.size:
+            self._edge = (row + classes.shape[0], (col, classes.shape[1]), classes[-1].copy(), units[-1].copy())
+        return classes, units
+
+    def unit(self, unit_id: int) -> int:
+        """The id of the whole unit `unit_id` is part of: the smallest of its parts' ids, the grid index
+        of its first pixel plus one, whatever the windows."""
+        while unit_id in self._parent:
+            unit_id = self._parent[unit_id]
+        return unit_id
+
+    def _join(self, a: int, b: int) -> None:
+        a, b = self.unit(a), self.unit(b)
+        if a != b:
+            self._parent[max(a, b)] = min(a, b)
+
+
+def class_regions(classes: np.ndarray, row_off: int = 0, col_off: int = 0, width: int | None = None) -> np.ndarray:
+    """Connected regions (4-connected) of one class id (> 0): a raster reference's sampling units.
+
+    Parameters
+    ----------
+    classes : numpy.ndarray
+        ``(rows, cols)`` class ids of a window of the grid (0 or less: nothing).
+    row_off, col_off : int
+        The window's place on the grid.
+    width : int, optional
+        The grid's width in pixels (default: the window's).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``(rows, cols)``: each region numbered by the grid index of its first pixel plus one,
+        so that the ids of different windows never meet; 0 elsewhere.
+
+    Examples
+    --------
+    >>> class_regions(np.array([[1, 1, 0], [2, 1, 2]]), 10, 0, 3).tolist()
+    [[31, 31, 0], [34, 31, 36]]
+    """
+    from scipy import ndimage
+
+    width = classes.shape[1] if width is None else width
+    local = np.zeros(classes.shape, dtype=np.int64)
+    count = 0
+    for value in np.unique(classes[classes > 0]):
+        labelled, n = ndimage.label(classes == value)
+        local[labelled > 0] = labelled[labelled > 0] + count
+        count += n
+    if count == 0:
+        return local
+    _, first = np.unique(local.ravel(), return_index=True)  # sorted ids: 0 first (when present), then 1..count
+    first = first[-count:]
+    rows, cols = np.divmod(first, classes.shape[1])
+    lut = np.concatenate([[0], (rows + row_off) * width + cols + col_off + 1])
+    return lut[local]
 
 
 def check_reference(path, field: str | None = None, mapping: Mapping[int, int] | Mapping[str, int] | None = None,
@@ -247,7 +340,15 @@ class VectorLabels:
 
         return tuple(shapely.total_bounds(self.geoms))
 
-    def rasterize(self, transform: Any, height: int, width: int) -> np.ndarray:
+    @property
+    def kind(self) -> str:
+        """``points``, ``polygons`` or ``shapes`` (both, or lines): what the file's units are."""
+        import shapely
+
+        types = set(shapely.get_type_id(self.geoms).tolist())
+        return "points" if types <= {0, 4} else "polygons" if types <= {3, 6} else "shapes"
+
+    def rasterize(self, transform: Any, height: int, width: int, index: bool = False) -> np.ndarray:
         """Class codes on a window of the grid.
 
         Parameters
@@ -256,6 +357,8 @@ class VectorLabels:
             Pixel-corner transform of the window.
         height, width : int
             Window size, pixels.
+        index : bool
+            Give each pixel its shape's position in the file plus one instead of its code.
 
         Returns
         -------
@@ -271,8 +374,9 @@ class VectorLabels:
         if hits.size == 0:
             return np.zeros((height, width), dtype=np.int64)
         hits.sort()  # file order: later features win where they overlap, as in rasterize
-        return features.rasterize(zip(self.geoms[hits], self.codes[hits].tolist()), out_shape=(height, width),
-                                  transform=transform, fill=0, dtype="int32", all_touched=False).astype(np.int64)
+        burnt = features.rasterize(zip(self.geoms[hits], (hits + 1).tolist()), out_shape=(height, width),
+                                   transform=transform, fill=0, dtype="int32", all_touched=False).astype(np.int64)
+        return burnt if index else np.where(burnt > 0, self.codes[burnt - 1], 0)
 
 
 def read_vector_labels(path, field: str, crs, *, role: str = "reference", field_option: str = "--field",
@@ -414,7 +518,7 @@ def _vector_reader(path, labels, transform, width, height, require_overlap, role
     if require_overlap:
         _check_overlap(path, labels.bounds, _grid_bounds(transform, width, height), role)
 
-    def read(win):
-        return labels.rasterize(windows.transform(win, transform), int(win.height), int(win.width))
+    def read(win, index=False):
+        return labels.rasterize(windows.transform(win, transform), int(win.height), int(win.width), index)
 
     return read

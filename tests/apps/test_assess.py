@@ -1,6 +1,7 @@
 """`snap-pc assess`: confusion matrix and metrics against raster and vector references."""
 
 import json
+import math
 
 import fiona
 import numpy as np
@@ -195,7 +196,10 @@ def test_masked_pixels_are_not_scored_but_counted(write_raster, tmp_path):
     # scored: (0,0) ref 1: c 1, o 1; (1,1) ref 2: c 2, o 2; (1,2) ref 1: c 2, o 1 -> masked 2 ((0,1), (0,2))
     assert res.metrics["pixels"] == res.metrics["compare"]["pixels"] == 3 and res.metrics["masked_pixels"] == 2
     assert res.metrics["overall_accuracy"] == pytest.approx(2 / 3) and res.metrics["compare"]["overall_accuracy"] == 1
-    assert res.metrics["mcnemar"] == {"right_only_in_classes": 0, "right_only_in_compare": 1, "p_value": 1.0}
+    # the one discordant pixel lies in the region of 1s at (0,2)-(1,2): one unit, d = -1, chi-square 1
+    assert res.metrics["mcnemar"] == {"right_only_in_classes": 0, "right_only_in_compare": 1, "p_value": 1.0,
+                                      "units_p_value": pytest.approx(math.erfc(math.sqrt(0.5))), "units": 1,
+                                      "unit_kind": "regions"}
 
 
 # --- confusion figure titles: which map, which split ----------------------------------------------
@@ -322,6 +326,19 @@ def test_two_maps_compared_on_the_same_pixels_with_mcnemar(tmp_path, capsys):
     assert (t["right_only_in_classes"] - t["right_only_in_compare"]) / met["pixels"] == pytest.approx(
         met["overall_accuracy"] - other["overall_accuracy"], abs=1e-12)
     assert "McNemar test of the difference" in out and "unet.tif right where rules.tif is wrong on" in out
+    # the sample is the 18 polygons, not the 1678 pixels: intervals around the figures, worth far fewer
+    # pixels, and a test over the polygons that doubts more than the pixels'
+    s = met["sampling"]
+    assert s["unit_kind"] == "polygons" and s["units"] == 18 and s["effective_size"] < met["pixels"] / 5
+    for m in (met, other):
+        low, high = m["sampling"]["overall_accuracy_interval"]
+        assert low < m["overall_accuracy"] < high and f"95% interval {low:.3f}-{high:.3f}" in out
+        for p in m["per_class"]:
+            if p["producers_accuracy_interval"]:
+                assert p["producers_accuracy_interval"][0] <= p["producers_accuracy"] <= p["producers_accuracy_interval"][1]
+    assert t["units_p_value"] > t["p_value"] and 0 < t["units"] <= 18
+    assert "18 polygons as the sample, worth" in out
+    assert f"with the {t['units']} polygons holding such pixels as the sample (Durkalski's clustered test)" in out
     # each map's confusion matrix, the compared one's beside the first's
     written = sorted(p.name for p in (tmp_path / "acc").iterdir())
     assert written == ["confusion_matrix.csv", "confusion_matrix.png", "confusion_matrix_compare.csv",
@@ -337,6 +354,10 @@ def test_two_maps_compared_on_the_same_pixels_with_mcnemar(tmp_path, capsys):
     assert alone.metrics["masked_pixels"] == met["masked_pixels"] == 0
     assert alone.metrics["overall_accuracy"] == pytest.approx(other["overall_accuracy"])
     assert alone.metrics["baseline_majority"] == other["baseline_majority"]
+    assert alone.metrics["sampling"] == other["sampling"]
+    # the polygons burnt into a raster (labels.tif): its regions of one class are the same 18 units
+    raster = assess(tmp_path / "rules.tif", scene / "labels.tif", mapping={1: 1, 2: 3, 4: 4})
+    assert raster.metrics["sampling"] == {**alone.metrics["sampling"], "unit_kind": "regions"}
     with rasterio.open(tmp_path / "rules.tif") as src:  # the same map 10 m east: another grid
         profile, data = src.profile, src.read()
     profile["transform"] = rasterio.Affine.translation(10, 0) @ profile["transform"]

@@ -200,3 +200,52 @@ def test_a_float_raster_of_codes_reads_its_nan_as_nothing_and_refuses_fractions(
     with pytest.raises(ReferenceDataError, match=r"reference raster .*fraction.tif holds values that are not whole "
                                                  r"numbers \(e.g. 2.5\): it is no raster of class codes$"):
         reference_reader(tmp_path / "fraction.tif", UTM, T, W, H)(Window(0, 0, W, H))
+
+
+def test_each_pixel_belongs_to_its_sampling_unit(tmp_path):
+    """`with_units`: a polygon is one unit wherever windows cut it, a point is one, and a raster's
+    unit is a connected region of one class, numbered so that no two windows' regions share an id."""
+    import rasterio
+
+    path = write_labels(tmp_path / "units.gpkg", [(polygon(5, 5, 30, 40), 3), (polygon(35, 5, 45, 15), 3),
+                                                  (point(2, 50), 1), (point(40, 50), 1)])
+    read = reference_reader(path, UTM, T, W, H, "label")
+    assert read.unit_kind == "shapes"
+    top, bottom = (read.with_units(Window(0, r, W, h)) for r, h in ((0, 20), (20, H - 20)))
+    codes, units = (np.vstack(pair) for pair in zip(top, bottom))
+    assert np.array_equal(codes, reference_array(path))
+    # file order plus one; the first polygon keeps its id across the windows' edge at row 20
+    assert set(np.unique(top[1][top[1] > 0])) == {1, 2} and set(np.unique(bottom[1][bottom[1] > 0])) == {1, 3, 4}
+    assert (units[5:40, 5:30] == 1).all() and units[50, 2] == 3 and units[50, 40] == 4
+    assert reference_reader(write_labels(tmp_path / "p.gpkg", [(point(2, 50), 1)]), UTM, T, W, H,
+                            "label").unit_kind == "points"
+    # the same as a raster: the two polygons of class 3 are two regions; the one cut at row 20 is two
+    profile = dict(driver="GTiff", width=W, height=H, count=1, dtype="uint8", crs=UTM, transform=T)
+    with rasterio.open(tmp_path / "units.tif", "w", **profile) as d:
+        d.write(codes.astype(np.uint8), 1)
+    read = reference_reader(tmp_path / "units.tif", UTM, T, W, H, mapping={3: 3, 1: 1})
+    assert read.unit_kind == "regions"
+    (_, top), (_, bottom) = (read.with_units(Window(0, r, W, h)) for r, h in ((0, 20), (20, H - 20)))
+    assert len(np.unique(top[top > 0])) == 2 and len(np.unique(bottom[bottom > 0])) == 3
+    assert not set(np.unique(top[top > 0])) & set(np.unique(bottom[bottom > 0]))
+    assert top[5, 5] == 5 * W + 5 + 1 and bottom[0, 5] == 20 * W + 5 + 1  # each region: its first pixel + 1
+
+
+def test_a_rasters_regions_do_not_depend_on_the_windows_read(tmp_path):
+    """A U-shaped region and a stripe, read in windows of 1, 3 and 60 rows top to bottom: once joined
+    (`unit`), every pixel has the same unit id whatever the windows, the id of the region's first pixel."""
+    import rasterio
+
+    a = np.zeros((H, W), np.uint8)
+    a[10:40, 5:8] = a[10:40, 20:23] = a[37:40, 5:23] = 2  # a U: its arms meet only at the bottom
+    a[:, 30] = 1  # a stripe through every window
+    profile = dict(driver="GTiff", width=W, height=H, count=1, dtype="uint8", crs=UTM, transform=T)
+    with rasterio.open(tmp_path / "u.tif", "w", **profile) as d:
+        d.write(a, 1)
+    seen = []
+    for rows in (1, 3, H):
+        read = reference_reader(tmp_path / "u.tif", UTM, T, W, H)
+        units = np.vstack([read.with_units(Window(0, r, W, min(rows, H - r)))[1] for r in range(0, H, rows)])
+        seen.append(np.vectorize(read.unit)(units))
+    assert all(np.array_equal(seen[0], other) for other in seen[1:])
+    assert set(np.unique(seen[0])) == {0, 30 + 1, 10 * W + 5 + 1}

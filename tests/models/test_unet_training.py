@@ -330,7 +330,13 @@ def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(train
         assert change == pytest.approx(pu["producers_accuracy"] - pr["producers_accuracy"])
     lines = format_comparison(got)
     assert lines[0].startswith(f"against {truth}") and "rules (the label masks the network learnt from)" in lines[0]
-    assert lines[1].startswith("McNemar test of the difference") and len(lines) == 4 + 5
+    assert lines[1].startswith("95% intervals of the overall accuracy, with the reference's ")
+    assert lines[2].startswith("McNemar test of the difference") and len(lines) == 5 + 5
+    # the intervals hold the figures; the truth's regions of one class are the sample
+    for m in (u, r):
+        low, high = m["sampling"]["overall_accuracy_interval"]
+        assert low < m["overall_accuracy"] < high and m["sampling"]["unit_kind"] == "regions"
+    assert u["sampling"]["units"] == r["sampling"]["units"] > 1
     t = got["mcnemar"]["unet"]  # the pixels right in one map only: their difference is the OA difference
     assert (t["right_only_here"] - t["right_only_in_rules"]) / got["pixels"] == pytest.approx(
         u["overall_accuracy"] - r["overall_accuracy"], abs=1e-12)
@@ -492,8 +498,12 @@ def test_cli_train_scores_the_map_the_inference_graph_writes(dataset, tmp_path, 
         assert (t["right_only_here"] - t["right_only_in_rules"]) / ref["pixels"] == pytest.approx(
             ref[name]["overall_accuracy"] - ref["rules"]["overall_accuracy"], abs=1e-12)
         assert 0 <= t["p_value"] <= 1
-    assert ("McNemar test of the difference (neighbouring pixels are not independent: p understates the doubt): "
+    assert ("McNemar test of the difference: "
             f"U-Net right where the rules are wrong on {ref['mcnemar']['unet']['right_only_here']} px") in out
+    # the intervals and the test over the reference's units are assess's on the same pixels
+    assert ref["rules"]["sampling"] == both.metrics["compare"]["sampling"]
+    assert ref["unet"]["sampling"] == both.metrics["sampling"]
+    assert ref["mcnemar"]["unet"]["units_p_value"] == pytest.approx(both.metrics["mcnemar"]["units_p_value"])
     assert "their fusion" in (tmp_path / "f.card.md").read_text()
     # the fused map: the rules' class where their margin reaches 0.1, the network's elsewhere
     with rasterio.open(rules_map) as r, rasterio.open(tmp_path / "f.classes.tif") as u, \

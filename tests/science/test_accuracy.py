@@ -50,6 +50,25 @@ def test_baseline_map_is_the_issues_one_line_rule():
     assert bench.baseline_maps(a)["baseline map"].tolist() == [[1, 1, 3, 4, 0]]
 
 
+def test_intervals_and_mcnemar_take_the_references_regions_as_the_sample():
+    """Two water polygons of 4 px and one built-up of 4: the graph has one polygon wrong where the
+    baseline has it right, and the baseline a pixel of another wrong: three units, not twelve pixels."""
+    W, B = bench.R_WATER, bench.R_BUILT
+    ref = np.array([[W, W, 0, B, B], [W, W, 0, B, B], [0, 0, 0, 0, 0], [W, W, 0, 0, 0], [W, W, 0, 0, 0]], np.uint8)
+    ours = np.where(ref == W, 1, np.where(ref == B, 3, 0)).astype(np.uint8)  # built-up called trees
+    base = np.where(ref > 0, np.where(ref == W, 1, 4), 0).astype(np.uint8)
+    base[4, 1] = 3
+    f = bench.unit_figures(ours, base, ref)
+    assert f["a"]["units"] == f["b"]["units"] == 3 and f["a"]["pixels"] == 12
+    assert f["a"]["estimate"] == pytest.approx(bench.scores(ours, ref)["oa"]) == pytest.approx(8 / 12)
+    assert f["b"]["estimate"] == pytest.approx(11 / 12) and f["a"]["low"] < 8 / 12 < f["a"]["high"]
+    t = f["mcnemar"]
+    assert (t["only_a"], t["only_b"]) == (1, 4)
+    # per unit d = 0, +1, -4: (0 + 1 - 4)^2 / (0 + 1 + 16) = 9/17
+    assert t["p_units"] == pytest.approx(math.erfc(math.sqrt(9 / 17 / 2)))
+    assert bench.interval_row("x", f).startswith("| x | 3 | 12 | 0.667 (")
+
+
 class _Scene:
     def __init__(self, name, local=False, weak=False):
         self.name, self.local, self.kind, self.weak = name, local, "dense", weak
@@ -461,6 +480,25 @@ def test_default_graph_beats_the_baseline_map(runs, name):
     for c in bench.CORE:
         if f"iou_{c}" in base:  # no class lost to the baseline by more than 0.05
             assert ours[f"iou_{c}"] >= base[f"iou_{c}"] - 0.05, (c, ours[f"iou_{c}"], base[f"iou_{c}"])
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", ["buffalo", "aberystwyth", "leipzig", "trombetas"])
+def test_each_figure_has_its_interval_over_the_references_units(runs, name):
+    """The OA of the shipped graph, as the table gives it, lies in its interval, which is worth far fewer
+    pixels than the reference holds where its units are polygons (Leipzig's points: one each)."""
+    if name not in runs:
+        pytest.skip(f"scene {name} not available")
+    _, arrays, pred = runs[name]
+    f = bench.unit_figures(pred, bench.baseline_maps(arrays)["baseline map"], arrays["reference"])
+    a = f["a"]
+    assert a["estimate"] == pytest.approx(bench.scores(pred, arrays["reference"])["oa"])
+    assert a["low"] < a["estimate"] < a["high"] and a["units"] > 1
+    if name == "leipzig":
+        assert a["units"] == a["pixels"] and a["effective_size"] == pytest.approx(a["pixels"])
+    else:
+        assert a["units"] < a["pixels"] / 10 and a["effective_size"] < a["pixels"] / 5
+        assert f["mcnemar"]["p_units"] > f["mcnemar"]["p_pixels"]
 
 
 @pytest.mark.real_data
