@@ -8,7 +8,8 @@ training image, and the rules' map (given it, with its margin; else the
 label masks the network was trained on, rasterized on the same grid). Given
 the rules' map, it also scores the map the inference graph writes: the two
 fused by ``RuleFusion`` (:func:`fuse_scene`). McNemar's test says whether
-each difference to the rules is more than chance.
+each difference to the rules is more than chance, over the reference's pixels and over its
+polygons (the sample a reference really is), and each figure comes with its interval.
 """
 
 from __future__ import annotations
@@ -220,8 +221,11 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     -------
     dict
         ``{"reference", "pixels", "unet": metrics, "rules": metrics, "recall_change": {class: unet - rules},
-        "mcnemar": {map: {"right_only_here", "right_only_in_rules", "p_value"}}}`` (McNemar's test of
-        each map's difference to the rules: :func:`snap_operators.apps.assess.mcnemar_p`);
+        "mcnemar": {map: {"right_only_here", "right_only_in_rules", "p_value", "units_p_value", "units",
+        "unit_kind"}}}`` (McNemar's test of each map's difference to the rules, with each pixel
+        independent, :func:`snap_operators.apps.assess.mcnemar_p`, and over the reference's units,
+        :func:`snap_operators.apps.assess.unit_mcnemar`); each map's metrics also hold ``sampling``,
+        their 95 % intervals over those units (:func:`snap_operators.apps.assess.add_intervals`);
         the metrics as :func:`snap_operators.apps.assess.accuracy_metrics` gives them (overall
         accuracy, kappa, per-class producer's/user's accuracy, F1, IoU). The pixels are those the
         reference labels and every map saw (no-data and masked pixels left out of all).
@@ -263,7 +267,7 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         ref_classes = {r for r, _ in acc}
         metrics["per_class"] = [p for p in metrics["per_class"] if p["class_id"] in ref_classes]
         out[name] = metrics
-    add_intervals({name: out[name] for name in pairs}, counts.unit_pairs, counts.unit_kind)
+    add_intervals({name: out[name] for name in pairs}, counts.unit_pairs, counts.unit_kind, coverage=counts.coverage)
     out["pixels"] = int(sum(pairs["unet"].values()))
     out["mcnemar"] = {name: {"right_only_here": a, "right_only_in_rules": b, "p_value": mcnemar_p(a, b),
                              **unit_mcnemar(counts, name)}

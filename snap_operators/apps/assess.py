@@ -149,6 +149,8 @@ class SamePixels:
     unit_discordant: dict[str, dict[int, list[int]]]
     #: What the units are (``polygons``, ``points``, ``regions``...), None without units.
     unit_kind: str | None = None
+    #: The share of the grid's pixels the reference labels (masked ones included).
+    coverage: float = 0.0
 
 
 def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callable], shape: tuple[int, int],
@@ -185,7 +187,7 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
     unit_pairs: dict[str, dict[tuple[int, int, int], int]] = {name: {} for name in readers} if units else {}
     discordant = {name: [0, 0] for name in readers if against is not None and name != against}
     unit_discordant: dict[str, dict[int, list[int]]] = {name: {} for name in discordant} if units else {}
-    masked = 0
+    masked = labelled = 0
     for row0 in range(0, height, rows):
         win = Window(0, row0, width, min(rows, height - row0))
         ref, unit = read_reference.with_units(win) if units else (read_reference(win), None)
@@ -195,6 +197,7 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
             valid &= block != NO_DATA
         is_masked = valid & np.logical_or.reduce([block == MASKED for block in blocks.values()])
         masked += int(is_masked.sum())
+        labelled += int(valid.sum())
         valid &= ~is_masked
         ref = ref[valid]
         unit = unit[valid] if units else None
@@ -223,7 +226,8 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
         for (_, r, c), n in acc.items():
             pairs[name][(r, c)] = pairs[name].get((r, c), 0) + n
     return SamePixels(pairs, masked, discordant, unit_pairs, unit_discordant,
-                      getattr(read_reference, "unit_kind", None) if units else None)
+                      getattr(read_reference, "unit_kind", None) if units else None,
+                      labelled / (height * width) if height * width else 0.0)
 
 
 def _merged(items) -> dict:
@@ -357,12 +361,12 @@ MCNEMAR_TITLE = "McNemar test of the difference"
 
 
 def add_intervals(maps: Mapping[str, dict], unit_pairs: Mapping[str, Mapping[tuple[int, int, int], int]],
-                  unit_kind: str | None, level: float = LEVEL) -> None:
+                  unit_kind: str | None, level: float = LEVEL, coverage: float | None = None) -> None:
     """Add to each map's :func:`accuracy_metrics` the intervals of its figures over the reference's
     sampling units (:func:`unit_scores`): ``sampling`` (``unit_kind``, ``units``, ``level``,
-    ``overall_accuracy_interval``, ``effective_size``, ``design_effect``) and, per class,
-    ``producers_accuracy_interval`` and ``users_accuracy_interval`` (``[low, high]``, None where
-    there is no interval).
+    ``overall_accuracy_interval``, ``effective_size``, ``design_effect``, ``coverage``) and, per
+    class, ``producers_accuracy_interval`` and ``users_accuracy_interval`` (``[low, high]``, None
+    where there is no interval).
 
     Parameters
     ----------
@@ -371,6 +375,8 @@ def add_intervals(maps: Mapping[str, dict], unit_pairs: Mapping[str, Mapping[tup
         design effect of the first whose was measured.
     unit_pairs : dict of str to dict
         Each map's :attr:`SamePixels.unit_pairs`.
+    coverage : float, optional
+        The share of the map's pixels the reference labels (:attr:`SamePixels.coverage`).
     """
     scores = {name: unit_scores(unit_pairs[name], [p["class_id"] for p in m["per_class"]], level)
               for name, m in maps.items()}
@@ -382,7 +388,7 @@ def add_intervals(maps: Mapping[str, dict], unit_pairs: Mapping[str, Mapping[tup
         oa = s["overall_accuracy"]
         metrics["sampling"] = {"unit_kind": unit_kind, "units": s["units"], "level": level,
                                "overall_accuracy_interval": _bounds(oa), "effective_size": oa["effective_size"],
-                               "design_effect": oa["design_effect"]}
+                               "design_effect": oa["design_effect"], "coverage": coverage}
         for p in metrics["per_class"]:
             per_class = s["per_class"][p["class_id"]]
             p["producers_accuracy_interval"] = _bounds(per_class["producers_accuracy"])
@@ -415,10 +421,18 @@ def mcnemar_text(test: Mapping, right_here: int, right_there: int) -> str:
 def interval_text(sampling: Mapping) -> str:
     """How sure the overall accuracy is: ``"95 % interval 0.933-0.986 (19 polygons as the sample, worth
     312 independent pixels)"``, from ``metrics["sampling"]`` (:func:`add_intervals`)."""
+    if sampling["overall_accuracy_interval"] is None:
+        return (f"no {sampling['level']:.0%} interval: the reference is one sampling unit "
+                f"({(sampling.get('unit_kind') or 'units').rstrip('s')}), which says nothing of how the accuracy "
+                "varies from place to place")
     size = sampling.get("effective_size")
+    kind = sampling.get("unit_kind") or "units"
     worth = f", worth {size:.0f} independent pixels" if size is not None else ""
+    if (sampling.get("coverage") or 0) >= 0.5:  # a wall-to-wall reference is the scene, not a sample of it
+        worth += (f"; the reference covers {sampling['coverage']:.0%} of the map, so the overall accuracy is "
+                  f"the scene's own and the interval what its {kind} say of other places like them")
     return (f"{sampling['level']:.0%} interval {format_interval(sampling['overall_accuracy_interval'])} "
-            f"({sampling['units']} {sampling.get('unit_kind') or 'units'} as the sample{worth})")
+            f"({sampling['units']} {kind} as the sample{worth})")
 
 
 def format_interval(bounds: Sequence[float] | None, digits: int = 3) -> str:
@@ -550,7 +564,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
         metrics["mcnemar"] = {"right_only_in_classes": only[0], "right_only_in_compare": only[1],
                               "p_value": mcnemar_p(*only), **unit_mcnemar(counts, "classes")}
     add_intervals({"classes": metrics, **({"compare": compared.metrics} if compared else {})}, counts.unit_pairs,
-                  counts.unit_kind)
+                  counts.unit_kind, coverage=counts.coverage)
     return Assessment(labels, m, metrics, compared)
 
 

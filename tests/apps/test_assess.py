@@ -186,6 +186,15 @@ def test_masked_pixels_are_not_scored_but_counted(write_raster, tmp_path):
     from snap_operators.apps.assess import format_report
 
     assert "Masked, not scored: 1 reference pixels" in format_report(res)
+    # the reference's regions of one class with a pixel scored: (0,0); (0,1)-(1,0)-(1,1); (0,2)-(1,2)
+    assert res.metrics["sampling"]["units"] == 3 and "95% interval" in format_report(res)
+    # 6 of the 8 pixels labelled and seen (one of them masked): a wall-to-wall reference, said so
+    assert res.metrics["sampling"]["coverage"] == 6 / 8
+    assert "the reference covers 75% of the map, so the overall accuracy is the scene's own" in format_report(res)
+    write_raster(tmp_path / "one.tif", np.full((2, 4), 2, np.uint8))  # one region: no interval, said so
+    one = assess(tmp_path / "c.tif", tmp_path / "one.tif")
+    assert one.metrics["sampling"]["overall_accuracy_interval"] is None
+    assert "no 95% interval: the reference is one sampling unit (region)" in format_report(one)
     write_raster(tmp_path / "all.tif", np.full((2, 4), 254, np.uint8), nodata=255)
     with pytest.raises(SnapPcError, match="every reference pixel of the class map is masked"):
         assess(tmp_path / "all.tif", tmp_path / "r.tif")
@@ -337,7 +346,7 @@ def test_two_maps_compared_on_the_same_pixels_with_mcnemar(tmp_path, capsys):
             if p["producers_accuracy_interval"]:
                 assert p["producers_accuracy_interval"][0] <= p["producers_accuracy"] <= p["producers_accuracy_interval"][1]
     assert t["units_p_value"] > t["p_value"] and 0 < t["units"] <= 18
-    assert "18 polygons as the sample, worth" in out
+    assert "18 polygons as the sample, worth" in out and "the scene's own" not in out  # polygons: a sample
     assert f"with the {t['units']} polygons holding such pixels as the sample (Durkalski's clustered test)" in out
     # each map's confusion matrix, the compared one's beside the first's
     written = sorted(p.name for p in (tmp_path / "acc").iterdir())
