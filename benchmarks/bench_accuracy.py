@@ -1721,22 +1721,21 @@ def unit_figures(pred: np.ndarray, other: np.ndarray, ref: np.ndarray) -> dict[s
     """OA of `pred` and of `other` with their 95 % intervals, and McNemar's test of the difference,
     with the reference's units as the sample: its connected regions of one class (a polygon, a
     point, a patch of a dense map), not its pixels; over the pixels :func:`scores` counts in OA."""
+    from snap_operators.apps.assess import count_rows, unit_scores_alike
     from snap_operators.io.reference import class_regions
-    from snap_operators.science.sampling import clustered_mcnemar_p, mcnemar_p, ratio_interval
+    from snap_operators.science.sampling import clustered_mcnemar_p, mcnemar_p
 
     core = np.isin(ref, [c for c in CORE if (ref == c).any()])
     _, unit = np.unique(class_regions(ref)[core], return_inverse=True)
-    right = {"a": pred[core] == ref[core], "b": other[core] == ref[core]}
-    scored = np.bincount(unit)
-    out = {name: ratio_interval(np.bincount(unit, weights=r, minlength=scored.size), scored)
-           for name, r in right.items()}
-    measured = [iv["design_effect"] for iv in out.values() if iv["design_effect"]]
-    for name, r in right.items():  # a map with every pixel right: the other's design effect (assess does so)
-        if measured and not out[name]["design_effect"]:
-            out[name] = ratio_interval(np.bincount(unit, weights=r, minlength=scored.size), scored,
-                                       design_effect=measured[0])
+    maps = {"a": pred[core], "b": other[core]}
+    unit_pairs: dict[str, dict] = {name: {} for name in maps}
+    for name, m in maps.items():
+        count_rows(unit_pairs[name], unit, ref[core], m)
+    scores = unit_scores_alike(unit_pairs, {name: [] for name in maps})  # as assess gives them
+    out: dict[str, Any] = {name: s["overall_accuracy"] for name, s in scores.items()}
+    right = {name: m == ref[core] for name, m in maps.items()}
     only = {"a": right["a"] & ~right["b"], "b": right["b"] & ~right["a"]}
-    per_unit = {k: np.bincount(unit, weights=v, minlength=scored.size) for k, v in only.items()}
+    per_unit = {k: np.bincount(unit, weights=v, minlength=unit.max(initial=-1) + 1) for k, v in only.items()}
     out["mcnemar"] = {"only_a": int(only["a"].sum()), "only_b": int(only["b"].sum()),
                       "p_pixels": mcnemar_p(int(only["a"].sum()), int(only["b"].sum())),
                       "p_units": clustered_mcnemar_p(per_unit["a"], per_unit["b"])}

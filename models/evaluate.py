@@ -249,8 +249,7 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
             readers[name] = reference_reader(path, *grid)
         # pixels any map could not see (no data; cloud, shadow or snow) are left out of all; each map's
         # pixels right where the rules are wrong, and the reverse: McNemar's test of the difference
-        counts = count_on_same_pixels(read_ref, readers, (ds.height, ds.width), against="rules", rows=WINDOW_ROWS,
-                                      units=True)
+        counts = count_on_same_pixels(read_ref, readers, (ds.height, ds.width), against="rules", rows=WINDOW_ROWS)
     pairs = counts.pairs
     if not pairs["unet"]:
         raise SnapPcError(f"no pixel of {reference} is labelled inside the training image "

@@ -44,19 +44,14 @@ log = logging.getLogger(__name__)
 WINDOW_ROWS = 1024
 
 
-def add_pairs(acc: dict[tuple[int, int], int], reference: np.ndarray, classified: np.ndarray) -> None:
-    """Count the ``(reference, class)`` pairs of matching pixels into `acc` (window by window)."""
-    _add_rows(acc, reference, classified)
-
-
-def _add_rows(acc: dict[tuple[int, ...], int], *columns: np.ndarray) -> None:
+def count_rows(acc: dict[tuple[int, ...], int], *columns: np.ndarray) -> None:
     """Count the rows of integer `columns` (one value per pixel each) into `acc`, by row.
 
     The rows are numbered as one int64 each, so one sort of a 1-D array counts them (a sort of
     rows, ``np.unique(axis=1)``, is several times slower on a window of millions of pixels).
 
     >>> acc = {}
-    >>> _add_rows(acc, np.array([3, 3, 1]), np.array([2, 2, 0])); acc
+    >>> count_rows(acc, np.array([3, 3, 1]), np.array([2, 2, 0])); acc
     {(1, 0): 1, (3, 2): 2}
     """
     cols = [np.asarray(c, dtype=np.int64).ravel() for c in columns]
@@ -136,26 +131,27 @@ def warn_foreign_reference(acc: Mapping[tuple[int, int], int], legend: Mapping[i
 class SamePixels:
     """What :func:`count_on_same_pixels` counts, per map."""
 
-    #: :func:`add_pairs` counts.
+    #: ``{(reference class, map class): pixels}``.
     pairs: dict[str, dict[tuple[int, int], int]]
     #: Reference pixels masked (254) in some map: scored in none.
     masked: int
     #: Per map but the one compared against: ``[right in it only, right in against only]``.
     discordant: dict[str, list[int]]
-    #: Per map, ``{(unit, reference class, map class): pixels}`` (:func:`unit_scores` reads them);
-    #: empty unless units were asked for.
+    #: Per map, ``{(unit, reference class, map class): pixels}`` (:func:`unit_scores` reads them).
     unit_pairs: dict[str, dict[tuple[int, int, int], int]]
     #: As `discordant`, per unit: ``{unit: [right in it only, right in against only]}``.
     unit_discordant: dict[str, dict[int, list[int]]]
-    #: What the units are (``polygons``, ``points``, ``regions``...), None without units.
+    #: What the units are (``polygons``, ``points``, ``regions``...).
     unit_kind: str | None = None
     #: The share of the grid's pixels the reference labels (masked ones included).
     coverage: float = 0.0
 
 
 def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callable], shape: tuple[int, int],
-                         against: str | None = None, rows: int = WINDOW_ROWS, units: bool = False) -> SamePixels:
-    """Pair counts of several class maps against one reference, on the pixels every map sees.
+                         against: str | None = None, rows: int = WINDOW_ROWS) -> SamePixels:
+    """Pair counts of several class maps against one reference, on the pixels every map sees, in all
+    and per sampling unit of the reference (polygon, point, raster region), for intervals and tests
+    that take the units, not the pixels, as the sample (:func:`unit_scores`).
 
     Window by window (`rows` rows of the grid of `shape`): a pixel counts where the reference
     labels it (:func:`scored_reference`) and no map is without data (255) there; pixels masked
@@ -163,18 +159,14 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
 
     Parameters
     ----------
-    read_reference : callable
-        ``read(window) -> int array`` of reference class ids (:func:`reference_reader`).
+    read_reference : ReferenceReader
+        The reference's class ids and units (:func:`reference_reader`).
     readers : dict of str to callable
         ``read(window) -> array`` of each map's classes, 255 where it has no data.
     shape : (int, int)
         Rows and columns of the grid.
     against : str, optional
         A name of `readers`: every other map is compared with it pixel by pixel (McNemar's test).
-    units : bool
-        Count per sampling unit too (polygon, point, raster region: `read_reference` is a
-        :class:`~snap_operators.io.reference.ReferenceReader`), for intervals and tests that take
-        the units, not the pixels, as the sample (:func:`unit_scores`).
 
     Returns
     -------
@@ -183,14 +175,13 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
     from rasterio.windows import Window
 
     height, width = shape
-    pairs: dict[str, dict[tuple[int, int], int]] = {name: {} for name in readers}
-    unit_pairs: dict[str, dict[tuple[int, int, int], int]] = {name: {} for name in readers} if units else {}
+    unit_pairs: dict[str, dict[tuple[int, int, int], int]] = {name: {} for name in readers}
     discordant = {name: [0, 0] for name in readers if against is not None and name != against}
-    unit_discordant: dict[str, dict[int, list[int]]] = {name: {} for name in discordant} if units else {}
+    unit_discordant: dict[str, dict[int, list[int]]] = {name: {} for name in discordant}
     masked = labelled = 0
     for row0 in range(0, height, rows):
         win = Window(0, row0, width, min(rows, height - row0))
-        ref, unit = read_reference.with_units(win) if units else (read_reference(win), None)
+        ref, unit = read_reference.with_units(win)
         blocks = {name: read(win) for name, read in readers.items()}
         valid = scored_reference(ref)
         for block in blocks.values():
@@ -199,34 +190,26 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
         masked += int(is_masked.sum())
         labelled += int(valid.sum())
         valid &= ~is_masked
-        ref = ref[valid]
-        unit = unit[valid] if units else None
+        ref, unit = ref[valid], unit[valid]
         for name, block in blocks.items():
-            if units:
-                add_unit_pairs(unit_pairs[name], unit, ref, block[valid])
-            else:
-                add_pairs(pairs[name], ref, block[valid])
+            count_rows(unit_pairs[name], unit, ref, block[valid])
         if discordant:
             right_against = blocks[against][valid] == ref
             for name, counts in discordant.items():
                 right = blocks[name][valid] == ref
                 for k, where in enumerate((right & ~right_against, ~right & right_against)):
                     counts[k] += int(np.count_nonzero(where))
-                    if units:
-                        per_unit = unit_discordant[name]
-                        for u, n in zip(*np.unique(unit[where], return_counts=True)):
-                            per_unit.setdefault(int(u), [0, 0])[k] += int(n)
-    if units:  # a raster's regions that the windows cut apart, whole again
-        unit_of = read_reference.unit
-        unit_pairs = {name: _merged(((unit_of(u), r, c), n) for (u, r, c), n in acc.items())
-                      for name, acc in unit_pairs.items()}
-        unit_discordant = {name: _merged((unit_of(u), counts) for u, counts in acc.items())
-                           for name, acc in unit_discordant.items()}
-    for name, acc in unit_pairs.items():
-        for (_, r, c), n in acc.items():
-            pairs[name][(r, c)] = pairs[name].get((r, c), 0) + n
-    return SamePixels(pairs, masked, discordant, unit_pairs, unit_discordant,
-                      getattr(read_reference, "unit_kind", None) if units else None,
+                    per_unit = unit_discordant[name]
+                    for u, n in zip(*np.unique(unit[where], return_counts=True)):
+                        per_unit.setdefault(int(u), [0, 0])[k] += int(n)
+    # a raster's regions that the windows cut apart, whole again
+    unit_of = read_reference.unit
+    unit_pairs = {name: _merged(((unit_of(u), r, c), n) for (u, r, c), n in acc.items())
+                  for name, acc in unit_pairs.items()}
+    unit_discordant = {name: _merged((unit_of(u), counts) for u, counts in acc.items())
+                       for name, acc in unit_discordant.items()}
+    pairs = {name: _merged(((r, c), n) for (_, r, c), n in acc.items()) for name, acc in unit_pairs.items()}
+    return SamePixels(pairs, masked, discordant, unit_pairs, unit_discordant, read_reference.unit_kind,
                       labelled / (height * width) if height * width else 0.0)
 
 
@@ -241,12 +224,6 @@ def _merged(items) -> dict:
         else:
             out[key] += value
     return out
-
-
-def add_unit_pairs(acc: dict[tuple[int, int, int], int], units: np.ndarray, reference: np.ndarray,
-                   classified: np.ndarray) -> None:
-    """Count the ``(unit, reference, class)`` triples of matching pixels into `acc` (window by window)."""
-    _add_rows(acc, units, reference, classified)
 
 
 def unit_scores(unit_pairs: Mapping[tuple[int, int, int], int], labels: Sequence[int], level: float = LEVEL,
@@ -297,6 +274,27 @@ def unit_scores(unit_pairs: Mapping[tuple[int, int, int], int], labels: Sequence
             "producers_accuracy": ratio_interval(per_unit(right * (ref == k)), per_unit(n * (ref == k)), level, deff),
             "users_accuracy": ratio_interval(per_unit(right * (cls == k)), per_unit(n * (cls == k)), level, deff)}
     return out
+
+
+def unit_scores_alike(unit_pairs: Mapping[str, Mapping[tuple[int, int, int], int]],
+                      labels: Mapping[str, Sequence[int]], level: float = LEVEL) -> dict[str, dict]:
+    """:func:`unit_scores` of several maps scored on the same pixels, by name: a map with every pixel
+    right (or every one wrong), whose design effect cannot be measured, takes that of the first map
+    whose was, measured on the same units.
+
+    Examples
+    --------
+    >>> pairs = {"a": {(1, 1, 1): 10, (2, 1, 1): 5, (2, 1, 3): 5}, "b": {(1, 1, 1): 10, (2, 1, 1): 10}}
+    >>> s = unit_scores_alike(pairs, {"a": [], "b": []})
+    >>> s["b"]["overall_accuracy"]["design_effect"] is None, s["b"]["overall_accuracy"]["effective_size"] > 2
+    (True, True)
+    """
+    scores = {name: unit_scores(unit_pairs[name], classes, level) for name, classes in labels.items()}
+    measured = [s["overall_accuracy"]["design_effect"] for s in scores.values() if s["overall_accuracy"]["design_effect"]]
+    for name, s in scores.items():
+        if measured and not s["overall_accuracy"]["design_effect"]:
+            scores[name] = unit_scores(unit_pairs[name], labels[name], level, measured[0])
+    return scores
 
 
 def confusion_matrix(reference: np.ndarray, classified: np.ndarray, labels: Sequence[int]) -> np.ndarray:
@@ -371,20 +369,16 @@ def add_intervals(maps: Mapping[str, dict], unit_pairs: Mapping[str, Mapping[tup
     Parameters
     ----------
     maps : dict of str to dict
-        Metrics of maps scored on the same pixels, by name; a map with every pixel right takes the
-        design effect of the first whose was measured.
+        Metrics of maps scored on the same pixels, by name (:func:`unit_scores_alike`).
     unit_pairs : dict of str to dict
         Each map's :attr:`SamePixels.unit_pairs`.
     coverage : float, optional
         The share of the map's pixels the reference labels (:attr:`SamePixels.coverage`).
     """
-    scores = {name: unit_scores(unit_pairs[name], [p["class_id"] for p in m["per_class"]], level)
-              for name, m in maps.items()}
-    measured = [s["overall_accuracy"]["design_effect"] for s in scores.values() if s["overall_accuracy"]["design_effect"]]
+    scores = unit_scores_alike(unit_pairs, {name: [p["class_id"] for p in m["per_class"]] for name, m in maps.items()},
+                               level)
     for name, metrics in maps.items():
         s = scores[name]
-        if measured and not s["overall_accuracy"]["design_effect"]:
-            s = unit_scores(unit_pairs[name], [p["class_id"] for p in metrics["per_class"]], level, measured[0])
         oa = s["overall_accuracy"]
         metrics["sampling"] = {"unit_kind": unit_kind, "units": s["units"], "level": level,
                                "overall_accuracy_interval": _bounds(oa), "effective_size": oa["effective_size"],
@@ -541,7 +535,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
         class_names.update(names or {})
         readers = {name: functools.partial(_class_block, ds) for name, ds in zip(("classes", "compare"), maps)}
         counts = count_on_same_pixels(ref_reader, readers, (cls_ds.height, cls_ds.width),
-                                      against="compare" if compare is not None else None, units=True)
+                                      against="compare" if compare is not None else None)
     acc, masked = counts.pairs["classes"], counts.masked
     if not acc:
         if masked:
