@@ -5,7 +5,7 @@ markers) and ``benchmarks/results/accuracy.json``. Usage::
 
     python benchmarks/bench_accuracy.py [--local DIR] [--scene-file YAML] [--no-loso] [--check-graph] [--no-docs]
                                         [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta] [--unet-ensemble] [--unet-fusion]]
-                                        [--unet-levers] [--unet-seeds] [--unet-sizes] [--unet-s1s2]
+                                        [--unet-levers] [--unet-seeds] [--unet-intervals] [--unet-sizes] [--unet-s1s2]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
 references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
@@ -39,7 +39,10 @@ adds scenes of your own, see :func:`scene_file_scenes`):
    ``--unet-levers`` measures each of ``LEVERS`` alone; ``--unet-seeds`` trains the
    ``SEED_RUNS`` levers with each of ``SEEDS``, and (with ``--unet``) the
    leave-one-scene-out models with and without the atmospheric augmentation, and
-   with it but without the BigEarthNet patches (what more scenes are worth).
+   with it but without the BigEarthNet patches (what more scenes are worth);
+   ``--unet-intervals`` scores the seed table's chosen trainings, alone and fused,
+   against the rules' map with 95 % intervals and McNemar's test over the
+   reference's units (which own-mask gains are more than chance).
 
 Reference codes (``R_*``): 1 water, 2 bare soil, 3 trees/woody vegetation,
 4 built-up (buildings, pavement, urban fabric), 6 grass/herbaceous, 7
@@ -83,6 +86,7 @@ FUSION_RESULTS = HERE / "results" / "unet_fusion.json"
 SIZES_RESULTS = HERE / "results" / "unet_sizes.json"
 S1S2_RESULTS = HERE / "results" / "unet_s1s2_fusion.json"
 ENSEMBLE_RESULTS = HERE / "results" / "unet_ensemble.json"
+UNET_INTERVALS_RESULTS = HERE / "results" / "unet_intervals.json"
 UNET_DOC = ROOT / "docs" / "unet.md"
 #: docs/unet.md's picture of its verdict (``--unet --unet-seeds``): OA change per scene and seed.
 UNET_FIGURE = ROOT / "docs" / "img" / "unet_vs_rules.png"
@@ -1250,6 +1254,53 @@ def seed_table_own_models(data, unet: Mapping[str, dict], work: Path) -> dict[st
     return own_models
 
 
+def unet_interval_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
+    """The chosen training on each scene's own rule masks (the seed table's models, every seed of
+    ``SEEDS``; trained where absent), alone and fused with the rules as the inference graph does
+    (``RuleFusion`` at its default least margin), each against the rules' map with the 95 %
+    intervals and McNemar's test over the reference's units (:func:`unit_figures`):
+    ``(table, result)``. It says which of the own-mask gains a reference of a few dozen polygons
+    can tell from chance."""
+    from snap_operators.science.fusion import DEFAULT_MIN_MARGIN, fuse_classes
+
+    scored = {n: d for n, d in data.items() if d[0].scored and d[0].fitted_on}
+    own_models = seed_table_own_models(data, scored, work)
+    sets = unet_datasets([s for s, _ in scored.values()], work)
+    rows, result = [], {}
+    for n, (scene, arrays) in scored.items():
+        own = sets[_image_key(scene, work)]
+        ref, rules_map = arrays["reference"], shipped[n]
+        margin = rule_margin_map(own)
+        for seed, model in sorted(own_models.get(n, {}).items()):
+            net = class_map(model, own, model.with_suffix(".classes.tif"))
+            alone = unit_figures(net, rules_map, ref)
+            fused = unit_figures(fuse_classes(rules_map, margin, net, DEFAULT_MIN_MARGIN), rules_map, ref)
+            result.setdefault(n, {})[seed] = {"network": alone, "fused": fused}
+            rows.append(unet_interval_row(n if len(result[n]) == 1 else "", seed, alone, fused))
+    reached = [(n, s, f["network"]["mcnemar"]["p_units"]) for n, per in result.items() for s, f in per.items()
+               if f["network"]["a"]["estimate"] - f["network"]["b"]["estimate"] >= OA_GAIN_TARGET]
+    significant = [(n, s) for n, s, p in reached if p < 0.05]
+    header = ("| scene | seed | reference units | rules' map: OA (95 % interval) | U-Net: OA (95 % interval) | "
+              "change | right in one only: U-Net / rules | McNemar p, pixels | McNemar p, units | "
+              "fused (inference graph): change | McNemar p, units |\n"
+              "|---|---:|---:|---|---|---|---|---|---|---|---|")
+    summary = (f"\n\n{len(reached)} of {sum(map(len, result.values()))} trainings reach +{OA_GAIN_TARGET:g}; "
+               f"{len(significant)} of them with p < 0.05 over the reference's units"
+               + (f" ({', '.join(f'{n} seed {s}' for n, s in significant)})" if significant else "") + ".")
+    return header + "\n" + "\n".join(rows) + summary, {"seeds": list(SEEDS), "scenes": result,
+                                                         "min_margin": DEFAULT_MIN_MARGIN}
+
+
+def unet_interval_row(name: str, seed: int, alone: Mapping[str, Any], fused: Mapping[str, Any]) -> str:
+    """A row of :func:`unet_interval_table`: `alone` and `fused` are :func:`unit_figures` of a
+    U-Net's map and of its fusion with the rules, each against the rules' map."""
+    a, r, t = alone["a"], alone["b"], alone["mcnemar"]
+    return (f"| {name} | {seed} | {r['units']} | {_oa_interval(r)} | {_oa_interval(a)} | "
+            f"{a['estimate'] - r['estimate']:+.3f} | {t['only_a']} / {t['only_b']} | {t['p_pixels']:.2g} | "
+            f"{t['p_units']:.2g} | {fused['a']['estimate'] - fused['b']['estimate']:+.3f} | "
+            f"{fused['mcnemar']['p_units']:.2g} |")
+
+
 #: Least rule margins the fusion table tries (``--unet-fusion``; inf: the network's map alone).
 FUSION_MARGINS = (math.inf, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
 
@@ -1742,15 +1793,17 @@ def unit_figures(pred: np.ndarray, other: np.ndarray, ref: np.ndarray) -> dict[s
     return out
 
 
+def _oa_interval(iv: Mapping[str, Any]) -> str:
+    """An OA with its 95 % interval (``ratio_interval``'s dict), or alone where there is none."""
+    return f"{iv['estimate']:.3f} ({iv['low']:.3f}-{iv['high']:.3f})" if iv["low"] is not None else \
+        f"{iv['estimate']:.3f}"
+
+
 def interval_row(name: str, figures: Mapping[str, Any]) -> str:
     """A row of the intervals' table (:func:`unit_figures` of the rules' and the baseline map)."""
     a, b, t = figures["a"], figures["b"], figures["mcnemar"]
-
-    def oa(iv):
-        return f"{iv['estimate']:.3f} ({iv['low']:.3f}-{iv['high']:.3f})" if iv["low"] is not None else \
-            f"{iv['estimate']:.3f}"
-
-    return (f"| {name} | {a['units']} | {a['pixels']} | {oa(a)} | {a['effective_size'] or 0:.0f} | {oa(b)} | "
+    return (f"| {name} | {a['units']} | {a['pixels']} | {_oa_interval(a)} | {a['effective_size'] or 0:.0f} | "
+            f"{_oa_interval(b)} | "
             f"{a['estimate'] - b['estimate']:+.3f} | {t['only_a']} / {t['only_b']} | {t['p_pixels']:.2g} | "
             f"{t['p_units']:.2g} |")
 
@@ -1822,6 +1875,9 @@ def main(argv=None) -> int:
                     "table of docs/unet.md)")
     ap.add_argument("--unet-s1s2", action="store_true", help="the S1+S2 inference graph fused and alone against "
                     "the rules on each scene with Sentinel-1 (own S1+S2 rule masks, each of SEEDS; clear and clouded)")
+    ap.add_argument("--unet-intervals", action="store_true", help="the chosen training on each scene's own rule "
+                    "masks (the seed table's models, trained where absent), alone and fused, against the rules' map "
+                    "with 95 %% intervals and McNemar's test over the reference's units")
     ap.add_argument("--unet-sizes", action="store_true", help="snap-pc train's defaults on each scene's own rule "
                     "masks with the patch and block sizes of before and those fitted to the image, each of SEEDS")
     args = ap.parse_args(argv)
@@ -1931,6 +1987,12 @@ def main(argv=None) -> int:
         print("\n## U-Net levers\n" + levers_md, flush=True)
         save_result(UNET_RESULTS, {"levers": levers_result})
 
+    intervals_md = None
+    if args.unet_intervals:
+        intervals_md, intervals_result = unet_interval_table(data, shipped, args.work)
+        print("\n## U-Net intervals\n" + intervals_md, flush=True)
+        save_result(UNET_INTERVALS_RESULTS, intervals_result)
+
     seeds_md = None
     if args.unet_seeds:
         seeds_md, seeds_result = seed_table(data, shipped, args.work)
@@ -2035,12 +2097,14 @@ def main(argv=None) -> int:
             text = replace_block(text, key, body)
         DOC.write_text(text)
         if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md \
-                or ensemble_md or fusion_md or sizes_md or s1s2_md:
+                or ensemble_md or fusion_md or sizes_md or s1s2_md or intervals_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
             if seeds_md:
                 text = replace_block(text, "unet-seeds", seeds_md)
+            if intervals_md:
+                text = replace_block(text, "unet-intervals", intervals_md)
             if tm_loso_md:
                 text = replace_block(text, "unet-tm-loso", tm_loso_md)
             if atmosphere_md:

@@ -69,6 +69,22 @@ def test_intervals_and_mcnemar_take_the_references_regions_as_the_sample():
     assert bench.interval_row("x", f).startswith("| x | 3 | 12 | 0.667 (")
 
 
+def test_unet_interval_row_reads_the_change_against_the_rules():
+    """The U-Net table's row: the network's map is `a`, the rules' map `b`; the change is a - b,
+    each OA with its interval, and the fused map's change and p beside it."""
+    W, B = bench.R_WATER, bench.R_BUILT
+    ref = np.array([[W, W, 0, B, B], [W, W, 0, B, B], [0, 0, 0, 0, 0], [W, W, 0, 0, 0], [W, W, 0, 0, 0]], np.uint8)
+    rules = np.where(ref == W, 1, np.where(ref == B, 3, 0)).astype(np.uint8)  # built-up called trees
+    net = np.where(ref > 0, np.where(ref == W, 1, 4), 0).astype(np.uint8)
+    alone, fused = bench.unit_figures(net, rules, ref), bench.unit_figures(rules, rules, ref)
+    cells = [c.strip() for c in bench.unet_interval_row("x", 2, alone, fused).strip("|").split("|")]
+    assert cells[:3] == ["x", "2", "3"]
+    assert cells[3].startswith("0.667 (") and cells[4].startswith("1.000 (")  # rules, then the U-Net
+    assert cells[5] == "+0.333" and cells[6] == "4 / 0"
+    assert float(cells[8]) == pytest.approx(alone["mcnemar"]["p_units"], rel=0.01)
+    assert cells[9] == "+0.000" and cells[10] == "1"  # the fused map equal to the rules': no difference
+
+
 class _Scene:
     def __init__(self, name, local=False, weak=False):
         self.name, self.local, self.kind, self.weak = name, local, "dense", weak
