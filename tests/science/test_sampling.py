@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snap_operators.science.sampling import clustered_mcnemar_p, mcnemar_p, ratio_interval
 
@@ -82,3 +84,39 @@ def test_clustered_mcnemar_is_mcnemar_with_one_pixel_per_unit_and_holds_its_leve
         rejected_pixels += mcnemar_p(int(only_a.sum()), int(only_b.sum())) < 0.05
     assert rejected / trials < 0.09
     assert rejected_pixels / trials > 0.4
+
+
+_units = st.lists(st.tuples(st.integers(1, 400), st.floats(0, 1)), min_size=2, max_size=40).map(
+    lambda us: (np.array([round(n * f) for n, f in us]), np.array([n for n, _ in us])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_units, st.randoms(use_true_random=False))
+def test_the_interval_holds_the_estimate_and_ignores_the_units_order(units, rnd):
+    """Any sample of two or more units: the interval lies in [0, 1] around the estimate, is worth no
+    more independent pixels than there are pixels, and does not depend on the order the units come
+    in. (It may be worth fewer than the units: two units of 1 and 2 px, one wrong and one right,
+    are worth 1.7; whole units right or wrong are worth about one fewer than their number, the
+    unbiased variance's n - 1.)"""
+    right, scored = units
+    iv = ratio_interval(right, scored)
+    assert 0 <= iv["low"] <= iv["estimate"] <= iv["high"] <= 1
+    assert 0 < iv["effective_size"] <= iv["pixels"] + 1e-9
+    order = list(range(len(scored)))
+    rnd.shuffle(order)
+    again = ratio_interval(right[order], scored[order])
+    assert again["low"] == pytest.approx(iv["low"]) and again["high"] == pytest.approx(iv["high"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), min_size=1, max_size=30))
+def test_the_clustered_test_is_symmetric_and_is_mcnemars_for_one_pixel_units(pairs):
+    """Swapping the maps leaves p as it is; where each unit holds one discordant pixel, p is
+    McNemar's chi-square without continuity correction, (a - b)^2 / (a + b)."""
+    a, b = np.array(pairs).T
+    p = clustered_mcnemar_p(a, b)
+    assert 0 <= p <= 1 and p == pytest.approx(clustered_mcnemar_p(b, a))
+    ones_a, ones_b = np.r_[np.ones(a.sum()), np.zeros(b.sum())], np.r_[np.zeros(a.sum()), np.ones(b.sum())]
+    n = int(a.sum() + b.sum())
+    chi2 = (int(a.sum()) - int(b.sum())) ** 2 / n if n else 0.0
+    assert clustered_mcnemar_p(ones_a, ones_b) == pytest.approx(math.erfc(math.sqrt(chi2 / 2)) if n else 1.0)
