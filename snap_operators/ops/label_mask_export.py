@@ -621,20 +621,17 @@ class _Export:
         """
         hint = "the disk may be full, or a file size limit reached"
         if self.format_name == "GPKG":
+            table = self.layer.replace('"', '""')
             try:
-                db = sqlite3.connect(f"{self.tmp_main.as_uri()}?mode=ro", uri=True)
-                try:
-                    check = db.execute("PRAGMA quick_check").fetchone()[0]
-                    table = self.layer.replace('"', '""')
-                    n = db.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
-                    # Without R*Tree in the SQLite GDAL runs on, no index is ever built: nothing to check.
-                    rtree = db.execute(f'SELECT count(*) FROM "rtree_{table}_geom"').fetchone()[0] \
-                        if gdal_builds_rtree() else n
-                finally:
-                    db.close()
-            except sqlite3.Error as exc:
+                check = gpkg_query(self.tmp_main, "PRAGMA quick_check")
+                n = gpkg_query(self.tmp_main, f'SELECT count(*) FROM "{table}"')[0]
+                # Without R*Tree in the SQLite GDAL runs on, no index is ever built: nothing to check.
+                rtree = gpkg_query(self.tmp_main, f'SELECT count(*) FROM "rtree_{table}_geom"')[0] \
+                    if gdal_builds_rtree() else n
+            except Exception as exc:  # noqa: BLE001 - any driver error means an unreadable file
                 raise self.op._fail(f"cannot write '{self.path}': the GeoPackage or its spatial index is "
                                     f"incomplete ({hint}): {describe(exc)}") from None
+            check = "; ".join(map(str, check[:3])) or "no answer"
             if check != "ok":
                 raise self.op._fail(f"cannot write '{self.path}': the GeoPackage is damaged ({hint}): {check}")
             if n != self.features or rtree != self.features:
@@ -809,6 +806,40 @@ class _LayerWriter:
         """Stop the writer and wait for it to let go of the file; never raises."""
         self._stop.set()
         self._thread.join()
+
+
+def gpkg_query(path, sql: str) -> list:
+    """The first column of `sql`'s rows on a GeoPackage, read by a SQLite that can read it.
+
+    Python's ``sqlite3`` and GDAL may run on different SQLite libraries in one process: one
+    loaded after TensorFlow binds to TensorFlow's, which lacks the R*Tree module. Where GDAL
+    built the spatial index and Python's ``sqlite3`` cannot read it (``sqlite3`` first used after
+    TensorFlow was imported, GDAL before), GDAL reads the file; elsewhere ``sqlite3`` does (GDAL
+    on TensorFlow's SQLite crashes on some statements).
+    """
+    if gdal_builds_rtree() and not python_sqlite_has_rtree():
+        from pyogrio.raw import read
+
+        _, _, _, columns = read(str(path), sql=sql, read_geometry=False)
+        return columns[0].tolist() if len(columns) else []
+    db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in db.execute(sql)]
+    finally:
+        db.close()
+
+
+@functools.lru_cache(maxsize=1)
+def python_sqlite_has_rtree() -> bool:
+    """Whether Python's ``sqlite3`` has the R*Tree module in this process (a GeoPackage's index)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute("CREATE VIRTUAL TABLE probe USING rtree(id, min_x, max_x)")
+        return True
+    except sqlite3.Error:
+        return False
+    finally:
+        db.close()
 
 
 @functools.lru_cache(maxsize=1)

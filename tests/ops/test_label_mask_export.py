@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import sqlite3
@@ -784,6 +785,40 @@ def test_geopackage_without_its_spatial_index_is_not_published(class_product, tm
     with pytest.raises(ProductWriteError, match="index entries of"):
         export(class_product(classes), tmp_path / "labels.gpkg")
     assert os.listdir(tmp_path) == []
+
+
+_IMPORTS_THEN_EXPORT = """
+import sys
+for name in sys.argv[2].split(","):
+    __import__(name)
+from snap_operators.apps.synth import write_synthetic_scene
+from snap_operators.core.context import ExecutionContext
+from snap_operators.engine.runner import load_graph, run_graph
+from snap_operators.ops.label_mask_export import gpkg_query
+out = __import__("pathlib").Path(sys.argv[1])
+paths = write_synthetic_scene(out / "scene", 128, 1)
+run_graph(load_graph("graphs/progressive_classifier_s2.xml", {"input": str(paths["s2"]),
+          "output": str(out / "classes.tif"), "labels": str(out / "labels.gpkg")}), ExecutionContext(overwrite=True))
+n = gpkg_query(out / "labels.gpkg", "SELECT count(*) FROM label_masks")[0]
+index = gpkg_query(out / "labels.gpkg", "SELECT count(*) FROM sqlite_master WHERE name = 'rtree_label_masks_geom'")[0]
+print("features", n, "index", index)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs TensorFlow (the train extra)")
+@pytest.mark.parametrize("first", ["tensorflow", "fiona,pyogrio,tensorflow"])
+def test_label_masks_are_written_whatever_was_imported_before(tmp_path, first):
+    """TensorFlow brings a SQLite without R*Tree. Imported before GDAL, GDAL writes GeoPackages
+    without a spatial index (said in a warning); imported after GDAL but before Python's sqlite3
+    (a notebook: geopandas, then tensorflow, then an export), GDAL builds the index that sqlite3
+    cannot read, and the export's check refused a sound file as "incomplete (the disk may be full)"."""
+    proc = subprocess.run([sys.executable, "-c", _IMPORTS_THEN_EXPORT, str(tmp_path), first],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    n, index = map(int, proc.stdout.split()[1::2])
+    assert n > 0 and index == (0 if first == "tensorflow" else 1)
+    if first == "tensorflow":
+        assert "without a spatial index" in proc.stderr
 
 
 # --- the format from the file name, an empty file ---------------------------------------------------
