@@ -91,7 +91,7 @@ def add_command(sub) -> None:
     t.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     t.add_argument("--reference", help="independent reference (raster or vector, as `snap-pc assess`): the network's "
                    "class map of the image (MODEL.classes.tif) and the rules (their map with --rules-map, else their "
-                   "label masks) are both scored against it on the same pixels, with 95%% intervals and McNemar's test of the "
+                   "label masks; training labels the classifier did not make are called labels) are both scored against it on the same pixels, with 95%% intervals and McNemar's test of the "
                    "difference, over the reference's pixels and over its polygons (points, raster regions)")
     t.add_argument("--reference-field", help="class attribute of a vector --reference")
     t.add_argument("--test-time-augmentation", default="none", choices=tuple(AUGMENTATIONS),

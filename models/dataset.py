@@ -486,6 +486,8 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
             "width": width, "height": height,
             "patch_size": patch_size, "stride": stride, "block_size": block_size,
             "min_labelled": min_labelled, "fractions": list(fractions), "seed": seed,
+            # what the training report calls the labels: "rules" for the classifier's masks only
+            "rule_labels": rule_labels(labels_path, field, mapping),
             "margin": str(margin) if margin is not None else None,
             "min_margin": float(min_margin) if margin is not None else None,
             "classes": [{"id": c.value, "name": c.name, "color": list(c.color)} for c in LAND_COVER],
@@ -504,6 +506,54 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return info
+
+
+def rule_labels(path, field: str | None = None, mapping=None) -> bool:
+    """Whether training labels are the rules' own: the masks ``LabelMaskExport`` writes, or a class map
+    of the project's legend, read as they are.
+
+    The training report compares the network with its labels and calls them "the rules" only
+    then: the analyst's own polygons in codes 1-5 are labels, not rules, and a comparison with
+    them says nothing of whether the network beats the classifier.
+
+    Parameters
+    ----------
+    path : path
+        The ``--labels`` file: a vector layer (its fields are checked for ``LabelMaskExport``'s
+        ``class_id``, ``class_name`` and ``area_m2``, read by `field` ``class_id``) or a raster
+        (its first band for the ``class_id`` band and class names the classifier writes).
+    field : str, optional
+        The class attribute read from a vector layer.
+    mapping : dict, optional
+        A label mapping: labels of another legend are never the rules' masks.
+
+    Examples
+    --------
+    >>> rule_labels("my_polygons.gpkg", mapping={7: 1})
+    False
+    """
+    if mapping:
+        return False
+    path = Path(path)
+    if _is_raster(path):
+        import rasterio
+
+        with rasterio.open(path) as ds:
+            return ds.descriptions[0] == "class_id" and "CLASS_NAMES" in ds.tags(1)
+    if field not in (None, "class_id"):
+        return False
+    import fiona
+    import fiona.errors
+
+    from snap_operators.ops.label_mask_export import FIELDS
+
+    try:
+        with fiona.open(str(path)) as src:
+            names = set(src.schema["properties"])
+    except (fiona.errors.FionaError, OSError):  # unreadable here: the label reader says why when it reads them
+        return False
+    # a Shapefile keeps 10 characters of a name (class_name fits)
+    return {f[:10] for f in FIELDS if f != "area_km2"} <= {n[:10] for n in names}
 
 
 def _is_raster(path: Path) -> bool:

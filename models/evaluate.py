@@ -194,9 +194,10 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
         The network's class map of the training image (:func:`predict_scene`).
     info : dict
         The dataset's ``dataset.json``: without `rules_map`, its ``labels`` (the rules' label
-        masks, or labels of another legend read through its ``label_mapping``) are rasterized
-        onto the class map's grid and scored as ``"rules"`` (``"labels_name"`` says which they
-        are; ``"rules_source"`` is ``"labels"``).
+        masks, or labels of another legend read through its ``label_mapping``, or the analyst's
+        own) are rasterized onto the class map's grid and scored as ``"rules"``
+        (``"labels_name"`` says which they are, from the dataset's ``rule_labels``;
+        ``"rules_source"`` is ``"labels"``).
     reference : path
         Reference raster (any grid) or vector file, read as ``snap-pc assess`` reads it.
     field : str, optional
@@ -258,8 +259,10 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     labels = pair_labels(*pairs.values())  # one label set: both matrices alike (unclassified pixels are errors)
     out: dict = {"reference": str(reference), "field": field,
                  "mapping": {str(k): v for k, v in (mapping or {}).items()},
-                 # labels mapped from another legend are not the rules' masks: the report says "labels"
-                 "labels_name": "labels" if label_mapping(info) and rules_map is None else "rules",
+                 # labels that are not the rules' masks (another legend, the analyst's own polygons)
+                 # are called labels; a dataset of before rule_labels was recorded: mapped or not
+                 "labels_name": "rules" if rules_map is not None or info.get("rule_labels", not label_mapping(info))
+                 else "labels",
                  "rules_source": "labels" if rules_map is None else "map"}
     for name, acc in pairs.items():
         metrics = accuracy_metrics(pair_matrix(acc, labels), labels, CLASS_NAMES)

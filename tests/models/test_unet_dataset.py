@@ -16,6 +16,7 @@ from snap_pc_models.dataset import (
     load_dataset_info,
     open_split,
     patch_origins,
+    rule_labels,
     split_sizes,
 )
 
@@ -112,14 +113,39 @@ def test_class_raster_and_reprojected_vector_labels(scene, tmp_path):
     with fiona.open(scene["labels"]) as src:
         schema, crs = src.schema, src.crs_wkt
         feats = [(transform_geom(crs, "EPSG:4326", dict(f.geometry.__geo_interface__)), dict(f.properties)) for f in src]
-    with fiona.open(tmp_path / "ll.gpkg", "w", driver="GPKG", crs="EPSG:4326", schema=schema) as dst:
+    # GeoJSON: fiona cannot write a GeoPackage once TensorFlow is imported (its SQLite has no R*Tree),
+    # which other test modules of this process may have done
+    with fiona.open(tmp_path / "ll.geojson", "w", driver="GeoJSON", crs="EPSG:4326", schema=schema) as dst:
         for g, p in feats:
             dst.write({"geometry": g, "properties": p})
-    b = build_dataset(scene["s2"], tmp_path / "ll.gpkg", tmp_path / "b", patch_size=64, seed=0)
+    b = build_dataset(scene["s2"], tmp_path / "ll.geojson", tmp_path / "b", patch_size=64, seed=0)
     assert a["splits"]["train"]["patches"] == b["splits"]["train"]["patches"]
     ya = np.load(tmp_path / "a" / a["splits"]["train"]["shards"][0]["y"])
     yb = np.load(tmp_path / "b" / b["splits"]["train"]["shards"][0]["y"])
     assert (ya == yb).mean() > 0.98  # reprojection moves boundary pixels only
+
+
+def test_only_the_classifiers_own_labels_are_called_the_rules(scene, tmp_path):
+    """The training report says "rules" for LabelMaskExport's masks and the classifier's class map
+    (recorded in dataset.json); an analyst's polygons in the same codes, a raster of codes and
+    labels read through a mapping are "labels"."""
+    assert rule_labels(scene["labels"]) and rule_labels(scene["classes"])
+    assert not rule_labels(scene["labels"], mapping={1: 1})
+    own = tmp_path / "own.geojson"  # the masks' polygons with the analyst's own attributes
+    with fiona.open(scene["labels"]) as src:
+        crs, feats = src.crs_wkt, [(f.geometry, f.properties["class_id"]) for f in src]
+    with fiona.open(own, "w", driver="GeoJSON", crs=crs,
+                    schema={"geometry": "MultiPolygon", "properties": {"class_id": "int", "note": "str"}}) as dst:
+        for g, c in feats:
+            dst.write({"geometry": g, "properties": {"class_id": c, "note": "field visit"}})
+    assert not rule_labels(own)
+    with rasterio.open(scene["classes"]) as ds:
+        codes, profile = ds.read(1), ds.profile
+    with rasterio.open(tmp_path / "codes.tif", "w", **{**profile, "count": 1}) as dst:
+        dst.write(codes, 1)
+    assert not rule_labels(tmp_path / "codes.tif")
+    assert build_dataset(scene["s2"], own, tmp_path / "ds", patch_size=64, seed=0)["rule_labels"] is False
+    assert load_dataset_info(tmp_path / "ds")["rule_labels"] is False
 
 
 def test_sentinel1_bands_and_band_choice(scene, tmp_path):

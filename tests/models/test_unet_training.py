@@ -332,6 +332,10 @@ def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(train
     assert lines[0].startswith(f"against {truth}") and "rules (the label masks the network learnt from)" in lines[0]
     assert lines[1].startswith("95% intervals of the overall accuracy, with the reference's ")
     assert lines[2].startswith("McNemar test of the difference") and len(lines) == 5 + 5
+    # labels that are not the classifier's masks (an analyst's polygons: dataset.json's rule_labels) are
+    # labels in the report, never "rules"
+    own = format_comparison(compare_with_reference(classes, {**info, "rule_labels": False}, truth))
+    assert ", labels " in own[0] and "rules" not in own[0] and "| recall labels |" in own[3]
     # the intervals hold the figures; the truth's regions of one class are the sample
     for m in (u, r):
         low, high = m["sampling"]["overall_accuracy_interval"]
