@@ -92,7 +92,8 @@ def ratio_interval(right, scored, level: float = LEVEL, design_effect: float | N
     n_adj = n_eff * (z / float(stats.t.ppf(0.5 + level / 2, units - 1))) ** 2
     centre = (p + z * z / (2 * n_adj)) / (1 + z * z / n_adj)
     half = z / (1 + z * z / n_adj) * math.sqrt(p * (1 - p) / n_adj + z * z / (4 * n_adj * n_adj))
-    out.update(low=max(0.0, centre - half), high=min(1.0, centre + half), effective_size=n_eff)
+    # Wilson's interval holds the estimate; the clamp keeps rounding from moving a bound past it (p = 0)
+    out.update(low=min(max(0.0, centre - half), p), high=max(min(1.0, centre + half), p), effective_size=n_eff)
     return out
 
 

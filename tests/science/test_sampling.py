@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from snap_operators.science.sampling import clustered_mcnemar_p, mcnemar_p, ratio_interval
@@ -92,6 +93,8 @@ _units = st.lists(st.tuples(st.integers(1, 400), st.floats(0, 1)), min_size=2, m
 
 @settings(max_examples=200, deadline=None)
 @given(_units, st.randoms(use_true_random=False))
+@example((np.zeros(4, int), np.ones(4, int)), random.Random(0))  # every unit wrong: rounding put low above 0
+@example((np.full(3, 5), np.full(3, 5)), random.Random(0))  # every unit right
 def test_the_interval_holds_the_estimate_and_ignores_the_units_order(units, rnd):
     """Any sample of two or more units: the interval lies in [0, 1] around the estimate, is worth no
     more independent pixels than there are pixels, and does not depend on the order the units come
