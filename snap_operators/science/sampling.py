@@ -80,9 +80,11 @@ def ratio_interval(right, scored, level: float = LEVEL, design_effect: float | N
         return out
     p = out["estimate"]
     variance = units / (units - 1) * float(((y - p * x) ** 2).sum()) / pixels ** 2
-    if 0 < p < 1 and variance > 0:
-        # this variance over that of as many independent pixels (whose unbiased variance is p(1-p)/(n-1))
-        out["design_effect"] = max((pixels - 1) * variance / (p * (1 - p)), 1.0)
+    # this variance over that of as many independent pixels (whose unbiased variance is p(1-p)/(n-1))
+    measured = (pixels - 1) * variance / (p * (1 - p)) if 0 < p < 1 else 0.0
+    # units of one same proportion leave only rounding (1e-30), which must not pass for a measurement
+    if measured > 1e-9:
+        out["design_effect"] = max(measured, 1.0)
         n_eff = pixels / out["design_effect"]
     elif design_effect:
         n_eff = max(float(units), pixels / max(design_effect, 1.0))

@@ -123,3 +123,12 @@ def test_the_clustered_test_is_symmetric_and_is_mcnemars_for_one_pixel_units(pai
     n = int(a.sum() + b.sum())
     chi2 = (int(a.sum()) - int(b.sum())) ** 2 / n if n else 0.0
     assert clustered_mcnemar_p(ones_a, ones_b) == pytest.approx(math.erfc(math.sqrt(chi2 / 2)) if n else 1.0)
+
+
+def test_units_of_one_same_proportion_are_alike_whatever_the_rounding():
+    """Every unit at the same proportion: no variance to measure, the units are the sample size.
+    15 of 22 px leaves a residual of 1e-15 per unit that passed for a design effect of 1 (44
+    independent pixels from two units) where 1 of 3 px gave 3."""
+    for right, scored in (([15, 15], [22, 22]), ([1, 1, 1], [3, 3, 3]), ([13, 13, 13, 13, 13], [23] * 5)):
+        iv = ratio_interval(right, scored)
+        assert iv["design_effect"] is None and iv["effective_size"] == len(scored), (right, scored)
