@@ -1294,10 +1294,8 @@ def unet_interval_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> 
 def unet_interval_row(name: str, seed: int, alone: Mapping[str, Any], fused: Mapping[str, Any]) -> str:
     """A row of :func:`unet_interval_table`: `alone` and `fused` are :func:`unit_figures` of a
     U-Net's map and of its fusion with the rules, each against the rules' map."""
-    a, r, t = alone["a"], alone["b"], alone["mcnemar"]
-    return (f"| {name} | {seed} | {r['units']} | {_oa_interval(r)} | {_oa_interval(a)} | "
-            f"{a['estimate'] - r['estimate']:+.3f} | {t['only_a']} / {t['only_b']} | {t['p_pixels']:.2g} | "
-            f"{t['p_units']:.2g} | {fused['a']['estimate'] - fused['b']['estimate']:+.3f} | "
+    return (f"| {name} | {seed} | {alone['b']['units']} | {_oa_interval(alone['b'])} | {_oa_interval(alone['a'])} | "
+            f"{_difference_cells(alone)} | {fused['a']['estimate'] - fused['b']['estimate']:+.3f} | "
             f"{fused['mcnemar']['p_units']:.2g} |")
 
 
@@ -1801,11 +1799,17 @@ def _oa_interval(iv: Mapping[str, Any]) -> str:
 
 def interval_row(name: str, figures: Mapping[str, Any]) -> str:
     """A row of the intervals' table (:func:`unit_figures` of the rules' and the baseline map)."""
-    a, b, t = figures["a"], figures["b"], figures["mcnemar"]
+    a, b = figures["a"], figures["b"]
     return (f"| {name} | {a['units']} | {a['pixels']} | {_oa_interval(a)} | {a['effective_size'] or 0:.0f} | "
-            f"{_oa_interval(b)} | "
-            f"{a['estimate'] - b['estimate']:+.3f} | {t['only_a']} / {t['only_b']} | {t['p_pixels']:.2g} | "
-            f"{t['p_units']:.2g} |")
+            f"{_oa_interval(b)} | {_difference_cells(figures)} |")
+
+
+def _difference_cells(figures: Mapping[str, Any]) -> str:
+    """The cells of a difference of :func:`unit_figures` (`a` - `b`): the change, the pixels right in
+    one map only, McNemar's p with pixels independent and with units as the sample."""
+    t = figures["mcnemar"]
+    return (f"{figures['a']['estimate'] - figures['b']['estimate']:+.3f} | {t['only_a']} / {t['only_b']} | "
+            f"{t['p_pixels']:.2g} | {t['p_units']:.2g}")
 
 
 def confusion_rows(name: str, arrays, pred: np.ndarray) -> list[str]:

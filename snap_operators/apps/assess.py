@@ -176,8 +176,8 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
 
     height, width = shape
     unit_pairs: dict[str, dict[tuple[int, int, int], int]] = {name: {} for name in readers}
-    discordant = {name: [0, 0] for name in readers if against is not None and name != against}
-    unit_discordant: dict[str, dict[int, list[int]]] = {name: {} for name in discordant}
+    unit_discordant: dict[str, dict[int, list[int]]] = {
+        name: {} for name in readers if against is not None and name != against}
     masked = labelled = 0
     for row0 in range(0, height, rows):
         win = Window(0, row0, width, min(rows, height - row0))
@@ -193,13 +193,11 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
         ref, unit = ref[valid], unit[valid]
         for name, block in blocks.items():
             count_rows(unit_pairs[name], unit, ref, block[valid])
-        if discordant:
+        if unit_discordant:
             right_against = blocks[against][valid] == ref
-            for name, counts in discordant.items():
+            for name, per_unit in unit_discordant.items():
                 right = blocks[name][valid] == ref
                 for k, where in enumerate((right & ~right_against, ~right & right_against)):
-                    counts[k] += int(np.count_nonzero(where))
-                    per_unit = unit_discordant[name]
                     for u, n in zip(*np.unique(unit[where], return_counts=True)):
                         per_unit.setdefault(int(u), [0, 0])[k] += int(n)
     # a raster's regions that the windows cut apart, whole again
@@ -208,7 +206,9 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
                   for name, acc in unit_pairs.items()}
     unit_discordant = {name: _merged((unit_of(u), counts) for u, counts in acc.items())
                        for name, acc in unit_discordant.items()}
+    # the totals over the units
     pairs = {name: _merged(((r, c), n) for (_, r, c), n in acc.items()) for name, acc in unit_pairs.items()}
+    discordant = {name: [sum(c[k] for c in acc.values()) for k in (0, 1)] for name, acc in unit_discordant.items()}
     return SamePixels(pairs, masked, discordant, unit_pairs, unit_discordant, read_reference.unit_kind,
                       labelled / (height * width) if height * width else 0.0)
 

@@ -38,9 +38,10 @@ def ratio_interval(right, scored, level: float = LEVEL, design_effect: float | N
     more alike inside.
 
     Where every pixel is right (or every one wrong), or every unit is right in the same proportion,
-    the variance is zero and says nothing of how alike a unit's pixels are: the design effect is then `design_effect`, one measured on the same
-    units for another figure (the map's overall accuracy for a class's), else the units themselves
-    are the sample size, as if each unit's pixels were all alike.
+    the variance is zero and says nothing of how alike a unit's pixels are: the design effect is
+    then `design_effect`, one measured on the same units for another figure (the map's overall
+    accuracy for a class's), else the units themselves are the sample size, as if each unit's
+    pixels were all alike.
 
     Parameters
     ----------
