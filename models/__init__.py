@@ -11,3 +11,14 @@ train           training loop, metrics, plots and model card (``snap-pc train``)
 export          ONNX export with the metadata contract of ``snap_operators.io.onnx_model``
 cli             the ``snap-pc dataset`` and ``snap-pc train`` sub-commands
 """
+
+# TensorFlow's wheel carries a SQLite built without the R*Tree module and makes its symbols the
+# process's: a SQLite user loaded after it (Python's sqlite3, the GDAL under fiona and pyogrio) runs
+# on it and can neither write nor read a GeoPackage's spatial index (fiona refuses to write one at
+# all). Every TensorFlow import of the project is in this package, so loading them here, first,
+# keeps them on their own SQLite: training and then exporting label masks in one process works.
+import sqlite3  # noqa: E402, F401
+
+import fiona  # noqa: E402, F401
+import pyogrio  # noqa: E402, F401
+

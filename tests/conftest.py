@@ -29,6 +29,11 @@ from rasterio.crs import CRS
 
 from snap_operators.core.product import Band, Product
 
+# Before any test module imports TensorFlow at collection: the package loads the process's SQLite
+# users first (snap_pc_models/__init__.py says why), or the GeoPackage fixtures of every module
+# collected after a TensorFlow one would fail ("no such module: rtree").
+import snap_pc_models  # noqa: E402, F401, I001
+
 TESTS = Path(__file__).resolve().parent
 #: The default grid of the builders: 10 m pixels on UTM 33N.
 UTM33 = CRS.from_epsg(32633)
