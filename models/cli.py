@@ -214,11 +214,16 @@ def _cmd_train(args) -> int:
                   self_training=args.self_training, confidence=args.confidence, n_datasets=len(folders or [1]),
                   reference=args.reference, reference_augmentation=args.test_time_augmentation,
                   rules_map=args.rules_map, min_rule_margin=args.min_rule_margin, mapping=mapping,
-                  reference_field=args.reference_field)
+                  reference_field=args.reference_field, patience=args.patience, batch_size=args.batch_size,
+                  learning_rate=args.learning_rate, seed=args.seed)
     if not folders:
         if not (args.image and args.labels):
             raise TrainError("--image and --labels go together")
         _check_fractions(args)
+        multiple = get_config(args.config).size_multiple
+        if args.patch_size is not None and args.patch_size % multiple:
+            raise TrainError(f"--patch-size {args.patch_size} is not a multiple of {multiple} (2**depth of "
+                             f"configuration '{args.config}')")
         if args.init and args.bands is None:
             _bands_of_model(args)
         if args.rules_map:

@@ -392,6 +392,8 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
             raise DatasetError(f"refusing to replace {out}: it is not a dataset folder (no {INFO_FILE})")
     if not 0 <= min_labelled <= 1:
         raise DatasetError(f"min labelled fraction must be in [0, 1], got {min_labelled}")
+    if seed < 0:
+        raise DatasetError(f"seed must be >= 0, got {seed}")
     if not min_margin >= 0:
         raise DatasetError(f"min margin must be >= 0, got {min_margin}")
     lacking = lacking_classes(mapping, "--label-mapping", "labels")
@@ -400,7 +402,7 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
     product, order = build_input_product(image, image_s1, bands, indices)
     height, width = product.scene_shape
     patch_size, block_size = split_sizes((height, width), patch_size, block_size, preferred_patch)
-    stride = stride or patch_size
+    stride = patch_size if stride is None else stride
     if patch_size < 8 or stride < 1 or block_size < patch_size:
         raise DatasetError(f"need patch size >= 8, stride >= 1 and block size >= patch size "
                            f"(got {patch_size}, {stride}, {block_size})")

@@ -135,6 +135,8 @@ def quantize_model(model, dataset, out, *, calibration_patches: int = 32, check_
         test pixels) and ``max_abs_prob_diff``.
     """
     model, out = Path(model), Path(out)
+    if not 0 <= min_agreement <= 1:  # NaN too
+        raise QuantizeError(f"--min-agreement is a share of the test pixels, in [0, 1]; got {min_agreement}")
     if out.exists() and not overwrite:
         raise QuantizeError(f"{out} exists (use --overwrite)")
     if out.resolve() == model.resolve():

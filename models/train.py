@@ -24,6 +24,7 @@ import datetime as _dt
 import io
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -576,7 +577,8 @@ def check_options(out, *, overwrite: bool = False, epochs: int = 30, loss: str =
                   atmosphere: float | None = None, ignore_border: int = 0, self_training: int = 0,
                   confidence: float = 0.9, n_datasets: int = 1, reference=None, reference_augmentation: str = "none",
                   rules_map=None, min_rule_margin: float | None = None, mapping: dict | None = None,
-                  reference_field: str | None = None) -> None:
+                  reference_field: str | None = None, patience: int = 5, batch_size: int | None = None,
+                  learning_rate: float | None = None, seed: int = 0) -> None:
     """Refuse, in one line, options :func:`train` cannot run with (:class:`TrainError`), before any
     work: ``snap-pc train --image`` calls it before it builds the dataset. Arguments as :func:`train`'s,
     `n_datasets` the number of datasets. The reference is read here too (its attribute, codes or
@@ -590,6 +592,14 @@ def check_options(out, *, overwrite: bool = False, epochs: int = 30, loss: str =
         raise TrainError(f"output folder {out.parent} does not exist")
     if epochs < 1:
         raise TrainError(f"epochs must be >= 1, got {epochs}")
+    if seed < 0:
+        raise TrainError(f"seed must be >= 0, got {seed}")
+    if patience < 0:
+        raise TrainError(f"patience must be >= 0 epochs, got {patience}")
+    if batch_size is not None and batch_size < 1:
+        raise TrainError(f"batch size must be >= 1, got {batch_size}")
+    if learning_rate is not None and not 0 < learning_rate < math.inf:
+        raise TrainError(f"learning rate must be a number > 0, got {learning_rate}")
     if loss not in LOSSES:
         raise TrainError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
     if not 0 <= weight_average < 1:
@@ -719,7 +729,8 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
                   atmosphere=atmosphere, ignore_border=ignore_border, self_training=self_training,
                   confidence=confidence, n_datasets=len(folders), reference=reference,
                   reference_augmentation=reference_augmentation, rules_map=rules_map,
-                  min_rule_margin=min_rule_margin, mapping=mapping, reference_field=reference_field)
+                  min_rule_margin=min_rule_margin, mapping=mapping, reference_field=reference_field,
+                  patience=patience, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
     info, data = combine_datasets(folders)
     if threshold_moving and len(folders) > 1:
         log.warning("threshold moving with %d datasets: the thresholds go to their pooled class shares, which a new "

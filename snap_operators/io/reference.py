@@ -205,6 +205,9 @@ def _open_reference(path, crs, field, names, role, field_option):
         ref_ds = rasterio.open(path)
     except rasterio.errors.RasterioIOError:
         if not field:
+            if not _is_vector(path):
+                raise ReferenceDataError(f"{role} {path} is neither a raster nor a vector file GDAL can read") \
+                    from None
             raise ReferenceDataError(f"{role} {path} is a vector file: give the class attribute ({field_option})") \
                 from None
         return None, read_vector_labels(path, field, crs, role=role, names=names, field_option=field_option)
@@ -213,6 +216,17 @@ def _open_reference(path, crs, field, names, role, field_option):
         raise ReferenceDataError(f"{role} {path} is a raster of class codes: map codes, not names "
                                  f"(e.g. 5:1,2:3; names given: {', '.join(names)})")
     return ref_ds, None
+
+
+def _is_vector(path: Path) -> bool:
+    """Whether GDAL opens `path` as a vector dataset."""
+    import pyogrio
+
+    try:
+        pyogrio.read_info(str(path))
+    except Exception:  # noqa: BLE001 - pyogrio raises several kinds for a file it cannot open
+        return False
+    return True
 
 
 def parse_mapping(text: str | None, option: str = "--mapping") -> dict[int, int] | dict[str, int]:

@@ -152,7 +152,7 @@ def test_vector_reference_in_other_crs_and_report_files(write_raster, tmp_path, 
     assert (tmp_path / "acc" / "confusion_matrix.csv").read_text().startswith("reference")
 
 
-@pytest.mark.parametrize("case", ["no-field", "bad-field", "disjoint", "missing"])
+@pytest.mark.parametrize("case", ["no-field", "bad-field", "disjoint", "missing", "not-geodata"])
 def test_bad_references(write_raster, tmp_path, capsys, case):
     cls = np.ones((20, 20), "uint8")
     write_raster(tmp_path / "c.tif", cls)
@@ -167,11 +167,15 @@ def test_bad_references(write_raster, tmp_path, capsys, case):
         args += ["--field", "code"]
     elif case == "missing":
         args = ["assess", "--classes", str(tmp_path / "c.tif"), "--reference", str(tmp_path / "nope.gpkg")]
+    elif case == "not-geodata":  # once called "a vector file" and asked for --field
+        (tmp_path / "notes.txt").write_text("class 1 is water\n")
+        args = ["assess", "--classes", str(tmp_path / "c.tif"), "--reference", str(tmp_path / "notes.txt")]
     code = main(args)
     err = capsys.readouterr().err
     assert code == 1
     assert len(err.strip().splitlines()) == 1
-    expect = {"no-field": "--field", "bad-field": "klass", "disjoint": "no pixel is labelled", "missing": "does not exist"}[case]
+    expect = {"no-field": "--field", "bad-field": "klass", "disjoint": "no pixel is labelled", "missing": "does not exist",
+              "not-geodata": "notes.txt is neither a raster nor a vector file GDAL can read"}[case]
     assert expect in err
 
 

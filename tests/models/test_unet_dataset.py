@@ -199,6 +199,15 @@ def test_image_smaller_than_one_patch(scene, tmp_path):
         build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", patch_size=1024)
 
 
+def test_a_stride_of_zero_or_a_negative_seed_is_refused(scene, tmp_path):
+    with pytest.raises(DatasetError, match=r"stride >= 1 .*\(got 32, 0, 64\)"):
+        build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", patch_size=32, stride=0, block_size=64)
+    assert not (tmp_path / "ds").exists()
+    with pytest.raises(DatasetError, match="seed must be >= 0, got -1"):  # once NumPy's ValueError
+        build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", seed=-1)
+    assert not (tmp_path / "ds").exists()
+
+
 def test_existing_folder_is_never_replaced_by_accident(scene, tmp_path):
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "precious.txt").write_text("keep")

@@ -285,6 +285,18 @@ def test_cli_train_refuses_bad_options_before_it_builds_a_dataset(tmp_path, caps
                            (["--reference", str(labels), "--rules-map", str(tmp_path / "absent.tif")],
                             r"rules map \S*absent.tif does not exist"),
                            (["--epochs", "0"], "epochs must be >= 1"),
+                           # each once trained: a ZeroDivisionError, a run without early stopping, a model
+                           # left as initialized (0) or trained uphill (-1) then refused as failed
+                           (["--batch-size", "0"], "batch size must be >= 1, got 0"),
+                           (["--patience", "-1"], "patience must be >= 0 epochs, got -1"),
+                           (["--learning-rate", "0"], r"learning rate must be a number > 0, got 0\.0"),
+                           (["--learning-rate", "-1"], r"learning rate must be a number > 0, got -1\.0"),
+                           (["--learning-rate", "nan"], "learning rate must be a number > 0, got nan"),
+                           (["--seed", "-1"], "seed must be >= 0, got -1"),  # once NumPy's ValueError
+                           # once refused by the training, after the dataset was built and left behind
+                           (["--patch-size", "12"], r"--patch-size 12 is not a multiple of 8 \(2\*\*depth"),
+                           (["--reference", str(GRAPHS.parent / "README.md")],
+                            r"README.md is neither a raster nor a vector file GDAL can read"),
                            # a reference of class names, without the mapping of them: found now, not after training
                            (["--reference", str(scene / "class_polygons.geojson"), "--reference-field", "class"],
                             r"class holds class names, not codes \(forest, grass, urban, water\): map them to class "
@@ -588,9 +600,15 @@ def test_quantize_checks_int8_against_fp32(trained, dataset, tmp_path, capsys, c
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
     assert props["quantization"].startswith("int8")
     assert any(n.op_type == "QLinearConv" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
-    # an impossible agreement threshold: refused in one line, nothing written
+    # every pixel as fp32 (int8 rounds some ~0.1 % differently): checked, refused in one line, nothing written
     code = main(["quantize", str(trained["onnx"]), "--dataset", str(dataset / "ds"), "--out",
-                 str(tmp_path / "q2.onnx"), "--min-agreement", "1.01"])
+                 str(tmp_path / "q2.onnx"), "--min-agreement", "1"])
     err = capsys.readouterr().err
     assert code == 1 and "was not written" in err and len(err.strip().splitlines()) == 1
+    # a share that is no share: refused before the work (once quantized first, or, nan, written unchecked)
+    for bad in ("1.01", "nan", "-0.5"):
+        code = main(["quantize", str(trained["onnx"]), "--dataset", str(dataset / "ds"), "--out",
+                     str(tmp_path / "q2.onnx"), "--min-agreement", bad])
+        err = capsys.readouterr().err
+        assert code == 1 and f"--min-agreement is a share of the test pixels, in [0, 1]; got {float(bad)}" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]
