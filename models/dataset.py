@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -38,7 +39,7 @@ from snap_operators.core.legend import CLASS_NAMES, LAND_COVER, MASKED, NO_DATA,
 
 __all__ = [
     "DatasetError", "DEFAULT_S2_BANDS", "DEFAULT_S1_BANDS", "DEFAULT_INDICES", "DEFAULT_MIN_MARGIN", "SPLITS",
-    "build_input_product", "split_sizes", "assign_blocks", "block_class_counts", "patch_origins", "build_dataset", "label_mapping", "lacking_classes", "load_dataset_info", "open_split",
+    "build_input_product", "split_sizes", "assign_blocks", "block_class_counts", "patch_origins", "build_dataset", "unlearnt_classes", "label_mapping", "lacking_classes", "load_dataset_info", "open_split",
 ]
 
 DEFAULT_S2_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
@@ -53,6 +54,7 @@ SMALL_PATCH = 32
 MIN_BLOCKS_ACROSS = 5
 SPLITS = ("train", "val", "test")
 INFO_FILE = "dataset.json"
+log = logging.getLogger(__name__)
 #: Split codes in the block map: 0 train, 1 validation, 2 test.
 TRAIN, VAL, TEST = 0, 1, 2
 
@@ -500,6 +502,9 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
                               "class_pixels": {str(k): int(v) for k, v in enumerate(w.class_pixels) if v}}
                        for name, w in writers.items()},
         }
+        unlearnt = unlearnt_classes(counts.sum(axis=(0, 1)), info["splits"])
+        if unlearnt:
+            log.warning("%s", unlearnt)
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
         if out.exists():
             shutil.rmtree(out)
@@ -508,6 +513,41 @@ def build_dataset(image, labels, out, *, image_s1=None, field: str | None = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return info
+
+
+def unlearnt_classes(labelled: Sequence[int], splits: dict) -> str | None:
+    """What to say of classes the labels hold and no training patch does, else None: a network
+    trained on the dataset alone cannot learn them, and its report cannot tell, since it checks
+    the classes the training patches hold.
+
+    Parameters
+    ----------
+    labelled : sequence of int
+        Labelled pixels of each class code (index = code) in the whole label file.
+    splits : dict
+        ``{split: {"class_pixels": {"code": px}}}`` of the patches kept (``dataset.json``'s).
+
+    Examples
+    --------
+    >>> splits = {"train": {"class_pixels": {"3": 900}}, "val": {"class_pixels": {"1": 40, "3": 80}},
+    ...           "test": {"class_pixels": {}}}
+    >>> print(unlearnt_classes([0, 52, 0, 1000], splits))  # doctest: +NORMALIZE_WHITESPACE
+    class 1 Water (52 labelled px, 40 in validation/test patches) is in no training patch: a model
+    trained on this dataset alone cannot learn it; try another --seed or a smaller --block-size
+    >>> unlearnt_classes([0, 52, 0, 1000], {**splits, "train": {"class_pixels": {"1": 12, "3": 900}}}) is None
+    True
+    """
+    train = {int(k) for k, n in splits["train"]["class_pixels"].items() if n}
+    missing = [c for c, n in enumerate(labelled) if n and c not in train]
+    if not missing:
+        return None
+    held = [sum(splits[k]["class_pixels"].get(str(c), 0) for k in SPLITS if k != "train") for c in missing]
+    listed = ", ".join(f"{c} {CLASS_NAMES.get(c, 'class')} ({labelled[c]} labelled px, {h} in validation/test "
+                       "patches)" for c, h in zip(missing, held))
+    verb = "is" if len(missing) == 1 else "are"
+    return (f"{'class' if len(missing) == 1 else 'classes'} {listed} {verb} in no training patch: a model trained on this dataset alone cannot learn "
+            f"{'it' if len(missing) == 1 else 'them'}; try another --seed or a smaller --block-size"
+            + (" (or a lower --min-labelled: patches too little labelled are dropped)" if 0 in held else ""))
 
 
 def rule_labels(path, field: str | None = None, mapping=None) -> bool:

@@ -208,6 +208,33 @@ def test_a_stride_of_zero_or_a_negative_seed_is_refused(scene, tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
+def test_a_labelled_class_no_training_patch_holds_is_warned_of(scene, tmp_path, caplog):
+    """A few water pixels in a patch otherwise unlabelled (under --min-labelled) reach no split: the
+    network cannot learn water, and the training's check of vanished classes, which reads the training
+    patches, cannot see it."""
+    with rasterio.open(scene["classes"]) as src:
+        profile = {**src.profile, "count": 1, "dtype": "uint8", "nodata": None}
+    labels = np.zeros((profile["height"], profile["width"]), np.uint8)
+    labels[:, :256] = 3
+    labels[400:402, 400:402] = 1
+    with rasterio.open(tmp_path / "labels.tif", "w", **profile) as dst:
+        dst.write(labels, 1)
+    with caplog.at_level("WARNING", logger="snap_pc_models.dataset"):
+        info = build_dataset(scene["s2"], tmp_path / "labels.tif", tmp_path / "ds", patch_size=64, block_size=128)
+    assert info["dropped"]["few_labels"] > 0 and all("1" not in s["class_pixels"] for s in info["splits"].values())
+    assert ("class 1 Water (4 labelled px, 0 in validation/test patches) is in no training patch: a model trained "
+            "on this dataset alone cannot learn it; try another --seed or a smaller --block-size (or a lower "
+            "--min-labelled: patches too little labelled are dropped)") in caplog.text
+    caplog.clear()
+    labels[400:402, 400:402] = 3
+    with rasterio.open(tmp_path / "labels.tif", "w", **profile) as dst:
+        dst.write(labels, 1)
+    with caplog.at_level("WARNING", logger="snap_pc_models.dataset"):
+        build_dataset(scene["s2"], tmp_path / "labels.tif", tmp_path / "ds", patch_size=64, block_size=128,
+                      overwrite=True)
+    assert "no training patch" not in caplog.text
+
+
 def test_existing_folder_is_never_replaced_by_accident(scene, tmp_path):
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "precious.txt").write_text("keep")
