@@ -84,6 +84,7 @@ ATMOSPHERE_RESULTS = HERE / "results" / "unet_atmospheres.json"
 TTA_RESULTS = HERE / "results" / "unet_tta.json"
 FUSION_RESULTS = HERE / "results" / "unet_fusion.json"
 SIZES_RESULTS = HERE / "results" / "unet_sizes.json"
+RED_EDGE_RESULTS = HERE / "results" / "unet_red_edge.json"
 S1S2_RESULTS = HERE / "results" / "unet_s1s2_fusion.json"
 ENSEMBLE_RESULTS = HERE / "results" / "unet_ensemble.json"
 UNET_INTERVALS_RESULTS = HERE / "results" / "unet_intervals.json"
@@ -1656,6 +1657,8 @@ def s1s2_fusion_table(data, s1_maps: Mapping[str, tuple], work: Path) -> tuple[s
 
 #: ``snap-pc train``'s patch and block edges before they fitted the image (``--unet-sizes``).
 FIXED_SIZES = (64, 256)
+#: The red-edge bands ``--unet-red-edge`` adds to ``UNET_BANDS`` where the image has them.
+RED_EDGE_BANDS = ("B5", "B6", "B7", "B8A")
 
 
 def sizes_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
@@ -1718,6 +1721,72 @@ def sizes_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
               f"{'/'.join(map(str, SEEDS))} | sizes now | OA change now, seeds {'/'.join(map(str, SEEDS))} | mean | "
               "worst class recall change | fused as the inference graph does: mean OA change | worst class recall "
               "change |\n|---|---|---|---|---|---|---|---|")
+    return header + "\n" + "\n".join(rows), result
+
+
+def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
+    """The seed table's default training (``CHOSEN`` levers, ``UNET_BANDS``, each of ``SEEDS``) on
+    each scored scene's own rule masks, against the same with the image's ``RED_EDGE_BANDS`` added:
+    per scene the OA change against the rules' map per seed, its mean and the worst class recall
+    change, and the mean of both fused with the rules as the inference graph does; then the means,
+    the trainings at +0.02 or more and the recall losses of the benchmark's scenes and of the local
+    ones. ``(table, result)``."""
+    from snap_operators.science.fusion import DEFAULT_MIN_MARGIN, fuse_classes
+    from snap_operators.science.indices import find_s2_band
+    from snap_pc_models.dataset import build_dataset, build_input_product
+
+    sets = unet_datasets([s for s, _ in data.values()], work)
+    names = [n for n, (s, _) in data.items() if s.scored and not s.weak]
+    rows, result = [], {}
+    for n in names:
+        scene, arrays = data[n]
+        image, ref = _image_key(scene, work), arrays["reference"]
+        own = sets[image]
+        product, _ = build_input_product(image, None, list(UNET_BANDS), [])
+        red = [b for b in RED_EDGE_BANDS if find_s2_band(product, b) is not None]
+        folder = own.parent / "dataset-rededge"
+        if red and not (folder / "dataset.json").exists():
+            info = json.loads((own / "dataset.json").read_text())
+            build_dataset(image, own.parent / "labels.gpkg", folder, bands=list(UNET_BANDS) + red,
+                          indices=UNET_INDICES, patch_size=info["patch_size"], block_size=info["block_size"],
+                          overwrite=True)
+        r, margin = scores(shipped[n], ref), rule_margin_map(own)
+        entry = {"bands": red}
+        for variant, (tag, dataset) in {"default": ("bal", own), "red_edge": ("rededge", folder)}.items():
+            if variant == "red_edge" and not red:
+                continue
+            alone, fused = [], []
+            for seed in SEEDS:
+                pred, _ = unet_map([dataset], dataset, work / "unet" / f"seed{seed}-{tag}" / f"{own.parent.name}.onnx",
+                                   seed=seed, **CHOSEN)
+                u, f = scores(pred, ref), scores(fuse_classes(shipped[n], margin, pred, DEFAULT_MIN_MARGIN), ref)
+                alone.append((u["oa"] - r["oa"], worst_recall_change(u, r)))
+                fused.append(f["oa"] - r["oa"])
+            entry[variant] = {"changes": alone, "fused": fused}
+        result[n] = {**entry, "local": scene.local}
+        cells = [f"{n}{' (local)' if scene.local else ''} ({', '.join(red) or 'none'})"]
+        for variant in ("default", "red_edge"):
+            got = entry.get(variant)
+            cells += ([", ".join(f"{v:+.3f}" for v, _ in got["changes"]), f"{np.mean([v for v, _ in got['changes']]):+.3f}",
+                       f"{min(w for _, w in got['changes']):+.3f}", f"{np.mean(got['fused']):+.3f}"]
+                      if got else ["-"] * 4)
+        rows.append("| " + " | ".join(cells) + " |")
+    for label, local in (("benchmark scenes", False), ("local scenes", True)):
+        group = [v for v in result.values() if v["local"] == local and "red_edge" in v]
+        if not group:
+            continue
+        cells = [f"**{label}**: trainings at +{OA_GAIN_TARGET:g} or more, mean, recall losses > {MAX_RECALL_LOSS:g}, "
+                 "fused mean"]
+        for variant in ("default", "red_edge"):
+            ch = [c for v in group for c in v[variant]["changes"]]
+            cells += [f"{sum(d >= OA_GAIN_TARGET for d, _ in ch)} of {len(ch)}", f"{np.mean([d for d, _ in ch]):+.3f}",
+                      f"{sum(w < -MAX_RECALL_LOSS for _, w in ch)} losses",
+                      f"{np.mean([f for v in group for f in v[variant]['fused']]):+.3f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    seeds = "/".join(map(str, SEEDS))
+    header = (f"| scene (red-edge bands it has) | {', '.join(UNET_BANDS)}: OA change, seeds {seeds} | mean | worst class "
+              f"recall change | fused as the inference graph does: mean | + red edge: OA change, seeds {seeds} | mean | "
+              "worst class recall change | fused: mean |\n|---|---|---|---|---|---|---|---|---|")
     return header + "\n" + "\n".join(rows), result
 
 
@@ -1882,6 +1951,9 @@ def main(argv=None) -> int:
     ap.add_argument("--unet-intervals", action="store_true", help="the chosen training on each scene's own rule "
                     "masks (the seed table's models, trained where absent), alone and fused, against the rules' map "
                     "with 95 %% intervals and McNemar's test over the reference's units")
+    ap.add_argument("--unet-red-edge", action="store_true", help="the seed table's default training on each "
+                    "scene's own rule masks with and without the red-edge bands the image has (B5 B6 B7 B8A), each "
+                    "of SEEDS (tried 2026-12-07, not kept)")
     ap.add_argument("--unet-sizes", action="store_true", help="snap-pc train's defaults on each scene's own rule "
                     "masks with the patch and block sizes of before and those fitted to the image, each of SEEDS")
     args = ap.parse_args(argv)
@@ -1980,6 +2052,11 @@ def main(argv=None) -> int:
         s1s2_md, s1s2_result = s1s2_fusion_table(data, s1_maps, args.work)
         print("\n## S1+S2 inference graph: the network and the rules fused\n" + s1s2_md, flush=True)
         save_result(S1S2_RESULTS, s1s2_result)
+    red_edge_md = None
+    if args.unet_red_edge:
+        red_edge_md, red_edge_result = red_edge_table(data, shipped, args.work)
+        print("\n## U-Net with the red-edge bands\n" + red_edge_md, flush=True)
+        save_result(RED_EDGE_RESULTS, red_edge_result)
     sizes_md = None
     if args.unet_sizes:
         sizes_md, sizes_result = sizes_table(data, shipped, args.work)
@@ -2101,7 +2178,7 @@ def main(argv=None) -> int:
             text = replace_block(text, key, body)
         DOC.write_text(text)
         if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md \
-                or ensemble_md or fusion_md or sizes_md or s1s2_md or intervals_md:
+                or ensemble_md or fusion_md or sizes_md or s1s2_md or intervals_md or red_edge_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
@@ -2127,6 +2204,8 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-fusion", fusion_md)
             if sizes_md:
                 text = replace_block(text, "unet-sizes", sizes_md)
+            if red_edge_md:
+                text = replace_block(text, "unet-red-edge", red_edge_md)
             if s1s2_md:
                 text = replace_block(text, "unet-s1s2-fusion", s1s2_md)
             UNET_DOC.write_text(text)

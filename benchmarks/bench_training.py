@@ -8,13 +8,15 @@ normalized bands (10 channels: the default S2 bands and indices); labels are
 random classes with 20 % unlabelled pixels. ``--atmospheres`` also times the
 data path that feeds those steps (``snap-pc train``'s batches: normalization,
 flips and turns, and the atmospheric augmentation of a multi-scene training) on
-the shipped model's nine channels, per batch. Results also go to
-benchmarks/results/training.json.
+the shipped model's nine channels, per batch. ``--channels`` times other input
+channel counts (14: the default bands of an image with the red-edge bands,
+B2-B8A B11 B12, and the four indices), each count once per round, the rounds
+alternating. Results also go to benchmarks/results/training.json.
 
 Usage::
 
     python benchmarks/bench_training.py [--steps 20] [--configs small,default] [--device cpu|gpu] [--losses ce,sce]
-                                        [--atmospheres 0,0.08]
+                                        [--atmospheres 0,0.08] [--channels 10,14 --rounds 2]
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def bench(config: str, steps: int, n_bands: int = 10, n_classes: int = 5, warmup
     for _ in range(steps):
         model.train_on_batch(x, y)
     seconds = time.perf_counter() - t0
-    return {"config": config, "loss": loss, "patch_size": cfg.patch_size, "batch_size": cfg.batch_size,
+    return {"config": config, "loss": loss, "channels": n_bands, "patch_size": cfg.patch_size, "batch_size": cfg.batch_size,
             "parameters": int(model.count_params()), "steps": steps, "seconds": seconds,
             "patches_per_second": steps * cfg.batch_size / seconds,
             "mpx_per_second": steps * cfg.batch_size * cfg.patch_size**2 / seconds / 1e6}
@@ -94,6 +96,9 @@ def main() -> None:
     ap.add_argument("--losses", default="ce", help="comma-separated losses of snap-pc train --loss to time")
     ap.add_argument("--atmospheres", default="", help="comma-separated snap-pc train --atmosphere values whose data "
                     "path to time per batch (e.g. 0,0.08)")
+    ap.add_argument("--channels", default="10", help="comma-separated input channel counts to time (default 10)")
+    ap.add_argument("--rounds", type=int, default=1, help="times each configuration is timed, the channel counts "
+                    "alternating (default 1)")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.device == "cpu":
@@ -103,18 +108,19 @@ def main() -> None:
     gpus = tf.config.list_physical_devices("GPU")
     if args.device == "gpu" and not gpus:
         raise SystemExit("Error: --device gpu but TensorFlow sees no GPU")
-    rows = [bench(name, args.steps, loss=loss) for name in args.configs.split(",") for loss in args.losses.split(",")]
+    rows = [bench(name, args.steps, n_bands=int(c), loss=loss) for _ in range(args.rounds)
+            for name in args.configs.split(",") for loss in args.losses.split(",") for c in args.channels.split(",")]
     device = gpus[0].name if args.device == "gpu" else f"CPU ({os.cpu_count()} cores)"
     print(f"\nAttention U-Net training throughput on {device}, TensorFlow {tf.__version__}\n")
-    print("| configuration | loss | parameters | patch | batch | patches/s | Mpx/s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| configuration | loss | channels | parameters | patch | batch | patches/s | Mpx/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['config']} | {r['loss']} | {r['parameters']:,} | {r['patch_size']} | {r['batch_size']} | "
-              f"{r['patches_per_second']:.1f} | {r['mpx_per_second']:.2f} |")
+        print(f"| {r['config']} | {r['loss']} | {r['channels']} | {r['parameters']:,} | {r['patch_size']} | "
+              f"{r['batch_size']} | {r['patches_per_second']:.1f} | {r['mpx_per_second']:.2f} |")
     paths = [bench_batches(name, float(a)) for name in args.configs.split(",") for a in args.atmospheres.split(",")
              if a]
     if paths:
-        step = {r["config"]: r["batch_size"] / r["patches_per_second"] for r in rows}
+        step = {r["config"]: r["batch_size"] / r["patches_per_second"] for r in rows if r["channels"] == 10}
         print("\n| configuration | --atmosphere | data path ms/batch | share of a training step |\n|---|---:|---:|---:|")
         for r in paths:
             print(f"| {r['config']} | {r['atmosphere']:g} | {1e3 * r['seconds_per_batch']:.2f} | "

@@ -25,7 +25,7 @@ Usage::
 
     python benchmarks/bench_unet_inference.py [--configs small default] [--tiles 256 512] [--batches 1 2 4]
         [--repeat 5] [--engine-size 2048] [--augmentations none flips dihedral] [--rss-size 10980]
-        [--device cpu|cuda] [--quantize]
+        [--device cpu|cuda] [--quantize] [--bands B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12]
         [--work /tmp/snap-pc-bench]
 """
 
@@ -52,7 +52,10 @@ from snap_operators.science.inference import AUGMENTATIONS
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 GRAPH = ROOT / "graphs" / "unet_inference.xml"
-BANDS = ("B2", "B3", "B4", "B8", "B11", "B12", "NDVI", "MNDWI", "NDBI", "BSI")
+#: Source bands of the benchmark's models (``--bands``: the defaults of ``snap-pc train`` before the red edge) and
+#: the indices after them.
+SOURCE_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
+INDICES = ("NDVI", "MNDWI", "NDBI", "BSI")
 
 # Peak RSS from VmHWM: ru_maxrss survives fork + exec, so a child of this (TensorFlow-sized)
 # process would report the parent's peak.
@@ -76,7 +79,7 @@ print(json.dumps({"seconds": dt, "peak_rss_mib": hwm / 1024, "user_s": r1.ru_uti
 # --- models ------------------------------------------------------------------------------------------
 
 
-def export_models(work: Path, configs, seed: int = 0) -> dict:
+def export_models(work: Path, configs, bands=SOURCE_BANDS + INDICES, seed: int = 0) -> dict:
     """Untrained Keras U-Nets of each configuration and their ONNX exports (with the project's metadata)."""
     import keras
     from snap_pc_models.attention_unet import (
@@ -93,9 +96,9 @@ def export_models(work: Path, configs, seed: int = 0) -> dict:
     for name in configs:
         cfg = get_config(name)
         keras.utils.set_random_seed(seed)
-        model = build_attention_unet(len(BANDS), len(LAND_COVER), name)
-        halo = effective_halo(model, len(BANDS), cfg.size_multiple, receptive_field_radius(cfg.depth))
-        meta = ModelMetadata(f"attention_unet_{name}", "bench", BANDS, (0.0,) * len(BANDS), (1.0,) * len(BANDS),
+        model = build_attention_unet(len(bands), len(LAND_COVER), name)
+        halo = effective_halo(model, len(bands), cfg.size_multiple, receptive_field_radius(cfg.depth))
+        meta = ModelMetadata(f"attention_unet_{name}", "bench", tuple(bands), (0.0,) * len(bands), (1.0,) * len(bands),
                              tuple(c.value for c in LAND_COVER), tuple(c.name for c in LAND_COVER),
                              tuple(tuple(c.color) for c in LAND_COVER), cfg.size_multiple, halo, 17)
         path = work / f"unet_{name}.onnx"
@@ -104,9 +107,9 @@ def export_models(work: Path, configs, seed: int = 0) -> dict:
     return out
 
 
-def windows(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """`n` random normalized windows ``(n, bands, size, size)``."""
-    return np.random.default_rng(seed).normal(size=(n, len(BANDS), size, size)).astype("float32")
+def windows(n: int, size: int, n_bands: int, seed: int = 0) -> np.ndarray:
+    """`n` random normalized windows ``(n, n_bands, size, size)``."""
+    return np.random.default_rng(seed).normal(size=(n, n_bands, size, size)).astype("float32")
 
 
 def session(path: Path, optimization: str, threads: int, device: str):
@@ -138,7 +141,7 @@ def per_call(models: dict, tiles, batches, repeat: int, device: str, n: int) -> 
         meta = m["meta"]
         for tile in tiles:
             size = padded_size(tile + 2 * meta.halo, meta.size_multiple)
-            x = windows(n, size)
+            x = windows(n, size, len(meta.input_bands))
             x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
             variants = {}
             for opt in ("extended", "all"):
@@ -185,12 +188,14 @@ def per_call(models: dict, tiles, batches, repeat: int, device: str, n: int) -> 
 # --- int8 ------------------------------------------------------------------------------------------------
 
 
-def scene_windows(work: Path, size: int, count: int, seed: int) -> np.ndarray:
-    """Windows of a synthetic scene's input stack, normalized with its own statistics."""
+def scene_windows(work: Path, size: int, count: int, seed: int, channels) -> np.ndarray:
+    """Windows of a synthetic scene's input stack of `channels` (bands, then indices), normalized with
+    its own statistics."""
     from snap_pc_models.dataset import build_input_product
 
     s2 = scene(work, 1024)
-    product, order = build_input_product(s2, tile_size=1024)
+    product, order = build_input_product(s2, bands=[c for c in channels if c not in INDICES],
+                                         indices=[c for c in channels if c in INDICES], tile_size=1024)
     stack = np.stack([product.band(b).data.compute() for b in order])
     mean = np.nanmean(stack, axis=(1, 2))[:, None, None]
     std = np.nanstd(stack, axis=(1, 2))[:, None, None]
@@ -217,15 +222,15 @@ def int8_rows(models: dict, rows: list[dict], work: Path, repeat: int, force: bo
         if best["best"]["x_keras"] >= 1.5 and not force:
             continue
         size, tile = best["window"], best["tile"]
-        calib = scene_windows(work, size, 16, seed=1)
-        test = scene_windows(work, size, 8, seed=2)
+        calib = scene_windows(work, size, 16, seed=1, channels=m["meta"].input_bands)
+        test = scene_windows(work, size, 8, seed=2, channels=m["meta"].input_bands)
         q = quantize(m, work, calib)
         fp32 = session(m["path"], best["best"]["optimization"], 0, "cpu")
         int8 = session(q, "all", 0, "cpu")
         b = best["best"]["batch"]
         p32 = np.concatenate([fp32.run(None, {"bands": test[i:i + b]})[0] for i in range(0, len(test), b)])
         p8 = np.concatenate([int8.run(None, {"bands": test[i:i + b]})[0] for i in range(0, len(test), b)])
-        x = windows(best["windows"], size)
+        x = windows(best["windows"], size, len(m["meta"].input_bands))
         t32, t8 = [], []
         for _ in range(repeat):
             t32.append(timed(functools.partial(run_all, fp32, x, b)))
@@ -388,6 +393,9 @@ def main(argv=None) -> int:
     ap.add_argument("--engine-rounds", type=int, default=1, help="rounds of the engine speed runs, every variant "
                     "once a round, the order reversed every other round; with more than one, a table of the "
                     "medians and their ratio to the network alone")
+    ap.add_argument("--bands", default=",".join(SOURCE_BANDS), help="source bands of the models, the indices "
+                    f"{','.join(INDICES)} after them (default %(default)s; with the red edge: "
+                    "B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--quantize", action="store_true", help="measure int8 even when fp32 reaches 1.5 x Keras")
     ap.add_argument("--work", type=Path, default=Path("/tmp/snap-pc-bench"))
@@ -402,7 +410,7 @@ def main(argv=None) -> int:
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"load average before: {load_average()}", flush=True)
-    models = export_models(args.work, args.configs)
+    models = export_models(args.work, args.configs, tuple(args.bands.split(",")) + INDICES)
     print("per call:", flush=True)
     calls = per_call(models, args.tiles, args.batches, args.repeat, args.device, args.windows)
     quant = int8_rows(models, calls, args.work, args.repeat, args.quantize) if args.device == "cpu" else []

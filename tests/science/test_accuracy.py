@@ -804,6 +804,65 @@ def test_the_sizes_table_trains_the_users_command_with_the_sizes_of_before_and_o
                        "| +0.250 | +0.000 |")
 
 
+def test_the_red_edge_table_adds_the_bands_each_image_has_to_the_seed_tables_training(monkeypatch, tmp_path):
+    import snap_operators.science.indices as indices_mod
+    import snap_pc_models.dataset as dataset_mod
+
+    ref = np.array([[1, 1, 3, 3]])
+    has = {"full": {"B5", "B6", "B7", "B8A"}, "partial": {"B6", "B7"}, "none": set(), "far": {"B5", "B6", "B7", "B8A"}}
+    data = {n: (_Scene(n, local=n == "far"), {"reference": ref}) for n in has}
+    data["weak"] = (_Scene("weak", weak=True), {"reference": ref})
+    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work: {n: tmp_path / n / "dataset" for n in data})
+    monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
+    for n in data:
+        (tmp_path / n / "dataset").mkdir(parents=True)
+        (tmp_path / n / "dataset" / "dataset.json").write_text(json.dumps({"patch_size": 32, "block_size": 64}))
+    monkeypatch.setattr(dataset_mod, "build_input_product", lambda image, s1, bands, indices: (image, bands))
+    monkeypatch.setattr(indices_mod, "find_s2_band", lambda product, name: name if name in has[product] else None)
+    built = []
+
+    def build_dataset(image, labels, folder, bands=None, indices=(), patch_size=None, block_size=None, overwrite=False):
+        built.append((image, bands, tuple(indices), patch_size, block_size))
+        folder.mkdir(parents=True)
+        (folder / "dataset.json").write_text("{}")
+
+    monkeypatch.setattr(dataset_mod, "build_dataset", build_dataset)
+    calls = []
+
+    def unet_map(datasets, image_dataset, out, **levers):
+        calls.append((image_dataset.parent.name, image_dataset.name, out.parent.name, levers))
+        # the red edge finds class 3 with seeds 0 and 1; the default, with none
+        right = image_dataset.name == "dataset-rededge" and levers["seed"] < 2
+        return (ref if right else np.array([[1, 1, 3, 1]])), {}
+
+    monkeypatch.setattr(bench, "unet_map", unet_map)
+    monkeypatch.setattr(bench, "rule_margin_map", lambda own: np.array([[1.0, 0.0, 0.0, 1.0]]))
+    rules_map = np.array([[1, 1, 1, 1]])  # OA 0.5; the fused map keeps its first and last pixels
+    md, result = bench.red_edge_table(data, {n: rules_map for n in data}, tmp_path)
+    # the benchmark's bands, then the red-edge bands the image has, on the own dataset's sizes
+    assert sorted(built) == [(n, [*bench.UNET_BANDS, *b], bench.UNET_INDICES, 32, 64)
+                             for n, b in (("far", ["B5", "B6", "B7", "B8A"]), ("full", ["B5", "B6", "B7", "B8A"]),
+                                          ("partial", ["B6", "B7"]))]
+    assert "weak" not in result and result["none"]["bands"] == [] and "red_edge" not in result["none"]
+    assert result["partial"]["bands"] == ["B6", "B7"]
+    assert {c[0] for c in calls} == {"full", "partial", "none", "far"}
+    assert not [c for c in calls if c[0] == "none" and c[1] == "dataset-rededge"]
+    assert {c[2] for c in calls} == {f"seed{s}-{t}" for s in bench.SEEDS for t in ("bal", "rededge")}
+    assert all(c[3]["balance"] is True for c in calls) and len(calls) == (4 + 3) * len(bench.SEEDS)
+    assert result["full"]["default"]["changes"] == [(0.25, 0.0)] * 3
+    assert result["full"]["red_edge"]["changes"] == [(0.5, 0.0), (0.5, 0.0), (0.25, 0.0)]
+    assert result["full"]["red_edge"]["fused"] == [0.25] * 3  # the first and last pixels stay the rules'
+    rows = md.splitlines()
+    assert rows[2] == ("| full (B5, B6, B7, B8A) | +0.250, +0.250, +0.250 | +0.250 | +0.000 | +0.250 | "
+                       "+0.500, +0.500, +0.250 | +0.417 | +0.000 | +0.250 |")
+    assert rows[4] == "| none (none) | +0.250, +0.250, +0.250 | +0.250 | +0.000 | +0.250 | - | - | - | - |"
+    assert rows[5].startswith("| far (local) (B5, B6, B7, B8A) |")
+    # the summaries count the scenes with both columns, the benchmark's and the local ones apart
+    assert rows[-2] == ("| **benchmark scenes**: trainings at +0.02 or more, mean, recall losses > 0.05, fused mean | "
+                        "6 of 6 | +0.250 | 0 losses | +0.250 | 6 of 6 | +0.417 | 0 losses | +0.250 |")
+    assert rows[-1].startswith("| **local scenes**: ") and "3 of 3 | +0.250 |" in rows[-1]
+
+
 def test_the_s1s2_table_reads_the_shipped_graph_fused_and_alone_clear_and_clouded(monkeypatch, tmp_path):
     import rasterio
     from rasterio.transform import from_origin
