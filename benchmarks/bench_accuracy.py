@@ -1767,7 +1767,8 @@ def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple
         cells = [f"{n}{' (local)' if scene.local else ''} ({', '.join(red) or 'none'})"]
         for variant in ("default", "red_edge"):
             got = entry.get(variant)
-            cells += ([", ".join(f"{v:+.3f}" for v, _ in got["changes"]), f"{np.mean([v for v, _ in got['changes']]):+.3f}",
+            oa = [v for v, _ in got["changes"]] if got else []
+            cells += ([", ".join(f"{v:+.3f}" for v in oa), f"{np.mean(oa):+.3f}",
                        f"{min(w for _, w in got['changes']):+.3f}", f"{np.mean(got['fused']):+.3f}"]
                       if got else ["-"] * 4)
         rows.append("| " + " | ".join(cells) + " |")
@@ -1784,9 +1785,9 @@ def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple
                       f"{np.mean([f for v in group for f in v[variant]['fused']]):+.3f}"]
         rows.append("| " + " | ".join(cells) + " |")
     seeds = "/".join(map(str, SEEDS))
-    header = (f"| scene (red-edge bands it has) | {', '.join(UNET_BANDS)}: OA change, seeds {seeds} | mean | worst class "
-              f"recall change | fused as the inference graph does: mean | + red edge: OA change, seeds {seeds} | mean | "
-              "worst class recall change | fused: mean |\n|---|---|---|---|---|---|---|---|---|")
+    header = (f"| scene (red-edge bands it has) | {', '.join(UNET_BANDS)}: OA change, seeds {seeds} | mean | "
+              "worst class recall change | fused as the inference graph does: mean | + red edge: OA change, seeds "
+              f"{seeds} | mean | worst class recall change | fused: mean |\n|---|---|---|---|---|---|---|---|---|")
     return header + "\n" + "\n".join(rows), result
 
 

@@ -21,4 +21,3 @@ import sqlite3  # noqa: E402, F401
 
 import fiona  # noqa: E402, F401
 import pyogrio  # noqa: E402, F401
-

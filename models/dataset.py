@@ -35,12 +35,14 @@ import numpy as np
 
 from snap_operators.core import staging
 from snap_operators.core.errors import SnapPcError
-from snap_operators.core.legend import CLASS_NAMES, LAND_COVER, MASKED, NO_DATA, UNCLASSIFIED, class_list
+from snap_operators.core.legend import CLASS_NAMES, LAND_COVER, MASKED, NO_DATA, UNCLASSIFIED, class_list, class_name
 
 __all__ = [
     "DatasetError", "DEFAULT_S2_BANDS", "DEFAULT_S1_BANDS", "DEFAULT_INDICES", "DEFAULT_MIN_MARGIN", "SPLITS",
     "build_input_product", "split_sizes", "assign_blocks", "block_class_counts", "patch_origins", "build_dataset", "unlearnt_classes", "label_mapping", "lacking_classes", "load_dataset_info", "open_split",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_S2_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
 DEFAULT_S1_BANDS = ("Sigma0_VV_db", "Sigma0_VH_db")
@@ -54,7 +56,6 @@ SMALL_PATCH = 32
 MIN_BLOCKS_ACROSS = 5
 SPLITS = ("train", "val", "test")
 INFO_FILE = "dataset.json"
-log = logging.getLogger(__name__)
 #: Split codes in the block map: 0 train, 1 validation, 2 test.
 TRAIN, VAL, TEST = 0, 1, 2
 
@@ -523,7 +524,8 @@ def unlearnt_classes(labelled: Sequence[int], splits: dict) -> str | None:
     Parameters
     ----------
     labelled : sequence of int
-        Labelled pixels of each class code (index = code) in the whole label file.
+        Labelled pixels of each class code (index = code) on the image, as the dataset reads the
+        labels (those over ``--min-margin`` with ``--margin``).
     splits : dict
         ``{split: {"class_pixels": {"code": px}}}`` of the patches kept (``dataset.json``'s).
 
@@ -542,12 +544,13 @@ def unlearnt_classes(labelled: Sequence[int], splits: dict) -> str | None:
     if not missing:
         return None
     held = [sum(splits[k]["class_pixels"].get(str(c), 0) for k in SPLITS if k != "train") for c in missing]
-    listed = ", ".join(f"{c} {CLASS_NAMES.get(c, 'class')} ({labelled[c]} labelled px, {h} in validation/test "
-                       "patches)" for c, h in zip(missing, held))
-    verb = "is" if len(missing) == 1 else "are"
-    return (f"{'class' if len(missing) == 1 else 'classes'} {listed} {verb} in no training patch: a model trained on this dataset alone cannot learn "
-            f"{'it' if len(missing) == 1 else 'them'}; try another --seed or a smaller --block-size"
-            + (" (or a lower --min-labelled: patches too little labelled are dropped)" if 0 in held else ""))
+    listed = ", ".join(f"{c} {class_name(c)} ({labelled[c]} labelled px, {h} in validation/test patches)"
+                       for c, h in zip(missing, held))
+    one = len(missing) == 1
+    dropped = " (or a lower --min-labelled: patches too little labelled are dropped)" if 0 in held else ""
+    return (f"{'class' if one else 'classes'} {listed} {'is' if one else 'are'} in no training patch: a model "
+            f"trained on this dataset alone cannot learn {'it' if one else 'them'}; try another --seed or a smaller "
+            f"--block-size{dropped}")
 
 
 def rule_labels(path, field: str | None = None, mapping=None) -> bool:
