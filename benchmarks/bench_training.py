@@ -9,9 +9,9 @@ random classes with 20 % unlabelled pixels. ``--atmospheres`` also times the
 data path that feeds those steps (``snap-pc train``'s batches: normalization,
 flips and turns, and the atmospheric augmentation of a multi-scene training) on
 the shipped model's nine channels, per batch. ``--channels`` times other input
-channel counts (14: the default bands of an image with the red-edge bands,
-B2-B8A B11 B12, and the four indices), each count once per round, the rounds
-alternating. Results also go to benchmarks/results/training.json.
+channel counts (14: B2-B8A B11 B12 with the red-edge bands, and the four
+indices; docs/unet.md), each count once per round, the rounds alternating.
+Results also go to benchmarks/results/training.json.
 
 Usage::
 
@@ -55,8 +55,8 @@ def bench(config: str, steps: int, n_bands: int = 10, n_classes: int = 5, warmup
     for _ in range(steps):
         model.train_on_batch(x, y)
     seconds = time.perf_counter() - t0
-    return {"config": config, "loss": loss, "channels": n_bands, "patch_size": cfg.patch_size, "batch_size": cfg.batch_size,
-            "parameters": int(model.count_params()), "steps": steps, "seconds": seconds,
+    return {"config": config, "loss": loss, "channels": n_bands, "patch_size": cfg.patch_size,
+            "batch_size": cfg.batch_size, "parameters": int(model.count_params()), "steps": steps, "seconds": seconds,
             "patches_per_second": steps * cfg.batch_size / seconds,
             "mpx_per_second": steps * cfg.batch_size * cfg.patch_size**2 / seconds / 1e6}
 
@@ -120,7 +120,8 @@ def main() -> None:
     paths = [bench_batches(name, float(a)) for name in args.configs.split(",") for a in args.atmospheres.split(",")
              if a]
     if paths:
-        step = {r["config"]: r["batch_size"] / r["patches_per_second"] for r in rows if r["channels"] == 10}
+        first = int(args.channels.split(",")[0])  # the data path's share of a step with the first count asked
+        step = {r["config"]: r["batch_size"] / r["patches_per_second"] for r in rows if r["channels"] == first}
         print("\n| configuration | --atmosphere | data path ms/batch | share of a training step |\n|---|---:|---:|---:|")
         for r in paths:
             print(f"| {r['config']} | {r['atmosphere']:g} | {1e3 * r['seconds_per_batch']:.2f} | "

@@ -52,8 +52,7 @@ from snap_operators.science.inference import AUGMENTATIONS
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 GRAPH = ROOT / "graphs" / "unet_inference.xml"
-#: Source bands of the benchmark's models (``--bands``: the defaults of ``snap-pc train`` before the red edge) and
-#: the indices after them.
+#: Source bands of the benchmark's models (``--bands``; default: ``snap-pc train``'s) and the indices after them.
 SOURCE_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
 INDICES = ("NDVI", "MNDWI", "NDBI", "BSI")
 
@@ -98,7 +97,8 @@ def export_models(work: Path, configs, bands=SOURCE_BANDS + INDICES, seed: int =
         keras.utils.set_random_seed(seed)
         model = build_attention_unet(len(bands), len(LAND_COVER), name)
         halo = effective_halo(model, len(bands), cfg.size_multiple, receptive_field_radius(cfg.depth))
-        meta = ModelMetadata(f"attention_unet_{name}", "bench", tuple(bands), (0.0,) * len(bands), (1.0,) * len(bands),
+        meta = ModelMetadata(f"attention_unet_{name}", "bench", tuple(bands), (0.0,) * len(bands),
+                             (1.0,) * len(bands),
                              tuple(c.value for c in LAND_COVER), tuple(c.name for c in LAND_COVER),
                              tuple(tuple(c.color) for c in LAND_COVER), cfg.size_multiple, halo, 17)
         path = work / f"unet_{name}.onnx"
