@@ -1737,6 +1737,8 @@ def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple
 
     sets = unet_datasets([s for s, _ in data.values()], work)
     names = [n for n, (s, _) in data.items() if s.scored and not s.weak]
+    # the default's models are the seed table's (its folder key): both tables read the same trainings
+    default_key = SEED_RUNS[DEFAULT_SEED_RUN][0]
     rows, result = [], {}
     for n in names:
         scene, arrays = data[n]
@@ -1752,7 +1754,7 @@ def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple
                           overwrite=True)
         r, margin = scores(shipped[n], ref), rule_margin_map(own)
         entry = {"bands": red}
-        for variant, (tag, dataset) in {"default": ("bal", own), "red_edge": ("rededge", folder)}.items():
+        for variant, (tag, dataset) in {"default": (default_key, own), "red_edge": ("rededge", folder)}.items():
             if variant == "red_edge" and not red:
                 continue
             alone, fused = [], []
