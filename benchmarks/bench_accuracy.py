@@ -40,9 +40,10 @@ adds scenes of your own, see :func:`scene_file_scenes`):
    ``SEED_RUNS`` levers with each of ``SEEDS``, and (with ``--unet``) the
    leave-one-scene-out models with and without the atmospheric augmentation, and
    with it but without the BigEarthNet patches (what more scenes are worth);
-   ``--unet-intervals`` scores the seed table's chosen trainings, alone and fused,
-   against the rules' map with 95 % intervals and McNemar's test over the
-   reference's units (which own-mask gains are more than chance).
+   ``--unet-intervals`` scores the seed table's chosen trainings (with ``--local``
+   the local scenes' own-mask trainings too), alone and fused, against the rules'
+   map with 95 % intervals and McNemar's test over the reference's units (which
+   own-mask gains are more than chance).
 
 Reference codes (``R_*``): 1 water, 2 bare soil, 3 trees/woody vegetation,
 4 built-up (buildings, pavement, urban fabric), 6 grass/herbaceous, 7
@@ -1243,11 +1244,13 @@ def tta_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict],
     return header + "\n" + "\n".join(rows), changes
 
 
-def seed_table_own_models(data, unet: Mapping[str, dict], work: Path) -> dict[str, dict[int, Path]]:
+def seed_table_own_models(data, unet: Mapping[str, dict], work: Path,
+                          local: bool = False) -> dict[str, dict[int, Path]]:
     """The seed table's models of the CHOSEN levers trained on each scene's own rule masks (trained
-    where absent; never on a scene no fit may use): ``{scene: {seed: model}}`` for `unet`'s scenes."""
+    where absent): ``{scene: {seed: model}}`` for `unet`'s scenes that fits may use, and with `local`
+    for the local scenes too (their own rule masks only: no reference enters an own-mask training)."""
     key = SEED_RUNS[DEFAULT_SEED_RUN][0]  # the chosen levers' seed-table folders
-    fitted = {n: data[n] for n in unet if data[n][0].fitted_on}
+    fitted = {n: data[n] for n in unet if data[n][0].fitted_on or (local and data[n][0].local)}
     own_models: dict[str, dict[int, Path]] = {}
     for seed in SEEDS:
         for n, entry in unet_columns(fitted, work, dict(CHOSEN, seed=seed), f"seed{seed}-{key}", loso=False).items():
@@ -1261,11 +1264,11 @@ def unet_interval_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> 
     (``RuleFusion`` at its default least margin), each against the rules' map with the 95 %
     intervals and McNemar's test over the reference's units (:func:`unit_figures`):
     ``(table, result)``. It says which of the own-mask gains a reference of a few dozen polygons
-    can tell from chance."""
+    can tell from chance. The local scenes (``--local``) get their rows and their own summary line."""
     from snap_operators.science.fusion import DEFAULT_MIN_MARGIN, fuse_classes
 
-    scored = {n: d for n, d in data.items() if d[0].scored and d[0].fitted_on}
-    own_models = seed_table_own_models(data, scored, work)
+    scored = {n: d for n, d in data.items() if d[0].scored and (d[0].fitted_on or d[0].local)}
+    own_models = seed_table_own_models(data, scored, work, local=True)
     sets = unet_datasets([s for s, _ in scored.values()], work)
     rows, result = [], {}
     for n, (scene, arrays) in scored.items():
@@ -1277,19 +1280,34 @@ def unet_interval_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> 
             alone = unit_figures(net, rules_map, ref)
             fused = unit_figures(fuse_classes(rules_map, margin, net, DEFAULT_MIN_MARGIN), rules_map, ref)
             result.setdefault(n, {})[seed] = {"network": alone, "fused": fused}
-            rows.append(unet_interval_row(n if len(result[n]) == 1 else "", seed, alone, fused))
-    reached = [(n, s, f["network"]["mcnemar"]["p_units"]) for n, per in result.items() for s, f in per.items()
-               if f["network"]["a"]["estimate"] - f["network"]["b"]["estimate"] >= OA_GAIN_TARGET]
-    significant = [(n, s) for n, s, p in reached if p < 0.05]
+            label = n + (" (local)" if scene.local else "")
+            rows.append(unet_interval_row(label if len(result[n]) == 1 else "", seed, alone, fused))
     header = ("| scene | seed | reference units | rules' map: OA (95 % interval) | U-Net: OA (95 % interval) | "
               "change | right in one only: U-Net / rules | McNemar p, pixels | McNemar p, units | "
               "fused (inference graph): change | McNemar p, units |\n"
               "|---|---:|---:|---|---|---|---|---|---|---|---|")
-    summary = (f"\n\n{len(reached)} of {sum(map(len, result.values()))} trainings reach +{OA_GAIN_TARGET:g}; "
-               f"{len(significant)} of them with p < 0.05 over the reference's units"
-               + (f" ({', '.join(f'{n} seed {s}' for n, s in significant)})" if significant else "") + ".")
-    return header + "\n" + "\n".join(rows) + summary, {"seeds": list(SEEDS), "scenes": result,
-                                                         "min_margin": DEFAULT_MIN_MARGIN}
+    local = sorted(n for n in result if data[n][0].local)
+    return header + "\n" + "\n".join(rows) + "\n\n" + unet_interval_summary(result, local), {
+        "seeds": list(SEEDS), "scenes": result, "local": local, "min_margin": DEFAULT_MIN_MARGIN}
+
+
+def unet_interval_summary(result: Mapping[str, Mapping[int, Mapping[str, Any]]], local: Sequence[str]) -> str:
+    """The lines under :func:`unet_interval_table`: per group of scenes (the benchmark's, then the
+    `local` ones, each where it has a row), how many trainings of `result` (``{scene: {seed:
+    {'network': unit_figures, ...}}}``) reach ``OA_GAIN_TARGET`` over the rules and how many of those
+    are more than chance over the reference's units (McNemar p < 0.05)."""
+    lines = []
+    for label, names in (("Benchmark scenes", [n for n in result if n not in local]),
+                         ("Local scenes", [n for n in result if n in local])):
+        if not names:
+            continue
+        reached = [(n, s, f["network"]["mcnemar"]["p_units"]) for n in names for s, f in result[n].items()
+                   if f["network"]["a"]["estimate"] - f["network"]["b"]["estimate"] >= OA_GAIN_TARGET]
+        significant = [(n, s) for n, s, p in reached if p < 0.05]
+        lines.append(f"{label}: {len(reached)} of {sum(len(result[n]) for n in names)} trainings reach "
+                     f"+{OA_GAIN_TARGET:g}; {len(significant)} of them with p < 0.05 over the reference's units"
+                     + (f" ({', '.join(f'{n} seed {s}' for n, s in significant)})" if significant else "") + ".")
+    return "\n\n".join(lines)
 
 
 def unet_interval_row(name: str, seed: int, alone: Mapping[str, Any], fused: Mapping[str, Any]) -> str:
@@ -1985,6 +2003,9 @@ def main(argv=None) -> int:
 
     if args.scenes:
         scenes = [s for s in scenes if s.name in args.scenes.split(",")]
+        if not args.no_docs:  # a subset's tables would replace the whole benchmark's
+            print("--scenes: the docs are left alone; the tables are printed", flush=True)
+            args.no_docs = True
     if args.unet and not args.no_loso and not any(s.fitted_on for s in scenes):
         raise SystemExit("--unet: the left-out models train on the project's scenes, and --scenes leaves none "
                          "(add them, or --no-loso for the own-mask column alone)")
@@ -2176,10 +2197,13 @@ def main(argv=None) -> int:
     for key, body in blocks.items():
         print(f"\n## {key}\n{body}")
     if not args.no_docs:
-        text = DOC.read_text() if DOC.exists() else "# Accuracy\n"
-        for key, body in blocks.items():
-            text = replace_block(text, key, body)
-        DOC.write_text(text)
+        if args.no_loso:  # its tables would lose the figures fitted without each scene
+            print(f"\n--no-loso: {DOC.relative_to(ROOT)} is left alone (the tables are printed above)", flush=True)
+        else:
+            text = DOC.read_text() if DOC.exists() else "# Accuracy\n"
+            for key, body in blocks.items():
+                text = replace_block(text, key, body)
+            DOC.write_text(text)
         if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md \
                 or ensemble_md or fusion_md or sizes_md or s1s2_md or intervals_md or red_edge_md:
             text = UNET_DOC.read_text()
@@ -2195,7 +2219,7 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-atmosphere", atmosphere_md)
             if shipped_seeds_md:
                 text = replace_block(text, "unet-shipped-seeds", shipped_seeds_md)
-            if unet:
+            if unet and not args.no_loso:  # without it the table's left-out columns would be emptied
                 text = replace_block(text, "unet-scenes", unet_summary(data, shipped, unet))
             if finetune_md:
                 text = replace_block(text, "unet-finetune", finetune_md)

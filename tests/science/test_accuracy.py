@@ -85,6 +85,20 @@ def test_unet_interval_row_reads_the_change_against_the_rules():
     assert cells[9] == "+0.000" and cells[10] == "1"  # the fused map equal to the rules': no difference
 
 
+def test_unet_interval_summary_counts_the_local_scenes_apart():
+    """The local scenes' trainings are counted on a line of their own, never in the benchmark's."""
+    def figures(change, p):
+        return {"network": {"a": {"estimate": 0.9 + change}, "b": {"estimate": 0.9}, "mcnemar": {"p_units": p}}}
+
+    result = {"aber": {0: figures(0.03, 0.01), 1: figures(0.001, 0.5)},
+              "wroclaw": {0: figures(0.03, 0.3), 1: figures(0.025, 0.04), 2: figures(-0.01, 0.01)}}
+    lines = bench.unet_interval_summary(result, ["wroclaw"]).split("\n\n")
+    assert lines[0] == ("Benchmark scenes: 1 of 2 trainings reach +0.02; 1 of them with p < 0.05 over the "
+                        "reference's units (aber seed 0).")
+    assert lines[1].startswith("Local scenes: 2 of 3 trainings reach +0.02; 1 of them") and "wroclaw seed 1" in lines[1]
+    assert bench.unet_interval_summary(result, []).count("\n\n") == 0  # no local scene: one line
+
+
 class _Scene:
     def __init__(self, name, local=False, weak=False):
         self.name, self.local, self.kind, self.weak = name, local, "dense", weak
@@ -954,6 +968,28 @@ def test_scenes_of_your_own_from_a_scene_file(tmp_path, capsys):
     # no scene to fit on: every fit keeps the preset's values (the shipped ones)
     assert "| water/MNDWI/min/default | 0, 0.05, 0.1, 0.15 | 0.05 | aber-own 0.05 |" in out
     assert (tmp_path / "work" / "results" / "accuracy.json").is_file() and bench.DOC.read_text() == docs
+
+
+@pytest.mark.real_data
+def test_a_partial_run_leaves_the_accuracy_doc_alone(tmp_path, monkeypatch, capsys):
+    """--scenes (a subset) and --no-loso (no fits without each scene) print their tables but do not
+    write them over docs/accuracy.md's tables of the whole benchmark; a full run of the same scenes does."""
+    doc, unet_doc = tmp_path / "accuracy.md", tmp_path / "unet.md"
+    doc.write_text("<!-- accuracy:run -->\nbefore\n<!-- /accuracy:run -->\n")
+    unet_doc.write_text("")
+    monkeypatch.setattr(bench, "DOC", doc)
+    monkeypatch.setattr(bench, "UNET_DOC", unet_doc)
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results" / "accuracy.json")
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    aber = _scene("aberystwyth")
+    work = ["--work", str(tmp_path / "work")]
+    assert bench.main(["--scenes", "aberystwyth", "--no-loso"] + work) == 0
+    assert "--scenes: the docs are left alone" in capsys.readouterr().out and "before" in doc.read_text()
+    monkeypatch.setattr(bench, "_scenes", lambda: [aber])
+    assert bench.main(["--no-loso"] + work) == 0
+    assert "--no-loso: accuracy.md is left alone" in capsys.readouterr().out and "before" in doc.read_text()
+    assert bench.main(work) == 0
+    assert "before" not in doc.read_text() and "bench_accuracy.py`" in doc.read_text()
 
 
 @pytest.mark.parametrize("entry, message", [
