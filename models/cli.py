@@ -97,8 +97,9 @@ def add_command(sub) -> None:
     t.add_argument("--test-time-augmentation", default="none", choices=tuple(AUGMENTATIONS),
                    help="with --reference: make the scored class map as AttentionUNetInference's "
                    "testTimeAugmentation does (flips: 4 passes, dihedral: 8; default %(default)s)")
-    t.add_argument("--mapping", help="reference code -> class id pairs, e.g. 2:3,5:1,8:4, or class name -> class id "
-                   "pairs for a --reference-field of names, e.g. water:1,forest:3 (as `snap-pc assess`)")
+    t.add_argument("--mapping", "--reference-mapping", dest="mapping",
+                   help="reference code -> class id pairs, e.g. 2:3,5:1,8:4, or class name -> class id pairs for "
+                   "a --reference-field of names, e.g. water:1,forest:3 (as `snap-pc assess --mapping`)")
     t.add_argument("--rules-map", metavar="RASTER",
                    help="with --reference: the rules' class map with its margin (progressive_classifier_s2.xml "
                    "-PoutputMargin=true, on the image's grid): the rules scored as this map, and the map the "

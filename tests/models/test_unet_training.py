@@ -282,6 +282,9 @@ def test_cli_train_refuses_bad_options_before_it_builds_a_dataset(tmp_path, caps
     for extra, message in ((["--reference", str(tmp_path / "absent.tif")], r"reference \S*absent.tif does not exist"),
                            (["--reference", str(labels), "--mapping", "1:1,2:9"],
                             r"to class\(es\) 9, which the network does not have \(its classes: 1 Water, "),
+                           # the same option by the name --reference-field suggests
+                           (["--reference", str(labels), "--reference-mapping", "1:1,2:9"],
+                            r"to class\(es\) 9, which the network does not have \(its classes: 1 Water, "),
                            (["--reference", str(labels), "--rules-map", str(tmp_path / "absent.tif")],
                             r"rules map \S*absent.tif does not exist"),
                            (["--epochs", "0"], "epochs must be >= 1"),
