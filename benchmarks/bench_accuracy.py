@@ -43,7 +43,8 @@ adds scenes of your own, see :func:`scene_file_scenes`):
    ``--unet-intervals`` scores the seed table's chosen trainings (with ``--local``
    the local scenes' own-mask trainings too), alone and fused, against the rules'
    map with 95 % intervals and McNemar's test over the reference's units (which
-   own-mask gains are more than chance).
+   own-mask gains are more than chance), and with ``--unet`` the models trained
+   without each scene the same way.
 
 Reference codes (``R_*``): 1 water, 2 bare soil, 3 trees/woody vegetation,
 4 built-up (buildings, pavement, urban fabric), 6 grass/herbaceous, 7
@@ -1258,55 +1259,75 @@ def seed_table_own_models(data, unet: Mapping[str, dict], work: Path,
     return own_models
 
 
-def unet_interval_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
+def unet_interval_table(data, shipped: Mapping[str, np.ndarray], work: Path,
+                        unet: Mapping[str, dict] | None = None) -> tuple[str, str | None, dict]:
     """The chosen training on each scene's own rule masks (the seed table's models, every seed of
     ``SEEDS``; trained where absent), alone and fused with the rules as the inference graph does
     (``RuleFusion`` at its default least margin), each against the rules' map with the 95 %
-    intervals and McNemar's test over the reference's units (:func:`unit_figures`):
-    ``(table, result)``. It says which of the own-mask gains a reference of a few dozen polygons
-    can tell from chance. The local scenes (``--local``) get their rows and their own summary line."""
+    intervals and McNemar's test over the reference's units (:func:`unit_figures`). It says which
+    of the own-mask gains a reference of a few dozen polygons can tell from chance. The local
+    scenes (``--local``) get their rows and their own summary line. With `unet` (the per-scene
+    table's models, :func:`unet_columns` with leave-one-scene-out), a second table does the same
+    for each seed's model trained without the scene (the local scenes: the shipped training's).
+    ``(own-mask table, left-out table or None, result)``."""
     from snap_operators.science.fusion import DEFAULT_MIN_MARGIN, fuse_classes
 
     scored = {n: d for n, d in data.items() if d[0].scored and (d[0].fitted_on or d[0].local)}
     own_models = seed_table_own_models(data, scored, work, local=True)
+    loso_models = {n: unet[n]["loso_paths"] for n in scored if unet and "loso_paths" in unet.get(n, {})}
     sets = unet_datasets([s for s, _ in scored.values()], work)
-    rows, result = [], {}
+    rows: dict[str, list[str]] = {"own": [], "left_out": []}
+    result: dict[str, dict] = {"own": {}, "left_out": {}}
     for n, (scene, arrays) in scored.items():
         own = sets[_image_key(scene, work)]
         ref, rules_map = arrays["reference"], shipped[n]
         margin = rule_margin_map(own)
-        for seed, model in sorted(own_models.get(n, {}).items()):
-            net = class_map(model, own, model.with_suffix(".classes.tif"))
-            alone = unit_figures(net, rules_map, ref)
-            fused = unit_figures(fuse_classes(rules_map, margin, net, DEFAULT_MIN_MARGIN), rules_map, ref)
-            result.setdefault(n, {})[seed] = {"network": alone, "fused": fused}
-            label = n + (" (local)" if scene.local else "")
-            rows.append(unet_interval_row(label if len(result[n]) == 1 else "", seed, alone, fused))
+        label = n + (" (local)" if scene.local else "")
+        for group, models in (("own", own_models.get(n, {})), ("left_out", loso_models.get(n, {}))):
+            for seed, model in sorted(models.items()):
+                net = (class_map(model, own, model.with_suffix(".classes.tif")) if group == "own"
+                       else scene_map(model, own))
+                alone = unit_figures(net, rules_map, ref)
+                fused = unit_figures(fuse_classes(rules_map, margin, net, DEFAULT_MIN_MARGIN), rules_map, ref)
+                result[group].setdefault(n, {})[seed] = {"network": alone, "fused": fused}
+                rows[group].append(unet_interval_row(label if len(result[group][n]) == 1 else "", seed, alone, fused))
     header = ("| scene | seed | reference units | rules' map: OA (95 % interval) | U-Net: OA (95 % interval) | "
               "change | right in one only: U-Net / rules | McNemar p, pixels | McNemar p, units | "
               "fused (inference graph): change | McNemar p, units |\n"
               "|---|---:|---:|---|---|---|---|---|---|---|---|")
-    local = sorted(n for n in result if data[n][0].local)
-    return header + "\n" + "\n".join(rows) + "\n\n" + unet_interval_summary(result, local), {
-        "seeds": list(SEEDS), "scenes": result, "local": local, "min_margin": DEFAULT_MIN_MARGIN}
+    local = sorted(n for n in scored if data[n][0].local)
+    tables = {group: header + "\n" + "\n".join(rows[group]) + "\n\n" + unet_interval_summary(result[group], local)
+              for group in rows if rows[group]}
+    return tables["own"], tables.get("left_out"), {
+        "seeds": list(SEEDS), "scenes": result["own"], "left_out": result["left_out"], "local": local,
+        "min_margin": DEFAULT_MIN_MARGIN}
 
 
 def unet_interval_summary(result: Mapping[str, Mapping[int, Mapping[str, Any]]], local: Sequence[str]) -> str:
-    """The lines under :func:`unet_interval_table`: per group of scenes (the benchmark's, then the
-    `local` ones, each where it has a row), how many trainings of `result` (``{scene: {seed:
-    {'network': unit_figures, ...}}}``) reach ``OA_GAIN_TARGET`` over the rules and how many of those
-    are more than chance over the reference's units (McNemar p < 0.05)."""
+    """The lines under a table of :func:`unet_interval_table`: per group of scenes (the benchmark's,
+    then the `local` ones, each where it has a row), how many trainings of `result` (``{scene:
+    {seed: {'network': unit_figures, 'fused': unit_figures}}}``) reach ``OA_GAIN_TARGET`` over the
+    rules and how many are under them, alone and fused, each with how many of those are more than
+    chance over the reference's units (McNemar p < 0.05)."""
+    def change(f):
+        return f["a"]["estimate"] - f["b"]["estimate"]
+
+    def counted(picked):
+        significant = [(n, s) for n, s, f in picked if f["mcnemar"]["p_units"] < 0.05]
+        return (f"{len(picked)}, {len(significant)} of them with p < 0.05 over the reference's units"
+                + (f" ({', '.join(f'{n} seed {s}' for n, s in significant)})" if significant else ""))
+
     lines = []
     for label, names in (("Benchmark scenes", [n for n in result if n not in local]),
                          ("Local scenes", [n for n in result if n in local])):
         if not names:
             continue
-        reached = [(n, s, f["network"]["mcnemar"]["p_units"]) for n in names for s, f in result[n].items()
-                   if f["network"]["a"]["estimate"] - f["network"]["b"]["estimate"] >= OA_GAIN_TARGET]
-        significant = [(n, s) for n, s, p in reached if p < 0.05]
-        lines.append(f"{label}: {len(reached)} of {sum(len(result[n]) for n in names)} trainings reach "
-                     f"+{OA_GAIN_TARGET:g}; {len(significant)} of them with p < 0.05 over the reference's units"
-                     + (f" ({', '.join(f'{n} seed {s}' for n, s in significant)})" if significant else "") + ".")
+        runs = [(n, s, f) for n in names for s, f in result[n].items()]
+        reached = [(n, s, f["network"]) for n, s, f in runs if change(f["network"]) >= OA_GAIN_TARGET]
+        under = {k: [(n, s, f[k]) for n, s, f in runs if change(f[k]) < 0] for k in ("network", "fused")}
+        lines.append(f"{label}, {len(runs)} trainings: at +{OA_GAIN_TARGET:g} or more {counted(reached)}; under "
+                     f"the rules' OA {counted(under['network'])}; fused, under the rules' OA "
+                     f"{counted(under['fused'])}.")
     return "\n\n".join(lines)
 
 
@@ -1971,7 +1992,8 @@ def main(argv=None) -> int:
                     "the rules on each scene with Sentinel-1 (own S1+S2 rule masks, each of SEEDS; clear and clouded)")
     ap.add_argument("--unet-intervals", action="store_true", help="the chosen training on each scene's own rule "
                     "masks (the seed table's models, trained where absent), alone and fused, against the rules' map "
-                    "with 95 %% intervals and McNemar's test over the reference's units")
+                    "with 95 %% intervals and McNemar's test over the reference's units; with --unet, the same for "
+                    "each seed's model trained without the scene")
     ap.add_argument("--unet-red-edge", action="store_true", help="the seed table's default training on each "
                     "scene's own rule masks with and without the red-edge bands the image has (B5 B6 B7 B8A), each "
                     "of SEEDS (tried 2026-12-07, not kept)")
@@ -2092,10 +2114,13 @@ def main(argv=None) -> int:
         print("\n## U-Net levers\n" + levers_md, flush=True)
         save_result(UNET_RESULTS, {"levers": levers_result})
 
-    intervals_md = None
+    intervals_md = intervals_loso_md = None
     if args.unet_intervals:
-        intervals_md, intervals_result = unet_interval_table(data, shipped, args.work)
+        intervals_md, intervals_loso_md, intervals_result = unet_interval_table(
+            data, shipped, args.work, unet if unet and not args.no_loso else None)
         print("\n## U-Net intervals\n" + intervals_md, flush=True)
+        if intervals_loso_md:
+            print("\n## U-Net intervals, trained without the scene\n" + intervals_loso_md, flush=True)
         save_result(UNET_INTERVALS_RESULTS, intervals_result)
 
     seeds_md = None
@@ -2213,6 +2238,8 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-seeds", seeds_md)
             if intervals_md:
                 text = replace_block(text, "unet-intervals", intervals_md)
+            if intervals_loso_md:
+                text = replace_block(text, "unet-intervals-loso", intervals_loso_md)
             if tm_loso_md:
                 text = replace_block(text, "unet-tm-loso", tm_loso_md)
             if atmosphere_md:

@@ -86,16 +86,22 @@ def test_unet_interval_row_reads_the_change_against_the_rules():
 
 
 def test_unet_interval_summary_counts_the_local_scenes_apart():
-    """The local scenes' trainings are counted on a line of their own, never in the benchmark's."""
-    def figures(change, p):
-        return {"network": {"a": {"estimate": 0.9 + change}, "b": {"estimate": 0.9}, "mcnemar": {"p_units": p}}}
+    """The local scenes' trainings are counted on a line of their own, never in the benchmark's;
+    each line counts the gains of +0.02 and the losses, alone and fused, with those more than chance."""
+    def figures(change, p, fused=0.0, p_fused=1.0):
+        def one(c, q):
+            return {"a": {"estimate": 0.9 + c}, "b": {"estimate": 0.9}, "mcnemar": {"p_units": q}}
+        return {"network": one(change, p), "fused": one(fused, p_fused)}
 
-    result = {"aber": {0: figures(0.03, 0.01), 1: figures(0.001, 0.5)},
+    result = {"aber": {0: figures(0.03, 0.01), 1: figures(-0.001, 0.5, -0.002, 0.01)},
               "wroclaw": {0: figures(0.03, 0.3), 1: figures(0.025, 0.04), 2: figures(-0.01, 0.01)}}
     lines = bench.unet_interval_summary(result, ["wroclaw"]).split("\n\n")
-    assert lines[0] == ("Benchmark scenes: 1 of 2 trainings reach +0.02; 1 of them with p < 0.05 over the "
-                        "reference's units (aber seed 0).")
-    assert lines[1].startswith("Local scenes: 2 of 3 trainings reach +0.02; 1 of them") and "wroclaw seed 1" in lines[1]
+    assert lines[0] == ("Benchmark scenes, 2 trainings: at +0.02 or more 1, 1 of them with p < 0.05 over the "
+                        "reference's units (aber seed 0); under the rules' OA 1, 0 of them with p < 0.05 over the "
+                        "reference's units; fused, under the rules' OA 1, 1 of them with p < 0.05 over the "
+                        "reference's units (aber seed 1).")
+    assert lines[1].startswith("Local scenes, 3 trainings: at +0.02 or more 2, 1 of them") and "wroclaw seed 1)" in lines[1]
+    assert "under the rules' OA 1, 1 of them with p < 0.05 over the reference's units (wroclaw seed 2)" in lines[1]
     assert bench.unet_interval_summary(result, []).count("\n\n") == 0  # no local scene: one line
 
 
