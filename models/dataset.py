@@ -566,7 +566,8 @@ def rule_labels(path, field: str | None = None, mapping=None) -> bool:
     path : path
         The ``--labels`` file: a vector layer (its fields are checked for ``LabelMaskExport``'s
         ``class_id``, ``class_name`` and ``area_m2``, read by `field` ``class_id``) or a raster
-        (its first band for the ``class_id`` band and class names the classifier writes).
+        (its first band for the ``class_id`` band and class names the classifier writes, as GDAL
+        reads them or in the header SNAP's GeoTIFF writer adds).
     field : str, optional
         The class attribute read from a vector layer.
     mapping : dict, optional
@@ -583,8 +584,15 @@ def rule_labels(path, field: str | None = None, mapping=None) -> bool:
     if _is_raster(path):
         import rasterio
 
+        from snap_operators.io.geotiff import snap_header
+
         with rasterio.open(path) as ds:
-            return ds.descriptions[0] == "class_id" and "CLASS_NAMES" in ds.tags(1)
+            if ds.descriptions[0] == "class_id" and "CLASS_NAMES" in ds.tags(1):
+                return True
+        # SNAP's GeoTIFF writer (the graph run in SNAP) keeps band names and class names in its own header
+        header = snap_header(path)
+        stored = [b for b in header.bands if not b.is_virtual] if header is not None else []
+        return bool(stored) and stored[0].name == "class_id" and bool(stored[0].classes)
     if field not in (None, "class_id"):
         return False
     import fiona

@@ -148,6 +148,34 @@ def test_only_the_classifiers_own_labels_are_called_the_rules(scene, tmp_path):
     assert load_dataset_info(tmp_path / "ds")["rule_labels"] is False
 
 
+def test_the_class_map_written_by_snaps_geotiff_writer_is_the_rules(scene, tmp_path):
+    """The classifier graph run in SNAP and written with SNAP's GeoTIFF writer: no GDAL band
+    description, the band name and class names in SNAP's DIMAP header (tag 65000). It is the rules'
+    map (it was called "labels"); the same file without the header, or with another band name, is not."""
+    import tifffile
+
+    from snap_operators.io.dimap import write_dimap
+    from snap_operators.io import open_product
+    from snap_operators.io.geotiff import SNAP_HEADER_TAG
+
+    header = write_dimap(open_product(scene["classes"]), tmp_path / "classes.dim").read_text()
+    with rasterio.open(scene["classes"]) as ds:
+        codes, t, epsg = ds.read(1), ds.transform, ds.crs.to_epsg()
+    geokeys = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, epsg)
+    geo = [(33550, "d", 3, (t.a, -t.e, 0.0), True), (33922, "d", 6, (0, 0, 0, t.c, t.f, 0), True),
+           (34735, "H", len(geokeys), geokeys, True)]
+
+    def snap_geotiff(name, text):
+        path = tmp_path / name
+        tifffile.imwrite(path, codes, byteorder=">", photometric="minisblack", metadata=None,
+                         extratags=geo + ([(SNAP_HEADER_TAG, "s", 0, text, True)] if text else []))
+        return path
+
+    assert rule_labels(snap_geotiff("snap.tif", header))
+    assert not rule_labels(snap_geotiff("bare.tif", None))
+    assert not rule_labels(snap_geotiff("renamed.tif", header.replace("<BAND_NAME>class_id<", "<BAND_NAME>codes<")))
+
+
 def test_sentinel1_bands_and_band_choice(scene, tmp_path):
     info = build_dataset(scene["s2"], scene["labels"], tmp_path / "ds", image_s1=scene["s1"], patch_size=64,
                          bands=["B4", "B8", "Sigma0_VV_db"], indices=["NDVI"])
