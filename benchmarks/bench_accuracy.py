@@ -1297,7 +1297,7 @@ def unet_interval_table(data, shipped: Mapping[str, np.ndarray], work: Path,
               "|---|---:|---:|---|---|---|---|---|---|---|---|")
     local = sorted(n for n in scored if data[n][0].local)
     tables = {group: header + "\n" + "\n".join(rows[group]) + "\n\n" + unet_interval_summary(result[group], local)
-              for group in rows if rows[group]}
+              for group in rows if rows[group] or group == "own"}
     return tables["own"], tables.get("left_out"), {
         "seeds": list(SEEDS), "scenes": result["own"], "left_out": result["left_out"], "local": local,
         "min_margin": DEFAULT_MIN_MARGIN}
