@@ -154,8 +154,8 @@ def test_the_class_map_written_by_snaps_geotiff_writer_is_the_rules(scene, tmp_p
     map (it was called "labels"); the same file without the header, or with another band name, is not."""
     import tifffile
 
-    from snap_operators.io.dimap import write_dimap
     from snap_operators.io import open_product
+    from snap_operators.io.dimap import write_dimap
     from snap_operators.io.geotiff import SNAP_HEADER_TAG
 
     header = write_dimap(open_product(scene["classes"]), tmp_path / "classes.dim").read_text()
