@@ -746,11 +746,12 @@ def add_command(sub) -> None:
         "per class of a class map against a reference, with 95% intervals that take the reference's polygons "
         "(points, a raster's connected regions of one class) as the sample, not its pixels. Writes metrics.json, "
         "confusion_matrix.csv and confusion_matrix.png into --out.",
-        epilog="examples: snap-pc assess --classes classes.tif --reference LULC.tif --mapping 2:3,5:1,8:4 --out assess/; "
+        epilog="examples: snap-pc assess classes.tif --reference LULC.tif --mapping 2:3,5:1,8:4 --out assess/; "
         "snap-pc assess --classes unet.tif --compare rules.tif --reference ref.gpkg --field class "
         "--mapping water:1,forest:3,urban:4",
     )
-    p.add_argument("--classes", required=True, help="class map (GeoTIFF, class ids, 255 = no-data)")
+    p.add_argument("classes_map", nargs="?", metavar="CLASSES", help="class map (the same as --classes)")
+    p.add_argument("--classes", help="class map (GeoTIFF, class ids, 255 = no-data)")
     p.add_argument("--reference", required=True, help="reference raster or vector file (GeoPackage, Shapefile, ...)")
     p.add_argument("--field", help="class attribute of a vector reference")
     p.add_argument("--mapping", help="reference code -> class id pairs, e.g. 5:1,2:3, or class name -> class id "
@@ -763,8 +764,11 @@ def add_command(sub) -> None:
 
 
 def _cmd_assess(args) -> int:
-    result = assess(args.classes, args.reference, field=args.field, mapping=parse_mapping(args.mapping),
-                    compare=args.compare)
+    if (args.classes is None) == (args.classes_map is None):
+        raise SnapPcError("snap-pc assess: give one class map, as CLASSES or --classes"
+                          + (f" (got {args.classes_map} and {args.classes})" if args.classes else ""))
+    result = assess(args.classes or args.classes_map, args.reference, field=args.field,
+                    mapping=parse_mapping(args.mapping), compare=args.compare)
     print(format_report(result))
     if args.out:
         paths = write_report(result, args.out)

@@ -152,6 +152,25 @@ def test_vector_reference_in_other_crs_and_report_files(write_raster, tmp_path, 
     assert (tmp_path / "acc" / "confusion_matrix.csv").read_text().startswith("reference")
 
 
+def test_the_class_map_may_be_the_first_word(write_raster, tmp_path, capsys):
+    """`snap-pc assess classes.tif --reference ...`, as `snap-pc train DATASET` and gpt take their
+    input, gives the report --classes gives (it once stopped: "--classes is required"); a map given
+    both ways, or none, is one line and exit 1."""
+    cls = np.ones((20, 20), "uint8")
+    cls[:, 10:] = 3
+    write_raster(tmp_path / "c.tif", cls)
+    write_raster(tmp_path / "ref.tif", np.where(np.arange(20) < 12, 1, 3).astype("uint8")[None, :].repeat(20, 0))
+    ref = ["--reference", str(tmp_path / "ref.tif")]
+    assert main(["assess", "--classes", str(tmp_path / "c.tif")] + ref) == 0
+    flagged = capsys.readouterr().out
+    assert main(["assess", str(tmp_path / "c.tif")] + ref) == 0
+    assert capsys.readouterr().out == flagged and "Overall accuracy: 0.9000" in flagged
+    for args in (["assess"] + ref, ["assess", str(tmp_path / "c.tif"), "--classes", str(tmp_path / "c.tif")] + ref):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "give one class map, as CLASSES or --classes" in err
+
+
 @pytest.mark.parametrize("case", ["no-field", "bad-field", "disjoint", "missing", "not-geodata"])
 def test_bad_references(write_raster, tmp_path, capsys, case):
     cls = np.ones((20, 20), "uint8")
