@@ -582,17 +582,14 @@ def rule_labels(path, field: str | None = None, mapping=None) -> bool:
         return False
     path = Path(path)
     if _is_raster(path):
-        import rasterio
+        from snap_operators.io import open_product
 
-        from snap_operators.io.geotiff import snap_header
-
-        with rasterio.open(path) as ds:
-            if ds.descriptions[0] == "class_id" and "CLASS_NAMES" in ds.tags(1):
-                return True
-        # SNAP's GeoTIFF writer (the graph run in SNAP) keeps band names and class names in its own header
-        header = snap_header(path)
-        stored = [b for b in header.bands if not b.is_virtual] if header is not None else []
-        return bool(stored) and stored[0].name == "class_id" and bool(stored[0].classes)
+        # the project's reader names bands and classes from GDAL's tags or SNAP's GeoTIFF header alike
+        try:
+            first = next(iter(open_product(path).bands.values()))
+        except SnapPcError:  # unreadable here: the label reader says why when it reads them
+            return False
+        return first.name == "class_id" and bool(first.classes)
     if field not in (None, "class_id"):
         return False
     import fiona
