@@ -207,7 +207,7 @@ def _cmd_train(args) -> int:
     if args.dataset and args.margin:
         raise TrainError("--margin filters the labels while a dataset is built: give it with --image/--labels "
                          "(or to `snap-pc dataset`)")
-    mapping = parse_mapping(args.mapping)
+    mapping = parse_mapping(args.mapping, groups=True)
     folders = args.dataset
     # every option checked before a dataset is built (minutes on a large scene)
     check_options(args.out, overwrite=args.overwrite, epochs=args.epochs, loss=args.loss,

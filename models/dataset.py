@@ -711,8 +711,12 @@ def _check_codes(foreign: set[int], path: Path) -> None:
 
 def lacking_classes(mapping, option: str, what: str) -> str | None:
     """Why `mapping` (codes or names -> class ids, given as `option`) cannot be used: it maps `what`
-    to class ids the network does not have; None when every id is the network's."""
-    lacking = sorted({v for v in (mapping or {}).values() if v not in CLASS_NAMES})
+    to class ids the network does not have; None when every id is the network's (or, in a group of
+    a reference's classes, 0, the map's Unclassified: :func:`snap_operators.io.reference.class_groups`)."""
+    ids: set[int] = set()
+    for v in (mapping or {}).values():
+        ids |= set(v) - {0} if isinstance(v, tuple) else {v}
+    lacking = sorted(ids - set(CLASS_NAMES))
     if not lacking:
         return None
     return (f"{option} maps {what} to class(es) {', '.join(map(str, lacking))}, which the network does not have "

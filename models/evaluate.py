@@ -25,6 +25,7 @@ from snap_operators.apps.assess import (
     add_intervals,
     count_on_same_pixels,
     format_interval,
+    group_names,
     mcnemar_p,
     mcnemar_text,
     pair_labels,
@@ -205,7 +206,9 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     mapping : dict, optional
         Reference code -> class id, or class name -> class id for a vector attribute of names
         (:func:`snap_operators.io.reference.parse_mapping`); codes or names
-        not mapped are left out.
+        not mapped are left out. A code may map to a tuple of class ids, any of which is right
+        there, scored as one class in every map (``{1: 1, 0: (2, 3, 4, 5)}``, water / not water:
+        :func:`snap_operators.io.reference.class_groups`).
     fused : path, optional
         The network's map fused with the rules' (:func:`fuse_scene`), on the class map's grid:
         scored too, as ``"fused"``, with ``"fused_recall_change"`` (fused - rules).
@@ -234,10 +237,13 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     import rasterio
 
     from snap_operators.core.errors import SnapPcError
-    from snap_operators.io.reference import reference_reader
+    from snap_operators.io.reference import class_groups, reference_reader
 
     from .dataset import label_mapping
 
+    given = mapping
+    mapping, groups = class_groups(mapping)
+    names = {**CLASS_NAMES, **group_names(groups)}
     extra = {name: path for name, path in (("fused", fused), ("start", start)) if path}
     with rasterio.open(classes) as ds:
         grid = (ds.crs, ds.transform, ds.width, ds.height)
@@ -250,22 +256,23 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
             readers[name] = reference_reader(path, *grid)
         # pixels any map could not see (no data; cloud, shadow or snow) are left out of all; each map's
         # pixels right where the rules are wrong, and the reverse: McNemar's test of the difference
-        counts = count_on_same_pixels(read_ref, readers, (ds.height, ds.width), against="rules", rows=WINDOW_ROWS)
+        counts = count_on_same_pixels(read_ref, readers, (ds.height, ds.width), against="rules", rows=WINDOW_ROWS,
+                                      groups=groups)
     pairs = counts.pairs
     if not pairs["unet"]:
         raise SnapPcError(f"no pixel of {reference} is labelled inside the training image "
                           "(check extents, CRS, --reference-field and --mapping)")
-    warn_foreign_reference(pairs["unet"], CLASS_NAMES, reference, classes, mapped=bool(mapping))
+    warn_foreign_reference(pairs["unet"], names, reference, classes, mapped=bool(mapping))
     labels = pair_labels(*pairs.values())  # one label set: both matrices alike (unclassified pixels are errors)
     out: dict = {"reference": str(reference), "field": field,
-                 "mapping": {str(k): v for k, v in (mapping or {}).items()},
+                 "mapping": {str(k): list(v) if isinstance(v, tuple) else v for k, v in (given or {}).items()},
                  # labels that are not the rules' masks (another legend, the analyst's own polygons)
                  # are called labels; a dataset of before rule_labels was recorded: mapped or not
                  "labels_name": "rules" if rules_map is not None or info.get("rule_labels", not label_mapping(info))
                  else "labels",
                  "rules_source": "labels" if rules_map is None else "map"}
     for name, acc in pairs.items():
-        metrics = accuracy_metrics(pair_matrix(acc, labels), labels, CLASS_NAMES)
+        metrics = accuracy_metrics(pair_matrix(acc, labels), labels, names)
         ref_classes = {r for r, _ in acc}
         metrics["per_class"] = [p for p in metrics["per_class"] if p["class_id"] in ref_classes]
         out[name] = metrics

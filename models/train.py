@@ -622,10 +622,10 @@ def check_options(out, *, overwrite: bool = False, epochs: int = 30, loss: str =
     if reference_augmentation not in AUGMENTATIONS:
         raise TrainError(f"unknown test-time augmentation {reference_augmentation!r} (one of {', '.join(AUGMENTATIONS)})")
     if reference is not None:
-        from snap_operators.io.reference import ReferenceDataError, check_reference
+        from snap_operators.io.reference import ReferenceDataError, check_reference, class_groups
 
         try:
-            check_reference(reference, reference_field, mapping, field_option="--reference-field")
+            check_reference(reference, reference_field, class_groups(mapping)[0], field_option="--reference-field")
         except ReferenceDataError as exc:
             raise TrainError(str(exc)) from None
     if rules_map is not None and not Path(rules_map).exists():

@@ -35,7 +35,7 @@ import numpy as np
 from ..core.errors import SnapPcError
 from ..core.legend import CLASS_NAMES, MASKED, NO_DATA, UNCLASSIFIED
 from ..core.outputs import save_figure, stage_figure, stage_text, staged_outputs
-from ..io.reference import parse_mapping, reference_reader
+from ..io.reference import class_groups, parse_mapping, reference_reader
 from ..science.sampling import LEVEL, clustered_mcnemar_p, mcnemar_p, ratio_interval
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,8 @@ class SamePixels:
 
 
 def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callable], shape: tuple[int, int],
-                         against: str | None = None, rows: int = WINDOW_ROWS) -> SamePixels:
+                         against: str | None = None, rows: int = WINDOW_ROWS,
+                         groups: Mapping[int, Sequence[int]] | None = None) -> SamePixels:
     """Pair counts of several class maps against one reference, on the pixels every map sees, in all
     and per sampling unit of the reference (polygon, point, raster region), for intervals and tests
     that take the units, not the pixels, as the sample (:func:`unit_scores`).
@@ -167,6 +168,9 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
         Rows and columns of the grid.
     against : str, optional
         A name of `readers`: every other map is compared with it pixel by pixel (McNemar's test).
+    groups : dict of int to sequence of int, optional
+        Classes scored as one (:func:`snap_operators.io.reference.class_groups`): each map's
+        classes of a group read as the group's id, the class the reference's code was mapped to.
 
     Returns
     -------
@@ -182,7 +186,7 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
     for row0 in range(0, height, rows):
         win = Window(0, row0, width, min(rows, height - row0))
         ref, unit = read_reference.with_units(win)
-        blocks = {name: read(win) for name, read in readers.items()}
+        blocks = {name: merge_groups(read(win), groups) for name, read in readers.items()}
         valid = scored_reference(ref)
         for block in blocks.values():
             valid &= block != NO_DATA
@@ -211,6 +215,26 @@ def count_on_same_pixels(read_reference: Callable, readers: Mapping[str, Callabl
     discordant = {name: [sum(c[k] for c in acc.values()) for k in (0, 1)] for name, acc in unit_discordant.items()}
     return SamePixels(pairs, masked, discordant, unit_pairs, unit_discordant, read_reference.unit_kind,
                       labelled / (height * width) if height * width else 0.0)
+
+
+def merge_groups(block: np.ndarray, groups: Mapping[int, Sequence[int]] | None) -> np.ndarray:
+    """A class map's `block` with the classes of each group as the group's id (its key).
+
+    >>> merge_groups(np.array([1, 3, 4, 255]), {2: (2, 3, 4, 5)}).tolist()
+    [1, 2, 2, 255]
+    """
+    for gid, members in (groups or {}).items():
+        block = np.where(np.isin(block, members), gid, block)
+    return block
+
+
+def group_names(groups: Mapping[int, Sequence[int]]) -> dict[int, str]:
+    """Names of class groups for reports, by the group's id: the classes any of which is right.
+
+    >>> group_names({2: (2, 3, 4, 5)})
+    {2: 'any of 2+3+4+5'}
+    """
+    return {gid: "any of " + "+".join(map(str, members)) for gid, members in groups.items()}
 
 
 def _merged(items) -> dict:
@@ -505,6 +529,10 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
         Reference code -> class id, or (a vector attribute of names) class
         name -> class id (:func:`parse_mapping`); codes or names not mapped
         are left out. Without a mapping reference codes are used as class ids.
+        A code may map to a tuple of class ids, any of which is right there
+        (``{1: 1, 0: (2, 3, 4, 5)}``: a water / not-water reference): the map's
+        classes of the tuple are scored as one class, named ``any of 2+3+4+5``
+        (:func:`snap_operators.io.reference.class_groups`).
     compare : path, optional
         A second class raster on the same grid (the rules' map beside the network's): both are
         scored on the pixels both map (masked or without data in either, left out of both), its
@@ -513,7 +541,8 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     """
     import contextlib
 
-    mapping = dict(mapping or {})
+    given = dict(mapping or {})
+    mapping, groups = class_groups(given)
     paths = [classes_path] + ([compare] if compare is not None else [])
     with contextlib.ExitStack() as stack:
         maps = [stack.enter_context(_open_class_map(path)) for path in paths]
@@ -533,9 +562,10 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
             except (ValueError, AttributeError):
                 pass
         class_names.update(names or {})
+        class_names.update(group_names(groups))
         readers = {name: functools.partial(_class_block, ds) for name, ds in zip(("classes", "compare"), maps)}
         counts = count_on_same_pixels(ref_reader, readers, (cls_ds.height, cls_ds.width),
-                                      against="compare" if compare is not None else None)
+                                      against="compare" if compare is not None else None, groups=groups)
     acc, masked = counts.pairs["classes"], counts.masked
     if not acc:
         if masked:
@@ -547,7 +577,9 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     metrics["masked_pixels"] = masked
     metrics["classes"] = str(classes_path)
     metrics["reference"] = str(reference_path)
-    metrics["mapping"] = {str(k): v for k, v in mapping.items()}
+    metrics["mapping"] = {str(k): list(v) if isinstance(v, tuple) else v for k, v in given.items()}
+    if groups:
+        metrics["class_groups"] = {str(k): list(v) for k, v in groups.items()}
     compared = None
     if compare is not None:
         other_labels, other_m, other = _map_scores(counts.pairs["compare"], class_names)
@@ -747,6 +779,7 @@ def add_command(sub) -> None:
         "(points, a raster's connected regions of one class) as the sample, not its pixels. Writes metrics.json, "
         "confusion_matrix.csv and confusion_matrix.png into --out.",
         epilog="examples: snap-pc assess classes.tif --reference LULC.tif --mapping 2:3,5:1,8:4 --out assess/; "
+        "snap-pc assess classes.tif --reference flood_labels.tif --mapping 1:1,0:2+3+4+5 (water / not water); "
         "snap-pc assess --classes unet.tif --compare rules.tif --reference ref.gpkg --field class "
         "--mapping water:1,forest:3,urban:4",
     )
@@ -755,7 +788,9 @@ def add_command(sub) -> None:
     p.add_argument("--reference", required=True, help="reference raster or vector file (GeoPackage, Shapefile, ...)")
     p.add_argument("--field", help="class attribute of a vector reference")
     p.add_argument("--mapping", help="reference code -> class id pairs, e.g. 5:1,2:3, or class name -> class id "
-                   "pairs for a vector attribute of names, e.g. water:1,forest:3 (unmapped codes or names are left out)")
+                   "pairs for a vector attribute of names, e.g. water:1,forest:3 (unmapped codes or names are left "
+                   "out); a code any of several classes matches joins them with +, scored as one class: "
+                   "1:1,0:2+3+4+5 for a water / not-water reference")
     p.add_argument("--compare", metavar="MAP", help="a second class map on the same grid (e.g. the rules' map beside "
                    "the U-Net's): both scored on the pixels both map, with McNemar's test of the difference, over the pixels and "
                    "over the reference's polygons (its confusion matrix: confusion_matrix_compare.csv/png)")
@@ -768,7 +803,7 @@ def _cmd_assess(args) -> int:
         raise SnapPcError("snap-pc assess: give one class map, as CLASSES or --classes"
                           + (f" (got {args.classes_map} and {args.classes})" if args.classes else ""))
     result = assess(args.classes or args.classes_map, args.reference, field=args.field,
-                    mapping=parse_mapping(args.mapping), compare=args.compare)
+                    mapping=parse_mapping(args.mapping, groups=True), compare=args.compare)
     print(format_report(result))
     if args.out:
         paths = write_report(result, args.out)

@@ -25,8 +25,8 @@ import numpy as np
 
 from ..core.errors import SnapPcError
 
-__all__ = ["ReferenceDataError", "ReferenceReader", "VectorLabels", "apply_mapping", "check_reference", "class_regions",
-           "parse_mapping", "read_vector_labels", "reference_reader", "split_mapping"]
+__all__ = ["ReferenceDataError", "ReferenceReader", "VectorLabels", "apply_mapping", "check_reference", "class_groups",
+           "class_regions", "parse_mapping", "read_vector_labels", "reference_reader", "split_mapping"]
 
 #: The option (or operator parameter) that maps a file's codes or names to class ids, by the file's role.
 MAPPING_OPTIONS = {"reference": "--mapping", "labels": "--label-mapping", "samplesFile": "samplesMapping"}
@@ -229,14 +229,20 @@ def _is_vector(path: Path) -> bool:
     return True
 
 
-def parse_mapping(text: str | None, option: str = "--mapping") -> dict[int, int] | dict[str, int]:
+def parse_mapping(text: str | None, option: str = "--mapping", groups: bool = False) -> dict:
     """File codes or class names -> class ids: ``"5:3,8:4"`` -> ``{5: 3, 8: 4}``;
     ``"water:1, forest:3"`` -> ``{"water": 1, "forest": 3}`` (a vector file whose class
     attribute holds names). Codes and names are not mixed in one mapping; `option` is
     the command-line option the text comes from, for messages.
 
+    With `groups` (a reference to score a map against), a code or name may map to several
+    class ids joined by ``+``, any of which is right there: ``"1:1,0:2+3+4+5"`` reads a
+    water / not-water reference (:func:`class_groups`).
+
     >>> parse_mapping("5:3,8:4"), parse_mapping("Water:1, bare soil:2")
     ({5: 3, 8: 4}, {'Water': 1, 'bare soil': 2})
+    >>> parse_mapping("1:1,0:2+3+4+5", groups=True)
+    {1: 1, 0: (2, 3, 4, 5)}
     """
     if not text:
         return {}
@@ -247,16 +253,49 @@ def parse_mapping(text: str | None, option: str = "--mapping") -> dict[int, int]
             continue
         try:
             a, b = item.rsplit(":", 1)
-            a, b = a.strip(), int(b)
+            a = a.strip()
             if not a:
                 raise ValueError
-            out[int(a) if is_number(a) else a] = b  # "2.5" is a bad code, not a name
+            ids = tuple(sorted({int(x) for x in b.split("+")})) if groups else (int(b),)
+            out[int(a) if is_number(a) else a] = ids[0] if len(ids) == 1 else ids  # "2.5" is a bad code, not a name
         except ValueError:
-            raise ReferenceDataError(f"{option}: cannot read {item!r}; expected CODE:CLASS pairs such as 5:1,2:3 "
-                                     "(codes) or water:1,forest:3 (class names of a vector file)") from None
+            raise ReferenceDataError(
+                f"{option}: cannot read {item!r}; expected CODE:CLASS pairs such as 5:1,2:3 (codes) or "
+                "water:1,forest:3 (class names of a vector file)"
+                + ("; a code any of several classes may map, with +: 0:2+3+4+5" if groups else "")) from None
     if len({isinstance(k, str) for k in out}) > 1:
         raise ReferenceDataError(f"{option} mixes codes and class names ({text}); map either the codes or the names")
     return out
+
+
+def class_groups(mapping: Mapping | None, option: str = "--mapping") -> tuple[dict, dict[int, tuple[int, ...]]]:
+    """``(mapping, groups)``: a reference's mapping whose values may be groups of class ids (a
+    reference class that any of several map classes matches: ``0: (2, 3, 4, 5)``, "not water"),
+    each group replaced by its smallest id but 0 (Unclassified, which may be in a group: the rules
+    leave pixels unclassified that are not water either), and the groups by that id. A map's
+    classes of one group are then scored as that one class (``snap-pc assess``); a class in two
+    groups, or in a group and mapped alone, would be two reference classes at once and is refused.
+
+    >>> class_groups({1: 1, 0: (2, 3, 4, 5)})
+    ({1: 1, 0: 2}, {2: (2, 3, 4, 5)})
+    >>> class_groups({"land": (0, 2, 3)})
+    ({'land': 2}, {2: (0, 2, 3)})
+    """
+    out, groups, seen = {}, {}, {}
+    for key, value in (mapping or {}).items():
+        ids = tuple(value) if isinstance(value, (tuple, list)) else (int(value),)
+        for i in ids:
+            if not 0 <= i < 254:
+                raise ReferenceDataError(f"{option}: class id {i} (of {key}) is not a class of a map (0-253)")
+            if seen.get(i, ids) != ids:
+                raise ReferenceDataError(f"{option}: class {i} is in {'+'.join(map(str, seen[i]))} and in "
+                                         f"{'+'.join(map(str, ids))}; a map's class can be one reference class only")
+            seen[i] = ids
+        gid = min((i for i in ids if i), default=0)
+        out[key] = gid
+        if len(ids) > 1:
+            groups[gid] = ids
+    return out, groups
 
 
 def split_mapping(mapping: Mapping | None) -> tuple[dict[str, int] | None, dict[int, int]]:

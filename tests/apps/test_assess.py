@@ -108,6 +108,42 @@ def test_raster_reference_with_mapping_and_nodata(write_raster, tmp_path):
     assert res.matrix[res.labels.index(1), res.labels.index(0)] == 10 * 195
 
 
+def test_a_water_not_water_reference_scores_every_land_class_as_one(write_raster, tmp_path, capsys):
+    """Sen1Floods11's labels (-1 no data, 0 not water, 1 water): mapped 1:1,0:2+3+4+5, a pixel of code 0
+    is right as any of 2-5 (and, with 0 in the group, unclassified); the groups' scores are those of the
+    map with the classes merged beforehand, and a class in two reference classes is refused."""
+    rng = np.random.default_rng(1)
+    cls = rng.integers(0, 6, (120, 90)).astype("uint8")
+    cls[:5] = 255
+    ref = np.where(rng.random(cls.shape) < 0.3, 1, 0).astype("int16")
+    ref[:, :4] = -1
+    write_raster(tmp_path / "c.tif", cls)
+    write_raster(tmp_path / "r.tif", ref)
+    scored = (cls != 255) & (ref >= 0)
+    for group in ((2, 3, 4, 5), (0, 2, 3, 4, 5)):
+        res = assess(tmp_path / "c.tif", tmp_path / "r.tif", mapping={1: 1, 0: group})
+        right = np.where(ref == 1, cls == 1, np.isin(cls, group))
+        assert res.metrics["overall_accuracy"] == pytest.approx(right[scored].mean())
+        assert res.metrics["pixels"] == scored.sum() and res.metrics["class_groups"] == {"2": list(group)}
+        merged = np.where(np.isin(cls, group), 2, cls).astype("uint8")
+        write_raster(tmp_path / "merged.tif", merged)
+        plain = assess(tmp_path / "merged.tif", tmp_path / "r.tif", mapping={1: 1, 0: 2})
+        for key in ("overall_accuracy", "kappa", "sampling"):
+            assert res.metrics[key] == plain.metrics[key], key
+        assert res.metrics["baseline_majority"] == {**plain.metrics["baseline_majority"],
+                                                    "class_name": f"any of {'+'.join(map(str, group))}"}
+        assert [p["producers_accuracy"] for p in res.metrics["per_class"]] == \
+            [p["producers_accuracy"] for p in plain.metrics["per_class"]]
+    assert main(["assess", str(tmp_path / "c.tif"), "--reference", str(tmp_path / "r.tif"),
+                 "--mapping", "1:1,0:2+3+4+5"]) == 0
+    out = capsys.readouterr().out
+    assert "       2 | any of 2+3+4+5 " in out and "1 Water" not in out.split("baseline")[0]
+    assert main(["assess", str(tmp_path / "c.tif"), "--reference", str(tmp_path / "r.tif"),
+                 "--mapping", "1:1,0:1+2"]) == 1
+    err = capsys.readouterr().err
+    assert "class 1 is in 1 and in 1+2" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_mapping_onto_a_class_the_map_does_not_have_is_warned_of(write_raster, tmp_path, caplog):
     cls = np.tile(np.array([1, 3], "uint8"), (20, 10))
     write_raster(tmp_path / "c.tif", cls)

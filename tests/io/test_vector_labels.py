@@ -164,6 +164,27 @@ def test_parse_mapping():
         parse_mapping("5:1,water:1")
 
 
+def test_a_reference_code_may_map_to_a_group_of_classes():
+    """A water / not-water reference (Sen1Floods11's labels): its 0 is right as any land class, written
+    with +; only a reference's mapping groups, and a class is in one group only."""
+    from snap_operators.io.reference import class_groups
+
+    assert parse_mapping("1:1, 0:5+2+3+4", groups=True) == {1: 1, 0: (2, 3, 4, 5)}
+    assert parse_mapping("land:0+2+3, water:1", groups=True) == {"land": (0, 2, 3), "water": 1}
+    with pytest.raises(ReferenceDataError, match=r"--label-mapping: cannot read '0:2\+3'; expected CODE:CLASS pairs"):
+        parse_mapping("1:1,0:2+3", "--label-mapping")
+    with pytest.raises(ReferenceDataError, match=r"any of several classes may map, with \+: 0:2\+3\+4\+5"):
+        parse_mapping("0:2+", groups=True)
+    # the group reads as its smallest class but Unclassified, which a group may hold
+    assert class_groups({1: 1, 0: (0, 3, 2)}) == ({1: 1, 0: 2}, {2: (0, 3, 2)})
+    assert class_groups({10: 1, 11: 1, 0: (2, 3), 9: (2, 3)}) == ({10: 1, 11: 1, 0: 2, 9: 2}, {2: (2, 3)})
+    for mapping, message in (({1: 1, 0: (1, 2)}, r"class 1 is in 1 and in 1\+2"),
+                             ({0: (2, 3), 9: (3, 4)}, r"class 3 is in 2\+3 and in 3\+4"),
+                             ({0: (2, 254)}, r"class id 254 \(of 0\) is not a class of a map \(0-253\)")):
+        with pytest.raises(ReferenceDataError, match=message):
+            class_groups(mapping)
+
+
 def test_a_code_mapping_reads_class_ids_and_leaves_the_rest_out(tmp_path):
     """A raster of another legend's codes (a land-cover product's, as training labels or reference) read through a
     code mapping: mapped codes give their class ids, every other code (and 0, unless mapped) -1."""

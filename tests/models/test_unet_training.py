@@ -285,6 +285,11 @@ def test_cli_train_refuses_bad_options_before_it_builds_a_dataset(tmp_path, caps
                            # the same option by the name --reference-field suggests
                            (["--reference", str(labels), "--reference-mapping", "1:1,2:9"],
                             r"to class\(es\) 9, which the network does not have \(its classes: 1 Water, "),
+                           # a group of classes (a water / not-water reference) is checked member by member
+                           (["--reference", str(labels), "--mapping", "1:1,2:0+2+3+9"],
+                            r"to class\(es\) 9, which the network does not have"),
+                           (["--reference", str(labels), "--mapping", "1:1,2:1+3"],
+                            r"--mapping: class 1 is in 1 and in 1\+3; a map's class can be one reference class only"),
                            (["--reference", str(labels), "--rules-map", str(tmp_path / "absent.tif")],
                             r"rules map \S*absent.tif does not exist"),
                            (["--epochs", "0"], "epochs must be >= 1"),
@@ -359,6 +364,18 @@ def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(train
     t = got["mcnemar"]["unet"]  # the pixels right in one map only: their difference is the OA difference
     assert (t["right_only_here"] - t["right_only_in_rules"]) / got["pixels"] == pytest.approx(
         u["overall_accuracy"] - r["overall_accuracy"], abs=1e-12)
+    # a water / not-water reading of the truth (1:1, the rest one class any land class matches): every map's
+    # land classes are scored as one, the water's recall as before
+    binary = compare_with_reference(classes, info, truth, mapping={1: 1, 2: (2, 3, 4, 5), 3: (2, 3, 4, 5),
+                                                                   4: (2, 3, 4, 5), 5: (2, 3, 4, 5)})
+    assert binary["pixels"] == got["pixels"] and binary["mapping"]["2"] == [2, 3, 4, 5]
+    for name in ("unet", "rules"):
+        per = {p["class_id"]: p for p in binary[name]["per_class"]}
+        assert sorted(per) == [1, 2] and per[2]["class_name"] == "any of 2+3+4+5"
+        water = next(p for p in got[name]["per_class"] if p["class_id"] == 1)
+        assert per[1]["producers_accuracy"] == water["producers_accuracy"]
+        assert binary[name]["overall_accuracy"] >= got[name]["overall_accuracy"]
+    assert format_comparison(binary)[-1].startswith("| 2 any of 2+3+4+5 |")
     # a mapping that leaves every code out: nothing to score, one line
     with pytest.raises(SnapPcError, match="no pixel of .* is labelled"):
         compare_with_reference(classes, info, truth, mapping={9: 1})
