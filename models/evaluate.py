@@ -350,4 +350,7 @@ def format_comparison(result: dict) -> list[str]:
         if f:
             line += f" {fmt(recall['fused'].get(cid))} | {fmt(result['fused_recall_change'].get(str(cid)), '+')} |"
         lines.append(line)
+    if not f and labels == "rules":
+        lines.append("(the inference graph's map is the U-Net's fused with the rules where they are sure: to score it "
+                     "too, give --rules-map, the S2 graph's class map written with -PoutputMargin=true)")
     return lines

@@ -351,11 +351,15 @@ def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(train
     lines = format_comparison(got)
     assert lines[0].startswith(f"against {truth}") and "rules (the label masks the network learnt from)" in lines[0]
     assert lines[1].startswith("95% intervals of the overall accuracy, with the reference's ")
-    assert lines[2].startswith("McNemar test of the difference") and len(lines) == 5 + 5
+    assert lines[2].startswith("McNemar test of the difference") and len(lines) == 5 + 5 + 1
+    # without the rules' map, the report says how to score the map the inference graph writes
+    assert lines[-1].startswith("(the inference graph's map is the U-Net's fused with the rules") and \
+        "--rules-map" in lines[-1]
     # labels that are not the classifier's masks (an analyst's polygons: dataset.json's rule_labels) are
     # labels in the report, never "rules"
     own = format_comparison(compare_with_reference(classes, {**info, "rule_labels": False}, truth))
     assert ", labels " in own[0] and "rules" not in own[0] and "| recall labels |" in own[3]
+    assert own[-1].startswith("| 5 ")  # an analyst's labels are no rules to fuse with: no hint
     # the intervals hold the figures; the truth's regions of one class are the sample
     for m in (u, r):
         low, high = m["sampling"]["overall_accuracy_interval"]
@@ -375,7 +379,7 @@ def test_network_and_rules_scored_against_the_reference_on_the_same_pixels(train
         water = next(p for p in got[name]["per_class"] if p["class_id"] == 1)
         assert per[1]["producers_accuracy"] == water["producers_accuracy"]
         assert binary[name]["overall_accuracy"] >= got[name]["overall_accuracy"]
-    assert format_comparison(binary)[-1].startswith("| 2 any of 2+3+4+5 |")
+    assert format_comparison(binary)[-2].startswith("| 2 any of 2+3+4+5 |")
     # a mapping that leaves every code out: nothing to score, one line
     with pytest.raises(SnapPcError, match="no pixel of .* is labelled"):
         compare_with_reference(classes, info, truth, mapping={9: 1})
