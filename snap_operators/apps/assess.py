@@ -554,7 +554,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
                                   "comparison needs one grid (Collocate or Resample one onto the other)")
         ref_reader = reference_reader(reference_path, cls_ds.crs, cls_ds.transform, cls_ds.width, cls_ds.height, field,
                                       mapping=mapping)
-        class_names = dict(CLASS_NAMES)
+        class_names = {UNCLASSIFIED: "Unclassified", **CLASS_NAMES}
         tag = cls_ds.tags(1).get("CLASS_NAMES")
         if tag:
             try:
@@ -647,13 +647,21 @@ def write_report(result: Assessment, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
+def _label_names(result: Assessment) -> dict[int, str]:
+    """The name of each of the matrix's classes as the assessment named it (the map's own class names,
+    class groups), else the legend's."""
+    names = {UNCLASSIFIED: "Unclassified", **CLASS_NAMES,
+             **{p["class_id"]: p["class_name"] for p in result.metrics["per_class"]}}
+    return {c: names.get(c, str(c)) for c in result.labels}
+
+
 def _confusion_csv(result: Assessment) -> str:
-    names = {p["class_id"]: p["class_name"] for p in result.metrics["per_class"]}
+    names = _label_names(result)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["reference \\ classified"] + [f"{c} {names.get(c, CLASS_NAMES.get(c, 'Unclassified' if c == 0 else c))}" for c in result.labels])
+    w.writerow(["reference \\ classified"] + [f"{c} {names[c]}" for c in result.labels])
     for c, row in zip(result.labels, result.matrix):
-        w.writerow([f"{c} {names.get(c, CLASS_NAMES.get(c, c))}"] + [int(v) for v in row])
+        w.writerow([f"{c} {names[c]}"] + [int(v) for v in row])
     return buf.getvalue()
 
 
@@ -692,7 +700,8 @@ def confusion_figure(result: Assessment, subject: str | None = None):
     m = result.matrix.astype(float)
     rows = m.sum(axis=1, keepdims=True)
     norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    labels = [_short_name(c) for c in result.labels]
+    names = _label_names(result)
+    labels = [f"{c} {names[c].split('/')[0]}" for c in result.labels]
     n = len(labels)
     fig, ax = plt.subplots(figsize=(1.2 * n + 3, 1.0 * n + 2.5), dpi=110)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
@@ -710,17 +719,12 @@ def confusion_figure(result: Assessment, subject: str | None = None):
                                                      if base else "")
              + f"   kappa {met['kappa']:.3f}   ({met['pixels']} px)")
     subject = subject or confusion_subject(result)
-    if subject:  # wrapped to the figure: long file names must not run off its edges
-        title = textwrap.fill(subject, width=int(fig.get_figwidth() * 10)) + "\n" + title
+    # wrapped to the figure: long file names, and the figures of a matrix of two classes, must not run off its edges
+    title = "\n".join(textwrap.fill(line, width=int(fig.get_figwidth() * 8)) for line in (subject, title) if line)
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of reference row")
     fig.tight_layout()
     return fig
-
-
-def _short_name(c: int) -> str:
-    name = "Unclassified" if c == UNCLASSIFIED else CLASS_NAMES.get(c, str(c))
-    return f"{c} {name.split('/')[0]}"
 
 
 def format_report(result: Assessment) -> str:
