@@ -64,6 +64,14 @@ _GDAL = {
     "max": Resampling.max,
     "median": Resampling.med,
 }
+# rasterio's reproject of arrays opens in-memory datasets before it gives them their transform, under
+# warnings.catch_warnings, which is not thread-safe: with several engine threads warping at once the
+# suppression is undone and "Dataset has no geotransform" reaches the user although every dataset has
+# one (rasterio's own MEM datasets; results identical to a single-threaded run). Only that warning,
+# as reproject raises it, is ignored.
+warnings.filterwarnings("ignore", message="Dataset has no geotransform", category=rasterio.errors.NotGeoreferencedWarning,
+                        module=r"rasterio\.warp")
+
 #: Stand-in CRS for grids without one (the gdal path needs one): identical on
 #: both sides, so only the affine transforms apply.
 _LOCAL_CRS = rasterio.crs.CRS.from_epsg(3857)
@@ -395,16 +403,20 @@ def _reduce_blocks(f: np.ndarray, ay, ax):
         f = np.pad(f, pads, constant_values=np.nan)
     blocks = f.reshape(f.shape[0] // ky, ky, f.shape[1] // kx, kx)
     method = ay.method if isinstance(ay, _Reduce) else ax.method  # same downsampling on both axes
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks -> NaN, as intended
-        if method == "mean":
-            reduced = np.nanmean(blocks, axis=(1, 3))
-        elif method == "min":
-            reduced = np.nanmin(blocks, axis=(1, 3))
-        elif method == "max":
-            reduced = np.nanmax(blocks, axis=(1, 3))
-        else:
-            reduced = np.nanmedian(blocks, axis=(1, 3))
+    # A block with no valid pixel is NaN. NumPy's nan-reductions warn on one, and silencing that with
+    # warnings.catch_warnings in the engine's worker threads races with the other threads' filters
+    # (one global list), so the reductions here warn of nothing; mean, min and max as fast as NumPy's.
+    if method == "mean":
+        valid = ~np.isnan(blocks)
+        with np.errstate(invalid="ignore", divide="ignore"):  # NumPy's error state is the thread's own
+            reduced = np.where(valid, blocks, 0.0).sum(axis=(1, 3)) / valid.sum(axis=(1, 3))
+    elif method in ("min", "max"):
+        reduced = (np.fmin if method == "min" else np.fmax).reduce(blocks, axis=(1, 3))  # NaN: NaN everywhere
+    else:
+        empty = np.isnan(blocks).all(axis=(1, 3))
+        reduced = np.nanmedian(np.where(empty[:, None, :, None], 0.0, blocks) if empty.any() else blocks,
+                               axis=(1, 3))
+        reduced[empty] = np.nan
     if isinstance(ay, _Reduce):
         ay = _Gather(np.arange(reduced.shape[0]), ay.valid)
     if isinstance(ax, _Reduce):

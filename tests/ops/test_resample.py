@@ -157,6 +157,49 @@ def test_non_integer_ratio_mean_matches_gdal_average_whatever_the_chunks(band, p
         np.testing.assert_allclose(out.data.compute(), expected, rtol=1e-12)
 
 
+def test_threads_warping_at_once_warn_of_nothing():
+    """rasterio's reproject of arrays silences a warning of its in-memory datasets with a filter that
+    threads warping at once undo (warnings.catch_warnings is not thread-safe): on the engine's threads
+    "Dataset has no geotransform" reached the user, although the results are a single thread's. The
+    engine's own reductions use no such filter. In a fresh process, as `snap-pc` runs (pytest keeps no
+    filter set while it imports the tests)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import dask, numpy as np
+from affine import Affine
+from rasterio.crs import CRS
+from snap_operators.core.context import ExecutionContext
+from snap_operators.core.product import Band, Product
+from snap_operators.ops.resample import ResampleOp
+src = np.random.default_rng(0).uniform(0, 1, (600, 900))
+src[:40, :40] = np.nan  # blocks with no valid pixel
+p = Product("P", "T", crs=CRS.from_epsg(32633))
+p.add_band(Band("F", dask.array.from_array(src, chunks=100), Affine(10, 0, {X0}, 0, -10, {Y0}), no_data=float("nan")))
+def resampled(res, method):
+    return ResampleOp.create({{"sourceProduct": p}}, {{"targetResolution": str(res), "downsampling": method}},
+                             context=ExecutionContext(tile_size=40)).initialize().bands["F"].data
+out = resampled(25, "Mean")  # GDAL's average
+with dask.config.set(scheduler="synchronous"):
+    ref = out.compute()
+for _ in range(5):
+    with dask.config.set(scheduler="threads", num_workers=8):
+        assert np.array_equal(out.compute(), ref, equal_nan=True)
+assert np.isnan(ref[0, 0]) and not np.isnan(ref).all()
+blocks = src.reshape(300, 2, 450, 2)  # 20 m: the engine's own block reductions
+for method, expected in (("Mean", np.nanmean), ("Min", np.nanmin), ("Max", np.nanmax), ("Median", np.nanmedian)):
+    with dask.config.set(scheduler="threads", num_workers=8):
+        got = resampled(20, method).compute()
+    with np.errstate(all="ignore"), __import__("warnings").catch_warnings(action="ignore"):
+        want = expected(blocks, axis=(1, 3))
+    assert np.allclose(got, want, rtol=1e-12, equal_nan=True) and np.isnan(got[:20, :20]).all(), method
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "Warning" not in run.stderr, run.stderr
+
+
 def test_mean_ignores_nan_and_all_nan_blocks_stay_nan(band, product):
     src = np.arange(16, dtype=np.float32).reshape(4, 4)
     src[0, 0] = np.nan
