@@ -237,7 +237,7 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     import rasterio
 
     from snap_operators.core.errors import SnapPcError
-    from snap_operators.io.reference import class_groups, reference_reader
+    from snap_operators.io.reference import class_groups, mapping_record, reference_reader
 
     from .dataset import label_mapping
 
@@ -265,7 +265,7 @@ def compare_with_reference(classes: str | Path, info: dict, reference: str | Pat
     warn_foreign_reference(pairs["unet"], names, reference, classes, mapped=bool(mapping))
     labels = pair_labels(*pairs.values())  # one label set: both matrices alike (unclassified pixels are errors)
     out: dict = {"reference": str(reference), "field": field,
-                 "mapping": {str(k): list(v) if isinstance(v, tuple) else v for k, v in (given or {}).items()},
+                 "mapping": mapping_record(given),
                  # labels that are not the rules' masks (another legend, the analyst's own polygons)
                  # are called labels; a dataset of before rule_labels was recorded: mapped or not
                  "labels_name": "rules" if rules_map is not None or info.get("rule_labels", not label_mapping(info))

@@ -35,7 +35,7 @@ import numpy as np
 from ..core.errors import SnapPcError
 from ..core.legend import CLASS_NAMES, MASKED, NO_DATA, UNCLASSIFIED
 from ..core.outputs import save_figure, stage_figure, stage_text, staged_outputs
-from ..io.reference import class_groups, parse_mapping, reference_reader
+from ..io.reference import class_groups, mapping_record, parse_mapping, reference_reader
 from ..science.sampling import LEVEL, clustered_mcnemar_p, mcnemar_p, ratio_interval
 
 log = logging.getLogger(__name__)
@@ -342,7 +342,8 @@ def confusion_matrix(reference: np.ndarray, classified: np.ndarray, labels: Sequ
 def accuracy_metrics(matrix: np.ndarray, labels: Sequence[int], names: Mapping[int, str] | None = None) -> dict:
     """Overall accuracy, Cohen's kappa and per-class PA, UA, F1, IoU.
 
-    Classes with no reference pixels get ``None`` for PA/F1/IoU.
+    Classes with no reference pixels get ``None`` for PA/F1/IoU. Each class is named (``class_name``)
+    as `names` names it, else as the legend does (0: Unclassified).
     """
     m = np.asarray(matrix, dtype=np.float64)
     total = m.sum()
@@ -354,7 +355,7 @@ def accuracy_metrics(matrix: np.ndarray, labels: Sequence[int], names: Mapping[i
     po = diag.sum() / total
     pe = (rows * cols).sum() / total**2
     kappa = (po - pe) / (1 - pe) if pe < 1 else 1.0
-    names = names or {}
+    names = {UNCLASSIFIED: "Unclassified", **CLASS_NAMES, **(names or {})}  # the legend's, unless named
     per_class = []
     for k, label in enumerate(labels):
         tp = diag[k]
@@ -541,7 +542,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     """
     import contextlib
 
-    given = dict(mapping or {})
+    given = mapping
     mapping, groups = class_groups(given)
     paths = [classes_path] + ([compare] if compare is not None else [])
     with contextlib.ExitStack() as stack:
@@ -554,7 +555,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
                                   "comparison needs one grid (Collocate or Resample one onto the other)")
         ref_reader = reference_reader(reference_path, cls_ds.crs, cls_ds.transform, cls_ds.width, cls_ds.height, field,
                                       mapping=mapping)
-        class_names = {UNCLASSIFIED: "Unclassified", **CLASS_NAMES}
+        class_names = dict(CLASS_NAMES)
         tag = cls_ds.tags(1).get("CLASS_NAMES")
         if tag:
             try:
@@ -577,7 +578,7 @@ def assess(classes_path: str | Path, reference_path: str | Path, *, field: str |
     metrics["masked_pixels"] = masked
     metrics["classes"] = str(classes_path)
     metrics["reference"] = str(reference_path)
-    metrics["mapping"] = {str(k): list(v) if isinstance(v, tuple) else v for k, v in given.items()}
+    metrics["mapping"] = mapping_record(given)
     if groups:
         metrics["class_groups"] = {str(k): list(v) for k, v in groups.items()}
     compared = None
@@ -648,10 +649,9 @@ def write_report(result: Assessment, out_dir: str | Path) -> dict[str, Path]:
 
 
 def _label_names(result: Assessment) -> dict[int, str]:
-    """The name of each of the matrix's classes as the assessment named it (the map's own class names,
-    class groups), else the legend's."""
-    names = {UNCLASSIFIED: "Unclassified", **CLASS_NAMES,
-             **{p["class_id"]: p["class_name"] for p in result.metrics["per_class"]}}
+    """The name of each of the matrix's classes as :func:`accuracy_metrics` named it (the map's own
+    class names, class groups, else the legend's)."""
+    names = {p["class_id"]: p["class_name"] for p in result.metrics["per_class"]}
     return {c: names.get(c, str(c)) for c in result.labels}
 
 

@@ -26,7 +26,8 @@ import numpy as np
 from ..core.errors import SnapPcError
 
 __all__ = ["ReferenceDataError", "ReferenceReader", "VectorLabels", "apply_mapping", "check_reference", "class_groups",
-           "class_regions", "parse_mapping", "read_vector_labels", "reference_reader", "split_mapping"]
+           "class_regions", "mapping_record", "parse_mapping", "read_vector_labels", "reference_reader",
+           "split_mapping"]
 
 #: The option (or operator parameter) that maps a file's codes or names to class ids, by the file's role.
 MAPPING_OPTIONS = {"reference": "--mapping", "labels": "--label-mapping", "samplesFile": "samplesMapping"}
@@ -296,6 +297,15 @@ def class_groups(mapping: Mapping | None, option: str = "--mapping") -> tuple[di
         if len(ids) > 1:
             groups[gid] = ids
     return out, groups
+
+
+def mapping_record(mapping: Mapping | None) -> dict:
+    """`mapping` as reports record it (JSON): codes or names as text, groups of class ids as lists.
+
+    >>> mapping_record({1: 1, 0: (2, 3)})
+    {'1': 1, '0': [2, 3]}
+    """
+    return {str(k): list(v) if isinstance(v, tuple) else v for k, v in (mapping or {}).items()}
 
 
 def split_mapping(mapping: Mapping | None) -> tuple[dict[str, int] | None, dict[int, int]]:
