@@ -56,7 +56,9 @@ green, "land" is anything but water.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
 import glob
 import hashlib
 import itertools
@@ -797,9 +799,9 @@ def unet_datasets(scenes: Sequence[Scene], work: Path, min_margin: float | None 
         d = work / "unet" / s.name
         d.mkdir(parents=True, exist_ok=True)
         labels, margin = d / "labels.gpkg", d / "classes_margin.tif"
-        if not (labels.exists() and margin.exists()):
-            run_graph(load_graph(S2_GRAPH, {"input": key, "output": str(margin), "labels": str(labels),
-                                            "outputMargin": "true"}), ExecutionContext(overwrite=True))
+        _keep(labels, [_first_band_file(key)], lambda: run_graph(load_graph(S2_GRAPH, {
+            "input": key, "output": str(margin), "labels": str(labels), "outputMargin": "true"}),
+            ExecutionContext(overwrite=True)))
         if min_margin is None:
             out[key] = _dataset(build_dataset, key, labels, d / "dataset")
         else:
@@ -807,8 +809,7 @@ def unet_datasets(scenes: Sequence[Scene], work: Path, min_margin: float | None 
                                 min_margin=min_margin)
     for size, seed in SYNTHETIC:
         d = work / "unet" / f"synthetic-{size}-{seed}"
-        if not (d / "truth.tif").exists():
-            write_synthetic_scene(d, size, seed)
+        _keep(d / "truth.tif", [], lambda: write_synthetic_scene(d, size, seed), size, seed)
         out[f"synthetic:{size}:{seed}"] = _dataset(build_dataset, d / "s2.tif", d / "truth.tif", d / "dataset")
     return out
 
@@ -819,32 +820,69 @@ def _first_band_file(image) -> Path:
 
 
 def _dataset(build_dataset, image, labels, folder: Path, **options) -> Path:
+    """`folder`, the training dataset of `image` and `labels` with the benchmark's bands, indices
+    and sizes and `options` (built again as :func:`_keep` says)."""
     import rasterio
 
-    if not (folder / "dataset.json").exists():
+    def build():
         with rasterio.open(_first_band_file(image)) as ds:
             small = min(ds.shape) * ds.res[0] / 10.0 < 5 * UNET_BLOCK
         build_dataset(image, labels, folder, bands=UNET_BANDS, indices=UNET_INDICES, patch_size=UNET_PATCH,
                       block_size=UNET_SMALL_BLOCK if small else UNET_BLOCK, overwrite=True, **options)
+
+    _keep(folder / "dataset.json", [_first_band_file(image), labels], build, UNET_BANDS, UNET_INDICES, UNET_PATCH,
+          UNET_BLOCK, UNET_SMALL_BLOCK, options)
     return folder
 
 
-def _reusable(record: Mapping[str, Any], asked: Mapping[str, Any]) -> bool:
-    """Whether the cached training `record` is the one `asked` gives now."""
-    old = record.get("asked")
-    if old is not None and "atmosphere" not in old["levers"]:
-        # recorded before the atmospheric augmentation: trained without it
-        old = dict(old, levers=dict(old["levers"], atmosphere=0.0))
-    if old == asked:
-        return True
-    if old is None or "threshold_moving" in old["levers"]:
-        return False
-    # recorded before threshold moving became a rescue by default: trained with it off, which
-    # is also what the default (None) gives when no class vanished
-    legacy = dict(old, levers=dict(old["levers"], threshold_moving=False))
-    return legacy == asked or (asked["levers"]["threshold_moving"] is None
-                               and not record["metrics"].get("vanished_classes")
-                               and legacy == dict(asked, levers=dict(asked["levers"], threshold_moving=False)))
+def _docstring_free(tree: ast.AST) -> ast.AST:
+    """`tree` without its docstrings (the first string of a module, class or function body)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """SHA-256 of the code every cached mask, dataset, model and map of this benchmark comes from:
+    ``snap_operators`` and the training package as Python parses them (comments, docstrings and
+    layout left out), the rule presets and the graphs. An edited comment keeps it; any change that
+    can change a result makes the next run build again what it changes."""
+    digest = hashlib.sha256()
+    files = [*(ROOT / "snap_operators").rglob("*.py"), *(ROOT / "models").rglob("*.py"),
+             *(ROOT / "snap_operators" / "science" / "presets").glob("*.yaml"), *(ROOT / "graphs").glob("*.xml")]
+    for f in sorted(files):
+        digest.update(f.relative_to(ROOT).as_posix().encode())
+        digest.update(ast.dump(_docstring_free(ast.parse(f.read_bytes()))).encode() if f.suffix == ".py"
+                      else f.read_bytes())
+    return digest.hexdigest()
+
+
+def _file_state(path) -> str:
+    """`path`, its size and modification time: another file written there reads differently."""
+    path = Path(path)
+    if not path.exists():
+        return f"{path}: missing"
+    st = path.stat()
+    return f"{path}: {st.st_size} bytes, {st.st_mtime_ns} ns"
+
+
+def _keep(kept: Path, made_from: Sequence[Path], make: Callable[[], Any], *options) -> Path:
+    """`kept`, made by ``make()`` unless it is there, made by this code (:func:`code_fingerprint`)
+    with these `options`, and newer than each file of `made_from`: a mask, dataset, model or map
+    cached by other code, from other inputs (a model retrained under the same name, a dataset
+    built again) or with other options is made again, never read as if it were this run's. What
+    made it is kept in ``<kept>.stamp``."""
+    stamp = hashlib.sha256(json.dumps([code_fingerprint(), *options], default=str).encode()).hexdigest()
+    mark = Path(f"{kept}.stamp")
+    if not (kept.exists() and mark.exists() and mark.read_text() == stamp) \
+            or any(Path(f).exists() and kept.stat().st_mtime < Path(f).stat().st_mtime for f in made_from):
+        make()
+        mark.write_text(stamp)
+    return kept
 
 
 def rescued(metrics: Mapping[str, Any]) -> bool:
@@ -864,25 +902,21 @@ def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, 
     if levers.get("atmosphere") is None:  # train()'s default, made explicit in the record
         levers["atmosphere"] = default_atmosphere(len(datasets))
     asked = {"datasets": [str(d) for d in datasets], "training": training,
-             "levers": {"threshold_moving": None, **levers}, "model_name": model_name}
+             "levers": {"threshold_moving": None, **levers}, "model_name": model_name,
+             "built": [_file_state(Path(d) / "dataset.json") for d in datasets], "code": code_fingerprint()}
     if levers.get("init"):  # a model retrained under the same path is another start
         asked["init_sha256"] = hashlib.sha256(Path(levers["init"]).read_bytes()).hexdigest()
-    if out.exists() and record.exists() and _reusable(json.loads(record.read_text()), asked):
+    # reused only when trained by this code on the datasets as they are built now, with these options
+    if out.exists() and record.exists() and json.loads(record.read_text()).get("asked") == asked:
         return json.loads(record.read_text())["metrics"], False
     result = train(list(datasets), out, overwrite=True, verbose=False, model_name=model_name, **training, **levers)
     record.write_text(json.dumps({"asked": asked, "metrics": result["metrics"]}, default=float))
     return result["metrics"], True
 
 
-def _outdated(kept: Path, model: Path) -> bool:
-    """Whether `kept`, made from `model`, is missing or older than it (a model retrained under the
-    same name makes its outputs again)."""
-    return not kept.exists() or kept.stat().st_mtime < Path(model).stat().st_mtime
-
-
 def class_map(model: Path, image_dataset: Path, classes: Path, augmentation: str = "none") -> np.ndarray:
-    """The class map `model` makes of the image of `image_dataset`, kept in `classes` (reused if
-    there and newer than `model`: a model retrained under the same name maps again); with a
+    """The class map `model` makes of the image of `image_dataset`, kept in `classes` (reused as
+    :func:`_keep` says: a model retrained under the same name maps again); with a
     test-time `augmentation` (``AttentionUNetInference``'s), kept in ``<name>.<augmentation>.classes.tif``."""
     import rasterio
 
@@ -891,8 +925,9 @@ def class_map(model: Path, image_dataset: Path, classes: Path, augmentation: str
 
     if augmentation != "none":
         classes = classes.with_name(classes.name.removesuffix(".classes.tif") + f".{augmentation}.classes.tif")
-    if _outdated(classes, model):
-        predict_scene(model, load_dataset_info(image_dataset), classes, overwrite=True, augmentation=augmentation)
+    _keep(classes, [model, Path(image_dataset) / "dataset.json"],
+          lambda: predict_scene(model, load_dataset_info(image_dataset), classes, overwrite=True,
+                                augmentation=augmentation))
     with rasterio.open(classes) as ds:
         return ds.read(1)
 
@@ -1035,9 +1070,8 @@ def train_shipped(data, work: Path, rules_maps: Mapping[str, np.ndarray]) -> tup
     out, choice = seed_chosen_model(folders, {s: shipped_path(work, s) for s in SHIP_SEEDS}, judges, data, sets,
                                     work, rules_maps, model_name=shipped_name(), **CHOSEN)
     int8 = out.with_suffix(".int8.onnx")
-    if _outdated(int8, out):
-        largest = max(folders, key=lambda f: json.loads((Path(f) / "dataset.json").read_text())["splits"]["train"]["patches"])
-        quantize_model(out, largest, int8, overwrite=True)
+    largest = max(folders, key=lambda f: json.loads((Path(f) / "dataset.json").read_text())["splits"]["train"]["patches"])
+    _keep(int8, [out, Path(largest) / "dataset.json"], lambda: quantize_model(out, largest, int8, overwrite=True))
     return out, choice
 
 
@@ -1449,15 +1483,16 @@ ENSEMBLE_AUGMENTATIONS = ("none", "dihedral")
 def probability_map(model: Path, image_dataset: Path, augmentation: str = "none") -> tuple[list[int], np.ndarray]:
     """``(class ids, probabilities (classes, rows, cols))`` of `model` on the image of
     `image_dataset` (:func:`snap_pc_models.evaluate.predict_probabilities`), kept beside the model
-    as ``<model>-<scene>.<augmentation>.probabilities.npz`` (made again when the model is newer)."""
+    as ``<model>-<scene>.<augmentation>.probabilities.npz`` (made again as :func:`_keep` says)."""
     from snap_pc_models.dataset import load_dataset_info
     from snap_pc_models.evaluate import predict_probabilities
 
     kept = model.parent / f"{model.stem}-{image_dataset.parent.name}.{augmentation}.probabilities.npz"
-    if _outdated(kept, model):
+    def make():
         ids, probs = predict_probabilities(model, load_dataset_info(image_dataset), augmentation=augmentation)
         np.savez(kept, ids=np.asarray(ids), probabilities=probs)
-    with np.load(kept) as f:
+
+    with np.load(_keep(kept, [model, Path(image_dataset) / "dataset.json"], make)) as f:
         return [int(i) for i in f["ids"]], f["probabilities"]
 
 
@@ -1659,12 +1694,12 @@ def s1s2_fusion_table(data, s1_maps: Mapping[str, tuple], work: Path) -> tuple[s
         d = work / "unet" / f"{n}-s1s2"
         d.mkdir(parents=True, exist_ok=True)
         s2, s1, labels = scene.s2(work), scene.s1(work), d / "labels.gpkg"
-        if not labels.exists():
-            run_graph(load_graph(S1S2_GRAPH, {"input": str(s2), "inputS1": str(s1), "output": str(d / "rules.tif"),
-                                              "labels": str(labels)}), ExecutionContext(overwrite=True))
+        _keep(labels, [s2, s1], lambda: run_graph(load_graph(S1S2_GRAPH, {
+            "input": str(s2), "inputS1": str(s1), "output": str(d / "rules.tif"), "labels": str(labels)}),
+            ExecutionContext(overwrite=True)))
         folder = d / "dataset"
-        if not (folder / "dataset.json").exists():
-            build_dataset(s2, labels, folder, image_s1=s1, overwrite=True)
+        _keep(folder / "dataset.json", [s2, s1, labels],
+              lambda: build_dataset(s2, labels, folder, image_s1=s1, overwrite=True))
         models = [seed_folder(work, "s1s2", seed) / f"{n}.onnx" for seed in SEEDS]
         for seed, model in zip(SEEDS, models):
             trained([folder], model, seed=seed, **CHOSEN)
@@ -1676,11 +1711,10 @@ def s1s2_fusion_table(data, s1_maps: Mapping[str, tuple], work: Path) -> tuple[s
             for model in models:
                 for label, margin in zip(got, ("Infinity", None)):
                     out = model.with_name(f"{model.stem}-{short}-{'fused' if margin is None else 'alone'}.tif")
-                    if _outdated(out, model):
-                        run_graph(load_graph(S1S2_INFERENCE_GRAPH, {
-                            "input": str(image), "inputS1": str(s1), "model": str(model), "output": str(out),
-                            "labels": "", **({"minRuleMargin": margin} if margin else {})}),
-                            ExecutionContext(overwrite=True))
+                    _keep(out, [model, image], lambda: run_graph(load_graph(S1S2_INFERENCE_GRAPH, {
+                        "input": str(image), "inputS1": str(s1), "model": str(model), "output": str(out),
+                        "labels": "", **({"minRuleMargin": margin} if margin else {})}),
+                        ExecutionContext(overwrite=True)))
                     with rasterio.open(out) as ds:
                         u = scores(ds.read(1), a1["reference"])
                     got[label].append((u["oa"] - r["oa"], worst_recall_change(u, r)))
@@ -1729,9 +1763,9 @@ def sizes_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
         for tag, (patch, block) in (("before", FIXED_SIZES), ("now", (None, None))):
             folder = own.parent / f"dataset-sizes-{tag}"
             try:
-                if not (folder / "dataset.json").exists():
-                    build_dataset(image, own.parent / "labels.gpkg", folder, bands=bands, patch_size=patch,
-                                  block_size=block, overwrite=True)
+                _keep(folder / "dataset.json", [_first_band_file(image), own.parent / "labels.gpkg"],
+                      lambda: build_dataset(image, own.parent / "labels.gpkg", folder, bands=bands,
+                                            patch_size=patch, block_size=block, overwrite=True), bands, patch, block)
             except DatasetError:
                 result.setdefault(tag, {})[n] = None
                 cells.append("refused")
@@ -1786,11 +1820,12 @@ def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple
         product, _ = build_input_product(image, None, list(UNET_BANDS), [])
         red = [b for b in RED_EDGE_BANDS if find_s2_band(product, b) is not None]
         folder = own.parent / "dataset-rededge"
-        if red and not (folder / "dataset.json").exists():
+        if red:
             info = json.loads((own / "dataset.json").read_text())
-            build_dataset(image, own.parent / "labels.gpkg", folder, bands=list(UNET_BANDS) + red,
-                          indices=UNET_INDICES, patch_size=info["patch_size"], block_size=info["block_size"],
-                          overwrite=True)
+            _keep(folder / "dataset.json", [own / "dataset.json"],
+                  lambda: build_dataset(image, own.parent / "labels.gpkg", folder, bands=list(UNET_BANDS) + red,
+                                        indices=UNET_INDICES, patch_size=info["patch_size"],
+                                        block_size=info["block_size"], overwrite=True), red)
         r, margin = scores(shipped[n], ref), rule_margin_map(own)
         entry = {"bands": red}
         for variant, (tag, dataset) in {"default": (default_key, own), "red_edge": ("rededge", folder)}.items():
@@ -1967,7 +2002,9 @@ def main(argv=None) -> int:
     ap.add_argument("--check-graph", action="store_true", help="also run the whole shipped graph per scene and "
                     "check its class map equals the fast path")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/accuracy.md")
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "snap-pc-accuracy")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "snap-pc-accuracy",
+                    help="where the rule masks, datasets, models and maps are kept between runs (each is made "
+                         "again when the code, its inputs or its options changed; default: %(default)s)")
     ap.add_argument("--scenes", help="comma-separated scene names to run (default: every available one)")
     ap.add_argument("--unet", action="store_true", help="add the Attention U-Net columns: trained on each scene's "
                     "rule masks and on the other scenes (leave-one-scene-out), with the CHOSEN levers (needs the "

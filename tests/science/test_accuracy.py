@@ -7,8 +7,10 @@ S2 graph against the trivial baseline map on the scenes CI has: the committed
 subsets in tests/data and the shared data beside the checkout.
 """
 
+import ast
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -181,30 +183,46 @@ def test_seed_table_trains_every_lever_with_every_seed_and_averages(monkeypatch,
     assert "recall losses > 0.05" in md.splitlines()[0] and "failed trainings (rescued)" in md.splitlines()[0]
 
 
-def test_a_cached_training_is_reused_only_when_it_is_what_is_asked(tmp_path):
-    """Records from before the rescue default (no threshold_moving) were trained with it off: they
-    stand for an explicit off, and for the default unless a class vanished (the rescue would fire)."""
-    def asked(tm, **more):
-        return {"datasets": ["d"], "training": {"seed": 0},
-                "levers": {"threshold_moving": tm, "balance": True, "atmosphere": 0.0, **more}, "model_name": None}
+def test_the_code_fingerprint_reads_code_not_comments_or_docstrings():
+    def code(text):
+        return ast.dump(bench._docstring_free(ast.parse(text)))
 
-    legacy = {"asked": dict(asked(False), levers={"balance": True}), "metrics": {"vanished_classes": []}}
-    assert bench._reusable(legacy, asked(False)) and bench._reusable(legacy, asked(None))
-    assert not bench._reusable(legacy, asked(True)) and not bench._reusable(legacy, asked(None, loss="gce"))
-    failed = dict(legacy, metrics={"vanished_classes": [{"class_id": 2}]})
-    assert bench._reusable(failed, asked(False)) and not bench._reusable(failed, asked(None))
-    new = {"asked": asked(None), "metrics": {"vanished_classes": []}}
-    assert bench._reusable(new, asked(None)) and not bench._reusable(new, asked(False))
-    # records from before the atmospheric augmentation were trained without it
-    assert not bench._reusable(legacy, asked(False, atmosphere=0.08))
-    multi = {"asked": asked(None, atmosphere=0.08), "metrics": {"vanished_classes": []}}
-    assert bench._reusable(multi, asked(None, atmosphere=0.08)) and not bench._reusable(multi, asked(None))
-    assert bench.rescued({"levers": {"threshold_moving": {"rescued": [2]}}})
-    assert not bench.rescued({"levers": {"threshold_moving": {"rescued": []}}}) and not bench.rescued({})
+    base = 'def f(x):\n    """Twice x."""\n    return 2 * x\n'
+    assert code(base) == code('"""Module."""\ndef f(x):  # doubled\n\n    return 2 * x\n')
+    assert code(base) != code('def f(x):\n    """Twice x."""\n    return 3 * x\n')
+    assert code('def f():\n    """Only a docstring."""\n') == code("def f():\n    pass\n")
+    assert len(bench.code_fingerprint()) == 64 and bench.code_fingerprint() == bench.code_fingerprint()
 
 
+def test_a_kept_file_is_made_again_when_its_code_inputs_or_options_change(monkeypatch, tmp_path):
+    made = []
+    source, kept = tmp_path / "labels.gpkg", tmp_path / "dataset.json"
+    source.write_text("masks")
+    os.utime(source, (1_000_000, 1_000_000))
 
-def test_trained_records_the_default_atmosphere_and_the_start_it_fine_tuned_from(monkeypatch, tmp_path):
+    def make():
+        made.append(1)
+        kept.write_text(str(len(made)))
+
+    def keep(*options):
+        return bench._keep(kept, [source], make, *options).read_text()
+
+    assert keep("B2") == "1" and keep("B2") == "1"
+    assert keep("B3") == "2"  # other options
+    source.write_text("masks made again")  # newer than what was made from it
+    assert keep("B3") == "3" and keep("B3") == "3"
+    monkeypatch.setattr(bench, "code_fingerprint", lambda: "another code")
+    assert keep("B3") == "4" and keep("B3") == "4"
+    kept.unlink()
+    assert keep("B3") == "5"
+    # a file kept before the stamps were written is not trusted
+    (tmp_path / "dataset.json.stamp").unlink()
+    assert keep("B3") == "6"
+
+
+@pytest.fixture
+def trainings(monkeypatch):
+    """The keyword arguments of every training the benchmark asks for, none run (an empty model)."""
     import snap_pc_models.train as train_module
 
     calls = []
@@ -215,6 +233,36 @@ def test_trained_records_the_default_atmosphere_and_the_start_it_fine_tuned_from
         return {"metrics": {"vanished_classes": []}}
 
     monkeypatch.setattr(train_module, "train", fake_train)
+    return calls
+
+
+def test_a_cached_training_is_reused_only_when_trained_by_this_code_on_these_datasets(monkeypatch, tmp_path,
+                                                                                       trainings):
+    calls = trainings
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    (folder / "dataset.json").write_text("{}")
+    model = tmp_path / "m.onnx"
+    assert bench.trained([folder], model, balance=True)[1]
+    assert not bench.trained([folder], model, balance=True)[1]
+    assert bench.trained([folder], model, balance=False)[1]  # other levers
+    (folder / "dataset.json").write_text('{"built": "again"}')
+    assert bench.trained([folder], model, balance=False)[1] and not bench.trained([folder], model, balance=False)[1]
+    monkeypatch.setattr(bench, "code_fingerprint", lambda: "another code")
+    assert bench.trained([folder], model, balance=False)[1] and len(calls) == 4
+    # a record of before (no code in it) is trained again
+    record = json.loads(Path(f"{model}.bench.json").read_text())
+    del record["asked"]["code"]
+    Path(f"{model}.bench.json").write_text(json.dumps(record))
+    assert bench.trained([folder], model, balance=False)[1] and len(calls) == 5
+    assert bench.rescued({"levers": {"threshold_moving": {"rescued": [2]}}})
+    assert not bench.rescued({"levers": {"threshold_moving": {"rescued": []}}}) and not bench.rescued({})
+
+
+def test_trained_records_the_default_atmosphere_and_the_start_it_fine_tuned_from(tmp_path, trainings):
+    import snap_pc_models.train as train_module
+
+    calls = trainings
     bench.trained(["a", "b"], tmp_path / "two.onnx", balance=True)
     bench.trained(["a"], tmp_path / "one.onnx", balance=True)
     assert [c["atmosphere"] for c in calls] == [train_module.MULTI_SCENE_ATMOSPHERE, 0.0]
@@ -230,8 +278,6 @@ def test_trained_records_the_default_atmosphere_and_the_start_it_fine_tuned_from
 
 
 def test_a_class_map_is_made_again_when_its_model_was_retrained(monkeypatch, tmp_path):
-    import os
-
     import rasterio
     import snap_pc_models.dataset as dataset_module
     import snap_pc_models.evaluate as evaluate_module
