@@ -172,6 +172,11 @@ class Scene:
         return [Path(p) for p in getattr(self, "_paths", [])]
 
 
+def shown_name(name: str, scene: Scene) -> str:
+    """`name` as the tables show it: a local scene (``--local``, not in the project's data) marked."""
+    return name + (" (local)" if scene.local else "")
+
+
 def _with_paths(scene: Scene, *paths: Path) -> Scene:
     scene._paths = [Path(p) for p in paths]  # type: ignore[attr-defined]
     return scene
@@ -1316,7 +1321,7 @@ def unet_interval_table(data, shipped: Mapping[str, np.ndarray], work: Path,
         own = sets[_image_key(scene, work)]
         ref, rules_map = arrays["reference"], shipped[n]
         margin = rule_margin_map(own)
-        label = n + (" (local)" if scene.local else "")
+        label = shown_name(n, scene)
         for group, models in (("own", own_models.get(n, {})), ("left_out", loso_models.get(n, {}))):
             for seed, model in sorted(models.items()):
                 net = (class_map(model, own, model.with_suffix(".classes.tif")) if group == "own"
@@ -1840,7 +1845,7 @@ def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple
                 fused.append(f["oa"] - r["oa"])
             entry[variant] = {"changes": alone, "fused": fused}
         result[n] = {**entry, "local": scene.local}
-        cells = [f"{n}{' (local)' if scene.local else ''} ({', '.join(red) or 'none'})"]
+        cells = [f"{shown_name(n, scene)} ({', '.join(red) or 'none'})"]
         for variant in ("default", "red_edge"):
             got = entry.get(variant)
             oa = [v for v, _ in got["changes"]] if got else []
@@ -2168,7 +2173,7 @@ def main(argv=None) -> int:
     if args.unet_seeds and unet and not args.no_loso and not args.no_docs:
         counted = [n for n in unet if "loso_paths" in unet[n] and not data[n][0].weak]
         rules_oa = {n: scores(shipped[n], data[n][1]["reference"])["oa"] for n in counted}
-        label = {n: n + (" (local)" if data[n][0].local else "") for n in counted}
+        label = {n: shown_name(n, data[n][0]) for n in counted}
         left_out = loso_seed_scores({n: data[n] for n in counted}, unet, args.work)
         figure = plot_oa_changes(
             {label[n]: v["oa_change"] for n, v in seeds_result[DEFAULT_SEED_RUN].items() if n in label},
@@ -2213,11 +2218,11 @@ def main(argv=None) -> int:
         entry["scores"] = {label: {k: v for k, v in scores(p, arrays["reference"]).items() if k != "confusion"}
                            for label, p in maps.items()}
         entry["confusion"] = scores(shipped[name], arrays["reference"])["confusion"]
-        table += scene_rows(name + (" (local)" if scene.local else ""), scene, arrays, maps)
+        table += scene_rows(shown_name(name, scene), scene, arrays, maps)
         confusion += confusion_rows(name, arrays, shipped[name])
         figures = unit_figures(shipped[name], maps["baseline map"], arrays["reference"])
         entry["intervals"] = {"rules": figures["a"], "baseline map": figures["b"], "mcnemar": figures["mcnemar"]}
-        intervals.append(interval_row(name + (" (local)" if scene.local else ""), figures))
+        intervals.append(interval_row(shown_name(name, scene), figures))
         if name in s1_maps:
             a1, p1, c2, pc2, pc12 = s1_maps[name]
             ref = arrays["reference"]
