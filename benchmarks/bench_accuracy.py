@@ -6,6 +6,7 @@ markers) and ``benchmarks/results/accuracy.json``. Usage::
     python benchmarks/bench_accuracy.py [--local DIR] [--scene-file YAML] [--no-loso] [--check-graph] [--no-docs]
                                         [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta] [--unet-ensemble] [--unet-fusion]]
                                         [--unet-levers] [--unet-seeds] [--unet-intervals] [--unet-sizes] [--unet-s1s2]
+                                        [--unet-red-edge] [--unet-width]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
 references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
@@ -44,7 +45,9 @@ adds scenes of your own, see :func:`scene_file_scenes`):
    the local scenes' own-mask trainings too), alone and fused, against the rules'
    map with 95 % intervals and McNemar's test over the reference's units (which
    own-mask gains are more than chance), and with ``--unet`` the models trained
-   without each scene the same way.
+   without each scene the same way; ``--unet-red-edge`` and ``--unet-width`` train
+   the seed table's default beside itself with the red-edge bands, or with a
+   wider network (:func:`variant_table`).
 
 Reference codes (``R_*``): 1 water, 2 bare soil, 3 trees/woody vegetation,
 4 built-up (buildings, pavement, urban fabric), 6 grass/herbaceous, 7
@@ -89,6 +92,7 @@ TTA_RESULTS = HERE / "results" / "unet_tta.json"
 FUSION_RESULTS = HERE / "results" / "unet_fusion.json"
 SIZES_RESULTS = HERE / "results" / "unet_sizes.json"
 RED_EDGE_RESULTS = HERE / "results" / "unet_red_edge.json"
+WIDTH_RESULTS = HERE / "results" / "unet_width.json"
 S1S2_RESULTS = HERE / "results" / "unet_s1s2_fusion.json"
 ENSEMBLE_RESULTS = HERE / "results" / "unet_ensemble.json"
 UNET_INTERVALS_RESULTS = HERE / "results" / "unet_intervals.json"
@@ -1802,16 +1806,19 @@ def sizes_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[st
     return header + "\n" + "\n".join(rows), result
 
 
-def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
+def variant_table(data, shipped: Mapping[str, np.ndarray], work: Path, key: str, tag: str, title: str,
+                  dataset_for: Callable[[str, Path], tuple[Path | None, list[str]]] | None = None,
+                  first_column: str = "scene", default_title: str = ", ".join(UNET_BANDS),
+                  **levers) -> tuple[str, dict]:
     """The seed table's default training (``CHOSEN`` levers, ``UNET_BANDS``, each of ``SEEDS``) on
-    each scored scene's own rule masks, against the same with the image's ``RED_EDGE_BANDS`` added:
-    per scene the OA change against the rules' map per seed, its mean and the worst class recall
-    change, and the mean of both fused with the rules as the inference graph does; then the means,
-    the trainings at +0.02 or more and the recall losses of the benchmark's scenes and of the local
-    ones. ``(table, result)``."""
+    each scored scene's own rule masks, against one change to it: trained with more `levers`, on
+    the dataset ``dataset_for(image, own dataset)`` gives (``(folder, what it adds)``; folder None
+    where the change does not apply), or both; its models in ``unet/seed<N>-<tag>``, its figures
+    under `key` and its columns under `title` (the default's under `default_title`). Per scene the OA change against the rules' map per
+    seed, its mean and the worst class recall change, and the mean of both fused with the rules as
+    the inference graph does; then the means, the trainings at +0.02 or more and the recall losses
+    of the benchmark's scenes and of the local ones. ``(table, result)``."""
     from snap_operators.science.fusion import DEFAULT_MIN_MARGIN, fuse_classes
-    from snap_operators.science.indices import find_s2_band
-    from snap_pc_models.dataset import build_dataset, build_input_product
 
     sets = unet_datasets([s for s, _ in data.values()], work)
     names = [n for n, (s, _) in data.items() if s.scored and not s.weak]
@@ -1822,31 +1829,23 @@ def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple
         scene, arrays = data[n]
         image, ref = _image_key(scene, work), arrays["reference"]
         own = sets[image]
-        product, _ = build_input_product(image, None, list(UNET_BANDS), [])
-        red = [b for b in RED_EDGE_BANDS if find_s2_band(product, b) is not None]
-        folder = own.parent / "dataset-rededge"
-        if red:
-            info = json.loads((own / "dataset.json").read_text())
-            _keep(folder / "dataset.json", [own / "dataset.json"],
-                  lambda: build_dataset(image, own.parent / "labels.gpkg", folder, bands=list(UNET_BANDS) + red,
-                                        indices=UNET_INDICES, patch_size=info["patch_size"],
-                                        block_size=info["block_size"], overwrite=True), red)
+        folder, adds = dataset_for(image, own) if dataset_for else (own, [])
         r, margin = scores(shipped[n], ref), rule_margin_map(own)
-        entry = {"bands": red}
-        for variant, (tag, dataset) in {"default": (default_key, own), "red_edge": ("rededge", folder)}.items():
-            if variant == "red_edge" and not red:
+        entry: dict[str, Any] = {"adds": adds}
+        for variant, (t, dataset, more) in {"default": (default_key, own, {}), key: (tag, folder, levers)}.items():
+            if dataset is None:
                 continue
             alone, fused = [], []
             for seed in SEEDS:
-                pred, _ = unet_map([dataset], dataset, work / "unet" / f"seed{seed}-{tag}" / f"{own.parent.name}.onnx",
-                                   seed=seed, **CHOSEN)
+                pred, _ = unet_map([dataset], dataset, work / "unet" / f"seed{seed}-{t}" / f"{own.parent.name}.onnx",
+                                   seed=seed, **CHOSEN, **more)
                 u, f = scores(pred, ref), scores(fuse_classes(shipped[n], margin, pred, DEFAULT_MIN_MARGIN), ref)
                 alone.append((u["oa"] - r["oa"], worst_recall_change(u, r)))
                 fused.append(f["oa"] - r["oa"])
             entry[variant] = {"changes": alone, "fused": fused}
         result[n] = {**entry, "local": scene.local}
-        cells = [f"{shown_name(n, scene)} ({', '.join(red) or 'none'})"]
-        for variant in ("default", "red_edge"):
+        cells = [shown_name(n, scene) + (f" ({', '.join(adds) or 'none'})" if dataset_for else "")]
+        for variant in ("default", key):
             got = entry.get(variant)
             oa = [v for v, _ in got["changes"]] if got else []
             cells += ([", ".join(f"{v:+.3f}" for v in oa), f"{np.mean(oa):+.3f}",
@@ -1854,22 +1853,55 @@ def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple
                       if got else ["-"] * 4)
         rows.append("| " + " | ".join(cells) + " |")
     for label, local in (("benchmark scenes", False), ("local scenes", True)):
-        group = [v for v in result.values() if v["local"] == local and "red_edge" in v]
+        group = [v for v in result.values() if v["local"] == local and key in v]
         if not group:
             continue
         cells = [f"**{label}**: trainings at +{OA_GAIN_TARGET:g} or more, mean, recall losses > {MAX_RECALL_LOSS:g}, "
                  "fused mean"]
-        for variant in ("default", "red_edge"):
+        for variant in ("default", key):
             ch = [c for v in group for c in v[variant]["changes"]]
             cells += [f"{sum(d >= OA_GAIN_TARGET for d, _ in ch)} of {len(ch)}", f"{np.mean([d for d, _ in ch]):+.3f}",
                       f"{sum(w < -MAX_RECALL_LOSS for _, w in ch)} losses",
                       f"{np.mean([f for v in group for f in v[variant]['fused']]):+.3f}"]
         rows.append("| " + " | ".join(cells) + " |")
     seeds = "/".join(map(str, SEEDS))
-    header = (f"| scene (red-edge bands it has) | {', '.join(UNET_BANDS)}: OA change, seeds {seeds} | mean | "
-              "worst class recall change | fused as the inference graph does: mean | + red edge: OA change, seeds "
+    header = (f"| {first_column} | {default_title}: OA change, seeds {seeds} | mean | "
+              f"worst class recall change | fused as the inference graph does: mean | {title}: OA change, seeds "
               f"{seeds} | mean | worst class recall change | fused: mean |\n|---|---|---|---|---|---|---|---|---|")
     return header + "\n" + "\n".join(rows), result
+
+
+def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
+    """:func:`variant_table` of the image's ``RED_EDGE_BANDS`` added to ``UNET_BANDS`` (on the own
+    dataset's patch and block sizes; a scene whose image has none is trained once, as the default)."""
+    from snap_operators.science.indices import find_s2_band
+    from snap_pc_models.dataset import build_dataset, build_input_product
+
+    def with_red_edge(image: str, own: Path) -> tuple[Path | None, list[str]]:
+        product, _ = build_input_product(image, None, list(UNET_BANDS), [])
+        red = [b for b in RED_EDGE_BANDS if find_s2_band(product, b) is not None]
+        if not red:
+            return None, red
+        folder, info = own.parent / "dataset-rededge", json.loads((own / "dataset.json").read_text())
+        _keep(folder / "dataset.json", [own / "dataset.json"],
+              lambda: build_dataset(image, own.parent / "labels.gpkg", folder, bands=list(UNET_BANDS) + red,
+                                    indices=UNET_INDICES, patch_size=info["patch_size"],
+                                    block_size=info["block_size"], overwrite=True), red)
+        return folder, red
+
+    return variant_table(data, shipped, work, "red_edge", "rededge", "+ red edge", dataset_for=with_red_edge,
+                         first_column="scene (red-edge bands it has)")
+
+
+#: Base filters of the wider network the width table trains (``--unet-width``; ``small`` has 8).
+WIDE_FILTERS = 16
+
+
+def width_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
+    """:func:`variant_table` of the ``small`` network with ``WIDE_FILTERS`` base filters (about
+    four times the weights): whether the network's capacity, not its labels, holds it back."""
+    return variant_table(data, shipped, work, "wide", f"filters{WIDE_FILTERS}", f"{WIDE_FILTERS} base filters",
+                         default_title="8 base filters (small)", base_filters=WIDE_FILTERS)
 
 
 def threshold_loso_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> str:
@@ -2039,6 +2071,8 @@ def main(argv=None) -> int:
     ap.add_argument("--unet-red-edge", action="store_true", help="the seed table's default training on each "
                     "scene's own rule masks with and without the red-edge bands the image has (B5 B6 B7 B8A), each "
                     "of SEEDS (tried 2026-12-07, not kept)")
+    ap.add_argument("--unet-width", action="store_true", help="the seed table's default training on each scene's "
+                    f"own rule masks with 8 and {WIDE_FILTERS} base filters, each of SEEDS (tried 2026-12-07, not kept)")
     ap.add_argument("--unet-sizes", action="store_true", help="snap-pc train's defaults on each scene's own rule "
                     "masks with the patch and block sizes of before and those fitted to the image, each of SEEDS")
     args = ap.parse_args(argv)
@@ -2145,6 +2179,11 @@ def main(argv=None) -> int:
         red_edge_md, red_edge_result = red_edge_table(data, shipped, args.work)
         print("\n## U-Net with the red-edge bands\n" + red_edge_md, flush=True)
         save_result(RED_EDGE_RESULTS, red_edge_result)
+    width_md = None
+    if args.unet_width:
+        width_md, width_result = width_table(data, shipped, args.work)
+        print(f"\n## U-Net with {WIDE_FILTERS} base filters\n" + width_md, flush=True)
+        save_result(WIDTH_RESULTS, width_result)
     sizes_md = None
     if args.unet_sizes:
         sizes_md, sizes_result = sizes_table(data, shipped, args.work)
@@ -2272,7 +2311,7 @@ def main(argv=None) -> int:
                 text = replace_block(text, key, body)
             DOC.write_text(text)
         if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md \
-                or ensemble_md or fusion_md or sizes_md or s1s2_md or intervals_md or red_edge_md:
+                or ensemble_md or fusion_md or sizes_md or s1s2_md or intervals_md or red_edge_md or width_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
@@ -2302,6 +2341,8 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-sizes", sizes_md)
             if red_edge_md:
                 text = replace_block(text, "unet-red-edge", red_edge_md)
+            if width_md:
+                text = replace_block(text, "unet-width", width_md)
             if s1s2_md:
                 text = replace_block(text, "unet-s1s2-fusion", s1s2_md)
             UNET_DOC.write_text(text)

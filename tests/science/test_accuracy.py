@@ -909,8 +909,8 @@ def test_the_red_edge_table_adds_the_bands_each_image_has_to_the_seed_tables_tra
     assert sorted(built) == [(n, [*bench.UNET_BANDS, *b], bench.UNET_INDICES, 32, 64)
                              for n, b in (("far", ["B5", "B6", "B7", "B8A"]), ("full", ["B5", "B6", "B7", "B8A"]),
                                           ("partial", ["B6", "B7"]))]
-    assert "weak" not in result and result["none"]["bands"] == [] and "red_edge" not in result["none"]
-    assert result["partial"]["bands"] == ["B6", "B7"]
+    assert "weak" not in result and result["none"]["adds"] == [] and "red_edge" not in result["none"]
+    assert result["partial"]["adds"] == ["B6", "B7"]
     assert {c[0] for c in calls} == {"full", "partial", "none", "far"}
     assert not [c for c in calls if c[0] == "none" and c[1] == "dataset-rededge"]
     assert {c[2] for c in calls} == {f"seed{s}-{t}" for s in bench.SEEDS for t in ("bal", "rededge")}
@@ -927,6 +927,34 @@ def test_the_red_edge_table_adds_the_bands_each_image_has_to_the_seed_tables_tra
     assert rows[-2] == ("| **benchmark scenes**: trainings at +0.02 or more, mean, recall losses > 0.05, fused mean | "
                         "6 of 6 | +0.250 | 0 losses | +0.250 | 6 of 6 | +0.417 | 0 losses | +0.250 |")
     assert rows[-1].startswith("| **local scenes**: ") and "3 of 3 | +0.250 |" in rows[-1]
+
+
+def test_the_width_table_trains_the_seed_tables_default_wider_on_the_same_datasets(monkeypatch, tmp_path):
+    ref = np.array([[1, 1, 3, 3]])
+    data = {n: (_Scene(n, local=n == "far"), {"reference": ref}) for n in ("near", "far")}
+    monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work: {n: tmp_path / n / "dataset" for n in data})
+    monkeypatch.setattr(bench, "_image_key", lambda scene, work: scene.name)
+    calls = []
+
+    def unet_map(datasets, image_dataset, out, **levers):
+        calls.append((image_dataset.parent.name, out.parent.name, levers))
+        return (ref if levers.get("base_filters") else np.array([[1, 1, 1, 1]])), {}
+
+    monkeypatch.setattr(bench, "unet_map", unet_map)
+    monkeypatch.setattr(bench, "rule_margin_map", lambda own: np.zeros((1, 4)))
+    md, result = bench.width_table(data, {n: np.array([[1, 1, 1, 3]]) for n in data}, tmp_path)
+    wide = [c for c in calls if "base_filters" in c[2]]
+    assert {c[2]["base_filters"] for c in wide} == {bench.WIDE_FILTERS} and len(wide) == 2 * len(bench.SEEDS)
+    assert {c[1] for c in wide} == {f"seed{s}-filters{bench.WIDE_FILTERS}" for s in bench.SEEDS}
+    assert all(c[2]["balance"] is True for c in calls) and len(calls) == 4 * len(bench.SEEDS)
+    assert result["near"]["default"]["changes"] == [(-0.25, -0.5)] * 3
+    assert result["near"]["wide"]["changes"] == [(0.25, 0.0)] * 3 and result["near"]["wide"]["fused"] == [0.25] * 3
+    rows = md.splitlines()
+    assert f"| {bench.WIDE_FILTERS} base filters: OA change" in rows[0]
+    assert rows[0].startswith("| scene | 8 base filters (small): OA change, seeds 0/1/2 |")
+    assert rows[2] == ("| near | -0.250, -0.250, -0.250 | -0.250 | -0.500 | -0.250 | +0.250, +0.250, +0.250 | +0.250 "
+                       "| +0.000 | +0.250 |")
+    assert rows[3].startswith("| far (local) |") and rows[-1].startswith("| **local scenes**: ")
 
 
 def test_the_s1s2_table_reads_the_shipped_graph_fused_and_alone_clear_and_clouded(monkeypatch, tmp_path):
