@@ -6,7 +6,7 @@ markers) and ``benchmarks/results/accuracy.json``. Usage::
     python benchmarks/bench_accuracy.py [--local DIR] [--scene-file YAML] [--no-loso] [--check-graph] [--no-docs]
                                         [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta] [--unet-ensemble] [--unet-fusion]]
                                         [--unet-levers] [--unet-seeds] [--unet-intervals] [--unet-sizes] [--unet-s1s2]
-                                        [--unet-red-edge] [--unet-width]
+                                        [--unet-red-edge] [--unet-width] [--unet-depth]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
 references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
@@ -45,9 +45,9 @@ adds scenes of your own, see :func:`scene_file_scenes`):
    the local scenes' own-mask trainings too), alone and fused, against the rules'
    map with 95 % intervals and McNemar's test over the reference's units (which
    own-mask gains are more than chance), and with ``--unet`` the models trained
-   without each scene the same way; ``--unet-red-edge`` and ``--unet-width`` train
-   the seed table's default beside itself with the red-edge bands, or with a
-   wider network (:func:`variant_table`).
+   without each scene the same way; ``--unet-red-edge``, ``--unet-width`` and
+   ``--unet-depth`` train the seed table's default beside itself with the red-edge
+   bands, a wider or a deeper network (:func:`variant_table`).
 
 Reference codes (``R_*``): 1 water, 2 bare soil, 3 trees/woody vegetation,
 4 built-up (buildings, pavement, urban fabric), 6 grass/herbaceous, 7
@@ -92,7 +92,6 @@ TTA_RESULTS = HERE / "results" / "unet_tta.json"
 FUSION_RESULTS = HERE / "results" / "unet_fusion.json"
 SIZES_RESULTS = HERE / "results" / "unet_sizes.json"
 RED_EDGE_RESULTS = HERE / "results" / "unet_red_edge.json"
-WIDTH_RESULTS = HERE / "results" / "unet_width.json"
 S1S2_RESULTS = HERE / "results" / "unet_s1s2_fusion.json"
 ENSEMBLE_RESULTS = HERE / "results" / "unet_ensemble.json"
 UNET_INTERVALS_RESULTS = HERE / "results" / "unet_intervals.json"
@@ -1893,15 +1892,20 @@ def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple
                          first_column="scene (red-edge bands it has)")
 
 
-#: Base filters of the wider network the width table trains (``--unet-width``; ``small`` has 8).
-WIDE_FILTERS = 16
+#: The network shapes ``--unet-width`` and ``--unet-depth`` train beside the ``small`` default:
+#: (result key, model folder tag, column title, the default's column title, configuration overrides).
+NETWORK_VARIANTS = {
+    "width": ("wide", "filters16", "16 base filters", "8 base filters (small)", {"base_filters": 16}),
+    "depth": ("deep", "depth4", "depth 4", "depth 3 (small)", {"depth": 4}),
+}
 
 
-def width_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple[str, dict]:
-    """:func:`variant_table` of the ``small`` network with ``WIDE_FILTERS`` base filters (about
-    four times the weights): whether the network's capacity, not its labels, holds it back."""
-    return variant_table(data, shipped, work, "wide", f"filters{WIDE_FILTERS}", f"{WIDE_FILTERS} base filters",
-                         default_title="8 base filters (small)", base_filters=WIDE_FILTERS)
+def network_table(data, shipped: Mapping[str, np.ndarray], work: Path, which: str) -> tuple[str, dict]:
+    """:func:`variant_table` of the ``small`` network in the shape ``NETWORK_VARIANTS[which]``
+    (wider: about four times the weights; deeper: one pooling more, twice the receptive field):
+    whether the network's capacity or context, not its labels, holds it back."""
+    key, tag, title, default_title, overrides = NETWORK_VARIANTS[which]
+    return variant_table(data, shipped, work, key, tag, title, default_title=default_title, **overrides)
 
 
 def threshold_loso_table(data, shipped: Mapping[str, np.ndarray], unet: Mapping[str, dict], work: Path) -> str:
@@ -2071,8 +2075,10 @@ def main(argv=None) -> int:
     ap.add_argument("--unet-red-edge", action="store_true", help="the seed table's default training on each "
                     "scene's own rule masks with and without the red-edge bands the image has (B5 B6 B7 B8A), each "
                     "of SEEDS (tried 2026-12-07, not kept)")
-    ap.add_argument("--unet-width", action="store_true", help="the seed table's default training on each scene's "
-                    f"own rule masks with 8 and {WIDE_FILTERS} base filters, each of SEEDS (tried 2026-12-07, not kept)")
+    for which, (_, _, title, default_title, _) in NETWORK_VARIANTS.items():
+        ap.add_argument(f"--unet-{which}", action="store_true", help="the seed table's default training on each "
+                        f"scene's own rule masks with {default_title} and with {title}, each of SEEDS (tried "
+                        "2026-12-07, not kept)")
     ap.add_argument("--unet-sizes", action="store_true", help="snap-pc train's defaults on each scene's own rule "
                     "masks with the patch and block sizes of before and those fitted to the image, each of SEEDS")
     args = ap.parse_args(argv)
@@ -2179,11 +2185,12 @@ def main(argv=None) -> int:
         red_edge_md, red_edge_result = red_edge_table(data, shipped, args.work)
         print("\n## U-Net with the red-edge bands\n" + red_edge_md, flush=True)
         save_result(RED_EDGE_RESULTS, red_edge_result)
-    width_md = None
-    if args.unet_width:
-        width_md, width_result = width_table(data, shipped, args.work)
-        print(f"\n## U-Net with {WIDE_FILTERS} base filters\n" + width_md, flush=True)
-        save_result(WIDTH_RESULTS, width_result)
+    network_md = {}
+    for which, (_, _, title, _, _) in NETWORK_VARIANTS.items():
+        if getattr(args, f"unet_{which}"):
+            network_md[which], network_result = network_table(data, shipped, args.work, which)
+            print(f"\n## U-Net with {title}\n" + network_md[which], flush=True)
+            save_result(HERE / "results" / f"unet_{which}.json", network_result)
     sizes_md = None
     if args.unet_sizes:
         sizes_md, sizes_result = sizes_table(data, shipped, args.work)
@@ -2311,7 +2318,7 @@ def main(argv=None) -> int:
                 text = replace_block(text, key, body)
             DOC.write_text(text)
         if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md \
-                or ensemble_md or fusion_md or sizes_md or s1s2_md or intervals_md or red_edge_md or width_md:
+                or ensemble_md or fusion_md or sizes_md or s1s2_md or intervals_md or red_edge_md or network_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
@@ -2341,8 +2348,8 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-sizes", sizes_md)
             if red_edge_md:
                 text = replace_block(text, "unet-red-edge", red_edge_md)
-            if width_md:
-                text = replace_block(text, "unet-width", width_md)
+            for which, body in network_md.items():
+                text = replace_block(text, f"unet-{which}", body)
             if s1s2_md:
                 text = replace_block(text, "unet-s1s2-fusion", s1s2_md)
             UNET_DOC.write_text(text)

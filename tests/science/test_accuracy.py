@@ -929,7 +929,7 @@ def test_the_red_edge_table_adds_the_bands_each_image_has_to_the_seed_tables_tra
     assert rows[-1].startswith("| **local scenes**: ") and "3 of 3 | +0.250 |" in rows[-1]
 
 
-def test_the_width_table_trains_the_seed_tables_default_wider_on_the_same_datasets(monkeypatch, tmp_path):
+def test_the_network_tables_train_the_seed_tables_default_wider_or_deeper_on_the_same_datasets(monkeypatch, tmp_path):
     ref = np.array([[1, 1, 3, 3]])
     data = {n: (_Scene(n, local=n == "far"), {"reference": ref}) for n in ("near", "far")}
     monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work: {n: tmp_path / n / "dataset" for n in data})
@@ -942,19 +942,25 @@ def test_the_width_table_trains_the_seed_tables_default_wider_on_the_same_datase
 
     monkeypatch.setattr(bench, "unet_map", unet_map)
     monkeypatch.setattr(bench, "rule_margin_map", lambda own: np.zeros((1, 4)))
-    md, result = bench.width_table(data, {n: np.array([[1, 1, 1, 3]]) for n in data}, tmp_path)
+    md, result = bench.network_table(data, {n: np.array([[1, 1, 1, 3]]) for n in data}, tmp_path, "width")
     wide = [c for c in calls if "base_filters" in c[2]]
-    assert {c[2]["base_filters"] for c in wide} == {bench.WIDE_FILTERS} and len(wide) == 2 * len(bench.SEEDS)
-    assert {c[1] for c in wide} == {f"seed{s}-filters{bench.WIDE_FILTERS}" for s in bench.SEEDS}
+    assert {c[2]["base_filters"] for c in wide} == {16} and len(wide) == 2 * len(bench.SEEDS)
+    assert {c[1] for c in wide} == {f"seed{s}-filters16" for s in bench.SEEDS}
     assert all(c[2]["balance"] is True for c in calls) and len(calls) == 4 * len(bench.SEEDS)
     assert result["near"]["default"]["changes"] == [(-0.25, -0.5)] * 3
     assert result["near"]["wide"]["changes"] == [(0.25, 0.0)] * 3 and result["near"]["wide"]["fused"] == [0.25] * 3
     rows = md.splitlines()
-    assert f"| {bench.WIDE_FILTERS} base filters: OA change" in rows[0]
+    assert "| 16 base filters: OA change" in rows[0]
     assert rows[0].startswith("| scene | 8 base filters (small): OA change, seeds 0/1/2 |")
     assert rows[2] == ("| near | -0.250, -0.250, -0.250 | -0.250 | -0.500 | -0.250 | +0.250, +0.250, +0.250 | +0.250 "
                        "| +0.000 | +0.250 |")
     assert rows[3].startswith("| far (local) |") and rows[-1].startswith("| **local scenes**: ")
+    calls.clear()
+    md, result = bench.network_table(data, {n: np.array([[1, 1, 1, 3]]) for n in data}, tmp_path, "depth")
+    deep = [c for c in calls if "depth" in c[2]]
+    assert {c[2]["depth"] for c in deep} == {4} and {c[1] for c in deep} == {f"seed{s}-depth4" for s in bench.SEEDS}
+    assert md.startswith("| scene | depth 3 (small): OA change") and "| depth 4: OA change" in md
+    assert "deep" in result["near"] and len(calls) == 4 * len(bench.SEEDS)
 
 
 def test_the_s1s2_table_reads_the_shipped_graph_fused_and_alone_clear_and_clouded(monkeypatch, tmp_path):
