@@ -1496,6 +1496,7 @@ def probability_map(model: Path, image_dataset: Path, augmentation: str = "none"
     from snap_pc_models.evaluate import predict_probabilities
 
     kept = model.parent / f"{model.stem}-{image_dataset.parent.name}.{augmentation}.probabilities.npz"
+
     def make():
         ids, probs = predict_probabilities(model, load_dataset_info(image_dataset), augmentation=augmentation)
         np.savez(kept, ids=np.asarray(ids), probabilities=probs)
@@ -1813,10 +1814,11 @@ def variant_table(data, shipped: Mapping[str, np.ndarray], work: Path, key: str,
     each scored scene's own rule masks, against one change to it: trained with more `levers`, on
     the dataset ``dataset_for(image, own dataset)`` gives (``(folder, what it adds)``; folder None
     where the change does not apply), or both; its models in ``unet/seed<N>-<tag>``, its figures
-    under `key` and its columns under `title` (the default's under `default_title`). Per scene the OA change against the rules' map per
-    seed, its mean and the worst class recall change, and the mean of both fused with the rules as
-    the inference graph does; then the means, the trainings at +0.02 or more and the recall losses
-    of the benchmark's scenes and of the local ones. ``(table, result)``."""
+    under `key`, its columns under `title` (the default's under `default_title`). Per scene the
+    OA change against the rules' map per seed, its mean and the worst class recall change, and the
+    mean of both fused with the rules as the inference graph does; then the means, the trainings
+    at +0.02 or more and the recall losses of the benchmark's scenes and of the local ones.
+    ``(table, result)``."""
     from snap_operators.science.fusion import DEFAULT_MIN_MARGIN, fuse_classes
 
     sets = unet_datasets([s for s, _ in data.values()], work)
