@@ -915,8 +915,9 @@ def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, 
     if levers.get("init"):  # a model retrained under the same path is another start
         asked["init_sha256"] = hashlib.sha256(Path(levers["init"]).read_bytes()).hexdigest()
     # reused only when trained by this code on the datasets as they are built now, with these options
-    if out.exists() and record.exists() and json.loads(record.read_text()).get("asked") == asked:
-        return json.loads(record.read_text())["metrics"], False
+    kept = json.loads(record.read_text()) if out.exists() and record.exists() else {}
+    if kept.get("asked") == asked:
+        return kept["metrics"], False
     result = train(list(datasets), out, overwrite=True, verbose=False, model_name=model_name, **training, **levers)
     record.write_text(json.dumps({"asked": asked, "metrics": result["metrics"]}, default=float))
     return result["metrics"], True
