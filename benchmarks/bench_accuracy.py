@@ -809,7 +809,7 @@ def unet_datasets(scenes: Sequence[Scene], work: Path, min_margin: float | None 
         labels, margin = d / "labels.gpkg", d / "classes_margin.tif"
         _keep(labels, [_first_band_file(key)], lambda: run_graph(load_graph(S2_GRAPH, {
             "input": key, "output": str(margin), "labels": str(labels), "outputMargin": "true"}),
-            ExecutionContext(overwrite=True)))
+            ExecutionContext(overwrite=True)), also=[margin])
         if min_margin is None:
             out[key] = _dataset(build_dataset, key, labels, d / "dataset")
         else:
@@ -869,25 +869,18 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def _file_state(path) -> str:
-    """`path`, its size and modification time: another file written there reads differently."""
-    path = Path(path)
-    if not path.exists():
-        return f"{path}: missing"
-    st = path.stat()
-    return f"{path}: {st.st_size} bytes, {st.st_mtime_ns} ns"
-
-
-def _keep(kept: Path, made_from: Sequence[Path], make: Callable[[], Any], *options) -> Path:
+def _keep(kept: Path, made_from: Sequence[Path], make: Callable[[], Any], *options,
+          also: Sequence[Path] = ()) -> Path:
     """`kept`, made by ``make()`` unless it is there, made by this code (:func:`code_fingerprint`)
     with these `options`, and newer than each file of `made_from`: a mask, dataset, model or map
     cached by other code, from other inputs (a model retrained under the same name, a dataset
     built again) or with other options is made again, never read as if it were this run's. What
-    made it is kept in ``<kept>.stamp``."""
+    made it is kept in ``<kept>.stamp``; `also` are the files ``make()`` writes beside `kept`
+    (made again when one is missing)."""
     stamp = hashlib.sha256(json.dumps([code_fingerprint(), *options], default=str).encode()).hexdigest()
     mark = Path(f"{kept}.stamp")
-    if not (kept.exists() and mark.exists() and mark.read_text() == stamp) \
-            or any(Path(f).exists() and kept.stat().st_mtime < Path(f).stat().st_mtime for f in made_from):
+    if not (kept.exists() and all(Path(f).exists() for f in also) and mark.exists() and mark.read_text() == stamp) \
+            or any(Path(f).exists() and kept.stat().st_mtime_ns < Path(f).stat().st_mtime_ns for f in made_from):
         make()
         mark.write_text(stamp)
     return kept
@@ -910,17 +903,18 @@ def trained(datasets: Sequence[Path], out: Path, model_name: str | None = None, 
     if levers.get("atmosphere") is None:  # train()'s default, made explicit in the record
         levers["atmosphere"] = default_atmosphere(len(datasets))
     asked = {"datasets": [str(d) for d in datasets], "training": training,
-             "levers": {"threshold_moving": None, **levers}, "model_name": model_name,
-             "built": [_file_state(Path(d) / "dataset.json") for d in datasets], "code": code_fingerprint()}
+             "levers": {"threshold_moving": None, **levers}, "model_name": model_name}
     if levers.get("init"):  # a model retrained under the same path is another start
         asked["init_sha256"] = hashlib.sha256(Path(levers["init"]).read_bytes()).hexdigest()
-    # reused only when trained by this code on the datasets as they are built now, with these options
-    kept = json.loads(record.read_text()) if out.exists() and record.exists() else {}
-    if kept.get("asked") == asked:
-        return kept["metrics"], False
-    result = train(list(datasets), out, overwrite=True, verbose=False, model_name=model_name, **training, **levers)
-    record.write_text(json.dumps({"asked": asked, "metrics": result["metrics"]}, default=float))
-    return result["metrics"], True
+    now = []
+
+    def train_and_record():
+        result = train(list(datasets), out, overwrite=True, verbose=False, model_name=model_name, **training, **levers)
+        record.write_text(json.dumps({"asked": asked, "metrics": result["metrics"]}, default=float))
+        now.append(True)
+
+    _keep(out, [Path(d) / "dataset.json" for d in datasets], train_and_record, asked, also=[record])
+    return json.loads(record.read_text())["metrics"], bool(now)
 
 
 def class_map(model: Path, image_dataset: Path, classes: Path, augmentation: str = "none") -> np.ndarray:

@@ -209,6 +209,7 @@ def test_a_kept_file_is_made_again_when_its_code_inputs_or_options_change(monkey
 
     assert keep("B2") == "1" and keep("B2") == "1"
     assert keep("B3") == "2"  # other options
+    os.utime(kept, (2_000_000, 2_000_000))  # the clock's grain can't tie it with the next write
     source.write_text("masks made again")  # newer than what was made from it
     assert keep("B3") == "3" and keep("B3") == "3"
     monkeypatch.setattr(bench, "code_fingerprint", lambda: "another code")
@@ -218,6 +219,13 @@ def test_a_kept_file_is_made_again_when_its_code_inputs_or_options_change(monkey
     # a file kept before the stamps were written is not trusted
     (tmp_path / "dataset.json.stamp").unlink()
     assert keep("B3") == "6"
+    # a file the same make() writes beside it, deleted alone, is made again with it
+    beside = tmp_path / "margin.tif"
+    assert bench._keep(kept, [source], make, "B3", also=[beside]).read_text() == "7"
+    beside.write_text("margin")
+    assert bench._keep(kept, [source], make, "B3", also=[beside]).read_text() == "7"
+    beside.unlink()
+    assert bench._keep(kept, [source], make, "B3", also=[beside]).read_text() == "8"
 
 
 @pytest.fixture
@@ -242,19 +250,23 @@ def test_a_cached_training_is_reused_only_when_trained_by_this_code_on_these_dat
     folder = tmp_path / "dataset"
     folder.mkdir()
     (folder / "dataset.json").write_text("{}")
+    os.utime(folder / "dataset.json", (1_000_000, 1_000_000))
     model = tmp_path / "m.onnx"
     assert bench.trained([folder], model, balance=True)[1]
     assert not bench.trained([folder], model, balance=True)[1]
     assert bench.trained([folder], model, balance=False)[1]  # other levers
-    (folder / "dataset.json").write_text('{"built": "again"}')
+    os.utime(model, (2_000_000, 2_000_000))
+    (folder / "dataset.json").write_text('{"built": "again"}')  # newer than the model
     assert bench.trained([folder], model, balance=False)[1] and not bench.trained([folder], model, balance=False)[1]
     monkeypatch.setattr(bench, "code_fingerprint", lambda: "another code")
     assert bench.trained([folder], model, balance=False)[1] and len(calls) == 4
-    # a record of before (no code in it) is trained again
-    record = json.loads(Path(f"{model}.bench.json").read_text())
-    del record["asked"]["code"]
-    Path(f"{model}.bench.json").write_text(json.dumps(record))
+    # the metrics are read from the record: without it the model is trained again
+    Path(f"{model}.bench.json").unlink()
     assert bench.trained([folder], model, balance=False)[1] and len(calls) == 5
+    # a model of before the stamps (or one copied without its stamp) is trained again
+    Path(f"{model}.stamp").unlink()
+    assert bench.trained([folder], model, balance=False)[1] and len(calls) == 6
+    assert bench.trained([folder], model, balance=False) == ({"vanished_classes": []}, False)
     assert bench.rescued({"levers": {"threshold_moving": {"rescued": [2]}}})
     assert not bench.rescued({"levers": {"threshold_moving": {"rescued": []}}}) and not bench.rescued({})
 
