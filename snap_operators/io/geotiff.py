@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -48,7 +47,7 @@ from rasterio.windows import Window
 from ..core.errors import ProductReadError
 from ..core.product import DEFAULT_TILE_SIZE, ClassInfo, MetadataElement, Product
 from .dimap import DimapBandInfo, DimapHeader, parse_dimap_header, virtual_band
-from .raster_bands import BandSource, build_bands, damage_hint, error_text, select_names
+from .raster_bands import BandSource, build_bands, damage_hint, error_text, open_quietly, select_names
 from .times import parse_datetime
 
 log = logging.getLogger(__name__)
@@ -71,9 +70,7 @@ SNAP_HEADER_MAX_BYTES = 64 << 20
 def open_raster(path: str | Path):
     """``rasterio.open`` with a one-line :class:`ProductReadError` on failure."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            return rasterio.open(str(path))
+        return open_quietly(str(path))
     except (rasterio.errors.RasterioError, OSError) as exc:
         text = error_text(exc)
         raise ProductReadError(f"cannot open {path}: {text}{damage_hint(text)}") from None

@@ -146,6 +146,21 @@ def _cache() -> "OrderedDict[str, tuple]":
     return cache
 
 
+#: warnings.catch_warnings swaps one process-wide filter list in and out: two threads inside it at
+#: once restore each other's lists, which leaves "ignore" filters behind for good and lets the
+#: warning through meanwhile. Engine threads open band files concurrently, so the swap is serialised.
+_QUIET_OPEN = threading.Lock()
+
+
+def open_quietly(path: str, **kwargs):
+    """``rasterio.open(path, **kwargs)`` without ``NotGeoreferencedWarning``, safe to call from
+    several threads at once. A raster without a geotransform is read in pixel coordinates; the
+    operators that need a map geocoding refuse it with their own error."""
+    with _QUIET_OPEN, warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        return rasterio.open(path, **kwargs)
+
+
 def open_dataset(path: str):
     """This thread's open rasterio dataset for `path` (reopened if the file changed)."""
     cache = _cache()
@@ -159,9 +174,7 @@ def open_dataset(path: str):
         ds.close()
         del cache[path]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            ds = rasterio.open(path, sharing=False)
+        ds = open_quietly(path, sharing=False)
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise ProductReadError(f"cannot open {path}: {error_text(exc)}") from None
     cache[path] = (sig, ds)

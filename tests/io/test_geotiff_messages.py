@@ -68,3 +68,36 @@ def test_read_error_names_the_band(tmp_path):
     with pytest.raises(ProductReadError, match=r"cannot read band B11 \(band 3 of the file\) of .*r.tif, rows 32..64, "
                                                r"cols 32..64: .*the file is truncated or damaged"):
         array[32:, 32:].compute()
+
+
+def test_band_files_opened_from_many_threads_leave_the_warning_filters_as_they_were(tmp_path):
+    """The engine's threads open band files at once; warnings.catch_warnings raced between them,
+    leaving an "ignore" filter behind for the whole process and a NotGeoreferencedWarning shown."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from snap_operators.io import raster_bands
+
+    paths = []
+    for i in range(16):  # no geotransform: the warning the open holds back
+        paths.append(str(tmp_path / f"b{i}.tif"))
+        with pytest.warns(rasterio.errors.NotGeoreferencedWarning), \
+                rasterio.open(paths[-1], "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as ds:
+            ds.write(np.zeros((1, 4, 4), "uint8"))
+
+    def open_and_close(_):
+        for _ in range(5):
+            for p in paths:
+                raster_bands.open_dataset(p)
+            for p in paths:
+                raster_bands._forget(p)
+
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        inside = list(warnings.filters)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(open_and_close, range(8)))
+        assert warnings.filters == inside
+    assert warnings.filters == before
+    assert not [w for w in shown if issubclass(w.category, rasterio.errors.NotGeoreferencedWarning)]
