@@ -34,7 +34,6 @@ import json
 import math
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -105,10 +104,10 @@ def read_raster(path: str | Path, max_edge: int = MAX_EDGE) -> Raster:
     import rasterio
     from rasterio.enums import Resampling
 
+    from ..io.raster_bands import open_quietly
+
     try:
-        with warnings.catch_warnings():  # a grid without coordinates is drawn in pixels: nothing to warn of
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            ds = rasterio.open(path)
+        ds = open_quietly(path)  # a grid without coordinates is drawn in pixels: nothing to warn of
     except rasterio.errors.RasterioIOError as exc:
         raise SnapPcError(f"cannot open {path}: {exc}") from None
     with ds:
