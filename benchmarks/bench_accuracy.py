@@ -6,7 +6,7 @@ markers) and ``benchmarks/results/accuracy.json``. Usage::
     python benchmarks/bench_accuracy.py [--local DIR] [--scene-file YAML] [--no-loso] [--check-graph] [--no-docs]
                                         [--scenes A,B] [--unet [--ship] [--finetune] [--unet-tta] [--unet-ensemble] [--unet-fusion]]
                                         [--unet-levers] [--unet-seeds] [--unet-intervals] [--unet-sizes] [--unet-s1s2]
-                                        [--unet-red-edge] [--unet-width] [--unet-depth]
+                                        [--unet-red-edge] [--unet-width] [--unet-depth] [--unet-epochs]
 
 What it does, per scene (``SCENES``; real Sentinel-2 subsets with independent
 references from ``../shared/data`` and ``tests/data``; ``--local DIR`` adds
@@ -45,9 +45,10 @@ adds scenes of your own, see :func:`scene_file_scenes`):
    the local scenes' own-mask trainings too), alone and fused, against the rules'
    map with 95 % intervals and McNemar's test over the reference's units (which
    own-mask gains are more than chance), and with ``--unet`` the models trained
-   without each scene the same way; ``--unet-red-edge``, ``--unet-width`` and
-   ``--unet-depth`` train the seed table's default beside itself with the red-edge
-   bands, a wider or a deeper network (:func:`variant_table`).
+   without each scene the same way; ``--unet-red-edge``, ``--unet-width``,
+   ``--unet-depth`` and ``--unet-epochs`` train the seed table's default beside itself
+   with the red-edge bands, a wider or a deeper network, or twice the epochs
+   (:func:`variant_table`).
 
 Reference codes (``R_*``): 1 water, 2 bare soil, 3 trees/woody vegetation,
 4 built-up (buildings, pavement, urban fabric), 6 grass/herbaceous, 7
@@ -1889,19 +1890,23 @@ def red_edge_table(data, shipped: Mapping[str, np.ndarray], work: Path) -> tuple
                          first_column="scene (red-edge bands it has)")
 
 
-#: The network shapes ``--unet-width`` and ``--unet-depth`` train beside the ``small`` default:
-#: (result key, model folder tag, column title, the default's column title, configuration overrides).
-NETWORK_VARIANTS = {
+#: The network shapes and training lengths ``--unet-width``, ``--unet-depth`` and ``--unet-epochs``
+#: train beside the ``small`` default: (result key, model folder tag, column title, the default's
+#: column title, configuration or training overrides).
+TRAINING_VARIANTS = {
     "width": ("wide", "filters16", "16 base filters", "8 base filters (small)", {"base_filters": 16}),
     "depth": ("deep", "depth4", "depth 4", "depth 3 (small)", {"depth": 4}),
+    "epochs": ("long", "epochs60", "60 epochs at most", f"{UNET_TRAINING['epochs']} epochs at most",
+               {"epochs": 60}),
 }
 
 
-def network_table(data, shipped: Mapping[str, np.ndarray], work: Path, which: str) -> tuple[str, dict]:
-    """:func:`variant_table` of the ``small`` network in the shape ``NETWORK_VARIANTS[which]``
-    (wider: about four times the weights; deeper: one pooling more, twice the receptive field):
-    whether the network's capacity or context, not its labels, holds it back."""
-    key, tag, title, default_title, overrides = NETWORK_VARIANTS[which]
+def training_variant_table(data, shipped: Mapping[str, np.ndarray], work: Path, which: str) -> tuple[str, dict]:
+    """:func:`variant_table` of the ``small`` network in the shape or with the training
+    ``TRAINING_VARIANTS[which]`` (wider: about four times the weights; deeper: one pooling more,
+    twice the receptive field; longer: twice the epochs, early stopping as before): whether the
+    network's capacity, its context or a training cut short, not its labels, holds it back."""
+    key, tag, title, default_title, overrides = TRAINING_VARIANTS[which]
     return variant_table(data, shipped, work, key, tag, title, default_title=default_title, **overrides)
 
 
@@ -2072,10 +2077,10 @@ def main(argv=None) -> int:
     ap.add_argument("--unet-red-edge", action="store_true", help="the seed table's default training on each "
                     "scene's own rule masks with and without the red-edge bands the image has (B5 B6 B7 B8A), each "
                     "of SEEDS (tried 2026-12-07, not kept)")
-    for which, (_, _, title, default_title, _) in NETWORK_VARIANTS.items():
+    for which, (_, _, title, default_title, _) in TRAINING_VARIANTS.items():
         ap.add_argument(f"--unet-{which}", action="store_true", help="the seed table's default training on each "
-                        f"scene's own rule masks with {default_title} and with {title}, each of SEEDS (tried "
-                        "2026-12-07, not kept)")
+                        f"scene's own rule masks with {default_title} and with {title}, each of SEEDS "
+                        "(docs/unet.md says what each gave)")
     ap.add_argument("--unet-sizes", action="store_true", help="snap-pc train's defaults on each scene's own rule "
                     "masks with the patch and block sizes of before and those fitted to the image, each of SEEDS")
     args = ap.parse_args(argv)
@@ -2182,12 +2187,12 @@ def main(argv=None) -> int:
         red_edge_md, red_edge_result = red_edge_table(data, shipped, args.work)
         print("\n## U-Net with the red-edge bands\n" + red_edge_md, flush=True)
         save_result(RED_EDGE_RESULTS, red_edge_result)
-    network_md = {}
-    for which, (_, _, title, _, _) in NETWORK_VARIANTS.items():
+    variant_md = {}
+    for which, (_, _, title, _, _) in TRAINING_VARIANTS.items():
         if getattr(args, f"unet_{which}"):
-            network_md[which], network_result = network_table(data, shipped, args.work, which)
-            print(f"\n## U-Net with {title}\n" + network_md[which], flush=True)
-            save_result(HERE / "results" / f"unet_{which}.json", network_result)
+            variant_md[which], variant_result = training_variant_table(data, shipped, args.work, which)
+            print(f"\n## U-Net with {title}\n" + variant_md[which], flush=True)
+            save_result(HERE / "results" / f"unet_{which}.json", variant_result)
     sizes_md = None
     if args.unet_sizes:
         sizes_md, sizes_result = sizes_table(data, shipped, args.work)
@@ -2315,7 +2320,7 @@ def main(argv=None) -> int:
                 text = replace_block(text, key, body)
             DOC.write_text(text)
         if levers_md or unet or finetune_md or seeds_md or tm_loso_md or atmosphere_md or shipped_seeds_md or tta_md \
-                or ensemble_md or fusion_md or sizes_md or s1s2_md or intervals_md or red_edge_md or network_md:
+                or ensemble_md or fusion_md or sizes_md or s1s2_md or intervals_md or red_edge_md or variant_md:
             text = UNET_DOC.read_text()
             if levers_md:
                 text = replace_block(text, "unet-levers", levers_md)
@@ -2345,7 +2350,7 @@ def main(argv=None) -> int:
                 text = replace_block(text, "unet-sizes", sizes_md)
             if red_edge_md:
                 text = replace_block(text, "unet-red-edge", red_edge_md)
-            for which, body in network_md.items():
+            for which, body in variant_md.items():
                 text = replace_block(text, f"unet-{which}", body)
             if s1s2_md:
                 text = replace_block(text, "unet-s1s2-fusion", s1s2_md)

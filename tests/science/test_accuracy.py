@@ -941,7 +941,7 @@ def test_the_red_edge_table_adds_the_bands_each_image_has_to_the_seed_tables_tra
     assert rows[-1].startswith("| **local scenes**: ") and "3 of 3 | +0.250 |" in rows[-1]
 
 
-def test_the_network_tables_train_the_seed_tables_default_wider_or_deeper_on_the_same_datasets(monkeypatch, tmp_path):
+def test_the_variant_tables_train_the_seed_tables_default_wider_deeper_or_longer_on_the_same_datasets(monkeypatch, tmp_path):
     ref = np.array([[1, 1, 3, 3]])
     data = {n: (_Scene(n, local=n == "far"), {"reference": ref}) for n in ("near", "far")}
     monkeypatch.setattr(bench, "unet_datasets", lambda scenes, work: {n: tmp_path / n / "dataset" for n in data})
@@ -954,7 +954,7 @@ def test_the_network_tables_train_the_seed_tables_default_wider_or_deeper_on_the
 
     monkeypatch.setattr(bench, "unet_map", unet_map)
     monkeypatch.setattr(bench, "rule_margin_map", lambda own: np.zeros((1, 4)))
-    md, result = bench.network_table(data, {n: np.array([[1, 1, 1, 3]]) for n in data}, tmp_path, "width")
+    md, result = bench.training_variant_table(data, {n: np.array([[1, 1, 1, 3]]) for n in data}, tmp_path, "width")
     wide = [c for c in calls if "base_filters" in c[2]]
     assert {c[2]["base_filters"] for c in wide} == {16} and len(wide) == 2 * len(bench.SEEDS)
     assert {c[1] for c in wide} == {f"seed{s}-filters16" for s in bench.SEEDS}
@@ -968,11 +968,17 @@ def test_the_network_tables_train_the_seed_tables_default_wider_or_deeper_on_the
                        "| +0.000 | +0.250 |")
     assert rows[3].startswith("| far (local) |") and rows[-1].startswith("| **local scenes**: ")
     calls.clear()
-    md, result = bench.network_table(data, {n: np.array([[1, 1, 1, 3]]) for n in data}, tmp_path, "depth")
+    md, result = bench.training_variant_table(data, {n: np.array([[1, 1, 1, 3]]) for n in data}, tmp_path, "depth")
     deep = [c for c in calls if "depth" in c[2]]
     assert {c[2]["depth"] for c in deep} == {4} and {c[1] for c in deep} == {f"seed{s}-depth4" for s in bench.SEEDS}
     assert md.startswith("| scene | depth 3 (small): OA change") and "| depth 4: OA change" in md
     assert "deep" in result["near"] and len(calls) == 4 * len(bench.SEEDS)
+    calls.clear()
+    md, result = bench.training_variant_table(data, {n: np.array([[1, 1, 1, 3]]) for n in data}, tmp_path, "epochs")
+    long = [c for c in calls if "epochs" in c[2]]
+    assert {c[2]["epochs"] for c in long} == {60} and {c[1] for c in long} == {f"seed{s}-epochs60" for s in bench.SEEDS}
+    assert md.startswith(f"| scene | {bench.UNET_TRAINING['epochs']} epochs at most: OA change")
+    assert "long" in result["near"] and len(calls) == 4 * len(bench.SEEDS)
 
 
 def test_the_s1s2_table_reads_the_shipped_graph_fused_and_alone_clear_and_clouded(monkeypatch, tmp_path):
