@@ -148,7 +148,8 @@ def _cache() -> "OrderedDict[str, tuple]":
 
 #: warnings.catch_warnings swaps one process-wide filter list in and out: two threads inside it at
 #: once restore each other's lists, which leaves "ignore" filters behind for good and lets the
-#: warning through meanwhile. Engine threads open band files concurrently, so the swap is serialised.
+#: warning through meanwhile. Engine threads open band files concurrently, so the swap is serialised
+#: (each thread opens a file once and keeps it: the opens wait on each other, the reads do not).
 _QUIET_OPEN = threading.Lock()
 
 
