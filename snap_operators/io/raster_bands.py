@@ -148,18 +148,25 @@ def _cache() -> "OrderedDict[str, tuple]":
 
 #: warnings.catch_warnings swaps one process-wide filter list in and out: two threads inside it at
 #: once restore each other's lists, which leaves "ignore" filters behind for good and lets the
-#: warning through meanwhile. Engine threads open band files concurrently, so the swap is serialised
-#: (each thread opens a file once and keeps it: the opens wait on each other, the reads do not).
+#: warning through meanwhile. Engine threads open band files concurrently, so the swap is serialised;
+#: a file once seen georeferenced opens without it (no warning to hold back), so remote files
+#: (/vsicurl/) do not wait on each other's round trips.
 _QUIET_OPEN = threading.Lock()
+_GEOREFERENCED: set[str] = set()
 
 
 def open_quietly(path: str, **kwargs):
     """``rasterio.open(path, **kwargs)`` without ``NotGeoreferencedWarning``, safe to call from
     several threads at once. A raster without a geotransform is read in pixel coordinates; the
     operators that need a map geocoding refuse it with their own error."""
+    if path in _GEOREFERENCED:
+        return rasterio.open(path, **kwargs)
     with _QUIET_OPEN, warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        return rasterio.open(path, **kwargs)
+        ds = rasterio.open(path, **kwargs)
+    if not ds.transform.is_identity or ds.gcps[0] or ds.rpcs:
+        _GEOREFERENCED.add(path)
+    return ds
 
 
 def open_dataset(path: str):

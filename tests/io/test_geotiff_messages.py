@@ -101,3 +101,31 @@ def test_band_files_opened_from_many_threads_leave_the_warning_filters_as_they_w
         assert warnings.filters == inside
     assert warnings.filters == before
     assert not [w for w in shown if issubclass(w.category, rasterio.errors.NotGeoreferencedWarning)]
+
+
+def test_a_georeferenced_file_opens_without_waiting_on_the_quiet_open_lock(tmp_path):
+    """Only a file that may warn needs the serialised filter swap: a remote band file must not wait
+    on another thread's open once it is known to be georeferenced."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from rasterio.transform import from_origin
+
+    from snap_operators.io import raster_bands
+
+    geo, bare = str(tmp_path / "geo.tif"), str(tmp_path / "bare.tif")
+    with rasterio.open(geo, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000, 5000000, 10, 10)) as ds:
+        ds.write(np.zeros((1, 4, 4), "uint8"))
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), \
+            rasterio.open(bare, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as ds:
+        ds.write(np.zeros((1, 4, 4), "uint8"))
+    for path in (geo, bare):
+        raster_bands.open_quietly(path).close()
+    assert geo in raster_bands._GEOREFERENCED and bare not in raster_bands._GEOREFERENCED
+    with ThreadPoolExecutor(1) as pool:
+        with raster_bands._QUIET_OPEN:  # as if another thread were opening a file that may warn
+            opening = pool.submit(raster_bands.open_quietly, geo)
+            wait([opening], timeout=10)
+            opened = opening.done()
+        opening.result().close()
+    assert opened
