@@ -107,7 +107,7 @@ def read_raster(path: str | Path, max_edge: int = MAX_EDGE) -> Raster:
     from ..io.raster_bands import open_quietly
 
     try:
-        ds = open_quietly(path)  # a grid without coordinates is drawn in pixels: nothing to warn of
+        ds = open_quietly(str(path))  # a grid without coordinates is drawn in pixels: nothing to warn of
     except rasterio.errors.RasterioIOError as exc:
         raise SnapPcError(f"cannot open {path}: {exc}") from None
     with ds:
