@@ -16,8 +16,15 @@ Two layouts are recognised (file names are matched case-insensitively):
   (BigEarthNet S1 patches, Google Earth Engine exports) bands
   ``Sigma0_VV_db`` / ``Sigma0_VH_db`` (SNAP's names for dB backscatter), unit
   ``dB``; as linear intensity (ASF's RTC products by default) ``Sigma0_VV`` /
-  ``Sigma0_VH``, unit ``intensity``; values as stored. The files do not say
-  which: a decimated read of the first one does (:func:`holds_db`).
+  ``Sigma0_VH``, unit ``intensity``; values as stored. The values say which
+  (a decimated read of the first file, :func:`holds_db`), and so does the
+  name of an ASF HyP3 RTC product (:func:`hyp3_rtc_name`: ``..._RTC30_G_gpuned_FD6A``,
+  gamma0 or sigma0, power, decibel or amplitude): where both say, they must
+  agree. HyP3's amplitude files are squared to intensity as they are read
+  (``Sigma0_VV``, unit ``intensity``): taken as intensity, every dB value
+  would be half what it is (water at -9 dB instead of -18). HyP3's gamma0
+  keeps the ``Sigma0_*`` names the project's Sentinel-1 channels are known
+  by; the band description and the metadata say gamma0.
 
 A ``*_labels_metadata.json`` beside the bands (BigEarthNet) goes into the
 metadata tree and gives the acquisition time; otherwise the time comes from a
@@ -34,7 +41,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..core.errors import ProductReadError
-from ..core.product import DEFAULT_TILE_SIZE, MetadataElement, Product
+from ..core.product import DEFAULT_TILE_SIZE, MetadataElement, Product, valid_mask
 from .geotiff import georeferencing, open_raster
 from .raster_bands import DB_NEGATIVE_SHARE, BandSource, build_bands, negative_share
 from .times import parse_datetime
@@ -62,6 +69,11 @@ MIN_UNIT_PIXELS = 100
 _S2_FILE = re.compile(r"^(?P<prefix>.+)_(?P<band>B(?:0?[1-9]|1[0-2]|8A))\.(?:jp2|tiff?)$", re.IGNORECASE)
 _S1_FILE = re.compile(r"^(?P<prefix>.+)_(?P<pol>VV|VH|HH|HV)\.tiff?$", re.IGNORECASE)
 _STAMP = re.compile(r"(\d{8}T\d{6})")
+#: ASF HyP3 RTC product names: S1x_yy_aaaaaaaaTbbbbbb_ppo_RTCzz_G_defklm_ssss (the product's README):
+#: d gamma0 (g) or sigma0 (s), e power (p), decibel (d) or amplitude (a).
+_HYP3_RTC = re.compile(r"_RTC\d{2}_G_(?P<backscatter>[gs])(?P<scale>[pda])[uw][nf][ec][dm]_[0-9A-Z]{4}$",
+                       re.IGNORECASE)
+_HYP3_SCALES = {"p": "power", "d": "decibel", "a": "amplitude"}
 
 
 def snap_band_name(token: str) -> str:
@@ -75,6 +87,22 @@ def s1_band_name(polarisation: str) -> str:
     return f"Sigma0_{polarisation.upper()}_db"
 
 
+def hyp3_rtc_name(prefix: str) -> tuple[str, str] | None:
+    """``(backscatter, scale)`` an ASF HyP3 RTC product's name gives, or None for another name.
+
+    backscatter is ``gamma0`` or ``sigma0``; scale ``power``, ``decibel`` or ``amplitude``.
+
+    >>> hyp3_rtc_name("S1A_IW_20180128T161201_DVP_RTC30_G_gpuned_FD6A")
+    ('gamma0', 'power')
+    >>> hyp3_rtc_name("S2B_MSIL2A_20170613T101031_0_48") is None
+    True
+    """
+    m = _HYP3_RTC.search(prefix)
+    if m is None:
+        return None
+    return ("gamma0" if m["backscatter"].lower() == "g" else "sigma0"), _HYP3_SCALES[m["scale"].lower()]
+
+
 def holds_db(path: str | Path) -> bool:
     """Whether the backscatter file `path` holds dB rather than linear intensity.
 
@@ -84,10 +112,33 @@ def holds_db(path: str | Path) -> bool:
     when fewer than :data:`MIN_UNIT_PIXELS` values remain (BigEarthNet's
     convention).
     """
+    return _reads_db(*_negative_share(path))
+
+
+def _negative_share(path: str | Path) -> tuple[float, int]:
     with open_raster(path) as ds:
         v = ds.read(1, out_shape=(min(ds.height, 256), min(ds.width, 256)), masked=True)
-    share, n = negative_share(v.compressed())
+    return negative_share(v.compressed())
+
+
+def _reads_db(share: float, n: int) -> bool:
     return n < MIN_UNIT_PIXELS or share > DB_NEGATIVE_SHARE
+
+
+def _s1_holds_db(folder: Path, prefix: str, first: Path) -> bool:
+    """Whether the folder's backscatter files hold dB: their values say, and a HyP3 RTC name must agree."""
+    share, n = _negative_share(first)
+    hyp3 = hyp3_rtc_name(prefix)
+    if hyp3 is None:
+        return _reads_db(share, n)
+    named_db = hyp3[1] == "decibel"
+    if n >= MIN_UNIT_PIXELS and _reads_db(share, n) != named_db:
+        raise ProductReadError(
+            f"{folder}: the product's name says {hyp3[1]} (ASF HyP3 RTC scale letter in {prefix}) but "
+            f"{first.name} holds {'linear' if named_db else 'dB'} values ({share:.1%} below 0): the files "
+            "were converted after ASF made them; convert them back, or rename them without the product code"
+        )
+    return named_db
 
 
 def find_band_files(folder: str | Path) -> tuple[str, str, dict[str, Path]]:
@@ -179,7 +230,8 @@ def read_band_folder(
     """
     folder = Path(path)
     kind, prefix, files = find_band_files(folder)
-    if kind == "S1" and not holds_db(next(iter(files.values()))):
+    hyp3 = hyp3_rtc_name(prefix) if kind == "S1" else None
+    if kind == "S1" and not _s1_holds_db(folder, prefix, next(iter(files.values()))):
         files = {name.removesuffix("_db"): f for name, f in files.items()}
     wavelengths = S2B_WAVELENGTHS if prefix.upper().startswith("S2B") else S2A_WAVELENGTHS
     sources = []
@@ -205,10 +257,13 @@ def read_band_folder(
                 )
             else:
                 db = name.endswith("_db")
+                what = "Gamma0 (terrain-flattened)" if hyp3 and hyp3[0] == "gamma0" else "Sigma0"
+                squared = ", squared from the file's amplitude" if hyp3 and hyp3[1] == "amplitude" else ""
                 source = BandSource(
                     name=name, path=str(f), index=1, shape=(ds.height, ds.width), file_dtype=dtype.str,
                     transform=transform, nodata=nodata, unit="dB" if db else "intensity",
-                    description=f"Sigma0 {name.split('_')[1]} backscatter {'in dB' if db else '(linear intensity)'}",
+                    description=f"{what} {name.split('_')[1]} backscatter "
+                                f"{'in dB' if db else f'(linear intensity{squared})'}",
                 )
             sources.append(source)
 
@@ -224,6 +279,7 @@ def read_band_folder(
     metadata.elements.append(MetadataElement("Band_Folder", {
         "folder": str(folder), "kind": kind, "prefix": prefix,
         **{f"file_{n}": f.name for n, f in files.items()},
+        **({"hyp3_backscatter": hyp3[0], "hyp3_scale": hyp3[1]} if hyp3 else {}),
     }))
     if labels is not None:
         metadata.elements.append(_json_element("labels_metadata", labels))
@@ -245,5 +301,12 @@ def read_band_folder(
         file_location=str(folder),
     )
     for band in bands:
+        if hyp3 and hyp3[1] == "amplitude":
+            band = band.replace(data=band.data.map_blocks(_squared, band.no_data, dtype=band.data.dtype))
         product.add_band(band)
     return product
+
+
+def _squared(block: np.ndarray, no_data) -> np.ndarray:
+    """Intensity from amplitude, no-data pixels kept as they are."""
+    return np.where(valid_mask(block, no_data), block * block, block)

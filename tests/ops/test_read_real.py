@@ -138,6 +138,47 @@ def test_s1_band_folder_of_linear_intensity(ben_s1, tmp_path, linear_copy):
     assert open_product(tmp_path / "lin", band_names=["Sigma0_VH"]).band_names == ["Sigma0_VH"]
 
 
+def _hyp3_copy(folder: Path, out: Path, code: str, convert) -> Path:
+    """The patch's VV and VH files (dB) as an ASF HyP3 RTC product of scale code `code` would name them,
+    their values ``convert(dB)``; 0 stays the fill value."""
+    out.mkdir()
+    for f in sorted(folder.glob("*_V?.tif")):
+        with rasterio.open(f) as src:
+            profile, db = src.profile, src.read(1).astype("float32")
+        name = f"S1B_IW_20170613T165043_DVP_RTC10_G_{code}_F3A1_{f.stem[-2:]}.tif"
+        with rasterio.open(out / name, "w", **{**profile, "dtype": "float32", "nodata": 0}) as dst:
+            dst.write(np.where(db == 0, 0, convert(db)).astype("float32"), 1)
+    return out
+
+
+def test_asf_hyp3_rtc_products_read_in_the_scale_their_name_gives(ben_s1, tmp_path):
+    """HyP3 names its RTC products with their scale (power, decibel, amplitude) and backscatter (gamma0,
+    sigma0). Amplitude read as intensity would put every dB value at half of what it is (water at -9 dB,
+    not -18), without a word: it is squared as it is read. A name that contradicts the values is refused."""
+    from snap_operators.core.errors import ProductReadError
+
+    folder = patches(ben_s1)[0]
+    db = open_product(folder)
+    vv_db = db.band("Sigma0_VV_db").data.compute()
+    power = open_product(_hyp3_copy(folder, tmp_path / "p", "gpuned", lambda x: 10 ** (x / 10)))
+    amplitude = open_product(_hyp3_copy(folder, tmp_path / "a", "gauned", lambda x: 10 ** (x / 20)))
+    decibel = open_product(_hyp3_copy(folder, tmp_path / "d", "sduned", lambda x: x))
+    assert power.band_names == amplitude.band_names == ["Sigma0_VV", "Sigma0_VH"]
+    assert decibel.band_names == ["Sigma0_VV_db", "Sigma0_VH_db"]
+    for product in (power, amplitude):
+        vv = product.band("Sigma0_VV")
+        assert vv.unit == "intensity" and vv.description.startswith("Gamma0 (terrain-flattened) VV")
+        np.testing.assert_allclose(10 * np.log10(vv.data.compute()), vv_db, atol=1e-4)
+    assert "squared from the file's amplitude" in amplitude.band("Sigma0_VH").description
+    assert decibel.band("Sigma0_VV_db").description.startswith("Sigma0 VV")
+    info = amplitude.metadata.element("Band_Folder").attributes
+    assert (info["hyp3_backscatter"], info["hyp3_scale"]) == ("gamma0", "amplitude")
+
+    relabelled = _hyp3_copy(folder, tmp_path / "x", "gpuned", lambda x: x)  # dB values under a power name
+    with pytest.raises(ProductReadError, match=r"name says power .* holds dB values"):
+        open_product(relabelled)
+
+
 def test_s1_and_s2_patches_share_the_grid(ben_s2, ben_s1):
     s2 = patches(ben_s2)[0]
     s1 = next(p for p in patches(ben_s1) if p.name.endswith(s2.name.split("_", 3)[-1][-5:]))
