@@ -736,24 +736,27 @@ UNET_TRAINING = {"config": "small", "epochs": 30, "patience": 5, "seed": 0}
 LEVERS = {  # each alone: balancing (the default of `snap-pc train` since it was chosen) is off in the others,
     # and so is the default's rescue by threshold moving, so that a lever that loses a class shows it
     name: dict(levers, threshold_moving=False) for name, levers in {
-        "cross-entropy (no lever)": {"balance": False},
-        "confident pixels (borders of 2 px left out)": {"ignore_border": 2, "balance": False},
-        "class-balanced patches": {"balance": True},
+        "cross-entropy (no lever)": {"loss": "ce", "balance": False},
+        "confident pixels (borders of 2 px left out)": {"ignore_border": 2, "loss": "ce", "balance": False},
+        "class-balanced patches": {"loss": "ce", "balance": True},
         "generalized cross-entropy": {"loss": "gce", "balance": False},
         "symmetric cross-entropy": {"loss": "sce", "balance": False},
         "hard bootstrapping": {"loss": "bootstrap", "balance": False},
-        "self-training (2 rounds, p >= 0.9)": {"self_training": 2, "balance": False},
-        "confident pixels (rule margin >= 0.2)": {"min_margin": 0.2, "balance": False},
-        "class-balanced patches + rule margin >= 0.2": {"min_margin": 0.2, "balance": True},
+        "label smoothing (0.1)": {"loss": "smooth", "balance": False},
+        "self-training (2 rounds, p >= 0.9)": {"self_training": 2, "loss": "ce", "balance": False},
+        "confident pixels (rule margin >= 0.2)": {"min_margin": 0.2, "loss": "ce", "balance": False},
+        "class-balanced patches + rule margin >= 0.2": {"min_margin": 0.2, "loss": "ce", "balance": True},
         # the multi-scene default (MULTI_SCENE_ATMOSPHERE), here on a model of the scene it learns
-        "class-balanced patches + other atmospheres (+/-0.08)": {"atmosphere": 0.08, "balance": True},
+        "class-balanced patches + other atmospheres (+/-0.08)": {"atmosphere": 0.08, "loss": "ce", "balance": True},
     }.items()
 }
 #: Levers trained with every seed of ``SEEDS`` (``--unet-seeds``): how much of a lever's effect is
 #: the seed's. Short keys name the models' folders. The rows without threshold moving train with
-#: `snap-pc train`'s default: thresholds moved only to rescue a class predicted nowhere.
+#: `snap-pc train`'s default: thresholds moved only to rescue a class predicted nowhere; the rows
+#: without a loss with its default (label smoothing on one scene, since 2026-12-07).
 SEED_RUNS = {
-    "class-balanced patches (default)": ("bal", {"balance": True}),
+    "class-balanced patches (default: + label smoothing)": ("bal", {"balance": True}),
+    "class-balanced patches, cross-entropy (the default before 2026-12-07)": ("bal+ce", {"balance": True, "loss": "ce"}),
     "class-balanced patches + rule margin >= 0.2": ("bal+m0.2", {"balance": True, "min_margin": 0.2}),
     "class-balanced patches + weight average (EMA 0.99)": ("bal+ema", {"balance": True, "weight_average": 0.99}),
     "class-balanced patches + threshold moving": ("bal+tm", {"balance": True, "threshold_moving": True}),

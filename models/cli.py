@@ -108,9 +108,10 @@ def add_command(sub) -> None:
                    help="with --rules-map: RuleFusion's minMargin, the graph's minRuleMargin (default 0.03; "
                    "Infinity: the network alone)")
     g = t.add_argument_group("learning from noisy, imbalanced rule labels (docs/unet.md measures each)")
-    g.add_argument("--loss", default="ce", choices=LOSSES,
-                   help="ce: cross-entropy; gce: generalized CE; sce: symmetric CE; bootstrap: hard bootstrapping "
-                   "(the last three are robust to label noise); soft Dice is added (default %(default)s)")
+    g.add_argument("--loss", choices=LOSSES,
+                   help="ce: cross-entropy; gce: generalized CE; sce: symmetric CE; bootstrap: hard bootstrapping; "
+                   "smooth: CE with label smoothing 0.1 (the last four are robust to label noise); soft Dice is "
+                   "added (default: smooth for one dataset trained from scratch, ce for several or with --init)")
     g.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
                    help="draw training patches class-balanced (and, with several datasets, scene-balanced), so that "
                    "a class with 0.5 %% of the pixels is seen (default on: the lever that lost a class least often on "

@@ -113,7 +113,7 @@ def test_training_batches_are_seen_through_other_atmospheres_and_validation_is_n
         train("unused", "unused.onnx", atmosphere=-0.1)
 
 
-@pytest.mark.parametrize("kind", ["ce", "gce", "sce", "bootstrap"])
+@pytest.mark.parametrize("kind", ["ce", "gce", "sce", "bootstrap", "smooth"])
 def test_losses_are_masked_and_rank_right_above_wrong(kind):
     weights = np.ones(3, "float32")
     loss = _loss(weights, 0.0, kind)
@@ -141,6 +141,26 @@ def test_noise_robust_losses_pull_less_on_a_confidently_contradicted_label():
             value = _loss(np.ones(3, "float32"), 0.0, kind)(y, p)
         grads[kind] = float(tf.norm(tape.gradient(value, p)))
     assert grads["gce"] < grads["ce"] / 100
+
+
+def test_label_smoothing_stops_pulling_short_of_certainty():
+    """Cross-entropy pulls every label to p = 1, a wrong one as hard as a right one; with label
+    smoothing the loss is lowest at 1 - eps + eps/K, so the network is never pushed to certainty."""
+    from snap_pc_models.train import SMOOTHING
+
+    y = np.array([[[0]]])
+    loss = _loss(np.ones(3, "float32"), 0.0, "smooth")
+    aim = 1 - SMOOTHING + SMOOTHING / 3
+
+    def at(p0):
+        rest = (1 - p0) / 2
+        return float(loss(y, np.array([[[[p0, rest, rest]]]], "float32")))
+
+    assert at(aim) < at(0.999) and at(aim) < at(0.8)
+    assert at(aim) < at(aim + 0.01) and at(aim) < at(aim - 0.01)
+    ce = _loss(np.ones(3, "float32"), 0.0, "ce")
+    assert float(ce(y, np.array([[[[0.999, 0.0005, 0.0005]]]], "float32"))) < float(
+        ce(y, np.array([[[[aim, (1 - aim) / 2, (1 - aim) / 2]]]], "float32")))
 
 
 def test_several_datasets_pool_their_normalization(scenes):
@@ -317,12 +337,18 @@ def test_atmospheres_are_the_default_of_a_model_for_other_scenes_only(scenes, tm
     assert f"other atmospheres (path reflectance up to +/-{MULTI_SCENE_ATMOSPHERE:g}" in capsys.readouterr().out
     assert "other atmospheres" in (tmp_path / "two.card.md").read_text()
     one = train(scenes / "ds3", tmp_path / "one.onnx", config="small", epochs=1, seed=0, base_filters=2)["metrics"]
-    assert one["levers"]["atmosphere"] == 0 and "atmospheres" not in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert one["levers"]["atmosphere"] == 0 and "atmospheres" not in said
+    # the loss follows the same rule: label smoothing for a model of its own scene, measured there only
+    assert (one["levers"]["loss"], two["levers"]["loss"]) == ("smooth", "ce")
+    assert "one dataset: label smoothing 0.1 (--loss ce for plain cross-entropy)" in said
+    assert "label smoothing (0.1)" in (tmp_path / "one.card.md").read_text()
     off = train([scenes / "ds3", scenes / "ds4"], tmp_path / "off.onnx", config="small", epochs=1, seed=0,
                 verbose=False, base_filters=2, atmosphere=0)["metrics"]
     assert off["levers"]["atmosphere"] == 0
     parser = _build_parser()
     assert parser.parse_args(["train", "ds", "--out", "m.onnx"]).atmosphere is None
+    assert parser.parse_args(["train", "ds", "--out", "m.onnx"]).loss is None
     assert parser.parse_args(["train", "ds", "--out", "m.onnx", "--atmosphere", "0"]).atmosphere == 0
 
 

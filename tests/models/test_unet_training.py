@@ -107,6 +107,8 @@ def test_small_model_beats_the_majority_baseline(trained, capsys):
         assert {"iou", "f1"} <= set(s["per_class"][0])
     # every class of the training labels is predicted somewhere: none vanished
     assert m["status"] == "ok" and m["vanished_classes"] == []
+    # one dataset from scratch: label smoothing by default (docs/unet.md "Label smoothing")
+    assert m["levers"]["loss"] == "smooth"
     assert all(m["predicted_pixels"][str(c)] > 0 for c in m["class_weights"])
     with capsys.disabled():
         print(f"\n  small U-Net on the synthetic scene: test mean IoU {m['test']['mean_iou']:.3f} "
@@ -422,6 +424,8 @@ def test_fine_tuning_with_a_reference_scores_the_model_it_started_from(trained, 
     assert set(ref["start_recall_change"]) == set(ref["recall_change"])
     card = (tmp_path / "ft.card.md").read_text()
     assert "the model it was fine-tuned from (model.onnx), as it was: " in card
+    # fine-tuned: cross-entropy by default, as the shipped model learnt (smoothing is measured from scratch)
+    assert tuned["metrics"]["levers"]["loss"] == "ce" and "weighted cross-entropy + soft Dice" in card
     assert ref["unet"]["overall_accuracy"] < ref["start"]["overall_accuracy"] - 0.05
     assert "fine-tuning ended under the model it started from" in caplog.text
     assert "**Warning:** fine-tuning ended under the model it started from" in card
