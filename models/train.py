@@ -755,6 +755,12 @@ def train(dataset, out, *, config: str = "small", epochs: int = 30, seed: int = 
         raise TrainError(f"dataset patches of {patch} px are not a multiple of {cfg.size_multiple} "
                          f"(2**depth of configuration '{cfg.name}'): rebuild the dataset with --patch-size")
     class_ids = [c["id"] for c in info["classes"]]
+    ceiling = 1.0 - SMOOTHING + SMOOTHING / len(class_ids)
+    if self_training and loss == "smooth" and confidence >= ceiling - 0.01:
+        # the smoothed loss is lowest at `ceiling`: hardly a prediction would reach the threshold
+        raise TrainError(f"--confidence {confidence:g}: with label smoothing the network's probabilities stop near "
+                         f"{ceiling:.2f} ({len(class_ids)} classes), so self-training would keep almost nothing: "
+                         "ask for less, or --loss ce")
     bands = info["bands"]
     asked_atmosphere, atmosphere = atmosphere, _atmosphere(atmosphere, len(folders), bands) if augment else 0.0
     if verbose and atmosphere and asked_atmosphere is None:
