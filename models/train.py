@@ -987,8 +987,8 @@ def fine_tuning_loss(comparison: dict) -> str | None:
 def default_loss(n_datasets: int, init=None) -> str:
     """``loss=None``'s value: ``smooth`` for a model of one dataset trained from scratch (a scene's own
     rule masks: measured on nine real scenes, docs/unet.md "Label smoothing"), ``ce`` otherwise (a
-    model of several scenes, or one fine-tuned from a model trained with cross-entropy: not measured
-    with it).
+    model of several scenes, measured no better with it, or one fine-tuned from a model trained with
+    cross-entropy, not measured with it).
 
     >>> default_loss(1), default_loss(3), default_loss(1, init="pretrained.onnx")
     ('smooth', 'ce', 'ce')
