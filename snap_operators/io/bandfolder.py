@@ -103,40 +103,34 @@ def hyp3_rtc_name(prefix: str) -> tuple[str, str] | None:
     return ("gamma0" if m["backscatter"].lower() == "g" else "sigma0"), _HYP3_SCALES[m["scale"].lower()]
 
 
-def holds_db(path: str | Path) -> bool:
+def holds_db(path: str | Path, hyp3: tuple[str, str] | None = None) -> bool:
     """Whether the backscatter file `path` holds dB rather than linear intensity.
 
     Intensity is never negative; dB of real scenes is negative almost
     everywhere (:data:`~.raster_bands.DB_NEGATIVE_SHARE`). Decided on at most
     256 x 256 pixels read decimated, zeros (fill) and no-data left out; dB
     when fewer than :data:`MIN_UNIT_PIXELS` values remain (BigEarthNet's
-    convention).
+    convention). With `hyp3` (:func:`hyp3_rtc_name` of the file's product),
+    the name's scale decides where the values say nothing, and must agree
+    with them where they do.
+
+    Raises
+    ------
+    ProductReadError
+        If the values contradict the HyP3 name's scale.
     """
-    return _reads_db(*_negative_share(path))
-
-
-def _negative_share(path: str | Path) -> tuple[float, int]:
     with open_raster(path) as ds:
         v = ds.read(1, out_shape=(min(ds.height, 256), min(ds.width, 256)), masked=True)
-    return negative_share(v.compressed())
-
-
-def _reads_db(share: float, n: int) -> bool:
-    return n < MIN_UNIT_PIXELS or share > DB_NEGATIVE_SHARE
-
-
-def _s1_holds_db(folder: Path, prefix: str, first: Path) -> bool:
-    """Whether the folder's backscatter files hold dB: their values say, and a HyP3 RTC name must agree."""
-    share, n = _negative_share(first)
-    hyp3 = hyp3_rtc_name(prefix)
+    share, n = negative_share(v.compressed())
+    values_db = n < MIN_UNIT_PIXELS or share > DB_NEGATIVE_SHARE
     if hyp3 is None:
-        return _reads_db(share, n)
+        return values_db
     named_db = hyp3[1] == "decibel"
-    if n >= MIN_UNIT_PIXELS and _reads_db(share, n) != named_db:
+    if n >= MIN_UNIT_PIXELS and values_db != named_db:
         raise ProductReadError(
-            f"{folder}: the product's name says {hyp3[1]} (ASF HyP3 RTC scale letter in {prefix}) but "
-            f"{first.name} holds {'linear' if named_db else 'dB'} values ({share:.1%} below 0): the files "
-            "were converted after ASF made them; convert them back, or rename them without the product code"
+            f"{path}: the product's name says {hyp3[1]} (ASF HyP3 RTC scale letter) but the file holds "
+            f"{'linear' if named_db else 'dB'} values ({share:.1%} below 0): the files were converted after ASF "
+            "made them; convert them back, or rename them without the product code"
         )
     return named_db
 
@@ -231,7 +225,7 @@ def read_band_folder(
     folder = Path(path)
     kind, prefix, files = find_band_files(folder)
     hyp3 = hyp3_rtc_name(prefix) if kind == "S1" else None
-    if kind == "S1" and not _s1_holds_db(folder, prefix, next(iter(files.values()))):
+    if kind == "S1" and not holds_db(next(iter(files.values())), hyp3):
         files = {name.removesuffix("_db"): f for name, f in files.items()}
     wavelengths = S2B_WAVELENGTHS if prefix.upper().startswith("S2B") else S2A_WAVELENGTHS
     sources = []
