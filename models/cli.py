@@ -111,7 +111,8 @@ def add_command(sub) -> None:
     g.add_argument("--loss", choices=LOSSES,
                    help="ce: cross-entropy; gce: generalized CE; sce: symmetric CE; bootstrap: hard bootstrapping; "
                    "smooth: CE with label smoothing 0.1 (the last four are robust to label noise); soft Dice is "
-                   "added (default: smooth for one dataset trained from scratch, ce for several or with --init)")
+                   "added (default: smooth for one dataset trained from scratch, ce for several, with --init or with "
+                   "--self-training)")
     g.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
                    help="draw training patches class-balanced (and, with several datasets, scene-balanced), so that "
                    "a class with 0.5 %% of the pixels is seen (default on: the lever that lost a class least often on "

@@ -438,10 +438,15 @@ def test_a_vanished_class_is_rescued_by_default_and_reported_when_not(scenes, tm
     assert "to bring back class(es)" in (tmp_path / "auto.card.md").read_text()
 
 
-def test_self_training_above_what_label_smoothing_lets_the_network_reach_is_refused(scenes, tmp_path):
+def test_self_training_above_what_label_smoothing_lets_the_network_reach_is_refused(scenes, tmp_path, capsys):
     """Label smoothing's loss is lowest at p = 0.9 + 0.1 / classes: a self-training threshold above it
-    would keep almost no prediction, a training that silently does not self-train."""
+    would keep almost no prediction, a training that silently does not self-train. Asked without a
+    loss, self-training trains with cross-entropy, where the threshold means what it says."""
     with pytest.raises(TrainError, match=r"--confidence 0.95: with label smoothing .* stop near 0\.9\d"):
         train(scenes / "ds3", tmp_path / "st.onnx", config="small", epochs=1, seed=0, verbose=False,
-              self_training=1, confidence=0.95)
+              self_training=1, confidence=0.95, loss="smooth")
     assert not (tmp_path / "st.onnx").exists()
+    levers = train(scenes / "ds3", tmp_path / "st.onnx", config="small", epochs=2, seed=0, verbose=True,
+                   self_training=1, confidence=0.95)["metrics"]["levers"]
+    assert levers["loss"] == "ce" and len(levers["self_training"]) == 1
+    assert "self-training: plain cross-entropy" in capsys.readouterr().out
