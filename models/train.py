@@ -282,7 +282,7 @@ class _Batches:
 def _loss(weights: np.ndarray, dice_weight: float, kind: str = "ce"):
     """Masked, class-weighted loss over labelled pixels (`kind` in :data:`LOSSES`) plus soft Dice.
 
-    ``gce``, ``sce`` and ``bootstrap`` bound what a wrong label can pull:
+    ``gce``, ``sce``, ``bootstrap`` and ``smooth`` bound what a wrong label can pull:
     the rules' labels are noisy, and cross-entropy lets the network fit
     their errors as hard as their truths.
     """
@@ -300,15 +300,14 @@ def _loss(weights: np.ndarray, dice_weight: float, kind: str = "ce"):
         p_label = ops.sum(onehot * p, axis=-1)
         if kind == "gce":
             per_pixel = (1.0 - ops.power(ops.maximum(p_label, 1e-7), GCE_Q)) / GCE_Q * valid
-        elif kind == "bootstrap":
-            guess = ops.one_hot(ops.argmax(p, axis=-1), n) * valid[..., None]
-            target = BOOTSTRAP_BETA * onehot + (1.0 - BOOTSTRAP_BETA) * ops.stop_gradient(guess)
+        else:  # cross-entropy against the label, or against a softened target
+            target = onehot
+            if kind == "bootstrap":
+                guess = ops.one_hot(ops.argmax(p, axis=-1), n) * valid[..., None]
+                target = BOOTSTRAP_BETA * onehot + (1.0 - BOOTSTRAP_BETA) * ops.stop_gradient(guess)
+            elif kind == "smooth":
+                target = (1.0 - SMOOTHING) * onehot + SMOOTHING / n * valid[..., None]
             per_pixel = -ops.sum(target * ops.log(p), axis=-1)
-        elif kind == "smooth":
-            target = (1.0 - SMOOTHING) * onehot + SMOOTHING / n * valid[..., None]
-            per_pixel = -ops.sum(target * ops.log(p), axis=-1)
-        else:
-            per_pixel = -ops.sum(onehot * ops.log(p), axis=-1)
             if kind == "sce":
                 per_pixel = per_pixel + SCE_BETA * (-SCE_LOG_ZERO) * (1.0 - p_label) * valid
         w = ops.take(w_const, yc) * valid
